@@ -1,0 +1,1 @@
+//! shoal-agent: filled in by later work.

@@ -1,0 +1,1 @@
+//! shoal-api: filled in by later work.

@@ -1,0 +1,1 @@
+//! shoal-bench: filled in by later work.

@@ -1,0 +1,1 @@
+//! shoal-controller: filled in by later work.

@@ -1,0 +1,1 @@
+//! shoal-core: filled in by later work.

@@ -1,0 +1,3 @@
+//! Shoal command-line entry point.
+
+fn main() {}

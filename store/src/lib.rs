@@ -1,0 +1,235 @@
+//! shoal-store: the key-value store Shoal keeps all durable state in.
+//!
+//! [`Store`] follows etcd's model — revisioned values, list by prefix returning the store
+//! revision, watch by prefix from a revision, compare-and-swap transactions, and leases whose
+//! keys vanish when they expire. Backends: embedded (redb), etcd, and Consul (emulated on
+//! `ModifyIndex`, blocking queries, `/v1/txn` and sessions).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+
+/// A store revision (etcd's `mod_revision`, Consul's `ModifyIndex`). Strictly increasing.
+pub type Revision = i64;
+
+/// Identifier of a lease granted by the store.
+pub type LeaseId = i64;
+
+/// One key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// Full key, prefix included.
+    pub key: String,
+    /// Raw value bytes.
+    pub value: Vec<u8>,
+    /// Revision at which the key was created (0 never occurs for a live key).
+    pub create_revision: Revision,
+    /// Revision of the last change to this key.
+    pub mod_revision: Revision,
+    /// Lease the key is bound to, if any.
+    pub lease: Option<LeaseId>,
+}
+
+/// The answer to a prefix list: the keys in lexicographic order and the store revision at
+/// which the list was taken (start a watch at `revision + 1` to miss nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListResult {
+    /// Matching keys, sorted by key.
+    pub kvs: Vec<KeyValue>,
+    /// Store revision the list reflects.
+    pub revision: Revision,
+}
+
+/// A condition of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key's `mod_revision` equals the given revision; `0` means "the key does not exist".
+    ModRevision {
+        /// Key compared.
+        key: String,
+        /// Expected revision (0 = absent).
+        revision: Revision,
+    },
+}
+
+/// One write in a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOp {
+    /// Write a value, optionally bound to a lease.
+    Put {
+        /// Key written.
+        key: String,
+        /// Value written.
+        value: Vec<u8>,
+        /// Lease to bind the key to.
+        lease: Option<LeaseId>,
+    },
+    /// Delete a key (no-op when absent).
+    Delete {
+        /// Key deleted.
+        key: String,
+    },
+}
+
+/// A multi-key transaction: if every compare holds, all ops are applied atomically at one
+/// new revision; otherwise nothing is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    /// Conditions that must all hold.
+    pub compares: Vec<Compare>,
+    /// Writes applied when they do.
+    pub ops: Vec<TxnOp>,
+}
+
+/// Outcome of a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnResult {
+    /// Whether every compare held and the ops were applied.
+    pub succeeded: bool,
+    /// Store revision after the transaction (the new one when it wrote).
+    pub revision: Revision,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A key was created or updated.
+    Put(KeyValue),
+    /// A key was deleted (explicitly or by lease expiry).
+    Delete {
+        /// Deleted key.
+        key: String,
+        /// Revision of the deletion.
+        mod_revision: Revision,
+    },
+}
+
+/// A batch of watch events, all at or below `revision`. An empty batch is a progress
+/// notification: the store has reached `revision` with nothing new under the prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchBatch {
+    /// Events in revision order.
+    pub events: Vec<WatchEvent>,
+    /// The store revision this batch brings the watcher up to.
+    pub revision: Revision,
+}
+
+/// A stream of watch batches. It ends after yielding [`StoreError::Compacted`].
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchBatch, StoreError>> + Send>>;
+
+/// What can go wrong talking to a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The requested revision is older than the retained history.
+    #[error("revision {requested} has been compacted (oldest available is {compact_revision})")]
+    Compacted {
+        /// Revision asked for.
+        requested: Revision,
+        /// Revision up to which history was compacted.
+        compact_revision: Revision,
+    },
+    /// The lease does not exist (expired or revoked).
+    #[error("lease {0} not found (expired or revoked)")]
+    LeaseNotFound(LeaseId),
+    /// A transaction has more ops than the backend accepts atomically.
+    #[error("transaction has {ops} operations; the {backend} backend accepts at most {max}")]
+    TooManyOps {
+        /// Ops in the rejected transaction.
+        ops: usize,
+        /// Backend limit.
+        max: usize,
+        /// Backend name.
+        backend: &'static str,
+    },
+    /// The store could not be reached or did not answer.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store URL is malformed or names an unsupported backend.
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// URL given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Any other backend failure, with the backend's own message.
+    #[error("{backend} store error: {message}")]
+    Backend {
+        /// Backend name.
+        backend: &'static str,
+        /// What the backend said.
+        message: String,
+    },
+}
+
+/// The store contract every backend implements. See DESIGN.md, "Store semantics".
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short backend name for messages and metrics (`embedded`, `etcd`, `consul`).
+    fn backend(&self) -> &'static str;
+
+    /// Most ops one transaction may carry (etcd 128, Consul 64).
+    fn max_txn_ops(&self) -> usize;
+
+    /// Reads one key.
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+
+    /// Lists every key under `prefix`, sorted, with the revision of the read.
+    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError>;
+
+    /// Writes one key unconditionally; returns the new revision.
+    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>)
+    -> Result<Revision, StoreError>;
+
+    /// Deletes one key; returns whether it existed.
+    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Applies a transaction atomically. More ops than [`Store::max_txn_ops`] is
+    /// [`StoreError::TooManyOps`], never a silent split.
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError>;
+
+    /// Watches every key under `prefix` from `from_revision` (inclusive). Broken
+    /// connections are re-established from the last revision seen; only
+    /// [`StoreError::Compacted`] (and nothing after it) tells the caller to list again.
+    async fn watch(&self, prefix: &str, from_revision: Revision)
+    -> Result<WatchStream, StoreError>;
+
+    /// Grants a lease with the given time to live.
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError>;
+
+    /// Refreshes a lease once; [`StoreError::LeaseNotFound`] once it has expired.
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError>;
+
+    /// Revokes a lease, deleting every key bound to it.
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError>;
+
+    /// Writes `value` only if the key's `mod_revision` is `expected` (0 = create only).
+    /// Returns the new revision, or `None` on conflict.
+    async fn compare_and_put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        lease: Option<LeaseId>,
+    ) -> Result<Option<Revision>, StoreError> {
+        let res = self
+            .txn(Txn {
+                compares: vec![Compare::ModRevision { key: key.to_string(), revision: expected }],
+                ops: vec![TxnOp::Put { key: key.to_string(), value, lease }],
+            })
+            .await?;
+        Ok(res.succeeded.then_some(res.revision))
+    }
+
+    /// Deletes the key only if its `mod_revision` is `expected`; returns whether it did.
+    async fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<bool, StoreError> {
+        let res = self
+            .txn(Txn {
+                compares: vec![Compare::ModRevision { key: key.to_string(), revision: expected }],
+                ops: vec![TxnOp::Delete { key: key.to_string() }],
+            })
+            .await?;
+        Ok(res.succeeded)
+    }
+}

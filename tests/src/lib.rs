@@ -1,0 +1,1 @@
+//! shoal-tests: filled in by later work.
