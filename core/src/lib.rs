@@ -1,1 +1,19 @@
-//! shoal-core: filled in by later work.
+//! shoal-core: the manifest (types, parsing with line/column errors, validation, JSON Schema),
+//! the records components exchange through the store, and the key layout.
+//!
+//! Pure and fast to test: no I/O beyond what callers hand in.
+
+pub mod constraint;
+pub mod keys;
+pub mod manifest;
+pub mod model;
+pub mod parse;
+pub mod units;
+
+pub use keys::{Key, Keys};
+pub use manifest::{Service, ServiceRef, ServiceSpec};
+pub use model::{
+    Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskState, TaskStatus, TaskTemplate, Timestamp,
+};
+pub use units::{ByteSize, Dur};
+pub use parse::{ManifestError, ParsedService, parse};

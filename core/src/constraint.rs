@@ -1,0 +1,155 @@
+//! Placement constraints: `node.labels.KEY == VALUE`, `node.hostname != h`, `node.id == x`,
+//! `node.role == worker`, and spread preference attributes (`node.labels.zone`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Why a constraint expression was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConstraintError {
+    /// No `==` or `!=` operator.
+    #[error("constraint {0:?} has no operator: expected `ATTRIBUTE == VALUE` or `ATTRIBUTE != VALUE`")]
+    NoOperator(String),
+    /// The attribute is not one Shoal knows.
+    #[error(
+        "constraint {expr:?}: unknown attribute {attr:?} (expected node.labels.KEY, node.hostname, node.id or node.role)"
+    )]
+    UnknownAttribute {
+        /// Whole expression.
+        expr: String,
+        /// Offending attribute.
+        attr: String,
+    },
+    /// The value is empty.
+    #[error("constraint {0:?} has an empty value")]
+    EmptyValue(String),
+}
+
+/// A node attribute a constraint or preference reads.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Attribute {
+    /// `node.labels.KEY` (engine labels overlaid with operator labels).
+    Label(String),
+    /// `node.hostname`.
+    Hostname,
+    /// `node.id`.
+    Id,
+    /// `node.role`.
+    Role,
+}
+
+impl Attribute {
+    /// Parses `node.labels.KEY`, `node.hostname`, `node.id`, `node.role`.
+    pub fn parse(s: &str) -> Option<Attribute> {
+        let s = s.trim();
+        match s {
+            "node.hostname" => Some(Attribute::Hostname),
+            "node.id" => Some(Attribute::Id),
+            "node.role" => Some(Attribute::Role),
+            _ => s
+                .strip_prefix("node.labels.")
+                .filter(|k| !k.is_empty() && !k.contains(char::is_whitespace))
+                .map(|k| Attribute::Label(k.to_string())),
+        }
+    }
+
+    /// The attribute's value on a node, if it has one.
+    pub fn value<'a>(&self, view: &'a NodeView<'a>) -> Option<&'a str> {
+        match self {
+            Attribute::Label(k) => view.labels.get(k).map(String::as_str),
+            Attribute::Hostname => Some(view.hostname),
+            Attribute::Id => Some(view.id),
+            Attribute::Role => Some(view.role),
+        }
+    }
+}
+
+impl fmt::Display for Attribute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Attribute::Label(k) => write!(f, "node.labels.{k}"),
+            Attribute::Hostname => f.write_str("node.hostname"),
+            Attribute::Id => f.write_str("node.id"),
+            Attribute::Role => f.write_str("node.role"),
+        }
+    }
+}
+
+/// The node facts constraints are evaluated against.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeView<'a> {
+    /// Node id.
+    pub id: &'a str,
+    /// Host name.
+    pub hostname: &'a str,
+    /// Role.
+    pub role: &'a str,
+    /// Effective labels.
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// A parsed constraint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Constraint {
+    /// Attribute compared.
+    pub attribute: Attribute,
+    /// `true` for `==`, `false` for `!=`.
+    pub equal: bool,
+    /// Value compared with.
+    pub value: String,
+}
+
+impl Constraint {
+    /// Parses `ATTRIBUTE ==|!= VALUE`.
+    pub fn parse(expr: &str) -> Result<Constraint, ConstraintError> {
+        let (lhs, rhs, equal) = if let Some((l, r)) = expr.split_once("==") {
+            (l, r, true)
+        } else if let Some((l, r)) = expr.split_once("!=") {
+            (l, r, false)
+        } else {
+            return Err(ConstraintError::NoOperator(expr.to_string()));
+        };
+        let attribute = Attribute::parse(lhs).ok_or_else(|| ConstraintError::UnknownAttribute {
+            expr: expr.to_string(),
+            attr: lhs.trim().to_string(),
+        })?;
+        let value = rhs.trim();
+        if value.is_empty() || value.contains("==") || value.contains("!=") {
+            return Err(ConstraintError::EmptyValue(expr.to_string()));
+        }
+        Ok(Constraint { attribute, equal, value: value.to_string() })
+    }
+
+    /// Whether the node satisfies the constraint. A missing label never equals anything
+    /// (and so always satisfies `!=`), as in Swarm.
+    pub fn matches(&self, node: &NodeView<'_>) -> bool {
+        let actual = self.attribute.value(node);
+        (actual == Some(self.value.as_str())) == self.equal
+    }
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.attribute, if self.equal { "==" } else { "!=" }, self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constraints_parse_and_match() {
+        let labels: BTreeMap<String, String> = [("storage".to_string(), "ssd".to_string())].into();
+        let n = NodeView { id: "n1", hostname: "core-01", role: "worker", labels: &labels };
+        assert!(Constraint::parse("node.labels.storage == ssd").unwrap().matches(&n));
+        assert!(!Constraint::parse("node.labels.storage != ssd").unwrap().matches(&n));
+        assert!(Constraint::parse("node.hostname!=core-02").unwrap().matches(&n));
+        assert!(!Constraint::parse("node.labels.zone == a").unwrap().matches(&n));
+        assert!(Constraint::parse("node.labels.zone != a").unwrap().matches(&n));
+        assert_eq!(Constraint::parse("node.labels.storage==ssd").unwrap().to_string(), "node.labels.storage==ssd");
+        assert!(matches!(Constraint::parse("node.labels.storage = ssd"), Err(ConstraintError::NoOperator(_))));
+        assert!(matches!(Constraint::parse("node.color == red"), Err(ConstraintError::UnknownAttribute { .. })));
+        assert!(matches!(Constraint::parse("node.id =="), Err(ConstraintError::EmptyValue(_))));
+    }
+}

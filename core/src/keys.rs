@@ -1,0 +1,184 @@
+//! The key layout: the only place that builds or parses store keys.
+//!
+//! | key | writer |
+//! |---|---|
+//! | `services/<ns>/<name>` | user, API |
+//! | `status/services/<ns>/<name>` | controller |
+//! | `nodes/<node>` | agent (leased) |
+//! | `nodeconfig/<node>` | user, API |
+//! | `tasks/<node>/<task>` | controller |
+//! | `taskstatus/<node>/<task>` | agent |
+//! | `leader` | controller (leased) |
+
+use crate::manifest::ServiceRef;
+
+/// Prefix used when none is configured.
+pub const DEFAULT_PREFIX: &str = "/shoal";
+
+/// A parsed key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Key {
+    /// `services/<ns>/<name>`.
+    Service(ServiceRef),
+    /// `status/services/<ns>/<name>`.
+    ServiceStatus(ServiceRef),
+    /// `nodes/<node>`.
+    Node(String),
+    /// `nodeconfig/<node>`.
+    NodeConfig(String),
+    /// `tasks/<node>/<task>`.
+    Task {
+        /// Node id.
+        node: String,
+        /// Task id.
+        task: String,
+    },
+    /// `taskstatus/<node>/<task>`.
+    TaskStatus {
+        /// Node id.
+        node: String,
+        /// Task id.
+        task: String,
+    },
+    /// `leader`.
+    Leader,
+}
+
+/// Builds and parses keys under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new(DEFAULT_PREFIX)
+    }
+}
+
+impl Keys {
+    /// Keys under `prefix` (a trailing `/` is ignored; `""` means the store root).
+    pub fn new(prefix: &str) -> Self {
+        Keys { prefix: prefix.trim_end_matches('/').to_string() }
+    }
+
+    /// The configured prefix, without trailing `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn join(&self, rest: &str) -> String {
+        format!("{}/{}", self.prefix, rest)
+    }
+
+    /// `services/<ns>/<name>`.
+    pub fn service(&self, s: &ServiceRef) -> String {
+        self.join(&format!("services/{}/{}", s.namespace, s.name))
+    }
+    /// Prefix of every manifest.
+    pub fn services_prefix(&self) -> String {
+        self.join("services/")
+    }
+    /// Prefix of one namespace's manifests.
+    pub fn services_ns_prefix(&self, ns: &str) -> String {
+        self.join(&format!("services/{ns}/"))
+    }
+    /// `status/services/<ns>/<name>`.
+    pub fn service_status(&self, s: &ServiceRef) -> String {
+        self.join(&format!("status/services/{}/{}", s.namespace, s.name))
+    }
+    /// Prefix of every service status.
+    pub fn service_status_prefix(&self) -> String {
+        self.join("status/services/")
+    }
+    /// `nodes/<node>`.
+    pub fn node(&self, node: &str) -> String {
+        self.join(&format!("nodes/{node}"))
+    }
+    /// Prefix of every node record.
+    pub fn nodes_prefix(&self) -> String {
+        self.join("nodes/")
+    }
+    /// `nodeconfig/<node>`.
+    pub fn node_config(&self, node: &str) -> String {
+        self.join(&format!("nodeconfig/{node}"))
+    }
+    /// Prefix of every node config.
+    pub fn node_config_prefix(&self) -> String {
+        self.join("nodeconfig/")
+    }
+    /// `tasks/<node>/<task>`.
+    pub fn task(&self, node: &str, task: &str) -> String {
+        self.join(&format!("tasks/{node}/{task}"))
+    }
+    /// Prefix of every assignment.
+    pub fn tasks_prefix(&self) -> String {
+        self.join("tasks/")
+    }
+    /// Prefix of one node's assignments.
+    pub fn node_tasks_prefix(&self, node: &str) -> String {
+        self.join(&format!("tasks/{node}/"))
+    }
+    /// `taskstatus/<node>/<task>`.
+    pub fn task_status(&self, node: &str, task: &str) -> String {
+        self.join(&format!("taskstatus/{node}/{task}"))
+    }
+    /// Prefix of every task status.
+    pub fn task_status_prefix(&self) -> String {
+        self.join("taskstatus/")
+    }
+    /// Prefix of one node's task statuses.
+    pub fn node_task_status_prefix(&self, node: &str) -> String {
+        self.join(&format!("taskstatus/{node}/"))
+    }
+    /// `leader`.
+    pub fn leader(&self) -> String {
+        self.join("leader")
+    }
+
+    /// Parses a full key; `None` for keys outside the layout.
+    pub fn parse(&self, key: &str) -> Option<Key> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        let sref = |ns: &str, name: &str| ServiceRef { namespace: ns.to_string(), name: name.to_string() };
+        match parts.as_slice() {
+            ["services", ns, name] => Some(Key::Service(sref(ns, name))),
+            ["status", "services", ns, name] => Some(Key::ServiceStatus(sref(ns, name))),
+            ["nodes", n] => Some(Key::Node(n.to_string())),
+            ["nodeconfig", n] => Some(Key::NodeConfig(n.to_string())),
+            ["tasks", n, t] => Some(Key::Task { node: n.to_string(), task: t.to_string() }),
+            ["taskstatus", n, t] => Some(Key::TaskStatus { node: n.to_string(), task: t.to_string() }),
+            ["leader"] => Some(Key::Leader),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let k = Keys::new("/shoal/");
+        let web = ServiceRef { namespace: "default".into(), name: "web".into() };
+        let all = [
+            (k.service(&web), Key::Service(web.clone())),
+            (k.service_status(&web), Key::ServiceStatus(web.clone())),
+            (k.node("n1"), Key::Node("n1".into())),
+            (k.node_config("n1"), Key::NodeConfig("n1".into())),
+            (k.task("n1", "web.1.a"), Key::Task { node: "n1".into(), task: "web.1.a".into() }),
+            (k.task_status("n1", "t"), Key::TaskStatus { node: "n1".into(), task: "t".into() }),
+            (k.leader(), Key::Leader),
+        ];
+        for (s, key) in all {
+            assert_eq!(k.parse(&s), Some(key), "{s}");
+        }
+        assert_eq!(k.service(&web), "/shoal/services/default/web");
+        assert_eq!(k.parse("/other/services/a/b"), None);
+        assert_eq!(k.parse("/shoal/services/a"), None);
+    }
+}
