@@ -1,0 +1,88 @@
+//! Command-line interface: the clap definitions and one module per subcommand family.
+
+pub mod agent;
+pub mod api;
+pub mod client;
+pub mod controller;
+pub mod dev;
+pub mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Shoal: a declarative container orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log output format (filter with RUST_LOG, e.g. RUST_LOG=shoal=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SHOAL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Store flags shared by every server subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Store URL: etcd://HOST:PORT[,HOST:PORT...], consul://HOST:PORT, or file:///PATH (embedded).
+    #[arg(long, env = "SHOAL_STORE")]
+    pub store: String,
+    /// Key prefix every Shoal key lives under.
+    #[arg(long, env = "SHOAL_PREFIX", default_value = shoal_core::keys::DEFAULT_PREFIX)]
+    pub prefix: String,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check manifests without applying them; prints FILE:LINE:COL: message per error.
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of the Service manifest.
+    Schema(validate::SchemaArgs),
+    /// Run the controller (reconciles services into task placements).
+    Controller(controller::ControllerArgs),
+    /// Run a node agent (runs the tasks assigned to this node).
+    Agent(agent::AgentArgs),
+    /// Run the API server.
+    Api(api::ApiArgs),
+    /// Run everything in one process on an embedded store (API, controller, local agent).
+    Dev(dev::DevArgs),
+    /// Client commands (talk to the API server).
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+/// Runs one subcommand; the exit code is for pipelines.
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate(a) => validate::run_validate(a).await,
+        Command::Schema(a) => validate::run_schema(a).await,
+        Command::Controller(a) => controller::run(a).await,
+        Command::Agent(a) => agent::run(a).await,
+        Command::Api(a) => api::run(a).await,
+        Command::Dev(a) => dev::run(a).await,
+        Command::Client(c) => client::run(c).await,
+    }
+}
+
+/// Installs the tracing subscriber: RUST_LOG filters (default `info`), text or JSON lines.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
