@@ -1,0 +1,60 @@
+# Shoal — the commands a newcomer needs.
+#   make run    start Shoal on this machine and show it working
+#   make test   run the whole test suite (real etcd, real Docker containers)
+# Both install what is missing first (Debian packages: protobuf-compiler, etcd-server,
+# busybox-static) and build the local test image (no registry is needed).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+APT_PACKAGES := protobuf-compiler etcd-server busybox-static
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build release run test lint fmt bench bench-full image clean
+
+all: build
+
+## deps: install the Debian packages Shoal's build and tests need, when absent
+deps:
+	@missing=""; \
+	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || missing="$$missing busybox-static"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	else echo "deps: protoc, etcd and busybox-static are present"; fi
+
+-include mk/image.mk
+
+build: deps
+	$(CARGO) build --workspace
+
+release: deps
+	$(CARGO) build --release --bin shoal
+
+## run: build Shoal and start it with an example service (see README)
+run: deps image release
+	./scripts/run-demo.sh
+
+## test: the whole suite, with a real etcd and real Docker containers
+test: deps image
+	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt; \
+	status=$${PIPESTATUS[0]}; \
+	./scripts/test-summary.sh target/test-output.txt; \
+	exit $$status
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: deps release
+	$(CARGO) run --release -p shoal-bench -- --quick
+
+bench-full: deps release
+	$(CARGO) run --release -p shoal-bench -- --full
+
+clean:
+	$(CARGO) clean
