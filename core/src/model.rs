@@ -588,6 +588,10 @@ pub struct ServiceStatus {
     /// The spec before the last template change, for rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_spec: Option<ServiceSpec>,
+    /// The spec the current template comes from (so the next template change can keep it
+    /// as `previousSpec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_spec: Option<ServiceSpec>,
     /// When the status was written.
     #[serde(default)]
     pub updated_at: Timestamp,
