@@ -8,7 +8,9 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConstraintError {
     /// No `==` or `!=` operator.
-    #[error("constraint {0:?} has no operator: expected `ATTRIBUTE == VALUE` or `ATTRIBUTE != VALUE`")]
+    #[error(
+        "constraint {0:?} has no operator: expected `ATTRIBUTE == VALUE` or `ATTRIBUTE != VALUE`"
+    )]
     NoOperator(String),
     /// The attribute is not one Shoal knows.
     #[error(
@@ -117,7 +119,11 @@ impl Constraint {
         if value.is_empty() || value.contains("==") || value.contains("!=") {
             return Err(ConstraintError::EmptyValue(expr.to_string()));
         }
-        Ok(Constraint { attribute, equal, value: value.to_string() })
+        Ok(Constraint {
+            attribute,
+            equal,
+            value: value.to_string(),
+        })
     }
 
     /// Whether the node satisfies the constraint. A missing label never equals anything
@@ -130,7 +136,13 @@ impl Constraint {
 
 impl fmt::Display for Constraint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}{}", self.attribute, if self.equal { "==" } else { "!=" }, self.value)
+        write!(
+            f,
+            "{}{}{}",
+            self.attribute,
+            if self.equal { "==" } else { "!=" },
+            self.value
+        )
     }
 }
 
@@ -141,15 +153,54 @@ mod tests {
     #[test]
     fn constraints_parse_and_match() {
         let labels: BTreeMap<String, String> = [("storage".to_string(), "ssd".to_string())].into();
-        let n = NodeView { id: "n1", hostname: "core-01", role: "worker", labels: &labels };
-        assert!(Constraint::parse("node.labels.storage == ssd").unwrap().matches(&n));
-        assert!(!Constraint::parse("node.labels.storage != ssd").unwrap().matches(&n));
-        assert!(Constraint::parse("node.hostname!=core-02").unwrap().matches(&n));
-        assert!(!Constraint::parse("node.labels.zone == a").unwrap().matches(&n));
-        assert!(Constraint::parse("node.labels.zone != a").unwrap().matches(&n));
-        assert_eq!(Constraint::parse("node.labels.storage==ssd").unwrap().to_string(), "node.labels.storage==ssd");
-        assert!(matches!(Constraint::parse("node.labels.storage = ssd"), Err(ConstraintError::NoOperator(_))));
-        assert!(matches!(Constraint::parse("node.color == red"), Err(ConstraintError::UnknownAttribute { .. })));
-        assert!(matches!(Constraint::parse("node.id =="), Err(ConstraintError::EmptyValue(_))));
+        let n = NodeView {
+            id: "n1",
+            hostname: "core-01",
+            role: "worker",
+            labels: &labels,
+        };
+        assert!(
+            Constraint::parse("node.labels.storage == ssd")
+                .unwrap()
+                .matches(&n)
+        );
+        assert!(
+            !Constraint::parse("node.labels.storage != ssd")
+                .unwrap()
+                .matches(&n)
+        );
+        assert!(
+            Constraint::parse("node.hostname!=core-02")
+                .unwrap()
+                .matches(&n)
+        );
+        assert!(
+            !Constraint::parse("node.labels.zone == a")
+                .unwrap()
+                .matches(&n)
+        );
+        assert!(
+            Constraint::parse("node.labels.zone != a")
+                .unwrap()
+                .matches(&n)
+        );
+        assert_eq!(
+            Constraint::parse("node.labels.storage==ssd")
+                .unwrap()
+                .to_string(),
+            "node.labels.storage==ssd"
+        );
+        assert!(matches!(
+            Constraint::parse("node.labels.storage = ssd"),
+            Err(ConstraintError::NoOperator(_))
+        ));
+        assert!(matches!(
+            Constraint::parse("node.color == red"),
+            Err(ConstraintError::UnknownAttribute { .. })
+        ));
+        assert!(matches!(
+            Constraint::parse("node.id =="),
+            Err(ConstraintError::EmptyValue(_))
+        ));
     }
 }

@@ -59,7 +59,9 @@ impl Default for Keys {
 impl Keys {
     /// Keys under `prefix` (a trailing `/` is ignored; `""` means the store root).
     pub fn new(prefix: &str) -> Self {
-        Keys { prefix: prefix.trim_end_matches('/').to_string() }
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
     }
 
     /// The configured prefix, without trailing `/`.
@@ -143,14 +145,23 @@ impl Keys {
         if parts.iter().any(|p| p.is_empty()) {
             return None;
         }
-        let sref = |ns: &str, name: &str| ServiceRef { namespace: ns.to_string(), name: name.to_string() };
+        let sref = |ns: &str, name: &str| ServiceRef {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        };
         match parts.as_slice() {
             ["services", ns, name] => Some(Key::Service(sref(ns, name))),
             ["status", "services", ns, name] => Some(Key::ServiceStatus(sref(ns, name))),
             ["nodes", n] => Some(Key::Node(n.to_string())),
             ["nodeconfig", n] => Some(Key::NodeConfig(n.to_string())),
-            ["tasks", n, t] => Some(Key::Task { node: n.to_string(), task: t.to_string() }),
-            ["taskstatus", n, t] => Some(Key::TaskStatus { node: n.to_string(), task: t.to_string() }),
+            ["tasks", n, t] => Some(Key::Task {
+                node: n.to_string(),
+                task: t.to_string(),
+            }),
+            ["taskstatus", n, t] => Some(Key::TaskStatus {
+                node: n.to_string(),
+                task: t.to_string(),
+            }),
             ["leader"] => Some(Key::Leader),
             _ => None,
         }
@@ -164,14 +175,29 @@ mod tests {
     #[test]
     fn keys_round_trip() {
         let k = Keys::new("/shoal/");
-        let web = ServiceRef { namespace: "default".into(), name: "web".into() };
+        let web = ServiceRef {
+            namespace: "default".into(),
+            name: "web".into(),
+        };
         let all = [
             (k.service(&web), Key::Service(web.clone())),
             (k.service_status(&web), Key::ServiceStatus(web.clone())),
             (k.node("n1"), Key::Node("n1".into())),
             (k.node_config("n1"), Key::NodeConfig("n1".into())),
-            (k.task("n1", "web.1.a"), Key::Task { node: "n1".into(), task: "web.1.a".into() }),
-            (k.task_status("n1", "t"), Key::TaskStatus { node: "n1".into(), task: "t".into() }),
+            (
+                k.task("n1", "web.1.a"),
+                Key::Task {
+                    node: "n1".into(),
+                    task: "web.1.a".into(),
+                },
+            ),
+            (
+                k.task_status("n1", "t"),
+                Key::TaskStatus {
+                    node: "n1".into(),
+                    task: "t".into(),
+                },
+            ),
             (k.leader(), Key::Leader),
         ];
         for (s, key) in all {

@@ -36,12 +36,17 @@ pub struct Service {
 impl Service {
     /// `namespace/name`, the service's identity in messages and keys.
     pub fn id(&self) -> ServiceRef {
-        ServiceRef { namespace: self.metadata.namespace.clone(), name: self.metadata.name.clone() }
+        ServiceRef {
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+        }
     }
 }
 
 /// Identifies a service: namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceRef {
     /// Namespace.
@@ -87,7 +92,18 @@ pub enum Mode {
 
 /// What runs a task on a node. Nodes advertise the runtimes they offer.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum RuntimeKind {
@@ -184,7 +200,18 @@ fn default_stop_grace() -> Dur {
 
 /// Transport protocol of a port.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {

@@ -47,7 +47,9 @@ pub struct Timestamp(pub u64);
 impl Timestamp {
     /// The current time.
     pub fn now() -> Self {
-        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp(d.as_millis() as u64)
     }
     /// Milliseconds since the epoch.
@@ -55,7 +57,7 @@ impl Timestamp {
         self.0
     }
     /// This time plus a duration.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         Timestamp(self.0.saturating_add(d.as_millis() as u64))
     }
     /// Time elapsed from `earlier` to `self` (zero if `earlier` is later).
@@ -81,7 +83,10 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let t = humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom)?;
-        let ms = t.duration_since(UNIX_EPOCH).map_err(serde::de::Error::custom)?.as_millis();
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map_err(serde::de::Error::custom)?
+            .as_millis();
         Ok(Timestamp(ms as u64))
     }
 }
@@ -125,7 +130,9 @@ impl FromStr for Availability {
             "active" => Ok(Availability::Active),
             "pause" => Ok(Availability::Pause),
             "drain" => Ok(Availability::Drain),
-            _ => Err(format!("unknown availability {s:?} (expected active, pause or drain)")),
+            _ => Err(format!(
+                "unknown availability {s:?} (expected active, pause or drain)"
+            )),
         }
     }
 }
@@ -197,7 +204,12 @@ impl Node {
     /// Engine labels overlaid with operator labels.
     pub fn labels(&self) -> BTreeMap<String, String> {
         let mut l = self.info.labels.clone();
-        l.extend(self.config.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        l.extend(
+            self.config
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         l
     }
 }
@@ -304,7 +316,9 @@ pub enum DesiredState {
 }
 
 /// Where a task sits in its service.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Slot {
     /// Replicated services: slot 1..=replicas.
@@ -598,7 +612,10 @@ pub struct ServiceStatus {
 }
 
 /// Decodes a JSON record written by a Shoal component.
-pub fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, ModelError> {
+pub fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, ModelError> {
     serde_json::from_slice(bytes).map_err(|source| ModelError::Json { what, source })
 }
 
@@ -613,9 +630,21 @@ mod tests {
 
     #[test]
     fn task_states_only_move_forward() {
-        assert!(TaskState::Assigned.check_transition(TaskState::Running).is_ok());
-        assert!(TaskState::Running.check_transition(TaskState::Starting).is_err());
-        assert!(TaskState::Failed.check_transition(TaskState::Orphaned).is_err());
+        assert!(
+            TaskState::Assigned
+                .check_transition(TaskState::Running)
+                .is_ok()
+        );
+        assert!(
+            TaskState::Running
+                .check_transition(TaskState::Starting)
+                .is_err()
+        );
+        assert!(
+            TaskState::Failed
+                .check_transition(TaskState::Orphaned)
+                .is_err()
+        );
         assert_eq!("running".parse::<TaskState>().unwrap(), TaskState::Running);
     }
 

@@ -15,7 +15,9 @@ pub enum UnitError {
     #[error("invalid duration {0:?}: expected a number with a unit, e.g. 500ms, 5s, 1m, 1h30m")]
     Duration(String),
     /// Not a size such as `64Mi`, `1Gi`, `512M`, `1024`.
-    #[error("invalid size {0:?}: expected bytes or a number with a unit (K, M, G, Ki, Mi, Gi, ...)")]
+    #[error(
+        "invalid size {0:?}: expected bytes or a number with a unit (K, M, G, Ki, Mi, Gi, ...)"
+    )]
     Size(String),
 }
 
@@ -60,13 +62,17 @@ impl FromStr for Dur {
         let mut total = 0f64;
         let mut rest = t;
         while !rest.is_empty() {
-            let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+            let num_end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(err)?;
             if num_end == 0 {
                 return Err(err());
             }
             let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
             rest = &rest[num_end..];
-            let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+            let unit_end = rest
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(rest.len());
             let mult = match &rest[..unit_end] {
                 "ns" => 1e-9,
                 "us" | "µs" => 1e-6,
@@ -92,7 +98,7 @@ impl fmt::Display for Dur {
         if ms == 0 {
             return f.write_str("0s");
         }
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             return write!(f, "{ms}ms");
         }
         let mut s = (ms / 1000) as u64;
@@ -156,7 +162,9 @@ impl FromStr for ByteSize {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         let err = || UnitError::Size(s.to_string());
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         if split == 0 {
             return Err(err());
         }
@@ -184,8 +192,13 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        for (unit, m) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-            if b >= m && b % m == 0 {
+        for (unit, m) in [
+            ("Ti", 1u64 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
+            if b >= m && b.is_multiple_of(m) {
                 return write!(f, "{}{unit}", b / m);
             }
         }

@@ -1,0 +1,237 @@
+//! `shoal-bench`: runs the hollow-node cluster benchmark (see the crate docs and BENCHMARKS.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use serde_json::json;
+use shoal_bench::calibrate::calibrate;
+use shoal_bench::cluster::{Cluster, proc_stats};
+use shoal_bench::etcd::EtcdServer;
+use shoal_bench::report::{Report, RunContext};
+use shoal_bench::scenarios::{Bench, Sizes};
+
+/// Hollow-node cluster benchmark against a real etcd.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The full set (5,000 nodes for S2, 100k tasks for S1, longer churn).
+    #[arg(long, conflicts_with = "quick")]
+    full: bool,
+    /// A quick run of a few minutes (default).
+    #[arg(long)]
+    quick: bool,
+    /// The release `shoal` binary to measure.
+    #[arg(long, default_value = "target/release/shoal")]
+    binary: PathBuf,
+    /// Where JSON lines go.
+    #[arg(long, default_value = "bench/results")]
+    results: PathBuf,
+    /// Lease TTL for agents and controllers.
+    #[arg(long, default_value = "5s")]
+    lease_ttl: String,
+    /// Only these scenarios (comma-separated: s1,s2,s3,s4,s5).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.binary.exists(),
+        "{} not found: build it first with `cargo build --release --bin shoal` (make bench does)",
+        args.binary.display()
+    );
+    let ttl: Duration = humantime_ttl(&args.lease_ttl)?;
+    let sizes = if args.full {
+        Sizes {
+            nodes: 1000,
+            services: 1000,
+            replicas: 100,
+            burst_replicas: 10_000,
+            churn: Duration::from_secs(120),
+            churn_rate: 20,
+            failed_nodes: 50,
+            limit: Duration::from_secs(600),
+        }
+    } else {
+        Sizes {
+            nodes: 1000,
+            services: 100,
+            replicas: 100,
+            burst_replicas: 2_000,
+            churn: Duration::from_secs(30),
+            churn_rate: 20,
+            failed_nodes: 50,
+            limit: Duration::from_secs(240),
+        }
+    };
+    let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+
+    let etcd = EtcdServer::start().await.context("starting etcd")?;
+    println!("etcd {} on {}", etcd.version, etcd.endpoint);
+    let per = Duration::from_secs(if args.full { 10 } else { 4 });
+    let cal0 = calibrate(&etcd.endpoint, "/calibration", 64, 128, per).await?;
+    println!("calibration: {cal0:?}");
+    let ctx = RunContext {
+        git_revision: git_revision(),
+        etcd_version: etcd.version.clone(),
+        run: if args.full {
+            "full".into()
+        } else {
+            "quick".into()
+        },
+        calibration_start: Some(cal0),
+        calibration_end: None,
+    };
+    let mut report = Report::new(&args.results, ctx)?;
+    for (n, v, u) in [
+        ("L_seq", cal0.l_seq, "txn/s"),
+        ("L_par", cal0.l_par, "txn/s"),
+        ("L_batch", cal0.l_batch, "keys/s"),
+    ] {
+        report.figure(
+            "calibration",
+            &format!("{n}_start"),
+            v,
+            u,
+            json!({"inFlight": cal0.in_flight, "batchOps": cal0.batch_ops}),
+        );
+    }
+    let logs = tempfile::Builder::new()
+        .prefix("shoal-bench-logs")
+        .tempdir()?;
+    let cluster = Cluster::new(
+        &args.binary,
+        &etcd.store_url(),
+        logs.path(),
+        &args.lease_ttl,
+    );
+    let mut bench = Bench {
+        endpoint: etcd.endpoint.clone(),
+        cluster: &cluster,
+        report: &mut report,
+        calibration: cal0,
+        lease_ttl: ttl,
+    };
+
+    let agents = bench.start_nodes("s1", sizes.nodes).await?;
+    bench.wait_nodes(sizes.nodes).await?;
+    let mut controller = cluster.controller("controller-0")?;
+    bench.wait_leader().await?;
+    if want("s1") {
+        if let Err(e) = bench.s1_bulk(&sizes, &mut controller, false).await {
+            eprintln!("S1 incomplete: {e}");
+        }
+        let st = proc_stats(controller.pid());
+        let tasks = (sizes.services * sizes.replicas) as f64;
+        bench.report.figure(
+            "footprint",
+            "controller_rss_steady",
+            st.rss as f64,
+            "bytes",
+            json!({}),
+        );
+        bench.report.figure(
+            "footprint",
+            "controller_rss_peak",
+            st.peak_rss as f64,
+            "bytes",
+            json!({}),
+        );
+        bench.report.figure(
+            "footprint",
+            "controller_bytes_per_task",
+            st.rss as f64 / tasks,
+            "bytes",
+            json!({"tasks": tasks, "nodes": sizes.nodes}),
+        );
+    }
+    if want("s2")
+        && let Err(e) = bench.s2_burst(&sizes).await
+    {
+        eprintln!("S2 incomplete: {e}");
+    }
+    if want("s3")
+        && let Err(e) = bench.s3_churn(&sizes).await
+    {
+        eprintln!("S3 incomplete: {e}");
+    }
+    if want("s4")
+        && let Err(e) = bench.s4_node_failure(&sizes).await
+    {
+        eprintln!("S4 incomplete: {e}");
+    }
+    if want("s5") {
+        let _standby = cluster.controller("controller-1")?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let s5 = Sizes {
+            services: sizes.services / 2,
+            ..sizes.clone()
+        };
+        if let Err(e) = bench.s5_failover(&s5, &mut controller).await {
+            eprintln!("S5 incomplete: {e}");
+        }
+    }
+    let agent_rss: u64 = agents.iter().map(|p| proc_stats(p.pid()).rss).sum();
+    bench.report.figure(
+        "footprint",
+        "hollow_agent_rss_per_node",
+        agent_rss as f64 / sizes.nodes as f64,
+        "bytes",
+        json!({"nodes": sizes.nodes}),
+    );
+    bench.report.figure(
+        "footprint",
+        "etcd_rss",
+        proc_stats(etcd.pid()).rss as f64,
+        "bytes",
+        json!({}),
+    );
+    bench.report.figure(
+        "footprint",
+        "etcd_db_size",
+        etcd.db_size() as f64,
+        "bytes",
+        json!({}),
+    );
+    drop(agents);
+    let cal1 = calibrate(&etcd.endpoint, "/calibration", 64, 128, per).await?;
+    for (n, v, u) in [
+        ("L_seq", cal1.l_seq, "txn/s"),
+        ("L_par", cal1.l_par, "txn/s"),
+        ("L_batch", cal1.l_batch, "keys/s"),
+    ] {
+        report.figure(
+            "calibration",
+            &format!("{n}_end"),
+            v,
+            u,
+            json!({"storeState": "populated"}),
+        );
+    }
+    report.context_mut().calibration_end = Some(cal1);
+    report.finish()?;
+    Ok(())
+}
+
+fn humantime_ttl(s: &str) -> anyhow::Result<Duration> {
+    let d: shoal_core::Dur = s.parse().map_err(|e| anyhow::anyhow!("--lease-ttl: {e}"))?;
+    Ok(d.get())
+}

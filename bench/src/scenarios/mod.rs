@@ -1,0 +1,519 @@
+//! The benchmark scenarios (S1 bulk placement, S2 burst, S3 churn, S4 node failure,
+//! S5 controller failover) and the footprint figures, each reported through [`Report`].
+
+pub mod observer;
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions, Txn, TxnOp};
+use serde_json::json;
+
+use crate::calibrate::Calibration;
+use crate::cluster::{Cluster, Proc, proc_stats};
+use crate::report::Report;
+use observer::{Observer, percentile};
+
+/// Errors of a scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// etcd failed.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// A process failed to start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The cluster did not reach a state in the allotted time.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// Sizes of one run.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// Hollow nodes for S1.
+    pub nodes: usize,
+    /// Services for S1.
+    pub services: usize,
+    /// Replicas per S1 service.
+    pub replicas: usize,
+    /// Replicas of the S2 service.
+    pub burst_replicas: usize,
+    /// Churn duration for S3.
+    pub churn: Duration,
+    /// Manifest changes per second in S3.
+    pub churn_rate: u32,
+    /// Nodes whose heartbeats stop in S4.
+    pub failed_nodes: usize,
+    /// Upper bound on any one wait.
+    pub limit: Duration,
+}
+
+/// Shared handles for the scenarios.
+pub struct Bench<'a> {
+    /// etcd client endpoint.
+    pub endpoint: String,
+    /// Process launcher.
+    pub cluster: &'a Cluster,
+    /// Figures.
+    pub report: &'a mut Report,
+    /// Start calibration (for ratios).
+    pub calibration: Calibration,
+    /// Lease TTL the processes use.
+    pub lease_ttl: Duration,
+}
+
+const PREFIX: &str = "/shoal/";
+
+fn manifest(name: &str, replicas: usize, constrained: bool, env: u64) -> String {
+    let constraint = if constrained {
+        "\n  placement:\n    constraints: [\"node.labels.zone == b\"]"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: bench\nspec:\n  replicas: {replicas}\n  image: bench/app:1\n  env: {{REV: \"{env}\"}}\n  restart: {{delay: 1s}}{constraint}\n"
+    )
+}
+
+async fn write_manifests(
+    client: &mut Client,
+    items: &[(String, String)],
+) -> Result<(), etcd_client::Error> {
+    for chunk in items.chunks(128) {
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|(name, text)| {
+                TxnOp::put(format!("{PREFIX}services/bench/{name}"), text.clone(), None)
+            })
+            .collect();
+        client.txn(Txn::new().and_then(ops)).await?;
+    }
+    Ok(())
+}
+
+async fn count(client: &mut Client, prefix: &str) -> Result<i64, etcd_client::Error> {
+    let r = client
+        .get(
+            prefix,
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await?;
+    Ok(r.count())
+}
+
+async fn wait_count(
+    client: &mut Client,
+    prefix: &str,
+    want: i64,
+    limit: Duration,
+) -> Result<(), ScenarioError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let n = count(client, prefix).await?;
+        if n >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(ScenarioError::Timeout(format!(
+                "{prefix}: {n}/{want} keys after {limit:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Bench<'_> {
+    /// Starts hollow agents for `nodes` nodes: 90% in zone a, 10% in zone b.
+    pub async fn start_nodes(&self, id: &str, nodes: usize) -> Result<Vec<Proc>, ScenarioError> {
+        let b = (nodes / 10).max(1);
+        let procs = vec![
+            self.cluster
+                .hollow_agent(&format!("{id}a"), nodes - b, &[("zone", "a")])?,
+            self.cluster
+                .hollow_agent(&format!("{id}b"), b, &[("zone", "b")])?,
+        ];
+        Ok(procs)
+    }
+
+    /// Waits until `n` node keys exist.
+    pub async fn wait_nodes(&self, n: usize) -> Result<(), ScenarioError> {
+        let mut c = Client::connect([self.endpoint.as_str()], None).await?;
+        wait_count(
+            &mut c,
+            &format!("{PREFIX}nodes/"),
+            n as i64,
+            Duration::from_secs(120),
+        )
+        .await
+    }
+
+    /// Waits until a leader key exists.
+    pub async fn wait_leader(&self) -> Result<(), ScenarioError> {
+        let mut c = Client::connect([self.endpoint.as_str()], None).await?;
+        wait_count(
+            &mut c,
+            &format!("{PREFIX}leader"),
+            1,
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
+    /// S1 (and S5 when `failover` is set): bulk placement of services × replicas.
+    pub async fn s1_bulk(
+        &mut self,
+        sizes: &Sizes,
+        controller: &mut Proc,
+        failover: bool,
+    ) -> Result<(), ScenarioError> {
+        let scenario = if failover { "S5" } else { "S1" };
+        let mut client = Client::connect([self.endpoint.as_str()], None).await?;
+        let obs = Observer::start(&self.endpoint, PREFIX).await?;
+        let total = sizes.services * sizes.replicas;
+        let items: Vec<(String, String)> = (0..sizes.services)
+            .map(|i| {
+                let name = format!("{}-{i:05}", scenario.to_lowercase());
+                (
+                    name.clone(),
+                    manifest(&name, sizes.replicas, i % 10 == 0, 1),
+                )
+            })
+            .collect();
+        let cpu0 = proc_stats(controller.pid()).cpu_seconds;
+        let writes0 = obs.writes();
+        let t0 = Instant::now();
+        write_manifests(&mut client, &items).await?;
+        let mut killed_at = None;
+        if failover {
+            obs.wait_until(t0, sizes.limit, |a, _| a >= total / 3).await;
+            killed_at = Some(t0.elapsed());
+            controller.kill9();
+        }
+        let placed = obs.wait_until(t0, sizes.limit, |a, _| a >= total).await;
+        let t_placed = t0.elapsed();
+        let running = obs.wait_until(t0, sizes.limit, |_, r| r >= total).await;
+        let t_running = t0.elapsed();
+        let (a, r) = obs.counts_since(t0);
+        let secs = t_running.as_secs() as usize + 1;
+        let (ca, cr) = obs.curves(t0, secs);
+        let peak = ca.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        let sustained = a as f64 / t_placed.as_secs_f64();
+        let extra = json!({
+            "nodes": sizes.nodes, "tasks": total, "placed": a, "running": r,
+            "completed": placed && running, "scheduledCurve": ca, "runningCurve": cr,
+        });
+        self.report.figure(
+            scenario,
+            "placements_per_s_sustained",
+            sustained,
+            "tasks/s",
+            extra,
+        );
+        self.report.figure(
+            scenario,
+            "placements_per_s_peak_1s",
+            peak as f64,
+            "tasks/s",
+            json!({}),
+        );
+        self.report.figure(
+            scenario,
+            "time_to_all_placed",
+            t_placed.as_secs_f64(),
+            "s",
+            json!({"placed": a}),
+        );
+        self.report.figure(
+            scenario,
+            "time_to_all_running",
+            t_running.as_secs_f64(),
+            "s",
+            json!({"running": r}),
+        );
+        self.report.figure(
+            scenario,
+            "R_place_vs_L_par",
+            sustained / self.calibration.l_par,
+            "ratio",
+            json!({"lPar": self.calibration.l_par}),
+        );
+        self.report.figure(
+            scenario,
+            "R_place_vs_L_batch",
+            sustained / self.calibration.l_batch,
+            "ratio",
+            json!({"lBatch": self.calibration.l_batch}),
+        );
+        let writes = obs.writes() - writes0;
+        self.report.figure(
+            scenario,
+            "store_writes_per_placement",
+            writes as f64 / a.max(1) as f64,
+            "writes/task",
+            json!({"writes": writes}),
+        );
+        if !failover {
+            let st = proc_stats(controller.pid());
+            self.report.figure(
+                scenario,
+                "controller_cpu_s_per_1000_placements",
+                (st.cpu_seconds - cpu0) / (a.max(1) as f64 / 1000.0),
+                "cpu-s",
+                json!({}),
+            );
+        }
+        if let Some(k) = killed_at {
+            // The gap: longest stretch without a new placement after the kill.
+            let from = k.as_secs() as usize;
+            let mut gap = 0;
+            let mut cur = 0;
+            for w in ca[from.min(ca.len() - 1)..].windows(2) {
+                if w[1] == w[0] {
+                    cur += 1;
+                    gap = gap.max(cur);
+                } else {
+                    cur = 0;
+                }
+            }
+            self.report.figure(
+                scenario,
+                "placement_gap_after_leader_kill",
+                gap as f64,
+                "s",
+                json!({"killedAtS": k.as_secs_f64(), "leaseTtlS": self.lease_ttl.as_secs_f64()}),
+            );
+            let (dups, lost) = slot_check(&mut client, &items, sizes.replicas).await?;
+            self.report.figure(
+                scenario,
+                "duplicated_slots",
+                dups as f64,
+                "slots",
+                json!({}),
+            );
+            self.report
+                .figure(scenario, "lost_slots", lost as f64, "slots", json!({}));
+        }
+        if !(placed && running) {
+            return Err(ScenarioError::Timeout(format!(
+                "{scenario}: {a}/{total} placed, {r}/{total} running after {:?}",
+                sizes.limit
+            )));
+        }
+        Ok(())
+    }
+
+    /// S2: one service with many replicas: manifest write → all running.
+    pub async fn s2_burst(&mut self, sizes: &Sizes) -> Result<(), ScenarioError> {
+        let mut client = Client::connect([self.endpoint.as_str()], None).await?;
+        let obs = Observer::start(&self.endpoint, PREFIX).await?;
+        let n = sizes.burst_replicas;
+        let t0 = Instant::now();
+        write_manifests(
+            &mut client,
+            &[("s2-burst".into(), manifest("s2-burst", n, false, 1))],
+        )
+        .await?;
+        let ok = obs.wait_until(t0, sizes.limit, |_, r| r >= n).await;
+        let t = t0.elapsed().as_secs_f64();
+        let (a, r) = obs.counts_since(t0);
+        self.report.figure(
+            "S2",
+            "write_to_all_running",
+            t,
+            "s",
+            json!({"replicas": n, "placed": a, "running": r, "completed": ok}),
+        );
+        if !ok {
+            return Err(ScenarioError::Timeout(format!("S2: {r}/{n} running")));
+        }
+        Ok(())
+    }
+
+    /// S3: manifest changes at a steady rate on a populated cluster; per-task latency.
+    pub async fn s3_churn(&mut self, sizes: &Sizes) -> Result<(), ScenarioError> {
+        let mut client = Client::connect([self.endpoint.as_str()], None).await?;
+        let obs = Observer::start(&self.endpoint, PREFIX).await?;
+        let names: Vec<String> = (0..50).map(|i| format!("s3-{i:03}")).collect();
+        let items: Vec<(String, String)> = names
+            .iter()
+            .map(|n| (n.clone(), manifest(n, 10, false, 0)))
+            .collect();
+        write_manifests(&mut client, &items).await?;
+        let t_setup = Instant::now();
+        obs.wait_until(t_setup, sizes.limit, |_, r| r >= 500).await;
+        let t0 = Instant::now();
+        let period = Duration::from_secs_f64(1.0 / f64::from(sizes.churn_rate.max(1)));
+        let mut i = 0u64;
+        while t0.elapsed() < sizes.churn {
+            let name = &names[(i as usize) % names.len()];
+            let replicas = 10 + (i % 3) as usize;
+            write_manifests(
+                &mut client,
+                &[(name.clone(), manifest(name, replicas, false, i))],
+            )
+            .await?;
+            i += 1;
+            tokio::time::sleep(period).await;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let l = obs.latencies_since(t0);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let extra = json!({"changes": i, "tasks": l.len()});
+        self.report.figure(
+            "S3",
+            "task_latency_p50",
+            ms(percentile(&l, 50.0)),
+            "ms",
+            extra.clone(),
+        );
+        self.report.figure(
+            "S3",
+            "task_latency_p99",
+            ms(percentile(&l, 99.0)),
+            "ms",
+            extra.clone(),
+        );
+        self.report.figure(
+            "S3",
+            "task_latency_max",
+            ms(l.last().copied().unwrap_or_default()),
+            "ms",
+            extra,
+        );
+        Ok(())
+    }
+
+    /// S4: the heartbeats of `failed_nodes` nodes stop (their agent is killed).
+    pub async fn s4_node_failure(&mut self, sizes: &Sizes) -> Result<(), ScenarioError> {
+        let mut client = Client::connect([self.endpoint.as_str()], None).await?;
+        let mut victim = self
+            .cluster
+            .hollow_agent("s4v", sizes.failed_nodes, &[("zone", "c")])?;
+        let before = count(&mut client, &format!("{PREFIX}nodes/")).await?;
+        wait_count(
+            &mut client,
+            &format!("{PREFIX}nodes/"),
+            before + sizes.failed_nodes as i64,
+            Duration::from_secs(60),
+        )
+        .await?;
+        // A global service puts exactly one task on each victim node.
+        let obs = Observer::start(&self.endpoint, PREFIX).await?;
+        let text = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: s4-victims\n  namespace: bench\nspec:\n  replicas: 0\n  image: bench/app:1\n".to_string();
+        write_manifests(&mut client, &[("s4-victims".into(), text)]).await?;
+        let n = sizes.failed_nodes * 20;
+        let text = format!(
+            "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: s4-load\n  namespace: bench\nspec:\n  replicas: {n}\n  image: bench/app:1\n  placement:\n    constraints: [\"node.labels.zone == c\"]\n"
+        );
+        let t_setup = Instant::now();
+        write_manifests(&mut client, &[("s4-load".into(), text.clone())]).await?;
+        if !obs.wait_until(t_setup, sizes.limit, |_, r| r >= n).await {
+            return Err(ScenarioError::Timeout(
+                "S4: load did not reach running".into(),
+            ));
+        }
+        // Let the load move anywhere once its nodes are gone.
+        let relaxed = text.replace(
+            "    constraints: [\"node.labels.zone == c\"]\n",
+            "    constraints: []\n",
+        );
+        let obs2 = Observer::start(&self.endpoint, PREFIX).await?;
+        let t0 = Instant::now();
+        victim.kill9();
+        write_manifests(&mut client, &[("s4-load".into(), relaxed)]).await?;
+        let detected = loop {
+            if obs2.view.lock().map(|v| v.nodes_gone.len()).unwrap_or(0) >= sizes.failed_nodes {
+                break Some(t0.elapsed());
+            }
+            if t0.elapsed() > sizes.limit {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let committed = obs2
+            .wait_until(t0, sizes.limit, |a, _| a >= n)
+            .await
+            .then(|| t0.elapsed());
+        let running = obs2
+            .wait_until(t0, sizes.limit, |_, r| r >= n)
+            .await
+            .then(|| t0.elapsed());
+        let ttl = self.lease_ttl.as_secs_f64();
+        for (name, t) in [
+            ("detection", detected),
+            ("replacements_committed", committed),
+            ("replacements_running", running),
+        ] {
+            let s = t.map(|d| d.as_secs_f64()).unwrap_or(f64::NAN);
+            self.report.figure(
+                "S4",
+                &format!("{name}_s"),
+                s,
+                "s",
+                json!({"tasks": n, "nodes": sizes.failed_nodes}),
+            );
+            self.report.figure(
+                "S4",
+                &format!("{name}_ttls"),
+                s / ttl,
+                "lease TTLs",
+                json!({"leaseTtlS": ttl}),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Counts slots with more than one live task and slots with none, for the given services.
+async fn slot_check(
+    client: &mut Client,
+    items: &[(String, String)],
+    replicas: usize,
+) -> Result<(usize, usize), ScenarioError> {
+    let r = client
+        .get(
+            format!("{PREFIX}tasks/"),
+            Some(GetOptions::new().with_prefix()),
+        )
+        .await?;
+    let mut live: std::collections::HashMap<(String, u64), usize> = Default::default();
+    for kv in r.kvs() {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(kv.value()) else {
+            continue;
+        };
+        if v["desiredState"] != "running" || v["orphaned"] == true {
+            continue;
+        }
+        let name = v["service"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(slot) = v["slot"]["replica"].as_u64() {
+            *live.entry((name, slot)).or_default() += 1;
+        }
+    }
+    let mut dups = 0;
+    let mut lost = 0;
+    for (name, _) in items {
+        for slot in 1..=replicas as u64 {
+            match live.get(&(name.clone(), slot)).copied().unwrap_or(0) {
+                0 => lost += 1,
+                1 => {}
+                _ => dups += 1,
+            }
+        }
+    }
+    Ok((dups, lost))
+}
+
+impl Bench<'_> {
+    /// S5: S1 with a standby controller running and the leader killed with SIGKILL a third of
+    /// the way through.
+    pub async fn s5_failover(
+        &mut self,
+        sizes: &Sizes,
+        leader: &mut Proc,
+    ) -> Result<(), ScenarioError> {
+        self.s1_bulk(sizes, leader, true).await
+    }
+}
