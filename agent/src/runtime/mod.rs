@@ -1,0 +1,155 @@
+//! The runtime contract: what the task runner asks of whatever actually runs a task (Docker,
+//! a host process, or nothing at all for hollow nodes).
+//!
+//! Runtimes are driven one step at a time (prepare, start, wait, stop, remove) so the runner
+//! can write the task's status between steps. Errors say whether retrying can help:
+//! [`RuntimeError::Temporary`] is retried with backoff, [`RuntimeError::Permanent`] ends the
+//! task with the runtime's own message.
+
+pub mod docker;
+pub mod process;
+pub mod sim;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use shoal_core::manifest::RuntimeKind;
+use shoal_core::model::{Health, PortBinding, Task};
+
+/// Label carrying the task id on every container Shoal creates.
+pub const LABEL_TASK: &str = "io.shoal.task";
+/// Label carrying the owning service (`<namespace>/<name>`).
+pub const LABEL_SERVICE: &str = "io.shoal.service";
+/// Label carrying the node id the container was started for.
+pub const LABEL_NODE: &str = "io.shoal.node";
+
+/// Why a runtime step failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// Retrying may help (the runtime could not be reached, a transient daemon error).
+    #[error("{0}")]
+    Temporary(String),
+    /// Retrying will not help (no such image, invalid configuration); the message is the
+    /// runtime's own.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl RuntimeError {
+    /// Whether retrying may help.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, RuntimeError::Temporary(_))
+    }
+}
+
+/// A running (or exited) task as the runtime knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handle {
+    /// Container id (docker), pid (process) or a simulated id (sim).
+    pub id: String,
+    /// Ports bound on the host, dynamic ones resolved.
+    pub host_ports: Vec<PortBinding>,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code (128 + signal number when killed by a signal, as Docker reports it).
+    pub code: i64,
+    /// Extra explanation from the runtime (e.g. "OOM killed"), if any.
+    pub message: Option<String>,
+}
+
+/// A task the runtime already runs, found by its labels (for adoption after a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    /// Task id label.
+    pub task_id: String,
+    /// Node id label.
+    pub node_id: String,
+    /// The task's handle.
+    pub handle: Handle,
+    /// `None` while it runs; how it ended otherwise.
+    pub exit: Option<Exit>,
+}
+
+/// Something that runs tasks.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Short name for logs (`docker`, `process`, `sim`).
+    fn name(&self) -> &'static str;
+
+    /// Runtimes the node advertises when it uses this one.
+    fn offers(&self) -> Vec<RuntimeKind>;
+
+    /// Whether tasks outlive the agent process (and can therefore be adopted on restart).
+    /// When false, the agent stops every task when it shuts down.
+    fn tasks_outlive_agent(&self) -> bool;
+
+    /// Makes sure everything needed to start the task is present (pulls the image only when
+    /// it is absent).
+    async fn prepare(&self, task: &Task) -> Result<(), RuntimeError>;
+
+    /// Creates and starts the task; the handle carries the host ports actually bound.
+    async fn start(&self, task: &Task) -> Result<Handle, RuntimeError>;
+
+    /// Resolves when the task exits (at once if it already has).
+    async fn wait(&self, handle: &Handle) -> Result<Exit, RuntimeError>;
+
+    /// Current health: `None` when the task has no healthcheck.
+    async fn health(&self, handle: &Handle) -> Result<Option<Health>, RuntimeError>;
+
+    /// Sends `signal`, waits up to `grace` for the task to exit, then kills it.
+    async fn stop(
+        &self,
+        handle: &Handle,
+        signal: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError>;
+
+    /// Removes what is left of the task (container, bookkeeping). Absent is not an error.
+    async fn remove(&self, handle: &Handle) -> Result<(), RuntimeError>;
+
+    /// Every task this runtime runs (or ran and has not removed) for the given nodes.
+    async fn list(&self, nodes: &BTreeSet<String>) -> Result<Vec<Existing>, RuntimeError>;
+
+    /// Called once when the agent shuts down (the process runtime stops its children).
+    async fn shutdown(&self) {}
+}
+
+/// Parses a stop signal as written in manifests (`SIGTERM`, `TERM`, `15`).
+pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, RuntimeError> {
+    use std::str::FromStr;
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n)
+            .map_err(|_| RuntimeError::Permanent(format!("unknown stop signal {s:?}")));
+    }
+    let up = t.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    nix::sys::signal::Signal::from_str(&name)
+        .map_err(|_| RuntimeError::Permanent(format!("unknown stop signal {s:?}")))
+}
+
+/// The `<namespace>/<name>` form used in the service label.
+pub fn service_label(task: &Task) -> String {
+    format!("{}/{}", task.service.namespace, task.service.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_in_every_spelling() {
+        use nix::sys::signal::Signal;
+        assert_eq!(parse_signal("SIGTERM").ok(), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("int").ok(), Some(Signal::SIGINT));
+        assert_eq!(parse_signal("9").ok(), Some(Signal::SIGKILL));
+        assert!(parse_signal("SIGNOPE").is_err());
+    }
+}
