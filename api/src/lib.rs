@@ -1,1 +1,116 @@
-//! shoal-api: filled in by later work.
+//! shoal-api: the API server in front of the store (REST under `/v1`, an SSE watch, the
+//! manifest JSON Schema, the OpenAPI document, Prometheus metrics, health probes) and the
+//! typed client the `shoal` CLI uses.
+//!
+//! The server is stateless: every request reads or writes the store through
+//! [`shoal_store::Store`], with keys built by [`shoal_core::Keys`]. Build an [`ApiState`],
+//! get the [`router`] (tests drive it with `tower::ServiceExt::oneshot`) or [`serve`] it.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+mod handlers;
+pub mod manifest;
+pub mod metrics;
+pub mod openapi;
+pub mod server;
+pub mod types;
+pub mod watch;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, patch, post};
+use shoal_core::Keys;
+use shoal_store::Store;
+
+pub use auth::{Role, TokenTable};
+pub use client::{Client, ClientError};
+pub use error::ApiError;
+pub use server::{ServeError, serve, serve_listener};
+
+/// Everything a request handler needs: the store, the key layout, the accepted tokens and
+/// the metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store every request goes to.
+    pub store: Arc<dyn Store>,
+    /// Key layout under the configured prefix.
+    pub keys: Keys,
+    /// Accepted bearer tokens; `None` means no authentication (loopback only).
+    pub tokens: Option<Arc<TokenTable>>,
+    /// Request counters and the optional process registry served on `/metrics`.
+    pub metrics: Arc<metrics::ApiMetrics>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("backend", &self.store.backend())
+            .field("keys", &self.keys)
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// A state over `store` with keys under `keys`, no authentication and no extra metrics.
+    pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
+        ApiState {
+            store,
+            keys,
+            tokens: None,
+            metrics: Arc::new(metrics::ApiMetrics::default()),
+        }
+    }
+
+    /// Requires bearer tokens from `tokens` on every request but the health probes and the
+    /// schema documents.
+    pub fn with_tokens(mut self, tokens: TokenTable) -> Self {
+        self.tokens = Some(Arc::new(tokens));
+        self
+    }
+
+    /// Also serves the metrics of `registry` (e.g. the controller's) on `/metrics`.
+    pub fn with_registry(mut self, registry: Arc<prometheus_client::registry::Registry>) -> Self {
+        self.metrics = Arc::new(metrics::ApiMetrics::with_extra(Some(registry)));
+        self
+    }
+}
+
+/// The API's routes, with authentication, request metrics and tracing applied.
+pub fn router(state: ApiState) -> Router {
+    use handlers::{apply, cluster, services};
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(metrics::scrape))
+        .route("/v1/services", get(services::list))
+        .route(
+            "/v1/services/{ns}/{name}",
+            get(services::get_one)
+                .put(services::put)
+                .delete(services::delete),
+        )
+        .route("/v1/services/{ns}/{name}/status", get(services::status))
+        .route("/v1/apply", post(apply::apply))
+        .route("/v1/tasks", get(cluster::tasks))
+        .route("/v1/nodes", get(cluster::nodes))
+        .route(
+            "/v1/nodes/{id}",
+            patch(cluster::patch_node).get(cluster::node),
+        )
+        .route("/v1/watch", get(watch::watch))
+        .route("/v1/schema/service", get(openapi::service_schema))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,376 @@
+//! The typed client of the Shoal API, used by the `shoal` CLI. Every call returns a typed
+//! result or a [`ClientError`] that keeps the server's own message.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
+use shoal_core::ServiceStatus;
+use shoal_store::Revision;
+
+use crate::types::{
+    ApplyResponse, DeleteResponse, ErrorBody, ErrorDetail, NodePatch, NodeView, ServiceResource,
+    TaskView, WatchEvent, WriteResult,
+};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+        /// Located manifest problems.
+        details: Vec<ErrorDetail>,
+        /// Current revision, for conflicts.
+        current_revision: Option<Revision>,
+    },
+    /// The server could not be reached.
+    #[error("cannot reach the Shoal API at {url}: {source}")]
+    Connect {
+        /// Server URL.
+        url: String,
+        /// Transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer could not be decoded.
+    #[error("unexpected answer from {url}: {message}")]
+    Decode {
+        /// URL called.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Options of an apply.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Write nothing; report what would happen.
+    pub dry_run: bool,
+    /// Delete services matching this selector that are not in the set.
+    pub prune_selector: Option<String>,
+    /// Limit pruning to this namespace.
+    pub namespace: Option<String>,
+}
+
+/// A stream of watch events.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, ClientError>> + Send>>;
+
+/// A client of one Shoal API server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the server at `base` (`http://127.0.0.1:7878`), with an optional bearer token.
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The server URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> (String, reqwest::RequestBuilder) {
+        let url = format!("{}{}", self.base, path);
+        let mut b = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            b = b.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        (url, b)
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        b: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let resp = b.send().await.map_err(|source| ClientError::Connect {
+            url: self.base.clone(),
+            source,
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => ClientError::Api {
+                status: status.as_u16(),
+                message: body.error,
+                details: body.details,
+                current_revision: body.current_revision,
+            },
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                message: format!("{status} from {url}: {}", text.trim()),
+                details: Vec::new(),
+                current_revision: None,
+            },
+        })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        b: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = self.send(url, b).await?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies one or more manifests (YAML documents or a JSON object).
+    pub async fn apply(
+        &self,
+        manifests: &str,
+        opts: &ApplyOptions,
+    ) -> Result<ApplyResponse, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if opts.dry_run {
+            query.push(("dryRun", "true".into()));
+        }
+        if let Some(sel) = &opts.prune_selector {
+            query.push(("prune", "true".into()));
+            query.push(("selector", sel.clone()));
+        }
+        if let Some(ns) = &opts.namespace {
+            query.push(("namespace", ns.clone()));
+        }
+        let (url, b) = self.req(reqwest::Method::POST, "/v1/apply");
+        let b = b
+            .query(&query)
+            .header(CONTENT_TYPE, "application/yaml")
+            .body(manifests.to_string());
+        self.json(&url, b).await
+    }
+
+    /// Reads one service (`None` when it does not exist).
+    pub async fn get_service(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<ServiceResource>, ClientError> {
+        let (url, b) = self.req(reqwest::Method::GET, &format!("/v1/services/{ns}/{name}"));
+        match self.json(&url, b).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND.as_u16()) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists services, optionally in one namespace and matching a label selector.
+    pub async fn list_services(
+        &self,
+        ns: Option<&str>,
+        selector: Option<&str>,
+    ) -> Result<Vec<ServiceResource>, ClientError> {
+        let mut query = Vec::new();
+        if let Some(ns) = ns {
+            query.push(("namespace", ns));
+        }
+        if let Some(sel) = selector {
+            query.push(("selector", sel));
+        }
+        let (url, b) = self.req(reqwest::Method::GET, "/v1/services");
+        self.json(&url, b.query(&query)).await
+    }
+
+    /// Writes one service's manifest, only if it is still at `if_match` when given.
+    pub async fn put_service(
+        &self,
+        ns: &str,
+        name: &str,
+        manifest: &str,
+        if_match: Option<Revision>,
+    ) -> Result<WriteResult, ClientError> {
+        let (url, mut b) = self.req(reqwest::Method::PUT, &format!("/v1/services/{ns}/{name}"));
+        if let Some(r) = if_match {
+            b = b.header(IF_MATCH, format!("\"{r}\""));
+        }
+        self.json(
+            &url,
+            b.header(CONTENT_TYPE, "application/yaml")
+                .body(manifest.to_string()),
+        )
+        .await
+    }
+
+    /// Deletes one service.
+    pub async fn delete_service(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<DeleteResponse, ClientError> {
+        let (url, b) = self.req(
+            reqwest::Method::DELETE,
+            &format!("/v1/services/{ns}/{name}"),
+        );
+        self.json(&url, b).await
+    }
+
+    /// Reads a service's status (`None` before the controller has observed it).
+    pub async fn service_status(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<ServiceStatus>, ClientError> {
+        let (url, b) = self.req(
+            reqwest::Method::GET,
+            &format!("/v1/services/{ns}/{name}/status"),
+        );
+        match self.json(&url, b).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists tasks, optionally of one service (`ns/name`) and/or on one node.
+    pub async fn tasks(
+        &self,
+        service: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<Vec<TaskView>, ClientError> {
+        let mut query = Vec::new();
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        if let Some(n) = node {
+            query.push(("node", n));
+        }
+        let (url, b) = self.req(reqwest::Method::GET, "/v1/tasks");
+        self.json(&url, b.query(&query)).await
+    }
+
+    /// Lists nodes.
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        let (url, b) = self.req(reqwest::Method::GET, "/v1/nodes");
+        self.json(&url, b).await
+    }
+
+    /// Changes a node's availability or labels.
+    pub async fn patch_node(&self, id: &str, patch: &NodePatch) -> Result<NodeView, ClientError> {
+        let (url, b) = self.req(reqwest::Method::PATCH, &format!("/v1/nodes/{id}"));
+        self.json(&url, b.json(patch)).await
+    }
+
+    /// Follows status and task changes, optionally of one service (`ns/name`), after
+    /// `revision` (or from the current state when `None`).
+    pub async fn watch(
+        &self,
+        service: Option<&str>,
+        revision: Option<Revision>,
+    ) -> Result<EventStream, ClientError> {
+        let mut query = Vec::new();
+        if let Some(s) = service {
+            query.push(("service", s.to_string()));
+        }
+        if let Some(r) = revision {
+            query.push(("revision", r.to_string()));
+        }
+        let (url, b) = self.req(reqwest::Method::GET, "/v1/watch");
+        let resp = self.send(&url, b.query(&query)).await?;
+        let mut bytes = resp.bytes_stream();
+        let stream = async_stream(move |tx| async move {
+            let mut buf = String::new();
+            while let Some(chunk) = bytes.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(ClientError::Decode {
+                                url: url.clone(),
+                                message: e.to_string(),
+                            }))
+                            .await;
+                        return;
+                    }
+                };
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let frame: String = buf.drain(..end + 2).collect();
+                    if let Some(item) = parse_frame(&frame, &url)
+                        && tx.send(item).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(stream)
+    }
+}
+
+/// Parses one SSE frame into an event (`None` for comments and keep-alives).
+fn parse_frame(frame: &str, url: &str) -> Option<Result<WatchEvent, ClientError>> {
+    let mut event = None;
+    let mut data = String::new();
+    for line in frame.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            event = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    if data.is_empty() {
+        return None;
+    }
+    if event.as_deref() == Some("error") {
+        let msg = serde_json::from_str::<ErrorBody>(&data)
+            .map(|b| b.error)
+            .unwrap_or(data);
+        return Some(Err(ClientError::Api {
+            status: 200,
+            message: msg,
+            details: vec![],
+            current_revision: None,
+        }));
+    }
+    Some(
+        serde_json::from_str(&data).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            message: e.to_string(),
+        }),
+    )
+}
+
+fn async_stream<F, Fut>(f: F) -> EventStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<WatchEvent, ClientError>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,113 @@
+//! Request handlers of the `/v1` routes and the health probes.
+
+pub mod apply;
+pub mod cluster;
+pub mod services;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use shoal_core::{ServiceRef, ServiceStatus};
+use shoal_store::{KeyValue, Revision};
+
+use crate::ApiState;
+use crate::error::ApiError;
+use crate::types::ServiceResource;
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is up")))]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "The store answers"),
+    (status = 503, description = "The store does not answer")))]
+pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+    match state.store.get(&state.keys.leader()).await {
+        Ok(_) => (StatusCode::OK, "ok\n".to_string()),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store {} unreachable: {e}\n", state.store.backend()),
+        ),
+    }
+}
+
+/// The body as UTF-8 text.
+pub(crate) fn body_text(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not UTF-8: {e}")))
+}
+
+/// The `Content-Type` header.
+pub(crate) fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The revision in `If-Match` (`"12"`, `12` or `W/"12"`), if any.
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<Revision>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or_default().trim();
+    let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
+    s.parse()
+        .map(Some)
+        .map_err(|_| ApiError::BadRequest(format!("If-Match must be a revision number, got {s:?}")))
+}
+
+/// An `ETag` value for a revision.
+pub(crate) fn etag(revision: Revision) -> (header::HeaderName, String) {
+    (header::ETAG, format!("\"{revision}\""))
+}
+
+/// Decodes a JSON record read from the store.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T, ApiError> {
+    serde_json::from_slice(&kv.value).map_err(|e| ApiError::Corrupt {
+        key: kv.key.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// Parses a stored manifest: the service, or the error text with line and column.
+pub(crate) fn parse_stored(kv: &KeyValue) -> Result<shoal_core::Service, String> {
+    let text = String::from_utf8_lossy(&kv.value);
+    match shoal_core::parse(&text, &kv.key) {
+        Ok(mut v) if v.len() == 1 => Ok(v.remove(0).service),
+        Ok(v) => Err(format!(
+            "{}: holds {} documents, expected one",
+            kv.key,
+            v.len()
+        )),
+        Err(errs) => Err(errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
+/// Builds the resource view of a stored manifest.
+pub(crate) fn resource(
+    sref: &ServiceRef,
+    kv: &KeyValue,
+    status: Option<ServiceStatus>,
+) -> ServiceResource {
+    let (service, error) = match parse_stored(kv) {
+        Ok(s) => (Some(s), None),
+        Err(e) => (None, Some(e)),
+    };
+    ServiceResource {
+        namespace: sref.namespace.clone(),
+        name: sref.name.clone(),
+        revision: kv.mod_revision,
+        manifest: String::from_utf8_lossy(&kv.value).into_owned(),
+        service,
+        error,
+        status,
+    }
+}

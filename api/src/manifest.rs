@@ -1,0 +1,224 @@
+//! Reading manifests from request bodies (YAML or JSON, one or many documents) and label
+//! selectors.
+
+use std::collections::BTreeMap;
+
+use shoal_core::{ManifestError, ParsedService};
+
+/// One manifest document of a request body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The parsed and validated service.
+    pub parsed: ParsedService,
+    /// The document's own text, as written (what gets stored).
+    pub text: String,
+}
+
+/// Whether a body is JSON: by content type, else by its first non-blank character.
+pub fn is_json(content_type: Option<&str>, body: &str) -> bool {
+    match content_type {
+        Some(ct) if ct.contains("json") => true,
+        Some(ct) if ct.contains("yaml") => false,
+        _ => body.trim_start().starts_with('{'),
+    }
+}
+
+/// Splits YAML text into documents at `---` lines; returns each document's text and its
+/// 1-based first line. Documents holding only blanks and comments are dropped.
+pub fn split_documents(text: &str) -> Vec<(String, usize)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end();
+        let is_sep = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        if is_sep || bare == "..." {
+            docs.push((std::mem::take(&mut current), start));
+            start = i + 2;
+            continue;
+        }
+        current.push_str(line);
+    }
+    docs.push((current, start));
+    docs.into_iter()
+        .filter(|(d, _)| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
+/// Parses and validates every document of a body. Lines and columns in the errors refer to
+/// the whole body.
+pub fn parse_body(
+    body: &str,
+    json: bool,
+    source: &str,
+) -> Result<Vec<Document>, Vec<ManifestError>> {
+    if json {
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(body) {
+            return Err(vec![ManifestError {
+                source: source.to_string(),
+                line: e.line(),
+                column: e.column(),
+                message: format!("invalid JSON: {e}"),
+                snippet: None,
+            }]);
+        }
+        return parse_one(body, 1, source);
+    }
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (doc, start) in split_documents(body) {
+        match parse_one(&doc, start, source) {
+            Ok(d) => out.extend(d),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if out.is_empty() {
+        return Err(vec![ManifestError {
+            source: source.to_string(),
+            line: 0,
+            column: 0,
+            message: "the body holds no manifest".to_string(),
+            snippet: None,
+        }]);
+    }
+    Ok(out)
+}
+
+fn parse_one(doc: &str, start: usize, source: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
+    match shoal_core::parse(doc, source) {
+        Ok(services) => Ok(services
+            .into_iter()
+            .map(|mut parsed| {
+                parsed.line = start;
+                Document {
+                    parsed,
+                    text: doc.to_string(),
+                }
+            })
+            .collect()),
+        Err(errs) => Err(errs
+            .into_iter()
+            .map(|mut e| {
+                if e.line > 0 {
+                    e.line += start - 1;
+                }
+                e
+            })
+            .collect()),
+    }
+}
+
+/// Why a label selector is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid label selector {selector:?}: {reason}")]
+pub struct SelectorError {
+    /// The selector given.
+    pub selector: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// One requirement of a label selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    NotExists(String),
+}
+
+/// A label selector: `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated (all must hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    requirements: Vec<Requirement>,
+}
+
+impl Selector {
+    /// Parses a selector; the empty string matches everything.
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        let err = |reason: &str| SelectorError {
+            selector: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut requirements = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let req = if let Some((k, v)) = part.split_once("!=") {
+                Requirement::NotEquals(k.trim().to_string(), v.trim().to_string())
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                Requirement::Equals(k.trim().to_string(), v.trim().to_string())
+            } else if let Some(k) = part.strip_prefix('!') {
+                Requirement::NotExists(k.trim().to_string())
+            } else {
+                Requirement::Exists(part.to_string())
+            };
+            let key = match &req {
+                Requirement::Equals(k, _)
+                | Requirement::NotEquals(k, _)
+                | Requirement::Exists(k)
+                | Requirement::NotExists(k) => k,
+            };
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                return Err(err(&format!("{part:?} has no valid label key")));
+            }
+            requirements.push(req);
+        }
+        Ok(Selector { requirements })
+    }
+
+    /// Whether the selector has no requirement (matches everything).
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    /// Whether `labels` satisfy every requirement.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::NotExists(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_match_like_kubectl() {
+        let labels: BTreeMap<String, String> = [
+            ("app".to_string(), "web".to_string()),
+            ("tier".to_string(), "front".to_string()),
+        ]
+        .into();
+        assert!(
+            Selector::parse("app=web,tier!=back")
+                .unwrap()
+                .matches(&labels)
+        );
+        assert!(
+            !Selector::parse("app=web,tier!=front")
+                .unwrap()
+                .matches(&labels)
+        );
+        assert!(Selector::parse("app,!zone").unwrap().matches(&labels));
+        assert!(Selector::parse("").unwrap().matches(&labels));
+        assert!(Selector::parse("=x").is_err());
+    }
+
+    #[test]
+    fn documents_keep_their_first_line() {
+        let docs = split_documents("# c\n---\na: 1\n---\n# only comment\n---\nb: 2\n");
+        assert_eq!(
+            docs,
+            vec![("a: 1\n".to_string(), 3), ("b: 2\n".to_string(), 7)]
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! The documents the API describes itself with: the manifest's JSON Schema and the OpenAPI
+//! 3.1 document of every route.
+
+use axum::Json;
+use axum::response::IntoResponse;
+use utoipa::OpenApi;
+
+use crate::handlers::{apply, cluster, services};
+use crate::types;
+
+/// The OpenAPI document of the Shoal API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Shoal API",
+        description = "Declarative container orchestration: services, tasks, nodes."
+    ),
+    paths(
+        crate::handlers::healthz,
+        crate::handlers::readyz,
+        crate::metrics::scrape,
+        services::list,
+        services::get_one,
+        services::put,
+        services::delete,
+        services::status,
+        apply::apply,
+        cluster::tasks,
+        cluster::nodes,
+        cluster::node,
+        cluster::patch_node,
+        crate::watch::watch,
+        service_schema,
+        openapi_json,
+    ),
+    components(schemas(
+        types::ServiceResource,
+        types::Action,
+        types::WriteResult,
+        types::ApplyResponse,
+        types::DeleteResponse,
+        types::TaskView,
+        types::NodeView,
+        types::NodePatch,
+        types::ErrorBody,
+        types::ErrorDetail,
+        types::WatchKind,
+        types::WatchEvent,
+    ))
+)]
+pub struct ApiDoc;
+
+/// The JSON Schema of a Service manifest (for editors and `shoal schema`).
+pub fn service_schema_value() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(shoal_core::Service)).unwrap_or_default()
+}
+
+/// Serves the JSON Schema of a Service manifest.
+#[utoipa::path(get, path = "/v1/schema/service", responses((status = 200, description = "JSON Schema (2020-12)", body = Object)))]
+pub async fn service_schema() -> impl IntoResponse {
+    Json(service_schema_value())
+}
+
+/// Serves the OpenAPI document.
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi_json() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}

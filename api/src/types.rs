@@ -1,0 +1,217 @@
+//! Request and response bodies of the `/v1` API, shared by the server and the typed client.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::model::Availability;
+use shoal_core::{NodeConfig, NodeInfo, Service, ServiceStatus, Task, TaskStatus};
+use shoal_store::Revision;
+use utoipa::ToSchema;
+
+/// A stored service: its manifest text as written, the parsed manifest, and its status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceResource {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Revision of the manifest key (use it with `If-Match`).
+    pub revision: Revision,
+    /// The manifest text as the user wrote it.
+    pub manifest: String,
+    /// The parsed manifest (absent when the stored text is invalid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub service: Option<Service>,
+    /// Why the stored text is invalid, with line and column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Observed status written by the controller, once it has seen the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub status: Option<ServiceStatus>,
+}
+
+/// What happened to one service in a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The service did not exist and was written.
+    Created,
+    /// The service existed with a different spec and was rewritten.
+    Configured,
+    /// The service exists with an equal spec; nothing was written.
+    Unchanged,
+    /// The service carried the prune selector, was not in the applied set, and was deleted.
+    Pruned,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Pruned => "pruned",
+        })
+    }
+}
+
+/// One service's outcome in a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteResult {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// What happened (or would happen, in a dry run).
+    pub action: Action,
+    /// Revision of the manifest key after the write (0 when pruned or in a dry run of a create).
+    pub revision: Revision,
+}
+
+/// Answer of `POST /v1/apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResponse {
+    /// Whether nothing was written.
+    pub dry_run: bool,
+    /// One entry per applied or pruned service, applied ones in document order, then pruned
+    /// ones sorted by namespace and name.
+    pub results: Vec<WriteResult>,
+}
+
+/// Answer of `DELETE /v1/services/{ns}/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteResponse {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Store revision after the delete.
+    pub revision: Revision,
+}
+
+/// A task joined with the status its agent reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    /// The assignment written by the controller.
+    #[schema(value_type = Object)]
+    pub task: Task,
+    /// The agent's report (absent until the agent has seen the task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub status: Option<TaskStatus>,
+}
+
+/// A node: what its agent reports, what operators set, and whether it is alive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    /// Node id.
+    pub id: String,
+    /// The agent's record (absent when the node's lease has expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub info: Option<NodeInfo>,
+    /// Operator settings (defaults when never set).
+    #[schema(value_type = Object)]
+    pub config: NodeConfig,
+    /// Whether the node's agent is alive (its lease-bound record exists).
+    pub ready: bool,
+    /// Revision of `nodeconfig/<id>` (0 when never set).
+    pub config_revision: Revision,
+}
+
+/// Body of `PATCH /v1/nodes/{id}`: only the given fields change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodePatch {
+    /// New availability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub availability: Option<Availability>,
+    /// Labels to set (a string value) or remove (`null`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, Option<String>>,
+}
+
+/// One problem in a manifest, located in the request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// 1-based line (0 when unknown).
+    pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// What failed and why.
+    pub error: String,
+    /// Located manifest problems, for invalid manifests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<ErrorDetail>,
+    /// The current revision of the key, for conflicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<Revision>,
+}
+
+/// Kind of record a watch event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WatchKind {
+    /// `status/services/<ns>/<name>`.
+    ServiceStatus,
+    /// `tasks/<node>/<task>`.
+    Task,
+    /// `taskstatus/<node>/<task>`.
+    TaskStatus,
+}
+
+impl WatchKind {
+    /// The SSE event name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchKind::ServiceStatus => "serviceStatus",
+            WatchKind::Task => "task",
+            WatchKind::TaskStatus => "taskStatus",
+        }
+    }
+}
+
+/// One change delivered by `GET /v1/watch` (the SSE `data`; the SSE `id` is `revision`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchEvent {
+    /// Store revision of the change.
+    pub revision: Revision,
+    /// Record kind.
+    pub kind: WatchKind,
+    /// Whether the record was deleted.
+    pub deleted: bool,
+    /// Service, for service statuses and tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Service name, for service statuses and tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Node, for tasks and task statuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Task id, for tasks and task statuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The record's JSON (absent on delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<serde_json::Value>,
+}
