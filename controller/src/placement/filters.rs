@@ -1,0 +1,213 @@
+//! Placement filters: each one says why a node cannot take a task (swarmkit style), so an
+//! unschedulable service can explain itself in numbers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use shoal_core::constraint::{Constraint, NodeView};
+use shoal_core::manifest::{Protocol, RuntimeKind};
+use shoal_core::model::{Availability, Node, TaskTemplate};
+
+/// CPU, memory, host ports and task count already taken on a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeUsage {
+    /// Reserved CPU in thousandths of a CPU.
+    pub millicpus: u64,
+    /// Reserved memory in bytes.
+    pub memory: u64,
+    /// Published host ports in use, with how many tasks hold each.
+    pub ports: BTreeMap<(u16, Protocol), u32>,
+    /// Tasks that are not finished.
+    pub tasks: u64,
+}
+
+/// Reserved CPU of a template, in thousandths of a CPU (rounded up).
+pub fn template_millicpus(t: &TaskTemplate) -> u64 {
+    t.reservations
+        .cpus
+        .map(|c| (c.max(0.0) * 1000.0).ceil() as u64)
+        .unwrap_or(0)
+}
+
+/// Reserved memory of a template, in bytes.
+pub fn template_memory(t: &TaskTemplate) -> u64 {
+    t.reservations.memory.map(|m| m.bytes()).unwrap_or(0)
+}
+
+/// Published host ports of a template.
+pub fn template_ports(t: &TaskTemplate) -> impl Iterator<Item = (u16, Protocol)> + '_ {
+    t.ports
+        .iter()
+        .filter_map(|p| p.published.map(|h| (h, p.protocol)))
+}
+
+impl NodeUsage {
+    /// Adds one task made from `t`.
+    pub fn add_template(&mut self, t: &TaskTemplate) {
+        self.millicpus += template_millicpus(t);
+        self.memory += template_memory(t);
+        for p in template_ports(t) {
+            *self.ports.entry(p).or_default() += 1;
+        }
+        self.tasks += 1;
+    }
+
+    /// Removes one task made from `t` (the inverse of [`NodeUsage::add_template`]).
+    pub fn remove_template(&mut self, t: &TaskTemplate) {
+        self.millicpus = self.millicpus.saturating_sub(template_millicpus(t));
+        self.memory = self.memory.saturating_sub(template_memory(t));
+        for p in template_ports(t) {
+            if let Some(n) = self.ports.get_mut(&p) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.ports.remove(&p);
+                }
+            }
+        }
+        self.tasks = self.tasks.saturating_sub(1);
+    }
+
+    /// Adds everything in `other`.
+    pub fn add(&mut self, other: &NodeUsage) {
+        self.millicpus += other.millicpus;
+        self.memory += other.memory;
+        for (p, n) in &other.ports {
+            *self.ports.entry(*p).or_default() += n;
+        }
+        self.tasks += other.tasks;
+    }
+
+    /// Whether nothing is reserved and no task counted.
+    pub fn is_empty(&self) -> bool {
+        self.millicpus == 0 && self.memory == 0 && self.ports.is_empty() && self.tasks == 0
+    }
+}
+
+/// Why a node cannot take a task. `Display` is the phrase used in explanations.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// The node's lease expired (or it never registered).
+    NotReady,
+    /// Availability `pause`.
+    Paused,
+    /// Availability `drain`.
+    Drained,
+    /// The node does not offer the service's runtime.
+    MissingRuntime(RuntimeKind),
+    /// A constraint does not hold (shown as written, normalised).
+    Constraint(String),
+    /// Not enough unreserved CPU.
+    InsufficientCpu,
+    /// Not enough unreserved memory.
+    InsufficientMemory,
+    /// A published host port is already taken.
+    PortInUse(u16, Protocol),
+    /// `maxReplicasPerNode` reached.
+    MaxReplicas(u64),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NotReady => f.write_str("not ready"),
+            Reason::Paused => f.write_str("paused"),
+            Reason::Drained => f.write_str("drained"),
+            Reason::MissingRuntime(r) => write!(f, "without runtime {r}"),
+            Reason::Constraint(c) => write!(f, "not matching {c}"),
+            Reason::InsufficientCpu => f.write_str("insufficient cpu"),
+            Reason::InsufficientMemory => f.write_str("insufficient memory"),
+            Reason::PortInUse(p, proto) => write!(f, "host port {p}/{proto} in use"),
+            Reason::MaxReplicas(n) => write!(f, "max replicas per node ({n}) reached"),
+        }
+    }
+}
+
+/// The filters that depend only on the node and the spec (not on what is placed):
+/// ready, availability, runtime, constraints. `None` when the node may take new tasks.
+pub fn static_filter(
+    node: &Node,
+    runtime: RuntimeKind,
+    constraints: &[Constraint],
+) -> Option<Reason> {
+    if !node.ready {
+        return Some(Reason::NotReady);
+    }
+    match node.config.availability {
+        Availability::Active => {}
+        Availability::Pause => return Some(Reason::Paused),
+        Availability::Drain => return Some(Reason::Drained),
+    }
+    eligible_filter(node, runtime, constraints)
+}
+
+/// Runtime and constraints only: whether the node may run the service at all (a paused node
+/// keeps the tasks that pass this).
+pub fn eligible_filter(
+    node: &Node,
+    runtime: RuntimeKind,
+    constraints: &[Constraint],
+) -> Option<Reason> {
+    if !node.info.runtimes.contains(&runtime) {
+        return Some(Reason::MissingRuntime(runtime));
+    }
+    if constraints.is_empty() {
+        return None;
+    }
+    let labels = node.labels();
+    let view = NodeView {
+        id: &node.info.id,
+        hostname: &node.info.hostname,
+        role: &node.info.role,
+        labels: &labels,
+    };
+    constraints
+        .iter()
+        .find(|c| !c.matches(&view))
+        .map(|c| Reason::Constraint(c.to_string()))
+}
+
+/// What one more task needs on a node.
+#[derive(Debug, Clone, Default)]
+pub struct Demand {
+    /// CPU in thousandths.
+    pub millicpus: u64,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// Published host ports.
+    pub ports: Vec<(u16, Protocol)>,
+    /// `maxReplicasPerNode` (0 = none).
+    pub max_per_node: u64,
+}
+
+impl Demand {
+    /// The demand of one task of `template`.
+    pub fn of(template: &TaskTemplate, max_per_node: Option<u64>) -> Self {
+        Demand {
+            millicpus: template_millicpus(template),
+            memory: template_memory(template),
+            ports: template_ports(template).collect(),
+            max_per_node: max_per_node.unwrap_or(0),
+        }
+    }
+}
+
+/// The filters that depend on what is already on the node: resources, host ports,
+/// `maxReplicasPerNode`. `own` counts this service's running-desired tasks on the node.
+pub fn dynamic_filter(node: &Node, usage: &NodeUsage, own: u64, demand: &Demand) -> Option<Reason> {
+    if demand.millicpus > 0 {
+        let cap = (node.info.capacity.cpus.max(0.0) * 1000.0).round() as u64;
+        if usage.millicpus + demand.millicpus > cap {
+            return Some(Reason::InsufficientCpu);
+        }
+    }
+    if demand.memory > 0 && usage.memory + demand.memory > node.info.capacity.memory.bytes() {
+        return Some(Reason::InsufficientMemory);
+    }
+    if let Some(p) = demand.ports.iter().find(|p| usage.ports.contains_key(p)) {
+        return Some(Reason::PortInUse(p.0, p.1));
+    }
+    if demand.max_per_node > 0 && own >= demand.max_per_node {
+        return Some(Reason::MaxReplicas(demand.max_per_node));
+    }
+    None
+}

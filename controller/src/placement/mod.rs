@@ -1,0 +1,255 @@
+//! Placement: choosing a node for each new task. Filters first (each explains itself), then
+//! ranking (spread, optionally over label values first, or binpack), with node id as the
+//! deterministic tie-break. A [`Placer`] keeps its accounting up to date as it places, so a
+//! whole batch is placed in O(tasks × nodes).
+
+pub mod filters;
+mod rank;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use shoal_core::constraint::{Attribute, Constraint, ConstraintError};
+use shoal_core::manifest::ServiceSpec;
+use shoal_core::model::{Node, TaskTemplate};
+
+pub use filters::{Demand, NodeUsage, Reason};
+
+/// Errors building a placer.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    /// A constraint of the spec does not parse.
+    #[error(transparent)]
+    Constraint(#[from] ConstraintError),
+    /// A spread preference names an unknown attribute.
+    #[error(
+        "placement preference spread: {0:?} is not a node attribute (expected node.labels.KEY, node.hostname, node.id or node.role)"
+    )]
+    Preference(String),
+}
+
+/// Why no node could take a task: `0/5 nodes available: 3 not matching node.labels.storage==ssd,
+/// 2 insufficient memory` (reasons sorted by count, most first, then by name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// Nodes that could take the task.
+    pub available: usize,
+    /// Nodes considered.
+    pub total: usize,
+    /// Nodes refused, per reason.
+    pub reasons: BTreeMap<String, usize>,
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} nodes available", self.available, self.total)?;
+        if self.total == 0 {
+            return f.write_str(": no nodes registered");
+        }
+        let mut reasons: Vec<(&String, &usize)> = self.reasons.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        for (i, (reason, n)) in reasons.into_iter().enumerate() {
+            f.write_str(if i == 0 { ": " } else { ", " })?;
+            write!(f, "{n} {reason}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One node as the placer sees it.
+#[derive(Debug)]
+pub(crate) struct Candidate<'a> {
+    pub(crate) node: &'a Node,
+    /// Static filter failure (ready, availability, runtime, constraints).
+    pub(crate) blocked: Option<Reason>,
+    /// Everything reserved on the node, this service's tasks included.
+    pub(crate) usage: NodeUsage,
+    /// This service's running-desired tasks on the node.
+    pub(crate) own: u64,
+    /// Group index per spread preference level.
+    pub(crate) groups: Vec<usize>,
+}
+
+/// Places tasks of one service, keeping the node accounting current as it goes.
+#[derive(Debug)]
+pub struct Placer<'a> {
+    pub(crate) candidates: Vec<Candidate<'a>>,
+    index: BTreeMap<&'a str, usize>,
+    /// Per preference level, this service's tasks per group.
+    pub(crate) group_counts: Vec<Vec<u64>>,
+    pub(crate) binpack: bool,
+    demand: Demand,
+    template: TaskTemplate,
+}
+
+impl<'a> Placer<'a> {
+    /// A placer for `spec` over `nodes`, starting from `usage` (what other services
+    /// reserve per node). Account this service's existing tasks with [`Placer::account`].
+    pub fn new(
+        spec: &ServiceSpec,
+        nodes: &'a BTreeMap<String, Node>,
+        usage: &BTreeMap<String, NodeUsage>,
+    ) -> Result<Self, PlacementError> {
+        let constraints: Vec<Constraint> = spec
+            .placement
+            .constraints
+            .iter()
+            .map(|c| Constraint::parse(c))
+            .collect::<Result<_, _>>()?;
+        let prefs: Vec<Attribute> = spec
+            .placement
+            .preferences
+            .iter()
+            .map(|p| {
+                Attribute::parse(&p.spread)
+                    .ok_or_else(|| PlacementError::Preference(p.spread.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut group_ids: Vec<BTreeMap<Option<String>, usize>> =
+            vec![BTreeMap::new(); prefs.len()];
+        let mut candidates = Vec::with_capacity(nodes.len());
+        let mut index = BTreeMap::new();
+        for (id, node) in nodes {
+            let labels = node.labels();
+            let view = shoal_core::constraint::NodeView {
+                id: &node.info.id,
+                hostname: &node.info.hostname,
+                role: &node.info.role,
+                labels: &labels,
+            };
+            let groups = prefs
+                .iter()
+                .zip(group_ids.iter_mut())
+                .map(|(attr, ids)| {
+                    let value = attr.value(&view).map(str::to_string);
+                    let next = ids.len();
+                    *ids.entry(value).or_insert(next)
+                })
+                .collect();
+            index.insert(id.as_str(), candidates.len());
+            candidates.push(Candidate {
+                node,
+                blocked: filters::static_filter(node, spec.runtime, &constraints),
+                usage: usage.get(id).cloned().unwrap_or_default(),
+                own: 0,
+                groups,
+            });
+        }
+        let template = TaskTemplate::from_spec(spec);
+        Ok(Placer {
+            candidates,
+            index,
+            group_counts: group_ids.iter().map(|ids| vec![0; ids.len()]).collect(),
+            binpack: spec.placement.strategy == shoal_core::manifest::PlacementStrategy::Binpack,
+            demand: Demand::of(&template, spec.placement.max_replicas_per_node),
+            template,
+        })
+    }
+
+    /// Accounts an existing task of this service on `node`: `reserves` when it is not
+    /// finished (its resources and ports are held), `live` when it is wanted running
+    /// (counts for spread and `maxReplicasPerNode`).
+    pub fn account(&mut self, node: &str, template: &TaskTemplate, reserves: bool, live: bool) {
+        let Some(&i) = self.index.get(node) else {
+            return;
+        };
+        let c = &mut self.candidates[i];
+        if reserves {
+            c.usage.add_template(template);
+        }
+        if live {
+            c.own += 1;
+            for (level, g) in c.groups.iter().enumerate() {
+                self.group_counts[level][*g] += 1;
+            }
+        }
+    }
+
+    fn commit(&mut self, i: usize) {
+        let template = self.template.clone();
+        let c = &mut self.candidates[i];
+        c.usage.add_template(&template);
+        c.own += 1;
+        for (level, g) in c.groups.iter().enumerate() {
+            self.group_counts[level][*g] += 1;
+        }
+    }
+
+    fn reason(&self, i: usize) -> Option<Reason> {
+        let c = &self.candidates[i];
+        c.blocked
+            .clone()
+            .or_else(|| filters::dynamic_filter(c.node, &c.usage, c.own, &self.demand))
+    }
+
+    /// Places one task: the best node that passes every filter, accounted immediately.
+    pub fn place(&mut self) -> Result<String, Explanation> {
+        let mut best: Option<usize> = None;
+        for i in 0..self.candidates.len() {
+            let c = &self.candidates[i];
+            if c.blocked.is_some()
+                || filters::dynamic_filter(c.node, &c.usage, c.own, &self.demand).is_some()
+            {
+                continue;
+            }
+            best = match best {
+                Some(b) if rank::better(self, b, i) => Some(b),
+                _ => Some(i),
+            };
+        }
+        match best {
+            Some(i) => {
+                self.commit(i);
+                Ok(self.candidates[i].node.info.id.clone())
+            }
+            None => Err(self.explain_all()),
+        }
+    }
+
+    /// Whether a node may receive new tasks of this service at all (ready, active, runtime,
+    /// constraints): the global-service eligibility test.
+    pub fn eligible(&self, node: &str) -> bool {
+        self.index
+            .get(node)
+            .is_some_and(|&i| self.candidates[i].blocked.is_none())
+    }
+
+    /// Places one task on a given node (global services), accounted immediately.
+    pub fn place_on(&mut self, node: &str) -> Result<(), Reason> {
+        let Some(&i) = self.index.get(node) else {
+            return Err(Reason::NotReady);
+        };
+        match self.reason(i) {
+            Some(r) => Err(r),
+            None => {
+                self.commit(i);
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts, over every node, the first filter that refuses the task.
+    pub fn explain_all(&self) -> Explanation {
+        let mut reasons = BTreeMap::new();
+        let mut available = 0;
+        for i in 0..self.candidates.len() {
+            match self.reason(i) {
+                Some(r) => *reasons.entry(r.to_string()).or_insert(0) += 1,
+                None => available += 1,
+            }
+        }
+        Explanation {
+            available,
+            total: self.candidates.len(),
+            reasons,
+        }
+    }
+
+    /// Number of nodes considered.
+    pub fn node_count(&self) -> usize {
+        self.candidates.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! Unit tests of the filters, ranking and explanations.
+
+use std::collections::BTreeMap;
+
+use shoal_core::manifest::RuntimeKind;
+use shoal_core::model::Availability;
+use shoal_core::units::ByteSize;
+
+use super::*;
+use crate::testutil::{node, nodes, service};
+
+fn place_n(p: &mut Placer<'_>, n: usize) -> Vec<String> {
+    (0..n).map(|_| p.place().expect("placed")).collect()
+}
+
+#[test]
+fn spread_puts_one_task_per_node_then_wraps() {
+    let ns = nodes(vec![node("n1", &[]), node("n2", &[]), node("n3", &[])]);
+    let svc = service("web", "  replicas: 4\n");
+    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    assert_eq!(place_n(&mut p, 4), ["n1", "n2", "n3", "n1"]);
+}
+
+#[test]
+fn spread_prefers_nodes_with_fewer_tasks_overall() {
+    let ns = nodes(vec![node("n1", &[]), node("n2", &[])]);
+    let svc = service("web", "");
+    let mut usage = BTreeMap::new();
+    usage.insert(
+        "n1".to_string(),
+        NodeUsage {
+            tasks: 3,
+            ..Default::default()
+        },
+    );
+    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    assert_eq!(p.place().unwrap(), "n2");
+}
+
+#[test]
+fn spread_preference_balances_zones_before_nodes() {
+    let ns = nodes(vec![
+        node("a1", &[("zone", "a")]),
+        node("a2", &[("zone", "a")]),
+        node("a3", &[("zone", "a")]),
+        node("b1", &[("zone", "b")]),
+    ]);
+    let svc = service(
+        "web",
+        "  placement:\n    preferences: [{spread: node.labels.zone}]\n",
+    );
+    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let placed = place_n(&mut p, 4);
+    let in_b = placed.iter().filter(|n| n.as_str() == "b1").count();
+    assert_eq!(in_b, 2, "half the tasks go to zone b: {placed:?}");
+}
+
+#[test]
+fn binpack_fills_the_busiest_node_that_fits() {
+    let ns = nodes(vec![node("n1", &[]), node("n2", &[])]);
+    let svc = service(
+        "web",
+        "  resources: {reservations: {memory: 3Gi}}\n  placement: {strategy: binpack}\n",
+    );
+    let mut usage = BTreeMap::new();
+    usage.insert(
+        "n2".to_string(),
+        NodeUsage {
+            memory: 1 << 30,
+            tasks: 1,
+            ..Default::default()
+        },
+    );
+    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    // n2 has 1Gi used: it takes two 3Gi tasks (7Gi of 8Gi), then n1 takes the rest.
+    assert_eq!(place_n(&mut p, 4), ["n2", "n2", "n1", "n1"]);
+}
+
+#[test]
+fn max_replicas_per_node_is_a_hard_limit() {
+    let ns = nodes(vec![node("n1", &[]), node("n2", &[])]);
+    let svc = service(
+        "web",
+        "  replicas: 5\n  placement: {maxReplicasPerNode: 2}\n",
+    );
+    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    place_n(&mut p, 4);
+    let e = p.place().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "0/2 nodes available: 2 max replicas per node (2) reached"
+    );
+}
+
+#[test]
+fn published_port_conflicts_refuse_the_node() {
+    let ns = nodes(vec![node("n1", &[]), node("n2", &[])]);
+    let svc = service("web", "  ports: [{target: 80, published: 8080}]\n");
+    let mut usage = BTreeMap::new();
+    let mut u = NodeUsage::default();
+    u.ports
+        .insert((8080, shoal_core::manifest::Protocol::Tcp), 1);
+    usage.insert("n1".to_string(), u);
+    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    assert_eq!(p.place().unwrap(), "n2");
+    assert_eq!(
+        p.place().unwrap_err().to_string(),
+        "0/2 nodes available: 2 host port 8080/tcp in use"
+    );
+}
+
+#[test]
+fn udp_and_tcp_on_the_same_port_do_not_conflict() {
+    let ns = nodes(vec![node("n1", &[])]);
+    let svc = service(
+        "dns",
+        "  ports: [{target: 53, published: 53, protocol: udp}]\n",
+    );
+    let mut usage = BTreeMap::new();
+    let mut u = NodeUsage::default();
+    u.ports.insert((53, shoal_core::manifest::Protocol::Tcp), 1);
+    usage.insert("n1".to_string(), u);
+    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    assert_eq!(p.place().unwrap(), "n1");
+}
+
+#[test]
+fn each_filter_explains_itself() {
+    let mut down = node("down", &[]);
+    down.ready = false;
+    let mut paused = node("paused", &[]);
+    paused.config.availability = Availability::Pause;
+    let mut drained = node("drained", &[]);
+    drained.config.availability = Availability::Drain;
+    let mut process_only = node("proc", &[("storage", "ssd")]);
+    process_only.info.runtimes = vec![RuntimeKind::Process];
+    let hdd = node("hdd", &[("storage", "hdd")]);
+    let mut small = node("small", &[("storage", "ssd")]);
+    small.info.capacity.memory = ByteSize(32 << 20);
+    let mut slow = node("slow", &[("storage", "ssd")]);
+    slow.info.capacity.cpus = 0.1;
+    let ns = nodes(vec![down, paused, drained, process_only, hdd, small, slow]);
+    let svc = service(
+        "db",
+        "  resources: {reservations: {cpus: 0.5, memory: 64Mi}}\n  placement:\n    constraints: [\"node.labels.storage == ssd\"]\n",
+    );
+    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    assert_eq!(
+        p.place().unwrap_err().to_string(),
+        "0/7 nodes available: 1 drained, 1 insufficient cpu, 1 insufficient memory, \
+         1 not matching node.labels.storage==ssd, 1 not ready, 1 paused, 1 without runtime docker"
+    );
+}
+
+#[test]
+fn explanation_sorts_by_count_then_name() {
+    let ns = nodes(vec![
+        node("n1", &[("storage", "hdd")]),
+        node("n2", &[("storage", "hdd")]),
+        node("n3", &[("storage", "hdd")]),
+        {
+            let mut n = node("n4", &[("storage", "ssd")]);
+            n.info.capacity.memory = ByteSize(1 << 20);
+            n
+        },
+        {
+            let mut n = node("n5", &[("storage", "ssd")]);
+            n.info.capacity.memory = ByteSize(1 << 20);
+            n
+        },
+    ]);
+    let svc = service(
+        "db",
+        "  resources: {reservations: {memory: 64Mi}}\n  placement:\n    constraints: [\"node.labels.storage==ssd\"]\n",
+    );
+    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    assert_eq!(
+        p.place().unwrap_err().to_string(),
+        "0/5 nodes available: 3 not matching node.labels.storage==ssd, 2 insufficient memory"
+    );
+}
+
+#[test]
+fn resources_already_reserved_count_against_capacity() {
+    let ns = nodes(vec![node("n1", &[])]);
+    let svc = service("web", "  resources: {reservations: {cpus: 1.5}}\n");
+    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    assert_eq!(place_n(&mut p, 2), ["n1", "n1"]);
+    assert_eq!(
+        p.place().unwrap_err().to_string(),
+        "0/1 nodes available: 1 insufficient cpu"
+    );
+}
+
+#[test]
+fn existing_tasks_of_the_service_count_for_spread() {
+    let ns = nodes(vec![node("n1", &[]), node("n2", &[])]);
+    let svc = service("web", "");
+    let t = shoal_core::model::TaskTemplate::from_spec(&svc.spec);
+    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    p.account("n1", &t, true, true);
+    assert_eq!(p.place().unwrap(), "n2");
+}
+
+#[test]
+fn no_nodes_is_explained() {
+    let ns = BTreeMap::new();
+    let svc = service("web", "");
+    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    assert_eq!(
+        p.place().unwrap_err().to_string(),
+        "0/0 nodes available: no nodes registered"
+    );
+}
+
+#[test]
+fn many_tasks_on_many_nodes_spread_evenly() {
+    let ns = nodes((0..100).map(|i| node(&format!("n{i:03}"), &[])).collect());
+    let svc = service("web", "");
+    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for n in place_n(&mut p, 1000) {
+        *per.entry(n).or_default() += 1;
+    }
+    assert!(per.values().all(|&c| c == 10), "{per:?}");
+}

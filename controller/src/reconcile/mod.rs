@@ -1,0 +1,202 @@
+//! Reconcile: the pure decision of what to do with one service.
+//!
+//! [`reconcile`] takes everything the controller knows about a service — the manifest (or
+//! its parse error, or its absence), its tasks with their statuses, the nodes, what other
+//! services hold on each node, the previous status and the time — and returns a [`Plan`]:
+//! tasks to create (already placed), tasks to stop, to mark orphaned and to delete, the new
+//! status, and when to look again. It performs no I/O; randomness comes from `seed`.
+
+mod ids;
+pub mod rollout;
+mod service;
+mod status;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shoal_core::manifest::{Service, ServiceRef};
+use shoal_core::model::{
+    DesiredState, Node, ServiceStatus, Task, TaskState, TaskStatus, Timestamp,
+};
+
+use crate::placement::NodeUsage;
+
+pub use ids::IdGen;
+
+/// Most events a status keeps (oldest dropped first).
+pub const MAX_EVENTS: usize = 20;
+
+/// What the store holds for the service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceInput {
+    /// A valid manifest, with its revision in the store (the generation).
+    Present {
+        /// The parsed service.
+        service: Box<Service>,
+        /// Manifest revision.
+        generation: i64,
+    },
+    /// A manifest that does not parse or validate.
+    Invalid {
+        /// The error, with line and column.
+        error: String,
+        /// Manifest revision.
+        generation: i64,
+    },
+    /// No manifest: the service was deleted.
+    Deleted,
+}
+
+/// One task of the service with what its agent last reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEntry {
+    /// The assignment.
+    pub task: Task,
+    /// The agent's report (`None` before the agent has seen the task).
+    pub status: Option<TaskStatus>,
+}
+
+impl TaskEntry {
+    /// The observed state (`assigned` before the agent reports).
+    pub fn state(&self) -> TaskState {
+        self.status
+            .as_ref()
+            .map(|s| s.state)
+            .unwrap_or(TaskState::Assigned)
+    }
+
+    /// Whether the task will never run again: a final state, or orphaned.
+    pub fn is_dead(&self) -> bool {
+        self.state().is_terminal() || self.task.orphaned
+    }
+
+    /// Whether the controller wants it running.
+    pub fn wants_running(&self) -> bool {
+        self.task.desired_state == DesiredState::Running
+    }
+}
+
+/// Everything one reconcile looks at.
+#[derive(Debug, Clone)]
+pub struct ReconcileInput {
+    /// The service reconciled.
+    pub service_ref: ServiceRef,
+    /// Its manifest.
+    pub service: ServiceInput,
+    /// Its tasks, on every node.
+    pub tasks: Vec<TaskEntry>,
+    /// Every known node (ready or not), by id.
+    pub nodes: BTreeMap<String, Node>,
+    /// What the other services' unfinished tasks hold, per node.
+    pub usage: BTreeMap<String, NodeUsage>,
+    /// The status written last time.
+    pub previous: Option<ServiceStatus>,
+    /// The current time.
+    pub now: Timestamp,
+    /// Seed for new task id suffixes.
+    pub seed: u64,
+}
+
+/// Identifies a task record: its node and id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskRef {
+    /// Node the task is assigned to.
+    pub node: String,
+    /// Task id.
+    pub task: String,
+}
+
+impl TaskRef {
+    /// The reference of a task.
+    pub fn of(task: &Task) -> Self {
+        TaskRef {
+            node: task.node_id.clone(),
+            task: task.id.clone(),
+        }
+    }
+}
+
+/// What one reconcile decided. Data only: the runner turns it into store writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// New tasks, placed (`node_id` set).
+    pub creates: Vec<Task>,
+    /// Tasks whose desired state becomes `shutdown`.
+    pub stops: Vec<TaskRef>,
+    /// Tasks whose node is down: marked orphaned (and desired `shutdown`).
+    pub orphans: Vec<TaskRef>,
+    /// Task and task status records to remove.
+    pub deletes: Vec<TaskRef>,
+    /// The new status (`None`: leave the status key alone, or delete it with `delete_status`).
+    pub status: Option<ServiceStatus>,
+    /// Delete the status key (the service is gone and so are its tasks).
+    pub delete_status: bool,
+    /// Reconcile again after this long (a restart delay is running).
+    pub requeue_after: Option<Duration>,
+}
+
+impl Plan {
+    /// Number of task writes the plan makes.
+    pub fn task_ops(&self) -> usize {
+        self.creates.len() + self.stops.len() + self.orphans.len() + self.deletes.len() * 2
+    }
+
+    /// Whether the plan changes no task.
+    pub fn is_quiet(&self) -> bool {
+        self.task_ops() == 0
+    }
+}
+
+/// Decides what to do with one service. Pure and deterministic for a given input.
+pub fn reconcile(input: &ReconcileInput) -> Plan {
+    match &input.service {
+        ServiceInput::Present {
+            service,
+            generation,
+        } => service::reconcile_present(input, service, *generation),
+        ServiceInput::Invalid { error, generation } => reconcile_invalid(input, error, *generation),
+        ServiceInput::Deleted => reconcile_deleted(input),
+    }
+}
+
+/// An invalid manifest: say so in the status, touch no task.
+fn reconcile_invalid(input: &ReconcileInput, error: &str, generation: i64) -> Plan {
+    let prev = input.previous.clone().unwrap_or_default();
+    let mut st = prev.clone();
+    st.observed_generation = generation;
+    if st.error.as_deref() != Some(error) {
+        status::push_event(&mut st, input.now, "Warning", "InvalidManifest", error);
+    }
+    st.error = Some(error.to_string());
+    status::set_condition(&mut st, input.now, "Valid", false, "InvalidManifest", error);
+    Plan {
+        status: Some(status::finish(st, input.previous.as_ref(), input.now)),
+        ..Plan::default()
+    }
+}
+
+/// A deleted service: stop every task, delete the ones that are finished or whose node is
+/// down, and the status once nothing is left.
+fn reconcile_deleted(input: &ReconcileInput) -> Plan {
+    let mut plan = Plan::default();
+    let mut left = 0;
+    for e in &input.tasks {
+        let node_ok = input.nodes.get(&e.task.node_id).is_some_and(|n| n.ready);
+        if e.state().is_terminal() || !node_ok {
+            plan.deletes.push(TaskRef::of(&e.task));
+        } else {
+            left += 1;
+            if e.wants_running() {
+                plan.stops.push(TaskRef::of(&e.task));
+            }
+        }
+    }
+    plan.delete_status = left == 0;
+    plan
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod proptests;
