@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make run`: starts Shoal in one process (`shoal dev`: embedded store, API on 127.0.0.1:7878,
+# controller and a local agent), applies the example manifests that run on this machine, shows
+# what converged, then keeps Shoal running until Ctrl-C. Starting it again finds everything where
+# it was (state lives in $SHOAL_DEV_DATA, default ./.shoal-dev).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHOAL=${SHOAL:-target/release/shoal}
+DATA=${SHOAL_DEV_DATA:-$PWD/.shoal-dev}
+export SHOAL_SERVER=${SHOAL_SERVER:-http://127.0.0.1:7878}
+
+"$SHOAL" dev --data-dir "$DATA" &
+dev=$!
+trap 'kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; exit 0' INT TERM
+
+for _ in $(seq 1 100); do
+  curl -fsS "$SHOAL_SERVER/readyz" >/dev/null 2>&1 && break
+  kill -0 $dev 2>/dev/null || { echo "shoal dev exited; see the messages above" >&2; exit 1; }
+  sleep 0.2
+done
+
+echo
+echo "\$ shoal apply -f manifests/local/ --wait"
+"$SHOAL" apply -f manifests/local/ --wait --timeout 120s || true
+echo
+echo "\$ shoal get services"
+"$SHOAL" get services
+echo
+echo "\$ shoal get tasks"
+"$SHOAL" get tasks
+echo
+echo "\$ shoal get nodes"
+"$SHOAL" get nodes
+echo
+echo "Shoal is running (API $SHOAL_SERVER, data in $DATA). Try, in another shell:"
+echo "  export PATH=\$PWD/target/release:\$PATH"
+echo "  shoal describe service web-local; shoal scale web-local=4; shoal node drain \$(hostname)"
+echo "Press Ctrl-C to stop."
+wait $dev
