@@ -5,6 +5,15 @@
 //! keys vanish when they expire. Backends: embedded (redb), etcd, and Consul (emulated on
 //! `ModifyIndex`, blocking queries, `/v1/txn` and sessions).
 
+pub mod consul;
+pub mod embedded;
+pub mod etcd;
+pub mod url;
+
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use etcd::{EtcdOptions, EtcdStore};
+pub use url::open_store;
+
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -179,8 +188,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<ListResult, StoreError>;
 
     /// Writes one key unconditionally; returns the new revision.
-    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>)
-    -> Result<Revision, StoreError>;
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, StoreError>;
 
     /// Deletes one key; returns whether it existed.
     async fn delete(&self, key: &str) -> Result<bool, StoreError>;
@@ -215,8 +228,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Revision>, StoreError> {
         let res = self
             .txn(Txn {
-                compares: vec![Compare::ModRevision { key: key.to_string(), revision: expected }],
-                ops: vec![TxnOp::Put { key: key.to_string(), value, lease }],
+                compares: vec![Compare::ModRevision {
+                    key: key.to_string(),
+                    revision: expected,
+                }],
+                ops: vec![TxnOp::Put {
+                    key: key.to_string(),
+                    value,
+                    lease,
+                }],
             })
             .await?;
         Ok(res.succeeded.then_some(res.revision))
@@ -226,8 +246,13 @@ pub trait Store: Send + Sync + 'static {
     async fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<bool, StoreError> {
         let res = self
             .txn(Txn {
-                compares: vec![Compare::ModRevision { key: key.to_string(), revision: expected }],
-                ops: vec![TxnOp::Delete { key: key.to_string() }],
+                compares: vec![Compare::ModRevision {
+                    key: key.to_string(),
+                    revision: expected,
+                }],
+                ops: vec![TxnOp::Delete {
+                    key: key.to_string(),
+                }],
             })
             .await?;
         Ok(res.succeeded)

@@ -1,0 +1,408 @@
+//! The etcd backend: Shoal's store on a real etcd cluster (v3 API, tested against etcd 3.4).
+//!
+//! etcd already has the model [`Store`] describes, so this is mostly a mapping. What the
+//! client crate does not do, this module does: reconnecting broken watches from the last
+//! revision seen (see [`watch`]), refusing transactions over etcd's op limit instead of
+//! splitting them, and bounding every call so a dead etcd yields
+//! [`StoreError::Unavailable`] within seconds.
+
+mod watch;
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, CompactionOptions, CompareOp, ConnectOptions, GetOptions, KvClient, PutOptions,
+};
+
+use crate::{
+    Compare, KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult,
+    WatchStream,
+};
+
+/// Backend name used in errors and metrics.
+pub const BACKEND: &str = "etcd";
+
+/// etcd's default `--max-txn-ops`.
+pub const MAX_TXN_OPS: usize = 128;
+
+/// Largest response accepted from etcd (lists of many keys, 1 MiB values).
+const MAX_DECODING_MESSAGE: usize = 512 * 1024 * 1024;
+
+/// Keys per page when listing a prefix.
+const LIST_PAGE: i64 = 1000;
+
+/// Timeouts used when connecting to etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for one unary request.
+    pub request_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval (detects dead connections under long watches).
+    pub keep_alive_interval: Duration,
+    /// How long an unanswered keep-alive ping may wait before the connection is dropped.
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            keep_alive_interval: Duration::from_secs(2),
+            keep_alive_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Shoal's store on etcd.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    endpoints: Vec<String>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd at `endpoints` (`host:port` or `http://host:port`). The connection is
+    /// lazy: an unreachable etcd shows up as [`StoreError::Unavailable`] on the first call.
+    pub async fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
+        Self::connect_with(endpoints, EtcdOptions::default()).await
+    }
+
+    /// Connects with explicit timeouts.
+    pub async fn connect_with(
+        endpoints: &[String],
+        options: EtcdOptions,
+    ) -> Result<Self, StoreError> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        if endpoints.is_empty() {
+            return Err(StoreError::InvalidUrl {
+                url: String::new(),
+                reason: "no etcd endpoint given".into(),
+            });
+        }
+        let connect = ConnectOptions::new()
+            .with_connect_timeout(options.connect_timeout)
+            .with_timeout(options.request_timeout)
+            .with_keep_alive(options.keep_alive_interval, options.keep_alive_timeout)
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(&endpoints, Some(connect))
+            .await
+            .map_err(map_err)?;
+        tracing::debug!(?endpoints, "etcd store client created");
+        Ok(Self { client, endpoints })
+    }
+
+    /// The endpoints this store talks to.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Compacts etcd's history up to `revision` (waiting until it is applied); watches from
+    /// older revisions then get [`StoreError::Compacted`].
+    pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        let mut kv = self.kv();
+        kv.compact(revision, Some(CompactionOptions::new().with_physical()))
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    fn kv(&self) -> KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_DECODING_MESSAGE)
+    }
+
+    /// One page of a prefix list at `revision` (0 = current), starting at `from`.
+    async fn list_page(
+        &self,
+        from: &[u8],
+        end: &[u8],
+        revision: Revision,
+    ) -> Result<(Vec<KeyValue>, bool, Revision), StoreError> {
+        let mut opts = GetOptions::new()
+            .with_range(end.to_vec())
+            .with_limit(LIST_PAGE);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        let resp = self
+            .kv()
+            .get(from.to_vec(), Some(opts))
+            .await
+            .map_err(map_err)?;
+        let rev = resp.header().map_or(0, |h| h.revision());
+        let kvs = resp
+            .kvs()
+            .iter()
+            .map(convert_kv)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((kvs, resp.more(), rev))
+    }
+}
+
+/// The end of the key range holding every key that starts with `prefix` (etcd's rule).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    for (i, b) in prefix.iter().enumerate().rev() {
+        if *b < 0xff {
+            let mut end = prefix[..=i].to_vec();
+            end[i] += 1;
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Converts an etcd key-value.
+fn convert_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
+    let key = kv
+        .key_str()
+        .map_err(|e| backend(format!("key is not UTF-8: {e}")))?;
+    Ok(KeyValue {
+        key: key.to_string(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        lease: (kv.lease() != 0).then_some(kv.lease()),
+    })
+}
+
+fn backend(message: String) -> StoreError {
+    StoreError::Backend {
+        backend: BACKEND,
+        message,
+    }
+}
+
+/// Maps an etcd client error: connection problems become [`StoreError::Unavailable`].
+pub(crate) fn map_err(e: etcd_client::Error) -> StoreError {
+    use etcd_client::Error as E;
+    match e {
+        E::GRpcStatus(status) => match i32::from(status.code()) {
+            grpc_code::CANCELLED
+            | grpc_code::DEADLINE_EXCEEDED
+            | grpc_code::ABORTED
+            | grpc_code::UNAVAILABLE => {
+                StoreError::Unavailable(format!("etcd: {}", status.message()))
+            }
+            // Transport failures surface as Unknown with a transport message.
+            grpc_code::UNKNOWN if status.message().contains("transport") => {
+                StoreError::Unavailable(format!("etcd: {}", status.message()))
+            }
+            _ => backend(status.message().to_string()),
+        },
+        E::TransportError(e) => StoreError::Unavailable(format!("etcd transport: {e}")),
+        E::IoError(e) => StoreError::Unavailable(format!("etcd i/o: {e}")),
+        E::InvalidUri(e) => StoreError::InvalidUrl {
+            url: String::new(),
+            reason: format!("invalid etcd endpoint: {e}"),
+        },
+        other => backend(other.to_string()),
+    }
+}
+
+/// Maps an error of a call naming `lease`: etcd's "lease not found" becomes
+/// [`StoreError::LeaseNotFound`].
+fn map_lease_err(lease: LeaseId, e: etcd_client::Error) -> StoreError {
+    let text = e.to_string();
+    if text.contains("lease not found") {
+        StoreError::LeaseNotFound(lease)
+    } else {
+        map_err(e)
+    }
+}
+
+/// The gRPC status codes Shoal treats as "etcd is unreachable" (numbers from the gRPC spec).
+mod grpc_code {
+    pub const CANCELLED: i32 = 1;
+    pub const UNKNOWN: i32 = 2;
+    pub const DEADLINE_EXCEEDED: i32 = 4;
+    pub const ABORTED: i32 = 10;
+    pub const UNAVAILABLE: i32 = 14;
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn max_txn_ops(&self) -> usize {
+        MAX_TXN_OPS
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let resp = self.kv().get(key, None).await.map_err(map_err)?;
+        resp.kvs().first().map(convert_kv).transpose()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
+        let (start, end) = if prefix.is_empty() {
+            (vec![0u8], vec![0u8])
+        } else {
+            (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes()))
+        };
+        // Pages are read at the revision of the first one, so the list is one snapshot.
+        let (mut kvs, mut more, revision) = self.list_page(&start, &end, 0).await?;
+        while more {
+            let Some(last) = kvs.last() else { break };
+            let mut from = last.key.as_bytes().to_vec();
+            from.push(0);
+            let (page, page_more, _) = self.list_page(&from, &end, revision).await?;
+            kvs.extend(page);
+            more = page_more;
+        }
+        Ok(ListResult { kvs, revision })
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, StoreError> {
+        let opts = lease.map(|id| PutOptions::new().with_lease(id));
+        let resp = self
+            .kv()
+            .put(key, value, opts)
+            .await
+            .map_err(|e| match lease {
+                Some(id) => map_lease_err(id, e),
+                None => map_err(e),
+            })?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let resp = self.kv().delete(key, None).await.map_err(map_err)?;
+        Ok(resp.deleted() > 0)
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        if txn.ops.len() > MAX_TXN_OPS {
+            return Err(StoreError::TooManyOps {
+                ops: txn.ops.len(),
+                max: MAX_TXN_OPS,
+                backend: BACKEND,
+            });
+        }
+        let compares: Vec<etcd_client::Compare> = txn
+            .compares
+            .iter()
+            .map(|c| match c {
+                Compare::ModRevision { key, revision: 0 } => {
+                    etcd_client::Compare::create_revision(key.as_str(), CompareOp::Equal, 0)
+                }
+                Compare::ModRevision { key, revision } => {
+                    etcd_client::Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision)
+                }
+            })
+            .collect();
+        let leases: Vec<LeaseId> = txn
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                TxnOp::Put { lease, .. } => *lease,
+                TxnOp::Delete { .. } => None,
+            })
+            .collect();
+        let ops: Vec<etcd_client::TxnOp> = txn
+            .ops
+            .into_iter()
+            .map(|op| match op {
+                TxnOp::Put { key, value, lease } => etcd_client::TxnOp::put(
+                    key,
+                    value,
+                    lease.map(|id| PutOptions::new().with_lease(id)),
+                ),
+                TxnOp::Delete { key } => etcd_client::TxnOp::delete(key, None),
+            })
+            .collect();
+        let request = etcd_client::Txn::new().when(compares).and_then(ops);
+        let resp = self
+            .kv()
+            .txn(request)
+            .await
+            .map_err(|e| match leases.first() {
+                Some(id) if leases.len() == 1 => map_lease_err(*id, e),
+                Some(id) => match map_lease_err(*id, e) {
+                    // Several leases: etcd does not say which one is missing.
+                    StoreError::LeaseNotFound(_) => {
+                        backend(format!("one of the leases {leases:?} was not found"))
+                    }
+                    other => other,
+                },
+                None => map_err(e),
+            })?;
+        Ok(TxnResult {
+            succeeded: resp.succeeded(),
+            revision: resp.header().map_or(0, |h| h.revision()),
+        })
+    }
+
+    async fn watch(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        Ok(watch::spawn(
+            self.client.clone(),
+            prefix.to_string(),
+            from_revision,
+        ))
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let secs = i64::try_from(ttl.as_millis().div_ceil(1000))
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let resp = self
+            .client
+            .lease_client()
+            .grant(secs, None)
+            .await
+            .map_err(map_err)?;
+        if !resp.error().is_empty() {
+            return Err(backend(format!("lease grant refused: {}", resp.error())));
+        }
+        Ok(resp.id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        // One refresh: open the keep-alive stream, which sends one request and waits for its
+        // answer (TTL 0 = the lease is gone), then close it.
+        let mut client = self.client.lease_client();
+        let (_keeper, _stream) = client
+            .keep_alive(lease)
+            .await
+            .map_err(|e| map_lease_err(lease, e))?;
+        Ok(())
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.client
+            .lease_client()
+            .revoke(lease)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_lease_err(lease, e))
+    }
+}

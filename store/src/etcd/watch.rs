@@ -1,0 +1,226 @@
+//! Watches on etcd that survive broken connections and etcd restarts.
+//!
+//! etcd-client does not resume a broken watch stream, so this task tracks the last revision
+//! delivered and re-creates the watch from the next one, with exponential backoff and jitter.
+//! Progress notifications become empty batches. A watch canceled because its start revision
+//! was compacted yields [`StoreError::Compacted`] and ends the stream.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use etcd_client::{Client, EventType, WatchOptions, WatchResponse};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
+
+use super::{MAX_DECODING_MESSAGE, convert_kv, map_err};
+use crate::{Revision, StoreError, WatchBatch, WatchEvent, WatchStream};
+
+/// Starts a watch of `prefix` from `from` (inclusive; `<= 0` = from the next revision).
+pub(super) fn spawn(client: Client, prefix: String, from: Revision) -> WatchStream {
+    let (tx, rx) = mpsc::channel(16);
+    let span = tracing::info_span!("etcd_watch", prefix = %prefix);
+    tokio::spawn(
+        async move {
+            let mut watch = Watch {
+                client,
+                prefix,
+                next: from,
+                tx,
+            };
+            watch.run().await;
+        }
+        .instrument(span),
+    );
+    Box::pin(ReceiverStream::new(rx))
+}
+
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+struct Watch {
+    client: Client,
+    prefix: String,
+    /// Next revision to deliver (`<= 0` until the first watch is created).
+    next: Revision,
+    tx: mpsc::Sender<Result<WatchBatch, StoreError>>,
+}
+
+/// How one watch session ended.
+enum Ended {
+    /// The consumer dropped the stream, or the stream was terminated (compaction).
+    Done,
+    /// The connection broke; reconnect.
+    Broken(String),
+}
+
+impl Watch {
+    async fn run(&mut self) {
+        let mut delays = backoff();
+        let mut attempt = 0u32;
+        loop {
+            let (ended, healthy) = self.session().await;
+            match ended {
+                Ended::Done => return,
+                Ended::Broken(reason) => {
+                    if healthy {
+                        delays = backoff();
+                        attempt = 0;
+                    }
+                    attempt += 1;
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(
+                        next_revision = self.next,
+                        attempt,
+                        ?delay,
+                        %reason,
+                        "etcd watch broken; re-establishing"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.tx.closed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// One watch session; returns how it ended and whether it got as far as a created watch.
+    async fn session(&mut self) -> (Ended, bool) {
+        let mut opts = WatchOptions::new().with_prefix().with_progress_notify();
+        if self.prefix.is_empty() {
+            opts = WatchOptions::new().with_all_keys().with_progress_notify();
+        }
+        if self.next > 0 {
+            opts = opts.with_start_revision(self.next);
+        }
+        let key = if self.prefix.is_empty() {
+            vec![0u8]
+        } else {
+            self.prefix.as_bytes().to_vec()
+        };
+        let mut watch_client = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_DECODING_MESSAGE);
+        let created = tokio::select! {
+            r = watch_client.watch(key, Some(opts)) => r,
+            () = self.tx.closed() => return (Ended::Done, false),
+        };
+        let mut stream = match created {
+            Ok(stream) => stream,
+            Err(e) => return (Ended::Broken(map_err(e).to_string()), false),
+        };
+        let mut healthy = false;
+        loop {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                () = self.tx.closed() => return (Ended::Done, healthy),
+            };
+            let resp = match msg {
+                Ok(Some(resp)) => resp,
+                Ok(None) => {
+                    return (
+                        Ended::Broken("etcd closed the watch stream".into()),
+                        healthy,
+                    );
+                }
+                Err(e) => return (Ended::Broken(map_err(e).to_string()), healthy),
+            };
+            if healthy_resp(&resp) && !healthy {
+                healthy = true;
+                tracing::debug!(next_revision = self.next, "etcd watch established");
+            }
+            match self.handle(resp).await {
+                Ok(()) => {}
+                Err(ended) => return (ended, healthy),
+            }
+        }
+    }
+
+    /// Delivers one response. `Err` ends the session.
+    async fn handle(&mut self, resp: WatchResponse) -> Result<(), Ended> {
+        let header_rev = resp.header().map_or(0, |h| h.revision());
+        if resp.canceled() {
+            if resp.compact_revision() > 0 {
+                let err = StoreError::Compacted {
+                    requested: self.next,
+                    compact_revision: resp.compact_revision(),
+                };
+                // The consumer may be gone; the stream ends either way.
+                let _ = self.tx.send(Err(err)).await;
+                return Err(Ended::Done);
+            }
+            return Err(Ended::Broken(format!(
+                "watch canceled by etcd: {}",
+                resp.cancel_reason()
+            )));
+        }
+        if resp.created() {
+            if self.next <= 0 {
+                self.next = header_rev + 1;
+            }
+            if resp.events().is_empty() {
+                return Ok(());
+            }
+        }
+        let mut events = Vec::with_capacity(resp.events().len());
+        let mut last = 0;
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let kv = match convert_kv(kv) {
+                Ok(kv) => kv,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping an etcd key that is not UTF-8");
+                    continue;
+                }
+            };
+            if kv.mod_revision < self.next {
+                // Already delivered before a reconnect.
+                continue;
+            }
+            last = last.max(kv.mod_revision);
+            events.push(match ev.event_type() {
+                EventType::Put => WatchEvent::Put(kv),
+                EventType::Delete => WatchEvent::Delete {
+                    key: kv.key,
+                    mod_revision: kv.mod_revision,
+                },
+            });
+        }
+        let batch = if resp.events().is_empty() {
+            // A progress notification: etcd is at `header_rev` with nothing new for us.
+            if header_rev < self.next - 1 || header_rev == 0 {
+                return Ok(());
+            }
+            self.next = self.next.max(header_rev + 1);
+            WatchBatch {
+                events,
+                revision: header_rev,
+            }
+        } else if events.is_empty() {
+            return Ok(());
+        } else {
+            self.next = last + 1;
+            WatchBatch {
+                events,
+                revision: last,
+            }
+        };
+        if self.tx.send(Ok(batch)).await.is_err() {
+            return Err(Ended::Done);
+        }
+        Ok(())
+    }
+}
+
+/// Whether a response shows a working watch (resets the reconnect backoff).
+fn healthy_resp(resp: &WatchResponse) -> bool {
+    !resp.canceled()
+}
