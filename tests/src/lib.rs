@@ -1,1 +1,3 @@
 //! shoal-tests: filled in by later work.
+
+pub mod consul_fake;

@@ -1,0 +1,245 @@
+//! An in-process fake of a Consul agent's HTTP API (a single dev-mode server), faithful to
+//! `shared/reference/consul-http-api.md`: KV with a raft-like global index and tombstones,
+//! blocking queries, `/v1/txn`, sessions with TTL and lock-delay, agent services and
+//! checks, catalog and health. Tests start it with [`ConsulFake::start`] and drive its
+//! timers and failure modes through its hooks.
+
+mod agent;
+mod http;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use state::State;
+
+/// Tuning of a [`ConsulFake`].
+#[derive(Debug, Clone)]
+pub struct FakeOptions {
+    /// Factor applied to Consul's own timers (session TTLs, lock-delay, TTL checks, critical
+    /// service reaping): 0.1 makes a 10 s session TTL expire after 1–2 s.
+    pub time_scale: f64,
+    /// Ops accepted in one transaction (128 since Consul 1.14, 64 before).
+    pub max_txn_ops: usize,
+    /// `kv_max_value_size` (512 KiB by default).
+    pub kv_max_value_size: usize,
+    /// When set, every request must carry this ACL token (else 403 `Permission denied`).
+    pub acl_token: Option<String>,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        Self {
+            time_scale: 1.0,
+            max_txn_ops: 128,
+            kv_max_value_size: 512 * 1024,
+            acl_token: None,
+        }
+    }
+}
+
+/// State shared by the HTTP handlers and the hooks.
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub changed: watch::Sender<u64>,
+    pub options: FakeOptions,
+    /// Injected failures: (remaining count, status).
+    pub failures: Mutex<(usize, u16)>,
+}
+
+impl Shared {
+    /// Locks the state (a poisoned lock still holds usable data in a test fake).
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes blocking queries.
+    pub(crate) fn notify(&self) {
+        let index = self.lock().index;
+        self.changed.send_replace(index);
+    }
+}
+
+/// A running fake Consul agent on `127.0.0.1`.
+pub struct ConsulFake {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: Option<JoinHandle<()>>,
+    ticker: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ConsulFake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulFake")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsulFake {
+    /// Starts a fake with default options on an ephemeral port.
+    pub async fn start() -> Self {
+        Self::start_with(FakeOptions::default()).await
+    }
+
+    /// Starts a fake with the given options on an ephemeral port.
+    pub async fn start_with(options: FakeOptions) -> Self {
+        let (changed, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(options.time_scale)),
+            changed,
+            options,
+            failures: Mutex::new((0, 500)),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake Consul");
+        let addr = listener.local_addr().expect("local address");
+        let server = Some(Self::serve(Arc::clone(&shared), listener));
+        let weak = Arc::downgrade(&shared);
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.lock().tick(Instant::now()) {
+                    shared.notify();
+                }
+            }
+        });
+        Self {
+            shared,
+            addr,
+            server,
+            ticker,
+        }
+    }
+
+    fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> JoinHandle<()> {
+        let app = http::router(shared);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `consul://127.0.0.1:PORT`, for `open_store`.
+    pub fn store_url(&self) -> String {
+        format!("consul://{}", self.addr)
+    }
+
+    /// The current raft index.
+    pub fn index(&self) -> u64 {
+        self.shared.lock().index
+    }
+
+    /// Every KV key, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        self.shared.lock().kv.keys().cloned().collect()
+    }
+
+    /// Every live session ID, sorted.
+    pub fn sessions(&self) -> Vec<String> {
+        self.shared.lock().sessions.keys().cloned().collect()
+    }
+
+    /// Every registered service ID, sorted.
+    pub fn services(&self) -> Vec<String> {
+        self.shared.lock().services.keys().cloned().collect()
+    }
+
+    /// Invalidates a session now, as if its TTL ran out; returns whether it existed.
+    pub fn expire_session(&self, id: &str) -> bool {
+        let existed = self.shared.lock().invalidate_session(id);
+        self.shared.notify();
+        existed
+    }
+
+    /// Invalidates every session now.
+    pub fn expire_all_sessions(&self) {
+        for id in self.sessions() {
+            self.expire_session(&id);
+        }
+    }
+
+    /// Reaps every tombstone, as Consul does periodically: prefix indexes may then go
+    /// backwards (blocking queries wake up with a lower index).
+    pub fn reap_tombstones(&self) {
+        self.shared.lock().tombstones.clear();
+        self.shared.notify();
+    }
+
+    /// Sets a check's status as if it had run (`passing`, `warning`, `critical`).
+    pub fn set_check_status(&self, check_id: &str, status: &str) -> bool {
+        let found = {
+            let mut st = self.shared.lock();
+            let found = match st.checks.get_mut(check_id) {
+                Some(c) => {
+                    c.status = status.to_string();
+                    c.critical_since = (status == "critical").then(Instant::now);
+                    true
+                }
+                None => false,
+            };
+            if found {
+                st.bump_catalog();
+            }
+            found
+        };
+        self.shared.notify();
+        found
+    }
+
+    /// Makes the next `count` requests fail with `status` (text body `injected failure`).
+    pub fn fail_next_requests(&self, count: usize, status: u16) {
+        *self
+            .shared
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (count, status);
+    }
+
+    /// Stops listening (connections fail) while keeping the data.
+    pub fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+
+    /// Stops and starts listening again on the same port with the same data, as a Consul
+    /// agent restart would (open connections break).
+    pub async fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "waiting for the fake Consul port");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot rebind the fake Consul on {}: {e}", self.addr),
+            }
+        };
+        self.server = Some(Self::serve(Arc::clone(&self.shared), listener));
+    }
+}
+
+impl Drop for ConsulFake {
+    fn drop(&mut self) {
+        self.stop();
+        self.ticker.abort();
+    }
+}
