@@ -1,0 +1,405 @@
+//! The API router against a real embedded store: what a user of the REST API would notice.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Api, manifest};
+use serde_json::Value;
+use shoal_api::{ApiState, TokenTable};
+use shoal_core::ServiceRef;
+
+fn web() -> ServiceRef {
+    ServiceRef {
+        namespace: "default".into(),
+        name: "web".into(),
+    }
+}
+
+#[tokio::test]
+async fn put_invalid_yaml_is_400_with_location_and_stores_nothing() {
+    let api = Api::new().await;
+    let body =
+        "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  replicas: [oops\n";
+    let (s, v) = api.json("PUT", "/v1/services/default/web", body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let d = &v["details"][0];
+    assert!(
+        d["line"].as_u64().unwrap() > 0 && d["column"].as_u64().is_some(),
+        "{v}"
+    );
+    assert!(
+        v["error"].as_str().unwrap().contains("invalid manifest"),
+        "{v}"
+    );
+    assert!(
+        api.store
+            .get(&api.keys.service(&web()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn unknown_field_is_400_naming_the_field() {
+    let api = Api::new().await;
+    let body = manifest("web", "", 1) + "  replica: 3\n";
+    let (s, v) = api.json("PUT", "/v1/services/default/web", &body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("replica"),
+        "{v}"
+    );
+    assert_eq!(v["details"][0]["line"], 9, "{v}");
+}
+
+#[tokio::test]
+async fn put_get_roundtrip_keeps_text_and_checks_path() {
+    let api = Api::new().await;
+    let body = format!("# my comment\n{}", manifest("web", "app: web", 2));
+    let (s, h, text) = api
+        .call("PUT", "/v1/services/default/web", &body, &[])
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    assert!(h.get("etag").is_some());
+    let (s, v) = api.json("GET", "/v1/services/default/web", "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["manifest"], body.as_str());
+    assert_eq!(v["service"]["spec"]["replicas"], 2);
+    let (s, v) = api.json("PUT", "/v1/services/default/other", &body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("default/web"), "{v}");
+    let (s, _) = api.json("GET", "/v1/services/default/nope", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn json_body_is_accepted() {
+    let api = Api::new().await;
+    let body = r#"{"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"web"},"spec":{"image":"nginx"}}"#;
+    let (s, _, text) = api
+        .call(
+            "PUT",
+            "/v1/services/default/web",
+            body,
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+}
+
+#[tokio::test]
+async fn stale_if_match_is_409_with_current_revision() {
+    let api = Api::new().await;
+    let (_, v) = api
+        .json("PUT", "/v1/services/default/web", &manifest("web", "", 1))
+        .await;
+    let rev1 = v["revision"].as_i64().unwrap();
+    let (s, _, t) = api
+        .call(
+            "PUT",
+            "/v1/services/default/web",
+            &manifest("web", "", 2),
+            &[("if-match", &format!("\"{rev1}\""))],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let rev2 = serde_json::from_str::<Value>(&t).unwrap()["revision"]
+        .as_i64()
+        .unwrap();
+    assert!(rev2 > rev1);
+    let (s, _, t) = api
+        .call(
+            "PUT",
+            "/v1/services/default/web",
+            &manifest("web", "", 3),
+            &[("if-match", &rev1.to_string())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{t}");
+    let v: Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(v["currentRevision"], rev2);
+    let (_, v) = api.json("GET", "/v1/services/default/web", "").await;
+    assert_eq!(v["service"]["spec"]["replicas"], 2);
+}
+
+#[tokio::test]
+async fn apply_reports_created_configured_unchanged_pruned() {
+    let api = Api::new().await;
+    let both = format!(
+        "{}---\n{}",
+        manifest("web", "app: shop", 1),
+        manifest("db", "app: shop", 1)
+    );
+    let (s, v) = api.json("POST", "/v1/apply", &both).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let actions: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["created", "created"]);
+    // Same spec, different text (comment, key order): unchanged.
+    let again = format!(
+        "# same\n{}---\n{}",
+        manifest("web", "app: shop", 1),
+        manifest("db", "app: shop", 1)
+    );
+    let (_, v) = api.json("POST", "/v1/apply", &again).await;
+    assert_eq!(v["results"][0]["action"], "unchanged", "{v}");
+    // Another service outside the selector must survive pruning.
+    api.json("POST", "/v1/apply", &manifest("other", "app: else", 1))
+        .await;
+    let next = manifest("web", "app: shop", 3);
+    let (s, v) = api
+        .json("POST", "/v1/apply?prune=true&selector=app%3Dshop", &next)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"][0]["action"], "configured");
+    assert_eq!(v["results"][1]["name"], "db");
+    assert_eq!(v["results"][1]["action"], "pruned");
+    assert_eq!(v["results"].as_array().unwrap().len(), 2, "{v}");
+    let (_, list) = api.json("GET", "/v1/services", "").await;
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["other", "web"]);
+}
+
+#[tokio::test]
+async fn prune_without_selector_is_refused() {
+    let api = Api::new().await;
+    let (s, v) = api
+        .json("POST", "/v1/apply?prune=true", &manifest("web", "", 1))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("selector"));
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing() {
+    let api = Api::new().await;
+    let (s, v) = api
+        .json("POST", "/v1/apply?dryRun=true", &manifest("web", "", 1))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["dryRun"], true);
+    assert_eq!(v["results"][0]["action"], "created");
+    assert!(
+        api.store
+            .get(&api.keys.service(&web()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn apply_with_an_invalid_document_writes_nothing() {
+    let api = Api::new().await;
+    let body = format!(
+        "{}---\n{}  bogus: 1\n",
+        manifest("web", "", 1),
+        manifest("db", "", 1)
+    );
+    let (s, v) = api.json("POST", "/v1/apply", &body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["details"][0]["line"].as_u64().unwrap() > 9,
+        "line counts from the body start: {v}"
+    );
+    assert!(
+        api.store
+            .get(&api.keys.service(&web()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn list_filters_by_selector_and_namespace() {
+    let api = Api::new().await;
+    let body = format!(
+        "{}---\n{}",
+        manifest("web", "tier: front", 1),
+        manifest("db", "tier: back", 1)
+    );
+    api.json("POST", "/v1/apply", &body).await;
+    let (_, v) = api
+        .json("GET", "/v1/services?selector=tier!%3Dback", "")
+        .await;
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["name"], "web");
+    let (_, v) = api.json("GET", "/v1/services?namespace=prod", "").await;
+    assert_eq!(v.as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn patch_node_drains_and_labels() {
+    let api = Api::new().await;
+    let info = serde_json::json!({"id":"n1","hostname":"h1","address":"10.0.0.1","runtimes":["docker"],
+        "capacity":{"cpus":2.0,"memory":"1Gi"},"agentVersion":"0.1.0","startedAt":"2026-01-01T00:00:00Z"});
+    api.store
+        .put(&api.keys.node("n1"), info.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+    let (s, v) = api
+        .json(
+            "PATCH",
+            "/v1/nodes/n1",
+            r#"{"availability":"drain","labels":{"zone":"a"}}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["config"]["availability"], "drain");
+    let (_, v) = api
+        .json("PATCH", "/v1/nodes/n1", r#"{"labels":{"disk":"ssd"}}"#)
+        .await;
+    assert_eq!(
+        v["config"]["labels"],
+        serde_json::json!({"disk":"ssd","zone":"a"}),
+        "earlier changes are kept"
+    );
+    let (_, v) = api.json("GET", "/v1/nodes", "").await;
+    assert_eq!(v[0]["ready"], true);
+    assert_eq!(v[0]["config"]["availability"], "drain");
+    let (s, _) = api
+        .json("PATCH", "/v1/nodes/ghost", r#"{"availability":"drain"}"#)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn concurrent_node_patches_keep_every_label() {
+    let api = std::sync::Arc::new(Api::new().await);
+    api.store
+        .put(&api.keys.node_config("n1"), b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let api = api.clone();
+        handles.push(tokio::spawn(async move {
+            api.json(
+                "PATCH",
+                "/v1/nodes/n1",
+                &format!(r#"{{"labels":{{"k{i}":"v"}}}}"#),
+            )
+            .await
+        }));
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap().0, StatusCode::OK);
+    }
+    let (_, v) = api.json("GET", "/v1/nodes/n1", "").await;
+    assert_eq!(v["config"]["labels"].as_object().unwrap().len(), 8, "{v}");
+}
+
+#[tokio::test]
+async fn tokens_enforce_read_and_write_roles() {
+    let mut t = TokenTable::new();
+    t.insert("r0", shoal_api::Role::Read);
+    t.insert("w0", shoal_api::Role::Write);
+    let api = Api::with(|s| s.with_tokens(t)).await;
+    let (s, _, body) = api.call("GET", "/v1/services", "", &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("bearer token"), "{body}");
+    let (s, _, _) = api
+        .call(
+            "GET",
+            "/v1/services",
+            "",
+            &[("authorization", "Bearer nope")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = api
+        .call("GET", "/v1/services", "", &[("authorization", "Bearer r0")])
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let m = manifest("web", "", 1);
+    let (s, _, body) = api
+        .call("POST", "/v1/apply", &m, &[("authorization", "Bearer r0")])
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(body.contains("write role"), "{body}");
+    let (s, _, _) = api
+        .call("POST", "/v1/apply", &m, &[("authorization", "Bearer w0")])
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = api.call("GET", "/healthz", "", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn non_loopback_without_tokens_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(shoal_store::EmbeddedStore::open(dir.path()).await.unwrap());
+    let state = ApiState::new(store, shoal_core::Keys::default());
+    let err = shoal_api::serve(state, "0.0.0.0:0".parse().unwrap(), async {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--token-file"), "{err}");
+}
+
+#[tokio::test]
+async fn openapi_lists_the_paths() {
+    let api = Api::new().await;
+    let (s, v) = api.json("GET", "/v1/openapi.json", "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        v["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        v["openapi"]
+    );
+    for p in [
+        "/v1/services",
+        "/v1/services/{ns}/{name}",
+        "/v1/apply",
+        "/v1/watch",
+        "/v1/nodes/{id}",
+        "/metrics",
+    ] {
+        assert!(v["paths"].get(p).is_some(), "missing {p}");
+    }
+}
+
+#[tokio::test]
+async fn schema_describes_the_manifest() {
+    let api = Api::new().await;
+    let (s, v) = api.json("GET", "/v1/schema/service", "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["properties"]["spec"].is_object(), "{v}");
+    assert!(v["$schema"].as_str().unwrap().contains("2020-12"));
+}
+
+#[tokio::test]
+async fn metrics_count_tasks_and_requests() {
+    let api = Api::new().await;
+    api.json("GET", "/v1/services", "").await;
+    let (s, _, text) = api.call("GET", "/metrics", "", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(text.contains("shoal_tasks{state=\"running\"} 0"), "{text}");
+    assert!(text.contains("shoal_services 0"), "{text}");
+    assert!(
+        text.contains(
+            "shoal_api_requests_total{route=\"/v1/services\",method=\"GET\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_reports_the_store() {
+    let api = Api::new().await;
+    let (s, _, _) = api.call("GET", "/readyz", "", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+}

@@ -1,0 +1,131 @@
+//! The SSE watch and the typed client against a served API over a real embedded store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use shoal_api::types::WatchKind;
+use shoal_api::{ApiState, Client};
+use shoal_core::{Keys, ServiceRef, ServiceStatus};
+use shoal_store::{EmbeddedStore, Store};
+
+fn status(running: u64) -> Vec<u8> {
+    serde_json::to_vec(&ServiceStatus {
+        observed_generation: 1,
+        desired: 3,
+        running,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn watch_delivers_status_changes_and_resumes_from_a_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let keys = Keys::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = ApiState::new(store.clone(), keys.clone());
+    tokio::spawn(shoal_api::serve_listener(
+        state,
+        listener,
+        std::future::pending(),
+    ));
+    let client = Client::new(&format!("http://{addr}"), None);
+    let web = ServiceRef {
+        namespace: "default".into(),
+        name: "web".into(),
+    };
+
+    let mut events = client.watch(Some("default/web"), None).await.unwrap();
+    let r1 = store
+        .put(&keys.service_status(&web), status(1), None)
+        .await
+        .unwrap();
+    let other = ServiceRef {
+        namespace: "default".into(),
+        name: "db".into(),
+    };
+    store
+        .put(&keys.service_status(&other), status(0), None)
+        .await
+        .unwrap();
+    let r2 = store
+        .put(&keys.service_status(&web), status(2), None)
+        .await
+        .unwrap();
+
+    let deadline = Duration::from_secs(30);
+    let ev = tokio::time::timeout(deadline, events.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.kind, WatchKind::ServiceStatus);
+    assert_eq!(ev.revision, r1);
+    assert_eq!(ev.value.as_ref().unwrap()["running"], 1);
+    let ev = tokio::time::timeout(deadline, events.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ev.revision, r2,
+        "the other service's status is filtered out"
+    );
+    drop(events);
+
+    // Resume after r1: only the later change comes again.
+    let mut resumed = client.watch(Some("default/web"), Some(r1)).await.unwrap();
+    let ev = tokio::time::timeout(deadline, resumed.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.revision, r2);
+    assert_eq!(ev.value.as_ref().unwrap()["running"], 2);
+
+    // A fresh watch starts with the current state.
+    let mut fresh = client.watch(Some("default/web"), None).await.unwrap();
+    let ev = tokio::time::timeout(deadline, fresh.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.value.as_ref().unwrap()["running"], 2);
+}
+
+#[tokio::test]
+async fn client_keeps_the_server_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(shoal_api::serve_listener(
+        ApiState::new(store, Keys::default()),
+        listener,
+        std::future::pending(),
+    ));
+    let client = Client::new(&format!("http://{addr}"), None);
+    let err = client
+        .apply("apiVersion: shoal/v1\nkind: Nope\n", &Default::default())
+        .await
+        .unwrap_err();
+    match err {
+        shoal_api::ClientError::Api {
+            status, message, ..
+        } => {
+            assert_eq!(status, 400);
+            assert!(message.contains("invalid manifest"), "{message}");
+        }
+        other => panic!("expected an API error, got {other}"),
+    }
+    assert!(
+        client
+            .get_service("default", "web")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
