@@ -1,5 +1,310 @@
-//! shoal-agent: the per-node agent. It registers its node, watches the tasks assigned to it,
-//! runs them through a runtime (docker, process, or sim for hollow nodes) and reports their
-//! state.
+//! shoal-agent: the per-node agent. It registers its node (`nodes/<id>`, leased), watches
+//! the tasks assigned to it, runs them through a runtime (docker, process, or sim for hollow
+//! nodes) and reports their state (`taskstatus/<node>/<task>`).
+//!
+//! In process:
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn shoal_store::Store>) -> Result<(), shoal_agent::AgentError> {
+//! use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
+//! let config = AgentConfig::new("node-1");
+//! let runtime = shoal_agent::open_runtime(RuntimeChoice::Sim, "node-1", "/tmp/shoal").await?;
+//! let agent = Agent::new(store, shoal_core::keys::Keys::default(), config, runtime).spawn();
+//! // ... later
+//! agent.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Hollow nodes: `AgentConfig { hollow_nodes: 1000, .. }` with the sim runtime registers
+//! `node-1-0000` … `node-1-0999` under one shared lease and runs their tasks from one watch.
 
+pub mod node;
+pub mod runner;
 pub mod runtime;
+pub mod status;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+pub mod worker;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_core::keys::Keys;
+use shoal_core::model::{Capacity, NodeInfo, Timestamp};
+use shoal_store::Store;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::runner::RunnerContext;
+use crate::runtime::{Runtime, RuntimeError};
+
+/// Version reported in node records.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What can stop an agent from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration cannot work.
+    #[error("invalid agent configuration: {0}")]
+    Config(String),
+    /// The runtime could not be opened.
+    #[error("cannot open the {runtime} runtime: {source}")]
+    Runtime {
+        /// Runtime name.
+        runtime: &'static str,
+        /// What went wrong.
+        #[source]
+        source: RuntimeError,
+    },
+}
+
+/// Which runtime an agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeChoice {
+    /// Docker containers.
+    Docker,
+    /// Host processes.
+    Process,
+    /// Nothing (hollow nodes).
+    Sim,
+}
+
+/// Opens a runtime: docker connects to the local engine and follows `node`'s containers;
+/// process keeps task logs under `data_dir/logs`.
+pub async fn open_runtime(
+    choice: RuntimeChoice,
+    node: &str,
+    data_dir: impl AsRef<Path>,
+) -> Result<Arc<dyn Runtime>, AgentError> {
+    Ok(match choice {
+        RuntimeChoice::Docker => Arc::new(
+            runtime::docker::DockerRuntime::connect(node)
+                .await
+                .map_err(|source| AgentError::Runtime {
+                    runtime: "docker",
+                    source,
+                })?,
+        ),
+        RuntimeChoice::Process => {
+            Arc::new(runtime::process::ProcessRuntime::new(data_dir.as_ref()))
+        }
+        RuntimeChoice::Sim => Arc::new(runtime::sim::SimRuntime::new()),
+    })
+}
+
+/// How an agent presents its node(s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Node id (stable across restarts); the base of hollow node ids.
+    pub node_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Address other hosts reach the node's tasks on.
+    pub address: String,
+    /// Engine labels.
+    pub labels: BTreeMap<String, String>,
+    /// Capacity; detected from the host when `None`.
+    pub capacity: Option<Capacity>,
+    /// Time to live of the node lease.
+    pub lease_ttl: Duration,
+    /// Number of hollow nodes (0: one real node named `node_id`).
+    pub hollow_nodes: usize,
+}
+
+impl AgentConfig {
+    /// Defaults for `node_id`: this host's name, address 127.0.0.1, no labels, detected
+    /// capacity, a 5 s lease.
+    pub fn new(node_id: &str) -> Self {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| node_id.to_string());
+        AgentConfig {
+            node_id: node_id.to_string(),
+            hostname,
+            address: "127.0.0.1".to_string(),
+            labels: BTreeMap::new(),
+            capacity: None,
+            lease_ttl: Duration::from_secs(5),
+            hollow_nodes: 0,
+        }
+    }
+
+    /// Ids of the nodes this agent runs.
+    pub fn node_ids(&self) -> Vec<String> {
+        if self.hollow_nodes == 0 {
+            vec![self.node_id.clone()]
+        } else {
+            node::hollow_ids(&self.node_id, self.hollow_nodes)
+        }
+    }
+}
+
+/// A node agent.
+pub struct Agent {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    config: AgentConfig,
+    runtime: Arc<dyn Runtime>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("config", &self.config)
+            .field("runtime", &self.runtime.name())
+            .finish()
+    }
+}
+
+/// A running agent started by [`Agent::spawn`].
+#[derive(Debug)]
+pub struct AgentHandle {
+    shutdown: watch::Sender<bool>,
+    registered: watch::Receiver<bool>,
+    join: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+impl AgentHandle {
+    /// Turns true once the node records are in the store (false while re-registering).
+    pub fn registered(&self) -> watch::Receiver<bool> {
+        self.registered.clone()
+    }
+
+    /// Stops the agent and waits for it (tasks that outlive the agent are left running).
+    pub async fn stop(self) -> Result<(), AgentError> {
+        self.shutdown.send_replace(true);
+        match self.join.await {
+            Ok(r) => r,
+            Err(e) => Err(AgentError::Config(format!(
+                "agent task ended abnormally: {e}"
+            ))),
+        }
+    }
+}
+
+impl Agent {
+    /// An agent for `config`'s node(s) on `runtime`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Keys,
+        config: AgentConfig,
+        runtime: Arc<dyn Runtime>,
+    ) -> Self {
+        Agent {
+            store,
+            keys,
+            config,
+            runtime,
+        }
+    }
+
+    /// The records this agent registers.
+    pub fn node_infos(&self) -> Vec<NodeInfo> {
+        let c = &self.config;
+        let capacity = c.capacity.clone().unwrap_or_else(node::detect_capacity);
+        let started_at = Timestamp::now();
+        let hollow = c.hollow_nodes > 0;
+        c.node_ids()
+            .into_iter()
+            .map(|id| NodeInfo {
+                hostname: if hollow {
+                    id.clone()
+                } else {
+                    c.hostname.clone()
+                },
+                id,
+                address: c.address.clone(),
+                labels: c.labels.clone(),
+                runtimes: self.runtime.offers(),
+                capacity: capacity.clone(),
+                role: "worker".to_string(),
+                agent_version: AGENT_VERSION.to_string(),
+                started_at,
+            })
+            .collect()
+    }
+
+    /// Starts the agent on the current runtime; stop it with [`AgentHandle::stop`].
+    pub fn spawn(self) -> AgentHandle {
+        let (shutdown, rx) = watch::channel(false);
+        let (reg_tx, registered) = watch::channel(false);
+        let join = tokio::spawn(self.run_inner(rx, reg_tx));
+        AgentHandle {
+            shutdown,
+            registered,
+            join,
+        }
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), AgentError> {
+        let (tx, rx) = watch::channel(false);
+        let (reg_tx, _reg) = watch::channel(false);
+        let run = self.run_inner(rx, reg_tx);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => return r,
+            _ = shutdown => {}
+        }
+        tx.send_replace(true);
+        run.await
+    }
+
+    async fn run_inner(
+        self,
+        shutdown: watch::Receiver<bool>,
+        registered: watch::Sender<bool>,
+    ) -> Result<(), AgentError> {
+        if self.config.hollow_nodes > 0 && self.runtime.name() != "sim" {
+            return Err(AgentError::Config(
+                "hollow nodes need the sim runtime".into(),
+            ));
+        }
+        let infos = self.node_infos();
+        let nodes: BTreeSet<String> = infos.iter().map(|n| n.id.clone()).collect();
+        let span = tracing::info_span!("agent", node = %self.config.node_id, nodes = nodes.len(), runtime = self.runtime.name());
+        async move {
+            tracing::info!("agent starting");
+            let registrar = node::Registrar::new(
+                self.store.clone(),
+                self.keys.clone(),
+                infos,
+                self.config.lease_ttl,
+            );
+            let reg = tokio::spawn(
+                registrar
+                    .run(shutdown.clone(), registered)
+                    .in_current_span(),
+            );
+            let (sink, writer) = status::spawn(self.store.clone());
+            let ctx = RunnerContext {
+                runtime: self.runtime.clone(),
+                status: sink.clone(),
+                keys: self.keys.clone(),
+            };
+            let worker = worker::Worker::new(self.store.clone(), self.keys.clone(), nodes, ctx);
+            worker.run(shutdown.clone()).await;
+            // The worker (and its runners) are gone: tasks that outlive the agent keep running.
+            if !self.runtime.tasks_outlive_agent() {
+                self.runtime.shutdown().await;
+            }
+            if tokio::time::timeout(Duration::from_secs(3), sink.flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!("some task statuses could not be written before shutdown");
+            }
+            writer.abort();
+            let _ = reg.await;
+            tracing::info!("agent stopped");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,410 @@
+//! The task runner: one per task, a state machine that drives the runtime one step at a time
+//! (`assigned → accepted → preparing → starting → running → {complete | failed | shutdown |
+//! rejected}`) and reports the task's status at every change.
+//!
+//! States only move forward. Temporary runtime errors are retried with backoff; permanent
+//! ones end the task (`rejected` when preparing, `failed` when starting) with the runtime's
+//! message. A task that exits while it should run ends `complete` (code 0) or `failed`; the
+//! agent never restarts it (the controller does, as a new task). When the desired state
+//! becomes `shutdown` the runner stops the task within its grace period, reports `shutdown`
+//! and removes the container. When the assignment is deleted the runner cleans up the
+//! container and writes nothing more.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use shoal_core::keys::Keys;
+use shoal_core::model::{self, DesiredState, Health, Task, TaskState, TaskStatus, Timestamp};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::runtime::{Existing, Exit, Handle, Runtime, RuntimeError};
+use crate::status::StatusSink;
+
+/// How often the runner asks the runtime for the health of a task with a healthcheck.
+pub const HEALTH_POLL: Duration = Duration::from_millis(500);
+
+/// What the worker tells a runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Control {
+    /// The controller's desired state for the task.
+    pub desired: DesiredState,
+    /// The assignment was deleted: clean up and end.
+    pub deleted: bool,
+}
+
+/// What every runner of an agent shares.
+#[derive(Clone)]
+pub struct RunnerContext {
+    /// Runtime that runs the tasks.
+    pub runtime: Arc<dyn Runtime>,
+    /// Where statuses go.
+    pub status: StatusSink,
+    /// Key layout.
+    pub keys: Keys,
+}
+
+impl std::fmt::Debug for RunnerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerContext")
+            .field("runtime", &self.runtime.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the runner stopped driving the task forward.
+enum Interrupt {
+    /// Desired state became shutdown.
+    Shutdown,
+    /// The assignment was deleted.
+    Deleted,
+}
+
+struct Runner {
+    ctx: RunnerContext,
+    task: Task,
+    key: String,
+    status: TaskStatus,
+    control: watch::Receiver<Control>,
+    handle: Option<Handle>,
+}
+
+/// Runs one task to its end. `prior` is the status already in the store (after an agent
+/// restart); `adopted` is the task's container found by its labels, which is adopted as is
+/// (never restarted).
+pub fn run(
+    ctx: RunnerContext,
+    task: Task,
+    control: watch::Receiver<Control>,
+    prior: Option<TaskStatus>,
+    adopted: Option<Existing>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let span = tracing::info_span!(
+        "task",
+        task = %task.id,
+        service = %format!("{}/{}", task.service.namespace, task.service.name),
+        node = %task.node_id,
+    );
+    let key = ctx.keys.task_status(&task.node_id, &task.id);
+    let status = prior.unwrap_or_else(|| TaskStatus {
+        task_id: task.id.clone(),
+        state: TaskState::Assigned,
+        container_id: None,
+        host_ports: Vec::new(),
+        health: None,
+        exit_code: None,
+        message: None,
+        updated_at: Timestamp::now(),
+        started_at: None,
+        finished_at: None,
+    });
+    let runner = Runner {
+        ctx,
+        task,
+        key,
+        status,
+        control,
+        handle: None,
+    };
+    runner.drive(adopted).instrument(span)
+}
+
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+}
+
+impl Runner {
+    fn interrupt(&self) -> Option<Interrupt> {
+        let c = *self.control.borrow();
+        if c.deleted {
+            Some(Interrupt::Deleted)
+        } else if c.desired == DesiredState::Shutdown {
+            Some(Interrupt::Shutdown)
+        } else {
+            None
+        }
+    }
+
+    /// Resolves when the runner must stop (desired shutdown or deletion).
+    async fn interrupted(control: &mut watch::Receiver<Control>) -> Interrupt {
+        loop {
+            {
+                let c = *control.borrow_and_update();
+                if c.deleted {
+                    return Interrupt::Deleted;
+                }
+                if c.desired == DesiredState::Shutdown {
+                    return Interrupt::Shutdown;
+                }
+            }
+            if control.changed().await.is_err() {
+                // The worker is gone (agent shutting down): leave the task as it is.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn write(&mut self) {
+        self.status.updated_at = Timestamp::now();
+        self.ctx
+            .status
+            .put(self.key.clone(), model::encode(&self.status));
+    }
+
+    fn transition(&mut self, to: TaskState, message: Option<String>) {
+        if let Err(e) = self.status.state.check_transition(to) {
+            tracing::debug!(error = %e, "state change skipped");
+            return;
+        }
+        tracing::info!(from = %self.status.state, to = %to, message = message.as_deref().unwrap_or(""), "task state");
+        self.status.state = to;
+        if message.is_some() {
+            self.status.message = message;
+        }
+        let now = Timestamp::now();
+        if to == TaskState::Running && self.status.started_at.is_none() {
+            self.status.started_at = Some(now);
+        }
+        if to.is_terminal() {
+            self.status.finished_at = Some(now);
+        }
+        self.write();
+    }
+
+    fn set_handle(&mut self, h: Handle) {
+        self.status.container_id = Some(h.id.clone());
+        self.status.host_ports = h.host_ports.clone();
+        self.handle = Some(h);
+    }
+
+    async fn drive(mut self, adopted: Option<Existing>) {
+        if self.status.state.is_terminal() {
+            // Nothing to run; remove what is left once told to.
+            if let Some(ex) = adopted {
+                self.handle = Some(ex.handle);
+            }
+            return self.linger().await;
+        }
+        match adopted {
+            Some(ex) => {
+                tracing::info!(container = %ex.handle.id, "adopting the task's container");
+                self.set_handle(ex.handle);
+                if let Some(exit) = ex.exit {
+                    self.finish(exit);
+                    return self.linger().await;
+                }
+                if self.status.state < TaskState::Running {
+                    if self.task.template.healthcheck.is_some() {
+                        self.status.health = Some(Health::Starting);
+                    }
+                    self.transition(TaskState::Running, None);
+                }
+            }
+            None if self.status.state >= TaskState::Starting => {
+                self.transition(
+                    TaskState::Failed,
+                    Some(
+                        "the task's container is gone (it did not survive an agent restart)".into(),
+                    ),
+                );
+                return self.linger().await;
+            }
+            None => {
+                if !self.start().await {
+                    return;
+                }
+            }
+        }
+        self.monitor().await;
+    }
+
+    /// Walks accepted → preparing → starting → running. Returns false when the runner is done.
+    async fn start(&mut self) -> bool {
+        self.transition(TaskState::Accepted, None);
+        if let Some(i) = self.interrupt() {
+            self.end_before_start(i);
+            return false;
+        }
+        self.transition(TaskState::Preparing, None);
+        let rt = self.ctx.runtime.clone();
+        let task = self.task.clone();
+        let prepare = (|| rt.prepare(&task))
+            .retry(backoff())
+            .when(RuntimeError::is_temporary)
+            .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "prepare failed; retrying"));
+        let res = tokio::select! {
+            r = prepare => r,
+            i = Self::interrupted(&mut self.control) => {
+                self.end_before_start(i);
+                return false;
+            }
+        };
+        if let Err(e) = res {
+            self.transition(TaskState::Rejected, Some(e.to_string()));
+            self.linger().await;
+            return false;
+        }
+        if let Some(i) = self.interrupt() {
+            self.end_before_start(i);
+            return false;
+        }
+        self.transition(TaskState::Starting, None);
+        let start = (|| rt.start(&task))
+            .retry(backoff())
+            .when(RuntimeError::is_temporary)
+            .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "start failed; retrying"));
+        match start.await {
+            Ok(h) => {
+                tracing::info!(container = %h.id, "task started");
+                self.set_handle(h);
+                if self.task.template.healthcheck.is_some() {
+                    self.status.health = Some(Health::Starting);
+                }
+                self.transition(TaskState::Running, None);
+                true
+            }
+            Err(e) => {
+                self.transition(TaskState::Failed, Some(e.to_string()));
+                self.linger().await;
+                false
+            }
+        }
+    }
+
+    fn end_before_start(&mut self, i: Interrupt) {
+        match i {
+            Interrupt::Shutdown => {
+                self.transition(
+                    TaskState::Shutdown,
+                    Some("shut down before it started".into()),
+                );
+            }
+            Interrupt::Deleted => self.ctx.status.forget(self.key.clone()),
+        }
+    }
+
+    fn finish(&mut self, exit: Exit) {
+        self.status.exit_code = Some(exit.code);
+        if exit.code == 0 {
+            self.transition(TaskState::Complete, exit.message);
+        } else {
+            let mut msg = format!("task exited with code {}", exit.code);
+            if let Some(m) = exit.message {
+                msg.push_str(": ");
+                msg.push_str(&m);
+            }
+            self.transition(TaskState::Failed, Some(msg));
+        }
+    }
+
+    /// Watches a running task: its exit, its health, and the controller's wishes.
+    async fn monitor(&mut self) {
+        let Some(handle) = self.handle.clone() else {
+            return;
+        };
+        let rt = self.ctx.runtime.clone();
+        let wait_rt = rt.clone();
+        let wait_handle = handle.clone();
+        let wait = async move { wait_rt.wait(&wait_handle).await };
+        tokio::pin!(wait);
+        let checks_health = self.task.template.healthcheck.is_some();
+        let mut tick = tokio::time::interval(HEALTH_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut control = self.control.clone();
+            tokio::select! {
+                exit = &mut wait => {
+                    match exit {
+                        Ok(exit) => self.finish(exit),
+                        Err(e) => self.transition(TaskState::Failed, Some(e.to_string())),
+                    }
+                    return self.linger().await;
+                }
+                i = Self::interrupted(&mut control) => {
+                    return self.stop(i).await;
+                }
+                _ = tick.tick(), if checks_health => {
+                    match rt.health(&handle).await {
+                        Ok(Some(h)) if self.status.health != Some(h) => {
+                            tracing::info!(health = ?h, "task health");
+                            self.status.health = Some(h);
+                            self.write();
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "health check query failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn stop(&mut self, i: Interrupt) {
+        let Some(handle) = self.handle.clone() else {
+            return;
+        };
+        let rt = self.ctx.runtime.clone();
+        let grace = self.task.template.stop_grace_period.get();
+        let signal = self.task.template.stop_signal.clone();
+        tracing::info!(container = %handle.id, ?grace, "stopping task");
+        let stop = (|| rt.stop(&handle, &signal, grace))
+            .retry(backoff().with_max_times(5))
+            .when(RuntimeError::is_temporary);
+        if let Err(e) = stop.await {
+            tracing::warn!(error = %e, "stop failed");
+        }
+        if matches!(i, Interrupt::Shutdown) {
+            if let Ok(Ok(exit)) =
+                tokio::time::timeout(Duration::from_secs(2), rt.wait(&handle)).await
+            {
+                self.status.exit_code = Some(exit.code);
+            }
+            self.transition(TaskState::Shutdown, None);
+        } else {
+            self.ctx.status.forget(self.key.clone());
+        }
+        self.remove().await;
+        if matches!(i, Interrupt::Shutdown) {
+            self.wait_deleted().await;
+        }
+    }
+
+    async fn remove(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        let rt = self.ctx.runtime.clone();
+        let remove = (|| rt.remove(&handle))
+            .retry(backoff().with_max_times(5))
+            .when(RuntimeError::is_temporary);
+        if let Err(e) = remove.await {
+            tracing::warn!(error = %e, container = %handle.id, "cannot remove the task's container");
+        }
+    }
+
+    /// After the task ended: waits for shutdown or deletion, then removes the container.
+    async fn linger(&mut self) {
+        let i = Self::interrupted(&mut self.control).await;
+        if matches!(i, Interrupt::Deleted) {
+            self.ctx.status.forget(self.key.clone());
+        }
+        self.remove().await;
+        if matches!(i, Interrupt::Shutdown) {
+            self.wait_deleted().await;
+        }
+    }
+
+    async fn wait_deleted(&mut self) {
+        while !self.control.borrow_and_update().deleted {
+            if self.control.changed().await.is_err() {
+                return;
+            }
+        }
+        self.ctx.status.forget(self.key.clone());
+    }
+}

@@ -1,0 +1,318 @@
+//! The worker: watches the assignments of the agent's nodes (`tasks/<node>/`; for hollow
+//! nodes one watch on `tasks/` filtered by the node set), starts one runner per task, passes
+//! desired-state changes and deletions on, and adopts the containers the runtime already runs
+//! when the agent starts.
+//!
+//! The watch is the reflector pattern: list, then watch from the list's revision + 1; on
+//! compaction or a broken stream, list again. While the store is unreachable nothing is
+//! stopped: runners keep their tasks and the worker catches up when the store returns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use shoal_core::keys::{Key, Keys};
+use shoal_core::model::{self, Task, TaskStatus};
+use shoal_store::{ListResult, Store, StoreError, WatchEvent};
+use tokio::sync::watch;
+
+use crate::runner::{self, Control, RunnerContext};
+use crate::runtime::{Existing, Handle, RuntimeError};
+
+/// Grace period given to containers found running for tasks no longer assigned.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+struct RunnerEntry {
+    control: watch::Sender<Control>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the tasks assigned to a set of nodes.
+pub struct Worker {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    nodes: Arc<BTreeSet<String>>,
+    ctx: RunnerContext,
+    runners: BTreeMap<(String, String), RunnerEntry>,
+    adoptable: BTreeMap<(String, String), Existing>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Tasks are left running (they are adopted on restart); only the runners end.
+        for r in self.runners.values() {
+            r.join.abort();
+        }
+    }
+}
+
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.wait_for(|s| *s) => true,
+    }
+}
+
+impl Worker {
+    /// A worker for `nodes`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Keys,
+        nodes: BTreeSet<String>,
+        ctx: RunnerContext,
+    ) -> Self {
+        Worker {
+            store,
+            keys,
+            nodes: Arc::new(nodes),
+            ctx,
+            runners: BTreeMap::new(),
+            adoptable: BTreeMap::new(),
+        }
+    }
+
+    fn prefixes(&self) -> (String, String) {
+        match self.nodes.iter().next() {
+            Some(n) if self.nodes.len() == 1 => (
+                self.keys.node_tasks_prefix(n),
+                self.keys.node_task_status_prefix(n),
+            ),
+            _ => (self.keys.tasks_prefix(), self.keys.task_status_prefix()),
+        }
+    }
+
+    /// Number of tasks the worker currently runs a runner for.
+    pub fn runners(&self) -> usize {
+        self.runners.len()
+    }
+
+    /// Runs until `shutdown` becomes true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let Some(existing) = self.list_runtime(&mut shutdown).await else {
+            return;
+        };
+        for ex in existing {
+            let k = (ex.node_id.clone(), ex.task_id.clone());
+            if let Some(dup) = self.adoptable.insert(k, ex) {
+                // Two containers for one task: keep one, remove the other.
+                self.remove_orphan(dup.handle);
+            }
+        }
+        let (tasks_prefix, status_prefix) = self.prefixes();
+        let mut first = true;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let listed = async {
+                let tasks = self.store.list(&tasks_prefix).await?;
+                let statuses = self.store.list(&status_prefix).await?;
+                Ok::<_, StoreError>((tasks, statuses))
+            };
+            let listed = tokio::select! {
+                r = listed => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let (tasks, statuses) = match listed {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list assignments; tasks keep running, retrying");
+                    if sleep_or_shutdown(delay, &mut shutdown).await {
+                        return;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            delay = Duration::from_millis(200);
+            let revision = tasks.revision;
+            self.apply_list(tasks, statuses);
+            if first {
+                first = false;
+                for (_, ex) in std::mem::take(&mut self.adoptable) {
+                    tracing::info!(task = %ex.task_id, container = %ex.handle.id, "removing a container whose task is no longer assigned");
+                    self.remove_orphan(ex.handle);
+                }
+            }
+            let watched = tokio::select! {
+                r = self.store.watch(&tasks_prefix, revision + 1) => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let mut stream = match watched {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch assignments; retrying");
+                    if sleep_or_shutdown(delay, &mut shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    n = stream.next() => n,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                };
+                match next {
+                    Some(Ok(batch)) => {
+                        for ev in batch.events {
+                            self.apply_event(ev);
+                        }
+                    }
+                    Some(Err(StoreError::Compacted { .. })) => {
+                        tracing::info!("assignment watch fell behind compaction; listing again");
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "assignment watch failed; listing again");
+                        if sleep_or_shutdown(delay, &mut shutdown).await {
+                            return;
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    async fn list_runtime(&self, shutdown: &mut watch::Receiver<bool>) -> Option<Vec<Existing>> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.ctx.runtime.list(&self.nodes).await {
+                Ok(v) => return Some(v),
+                Err(RuntimeError::Permanent(m)) => {
+                    tracing::error!(error = %m, "cannot list the runtime's tasks; adoption skipped");
+                    return Some(Vec::new());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the runtime's tasks; retrying");
+                    if sleep_or_shutdown(delay, shutdown).await {
+                        return None;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn parse_task_key(&self, key: &str) -> Option<(String, String)> {
+        match self.keys.parse(key)? {
+            Key::Task { node, task } if self.nodes.contains(&node) => Some((node, task)),
+            _ => None,
+        }
+    }
+
+    fn apply_list(&mut self, tasks: ListResult, statuses: ListResult) {
+        let mut prior: BTreeMap<(String, String), TaskStatus> = BTreeMap::new();
+        for kv in statuses.kvs {
+            if let Some(Key::TaskStatus { node, task }) = self.keys.parse(&kv.key) {
+                if !self.nodes.contains(&node) {
+                    continue;
+                }
+                match model::decode::<TaskStatus>("task status", &kv.value) {
+                    Ok(s) => {
+                        prior.insert((node, task), s);
+                    }
+                    Err(e) => {
+                        tracing::warn!(key = %kv.key, error = %e, "ignoring an unreadable task status")
+                    }
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for kv in tasks.kvs {
+            let Some(id) = self.parse_task_key(&kv.key) else {
+                continue;
+            };
+            seen.insert(id.clone());
+            let st = prior.remove(&id);
+            self.apply_put(id, &kv.key, &kv.value, st);
+        }
+        let gone: Vec<(String, String)> = self
+            .runners
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.delete(&id);
+        }
+    }
+
+    fn apply_event(&mut self, ev: WatchEvent) {
+        match ev {
+            WatchEvent::Put(kv) => {
+                if let Some(id) = self.parse_task_key(&kv.key) {
+                    self.apply_put(id, &kv.key, &kv.value, None);
+                }
+            }
+            WatchEvent::Delete { key, .. } => {
+                if let Some(id) = self.parse_task_key(&key) {
+                    self.delete(&id);
+                }
+            }
+        }
+    }
+
+    fn apply_put(
+        &mut self,
+        id: (String, String),
+        key: &str,
+        value: &[u8],
+        prior: Option<TaskStatus>,
+    ) {
+        let task: Task = match model::decode("task", value) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "ignoring an unreadable assignment");
+                return;
+            }
+        };
+        let control = Control {
+            desired: task.desired_state,
+            deleted: false,
+        };
+        if let Some(r) = self.runners.get(&id) {
+            r.control.send_if_modified(|c| {
+                let changed = *c != control;
+                *c = control;
+                changed
+            });
+            return;
+        }
+        let adopted = self.adoptable.remove(&id);
+        let (tx, rx) = watch::channel(control);
+        let join = tokio::spawn(runner::run(self.ctx.clone(), task, rx, prior, adopted));
+        self.runners.insert(id, RunnerEntry { control: tx, join });
+    }
+
+    fn delete(&mut self, id: &(String, String)) {
+        if let Some(r) = self.runners.remove(id) {
+            tracing::info!(node = %id.0, task = %id.1, "assignment deleted");
+            r.control.send_modify(|c| c.deleted = true);
+        }
+    }
+
+    fn remove_orphan(&self, handle: Handle) {
+        let rt = self.ctx.runtime.clone();
+        tokio::spawn(async move {
+            if let Err(e) = rt.stop(&handle, "SIGTERM", ORPHAN_GRACE).await {
+                tracing::warn!(container = %handle.id, error = %e, "cannot stop an unassigned container");
+            }
+            if let Err(e) = rt.remove(&handle).await {
+                tracing::warn!(container = %handle.id, error = %e, "cannot remove an unassigned container");
+            }
+        });
+    }
+}
