@@ -84,10 +84,6 @@ mod tests {
         assert!(reason("file://relative").contains("absolute path"));
         assert!(reason("etcd://").contains("no HOST:PORT"));
         assert!(reason("etcd://h:x").contains("valid port"));
-        assert_eq!(
-            reason("consul://127.0.0.1:8500"),
-            "the consul backend is not supported yet"
-        );
     }
 
     #[test]
