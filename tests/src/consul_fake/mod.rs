@@ -5,6 +5,7 @@
 //! timers and failure modes through its hooks.
 
 mod agent;
+mod harness;
 mod http;
 mod state;
 
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use harness::ConsulHarness;
 use state::State;
 
 /// Tuning of a [`ConsulFake`].
