@@ -1,0 +1,153 @@
+//! Shared helpers for the agent's tests: an embedded store in a temp dir, task builders, and
+//! polling for a task status.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_core::keys::Keys;
+use shoal_core::manifest::{RuntimeKind, ServiceRef};
+use shoal_core::model::{self, DesiredState, Slot, Task, TaskStatus, TaskTemplate, Timestamp};
+use shoal_core::units::Dur;
+use shoal_store::{EmbeddedStore, Store};
+
+/// How long tests wait for a condition.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A store in its own temp dir (kept alive with the store).
+pub struct TestStore {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Key layout.
+    pub keys: Keys,
+    _dir: tempfile::TempDir,
+}
+
+/// Opens an embedded store in a fresh temp dir.
+pub async fn store() -> TestStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path())
+        .await
+        .expect("embedded store opens");
+    TestStore {
+        store: Arc::new(store),
+        keys: Keys::default(),
+        _dir: dir,
+    }
+}
+
+/// A template with Swarm's defaults for `runtime`.
+pub fn template(runtime: RuntimeKind, image: Option<&str>, command: &[&str]) -> TaskTemplate {
+    TaskTemplate {
+        runtime,
+        image: image.map(str::to_string),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        env: Default::default(),
+        ports: Vec::new(),
+        limits: Default::default(),
+        reservations: Default::default(),
+        mounts: Vec::new(),
+        healthcheck: None,
+        stop_signal: "SIGTERM".to_string(),
+        stop_grace_period: Dur::secs(10),
+        consul: None,
+        constraints: Vec::new(),
+    }
+}
+
+/// A task of service `default/<service>` on `node`.
+pub fn task(id: &str, service: &str, node: &str, template: TaskTemplate) -> Task {
+    Task {
+        id: id.to_string(),
+        service: ServiceRef {
+            namespace: "default".into(),
+            name: service.into(),
+        },
+        slot: Slot::Replica(1),
+        node_id: node.to_string(),
+        generation: 1,
+        template_hash: template.hash(),
+        template,
+        desired_state: DesiredState::Running,
+        attempt: 0,
+        orphaned: false,
+        created_at: Timestamp::now(),
+    }
+}
+
+impl TestStore {
+    /// Writes (or rewrites) an assignment.
+    pub async fn assign(&self, t: &Task) {
+        self.store
+            .put(&self.keys.task(&t.node_id, &t.id), model::encode(t), None)
+            .await
+            .expect("assignment written");
+    }
+
+    /// Sets an assignment's desired state to shutdown.
+    pub async fn shut_down(&self, t: &Task) {
+        let mut t = t.clone();
+        t.desired_state = DesiredState::Shutdown;
+        self.assign(&t).await;
+    }
+
+    /// Deletes an assignment and its status, as the controller does.
+    pub async fn unassign(&self, t: &Task) {
+        self.store
+            .delete(&self.keys.task(&t.node_id, &t.id))
+            .await
+            .expect("delete");
+        self.store
+            .delete(&self.keys.task_status(&t.node_id, &t.id))
+            .await
+            .expect("delete");
+    }
+
+    /// The current status of a task.
+    pub async fn status(&self, t: &Task) -> Option<TaskStatus> {
+        let kv = self
+            .store
+            .get(&self.keys.task_status(&t.node_id, &t.id))
+            .await
+            .expect("get")?;
+        Some(model::decode("task status", &kv.value).expect("status decodes"))
+    }
+
+    /// Waits until the task's status satisfies `pred`; panics with the last status otherwise.
+    pub async fn wait_status(
+        &self,
+        t: &Task,
+        what: &str,
+        pred: impl Fn(&TaskStatus) -> bool,
+    ) -> TaskStatus {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < DEADLINE {
+            if let Some(s) = self.status(t).await {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("task {} never became {what}; last status: {last:?}", t.id);
+    }
+}
+
+/// Polls `cond` until it is true or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

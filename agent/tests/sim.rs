@@ -1,0 +1,238 @@
+//! The agent on the sim runtime: state walk, shutdown, failure injection, hollow nodes and
+//! adoption across an agent restart.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use shoal_agent::runtime::Runtime;
+use shoal_agent::runtime::sim::SimRuntime;
+use shoal_agent::{Agent, AgentConfig};
+use shoal_core::manifest::{Healthcheck, PortSpec, Protocol, RuntimeKind};
+use shoal_core::model::{self, Health, NodeInfo, TaskState};
+use shoal_core::units::Dur;
+
+fn agent(ts: &TestStore, node: &str, rt: Arc<SimRuntime>) -> shoal_agent::AgentHandle {
+    let mut cfg = AgentConfig::new(node);
+    cfg.lease_ttl = Duration::from_secs(2);
+    Agent::new(ts.store.clone(), ts.keys.clone(), cfg, rt).spawn()
+}
+
+#[tokio::test]
+async fn task_walks_to_running_then_shutdown_when_desired() {
+    let ts = store().await;
+    let rt = Arc::new(SimRuntime::new());
+    let a = agent(&ts, "n1", rt.clone());
+    let mut tpl = template(RuntimeKind::Docker, Some("nginx:1.27"), &[]);
+    tpl.ports = vec![PortSpec {
+        target: 80,
+        published: None,
+        protocol: Protocol::Tcp,
+    }];
+    let t = task("web.1.a", "web", "n1", tpl);
+    ts.assign(&t).await;
+    let s = ts
+        .wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    assert!(
+        s.container_id.is_some(),
+        "running task reports its container id"
+    );
+    assert_eq!(s.host_ports.len(), 1, "the dynamic port is reported");
+    assert!(s.host_ports[0].published > 0);
+    assert!(s.started_at.is_some());
+
+    ts.shut_down(&t).await;
+    let s = ts
+        .wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
+        .await;
+    assert!(s.finished_at.is_some());
+    eventually("the container is removed", || async { rt.is_empty() }).await;
+    a.stop().await.expect("agent stops");
+}
+
+#[tokio::test]
+async fn injected_failures_end_tasks_with_a_message() {
+    let ts = store().await;
+    let rt = Arc::new(SimRuntime::new());
+    let a = agent(&ts, "n1", rt.clone());
+    let missing = task(
+        "a.1.x",
+        "a",
+        "n1",
+        template(RuntimeKind::Docker, Some("missing/img"), &[]),
+    );
+    let fail = task(
+        "b.1.x",
+        "b",
+        "n1",
+        template(RuntimeKind::Docker, Some("fail/img"), &[]),
+    );
+    let crash = task(
+        "c.1.x",
+        "c",
+        "n1",
+        template(RuntimeKind::Docker, Some("crash/img"), &[]),
+    );
+    let mut unhealthy_tpl = template(RuntimeKind::Docker, Some("unhealthy/img"), &[]);
+    unhealthy_tpl.healthcheck = Some(Healthcheck {
+        test: vec!["CMD".into(), "true".into()],
+        interval: Dur::secs(1),
+        timeout: Dur::secs(1),
+        retries: 1,
+        start_period: Dur::secs(0),
+    });
+    let unhealthy = task("d.1.x", "d", "n1", unhealthy_tpl.clone());
+    let mut healthy_tpl = unhealthy_tpl;
+    healthy_tpl.image = Some("ok/img".into());
+    let healthy = task("e.1.x", "e", "n1", healthy_tpl);
+    for t in [&missing, &fail, &crash, &unhealthy, &healthy] {
+        ts.assign(t).await;
+    }
+    let s = ts
+        .wait_status(&missing, "rejected", |s| s.state == TaskState::Rejected)
+        .await;
+    assert!(s.message.unwrap_or_default().contains("No such image"));
+    let s = ts
+        .wait_status(&fail, "failed", |s| s.state == TaskState::Failed)
+        .await;
+    assert!(s.message.unwrap_or_default().contains("start failure"));
+    let s = ts
+        .wait_status(&crash, "failed", |s| s.state == TaskState::Failed)
+        .await;
+    assert_eq!(s.exit_code, Some(1));
+    let s = ts
+        .wait_status(&unhealthy, "unhealthy", |s| {
+            s.health == Some(Health::Unhealthy)
+        })
+        .await;
+    assert_eq!(s.state, TaskState::Running, "an unhealthy task still runs");
+    ts.wait_status(&healthy, "healthy", |s| s.health == Some(Health::Healthy))
+        .await;
+    a.stop().await.expect("agent stops");
+}
+
+#[tokio::test]
+async fn hollow_nodes_register_and_run_their_tasks() {
+    let ts = store().await;
+    let rt = Arc::new(SimRuntime::new());
+    let mut cfg = AgentConfig::new("hollow");
+    cfg.hollow_nodes = 300;
+    let a = Agent::new(ts.store.clone(), ts.keys.clone(), cfg, rt.clone()).spawn();
+    let keys = ts.keys.clone();
+    let store = ts.store.clone();
+    eventually("300 nodes registered", || {
+        let (store, keys) = (store.clone(), keys.clone());
+        async move {
+            store
+                .list(&keys.nodes_prefix())
+                .await
+                .map(|l| l.kvs.len() == 300)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    let list = ts.store.list(&ts.keys.nodes_prefix()).await.unwrap();
+    let first: NodeInfo = model::decode("node", &list.kvs[0].value).unwrap();
+    assert_eq!(first.id, "hollow-0000");
+    assert_eq!(
+        first.runtimes,
+        vec![RuntimeKind::Docker, RuntimeKind::Process]
+    );
+    assert_eq!(first.role, "worker");
+    let last: NodeInfo = model::decode("node", &list.kvs[299].value).unwrap();
+    assert_eq!(last.id, "hollow-0299");
+    assert!(
+        list.kvs.iter().all(|kv| kv.lease.is_some()),
+        "node records are leased"
+    );
+
+    // One task per tenth node, all reported running.
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let node = format!("hollow-{:04}", i * 10);
+            task(
+                &format!("s.{i}.x"),
+                "s",
+                &node,
+                template(RuntimeKind::Process, None, &["sleep", "1"]),
+            )
+        })
+        .collect();
+    for t in &tasks {
+        ts.assign(t).await;
+    }
+    for t in &tasks {
+        ts.wait_status(t, "running", |s| s.state == TaskState::Running)
+            .await;
+    }
+    assert_eq!(rt.len(), 30);
+    // A task for a node this process does not host is left alone.
+    let stranger = task(
+        "x.1.x",
+        "x",
+        "elsewhere",
+        template(RuntimeKind::Docker, Some("i"), &[]),
+    );
+    ts.assign(&stranger).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(ts.status(&stranger).await.is_none());
+    a.stop().await.expect("agent stops");
+}
+
+#[tokio::test]
+async fn restarted_agent_adopts_running_tasks_and_removes_unassigned_ones() {
+    let ts = store().await;
+    let rt = Arc::new(SimRuntime::new());
+    let a = agent(&ts, "n1", rt.clone());
+    let keep = task(
+        "k.1.x",
+        "k",
+        "n1",
+        template(RuntimeKind::Docker, Some("img"), &[]),
+    );
+    let drop = task(
+        "d.1.x",
+        "d",
+        "n1",
+        template(RuntimeKind::Docker, Some("img"), &[]),
+    );
+    ts.assign(&keep).await;
+    ts.assign(&drop).await;
+    let before = ts
+        .wait_status(&keep, "running", |s| s.state == TaskState::Running)
+        .await;
+    ts.wait_status(&drop, "running", |s| s.state == TaskState::Running)
+        .await;
+    a.stop().await.expect("agent stops");
+    assert_eq!(rt.len(), 2, "tasks outlive the agent");
+
+    // While the agent is away, one task is unassigned.
+    ts.unassign(&drop).await;
+    let a = agent(&ts, "n1", rt.clone());
+    eventually("the unassigned task's container is removed", || async {
+        rt.len() == 1
+    })
+    .await;
+    let nodes: std::collections::BTreeSet<String> = ["n1".to_string()].into();
+    let left = rt.list(&nodes).await.unwrap();
+    assert_eq!(left[0].task_id, "k.1.x");
+    assert_eq!(
+        Some(left[0].handle.id.clone()),
+        before.container_id,
+        "the same container, not restarted"
+    );
+    let after = ts.status(&keep).await.unwrap();
+    assert_eq!(after.state, TaskState::Running);
+    assert_eq!(after.container_id, before.container_id);
+
+    // Adopted tasks are still watched: a crash is reported.
+    rt.exit(left[0].handle.id.as_str(), 2);
+    let s = ts
+        .wait_status(&keep, "failed", |s| s.state == TaskState::Failed)
+        .await;
+    assert_eq!(s.exit_code, Some(2));
+    a.stop().await.expect("agent stops");
+}
