@@ -1,0 +1,141 @@
+//! The agent on the process runtime: a long task stops with its stop signal within the grace
+//! period, a failing command reports its exit code, logs land in the task's log file, and a
+//! host healthcheck drives the task's health.
+
+mod common;
+
+use common::*;
+use shoal_agent::runtime::process::ProcessRuntime;
+use shoal_agent::{Agent, AgentConfig};
+use shoal_core::manifest::{Healthcheck, RuntimeKind};
+use shoal_core::model::{Health, TaskState};
+use shoal_core::units::Dur;
+use std::sync::Arc;
+
+fn agent(ts: &TestStore, rt: Arc<ProcessRuntime>) -> shoal_agent::AgentHandle {
+    Agent::new(
+        ts.store.clone(),
+        ts.keys.clone(),
+        AgentConfig::new("p1"),
+        rt,
+    )
+    .spawn()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[tokio::test]
+async fn sleeping_task_stops_with_sigterm_within_its_grace_period() {
+    let ts = store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(ProcessRuntime::new(dir.path()));
+    let a = agent(&ts, rt);
+    let mut tpl = template(RuntimeKind::Process, None, &["sleep", "3600"]);
+    tpl.stop_grace_period = Dur::secs(30);
+    let t = task("sleep.1.x", "sleep", "p1", tpl);
+    ts.assign(&t).await;
+    let s = ts
+        .wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    let pid: i32 = s
+        .container_id
+        .expect("pid reported")
+        .parse()
+        .expect("pid is a number");
+    assert!(pid_alive(pid));
+    ts.shut_down(&t).await;
+    let s = ts
+        .wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
+        .await;
+    // SIGTERM ends `sleep` at once: it did not wait for the 30 s grace period and a SIGKILL.
+    assert_eq!(s.exit_code, Some(128 + 15), "ended by SIGTERM, not SIGKILL");
+    assert!(!pid_alive(pid), "the process is gone");
+    a.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn failing_command_reports_its_exit_code_and_logs_land_in_the_file() {
+    let ts = store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(ProcessRuntime::new(dir.path()));
+    let a = agent(&ts, rt.clone());
+    let mut tpl = template(
+        RuntimeKind::Process,
+        None,
+        &["sh", "-c", "echo out-$GREETING; echo err >&2; exit 3"],
+    );
+    tpl.env.insert("GREETING".into(), "hello".into());
+    let t = task("exit.1.x", "exit", "p1", tpl);
+    ts.assign(&t).await;
+    let s = ts
+        .wait_status(&t, "failed", |s| s.state == TaskState::Failed)
+        .await;
+    assert_eq!(s.exit_code, Some(3));
+    assert!(s.message.unwrap_or_default().contains("code 3"));
+    let log = std::fs::read_to_string(rt.log_path("exit.1.x")).expect("log file exists");
+    assert!(
+        log.contains("out-hello"),
+        "stdout with the task's env in the log: {log:?}"
+    );
+    assert!(log.contains("err"), "stderr in the log: {log:?}");
+
+    let ok = task(
+        "ok.1.x",
+        "ok",
+        "p1",
+        template(RuntimeKind::Process, None, &["true"]),
+    );
+    ts.assign(&ok).await;
+    let s = ts
+        .wait_status(&ok, "complete", |s| s.state == TaskState::Complete)
+        .await;
+    assert_eq!(s.exit_code, Some(0));
+
+    let missing = task(
+        "nope.1.x",
+        "nope",
+        "p1",
+        template(RuntimeKind::Process, None, &["/no/such/program"]),
+    );
+    ts.assign(&missing).await;
+    let s = ts
+        .wait_status(&missing, "failed", |s| s.state == TaskState::Failed)
+        .await;
+    assert!(s.message.unwrap_or_default().contains("/no/such/program"));
+    a.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn host_healthcheck_drives_health() {
+    let ts = store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(ProcessRuntime::new(dir.path()));
+    let a = agent(&ts, rt);
+    let hc = |cmd: &str| Healthcheck {
+        test: vec!["CMD-SHELL".into(), cmd.into()],
+        interval: Dur::millis(200),
+        timeout: Dur::secs(2),
+        retries: 2,
+        start_period: Dur::secs(0),
+    };
+    let mut good = template(RuntimeKind::Process, None, &["sleep", "3600"]);
+    good.healthcheck = Some(hc("true"));
+    let mut bad = good.clone();
+    bad.healthcheck = Some(hc("exit 1"));
+    let good = task("good.1.x", "good", "p1", good);
+    let bad = task("bad.1.x", "bad", "p1", bad);
+    ts.assign(&good).await;
+    ts.assign(&bad).await;
+    ts.wait_status(&good, "healthy", |s| s.health == Some(Health::Healthy))
+        .await;
+    let s = ts
+        .wait_status(&bad, "unhealthy", |s| s.health == Some(Health::Unhealthy))
+        .await;
+    assert_eq!(s.state, TaskState::Running);
+    a.stop().await.unwrap();
+}
