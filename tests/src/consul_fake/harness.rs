@@ -7,7 +7,7 @@ use shoal_store::consul::{ConsulClient, ConsulConfig, ConsulStore, ConsulStoreOp
 use shoal_store::{Revision, Store, StoreError};
 
 use super::{ConsulFake, FakeOptions};
-use crate::conformance::Harness;
+use crate::conformance::{Compactor, Harness};
 
 /// A fake Consul (timers at a tenth of real time, so 10 s sessions expire in 1–2 s; values
 /// up to 2 MiB, as an operator raising `kv_max_value_size` would allow) and a store on it.
@@ -48,6 +48,10 @@ impl Harness for ConsulHarness {
     /// [`StoreError::Compacted`] whenever a delete may have been missed.
     async fn compact(&self, _revision: Revision) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn compactor(&self) -> Compactor {
+        Arc::new(|_| Box::pin(async { Ok(()) }))
     }
 
     async fn restart(&mut self, store: Arc<dyn Store>) -> Arc<dyn Store> {
