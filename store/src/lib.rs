@@ -8,10 +8,12 @@
 pub mod consul;
 pub mod embedded;
 pub mod etcd;
+pub mod reflector;
 pub mod url;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use etcd::{EtcdOptions, EtcdStore};
+pub use reflector::{Reader, Reflector};
 pub use url::open_store;
 
 use std::pin::Pin;

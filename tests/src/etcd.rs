@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use shoal_store::{EtcdStore, Revision, Store, StoreError};
 
-use crate::conformance::Harness;
+use futures::FutureExt;
+
+use crate::conformance::{Compactor, Harness};
 
 /// How long etcd may take to answer after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -244,6 +246,14 @@ impl Harness for EtcdHarness {
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         self.store.compact(revision).await
+    }
+
+    fn compactor(&self) -> Compactor {
+        let store = Arc::clone(&self.store);
+        Arc::new(move |revision| {
+            let store = Arc::clone(&store);
+            async move { store.compact(revision).await }.boxed()
+        })
     }
 
     async fn restart(&mut self, store: Arc<dyn Store>) -> Arc<dyn Store> {

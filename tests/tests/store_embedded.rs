@@ -79,3 +79,15 @@ async fn watch_survives_restart() {
     let mut h = EmbeddedHarness::new().await;
     conformance::watch_survives_restart(&mut h).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_init_apply_delete() {
+    let mut h = EmbeddedHarness::new().await;
+    conformance::reflector_init_apply_delete(&mut h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_relists_after_compaction() {
+    let mut h = EmbeddedHarness::new().await;
+    conformance::reflector_relists_after_compaction(&mut h).await;
+}
