@@ -1,14 +1,46 @@
-//! `shoal api`.
+//! `shoal api`: serves the API in front of the store.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
+use shoal_api::{ApiState, TokenTable};
+
+use crate::cli::StoreArgs;
 
 /// Flags of `shoal api`.
 #[derive(Debug, Args)]
-pub struct ApiArgs {}
+pub struct ApiArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on (port 0 picks a free port; the chosen address is logged).
+    #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// File of `token role` lines (role read or write); required beyond loopback.
+    #[arg(long, env = "SHOAL_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
 
-/// Runs `shoal api`.
-pub async fn run(_args: ApiArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("shoal api is not available in this build yet")
+/// Runs `shoal api` until interrupted.
+pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    let store = shoal_store::open_store(&args.store.store)
+        .await
+        .context("opening the store")?;
+    let mut state = ApiState::new(store, shoal_core::Keys::new(&args.store.prefix));
+    if let Some(path) = &args.token_file {
+        state = state.with_tokens(TokenTable::load(path)?);
+    }
+    shoal_api::server::check_listen(&state, args.listen)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("shoal api listening on http://{addr}");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    shoal_api::serve_listener(state, listener, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,200 @@
+//! The `shoal` client commands against a real `shoal api` process over an embedded store.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("data").display());
+    let mut child = Command::new(BIN)
+        .args(["api", "--store", &store, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "unexpected first line {line:?}"
+    );
+    Server {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+fn shoal(s: &Server, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut c = Command::new(BIN)
+        .args(args)
+        .env("SHOAL_SERVER", &s.url)
+        .env_remove("SHOAL_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = c.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    c.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn manifest(name: &str, replicas: u64) -> String {
+    format!(
+        "# keep me\napiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: {name}\n  labels: {{app: shop}}\nspec:\n  replicas: {replicas} # count\n  image: nginx:1.27\n"
+    )
+}
+
+#[test]
+fn apply_get_diff_scale_delete() {
+    let s = start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("web.yaml"), manifest("web", 2)).unwrap();
+    std::fs::write(dir.path().join("sub/db.yml"), manifest("db", 1)).unwrap();
+    let d = dir.path().to_str().unwrap();
+
+    let o = shoal(&s, &["apply", "-f", d], None);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(text(&o), "service/db created\nservice/web created\n");
+
+    let o = shoal(&s, &["apply", "-f", d], None);
+    assert_eq!(text(&o), "service/db unchanged\nservice/web unchanged\n");
+
+    let o = shoal(&s, &["get", "services", "-o", "json"], None);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[1]["name"], "web");
+    assert_eq!(v[1]["service"]["spec"]["replicas"], 2);
+
+    let o = shoal(&s, &["get", "services"], None);
+    let out = text(&o);
+    assert!(
+        out.starts_with("NAME   MODE         REPLICAS   IMAGE"),
+        "{out}"
+    );
+    assert!(
+        out.contains("web    replicated   0/2        nginx:1.27"),
+        "{out}"
+    );
+
+    // diff: 0 when equal, 1 when different (with a unified diff), 2 on invalid input.
+    let o = shoal(&s, &["diff", "-f", d], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = shoal(&s, &["diff", "-f", "-"], Some(&manifest("web", 4)));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("-spec:\n") || text(&o).contains("+  replicas: 4 # count"),
+        "{}",
+        text(&o)
+    );
+    let o = shoal(
+        &s,
+        &["diff", "-f", "-"],
+        Some("apiVersion: shoal/v1\nkind: Service\nmetadata: {name: web}\nspec: {replica: 1}\n"),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("<stdin>:4:"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // scale keeps comments.
+    let o = shoal(&s, &["scale", "web=5"], None);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = shoal(&s, &["get", "services", "web", "-o", "yaml"], None);
+    assert!(
+        text(&o).contains("# keep me\n") && text(&o).contains("  replicas: 5 # count\n"),
+        "{}",
+        text(&o)
+    );
+
+    // prune with a selector from stdin.
+    let o = shoal(
+        &s,
+        &["apply", "-f", "-", "--prune", "-l", "app=shop"],
+        Some(&manifest("web", 5)),
+    );
+    assert_eq!(text(&o), "service/web unchanged\nservice/db pruned\n");
+
+    let o = shoal(&s, &["delete", "service", "web"], None);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(text(&o), "service/web deleted\n");
+    let o = shoal(&s, &["delete", "service", "web"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+}
+
+#[test]
+fn invalid_manifest_exits_2_with_location() {
+    let s = start();
+    let o = shoal(
+        &s,
+        &["apply", "-f", "-"],
+        Some("apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  bogus: 1\n"),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("<stdin>:6:") && err.contains("bogus"), "{err}");
+    let o = shoal(&s, &["get", "services", "-o", "json"], None);
+    assert_eq!(text(&o).trim(), "[]");
+}
+
+#[test]
+fn rollout_status_times_out_without_a_controller() {
+    let s = start();
+    shoal(&s, &["apply", "-f", "-"], Some(&manifest("web", 1)));
+    let o = shoal(&s, &["rollout", "status", "web", "--timeout", "1s"], None);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("timed out"));
+}
+
+#[test]
+fn unreachable_server_is_a_clear_failure() {
+    let o = Command::new(BIN)
+        .args(["get", "services", "--server", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the Shoal API"));
+}

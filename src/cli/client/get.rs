@@ -1,0 +1,465 @@
+//! `shoal get` and `shoal describe`.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use shoal_api::types::{NodeView, ServiceResource, TaskView};
+use shoal_core::manifest::Mode;
+
+use super::table::{Output, json, render, yaml};
+use super::{CmdResult, ConnArgs, EXIT_OK, Failure};
+
+/// What `get` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// Services.
+    #[value(alias = "service", alias = "svc")]
+    Services,
+    /// Tasks.
+    #[value(alias = "task")]
+    Tasks,
+    /// Nodes.
+    #[value(alias = "node")]
+    Nodes,
+}
+
+/// Flags of `shoal get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// services, tasks or nodes.
+    pub kind: Kind,
+    /// One service or node by name; for tasks, the service whose tasks to list.
+    pub name: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Label selector (services).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Keep printing when something changes.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+fn replicas(s: &ServiceResource) -> (String, u64, u64) {
+    let desired = match (&s.status, &s.service) {
+        (Some(st), _) => st.desired,
+        (None, Some(svc)) => svc.spec.desired_replicas().unwrap_or(0),
+        _ => 0,
+    };
+    let running = s.status.as_ref().map_or(0, |st| st.running);
+    (format!("{running}/{desired}"), running, desired)
+}
+
+fn state(s: &ServiceResource) -> String {
+    if s.error.is_some() {
+        return "Invalid".into();
+    }
+    let Some(st) = &s.status else {
+        return "Pending".into();
+    };
+    if st.error.is_some() {
+        return "Invalid".into();
+    }
+    if st.unschedulable.is_some() {
+        return "Unschedulable".into();
+    }
+    if let Some(r) = &st.rollout
+        && !matches!(r.state, shoal_core::model::RolloutState::Completed)
+    {
+        return format!("{:?}", r.state);
+    }
+    if st.observed_generation < s.revision {
+        return "Pending".into();
+    }
+    if st.running == st.desired {
+        "Converged".into()
+    } else {
+        "Progressing".into()
+    }
+}
+
+fn service_rows(list: &[ServiceResource], wide: bool) -> String {
+    let mut header = vec!["NAME", "MODE", "REPLICAS", "IMAGE", "PORTS", "STATUS"];
+    if wide {
+        header.extend(["UPDATED", "REVISION", "LABELS"]);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let spec = s.service.as_ref().map(|x| &x.spec);
+            let mode = spec.map_or("-", |p| {
+                if p.mode == Mode::Global {
+                    "global"
+                } else {
+                    "replicated"
+                }
+            });
+            let image = spec
+                .and_then(|p| p.image.clone())
+                .unwrap_or_else(|| "-".into());
+            let ports = spec
+                .map(|p| {
+                    p.ports
+                        .iter()
+                        .map(|pt| match pt.published {
+                            Some(h) => format!("{h}->{}/{}", pt.target, pt.protocol),
+                            None => format!("{}/{}", pt.target, pt.protocol),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "-".into());
+            let mut row = vec![
+                s.name.clone(),
+                mode.into(),
+                replicas(s).0,
+                image,
+                ports,
+                state(s),
+            ];
+            if wide {
+                row.push(
+                    s.status
+                        .as_ref()
+                        .map_or("0".into(), |st| st.updated.to_string()),
+                );
+                row.push(s.revision.to_string());
+                let labels = s.service.as_ref().map(|x| {
+                    x.metadata
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                row.push(
+                    labels
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or_else(|| "<none>".into()),
+                );
+            }
+            row
+        })
+        .collect();
+    render(&header, &rows)
+}
+
+fn task_rows(list: &[TaskView], wide: bool) -> String {
+    let mut header = vec![
+        "ID", "SERVICE", "SLOT", "NODE", "DESIRED", "STATE", "MESSAGE",
+    ];
+    if wide {
+        header.extend(["IMAGE", "PORTS", "CONTAINER"]);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            let st = t.status.as_ref();
+            let mut row = vec![
+                t.task.id.clone(),
+                t.task.service.name.clone(),
+                t.task.slot.to_string(),
+                t.task.node_id.clone(),
+                format!("{:?}", t.task.desired_state).to_lowercase(),
+                st.map_or("assigned".into(), |s| s.state.to_string()),
+                st.and_then(|s| s.message.clone()).unwrap_or_default(),
+            ];
+            if wide {
+                row.push(t.task.template.image.clone().unwrap_or_else(|| "-".into()));
+                let ports = st.map(|s| {
+                    s.host_ports
+                        .iter()
+                        .map(|p| format!("{}->{}", p.published, p.target))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                row.push(
+                    ports
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| "-".into()),
+                );
+                row.push(
+                    st.and_then(|s| s.container_id.clone())
+                        .map(|c| c.chars().take(12).collect())
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+            row
+        })
+        .collect();
+    render(&header, &rows)
+}
+
+fn node_rows(list: &[NodeView], wide: bool) -> String {
+    let mut header = vec!["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ADDRESS"];
+    if wide {
+        header.extend(["RUNTIMES", "CPUS", "MEMORY", "LABELS", "VERSION"]);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|n| {
+            let info = n.info.as_ref();
+            let mut row = vec![
+                n.id.clone(),
+                info.map_or("-".into(), |i| i.hostname.clone()),
+                if n.ready {
+                    "Ready".into()
+                } else {
+                    "Down".into()
+                },
+                n.config.availability.to_string(),
+                info.map_or("-".into(), |i| i.address.clone()),
+            ];
+            if wide {
+                row.push(info.map_or("-".into(), |i| {
+                    i.runtimes
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }));
+                row.push(info.map_or("-".into(), |i| i.capacity.cpus.to_string()));
+                row.push(info.map_or("-".into(), |i| i.capacity.memory.to_string()));
+                let mut labels = info.map(|i| i.labels.clone()).unwrap_or_default();
+                labels.extend(n.config.labels.clone());
+                let l = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                row.push(if l.is_empty() { "<none>".into() } else { l });
+                row.push(info.map_or("-".into(), |i| i.agent_version.clone()));
+            }
+            row
+        })
+        .collect();
+    render(&header, &rows)
+}
+
+async fn render_once(a: &GetArgs) -> Result<String, Failure> {
+    let client = a.conn.client();
+    let ns = &a.conn.namespace;
+    let wide = a.output == Output::Wide;
+    Ok(match a.kind {
+        Kind::Services => {
+            let list = match &a.name {
+                Some(n) => vec![
+                    client
+                        .get_service(ns, n)
+                        .await?
+                        .ok_or_else(|| Failure::failed(format!("service {ns}/{n} not found")))?,
+                ],
+                None => {
+                    client
+                        .list_services(Some(ns), a.selector.as_deref())
+                        .await?
+                }
+            };
+            match a.output {
+                Output::Json if a.name.is_some() => json(&list[0]),
+                Output::Json => json(&list),
+                Output::Yaml => list
+                    .iter()
+                    .map(|s| {
+                        let m = &s.manifest;
+                        format!("---\n{m}{}", if m.ends_with('\n') { "" } else { "\n" })
+                    })
+                    .collect(),
+                _ => service_rows(&list, wide),
+            }
+        }
+        Kind::Tasks => {
+            let service = a.name.as_ref().map(|n| {
+                if n.contains('/') {
+                    n.clone()
+                } else {
+                    format!("{ns}/{n}")
+                }
+            });
+            let list = client.tasks(service.as_deref(), None).await?;
+            match a.output {
+                Output::Json => json(&list),
+                Output::Yaml => yaml(&list),
+                _ => task_rows(&list, wide),
+            }
+        }
+        Kind::Nodes => {
+            let mut list = client.nodes().await?;
+            if let Some(n) = &a.name {
+                list.retain(|x| &x.id == n || x.info.as_ref().is_some_and(|i| &i.hostname == n));
+                if list.is_empty() {
+                    return Err(Failure::failed(format!("node {n} not found")));
+                }
+            }
+            match a.output {
+                Output::Json if a.name.is_some() => json(&list[0]),
+                Output::Json => json(&list),
+                Output::Yaml => yaml(&list),
+                _ => node_rows(&list, wide),
+            }
+        }
+    })
+}
+
+/// Runs `shoal get`.
+pub async fn get(a: GetArgs) -> CmdResult {
+    let mut last = render_once(&a).await?;
+    print!("{last}");
+    if !a.watch {
+        return Ok(EXIT_OK);
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = render_once(&a).await?;
+        if now != last {
+            println!();
+            print!("{now}");
+            last = now;
+        }
+    }
+}
+
+/// Flags of `shoal describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// `service`.
+    pub kind: String,
+    /// Service name.
+    pub name: String,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// Runs `shoal describe service NAME`.
+pub async fn describe(a: DescribeArgs) -> CmdResult {
+    if !matches!(a.kind.as_str(), "service" | "services" | "svc") {
+        return Err(Failure::invalid(format!(
+            "cannot describe {:?}: only `service NAME`",
+            a.kind
+        )));
+    }
+    let client = a.conn.client();
+    let ns = &a.conn.namespace;
+    let s = client
+        .get_service(ns, &a.name)
+        .await?
+        .ok_or_else(|| Failure::failed(format!("service {ns}/{} not found", a.name)))?;
+    let tasks = client
+        .tasks(Some(&format!("{ns}/{}", a.name)), None)
+        .await?;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Name:          {}\nNamespace:     {}\nRevision:      {}\n",
+        s.name, s.namespace, s.revision
+    ));
+    if let Some(e) = &s.error {
+        out.push_str(&format!("Manifest error: {e}\n"));
+    }
+    if let Some(svc) = &s.service {
+        let labels: Vec<String> = svc
+            .metadata
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push_str(&format!(
+            "Labels:        {}\n",
+            if labels.is_empty() {
+                "<none>".into()
+            } else {
+                labels.join(",")
+            }
+        ));
+        let spec = &svc.spec;
+        let mode = match spec.desired_replicas() {
+            Some(n) => format!("replicated ({n} replicas)"),
+            None => "global".into(),
+        };
+        out.push_str(&format!(
+            "Mode:          {mode}\nRuntime:       {}\n",
+            spec.runtime
+        ));
+        if let Some(i) = &spec.image {
+            out.push_str(&format!("Image:         {i}\n"));
+        }
+        if !spec.command.is_empty() {
+            out.push_str(&format!("Command:       {}\n", spec.command.join(" ")));
+        }
+        for p in &spec.ports {
+            let host = p.published.map_or("dynamic".to_string(), |h| h.to_string());
+            out.push_str(&format!(
+                "Port:          {}/{} -> host {host}\n",
+                p.target, p.protocol
+            ));
+        }
+        for c in &spec.placement.constraints {
+            out.push_str(&format!("Constraint:    {c}\n"));
+        }
+    }
+    match &s.status {
+        None => out.push_str("Status:        not yet observed by the controller\n"),
+        Some(st) => {
+            out.push_str(&format!(
+                "Replicas:      {} running / {} desired / {} updated (observed revision {})\n",
+                st.running, st.desired, st.updated, st.observed_generation
+            ));
+            if let Some(r) = &st.rollout {
+                out.push_str(&format!(
+                    "Rollout:       {:?} {}/{}",
+                    r.state, r.updated, r.total
+                ));
+                if let Some(m) = &r.message {
+                    out.push_str(&format!(" ({m})"));
+                }
+                out.push('\n');
+            }
+            if let Some(u) = &st.unschedulable {
+                out.push_str(&format!("Unschedulable: {u}\n"));
+            }
+            if let Some(e) = &st.error {
+                out.push_str(&format!("Error:         {e}\n"));
+            }
+        }
+    }
+    out.push_str("\nTasks:\n");
+    if tasks.is_empty() {
+        out.push_str("  <none>\n");
+    } else {
+        for line in task_rows(&tasks, false).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out.push_str("\nEvents:\n");
+    let events = s
+        .status
+        .as_ref()
+        .map(|st| st.events.clone())
+        .unwrap_or_default();
+    if events.is_empty() {
+        out.push_str("  <none>\n");
+    } else {
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .rev()
+            .take(15)
+            .rev()
+            .map(|e| {
+                vec![
+                    e.time.to_string(),
+                    e.kind.clone(),
+                    e.reason.clone(),
+                    e.message.clone(),
+                ]
+            })
+            .collect();
+        for line in render(&["TIME", "TYPE", "REASON", "MESSAGE"], &rows).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    print!("{out}");
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,160 @@
+//! Client subcommands that talk to the API server: apply, diff, get, describe, delete, scale,
+//! rollout status and node operations.
+//!
+//! Exit codes are for pipelines: 0 success (converged, no difference), 1 failed (rollout
+//! failed or rolled back, difference found, server refused), 2 invalid input, 3 timeout.
+
+mod apply;
+mod files;
+mod get;
+mod ops;
+mod table;
+mod wait;
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use shoal_api::{Client, ClientError};
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: failed (or a difference was found).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: invalid input.
+pub const EXIT_INVALID: u8 = 2;
+/// Exit code: timeout.
+pub const EXIT_TIMEOUT: u8 = 3;
+
+const EXIT_HELP: &str =
+    "Exit codes: 0 success/converged, 1 failed (or difference found), 2 invalid input, 3 timeout.";
+
+/// How to reach the API server; accepted by every client command.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// API server URL.
+    #[arg(
+        long,
+        env = "SHOAL_SERVER",
+        default_value = "http://127.0.0.1:7878",
+        global = true
+    )]
+    pub server: String,
+    /// Bearer token for the API server.
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Namespace.
+    #[arg(short = 'n', long, default_value = "default", global = true)]
+    pub namespace: String,
+}
+
+impl ConnArgs {
+    fn client(&self) -> Client {
+        Client::new(&self.server, self.token.clone())
+    }
+}
+
+/// Client subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create or update services from manifests (files, directories, `-` for stdin).
+    #[command(after_help = EXIT_HELP)]
+    Apply(apply::ApplyArgs),
+    /// Show how manifests differ from the stored ones (exit 1 when they differ).
+    #[command(after_help = EXIT_HELP)]
+    Diff(apply::DiffArgs),
+    /// List services, tasks or nodes.
+    #[command(after_help = EXIT_HELP)]
+    Get(get::GetArgs),
+    /// Show a service in detail: spec, tasks, rollout, scheduling problems, events.
+    #[command(after_help = EXIT_HELP)]
+    Describe(get::DescribeArgs),
+    /// Delete services by name or by manifest.
+    #[command(after_help = EXIT_HELP)]
+    Delete(apply::DeleteArgs),
+    /// Set the replica count of services: `shoal scale web=5 api=2`.
+    #[command(after_help = EXIT_HELP)]
+    Scale(ops::ScaleArgs),
+    /// Follow rollouts.
+    #[command(after_help = EXIT_HELP)]
+    Rollout(ops::RolloutArgs),
+    /// List nodes and change their availability or labels.
+    #[command(after_help = EXIT_HELP)]
+    Node(ops::NodeArgs),
+}
+
+/// A failure with its exit code; the message goes to stderr.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: u8,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Failure {
+    /// Invalid input (exit 2).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_INVALID,
+            message: message.into(),
+        }
+    }
+    /// Failed (exit 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_FAILED,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match &e {
+            ClientError::Api {
+                status: 400,
+                details,
+                ..
+            } => {
+                let mut msg = e.to_string();
+                for d in details {
+                    msg.push_str(&format!(
+                        "\n  line {}, column {}: {}",
+                        d.line, d.column, d.message
+                    ));
+                }
+                Failure::invalid(msg)
+            }
+            _ => Failure::failed(e.to_string()),
+        }
+    }
+}
+
+/// Result of a client command.
+pub type CmdResult = Result<u8, Failure>;
+
+/// Runs a client subcommand.
+pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
+    let result = match command {
+        ClientCommand::Apply(a) => apply::apply(a).await,
+        ClientCommand::Diff(a) => apply::diff(a).await,
+        ClientCommand::Get(a) => get::get(a).await,
+        ClientCommand::Describe(a) => get::describe(a).await,
+        ClientCommand::Delete(a) => apply::delete(a).await,
+        ClientCommand::Scale(a) => ops::scale(a).await,
+        ClientCommand::Rollout(a) => ops::rollout(a).await,
+        ClientCommand::Node(a) => ops::node(a).await,
+    };
+    Ok(ExitCode::from(match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            f.code
+        }
+    }))
+}
+
+/// Parses a duration flag (`30s`, `5m`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}

@@ -1,0 +1,345 @@
+//! `shoal scale`, `shoal rollout status` and `shoal node ...`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use shoal_api::types::NodePatch;
+use shoal_core::model::Availability;
+
+use super::table::{Output, json, render};
+use super::wait::{Target, wait_for};
+use super::{CmdResult, ConnArgs, EXIT_OK, Failure, parse_duration};
+
+/// Flags of `shoal scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// `NAME=REPLICAS` pairs.
+    #[arg(required = true)]
+    pub pairs: Vec<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// Sets `spec.replicas` in YAML text, keeping every other byte (comments included). `None`
+/// when the text is not block-style YAML this can edit safely.
+pub fn set_replicas_in_text(text: &str, replicas: u64) -> Option<String> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let spec_idx = lines.iter().position(|l| {
+        l.trim_end() == "spec:" || l.starts_with("spec:") && l[5..].trim_start().starts_with('#')
+    })?;
+    let indent_of = |l: &str| l.len() - l.trim_start().len();
+    let mut child_indent = None;
+    let mut end = lines.len();
+    for (i, l) in lines.iter().enumerate().skip(spec_idx + 1) {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = indent_of(l);
+        if ind == 0 {
+            end = i;
+            break;
+        }
+        if child_indent.is_none() {
+            child_indent = Some(ind);
+        }
+        if Some(ind) == child_indent
+            && let Some(rest) = l.trim_start().strip_prefix("replicas:")
+        {
+            let (value, comment) = match rest.find(" #") {
+                Some(p) => (&rest[..p], &rest[p..]),
+                None => (rest, ""),
+            };
+            if value.trim().is_empty() {
+                return None;
+            }
+            let nl = if l.ends_with('\n') { "\n" } else { "" };
+            let new = format!(
+                "{}replicas: {replicas}{}{nl}",
+                " ".repeat(ind),
+                comment.trim_end()
+            );
+            let mut out: String = lines[..i].concat();
+            out.push_str(&new);
+            out.push_str(&lines[i + 1..].concat());
+            return Some(out);
+        }
+    }
+    let _ = end;
+    let ind = child_indent?;
+    let mut out: String = lines[..=spec_idx].concat();
+    if !out.ends_with('\n') {
+        return None;
+    }
+    out.push_str(&format!("{}replicas: {replicas}\n", " ".repeat(ind)));
+    out.push_str(&lines[spec_idx + 1..].concat());
+    Some(out)
+}
+
+/// Runs `shoal scale`.
+pub async fn scale(a: ScaleArgs) -> CmdResult {
+    let mut wanted = Vec::new();
+    for p in &a.pairs {
+        let (name, n) = p
+            .split_once('=')
+            .ok_or_else(|| Failure::invalid(format!("{p:?} is not NAME=REPLICAS")))?;
+        let n: u64 = n
+            .parse()
+            .map_err(|_| Failure::invalid(format!("{p:?}: replicas must be a whole number")))?;
+        wanted.push((name.to_string(), n));
+    }
+    let client = a.conn.client();
+    let ns = &a.conn.namespace;
+    for (name, n) in wanted {
+        let mut done = false;
+        for _ in 0..5 {
+            let s = client
+                .get_service(ns, &name)
+                .await?
+                .ok_or_else(|| Failure::failed(format!("service {ns}/{name} not found")))?;
+            let svc = s.service.clone().ok_or_else(|| {
+                Failure::failed(format!(
+                    "service {ns}/{name} has an invalid manifest: {}",
+                    s.error.clone().unwrap_or_default()
+                ))
+            })?;
+            if svc.spec.desired_replicas().is_none() {
+                return Err(Failure::invalid(format!(
+                    "service {ns}/{name} is global: it has no replica count"
+                )));
+            }
+            let edited = set_replicas_in_text(&s.manifest, n).filter(|t| {
+                shoal_core::parse(t, "edit")
+                    .is_ok_and(|v| v.len() == 1 && v[0].service.spec.replicas == Some(n))
+            });
+            let text = match edited {
+                Some(t) => t,
+                None => {
+                    let mut svc = svc;
+                    svc.spec.replicas = Some(n);
+                    eprintln!(
+                        "note: service/{name}: the manifest could not be edited in place; it was re-serialized (comments and formatting were not kept)"
+                    );
+                    yaml_serde::to_string(&svc)
+                        .map_err(|e| Failure::failed(format!("cannot write the manifest: {e}")))?
+                }
+            };
+            match client.put_service(ns, &name, &text, Some(s.revision)).await {
+                Ok(_) => {
+                    println!("service/{name} scaled to {n}");
+                    done = true;
+                    break;
+                }
+                Err(e) if e.status() == Some(409) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !done {
+            return Err(Failure::failed(format!(
+                "service {ns}/{name} kept changing while scaling; try again"
+            )));
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// Flags of `shoal rollout`.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(subcommand)]
+    cmd: RolloutCmd,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCmd {
+    /// Wait until the service's rollout converges (exit 0) or fails (1), or the timeout passes (3).
+    Status {
+        /// Service name.
+        name: String,
+        /// How long to wait.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// Runs `shoal rollout ...`.
+pub async fn rollout(a: RolloutArgs) -> CmdResult {
+    let client = a.conn.client();
+    let ns = &a.conn.namespace;
+    match a.cmd {
+        RolloutCmd::Status { name, timeout } => {
+            let s = client
+                .get_service(ns, &name)
+                .await?
+                .ok_or_else(|| Failure::failed(format!("service {ns}/{name} not found")))?;
+            wait_for(
+                &client,
+                vec![Target {
+                    namespace: ns.clone(),
+                    name,
+                    revision: s.revision,
+                }],
+                timeout,
+            )
+            .await
+        }
+    }
+}
+
+/// Flags of `shoal node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    cmd: NodeCmd,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// List nodes.
+    Ls {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Move the node's tasks elsewhere and give it no new ones.
+    Drain {
+        /// Node id.
+        node: String,
+    },
+    /// Keep the node's tasks but give it no new ones.
+    Pause {
+        /// Node id.
+        node: String,
+    },
+    /// Let the node receive tasks again.
+    Activate {
+        /// Node id.
+        node: String,
+    },
+    /// Set (`k=v`) or remove (`k-`) operator labels.
+    Label {
+        /// Node id.
+        node: String,
+        /// Changes.
+        #[arg(required = true)]
+        changes: Vec<String>,
+    },
+}
+
+/// Runs `shoal node ...`.
+pub async fn node(a: NodeArgs) -> CmdResult {
+    let client = a.conn.client();
+    let (id, patch) = match a.cmd {
+        NodeCmd::Ls { output } => {
+            let list = client.nodes().await?;
+            if output == Output::Json {
+                print!("{}", json(&list));
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.id.clone(),
+                            n.info.as_ref().map_or("-".into(), |i| i.hostname.clone()),
+                            if n.ready {
+                                "Ready".into()
+                            } else {
+                                "Down".into()
+                            },
+                            n.config.availability.to_string(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    render(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY"], &rows)
+                );
+            }
+            return Ok(EXIT_OK);
+        }
+        NodeCmd::Drain { node } => (
+            node,
+            NodePatch {
+                availability: Some(Availability::Drain),
+                ..Default::default()
+            },
+        ),
+        NodeCmd::Pause { node } => (
+            node,
+            NodePatch {
+                availability: Some(Availability::Pause),
+                ..Default::default()
+            },
+        ),
+        NodeCmd::Activate { node } => (
+            node,
+            NodePatch {
+                availability: Some(Availability::Active),
+                ..Default::default()
+            },
+        ),
+        NodeCmd::Label { node, changes } => {
+            let mut labels = BTreeMap::new();
+            for c in changes {
+                if let Some((k, v)) = c.split_once('=') {
+                    labels.insert(k.to_string(), Some(v.to_string()));
+                } else if let Some(k) = c.strip_suffix('-') {
+                    labels.insert(k.to_string(), None);
+                } else {
+                    return Err(Failure::invalid(format!(
+                        "{c:?}: use key=value to set or key- to remove"
+                    )));
+                }
+            }
+            (
+                node,
+                NodePatch {
+                    availability: None,
+                    labels,
+                },
+            )
+        }
+    };
+    let v = client.patch_node(&id, &patch).await?;
+    let labels: Vec<String> = v
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "node/{id} availability={} labels={}",
+        v.config.availability,
+        if labels.is_empty() {
+            "<none>".into()
+        } else {
+            labels.join(",")
+        }
+    );
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_replicas_in_text;
+
+    #[test]
+    fn scale_edit_keeps_comments() {
+        let t =
+            "# top\napiVersion: shoal/v1\nspec:\n  # how many\n  replicas: 3 # three\n  image: x\n";
+        assert_eq!(
+            set_replicas_in_text(t, 5).unwrap(),
+            "# top\napiVersion: shoal/v1\nspec:\n  # how many\n  replicas: 5 # three\n  image: x\n"
+        );
+        let t = "spec:\n  image: x\nmetadata:\n  replicas: 1\n";
+        assert_eq!(
+            set_replicas_in_text(t, 2).unwrap(),
+            "spec:\n  replicas: 2\n  image: x\nmetadata:\n  replicas: 1\n"
+        );
+    }
+}
