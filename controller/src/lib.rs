@@ -2,11 +2,30 @@
 //!
 //! - [`reconcile`]: the pure decision `(service, tasks, nodes, now) → Plan`.
 //! - [`placement`]: filters that explain themselves, spread/binpack ranking.
-//! - [`runner`]: watches the store, queues services, reconciles and commits plans as the
-//!   fenced leader.
+//! - [`runner`]: campaigns for leadership, watches the store, queues services, reconciles
+//!   and commits plans in fenced transactions.
+//!
+//! Running one in-process:
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn shoal_store::Store>) {
+//! use shoal_controller::{Controller, ControllerConfig};
+//! let controller = Controller::new(store, shoal_core::Keys::default(), ControllerConfig::default());
+//! let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+//! let handle = tokio::spawn(controller.run(async move { let _ = rx.await; }));
+//! // ... later:
+//! let _ = tx.send(());
+//! let _ = handle.await;
+//! # }
+//! ```
 
+pub mod metrics;
 pub mod placement;
 pub mod reconcile;
+pub mod runner;
+
+pub use metrics::Metrics;
+pub use runner::{Controller, ControllerConfig, ControllerError};
 
 #[cfg(test)]
 mod testutil;

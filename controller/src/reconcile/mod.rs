@@ -12,6 +12,7 @@ mod service;
 mod status;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::manifest::{Service, ServiceRef};
@@ -85,8 +86,9 @@ pub struct ReconcileInput {
     pub service: ServiceInput,
     /// Its tasks, on every node.
     pub tasks: Vec<TaskEntry>,
-    /// Every known node (ready or not), by id.
-    pub nodes: BTreeMap<String, Node>,
+    /// Every known node (ready or not), by id. Shared: the runner builds it once per node
+    /// change, not once per reconcile.
+    pub nodes: Arc<BTreeMap<String, Node>>,
     /// What the other services' unfinished tasks hold, per node.
     pub usage: BTreeMap<String, NodeUsage>,
     /// The status written last time.

@@ -41,7 +41,7 @@ impl Sim {
             },
             service: self.svc.clone(),
             tasks: self.tasks.values().cloned().collect(),
-            nodes: self.nodes.clone(),
+            nodes: std::sync::Arc::new(self.nodes.clone()),
             usage: BTreeMap::new(),
             previous: self.previous.clone(),
             now: self.now,

@@ -1,0 +1,419 @@
+//! The controller's in-memory view of the store: manifests (validated on read), statuses,
+//! nodes, node settings, tasks and task statuses, with the indices reconcile needs
+//! (tasks per service, tasks per node, reserved resources per node).
+//!
+//! Every key remembers the revision it was last set or deleted at, so the controller's own
+//! writes can be applied as soon as they commit and an older watch event never undoes them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use shoal_core::manifest::{Mode, Service, ServiceRef};
+use shoal_core::model::{
+    self, Capacity, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp,
+};
+use shoal_core::{Key, Keys};
+use shoal_store::Revision;
+use tracing::warn;
+
+use crate::placement::NodeUsage;
+use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
+
+/// A manifest as read from the store.
+#[derive(Debug, Clone)]
+pub(crate) struct ManifestEntry {
+    pub(crate) revision: Revision,
+    pub(crate) parsed: Result<Box<Service>, String>,
+}
+
+/// Parses a stored manifest; any problem becomes the status error text.
+fn parse_manifest(key: &str, sref: &ServiceRef, bytes: &[u8]) -> Result<Box<Service>, String> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| format!("{key}: manifest is not UTF-8: {e}"))?;
+    let mut services = shoal_core::parse(text, key).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    if services.len() != 1 {
+        return Err(format!(
+            "{key}: expected exactly one Service document, found {}",
+            services.len()
+        ));
+    }
+    let svc = services.remove(0).service;
+    if svc.id() != *sref {
+        return Err(format!(
+            "{key}: manifest names service {} but is stored under {sref}",
+            svc.id()
+        ));
+    }
+    Ok(Box::new(svc))
+}
+
+/// What a change means for the queue.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Touched {
+    /// Services to reconcile.
+    pub(crate) services: BTreeSet<ServiceRef>,
+    /// A node changed: global and unschedulable services need a look too.
+    pub(crate) nodes_changed: bool,
+}
+
+/// The cache.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    keys: Keys,
+    revs: HashMap<String, Revision>,
+    tombstones: BTreeMap<Revision, Vec<String>>,
+    services: BTreeMap<ServiceRef, ManifestEntry>,
+    statuses: BTreeMap<ServiceRef, ServiceStatus>,
+    infos: BTreeMap<String, NodeInfo>,
+    ready: BTreeSet<String>,
+    configs: BTreeMap<String, NodeConfig>,
+    tasks: BTreeMap<(String, String), Task>,
+    task_status: BTreeMap<(String, String), TaskStatus>,
+    by_service: BTreeMap<ServiceRef, BTreeSet<(String, String)>>,
+    usage: BTreeMap<String, NodeUsage>,
+    nodes: Option<Arc<BTreeMap<String, Node>>>,
+}
+
+impl Cache {
+    /// An empty cache for keys under `keys`.
+    pub(crate) fn new(keys: Keys) -> Self {
+        Cache {
+            keys,
+            revs: HashMap::new(),
+            tombstones: BTreeMap::new(),
+            services: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            infos: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            configs: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            task_status: BTreeMap::new(),
+            by_service: BTreeMap::new(),
+            usage: BTreeMap::new(),
+            nodes: None,
+        }
+    }
+
+    /// Whether a task holds resources on its node: not finished and not orphaned.
+    fn reserves(&self, k: &(String, String)) -> bool {
+        let Some(t) = self.tasks.get(k) else {
+            return false;
+        };
+        !t.orphaned
+            && !self
+                .task_status
+                .get(k)
+                .is_some_and(|s| s.state.is_terminal())
+    }
+
+    fn unaccount(&mut self, k: &(String, String)) {
+        if self.reserves(k)
+            && let (Some(t), Some(u)) = (self.tasks.get(k), self.usage.get_mut(&k.0))
+        {
+            u.remove_template(&t.template);
+        }
+    }
+
+    fn account(&mut self, k: &(String, String)) {
+        if self.reserves(k)
+            && let Some(t) = self.tasks.get(k)
+        {
+            self.usage
+                .entry(k.0.clone())
+                .or_default()
+                .add_template(&t.template);
+        }
+    }
+
+    /// Applies a put (`value = Some`) or delete at `revision`; returns what it touches.
+    /// Older changes than the one already applied to the key are ignored.
+    pub(crate) fn apply(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
+        let mut touched = Touched::default();
+        if self.revs.get(key).is_some_and(|&r| r >= revision) {
+            return touched;
+        }
+        self.revs.insert(key.to_string(), revision);
+        if value.is_none() {
+            self.tombstones
+                .entry(revision)
+                .or_default()
+                .push(key.to_string());
+        }
+        let Some(parsed) = self.keys.parse(key) else {
+            return touched;
+        };
+        match parsed {
+            Key::Service(sref) => {
+                match value {
+                    Some(v) => {
+                        let parsed = parse_manifest(key, &sref, v);
+                        self.services
+                            .insert(sref.clone(), ManifestEntry { revision, parsed });
+                    }
+                    None => {
+                        self.services.remove(&sref);
+                    }
+                }
+                touched.services.insert(sref);
+            }
+            Key::ServiceStatus(sref) => {
+                match value.map(|v| model::decode::<ServiceStatus>("service status", v)) {
+                    Some(Ok(st)) => {
+                        self.statuses.insert(sref, st);
+                    }
+                    Some(Err(e)) => {
+                        warn!(service = %sref, error = %e, "ignoring unreadable service status");
+                        self.statuses.remove(&sref);
+                    }
+                    None => {
+                        self.statuses.remove(&sref);
+                    }
+                }
+            }
+            Key::Node(id) => {
+                match value.map(|v| model::decode::<NodeInfo>("node", v)) {
+                    Some(Ok(info)) => {
+                        self.infos.insert(id.clone(), info);
+                        self.ready.insert(id.clone());
+                    }
+                    Some(Err(e)) => {
+                        warn!(node = %id, error = %e, "ignoring unreadable node record");
+                        self.ready.remove(&id);
+                    }
+                    None => {
+                        // Keep the last record: the node is down, not forgotten.
+                        self.ready.remove(&id);
+                    }
+                }
+                self.node_touched(&id, &mut touched);
+            }
+            Key::NodeConfig(id) => {
+                match value.map(|v| model::decode::<NodeConfig>("node config", v)) {
+                    Some(Ok(cfg)) => {
+                        self.configs.insert(id.clone(), cfg);
+                    }
+                    Some(Err(e)) => {
+                        warn!(node = %id, error = %e, "ignoring unreadable node config")
+                    }
+                    None => {
+                        self.configs.remove(&id);
+                    }
+                }
+                self.node_touched(&id, &mut touched);
+            }
+            Key::Task { node, task } => {
+                let k = (node, task);
+                self.unaccount(&k);
+                if let Some(old) = self.tasks.remove(&k)
+                    && let Some(set) = self.by_service.get_mut(&old.service)
+                {
+                    set.remove(&k);
+                    touched.services.insert(old.service);
+                }
+                if let Some(v) = value {
+                    match model::decode::<Task>("task", v) {
+                        Ok(t) => {
+                            self.by_service
+                                .entry(t.service.clone())
+                                .or_default()
+                                .insert(k.clone());
+                            touched.services.insert(t.service.clone());
+                            self.tasks.insert(k.clone(), t);
+                        }
+                        Err(e) => {
+                            warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task")
+                        }
+                    }
+                }
+                self.account(&k);
+                if !self.infos.contains_key(&k.0) {
+                    self.nodes = None;
+                }
+            }
+            Key::TaskStatus { node, task } => {
+                let k = (node, task);
+                self.unaccount(&k);
+                match value.map(|v| model::decode::<TaskStatus>("task status", v)) {
+                    Some(Ok(st)) => {
+                        self.task_status.insert(k.clone(), st);
+                    }
+                    Some(Err(e)) => {
+                        warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task status")
+                    }
+                    None => {
+                        self.task_status.remove(&k);
+                    }
+                }
+                self.account(&k);
+                if let Some(t) = self.tasks.get(&k) {
+                    touched.services.insert(t.service.clone());
+                }
+            }
+            Key::Leader => {}
+        }
+        touched
+    }
+
+    fn node_touched(&mut self, id: &str, touched: &mut Touched) {
+        self.nodes = None;
+        touched.nodes_changed = true;
+        let lo = (id.to_string(), String::new());
+        for ((n, _), t) in self.tasks.range(lo..) {
+            if n != id {
+                break;
+            }
+            touched.services.insert(t.service.clone());
+        }
+    }
+
+    /// Forgets tombstones the watch has moved past (no older event can arrive any more).
+    pub(crate) fn prune(&mut self, watched: Revision) {
+        let keep = self.tombstones.split_off(&(watched + 1));
+        for (_, keys) in std::mem::replace(&mut self.tombstones, keep) {
+            for k in keys {
+                if self.revs.get(&k).is_some_and(|&r| r <= watched) {
+                    self.revs.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Every service the controller should look at: manifests, tasks' owners, statuses.
+    pub(crate) fn all_services(&self) -> BTreeSet<ServiceRef> {
+        let mut all: BTreeSet<ServiceRef> = self.services.keys().cloned().collect();
+        all.extend(
+            self.by_service
+                .iter()
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(k, _)| k.clone()),
+        );
+        all.extend(self.statuses.keys().cloned());
+        all
+    }
+
+    /// Services a node change may affect beyond those with tasks on it: global services and
+    /// services that could not be placed.
+    pub(crate) fn node_sensitive_services(&self) -> BTreeSet<ServiceRef> {
+        let mut out: BTreeSet<ServiceRef> = self
+            .services
+            .iter()
+            .filter(|(_, m)| m.parsed.as_ref().is_ok_and(|s| s.spec.mode == Mode::Global))
+            .map(|(k, _)| k.clone())
+            .collect();
+        out.extend(
+            self.statuses
+                .iter()
+                .filter(|(_, s)| s.unschedulable.is_some())
+                .map(|(k, _)| k.clone()),
+        );
+        out
+    }
+
+    /// Every node: agent records (last known for nodes that are down), operator settings, and
+    /// placeholders for nodes only known from their tasks.
+    pub(crate) fn nodes(&mut self) -> Arc<BTreeMap<String, Node>> {
+        if let Some(n) = &self.nodes {
+            return n.clone();
+        }
+        let mut ids: BTreeSet<&String> = self.infos.keys().collect();
+        ids.extend(self.configs.keys());
+        ids.extend(self.tasks.keys().map(|(n, _)| n));
+        let nodes: BTreeMap<String, Node> = ids
+            .into_iter()
+            .map(|id| {
+                let info = self.infos.get(id).cloned().unwrap_or_else(|| NodeInfo {
+                    id: id.clone(),
+                    hostname: id.clone(),
+                    address: String::new(),
+                    labels: BTreeMap::new(),
+                    runtimes: Vec::new(),
+                    capacity: Capacity::default(),
+                    role: "worker".to_string(),
+                    agent_version: String::new(),
+                    started_at: Timestamp(0),
+                });
+                let node = Node {
+                    info,
+                    config: self.configs.get(id).cloned().unwrap_or_default(),
+                    ready: self.ready.contains(id),
+                };
+                (id.clone(), node)
+            })
+            .collect();
+        let nodes = Arc::new(nodes);
+        self.nodes = Some(nodes.clone());
+        nodes
+    }
+
+    /// The reconcile input of one service.
+    pub(crate) fn input(&mut self, sref: &ServiceRef, now: Timestamp, seed: u64) -> ReconcileInput {
+        let service = match self.services.get(sref) {
+            Some(ManifestEntry {
+                revision,
+                parsed: Ok(s),
+            }) => ServiceInput::Present {
+                service: s.clone(),
+                generation: *revision,
+            },
+            Some(ManifestEntry {
+                revision,
+                parsed: Err(e),
+            }) => ServiceInput::Invalid {
+                error: e.clone(),
+                generation: *revision,
+            },
+            None => ServiceInput::Deleted,
+        };
+        let own: Vec<(String, String)> = self
+            .by_service
+            .get(sref)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut usage = self.usage.clone();
+        let mut tasks = Vec::with_capacity(own.len());
+        for k in own {
+            let Some(task) = self.tasks.get(&k) else {
+                continue;
+            };
+            if self.reserves(&k)
+                && let Some(u) = usage.get_mut(&k.0)
+            {
+                u.remove_template(&task.template);
+            }
+            tasks.push(TaskEntry {
+                task: task.clone(),
+                status: self.task_status.get(&k).cloned(),
+            });
+        }
+        usage.retain(|_, u| !u.is_empty());
+        ReconcileInput {
+            service_ref: sref.clone(),
+            service,
+            tasks,
+            nodes: self.nodes(),
+            usage,
+            previous: self.statuses.get(sref).cloned(),
+            now,
+            seed,
+        }
+    }
+
+    /// Tasks per observed state (for metrics).
+    pub(crate) fn tasks_by_state(&self) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        for k in self.tasks.keys() {
+            let state = self
+                .task_status
+                .get(k)
+                .map(|s| s.state.as_str())
+                .unwrap_or("assigned");
+            *out.entry(state).or_default() += 1;
+        }
+        out
+    }
+}

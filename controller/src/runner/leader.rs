@@ -1,0 +1,189 @@
+//! Leader election with fencing. The leader record is created only if absent, bound to a
+//! lease kept alive every TTL/3; standbys watch the key and try again when it disappears.
+//! Every write of the leader compares the leader key's revision ([`Fence`]), so a deposed
+//! leader's late writes fail.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use shoal_core::Keys;
+use shoal_core::model::Timestamp;
+use shoal_store::{Compare, LeaseId, Revision, Store, StoreError, WatchEvent};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The leader record (`leader`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderRecord {
+    /// Who leads (host, process, random suffix).
+    pub identity: String,
+    /// Since when.
+    pub since: Timestamp,
+}
+
+/// The compare every leader write carries: the leader key still has the revision it had
+/// when this controller won.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// Leader key.
+    pub key: String,
+    /// Its revision when won.
+    pub revision: Revision,
+}
+
+impl Fence {
+    /// The transaction compare.
+    pub fn compare(&self) -> Compare {
+        Compare::ModRevision {
+            key: self.key.clone(),
+            revision: self.revision,
+        }
+    }
+}
+
+/// A won election. Leadership ends when `lost` turns true (keep-alive failed) or when
+/// [`Leadership::resign`] is called.
+pub struct Leadership {
+    /// The fence for writes.
+    pub fence: Fence,
+    /// The lease the record is bound to.
+    pub lease: LeaseId,
+    /// Turns true when the lease could not be kept alive.
+    pub lost: watch::Receiver<bool>,
+    keepalive: tokio::task::JoinHandle<()>,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("fence", &self.fence)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leadership {
+    /// Stops keeping the lease alive without revoking it (the record expires after its TTL,
+    /// as when the process dies).
+    pub fn abandon(self) {
+        self.keepalive.abort();
+    }
+
+    /// Steps down: stops the keep-alive and revokes the lease so a standby takes over now.
+    pub async fn resign(self) {
+        self.keepalive.abort();
+        if let Err(e) = self.store.revoke_lease(self.lease).await {
+            warn!(error = %e, "could not revoke the leader lease; it expires on its own");
+        }
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
+}
+
+/// Campaigns until this controller leads, or `shutdown` turns true (then `Ok(None)`).
+pub async fn campaign(
+    store: &Arc<dyn Store>,
+    keys: &Keys,
+    identity: &str,
+    ttl: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Leadership>, StoreError> {
+    let key = keys.leader();
+    loop {
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
+        match store.get(&key).await? {
+            None => {
+                let lease = store.grant_lease(ttl).await?;
+                let record = LeaderRecord {
+                    identity: identity.to_string(),
+                    since: Timestamp::now(),
+                };
+                let value = serde_json::to_vec(&record).unwrap_or_default();
+                match store.compare_and_put(&key, value, 0, Some(lease)).await {
+                    Ok(Some(revision)) => {
+                        info!(identity, revision, "elected leader");
+                        let (tx, lost) = watch::channel(false);
+                        let keepalive = tokio::spawn(keep_alive(store.clone(), lease, ttl, tx));
+                        return Ok(Some(Leadership {
+                            fence: Fence { key, revision },
+                            lease,
+                            lost,
+                            keepalive,
+                            store: store.clone(),
+                        }));
+                    }
+                    Ok(None) => {
+                        let _ = store.revoke_lease(lease).await;
+                    }
+                    Err(e) => {
+                        let _ = store.revoke_lease(lease).await;
+                        return Err(e);
+                    }
+                }
+            }
+            Some(kv) => {
+                // Wait for the record to go (or re-check after one TTL as a safety net).
+                let mut stream = store.watch(&key, kv.mod_revision + 1).await?;
+                let gone = async {
+                    while let Some(batch) = stream.next().await {
+                        match batch {
+                            Ok(b) => {
+                                if b.events.iter().any(
+                                    |e| matches!(e, WatchEvent::Delete { key: k, .. } if *k == key),
+                                ) {
+                                    return;
+                                }
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = gone => {}
+                    _ = tokio::time::sleep(ttl) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the lease alive every TTL/3; reports loss when the lease is gone or a whole TTL
+/// passed without a successful refresh.
+async fn keep_alive(
+    store: Arc<dyn Store>,
+    lease: LeaseId,
+    ttl: Duration,
+    lost: watch::Sender<bool>,
+) {
+    let period = ttl / 3;
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(period).await;
+        match store.keep_alive(lease).await {
+            Ok(()) => last_ok = tokio::time::Instant::now(),
+            Err(StoreError::LeaseNotFound(_)) => {
+                warn!(lease, "leader lease expired");
+                let _ = lost.send(true);
+                return;
+            }
+            Err(e) => {
+                warn!(lease, error = %e, "leader keep-alive failed");
+                if last_ok.elapsed() >= ttl {
+                    let _ = lost.send(true);
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The runner: campaigns for leadership, then lists and watches the store into one cache,
+//! queues the services that changed, reconciles them with several workers (one per service
+//! at a time) and commits each plan in fenced, batched transactions.
+
+mod cache;
+pub mod commit;
+pub mod leader;
+pub mod queue;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rand::Rng;
+use shoal_core::Keys;
+use shoal_core::manifest::ServiceRef;
+use shoal_core::model::Timestamp;
+use shoal_store::{Store, StoreError, TxnOp, WatchEvent};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::metrics::Metrics;
+use crate::reconcile::reconcile;
+use cache::Cache;
+use commit::{CommitError, commit, plan_ops};
+use leader::{Fence, Leadership, campaign};
+use queue::{Backoff, WorkQueue};
+
+/// Errors of the runner.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A write was fenced off.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+}
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Name written in the leader record.
+    pub identity: String,
+    /// TTL of the leader lease (kept alive every TTL/3).
+    pub lease_ttl: Duration,
+    /// Reconciles running at once (each on a different service).
+    pub workers: usize,
+    /// Wait after a change before reconciling (changes within it are merged).
+    pub debounce: Duration,
+    /// Every service is reconciled at least this often.
+    pub resync_interval: Duration,
+    /// Retry delays after a failed reconcile.
+    pub backoff: Backoff,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            identity: format!(
+                "controller-{}-{:06x}",
+                std::process::id(),
+                rand::rng().random_range(0..0xff_ffff)
+            ),
+            lease_ttl: Duration::from_secs(5),
+            workers: 4,
+            debounce: Duration::from_millis(20),
+            resync_interval: Duration::from_secs(60),
+            backoff: Backoff {
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+/// How a term as leader ended.
+enum TermEnd {
+    Shutdown,
+    Lost,
+}
+
+/// The controller.
+pub struct Controller {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    config: ControllerConfig,
+    metrics: Metrics,
+    leading: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("identity", &self.config.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the workers share during one term.
+struct Term {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    cache: Mutex<Cache>,
+    queue: WorkQueue,
+    fence: Fence,
+    metrics: Metrics,
+    deposed: watch::Sender<bool>,
+}
+
+impl Term {
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enqueue_touched(&self, touched: cache::Touched) {
+        let extra = if touched.nodes_changed {
+            self.cache().node_sensitive_services()
+        } else {
+            Default::default()
+        };
+        for s in touched.services.into_iter().chain(extra) {
+            self.queue.add(s);
+        }
+    }
+
+    fn enqueue_all(&self) {
+        let all = self.cache().all_services();
+        for s in all {
+            self.queue.add(s);
+        }
+    }
+
+    /// Reconciles one service and commits the plan.
+    async fn reconcile_one(&self, s: &ServiceRef) -> Result<Option<Duration>, ControllerError> {
+        let started = std::time::Instant::now();
+        self.metrics.reconciles.inc();
+        let seed = rand::rng().random();
+        let input = self.cache().input(s, Timestamp::now(), seed);
+        let plan = reconcile(&input);
+        let ops = plan_ops(&self.keys, &input, &plan);
+        if !ops.is_empty() {
+            debug!(
+                creates = plan.creates.len(),
+                stops = plan.stops.len(),
+                orphans = plan.orphans.len(),
+                deletes = plan.deletes.len(),
+                ops = ops.len(),
+                "committing plan"
+            );
+            commit(self.store.as_ref(), &self.fence, ops, |batch, rev| {
+                let mut c = self.cache();
+                for op in batch {
+                    match op {
+                        TxnOp::Put { key, value, .. } => c.apply(key, Some(value), rev),
+                        TxnOp::Delete { key } => c.apply(key, None, rev),
+                    };
+                }
+            })
+            .await?;
+        }
+        self.metrics
+            .latency
+            .observe(started.elapsed().as_secs_f64());
+        let again = if plan.is_quiet() {
+            plan.requeue_after
+        } else {
+            Some(Duration::from_millis(50))
+        };
+        Ok(match (again, plan.requeue_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    async fn worker(self: Arc<Self>) {
+        loop {
+            let s = self.queue.next().await;
+            let span = info_span!("reconcile", service = %s);
+            let res = self.reconcile_one(&s).instrument(span).await;
+            match res {
+                Ok(requeue) => self.queue.done(&s, Ok(requeue)),
+                Err(e) => {
+                    self.metrics.errors.inc();
+                    warn!(service = %s, error = %e, "reconcile failed");
+                    if matches!(e, ControllerError::Commit(CommitError::Fenced)) {
+                        let _ = self.deposed.send(true);
+                    }
+                    self.queue.done(&s, Err(()));
+                }
+            }
+        }
+    }
+
+    /// Lists everything into a fresh cache; returns the list revision.
+    async fn relist(&self) -> Result<i64, StoreError> {
+        let root = format!("{}/", self.keys.prefix());
+        let list = self.store.list(&root).await?;
+        let mut fresh = Cache::new(self.keys.clone());
+        for kv in &list.kvs {
+            fresh.apply(&kv.key, Some(&kv.value), kv.mod_revision);
+        }
+        *self.cache() = fresh;
+        self.enqueue_all();
+        info!(
+            keys = list.kvs.len(),
+            revision = list.revision,
+            "cache loaded"
+        );
+        Ok(list.revision)
+    }
+
+    async fn watcher(self: Arc<Self>, mut revision: i64) {
+        let root = format!("{}/", self.keys.prefix());
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let stream = match self.store.watch(&root, revision + 1).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "watch failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let mut stream = stream;
+            while let Some(batch) = stream.next().await {
+                match batch {
+                    Ok(b) => {
+                        delay = Duration::from_millis(100);
+                        let mut touched = cache::Touched::default();
+                        {
+                            let mut c = self.cache();
+                            for ev in &b.events {
+                                let t = match ev {
+                                    WatchEvent::Put(kv) => {
+                                        c.apply(&kv.key, Some(&kv.value), kv.mod_revision)
+                                    }
+                                    WatchEvent::Delete { key, mod_revision } => {
+                                        c.apply(key, None, *mod_revision)
+                                    }
+                                };
+                                touched.services.extend(t.services);
+                                touched.nodes_changed |= t.nodes_changed;
+                            }
+                            revision = revision.max(b.revision);
+                            c.prune(revision);
+                        }
+                        self.enqueue_touched(touched);
+                    }
+                    Err(StoreError::Compacted { .. }) => {
+                        warn!(revision, "watch fell behind compaction; listing again");
+                        loop {
+                            match self.relist().await {
+                                Ok(r) => {
+                                    revision = r;
+                                    break;
+                                }
+                                Err(e) => {
+                                    warn!(error = %e, "list failed; retrying");
+                                    tokio::time::sleep(delay).await;
+                                    delay = (delay * 2).min(Duration::from_secs(5));
+                                }
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "watch broke; resuming");
+                        tokio::time::sleep(delay).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn resync(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            let by_state = self.cache().tasks_by_state();
+            self.metrics.set_tasks(&by_state);
+            tick.tick().await;
+            self.enqueue_all();
+        }
+    }
+}
+
+impl Controller {
+    /// A controller over `store`, with keys under `keys`' prefix.
+    pub fn new(store: Arc<dyn Store>, keys: Keys, config: ControllerConfig) -> Self {
+        let (leading, _) = watch::channel(false);
+        Controller {
+            store,
+            keys,
+            config,
+            metrics: Metrics::default(),
+            leading,
+        }
+    }
+
+    /// The controller's metrics (register them with [`Metrics::register`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Turns true while this controller leads.
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
+    }
+
+    /// Runs until `shutdown` completes: campaigns, leads, and campaigns again after losing
+    /// leadership. On shutdown the leader lease is revoked so a standby takes over at once.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ControllerError> {
+        let (stop_tx, mut stop) = watch::channel(false);
+        let stopper = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let identity = self.config.identity.clone();
+        let span = info_span!("controller", identity = %identity);
+        let res = self.run_inner(&mut stop).instrument(span).await;
+        stopper.abort();
+        res
+    }
+
+    async fn run_inner(&self, stop: &mut watch::Receiver<bool>) -> Result<(), ControllerError> {
+        loop {
+            let leadership = match campaign(
+                &self.store,
+                &self.keys,
+                &self.config.identity,
+                self.config.lease_ttl,
+                stop,
+            )
+            .await
+            {
+                Ok(Some(l)) => l,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    warn!(error = %e, "campaign failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.lease_ttl / 3) => continue,
+                        _ = stop.changed() => return Ok(()),
+                    }
+                }
+            };
+            self.metrics.leader.set(1);
+            let _ = self.leading.send(true);
+            let end = self.term(&leadership, stop.clone()).await;
+            self.metrics.leader.set(0);
+            let _ = self.leading.send(false);
+            match end {
+                Ok(TermEnd::Shutdown) => {
+                    leadership.resign().await;
+                    return Ok(());
+                }
+                Ok(TermEnd::Lost) => {
+                    info!("stepped down");
+                    leadership.resign().await;
+                }
+                Err(e) => {
+                    warn!(error = %e, "leader term failed; stepping down");
+                    leadership.resign().await;
+                }
+            }
+        }
+    }
+
+    async fn term(
+        &self,
+        leadership: &Leadership,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<TermEnd, ControllerError> {
+        let (deposed, mut deposed_rx) = watch::channel(false);
+        let term = Arc::new(Term {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            cache: Mutex::new(Cache::new(self.keys.clone())),
+            queue: WorkQueue::new(self.config.debounce, self.config.backoff),
+            fence: leadership.fence.clone(),
+            metrics: self.metrics.clone(),
+            deposed,
+        });
+        let revision = term.relist().await?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(term.clone().watcher(revision));
+        tasks.spawn(term.clone().resync(self.config.resync_interval));
+        for _ in 0..self.config.workers.max(1) {
+            tasks.spawn(term.clone().worker());
+        }
+        let mut lost = leadership.lost.clone();
+        let end = tokio::select! {
+            _ = stop.wait_for(|s| *s) => TermEnd::Shutdown,
+            _ = lost.wait_for(|l| *l) => TermEnd::Lost,
+            _ = deposed_rx.wait_for(|d| *d) => TermEnd::Lost,
+        };
+        tasks.shutdown().await;
+        Ok(end)
+    }
+}

@@ -1,0 +1,210 @@
+//! The work queue: service keys, de-duplicated and debounced, at most one reconcile per
+//! service at a time, with per-service exponential backoff and jitter after errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use shoal_core::manifest::ServiceRef;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Queued services and when they become due.
+    due: BTreeMap<ServiceRef, Instant>,
+    /// Services being reconciled now.
+    running: BTreeSet<ServiceRef>,
+    /// Services enqueued while running: re-queued when done, at the given time.
+    again: BTreeMap<ServiceRef, Instant>,
+    /// Consecutive failures per service.
+    failures: BTreeMap<ServiceRef, u32>,
+}
+
+/// Backoff bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// First retry delay.
+    pub base: Duration,
+    /// Longest retry delay.
+    pub max: Duration,
+}
+
+/// The queue.
+#[derive(Debug)]
+pub struct WorkQueue {
+    state: Mutex<State>,
+    notify: Notify,
+    debounce: Duration,
+    backoff: Backoff,
+}
+
+impl WorkQueue {
+    /// A queue that waits `debounce` after a change before reconciling.
+    pub fn new(debounce: Duration, backoff: Backoff) -> Self {
+        WorkQueue {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            debounce,
+            backoff,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a service after the debounce delay.
+    pub fn add(&self, s: ServiceRef) {
+        self.add_after(s, self.debounce);
+    }
+
+    /// Queues a service after `delay` (an earlier pending time wins).
+    pub fn add_after(&self, s: ServiceRef, delay: Duration) {
+        let at = Instant::now() + delay;
+        let mut st = self.lock();
+        let slot = if st.running.contains(&s) {
+            &mut st.again
+        } else {
+            &mut st.due
+        };
+        let e = slot.entry(s).or_insert(at);
+        if at < *e {
+            *e = at;
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Waits for the next due service that is not being reconciled, and marks it running.
+    pub async fn next(&self) -> ServiceRef {
+        loop {
+            let notified = self.notify.notified();
+            let wait = {
+                let mut st = self.lock();
+                let now = Instant::now();
+                let ready = st
+                    .due
+                    .iter()
+                    .filter(|(s, _)| !st.running.contains(*s))
+                    .min_by_key(|(_, at)| **at);
+                match ready.map(|(s, at)| (s.clone(), *at)) {
+                    Some((s, at)) if at <= now => {
+                        st.due.remove(&s);
+                        st.running.insert(s.clone());
+                        return s;
+                    }
+                    Some((_, at)) => Some(at - now),
+                    None => None,
+                }
+            };
+            match wait {
+                Some(d) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Marks a reconcile finished: `Ok(requeue)` resets the backoff, `Err` retries with
+    /// backoff and jitter. Changes seen meanwhile queue the service again.
+    pub fn done(&self, s: &ServiceRef, result: Result<Option<Duration>, ()>) {
+        let mut st = self.lock();
+        st.running.remove(s);
+        let now = Instant::now();
+        let mut next: Option<Instant> = st.again.remove(s);
+        match result {
+            Ok(requeue) => {
+                st.failures.remove(s);
+                if let Some(d) = requeue {
+                    let at = now + d;
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            }
+            Err(()) => {
+                let n = st.failures.entry(s.clone()).or_default();
+                *n = n.saturating_add(1);
+                let exp = self.backoff.base.saturating_mul(1u32 << (*n - 1).min(16));
+                let capped = exp.min(self.backoff.max);
+                let jitter = rand::rng().random_range(0.5..1.0);
+                let at = now + capped.mul_f64(jitter);
+                next = Some(next.map_or(at, |n| n.max(at)));
+            }
+        }
+        if let Some(at) = next {
+            let e = st.due.entry(s.clone()).or_insert(at);
+            if at < *e {
+                *e = at;
+            }
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Number of services queued (not counting running ones).
+    pub fn len(&self) -> usize {
+        self.lock().due.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sref(n: &str) -> ServiceRef {
+        ServiceRef {
+            namespace: "default".into(),
+            name: n.into(),
+        }
+    }
+
+    fn queue() -> WorkQueue {
+        WorkQueue::new(
+            Duration::ZERO,
+            Backoff {
+                base: Duration::from_millis(10),
+                max: Duration::from_secs(1),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn duplicates_collapse_and_running_services_wait() {
+        let q = queue();
+        q.add(sref("a"));
+        q.add(sref("a"));
+        q.add(sref("b"));
+        assert_eq!(q.len(), 2);
+        let first = q.next().await;
+        q.add(first.clone());
+        let second = q.next().await;
+        assert_ne!(first, second, "a running service is not handed out twice");
+        q.done(&first, Ok(None));
+        assert_eq!(
+            q.next().await,
+            first,
+            "changes seen while running queue it again"
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_back_off() {
+        let q = queue();
+        q.add(sref("a"));
+        let s = q.next().await;
+        q.done(&s, Err(()));
+        let t0 = Instant::now();
+        assert_eq!(q.next().await, s);
+        assert!(t0.elapsed() >= Duration::from_millis(4));
+    }
+}

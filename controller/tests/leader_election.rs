@@ -1,0 +1,82 @@
+//! Leader election and fencing: one leader among several controllers, a standby takes over
+//! when the leader dies, and a deposed leader's writes are refused.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Agent, Env, wait_for};
+use shoal_controller::runner::commit::{CommitError, commit};
+use shoal_controller::runner::leader::campaign;
+use shoal_store::TxnOp;
+use tokio::sync::watch;
+
+const TTL: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_leader_and_a_standby_takes_over_when_it_dies() {
+    let env = Env::embedded().await;
+    let _a = Agent::start(&env, "n1", &[]).await;
+    let _b = Agent::start(&env, "n2", &[]).await;
+    let c1 = env.controller("c1", TTL);
+    wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
+    let c2 = env.controller("c2", TTL);
+    env.put_service("web", "  replicas: 2\n").await;
+    env.wait_running("web", 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(c1.is_leader() && !c2.is_leader(), "exactly one leader");
+
+    // The leader dies without resigning: its lease expires and c2 takes over.
+    c1.kill();
+    wait_for("c2 leads", || async { c2.is_leader().then_some(()) }).await;
+    env.put_service("web", "  replicas: 4\n").await;
+    env.wait_running("web", 4).await;
+    c2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deposed_leaders_writes_fail() {
+    let env = Env::embedded().await;
+    let (_tx, mut stop) = watch::channel(false);
+    let old = campaign(&env.store, &env.keys, "old", TTL, &mut stop)
+        .await
+        .unwrap()
+        .expect("won");
+    let fence = old.fence.clone();
+    // The old leader stops refreshing its lease (a long pause), and loses it.
+    old.abandon();
+    let new = wait_for("new leader elected", || async {
+        let (_tx, mut stop) = watch::channel(false);
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            campaign(&env.store, &env.keys, "new", TTL, &mut stop),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok().flatten())
+    })
+    .await;
+    let op = || {
+        vec![TxnOp::Put {
+            key: env.keys.task("n1", "web.1.late"),
+            value: b"{}".to_vec(),
+            lease: None,
+        }]
+    };
+    let res = commit(env.store.as_ref(), &fence, op(), |_, _| {}).await;
+    assert!(
+        matches!(res, Err(CommitError::Fenced)),
+        "late write refused: {res:?}"
+    );
+    assert!(
+        env.store
+            .get(&env.keys.task("n1", "web.1.late"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    commit(env.store.as_ref(), &new.fence, op(), |_, _| {})
+        .await
+        .expect("the new leader writes");
+    new.resign().await;
+}
