@@ -18,6 +18,7 @@
 //! Hollow nodes: `AgentConfig { hollow_nodes: 1000, .. }` with the sim runtime registers
 //! `node-1-0000` … `node-1-0999` under one shared lease and runs their tasks from one watch.
 
+pub mod discovery;
 pub mod node;
 pub mod runner;
 pub mod runtime;

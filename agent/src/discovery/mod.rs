@@ -1,0 +1,186 @@
+//! Discovery: registers running tasks that publish a port and carry `discovery.consul` in
+//! the node's local Consul agent, deregisters them before their container stops, and on
+//! agent start removes the registrations this node owns that no longer match a running task.
+//!
+//! A registration has ID = task id, Name = `consul.name` (else the service name), the
+//! manifest's tags, Meta = the manifest's meta plus `shoal-service` (`ns/name`),
+//! `shoal-node` and `shoal-task`, Address = the node address, Port = the host port bound for
+//! the chosen target port (`consul.port`, else the first port), and the manifest's HTTP or
+//! TCP check with its interval, timeout and `DeregisterCriticalServiceAfter`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use shoal_core::model::{PortBinding, Task};
+use shoal_store::consul::{AgentServiceCheck, AgentServiceRegistration, ConsulClient, ConsulError};
+
+/// Meta key naming the Shoal service (`ns/name`) of a registration.
+pub const META_SERVICE: &str = "shoal-service";
+/// Meta key naming the node that registered it.
+pub const META_NODE: &str = "shoal-node";
+/// Meta key naming the task.
+pub const META_TASK: &str = "shoal-task";
+
+/// What can go wrong registering tasks in Consul.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The Consul agent refused or did not answer.
+    #[error("consul: {0}")]
+    Consul(#[from] ConsulError),
+    /// The task has no host port for the target to register.
+    #[error("task {task} has no host port bound for target port {target}")]
+    NoPort {
+        /// Task id.
+        task: String,
+        /// Target port looked for.
+        target: u16,
+    },
+}
+
+/// Registers this node's tasks in its local Consul agent.
+#[derive(Debug, Clone)]
+pub struct ConsulRegistrar {
+    client: ConsulClient,
+    node_id: String,
+    node_address: String,
+}
+
+fn go_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis().max(1))
+    }
+}
+
+impl ConsulRegistrar {
+    /// A registrar for node `node_id`, whose tasks are reachable on `node_address`.
+    pub fn new(
+        client: ConsulClient,
+        node_id: impl Into<String>,
+        node_address: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            node_id: node_id.into(),
+            node_address: node_address.into(),
+        }
+    }
+
+    /// The registration of a task given its bound ports; `None` when the task asks for no
+    /// Consul registration or publishes no port.
+    pub fn registration(
+        &self,
+        task: &Task,
+        ports: &[PortBinding],
+    ) -> Result<Option<AgentServiceRegistration>, DiscoveryError> {
+        let Some(consul) = &task.template.consul else {
+            return Ok(None);
+        };
+        let target = match consul
+            .port
+            .or_else(|| task.template.ports.first().map(|p| p.target))
+        {
+            Some(t) => t,
+            None => return Ok(None),
+        };
+        let port = ports
+            .iter()
+            .find(|b| b.target == target)
+            .map(|b| b.published)
+            .ok_or_else(|| DiscoveryError::NoPort {
+                task: task.id.clone(),
+                target,
+            })?;
+        let mut meta = consul.meta.clone();
+        meta.insert(META_SERVICE.into(), task.service.to_string());
+        meta.insert(META_NODE.into(), self.node_id.clone());
+        meta.insert(META_TASK.into(), task.id.clone());
+        let checks = consul
+            .check
+            .as_ref()
+            .and_then(|c| {
+                let mut check = AgentServiceCheck {
+                    interval: Some(go_duration(c.interval.0)),
+                    timeout: Some(go_duration(c.timeout.0)),
+                    deregister_critical_service_after: Some(go_duration(
+                        c.deregister_critical_service_after.0,
+                    )),
+                    ..AgentServiceCheck::default()
+                };
+                if let Some(path) = &c.http {
+                    let path = if path.starts_with('/') {
+                        path.clone()
+                    } else {
+                        format!("/{path}")
+                    };
+                    check.http = Some(format!("http://{}:{port}{path}", self.node_address));
+                } else if c.tcp {
+                    check.tcp = Some(format!("{}:{port}", self.node_address));
+                } else {
+                    return None;
+                }
+                Some(check)
+            })
+            .into_iter()
+            .collect();
+        Ok(Some(AgentServiceRegistration {
+            id: task.id.clone(),
+            name: consul
+                .name
+                .clone()
+                .unwrap_or_else(|| task.service.name.clone()),
+            tags: consul.tags.clone(),
+            address: self.node_address.clone(),
+            port,
+            meta,
+            checks,
+        }))
+    }
+
+    /// Registers a running task (replacing an earlier registration with the same ID);
+    /// returns whether there was anything to register.
+    pub async fn register(
+        &self,
+        task: &Task,
+        ports: &[PortBinding],
+    ) -> Result<bool, DiscoveryError> {
+        let Some(reg) = self.registration(task, ports)? else {
+            return Ok(false);
+        };
+        self.client.agent_service_register(&reg).await?;
+        tracing::debug!(task = %task.id, service = %reg.name, port = reg.port, "registered in consul");
+        Ok(true)
+    }
+
+    /// Deregisters a task; a task that was not registered is not an error.
+    pub async fn deregister(&self, task_id: &str) -> Result<(), DiscoveryError> {
+        match self.client.agent_service_deregister(task_id).await {
+            Ok(()) | Err(ConsulError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes every registration owned by this node (Meta `shoal-node`) whose ID is not in
+    /// `running`; returns the removed IDs, sorted.
+    pub async fn remove_stale(
+        &self,
+        running: &BTreeSet<String>,
+    ) -> Result<Vec<String>, DiscoveryError> {
+        let services = self.client.agent_services().await?;
+        let mut removed = Vec::new();
+        for (id, svc) in services {
+            let owned = svc
+                .meta
+                .as_ref()
+                .and_then(|m| m.get(META_NODE))
+                .is_some_and(|n| *n == self.node_id);
+            if owned && !running.contains(&id) {
+                self.deregister(&id).await?;
+                tracing::info!(task = %id, "removed a stale consul registration");
+                removed.push(id);
+            }
+        }
+        Ok(removed)
+    }
+}
