@@ -92,3 +92,21 @@ async fn reflector_relists_after_compaction() {
     let mut h = EtcdHarness::new().await;
     conformance::reflector_relists_after_compaction(&mut h).await;
 }
+
+/// A dead etcd answers `Unavailable` (within the client's timeouts) instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_etcd_is_unavailable() {
+    let mut fixture = shoal_tests::etcd::EtcdFixture::start().unwrap_or_else(|e| panic!("{e}"));
+    let store = fixture.store().await.expect("connect");
+    use shoal_store::Store;
+    store
+        .put("/dead/a", b"1".to_vec(), None)
+        .await
+        .expect("put while up");
+    fixture.kill();
+    let result = tokio::time::timeout(conformance::DEADLINE, store.get("/dead/a")).await;
+    match result {
+        Ok(Err(shoal_store::StoreError::Unavailable(_))) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}

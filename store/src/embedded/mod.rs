@@ -284,4 +284,86 @@ mod tests {
         assert_eq!(list.kvs[1].value, b"2");
         assert!(store.put("/c", vec![], None).await.expect("put") > rev);
     }
+
+    #[tokio::test]
+    async fn leases_outlive_a_restart_until_their_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lease = {
+            let store = EmbeddedStore::open(dir.path()).await.expect("open");
+            let lease = store
+                .grant_lease(Duration::from_secs(2))
+                .await
+                .expect("grant");
+            store
+                .put("/n/a", b"1".to_vec(), Some(lease))
+                .await
+                .expect("put");
+            lease
+        };
+        let store = EmbeddedStore::open(dir.path()).await.expect("reopen");
+        let kv = store
+            .get("/n/a")
+            .await
+            .expect("get")
+            .expect("key kept until the deadline");
+        assert_eq!(kv.lease, Some(lease));
+        let mut gone = false;
+        for _ in 0..300 {
+            if store.get("/n/a").await.expect("get").is_none() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            gone,
+            "the key of the expired lease was deleted after the restart"
+        );
+        assert!(matches!(
+            store.keep_alive(lease).await,
+            Err(StoreError::LeaseNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn slow_watchers_catch_up_from_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).await.expect("open");
+        let mut watch = store.watch("/s/", 0).await.expect("watch");
+        let n = super::BROADCAST_CAPACITY + 200;
+        let mut ops = Vec::new();
+        for i in 0..n {
+            ops.push(TxnOp::Put {
+                key: format!("/s/{i}"),
+                value: vec![],
+                lease: None,
+            });
+            if ops.len() == 1 || i + 1 == n {
+                store
+                    .txn(Txn {
+                        compares: vec![],
+                        ops: std::mem::take(&mut ops),
+                    })
+                    .await
+                    .expect("txn");
+            }
+        }
+        let mut seen = Vec::new();
+        while seen.len() < n {
+            use futures::StreamExt;
+            let batch = tokio::time::timeout(Duration::from_secs(30), watch.next())
+                .await
+                .expect("events in time")
+                .expect("stream open")
+                .expect("no error");
+            seen.extend(batch.events.into_iter().map(|e| match e {
+                crate::WatchEvent::Put(kv) => kv.mod_revision,
+                crate::WatchEvent::Delete { mod_revision, .. } => mod_revision,
+            }));
+        }
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(seen, sorted, "in order, exactly once");
+    }
 }
