@@ -1,0 +1,58 @@
+//! The controller against a real etcd: placement, node loss and leader failover.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Agent, Env, wait_for};
+use shoal_store::Store;
+use shoal_tests::etcd::EtcdFixture;
+
+const TTL: Duration = Duration::from_secs(2);
+
+async fn etcd_env() -> (EtcdFixture, Env) {
+    let fixture =
+        EtcdFixture::start().unwrap_or_else(|e| panic!("etcd is required for this test: {e}"));
+    let store: Arc<dyn Store> = Arc::new(fixture.store().await.expect("connect to etcd"));
+    (fixture, Env::over(store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_spread_and_survive_node_loss_on_etcd() {
+    let (_etcd, env) = etcd_env().await;
+    let mut agents = vec![
+        Agent::start(&env, "n1", &[]).await,
+        Agent::start(&env, "n2", &[]).await,
+        Agent::start(&env, "n3", &[]).await,
+    ];
+    let c = env.controller("c1", TTL);
+    env.put_service("web", "  replicas: 3\n").await;
+    let per_node = env.wait_running("web", 3).await;
+    assert_eq!(per_node.len(), 3, "one per node: {per_node:?}");
+
+    agents.pop().unwrap().kill();
+    wait_for("tasks replaced away from the lost node", || async {
+        let r = env.running("web").await;
+        (!r.contains_key("n3") && r.values().sum::<usize>() == 3).then_some(())
+    })
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn standby_takes_over_on_etcd() {
+    let (_etcd, env) = etcd_env().await;
+    let _a = Agent::start(&env, "n1", &[]).await;
+    let c1 = env.controller("c1", TTL);
+    wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
+    let c2 = env.controller("c2", TTL);
+    env.put_service("web", "  replicas: 1\n").await;
+    env.wait_running("web", 1).await;
+    assert!(!c2.is_leader());
+    c1.kill();
+    wait_for("c2 leads", || async { c2.is_leader().then_some(()) }).await;
+    env.put_service("web", "  replicas: 2\n").await;
+    env.wait_running("web", 2).await;
+    c2.stop().await;
+}
