@@ -1,14 +1,123 @@
-//! `shoal agent`.
+//! `shoal agent`: runs a node agent (or, with the sim runtime, many hollow nodes).
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Args;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
+use shoal_core::keys::Keys;
+use shoal_core::model::Capacity;
+use shoal_core::units::ByteSize;
+
+use crate::cli::StoreArgs;
+
+/// Runtime flag values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeFlag {
+    /// Docker containers (the local Docker Engine).
+    Docker,
+    /// Host processes.
+    Process,
+    /// Nothing runs (hollow nodes for tests and benchmarks).
+    Sim,
+}
 
 /// Flags of `shoal agent`.
 #[derive(Debug, Args)]
-pub struct AgentArgs {}
+pub struct AgentArgs {
+    /// Store flags.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Node id (stable across restarts); the base of hollow node ids.
+    #[arg(long, env = "SHOAL_NODE_ID")]
+    pub node_id: String,
+    /// Host name reported for the node (default: this host's).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Address other hosts reach this node's tasks on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: String,
+    /// Node label `key=value` (repeatable), for placement constraints.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Runtime that runs tasks.
+    #[arg(long, value_enum, default_value_t = RuntimeFlag::Docker)]
+    pub runtime: RuntimeFlag,
+    /// CPUs offered (default: detected).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Memory offered, e.g. 8Gi (default: detected).
+    #[arg(long)]
+    pub memory: Option<ByteSize>,
+    /// Time to live of the node lease.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+    /// Register this many hollow nodes (`<ID>-0000` …) sharing one lease (sim runtime only).
+    #[arg(long, default_value_t = 0)]
+    pub hollow_nodes: usize,
+    /// Directory for task logs (process runtime).
+    #[arg(long, default_value = "/var/lib/shoal/agent")]
+    pub data_dir: PathBuf,
+}
 
-/// Runs `shoal agent`.
-pub async fn run(_args: AgentArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("shoal agent is not available in this build yet")
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} is not key=value"))?;
+    if k.is_empty() {
+        return Err(format!("label {s:?} has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Runs `shoal agent` until Ctrl-C or SIGTERM.
+pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if args.hollow_nodes > 0 && args.runtime != RuntimeFlag::Sim {
+        anyhow::bail!("--hollow-nodes needs --runtime sim");
+    }
+    let store = shoal_store::open_store(&args.store.store)
+        .await
+        .with_context(|| format!("cannot open store {}", args.store.store))?;
+    let keys = Keys::new(&args.store.prefix);
+    let mut config = AgentConfig::new(&args.node_id);
+    if let Some(h) = args.hostname {
+        config.hostname = h;
+    }
+    config.address = args.address;
+    config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
+    config.lease_ttl = args.lease_ttl;
+    config.hollow_nodes = args.hollow_nodes;
+    if args.cpus.is_some() || args.memory.is_some() {
+        let detected = shoal_agent::node::detect_capacity();
+        config.capacity = Some(Capacity {
+            cpus: args.cpus.unwrap_or(detected.cpus),
+            memory: args.memory.unwrap_or(detected.memory),
+        });
+    }
+    let choice = match args.runtime {
+        RuntimeFlag::Docker => RuntimeChoice::Docker,
+        RuntimeFlag::Process => RuntimeChoice::Process,
+        RuntimeFlag::Sim => RuntimeChoice::Sim,
+    };
+    let runtime = shoal_agent::open_runtime(choice, &args.node_id, &args.data_dir).await?;
+    let agent = Agent::new(store, keys, config, runtime);
+    agent.run(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
