@@ -403,3 +403,17 @@ async fn readyz_reports_the_store() {
     let (s, _, _) = api.call("GET", "/readyz", "", &[]).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn metrics_include_the_process_registry() {
+    let mut reg = prometheus_client::registry::Registry::default();
+    let c = prometheus_client::metrics::counter::Counter::<u64>::default();
+    c.inc();
+    reg.register("shoal_reconciles", "Reconciles", c);
+    let reg = std::sync::Arc::new(reg);
+    let api = Api::with(|s| s.with_registry(reg)).await;
+    let (_, _, text) = api.call("GET", "/metrics", "", &[]).await;
+    assert!(text.contains("shoal_reconciles_total 1"), "{text}");
+    assert!(text.contains("shoal_tasks"), "{text}");
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+}

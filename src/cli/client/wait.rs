@@ -166,3 +166,54 @@ pub async fn wait_for(client: &Client, targets: Vec<Target>, timeout: Duration) 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::Timestamp;
+    use shoal_core::model::{RolloutState, RolloutStatus};
+
+    use super::*;
+
+    fn status(generation: i64, running: u64, desired: u64, updated: u64) -> ServiceStatus {
+        ServiceStatus {
+            observed_generation: generation,
+            desired,
+            running,
+            updated,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_the_status() {
+        assert!(matches!(judge(None, 5), Verdict::Progressing(_)));
+        assert!(
+            matches!(judge(Some(&status(4, 3, 3, 3)), 5), Verdict::Progressing(_)),
+            "older generation"
+        );
+        assert_eq!(judge(Some(&status(5, 3, 3, 3)), 5), Verdict::Converged);
+        assert!(
+            matches!(judge(Some(&status(5, 3, 3, 1)), 5), Verdict::Progressing(_)),
+            "not all updated"
+        );
+        let mut s = status(5, 3, 3, 3);
+        s.unschedulable = Some("0/2 nodes: 2 insufficient memory".into());
+        assert!(
+            matches!(judge(Some(&s), 5), Verdict::Failed(m) if m.contains("insufficient memory"))
+        );
+        let mut s = status(6, 3, 3, 3);
+        s.rollout = Some(RolloutStatus {
+            state: RolloutState::RolledBack,
+            target_hash: "h".into(),
+            updated: 0,
+            total: 3,
+            message: Some("task failed".into()),
+            started_at: Timestamp(0),
+            completed_at: None,
+        });
+        assert!(matches!(judge(Some(&s), 5), Verdict::Failed(m) if m.contains("rolled back")));
+        let mut s = status(5, 3, 3, 3);
+        s.error = Some("services/default/web:3:1: bad".into());
+        assert!(matches!(judge(Some(&s), 5), Verdict::Failed(_)));
+    }
+}
