@@ -236,3 +236,34 @@ async fn restarted_agent_adopts_running_tasks_and_removes_unassigned_ones() {
     assert_eq!(s.exit_code, Some(2));
     a.stop().await.expect("agent stops");
 }
+
+#[tokio::test]
+async fn lost_lease_is_replaced_and_the_node_registered_again() {
+    let ts = store().await;
+    let a = agent(&ts, "n1", Arc::new(SimRuntime::new()));
+    let key = ts.keys.node("n1");
+    let store = ts.store.clone();
+    eventually("node registered", || {
+        let (store, key) = (store.clone(), key.clone());
+        async move { store.get(&key).await.ok().flatten().is_some() }
+    })
+    .await;
+    let old = ts
+        .store
+        .get(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .lease
+        .expect("leased");
+    // The lease vanishes (as when it expires while the store is away): the record goes too.
+    ts.store.revoke_lease(old).await.unwrap();
+    eventually("node registered again under a new lease", || {
+        let (store, key) = (store.clone(), key.clone());
+        async move {
+            matches!(store.get(&key).await, Ok(Some(kv)) if kv.lease.is_some() && kv.lease != Some(old))
+        }
+    })
+    .await;
+    a.stop().await.expect("agent stops");
+}
