@@ -1,14 +1,126 @@
-//! `shoal dev`.
+//! `shoal dev`: everything in one process on the embedded store — the API on 127.0.0.1:7878,
+//! the controller, and one local agent (docker runtime when Docker answers, else process), like
+//! `nomad agent -dev`. State lives in the data directory, so a restart finds everything where
+//! it was.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::Args;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
+use shoal_api::ApiState;
+use shoal_controller::{Controller, ControllerConfig};
+use shoal_core::keys::Keys;
+use shoal_store::Store;
+
+/// Runtime choice for the local agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DevRuntime {
+    /// Docker when the engine answers, else host processes.
+    Auto,
+    /// Docker containers.
+    Docker,
+    /// Host processes.
+    Process,
+}
 
 /// Flags of `shoal dev`.
 #[derive(Debug, Args)]
-pub struct DevArgs {}
+pub struct DevArgs {
+    /// Data directory (embedded store, task logs).
+    #[arg(long, env = "SHOAL_DEV_DATA", default_value = ".shoal-dev")]
+    pub data_dir: PathBuf,
+    /// API listen address (loopback only: `shoal dev` has no tokens).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+    /// Runtime of the local agent.
+    #[arg(long, value_enum, default_value_t = DevRuntime::Auto)]
+    pub runtime: DevRuntime,
+    /// Node id of the local agent (default: this host's name).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Node label `key=value` for the local node (repeatable).
+    #[arg(long = "label", value_parser = crate::cli::parse_label)]
+    pub labels: Vec<(String, String)>,
+}
 
-/// Runs `shoal dev`.
-pub async fn run(_args: DevArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("shoal dev is not available in this build yet")
+/// Runs `shoal dev` until Ctrl-C or SIGTERM.
+pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.listen.ip().is_loopback(),
+        "shoal dev serves the API without authentication, so it listens on loopback only; \
+         {} is not a loopback address (run `shoal api --token-file` for that)",
+        args.listen
+    );
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(
+        shoal_store::EmbeddedStore::open(data_dir.join("store"))
+            .await
+            .with_context(|| format!("opening the embedded store in {}", data_dir.display()))?,
+    );
+    let keys = Keys::default();
+
+    // Agent runtime: docker when it answers.
+    let mut config = AgentConfig::new(args.node_id.as_deref().unwrap_or("local"));
+    if args.node_id.is_none() {
+        config.node_id = config.hostname.clone();
+    }
+    config.labels = args.labels.iter().cloned().collect();
+    let node_id = config.node_id.clone();
+    let runtime = match args.runtime {
+        DevRuntime::Docker => shoal_agent::open_runtime(RuntimeChoice::Docker, &node_id, &data_dir)
+            .await
+            .context("connecting to Docker")?,
+        DevRuntime::Process => {
+            shoal_agent::open_runtime(RuntimeChoice::Process, &node_id, &data_dir).await?
+        }
+        DevRuntime::Auto => {
+            match shoal_agent::open_runtime(RuntimeChoice::Docker, &node_id, &data_dir).await {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Docker does not answer; the local agent runs host processes");
+                    shoal_agent::open_runtime(RuntimeChoice::Process, &node_id, &data_dir).await?
+                }
+            }
+        }
+    };
+    let agent = Agent::new(store.clone(), keys.clone(), config, runtime.clone()).spawn();
+
+    let controller = Controller::new(store.clone(), keys.clone(), ControllerConfig::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    controller.metrics().register(&mut registry);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let controller_task = tokio::spawn(controller.run(stopped(stop_rx.clone())));
+
+    let state = ApiState::new(store.clone(), keys.clone()).with_registry(Arc::new(registry));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!(
+        "shoal dev: API on http://{}, node {node_id} ({} runtime), data in {}",
+        listener.local_addr()?,
+        runtime.name(),
+        data_dir.display()
+    );
+    let api_task = tokio::spawn(shoal_api::serve_listener(state, listener, stopped(stop_rx)));
+
+    crate::cli::shutdown_signal().await;
+    eprintln!("shoal dev: stopping (tasks keep running; they are adopted on the next start)");
+    stop_tx.send_replace(true);
+    let _ = api_task.await;
+    match controller_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "controller stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "controller task ended abnormally"),
+        Ok(Ok(())) => {}
+    }
+    agent.stop().await.context("stopping the local agent")?;
+    Ok(ExitCode::SUCCESS)
 }
