@@ -1,14 +1,65 @@
-//! `shoal controller`.
+//! `shoal controller`: runs the controller (leader-elected; several may run) until SIGINT or
+//! SIGTERM.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
+use shoal_controller::{Controller, ControllerConfig};
+use shoal_core::keys::Keys;
+use shoal_core::units::Dur;
+
+use crate::cli::StoreArgs;
 
 /// Flags of `shoal controller`.
 #[derive(Debug, Args)]
-pub struct ControllerArgs {}
+pub struct ControllerArgs {
+    /// Store flags.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// TTL of the leader lease: a standby takes over within this long after the leader dies.
+    #[arg(long, default_value = "5s")]
+    pub lease_ttl: Dur,
+    /// Services reconciled at once.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Every service is reconciled at least this often, changes or not.
+    #[arg(long, default_value = "60s")]
+    pub resync: Dur,
+}
 
 /// Runs `shoal controller`.
-pub async fn run(_args: ControllerArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("shoal controller is not available in this build yet")
+pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let store = shoal_store::open_store(&args.store.store)
+        .await
+        .with_context(|| format!("opening store {}", args.store.store))?;
+    anyhow::ensure!(
+        !args.lease_ttl.is_zero(),
+        "--lease-ttl must be greater than zero"
+    );
+    let config = ControllerConfig {
+        lease_ttl: args.lease_ttl.get(),
+        workers: args.workers.max(1),
+        resync_interval: args.resync.get().max(Duration::from_secs(1)),
+        ..ControllerConfig::default()
+    };
+    tracing::info!(store = %args.store.store, prefix = %args.store.prefix, identity = %config.identity, "starting controller");
+    let controller = Controller::new(store, Keys::new(&args.store.prefix), config);
+    controller.run(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
