@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use shoal_agent::runtime::multi::MultiRuntime;
 use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_api::ApiState;
 use shoal_controller::{Controller, ControllerConfig};
@@ -19,7 +20,7 @@ use shoal_store::Store;
 /// Runtime choice for the local agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DevRuntime {
-    /// Docker when the engine answers, else host processes.
+    /// Docker containers and host processes when the engine answers, else host processes.
     Auto,
     /// Docker containers.
     Docker,
@@ -80,11 +81,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             shoal_agent::open_runtime(RuntimeChoice::Process, &node_id, &data_dir).await?
         }
         DevRuntime::Auto => {
+            let process =
+                shoal_agent::open_runtime(RuntimeChoice::Process, &node_id, &data_dir).await?;
             match shoal_agent::open_runtime(RuntimeChoice::Docker, &node_id, &data_dir).await {
-                Ok(rt) => rt,
+                Ok(docker) => Arc::new(MultiRuntime::new(docker, process)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "Docker does not answer; the local agent runs host processes");
-                    shoal_agent::open_runtime(RuntimeChoice::Process, &node_id, &data_dir).await?
+                    tracing::warn!(error = %e, "Docker does not answer; the local agent runs host processes only");
+                    process
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! task with the runtime's own message.
 
 pub mod docker;
+pub mod multi;
 pub mod process;
 pub mod sim;
 
