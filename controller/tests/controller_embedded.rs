@@ -31,6 +31,15 @@ async fn three_replicas_spread_one_per_node_then_scale() {
     );
     let st = env.status("web").await.unwrap();
     assert_eq!((st.desired, st.running, st.updated), (3, 3, 3));
+    // A converged service's status is not rewritten by later passes (resync runs every 2s).
+    let key = env.keys.service_status(&Env::sref("web"));
+    let rev = env.store.get(&key).await.unwrap().unwrap().mod_revision;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        env.store.get(&key).await.unwrap().unwrap().mod_revision,
+        rev,
+        "status not rewritten"
+    );
 
     env.put_service("web", "  replicas: 5\n").await;
     env.wait_running("web", 5).await;

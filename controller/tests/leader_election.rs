@@ -80,3 +80,35 @@ async fn a_deposed_leaders_writes_fail() {
         .expect("the new leader writes");
     new.resign().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_whose_record_is_taken_steps_down() {
+    let env = Env::embedded().await;
+    let _a = Agent::start(&env, "n1", &[]).await;
+    let c1 = env.controller("c1", TTL);
+    wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
+    let c2 = env.controller("c2", TTL);
+    env.put_service("web", "  replicas: 1\n").await;
+    env.wait_running("web", 1).await;
+
+    // An operator deletes the leader record: a new election runs (normally won by the
+    // standby, which is already watching), and the old term ends instead of writing on.
+    let old_fence = env
+        .store
+        .get(&env.keys.leader())
+        .await
+        .unwrap()
+        .unwrap()
+        .mod_revision;
+    env.store.delete(&env.keys.leader()).await.unwrap();
+    wait_for("a new leader record and exactly one leader", || async {
+        let rec = env.store.get(&env.keys.leader()).await.unwrap()?;
+        (rec.mod_revision != old_fence && c1.is_leader() != c2.is_leader()).then_some(())
+    })
+    .await;
+    env.put_service("web", "  replicas: 2\n").await;
+    env.wait_running("web", 2).await;
+    assert!(c1.is_leader() != c2.is_leader(), "exactly one leader");
+    c1.stop().await;
+    c2.stop().await;
+}

@@ -224,3 +224,33 @@ fn many_tasks_on_many_nodes_spread_evenly() {
     }
     assert!(per.values().all(|&c| c == 10), "{per:?}");
 }
+
+#[test]
+fn a_large_batch_is_placed_evenly_with_accounting_as_it_goes() {
+    let ns = nodes(
+        (0..1000)
+            .map(|i| node(&format!("n{i:04}"), &[("zone", ["a", "b", "c"][i % 3])]))
+            .collect(),
+    );
+    let svc = service(
+        "web",
+        "  resources: {reservations: {cpus: 0.1, memory: 64Mi}}\n  placement:\n    preferences: [{spread: node.labels.zone}]\n",
+    );
+    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for n in place_n(&mut p, 20_000) {
+        *per.entry(n).or_default() += 1;
+    }
+    assert_eq!(per.len(), 1000);
+    // Zones get equal shares first (a has one node more), then nodes within a zone.
+    assert!(per.values().all(|&c| (19..=21).contains(&c)), "even spread");
+    let zone = |n: &str| n[1..].parse::<usize>().unwrap() % 3;
+    let mut zones = [0usize; 3];
+    for (n, c) in &per {
+        zones[zone(n)] += c;
+    }
+    assert!(
+        zones.iter().max().unwrap() - zones.iter().min().unwrap() <= 1,
+        "{zones:?}"
+    );
+}

@@ -194,6 +194,16 @@ impl Term {
         }
     }
 
+    /// Whether a watch event shows the leader record deleted or rewritten by someone else.
+    fn leader_record_lost(&self, ev: &WatchEvent) -> bool {
+        match ev {
+            WatchEvent::Put(kv) => {
+                kv.key == self.fence.key && kv.mod_revision != self.fence.revision
+            }
+            WatchEvent::Delete { key, .. } => *key == self.fence.key,
+        }
+    }
+
     /// Lists everything into a fresh cache; returns the list revision.
     async fn relist(&self) -> Result<i64, StoreError> {
         let root = format!("{}/", self.keys.prefix());
@@ -234,6 +244,12 @@ impl Term {
                         {
                             let mut c = self.cache();
                             for ev in &b.events {
+                                if self.leader_record_lost(ev) {
+                                    warn!(
+                                        "the leader record changed under this controller; stepping down"
+                                    );
+                                    let _ = self.deposed.send(true);
+                                }
                                 let t = match ev {
                                     WatchEvent::Put(kv) => {
                                         c.apply(&kv.key, Some(&kv.value), kv.mod_revision)
