@@ -8,12 +8,14 @@ pub mod keys;
 pub mod manifest;
 pub mod model;
 pub mod parse;
+pub mod schema;
 pub mod units;
+pub mod validate;
 
 pub use keys::{Key, Keys};
 pub use manifest::{Service, ServiceRef, ServiceSpec};
 pub use model::{
     Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskState, TaskStatus, TaskTemplate, Timestamp,
 };
-pub use units::{ByteSize, Dur};
 pub use parse::{ManifestError, ParsedService, parse};
+pub use units::{ByteSize, Dur};
