@@ -52,7 +52,7 @@ pub struct ApiDoc;
 
 /// The JSON Schema of a Service manifest (for editors and `shoal schema`).
 pub fn service_schema_value() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(shoal_core::Service)).unwrap_or_default()
+    shoal_core::schema::service_schema()
 }
 
 /// Serves the JSON Schema of a Service manifest.
