@@ -277,3 +277,93 @@ async fn deleted_service_loses_its_tasks_and_status() {
     .await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn global_service_runs_on_every_eligible_node() {
+    let env = Env::embedded().await;
+    let _agents = three_agents(&env).await;
+    let c = env.controller("c1", TTL);
+    env.put_service(
+        "logs",
+        "  mode: global\n  placement:\n    constraints: [\"node.labels.zone != c\"]\n",
+    )
+    .await;
+    let per_node = env.wait_running("logs", 2).await;
+    assert_eq!(
+        per_node,
+        BTreeMap::from([("n1".into(), 1), ("n2".into(), 1)])
+    );
+    let _n4 = Agent::start(&env, "n4", &[("zone", "d")]).await;
+    let per_node = env.wait_running("logs", 3).await;
+    assert_eq!(per_node.get("n4"), Some(&1), "a new node gets one");
+    env.set_availability("n1", "drain").await;
+    let per_node = env.wait_running("logs", 2).await;
+    assert!(
+        !per_node.contains_key("n1"),
+        "a drained node loses its task"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn template_change_replaces_tasks_and_keeps_the_previous_spec() {
+    let env = Env::embedded().await;
+    let _agents = three_agents(&env).await;
+    let c = env.controller("c1", TTL);
+    env.put_service("web", "  replicas: 3\n  env: {VERSION: \"1\"}\n")
+        .await;
+    env.wait_running("web", 3).await;
+    env.put_service("web", "  replicas: 3\n  env: {VERSION: \"2\"}\n")
+        .await;
+    wait_for("every running task on the new template", || async {
+        let tasks = env.tasks().await;
+        let running_v2 = tasks
+            .iter()
+            .filter(|(t, s)| {
+                t.desired_state == DesiredState::Running
+                    && s.as_ref().is_some_and(|s| s.state == TaskState::Running)
+                    && t.template.env.get("VERSION").map(String::as_str) == Some("2")
+            })
+            .count();
+        let st = env.status("web").await?;
+        (running_v2 == 3 && st.updated == 3).then_some(())
+    })
+    .await;
+    let st = env.status("web").await.unwrap();
+    let prev = st.previous_spec.expect("previous spec kept for rollback");
+    assert_eq!(prev.env.get("VERSION").map(String::as_str), Some("1"));
+    assert_eq!(
+        st.rollout.map(|r| r.state),
+        Some(shoal_core::model::RolloutState::Completed)
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn services_sharing_a_host_port_never_share_a_node() {
+    let env = Env::embedded().await;
+    let _agents = three_agents(&env).await;
+    let c = env.controller("c1", TTL);
+    for name in ["a", "b", "c"] {
+        env.put_service(name, "  ports: [{target: 80, published: 8080}]\n")
+            .await;
+    }
+    for name in ["a", "b", "c"] {
+        env.wait_running(name, 1).await;
+    }
+    let nodes: std::collections::BTreeSet<String> = env
+        .tasks()
+        .await
+        .into_iter()
+        .map(|(t, _)| t.node_id)
+        .collect();
+    assert_eq!(nodes.len(), 3, "one per node: {nodes:?}");
+    env.put_service("d", "  ports: [{target: 80, published: 8080}]\n")
+        .await;
+    let msg = wait_for("d unschedulable", || async {
+        env.status("d").await.and_then(|s| s.unschedulable)
+    })
+    .await;
+    assert_eq!(msg, "0/3 nodes available: 3 host port 8080/tcp in use");
+    c.stop().await;
+}

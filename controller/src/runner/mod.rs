@@ -108,6 +108,7 @@ struct Term {
     fence: Fence,
     metrics: Metrics,
     deposed: watch::Sender<bool>,
+    placement: tokio::sync::Mutex<()>,
 }
 
 impl Term {
@@ -138,8 +139,18 @@ impl Term {
         let started = std::time::Instant::now();
         self.metrics.reconciles.inc();
         let seed = rand::rng().random();
-        let input = self.cache().input(s, Timestamp::now(), seed);
-        let plan = reconcile(&input);
+        let mut input = self.cache().input(s, Timestamp::now(), seed);
+        let mut plan = reconcile(&input);
+        // Plans that place tasks are decided and committed one at a time, on a fresh view,
+        // so two services never take the same host port or the last free memory of a node.
+        let _placing = if plan.creates.is_empty() {
+            None
+        } else {
+            let guard = self.placement.lock().await;
+            input = self.cache().input(s, Timestamp::now(), seed);
+            plan = reconcile(&input);
+            Some(guard)
+        };
         let ops = plan_ops(&self.keys, &input, &plan);
         if !ops.is_empty() {
             debug!(
@@ -403,6 +414,7 @@ impl Controller {
             fence: leadership.fence.clone(),
             metrics: self.metrics.clone(),
             deposed,
+            placement: tokio::sync::Mutex::new(()),
         });
         let revision = term.relist().await?;
         let mut tasks = JoinSet::new();
