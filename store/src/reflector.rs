@@ -395,14 +395,16 @@ impl<T> Reader<T> {
             }
         }
         self.shared.revision.fetch_max(revision, Ordering::AcqRel);
-        self.shared
-            .ready
-            .send_if_modified(|ready| !std::mem::replace(ready, true));
         changes.sort_by(|a, b| a.key().cmp(b.key()));
         for change in changes {
             // No subscriber is fine.
             let _ = self.shared.changes.send(change);
         }
+        // Ready only once the first list's changes are out: a subscriber that waits for
+        // ready and then subscribes sees only later changes.
+        self.shared
+            .ready
+            .send_if_modified(|ready| !std::mem::replace(ready, true));
     }
 }
 
