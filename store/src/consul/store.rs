@@ -39,7 +39,8 @@
 //! backwards (snapshot restore, tombstone reaping) the loop re-reads at once and keeps
 //! diffing against what it has, so nothing is lost or repeated.
 //!
-//! `watch(prefix, from)` must first bring the caller from its state at `from - 1` to now:
+//! `watch(prefix, from)` reads the prefix before it returns (so every change after the call
+//! is reported) and must first bring the caller from its state at `from - 1` to that read:
 //!
 //! - `from <= 0`: the watch starts at the current state and emits only later changes.
 //! - if this store answered a `list(prefix)` at revision `from - 1` (the reflector's "list,
@@ -505,13 +506,14 @@ impl Store for ConsulStore {
         } else {
             None
         };
-        Ok(watch::spawn(
+        watch::start(
             self.client.clone(),
             self.options.clone(),
             cprefix,
             from_revision,
             base,
-        ))
+        )
+        .await
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {

@@ -57,14 +57,16 @@ impl Snapshots {
     }
 }
 
-/// Starts the watch task; `base` is the caller's exact state at `from - 1` when known.
-pub(super) fn spawn(
+/// Starts a watch: reads the prefix now (so every change after this call is reported),
+/// then follows it in a task. `base` is the caller's exact state at `from - 1` when known.
+pub(super) async fn start(
     client: ConsulClient,
     options: ConsulStoreOptions,
     prefix: String,
     from: Revision,
     base: Option<Arc<KeyIndexes>>,
-) -> WatchStream {
+) -> Result<WatchStream, StoreError> {
+    let (entries, index) = client.kv_list(&prefix, QueryOptions::default()).await?;
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut w = Watcher {
@@ -75,11 +77,11 @@ pub(super) fn spawn(
             known: KeyIndexes::new(),
             last: 0,
         };
-        if let Err(e) = w.run(from, base).await {
+        if let Err(e) = w.run(from, base, entries, index).await {
             let _ = w.tx.send(Err(e)).await;
         }
     });
-    Box::pin(ReceiverStream::new(rx))
+    Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
 struct Watcher {
@@ -123,8 +125,9 @@ impl Watcher {
         &mut self,
         from: Revision,
         base: Option<Arc<KeyIndexes>>,
+        entries: Vec<KvEntry>,
+        index: u64,
     ) -> Result<(), StoreError> {
-        let (entries, index) = self.read(QueryOptions::default()).await?;
         let index = index.max(1);
         let from_u = from.max(0) as u64;
         if from <= 0 {
