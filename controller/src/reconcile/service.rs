@@ -194,16 +194,20 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
 
     // Drain and ineligible nodes: replicated tasks move elsewhere.
     if spec.mode == Mode::Replicated {
+        let mut must_leave: BTreeMap<&str, bool> = BTreeMap::new();
         for i in 0..n {
             if w.dead(i) || !w.wants_running(i) {
                 continue;
             }
-            let Some(node) = input.nodes.get(&w.entry(i).task.node_id) else {
+            let node_id = w.entry(i).task.node_id.as_str();
+            let Some(node) = input.nodes.get(node_id) else {
                 continue;
             };
-            if node.config.availability == Availability::Drain
-                || filters::eligible_filter(node, spec.runtime, &constraints).is_some()
-            {
+            let leave = *must_leave.entry(node_id).or_insert_with(|| {
+                node.config.availability == Availability::Drain
+                    || filters::eligible_filter(node, spec.runtime, &constraints).is_some()
+            });
+            if leave {
                 w.moved[i] = true;
                 w.stop(i);
             }

@@ -504,3 +504,16 @@ fn template_change_replaces_one_slot_at_a_time_and_keeps_the_previous_spec() {
             .all(|e| e.task.template.image.as_deref() == Some("nginx:2"))
     );
 }
+
+#[test]
+fn thousands_of_replicas_place_in_one_plan_and_then_stay_put() {
+    let ns = nodes((0..500).map(|i| node(&format!("n{i:03}"), &[])).collect());
+    let mut sim = Sim::new(service("web", "  replicas: 10000\n"), ns);
+    let plan = sim.step();
+    assert_eq!(plan.creates.len(), 10_000);
+    assert!(sim.status().unschedulable.is_none());
+    sim.agents();
+    let plan = sim.step();
+    assert!(plan.is_quiet(), "a converged service needs no writes");
+    assert!(sim.running().values().all(|&c| c == 20), "20 per node");
+}
