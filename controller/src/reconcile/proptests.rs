@@ -201,3 +201,46 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn global_services_converge_to_one_task_per_eligible_node(
+        nodes_g in prop::collection::vec(node_gen(), 1..7),
+        flips in prop::collection::vec((0usize..7, node_gen()), 0..4),
+    ) {
+        let mut nodes = BTreeMap::new();
+        for (i, g) in nodes_g.iter().enumerate() {
+            let zone = format!("z{}", g.zone);
+            let mut n = node(&format!("n{i}"), &[("zone", zone.as_str())]);
+            n.ready = g.ready;
+            n.config.availability = g.availability;
+            nodes.insert(n.info.id.clone(), n);
+        }
+        let svc = service("agent", "  mode: global\n  restart: {delay: 1s}\n  placement:\n    constraints: [\"node.labels.zone != z2\"]\n");
+        let mut sim = Sim::new(svc, nodes);
+        sim.settle();
+        // Nodes change (go down, come back, get drained or paused), then things settle again.
+        for (i, g) in flips {
+            if let Some(n) = sim.nodes.get_mut(&format!("n{i}")) {
+                n.ready = g.ready;
+                n.config.availability = g.availability;
+            }
+            sim.settle();
+        }
+        let running = sim.running();
+        for (id, n) in &sim.nodes {
+            let eligible = n.ready && n.info.labels.get("zone").map(String::as_str) != Some("z2");
+            let got = running.get(id).copied().unwrap_or(0);
+            match n.config.availability {
+                Availability::Active if eligible => prop_assert_eq!(got, 1, "node {}", id),
+                Availability::Pause => prop_assert!(got <= 1, "node {id}"),
+                _ => prop_assert_eq!(got, 0, "node {}", id),
+            }
+        }
+        for (slot, count) in wanted_per_slot(&sim) {
+            prop_assert!(count <= 1, "slot {slot} has {count} wanted tasks");
+        }
+    }
+}
