@@ -35,11 +35,15 @@ impl<'a> Work<'a> {
             .get(&self.entry(i).task.node_id)
             .is_some_and(|n| n.ready)
     }
+    /// Finished, or orphaned on a node that is still down. An orphaned task whose node came
+    /// back still runs there until its agent stops it: it holds its resources and ports.
     fn dead(&self, i: usize) -> bool {
-        self.entry(i).is_dead() || self.orphaned[i]
+        let e = self.entry(i);
+        e.state().is_terminal() || ((e.task.orphaned || self.orphaned[i]) && !self.node_ok(i))
     }
     fn wants_running(&self, i: usize) -> bool {
-        self.entry(i).wants_running() && !self.stopped[i] && !self.orphaned[i]
+        let e = self.entry(i);
+        e.wants_running() && !e.task.orphaned && !self.stopped[i] && !self.orphaned[i]
     }
     fn stop(&mut self, i: usize) {
         if self.wants_running(i) {
@@ -153,6 +157,12 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     // Node loss: unfinished tasks on nodes that are down are orphaned (and replaced).
     let mut down: BTreeMap<&str, usize> = BTreeMap::new();
     for i in 0..n {
+        let e = w.entry(i);
+        if e.task.orphaned && e.wants_running() {
+            // Orphaned tasks never run again: make sure their agent is told so.
+            w.stopped[i] = true;
+            w.plan.stops.push(TaskRef::of(&e.task));
+        }
         if !w.entry(i).is_dead() && !w.node_ok(i) {
             w.orphaned[i] = true;
             w.plan.orphans.push(TaskRef::of(&w.entry(i).task));

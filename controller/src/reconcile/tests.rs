@@ -130,12 +130,12 @@ impl Sim {
     pub(crate) fn settle(&mut self) {
         for _ in 0..50 {
             let plan = self.step();
+            if plan.is_quiet() && plan.requeue_after.is_none() && self.all_settled() {
+                return;
+            }
             self.agents();
             if let Some(d) = plan.requeue_after {
                 self.now = self.now.plus(d);
-            }
-            if plan.is_quiet() && plan.requeue_after.is_none() && self.all_settled() {
-                return;
             }
         }
         panic!(
@@ -516,4 +516,34 @@ fn thousands_of_replicas_place_in_one_plan_and_then_stay_put() {
     let plan = sim.step();
     assert!(plan.is_quiet(), "a converged service needs no writes");
     assert!(sim.running().values().all(|&c| c == 20), "20 per node");
+}
+
+#[test]
+fn a_global_task_orphaned_on_a_returning_node_stops_before_its_replacement_starts() {
+    let mut sim = Sim::new(
+        service(
+            "edge",
+            "  mode: global\n  ports: [{target: 80, published: 80}]\n",
+        ),
+        nodes(vec![node("n1", &[])]),
+    );
+    sim.settle();
+    let old = sim.tasks.keys().next().unwrap().clone();
+    sim.nodes.get_mut("n1").unwrap().ready = false;
+    let plan = sim.step();
+    assert_eq!(plan.orphans.len(), 1);
+    assert!(
+        plan.creates.is_empty(),
+        "a global task is not moved to another node"
+    );
+    // The node returns with the old task still running: nothing new until it has stopped.
+    sim.nodes.get_mut("n1").unwrap().ready = true;
+    let plan = sim.step();
+    assert!(plan.creates.is_empty(), "the old task still holds port 80");
+    sim.agents();
+    assert_eq!(sim.tasks[&old].state(), TaskState::Shutdown);
+    let plan = sim.step();
+    assert_eq!(plan.creates.len(), 1);
+    sim.settle();
+    assert_eq!(sim.running_total(), 1);
 }
