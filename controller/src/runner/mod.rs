@@ -304,14 +304,19 @@ impl Term {
         }
     }
 
+    /// Queues every service every `every`, and refreshes the task gauges every few seconds.
     async fn resync(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
+        let mut resync = tokio::time::interval(every);
+        let mut gauges = tokio::time::interval(every.min(Duration::from_secs(5)));
+        resync.tick().await;
         loop {
-            let by_state = self.cache().tasks_by_state();
-            self.metrics.set_tasks(&by_state);
-            tick.tick().await;
-            self.enqueue_all();
+            tokio::select! {
+                _ = resync.tick() => self.enqueue_all(),
+                _ = gauges.tick() => {
+                    let by_state = self.cache().tasks_by_state();
+                    self.metrics.set_tasks(&by_state);
+                }
+            }
         }
     }
 }
