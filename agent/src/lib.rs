@@ -17,6 +17,10 @@
 //!
 //! Hollow nodes: `AgentConfig { hollow_nodes: 1000, .. }` with the sim runtime registers
 //! `node-1-0000` … `node-1-0999` under one shared lease and runs their tasks from one watch.
+//!
+//! Discovery: with `AgentConfig::consul` set, running tasks whose template has `consul` are
+//! registered in that (local) Consul agent and deregistered before they stop; see
+//! [`discovery`]. Consul being unreachable never holds a task up.
 
 pub mod discovery;
 pub mod node;
@@ -36,6 +40,7 @@ use std::time::Duration;
 use shoal_core::keys::Keys;
 use shoal_core::model::{Capacity, NodeInfo, Timestamp};
 use shoal_store::Store;
+use shoal_store::consul::{ConsulClient, ConsulConfig};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -97,7 +102,7 @@ pub async fn open_runtime(
 }
 
 /// How an agent presents its node(s).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// Node id (stable across restarts); the base of hollow node ids.
     pub node_id: String,
@@ -113,6 +118,49 @@ pub struct AgentConfig {
     pub lease_ttl: Duration,
     /// Number of hollow nodes (0: one real node named `node_id`).
     pub hollow_nodes: usize,
+    /// The node's local Consul agent, where running tasks with `consul` are registered
+    /// (`None`: no discovery). Not available with hollow nodes.
+    pub consul: Option<ConsulConfig>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The Consul token stays out of logs.
+        f.debug_struct("AgentConfig")
+            .field("node_id", &self.node_id)
+            .field("hostname", &self.hostname)
+            .field("address", &self.address)
+            .field("labels", &self.labels)
+            .field("capacity", &self.capacity)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("hollow_nodes", &self.hollow_nodes)
+            .field("consul", &self.consul.as_ref().map(|c| &c.address))
+            .finish()
+    }
+}
+
+impl PartialEq for AgentConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let consul_key = |c: &Option<ConsulConfig>| {
+            c.as_ref().map(|c| {
+                (
+                    c.address.clone(),
+                    c.token.clone(),
+                    c.ca_file.clone(),
+                    c.timeout,
+                    c.connect_timeout,
+                )
+            })
+        };
+        self.node_id == other.node_id
+            && self.hostname == other.hostname
+            && self.address == other.address
+            && self.labels == other.labels
+            && self.capacity == other.capacity
+            && self.lease_ttl == other.lease_ttl
+            && self.hollow_nodes == other.hollow_nodes
+            && consul_key(&self.consul) == consul_key(&other.consul)
+    }
 }
 
 impl AgentConfig {
@@ -132,6 +180,7 @@ impl AgentConfig {
             capacity: None,
             lease_ttl: Duration::from_secs(5),
             hollow_nodes: 0,
+            consul: None,
         }
     }
 
@@ -266,6 +315,23 @@ impl Agent {
                 "hollow nodes need the sim runtime".into(),
             ));
         }
+        if self.config.hollow_nodes > 0 && self.config.consul.is_some() {
+            return Err(AgentError::Config(
+                "consul discovery is not available with hollow nodes".into(),
+            ));
+        }
+        let discovery = match &self.config.consul {
+            Some(c) => {
+                let client = ConsulClient::new(c.clone())
+                    .map_err(|e| AgentError::Config(format!("consul agent {}: {e}", c.address)))?;
+                Some(Arc::new(discovery::ConsulRegistrar::new(
+                    client,
+                    self.config.node_id.clone(),
+                    self.config.address.clone(),
+                )))
+            }
+            None => None,
+        };
         let infos = self.node_infos();
         let nodes: BTreeSet<String> = infos.iter().map(|n| n.id.clone()).collect();
         let span = tracing::info_span!("agent", node = %self.config.node_id, nodes = nodes.len(), runtime = self.runtime.name());
@@ -283,12 +349,12 @@ impl Agent {
                     .in_current_span(),
             );
             let (sink, writer) = status::spawn(self.store.clone());
-            let ctx = RunnerContext {
-                runtime: self.runtime.clone(),
-                status: sink.clone(),
-                keys: self.keys.clone(),
-            };
-            let worker = worker::Worker::new(self.store.clone(), self.keys.clone(), nodes, ctx);
+            let (ready_tx, ready_rx) = watch::channel(false);
+            let mut ctx = RunnerContext::new(self.runtime.clone(), sink.clone(), self.keys.clone());
+            ctx.discovery = discovery;
+            ctx.discovery_ready = ready_rx;
+            let worker = worker::Worker::new(self.store.clone(), self.keys.clone(), nodes, ctx)
+                .with_stale_cleanup(ready_tx);
             worker.run(shutdown.clone()).await;
             // The worker (and its runners) are gone: tasks that outlive the agent keep running.
             if !self.runtime.tasks_outlive_agent() {

@@ -9,6 +9,11 @@
 //! becomes `shutdown` the runner stops the task within its grace period, reports `shutdown`
 //! and removes the container. When the assignment is deleted the runner cleans up the
 //! container and writes nothing more.
+//!
+//! Discovery: with a Consul registrar in the context, a running task whose template has
+//! `consul` is registered (in the background, retried while Consul is down); it is
+//! deregistered before its container is stopped (waiting at most
+//! [`DEREGISTER_WAIT`](crate::discovery::task::DEREGISTER_WAIT)) and when it exits on its own.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +25,8 @@ use shoal_core::model::{self, DesiredState, Health, Task, TaskState, TaskStatus,
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::discovery::ConsulRegistrar;
+use crate::discovery::task::{DEREGISTER_WAIT, TaskRegistration};
 use crate::runtime::{Existing, Exit, Handle, Runtime, RuntimeError};
 use crate::status::StatusSink;
 
@@ -44,12 +51,31 @@ pub struct RunnerContext {
     pub status: StatusSink,
     /// Key layout.
     pub keys: Keys,
+    /// Registers running tasks in the node's Consul agent (`None`: no discovery).
+    pub discovery: Option<Arc<ConsulRegistrar>>,
+    /// Turns true once the agent's start-up cleanup of stale registrations is over;
+    /// registrations wait for it.
+    pub discovery_ready: watch::Receiver<bool>,
+}
+
+impl RunnerContext {
+    /// A context without discovery.
+    pub fn new(runtime: Arc<dyn Runtime>, status: StatusSink, keys: Keys) -> Self {
+        RunnerContext {
+            runtime,
+            status,
+            keys,
+            discovery: None,
+            discovery_ready: watch::channel(true).1,
+        }
+    }
 }
 
 impl std::fmt::Debug for RunnerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunnerContext")
             .field("runtime", &self.runtime.name())
+            .field("discovery", &self.discovery.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +95,7 @@ struct Runner {
     status: TaskStatus,
     control: watch::Receiver<Control>,
     handle: Option<Handle>,
+    registration: Option<TaskRegistration>,
 }
 
 /// Runs one task to its end. `prior` is the status already in the store (after an agent
@@ -107,6 +134,7 @@ pub fn run(
         status,
         control,
         handle: None,
+        registration: None,
     };
     runner.drive(adopted).instrument(span)
 }
@@ -183,6 +211,47 @@ impl Runner {
         self.handle = Some(h);
     }
 
+    /// The task's registration handle, started on first use; `None` without discovery or
+    /// when the task asks for no Consul registration.
+    fn registration(&mut self) -> Option<&TaskRegistration> {
+        if self.registration.is_none() {
+            let registrar = self.ctx.discovery.clone()?;
+            self.task.template.consul.as_ref()?;
+            self.registration = Some(TaskRegistration::spawn(
+                registrar,
+                self.ctx.discovery_ready.clone(),
+                self.task.clone(),
+            ));
+        }
+        self.registration.as_ref()
+    }
+
+    /// Registers the running task with its host ports (in the background).
+    fn register(&mut self) {
+        let ports = self.status.host_ports.clone();
+        if let Some(r) = self.registration() {
+            r.register(&ports);
+        }
+    }
+
+    /// Deregisters the task (in the background): it ended on its own.
+    fn deregister(&mut self) {
+        if let Some(r) = self.registration() {
+            r.deregister();
+        }
+    }
+
+    /// Deregisters the task before its container is stopped, waiting a bounded time.
+    async fn deregister_before_stop(&mut self) {
+        if let Some(r) = self.registration()
+            && !r.deregister_and_wait(DEREGISTER_WAIT).await
+        {
+            tracing::warn!(
+                "consul did not confirm the deregistration in time; stopping the task anyway (it is retried in the background)"
+            );
+        }
+    }
+
     async fn drive(mut self, adopted: Option<Existing>) {
         if self.status.state.is_terminal() {
             // Nothing to run; remove what is left once told to.
@@ -196,6 +265,7 @@ impl Runner {
                 tracing::info!(container = %ex.handle.id, "adopting the task's container");
                 self.set_handle(ex.handle);
                 if let Some(exit) = ex.exit {
+                    self.deregister();
                     self.finish(exit);
                     return self.linger().await;
                 }
@@ -205,8 +275,11 @@ impl Runner {
                     }
                     self.transition(TaskState::Running, None);
                 }
+                // Registering again is harmless and repairs a registration lost meanwhile.
+                self.register();
             }
             None if self.status.state >= TaskState::Starting => {
+                self.deregister();
                 self.transition(
                     TaskState::Failed,
                     Some(
@@ -267,6 +340,7 @@ impl Runner {
                     self.status.health = Some(Health::Starting);
                 }
                 self.transition(TaskState::Running, None);
+                self.register();
                 true
             }
             Err(e) => {
@@ -320,6 +394,7 @@ impl Runner {
             let mut control = self.control.clone();
             tokio::select! {
                 exit = &mut wait => {
+                    self.deregister();
                     match exit {
                         Ok(exit) => self.finish(exit),
                         Err(e) => self.transition(TaskState::Failed, Some(e.to_string())),
@@ -351,6 +426,7 @@ impl Runner {
         let rt = self.ctx.runtime.clone();
         let grace = self.task.template.stop_grace_period.get();
         let signal = self.task.template.stop_signal.clone();
+        self.deregister_before_stop().await;
         tracing::info!(container = %handle.id, ?grace, "stopping task");
         let stop = (|| rt.stop(&handle, &signal, grace))
             .retry(backoff().with_max_times(5))

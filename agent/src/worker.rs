@@ -6,6 +6,10 @@
 //! The watch is the reflector pattern: list, then watch from the list's revision + 1; on
 //! compaction or a broken stream, list again. While the store is unreachable nothing is
 //! stopped: runners keep their tasks and the worker catches up when the store returns.
+//!
+//! With Consul discovery, once the first list has been applied (adoption done) the worker
+//! starts the cleanup of this node's stale Consul registrations, keeping those of every
+//! assigned task that has not ended.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,6 +21,9 @@ use shoal_core::model::{self, Task, TaskStatus};
 use shoal_store::{ListResult, Store, StoreError, WatchEvent};
 use tokio::sync::watch;
 
+use tracing::Instrument;
+
+use crate::discovery::task::DEREGISTER_WAIT;
 use crate::runner::{self, Control, RunnerContext};
 use crate::runtime::{Existing, Handle, RuntimeError};
 
@@ -36,6 +43,10 @@ pub struct Worker {
     ctx: RunnerContext,
     runners: BTreeMap<(String, String), RunnerEntry>,
     adoptable: BTreeMap<(String, String), Existing>,
+    /// Opened when the stale-registration cleanup is over (taken when it starts).
+    discovery_ready: Option<watch::Sender<bool>>,
+    /// Assigned tasks that have not ended, as of the first list.
+    live: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -77,7 +88,21 @@ impl Worker {
             ctx,
             runners: BTreeMap::new(),
             adoptable: BTreeMap::new(),
+            discovery_ready: None,
+            live: BTreeSet::new(),
         }
+    }
+
+    /// Cleans up this node's stale Consul registrations after the first list, then opens
+    /// `ready` (the receiver the runners' context holds). Without a registrar in the context
+    /// `ready` is opened at once.
+    pub fn with_stale_cleanup(mut self, ready: watch::Sender<bool>) -> Self {
+        if self.ctx.discovery.is_some() {
+            self.discovery_ready = Some(ready);
+        } else {
+            ready.send_replace(true);
+        }
+        self
     }
 
     fn prefixes(&self) -> (String, String) {
@@ -104,7 +129,7 @@ impl Worker {
             let k = (ex.node_id.clone(), ex.task_id.clone());
             if let Some(dup) = self.adoptable.insert(k, ex) {
                 // Two containers for one task: keep one, remove the other.
-                self.remove_orphan(dup.handle);
+                self.remove_orphan(String::new(), dup.handle);
             }
         }
         let (tasks_prefix, status_prefix) = self.prefixes();
@@ -141,7 +166,16 @@ impl Worker {
                 first = false;
                 for (_, ex) in std::mem::take(&mut self.adoptable) {
                     tracing::info!(task = %ex.task_id, container = %ex.handle.id, "removing a container whose task is no longer assigned");
-                    self.remove_orphan(ex.handle);
+                    self.remove_orphan(ex.task_id, ex.handle);
+                }
+                if let (Some(ready), Some(registrar)) =
+                    (self.discovery_ready.take(), self.ctx.discovery.clone())
+                {
+                    let live = std::mem::take(&mut self.live);
+                    tokio::spawn(
+                        crate::discovery::clean_up_stale(registrar, live, ready, shutdown.clone())
+                            .in_current_span(),
+                    );
                 }
             }
             let watched = tokio::select! {
@@ -237,6 +271,10 @@ impl Worker {
             };
             seen.insert(id.clone());
             let st = prior.remove(&id);
+            if self.discovery_ready.is_some() && !st.as_ref().is_some_and(|s| s.state.is_terminal())
+            {
+                self.live.insert(id.1.clone());
+            }
             self.apply_put(id, &kv.key, &kv.value, st);
         }
         let gone: Vec<(String, String)> = self
@@ -304,9 +342,24 @@ impl Worker {
         }
     }
 
-    fn remove_orphan(&self, handle: Handle) {
+    /// Stops and removes a container no runner owns; `task_id` (empty for a duplicate of a
+    /// task that keeps running) is deregistered from Consul first.
+    fn remove_orphan(&self, task_id: String, handle: Handle) {
         let rt = self.ctx.runtime.clone();
+        let discovery = self.ctx.discovery.clone();
         tokio::spawn(async move {
+            if let (Some(registrar), false) = (discovery, task_id.is_empty()) {
+                let dereg = registrar.deregister(&task_id);
+                match tokio::time::timeout(DEREGISTER_WAIT, dereg).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(task = %task_id, error = %e, "cannot deregister an unassigned task from consul")
+                    }
+                    Err(_) => {
+                        tracing::warn!(task = %task_id, "consul did not answer the deregistration of an unassigned task in time")
+                    }
+                }
+            }
             if let Err(e) = rt.stop(&handle, "SIGTERM", ORPHAN_GRACE).await {
                 tracing::warn!(container = %handle.id, error = %e, "cannot stop an unassigned container");
             }

@@ -11,6 +11,7 @@ use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_core::keys::Keys;
 use shoal_core::model::Capacity;
 use shoal_core::units::ByteSize;
+use shoal_store::consul::ConsulConfig;
 
 use crate::cli::StoreArgs;
 
@@ -61,6 +62,40 @@ pub struct AgentArgs {
     /// Directory for task logs (process runtime).
     #[arg(long, default_value = "/var/lib/shoal/agent")]
     pub data_dir: PathBuf,
+    /// Consul discovery flags.
+    #[command(flatten)]
+    pub consul: ConsulArgs,
+}
+
+/// Consul discovery flags, shared by `shoal agent` and `shoal dev`.
+#[derive(Debug, Clone, Args)]
+pub struct ConsulArgs {
+    /// Local Consul agent (`HOST:PORT` or `http(s)://HOST:PORT`) where running tasks whose
+    /// manifest has `discovery.consul` are registered; discovery is off when not given.
+    #[arg(long = "consul", env = "SHOAL_CONSUL", value_name = "HOST:PORT")]
+    pub address: Option<String>,
+    /// ACL token for the Consul agent (used only with --consul).
+    #[arg(
+        long = "consul-token",
+        env = "CONSUL_HTTP_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// PEM file with the CA that signed the Consul agent's certificate (used only with
+    /// --consul; implies https when the address has no scheme).
+    #[arg(long = "consul-ca-file", env = "CONSUL_CACERT")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ConsulArgs {
+    /// The Consul agent to register tasks in, when discovery is on.
+    pub fn config(&self) -> Option<ConsulConfig> {
+        let address = self.address.as_ref().filter(|a| !a.trim().is_empty())?;
+        let mut config = ConsulConfig::new(address.trim());
+        config.token = self.token.clone().filter(|t| !t.is_empty());
+        config.ca_file = self.ca_file.clone();
+        Some(config)
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -90,6 +125,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.lease_ttl = args.lease_ttl;
     config.hollow_nodes = args.hollow_nodes;
+    config.consul = args.consul.config();
+    if config.consul.is_some() && args.hollow_nodes > 0 {
+        anyhow::bail!("--consul is not available with --hollow-nodes");
+    }
     if args.cpus.is_some() || args.memory.is_some() {
         let detected = shoal_agent::node::detect_capacity();
         config.capacity = Some(Capacity {

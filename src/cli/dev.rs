@@ -46,6 +46,9 @@ pub struct DevArgs {
     /// Node label `key=value` for the local node (repeatable).
     #[arg(long = "label", value_parser = crate::cli::parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Consul discovery flags of the local agent.
+    #[command(flatten)]
+    pub consul: crate::cli::agent::ConsulArgs,
 }
 
 /// Runs `shoal dev` until Ctrl-C or SIGTERM.
@@ -72,6 +75,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         config.node_id = config.hostname.clone();
     }
     config.labels = args.labels.iter().cloned().collect();
+    config.consul = args.consul.config();
     let node_id = config.node_id.clone();
     let runtime = match args.runtime {
         DevRuntime::Docker => shoal_agent::open_runtime(RuntimeChoice::Docker, &node_id, &data_dir)
@@ -108,10 +112,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!(
-        "shoal dev: API on http://{}, node {node_id} ({} runtime), data in {}",
+        "shoal dev: API on http://{}, node {node_id} ({} runtime), data in {}{}",
         listener.local_addr()?,
         runtime.name(),
-        data_dir.display()
+        data_dir.display(),
+        match args.consul.config() {
+            Some(c) => format!(", consul discovery via {}", c.address),
+            None => String::new(),
+        }
     );
     let api_task = tokio::spawn(shoal_api::serve_listener(state, listener, stopped(stop_rx)));
 

@@ -7,9 +7,18 @@
 //! `shoal-node` and `shoal-task`, Address = the node address, Port = the host port bound for
 //! the chosen target port (`consul.port`, else the first port), and the manifest's HTTP or
 //! TCP check with its interval, timeout and `DeregisterCriticalServiceAfter`.
+//!
+//! The agent keeps each task's registration through a [`task::TaskRegistration`] (a
+//! background worker, so Consul being down never holds a task up) and runs
+//! [`clean_up_stale`] once on start.
+
+pub mod task;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use shoal_core::model::{PortBinding, Task};
 use shoal_store::consul::{AgentServiceCheck, AgentServiceRegistration, ConsulClient, ConsulError};
@@ -183,4 +192,37 @@ impl ConsulRegistrar {
         }
         Ok(removed)
     }
+}
+
+/// Removes this node's stale registrations (those whose ID is not in `running`), retrying
+/// with backoff until Consul answers or `shutdown` turns true, then opens `ready` so the
+/// tasks' registrations may go ahead.
+pub async fn clean_up_stale(
+    registrar: Arc<ConsulRegistrar>,
+    running: BTreeSet<String>,
+    ready: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match registrar.remove_stale(&running).await {
+            Ok(removed) => {
+                tracing::info!(
+                    removed = removed.len(),
+                    kept = running.len(),
+                    "stale consul registrations cleaned up"
+                );
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot clean up stale consul registrations; retrying (tasks are not affected)");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    ready.send_replace(true);
 }

@@ -1,0 +1,488 @@
+//! Consul discovery wired into the agent, end to end on the sim runtime, an embedded store
+//! and the fake Consul: a running task is registered with its reported host port, it is
+//! deregistered before its container is stopped and when it exits on its own, the node's
+//! stale registrations are removed on start, and Consul being down never harms a task.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal_agent::runtime::sim::SimRuntime;
+use shoal_agent::runtime::{Existing, Exit, Handle, Runtime, RuntimeError};
+use shoal_agent::{Agent, AgentConfig, AgentHandle};
+use shoal_core::keys::Keys;
+use shoal_core::manifest::{
+    ConsulCheck, ConsulDiscovery, PortSpec, Protocol, RuntimeKind, ServiceRef,
+};
+use shoal_core::model::{
+    self, DesiredState, Health, Slot, Task, TaskState, TaskStatus, TaskTemplate, Timestamp,
+};
+use shoal_core::units::Dur;
+use shoal_store::consul::{AgentServiceRegistration, ConsulClient, ConsulConfig};
+use shoal_store::{EmbeddedStore, Store};
+use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
+
+/// How long a test waits for a condition.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Address the test node reports for its tasks.
+const NODE_ADDRESS: &str = "10.0.0.7";
+
+/// An embedded store in its own temp dir.
+struct TestStore {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    _dir: tempfile::TempDir,
+}
+
+impl TestStore {
+    async fn open() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path())
+            .await
+            .expect("embedded store opens");
+        TestStore {
+            store: Arc::new(store),
+            keys: Keys::default(),
+            _dir: dir,
+        }
+    }
+
+    async fn assign(&self, t: &Task) {
+        self.store
+            .put(&self.keys.task(&t.node_id, &t.id), model::encode(t), None)
+            .await
+            .expect("assignment written");
+    }
+
+    async fn shut_down(&self, t: &Task) {
+        let mut t = t.clone();
+        t.desired_state = DesiredState::Shutdown;
+        self.assign(&t).await;
+    }
+
+    async fn status(&self, t: &Task) -> Option<TaskStatus> {
+        let kv = self
+            .store
+            .get(&self.keys.task_status(&t.node_id, &t.id))
+            .await
+            .expect("get")?;
+        Some(model::decode("task status", &kv.value).expect("status decodes"))
+    }
+
+    async fn wait_status(
+        &self,
+        t: &Task,
+        what: &str,
+        pred: impl Fn(&TaskStatus) -> bool,
+    ) -> TaskStatus {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < DEADLINE {
+            if let Some(s) = self.status(t).await {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("task {} never became {what}; last status: {last:?}", t.id);
+    }
+}
+
+/// Polls `cond` until it holds or the deadline passes.
+async fn eventually<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn http_check() -> ConsulCheck {
+    ConsulCheck {
+        http: Some("/health".into()),
+        tcp: false,
+        interval: Dur::secs(10),
+        timeout: Dur::secs(2),
+        deregister_critical_service_after: Dur::secs(60),
+    }
+}
+
+/// A task of `default/<service>` on `node` publishing target port 80 (dynamic host port)
+/// and registered in Consul as `<service>-public`.
+fn task(id: &str, service: &str, node: &str, image: &str) -> Task {
+    let template = TaskTemplate {
+        runtime: RuntimeKind::Docker,
+        image: Some(image.into()),
+        command: vec![],
+        env: Default::default(),
+        ports: vec![PortSpec {
+            target: 80,
+            published: None,
+            protocol: Protocol::Tcp,
+        }],
+        limits: Default::default(),
+        reservations: Default::default(),
+        mounts: vec![],
+        healthcheck: None,
+        stop_signal: "SIGTERM".into(),
+        stop_grace_period: Dur::secs(10),
+        consul: Some(ConsulDiscovery {
+            name: Some(format!("{service}-public")),
+            tags: vec!["http".into()],
+            meta: [("team".to_string(), "a".to_string())].into(),
+            port: None,
+            check: Some(http_check()),
+        }),
+        constraints: vec![],
+    };
+    Task {
+        id: id.to_string(),
+        service: ServiceRef {
+            namespace: "default".into(),
+            name: service.into(),
+        },
+        slot: Slot::Replica(1),
+        node_id: node.to_string(),
+        generation: 1,
+        template_hash: template.hash(),
+        template,
+        desired_state: DesiredState::Running,
+        attempt: 0,
+        orphaned: false,
+        created_at: Timestamp::now(),
+    }
+}
+
+fn client(fake: &ConsulFake) -> ConsulClient {
+    ConsulClient::new(ConsulConfig::new(fake.http_url())).expect("consul client")
+}
+
+fn agent(ts: &TestStore, node: &str, rt: Arc<dyn Runtime>, fake: &ConsulFake) -> AgentHandle {
+    let mut cfg = AgentConfig::new(node);
+    cfg.lease_ttl = Duration::from_secs(2);
+    cfg.address = NODE_ADDRESS.into();
+    cfg.consul = Some(ConsulConfig::new(fake.http_url()));
+    Agent::new(ts.store.clone(), ts.keys.clone(), cfg, rt).spawn()
+}
+
+async fn registered(c: &ConsulClient, id: &str) -> bool {
+    c.agent_services().await.is_ok_and(|s| s.contains_key(id))
+}
+
+/// The sim runtime, recording for every stop whether Consul still held the task's
+/// registration at that moment.
+struct RecordingRuntime {
+    inner: Arc<SimRuntime>,
+    consul: ConsulClient,
+    /// (task id, registered when its stop began).
+    stops: Mutex<Vec<(String, bool)>>,
+    /// Container id → task id.
+    started: Mutex<Vec<(String, String)>>,
+}
+
+impl RecordingRuntime {
+    fn stops(&self) -> Vec<(String, bool)> {
+        self.stops.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for RecordingRuntime {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+    fn offers(&self) -> Vec<RuntimeKind> {
+        self.inner.offers()
+    }
+    fn tasks_outlive_agent(&self) -> bool {
+        self.inner.tasks_outlive_agent()
+    }
+    async fn prepare(&self, task: &Task) -> Result<(), RuntimeError> {
+        self.inner.prepare(task).await
+    }
+    async fn start(&self, task: &Task) -> Result<Handle, RuntimeError> {
+        let h = self.inner.start(task).await?;
+        self.started
+            .lock()
+            .expect("lock")
+            .push((h.id.clone(), task.id.clone()));
+        Ok(h)
+    }
+    async fn wait(&self, handle: &Handle) -> Result<Exit, RuntimeError> {
+        self.inner.wait(handle).await
+    }
+    async fn health(&self, handle: &Handle) -> Result<Option<Health>, RuntimeError> {
+        self.inner.health(handle).await
+    }
+    async fn stop(
+        &self,
+        handle: &Handle,
+        signal: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let task = self
+            .started
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(c, _)| *c == handle.id)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default();
+        let still = registered(&self.consul, &task).await;
+        self.stops.lock().expect("lock").push((task, still));
+        self.inner.stop(handle, signal, grace).await
+    }
+    async fn remove(&self, handle: &Handle) -> Result<(), RuntimeError> {
+        self.inner.remove(handle).await
+    }
+    async fn list(&self, nodes: &BTreeSet<String>) -> Result<Vec<Existing>, RuntimeError> {
+        self.inner.list(nodes).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_task_is_registered_and_deregistered_before_it_stops() {
+    let fake = ConsulFake::start().await;
+    let c = client(&fake);
+    let ts = TestStore::open().await;
+    let rt = Arc::new(RecordingRuntime {
+        inner: Arc::new(SimRuntime::new()),
+        consul: c.clone(),
+        stops: Mutex::new(Vec::new()),
+        started: Mutex::new(Vec::new()),
+    });
+    let a = agent(&ts, "n1", rt.clone(), &fake);
+    let t = task("web.1.abc", "web", "n1", "nginx:1.27");
+    ts.assign(&t).await;
+    let status = ts
+        .wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    let host_port = status
+        .host_ports
+        .first()
+        .expect("a host port is reported")
+        .published;
+    eventually("the task is registered in consul", || registered(&c, &t.id)).await;
+
+    let services = c.agent_services().await.expect("services");
+    let svc = &services[&t.id];
+    assert_eq!(svc.id, t.id, "registration ID is the task id");
+    assert_eq!(svc.service, "web-public", "consul.name is the service name");
+    assert_eq!(svc.port, host_port, "Port is the reported host port");
+    assert_eq!(svc.address, NODE_ADDRESS, "Address is the node's address");
+    assert_eq!(svc.tags.as_deref(), Some(&["http".to_string()][..]));
+    let meta = svc.meta.clone().unwrap_or_default();
+    assert_eq!(meta["shoal-service"], "default/web");
+    assert_eq!(meta["shoal-node"], "n1");
+    assert_eq!(meta["shoal-task"], t.id);
+    assert_eq!(meta["team"], "a");
+    let checks = c.agent_checks().await.expect("checks");
+    let check = &checks[&format!("service:{}", t.id)];
+    assert_eq!(check.check_type, "http");
+    assert_eq!(check.service_id, t.id);
+
+    ts.shut_down(&t).await;
+    ts.wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
+        .await;
+    // The moment the status says shutdown, the registration is already gone …
+    assert!(
+        !registered(&c, &t.id).await,
+        "the registration is gone once the task is shut down"
+    );
+    // … and it was gone before the container was stopped.
+    assert_eq!(
+        rt.stops(),
+        vec![(t.id.clone(), false)],
+        "the task was deregistered before its container was stopped"
+    );
+    a.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_assignment_is_deregistered_before_its_container_stops() {
+    let fake = ConsulFake::start().await;
+    let c = client(&fake);
+    let ts = TestStore::open().await;
+    let rt = Arc::new(RecordingRuntime {
+        inner: Arc::new(SimRuntime::new()),
+        consul: c.clone(),
+        stops: Mutex::new(Vec::new()),
+        started: Mutex::new(Vec::new()),
+    });
+    let a = agent(&ts, "n1", rt.clone(), &fake);
+    let t = task("api.1.abc", "api", "n1", "nginx:1.27");
+    ts.assign(&t).await;
+    eventually("the task is registered in consul", || registered(&c, &t.id)).await;
+    ts.store
+        .delete(&ts.keys.task(&t.node_id, &t.id))
+        .await
+        .expect("delete");
+    eventually("the container is stopped", || async {
+        !rt.stops().is_empty()
+    })
+    .await;
+    assert_eq!(rt.stops(), vec![(t.id.clone(), false)]);
+    assert!(!registered(&c, &t.id).await);
+    a.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_that_exits_on_its_own_is_deregistered() {
+    let fake = ConsulFake::start().await;
+    let c = client(&fake);
+    let ts = TestStore::open().await;
+    let sim = Arc::new(SimRuntime::new());
+    let a = agent(&ts, "n1", sim.clone(), &fake);
+    let t = task("job.1.abc", "job", "n1", "nginx:1.27");
+    ts.assign(&t).await;
+    let status = ts
+        .wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    eventually("the task is registered in consul", || registered(&c, &t.id)).await;
+    sim.exit(status.container_id.as_deref().expect("container id"), 1);
+    ts.wait_status(&t, "failed", |s| s.state == TaskState::Failed)
+        .await;
+    eventually("the exited task is deregistered", || async {
+        !registered(&c, &t.id).await
+    })
+    .await;
+    a.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_registrations_of_this_node_are_removed_on_start() {
+    let fake = ConsulFake::start().await;
+    let c = client(&fake);
+    let ts = TestStore::open().await;
+    let reg = |id: &str, node: Option<&str>| AgentServiceRegistration {
+        id: id.into(),
+        name: "web-public".into(),
+        address: NODE_ADDRESS.into(),
+        port: 31000,
+        meta: node
+            .map(|n| [("shoal-node".to_string(), n.to_string())].into())
+            .unwrap_or_default(),
+        ..AgentServiceRegistration::default()
+    };
+    // Left over by this node's previous run (its task is gone), another node's, one not made
+    // by Shoal, and one of a task this node still runs.
+    for (id, node) in [
+        ("web.1.gone", Some("n1")),
+        ("web.2.other", Some("n2")),
+        ("legacy", None),
+        ("web.3.live", Some("n1")),
+    ] {
+        c.agent_service_register(&reg(id, node))
+            .await
+            .expect("registered");
+    }
+    let live = task("web.3.live", "web", "n1", "nginx:1.27");
+    ts.assign(&live).await;
+
+    let a = agent(&ts, "n1", Arc::new(SimRuntime::new()), &fake);
+    eventually("the stale registration is removed", || async {
+        !registered(&c, "web.1.gone").await
+    })
+    .await;
+    let services = c.agent_services().await.expect("services");
+    assert!(
+        services.contains_key("web.2.other"),
+        "another node's registration is kept"
+    );
+    assert!(
+        services.contains_key("legacy"),
+        "a registration Shoal did not make is kept"
+    );
+    let status = ts
+        .wait_status(&live, "running", |s| s.state == TaskState::Running)
+        .await;
+    let host_port = status.host_ports[0].published;
+    eventually("the live task is registered with its new port", || async {
+        c.agent_services()
+            .await
+            .is_ok_and(|s| s.get("web.3.live").is_some_and(|r| r.port == host_port))
+    })
+    .await;
+    a.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_down_never_harms_a_task_and_registration_catches_up() {
+    let mut fake = ConsulFake::start().await;
+    let c = client(&fake);
+    fake.stop();
+    let ts = TestStore::open().await;
+    let a = agent(&ts, "n1", Arc::new(SimRuntime::new()), &fake);
+    let t = task("web.1.down", "web", "n1", "nginx:1.27");
+    ts.assign(&t).await;
+    let first = ts
+        .wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    // Consul stays down for a while: the task keeps running, untouched.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = ts.status(&t).await.expect("status");
+    assert_eq!(
+        later.state,
+        TaskState::Running,
+        "the task stays running: {later:?}"
+    );
+    assert_eq!(later.container_id, first.container_id);
+
+    // Consul comes back: the registration is retried until it lands.
+    fake.restart().await;
+    eventually("the task is registered once consul is back", || {
+        registered(&c, &t.id)
+    })
+    .await;
+
+    // Consul goes down again: shutting the task down still works.
+    fake.stop();
+    ts.shut_down(&t).await;
+    ts.wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
+        .await;
+    // And the deregistration goes on in the background until Consul answers.
+    fake.restart().await;
+    eventually("the task is deregistered once consul is back", || async {
+        !registered(&c, &t.id).await
+    })
+    .await;
+    a.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_carries_deregister_critical_service_after() {
+    // Consul's timers run 100 times faster: the 1 m DeregisterCriticalServiceAfter is 0.6 s.
+    let fake = ConsulFake::start_with(FakeOptions {
+        time_scale: 0.01,
+        ..FakeOptions::default()
+    })
+    .await;
+    let c = client(&fake);
+    let ts = TestStore::open().await;
+    let a = agent(&ts, "n1", Arc::new(SimRuntime::new()), &fake);
+    let t = task("web.1.crit", "web", "n1", "nginx:1.27");
+    ts.assign(&t).await;
+    eventually("the task is registered in consul", || registered(&c, &t.id)).await;
+    assert!(fake.set_check_status(&format!("service:{}", t.id), "critical"));
+    eventually("consul reaps the critical registration", || async {
+        !registered(&c, &t.id).await
+    })
+    .await;
+    let s = ts.status(&t).await.expect("status");
+    assert_eq!(
+        s.state,
+        TaskState::Running,
+        "reaping in consul does not touch the task"
+    );
+    a.stop().await.expect("agent stops");
+}
