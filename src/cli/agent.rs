@@ -73,27 +73,30 @@ pub struct ConsulArgs {
     /// Local Consul agent (`HOST:PORT` or `http(s)://HOST:PORT`) where running tasks whose
     /// manifest has `discovery.consul` are registered; discovery is off when not given.
     #[arg(long = "consul", env = "SHOAL_CONSUL", value_name = "HOST:PORT")]
-    pub address: Option<String>,
+    pub consul_address: Option<String>,
     /// ACL token for the Consul agent (used only with --consul).
     #[arg(
         long = "consul-token",
         env = "CONSUL_HTTP_TOKEN",
         hide_env_values = true
     )]
-    pub token: Option<String>,
+    pub consul_token: Option<String>,
     /// PEM file with the CA that signed the Consul agent's certificate (used only with
     /// --consul; implies https when the address has no scheme).
     #[arg(long = "consul-ca-file", env = "CONSUL_CACERT")]
-    pub ca_file: Option<PathBuf>,
+    pub consul_ca_file: Option<PathBuf>,
 }
 
 impl ConsulArgs {
     /// The Consul agent to register tasks in, when discovery is on.
     pub fn config(&self) -> Option<ConsulConfig> {
-        let address = self.address.as_ref().filter(|a| !a.trim().is_empty())?;
+        let address = self
+            .consul_address
+            .as_ref()
+            .filter(|a| !a.trim().is_empty())?;
         let mut config = ConsulConfig::new(address.trim());
-        config.token = self.token.clone().filter(|t| !t.is_empty());
-        config.ca_file = self.ca_file.clone();
+        config.token = self.consul_token.clone().filter(|t| !t.is_empty());
+        config.ca_file = self.consul_ca_file.clone();
         Some(config)
     }
 }
@@ -158,5 +161,66 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn consul_flags_turn_discovery_on_for_agent_and_dev() {
+        let cli = Cli::try_parse_from([
+            "shoal",
+            "agent",
+            "--store",
+            "file:///tmp/s",
+            "--node-id",
+            "n1",
+            "--address",
+            "10.0.0.7",
+            "--consul",
+            "127.0.0.1:8500",
+            "--consul-token",
+            "secret",
+        ])
+        .expect("agent flags parse");
+        let Command::Agent(args) = cli.command else {
+            panic!("not the agent command");
+        };
+        let config = args.consul.config().expect("discovery is on");
+        assert_eq!(config.address, "127.0.0.1:8500");
+        assert_eq!(config.token.as_deref(), Some("secret"));
+        assert_eq!(args.address, "10.0.0.7");
+
+        let cli = Cli::try_parse_from(["shoal", "dev", "--consul", "127.0.0.1:8500"])
+            .expect("dev flags parse");
+        let Command::Dev(args) = cli.command else {
+            panic!("not the dev command");
+        };
+        assert_eq!(
+            args.consul.config().map(|c| c.address).as_deref(),
+            Some("127.0.0.1:8500")
+        );
+    }
+
+    #[test]
+    fn discovery_is_off_without_an_address() {
+        let args = super::ConsulArgs {
+            consul_address: None,
+            consul_token: Some("secret".into()),
+            consul_ca_file: None,
+        };
+        assert!(
+            args.config().is_none(),
+            "a token alone does not turn discovery on"
+        );
     }
 }
