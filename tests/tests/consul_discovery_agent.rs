@@ -486,3 +486,51 @@ async fn registration_carries_deregister_critical_service_after() {
     );
     a.stop().await.expect("agent stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopted_task_keeps_its_registration_across_an_agent_restart() {
+    let fake = ConsulFake::start().await;
+    let c = client(&fake);
+    let ts = TestStore::open().await;
+    let sim = Arc::new(SimRuntime::new());
+    let a = agent(&ts, "n1", sim.clone(), &fake);
+    let t = task("web.1.adopt", "web", "n1", "nginx:1.27");
+    let gone = task("web.2.gone", "web", "n1", "nginx:1.27");
+    ts.assign(&t).await;
+    ts.assign(&gone).await;
+    let status = ts
+        .wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    eventually("both tasks are registered", || async {
+        registered(&c, &t.id).await && registered(&c, &gone.id).await
+    })
+    .await;
+    // The agent stops; its tasks and their registrations outlive it.
+    a.stop().await.expect("agent stops");
+    assert!(
+        registered(&c, &t.id).await,
+        "the registration outlives the agent"
+    );
+    // While it is down, one assignment is removed (its container is an orphan on restart).
+    ts.store
+        .delete(&ts.keys.task(&gone.node_id, &gone.id))
+        .await
+        .expect("delete");
+
+    let a = agent(&ts, "n1", sim.clone(), &fake);
+    eventually("the unassigned task's registration is removed", || async {
+        !registered(&c, &gone.id).await
+    })
+    .await;
+    let services = c.agent_services().await.expect("services");
+    let svc = services
+        .get(&t.id)
+        .expect("the adopted task stays registered");
+    assert_eq!(svc.port, status.host_ports[0].published);
+    let after = ts.status(&t).await.expect("status");
+    assert_eq!(
+        after.container_id, status.container_id,
+        "the task was adopted"
+    );
+    a.stop().await.expect("agent stops");
+}
