@@ -50,11 +50,13 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: deps release
-	$(CARGO) run --release -p shoal-bench -- --quick
+bench: deps
+	$(CARGO) build --release --bin shoal --bin shoal-bench
+	target/release/shoal-bench --quick
 
-bench-full: deps release
-	$(CARGO) run --release -p shoal-bench -- --full
+bench-full: deps
+	$(CARGO) build --release --bin shoal --bin shoal-bench
+	target/release/shoal-bench --full
 
 clean:
 	$(CARGO) clean
