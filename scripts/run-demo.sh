@@ -14,7 +14,7 @@ dev=$!
 trap 'kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; exit 0' INT TERM
 
 for _ in $(seq 1 100); do
-  curl -fsS "$SHOAL_SERVER/readyz" >/dev/null 2>&1 && break
+  "$SHOAL" get nodes >/dev/null 2>&1 && break
   kill -0 $dev 2>/dev/null || { echo "shoal dev exited; see the messages above" >&2; exit 1; }
   sleep 0.2
 done
@@ -26,14 +26,14 @@ echo
 echo "\$ shoal get services"
 "$SHOAL" get services
 echo
-echo "\$ shoal get tasks"
-"$SHOAL" get tasks
+echo "\$ shoal get tasks -o wide"
+"$SHOAL" get tasks -o wide
 echo
 echo "\$ shoal get nodes"
 "$SHOAL" get nodes
 echo
 echo "Shoal is running (API $SHOAL_SERVER, data in $DATA). Try, in another shell:"
 echo "  export PATH=\$PWD/target/release:\$PATH"
-echo "  shoal describe service web-local; shoal scale web-local=4; shoal node drain \$(hostname)"
+echo "  shoal describe service hello; shoal scale hello=3; shoal node drain \$(hostname); shoal node activate \$(hostname)"
 echo "Press Ctrl-C to stop."
 wait $dev
