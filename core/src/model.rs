@@ -538,6 +538,74 @@ pub struct RolloutStatus {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Timestamp>,
+    /// Image of the target template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Template hash the tasks ran before the rollout (what a rollback restores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_hash: Option<String>,
+    /// Image of the previous template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_image: Option<String>,
+    /// Tasks on the rolled-out template that failed during their monitor window (counted
+    /// once each against `maxFailureRatio`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_tasks: Vec<String>,
+    /// When the automatic rollback started. While the state is `rollingBack`, `rolledBack`
+    /// or `rollbackPaused`, the tasks run the previous template (`previousHash`), not the
+    /// manifest's (`targetHash`), until the manifest's template changes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_started_at: Option<Timestamp>,
+}
+
+impl RolloutState {
+    /// Lowercase-camel name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Updating => "updating",
+            RolloutState::Paused => "paused",
+            RolloutState::Completed => "completed",
+            RolloutState::RollingBack => "rollingBack",
+            RolloutState::RolledBack => "rolledBack",
+            RolloutState::RollbackPaused => "rollbackPaused",
+        }
+    }
+
+    /// Whether the state belongs to an automatic rollback (the tasks run the previous
+    /// template rather than the manifest's).
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            RolloutState::RollingBack | RolloutState::RolledBack | RolloutState::RollbackPaused
+        )
+    }
+}
+
+impl fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One past or current rollout, as `describe` lists them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRecord {
+    /// Template hash rolled out.
+    pub target_hash: String,
+    /// Its image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Last known phase.
+    pub state: RolloutState,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+    /// Why it paused or rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A notable thing that happened to a service (`describe` shows the recent ones).
@@ -606,6 +674,9 @@ pub struct ServiceStatus {
     /// as `previousSpec`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_spec: Option<ServiceSpec>,
+    /// The last few rollouts, oldest first (the current one last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollout_history: Vec<RolloutRecord>,
     /// When the status was written.
     #[serde(default)]
     pub updated_at: Timestamp,

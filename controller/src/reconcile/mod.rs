@@ -7,6 +7,7 @@
 //! status, and when to look again. It performs no I/O; randomness comes from `seed`.
 
 mod ids;
+mod progress;
 pub mod rollout;
 mod service;
 mod status;
@@ -202,3 +203,6 @@ mod tests;
 
 #[cfg(test)]
 mod proptests;
+
+#[cfg(test)]
+mod rollout_tests;

@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use shoal_core::constraint::Constraint;
-use shoal_core::manifest::{Mode, RestartCondition, Service};
+use shoal_core::manifest::{FailureAction, Mode, RestartCondition, Service, UpdateOrder};
 use shoal_core::model::{
-    Availability, DesiredState, Health, Slot, Task, TaskState, TaskTemplate, Timestamp,
+    Availability, DesiredState, Slot, Task, TaskState, TaskTemplate, Timestamp,
 };
 use tracing::debug;
 
-use super::rollout::{self, OutdatedSlot, RolloutInput};
-use super::status::{self, RolloutFacts};
+use super::progress::{self, Outcome};
+use super::rollout::{self, OutdatedSlot, RolloutInput, is_up};
+use super::status;
 use super::{IdGen, Plan, ReconcileInput, TaskEntry, TaskRef};
 use crate::placement::{Explanation, Placer, filters};
 
@@ -51,13 +52,6 @@ impl<'a> Work<'a> {
             self.plan.stops.push(TaskRef::of(&self.entry(i).task));
         }
     }
-}
-
-/// Whether the task counts as running for the status (healthy when it has a healthcheck).
-fn is_up(e: &TaskEntry) -> bool {
-    e.state() == TaskState::Running
-        && (e.task.template.healthcheck.is_none()
-            || e.status.as_ref().and_then(|s| s.health) == Some(Health::Healthy))
 }
 
 /// When the task stopped (for restart delays and windows).
@@ -130,8 +124,18 @@ struct Pending {
 
 /// Reconciles a service with a valid manifest.
 pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generation: i64) -> Plan {
-    let spec = &svc.spec;
     let now = input.now;
+    // An automatic rollback reconciles towards the previous template (see `progress`).
+    let manifest_hash = TaskTemplate::from_spec(&svc.spec).hash();
+    let rollback_spec = progress::rollback_spec(input.previous.as_ref(), &svc.spec, &manifest_hash);
+    let rollback_mode = rollback_spec.is_some();
+    let spec = rollback_spec.as_ref().unwrap_or(&svc.spec);
+    let policy = if rollback_mode {
+        &svc.spec.rollback
+    } else {
+        &svc.spec.update
+    };
+    let start_first = policy.order == UpdateOrder::StartFirst;
     let template = TaskTemplate::from_spec(spec);
     let hash = template.hash();
     let mut placer = match Placer::new(spec, &input.nodes, &input.usage) {
@@ -153,6 +157,24 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
         plan: Plan::default(),
     };
     let mut st = input.previous.clone().unwrap_or_default();
+    let had_status = input.previous.is_some();
+    let old_desired = st.desired;
+    let last_write = st.updated_at;
+    let earliest = input
+        .tasks
+        .iter()
+        .filter(|e| e.task.template_hash == hash && !e.is_dead() && e.task.created_at >= last_write)
+        .map(|e| e.task.created_at)
+        .min();
+    progress::begin(
+        &mut st,
+        now,
+        spec,
+        &hash,
+        rollback_mode,
+        generation,
+        earliest,
+    );
 
     // Node loss: unfinished tasks on nodes that are down are orphaned (and replaced).
     let mut down: BTreeMap<&str, usize> = BTreeMap::new();
@@ -237,8 +259,20 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
             .filter(|&i| w.wants_running(i) && !w.dead(i))
             .collect();
         if let Some(&keeper) = live.iter().max_by_key(|&&i| keeper_rank(w.entry(i), &hash)) {
+            // Start-first: the old task keeps running until its replacement is up.
+            let spare = if start_first
+                && w.entry(keeper).task.template_hash == hash
+                && !is_up(w.entry(keeper))
+            {
+                live.iter()
+                    .copied()
+                    .filter(|&i| w.entry(i).task.template_hash != hash)
+                    .max_by_key(|&i| keeper_rank(w.entry(i), &hash))
+            } else {
+                None
+            };
             for &i in idx {
-                if i != keeper {
+                if i != keeper && Some(i) != spare {
                     w.stop(i);
                 }
             }
@@ -317,8 +351,57 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
         }
     }
 
-    // Rollout: replace tasks on an older template, a batch at a time.
-    let outdated: Vec<OutdatedSlot> = keepers
+    // Rollout: watch the new tasks, then replace tasks on an older template a batch at a
+    // time.
+    let desired = target.len() as u64;
+    let watch = progress::watch(&st, rollback_mode);
+    let counted: BTreeSet<String> = st
+        .rollout
+        .as_ref()
+        .map(|r| r.failed_tasks.iter().cloned().collect())
+        .unwrap_or_default();
+    let delay = policy.delay.get();
+    let mut failures: Vec<(String, String)> = Vec::new();
+    let mut failed_slots: BTreeSet<Slot> = BTreeSet::new();
+    let mut in_delay = 0usize;
+    let mut monitor_until: Option<Timestamp> = None;
+    let mut wake: Option<Timestamp> = None;
+    if let Some(since) = watch.since {
+        for i in 0..n {
+            let e = w.entry(i);
+            if e.task.template_hash != hash || e.task.created_at < since {
+                continue;
+            }
+            if counted.contains(&e.task.id) {
+                failed_slots.insert(e.task.slot.clone());
+                continue;
+            }
+            if watch.active {
+                if let Some(why) = rollout::task_failure(e, policy, now) {
+                    failures.push((e.task.id.clone(), why));
+                    failed_slots.insert(e.task.slot.clone());
+                    continue;
+                }
+                if let Some(t) = rollout::watch_deadline(e, policy) {
+                    wake = Some(wake.map_or(t, |x| x.min(t)));
+                }
+            }
+            if is_up(e) && w.wants_running(i) && !w.dead(i) {
+                let up = rollout::up_at(e);
+                if up.plus(delay) > now {
+                    in_delay += 1;
+                    let t = up.plus(delay);
+                    wake = Some(wake.map_or(t, |x| x.min(t)));
+                }
+                let m = up.plus(policy.monitor.get());
+                monitor_until = Some(monitor_until.map_or(m, |x| x.max(m)));
+            }
+        }
+    }
+    failures.sort();
+    let rollback_now = progress::record_failures(&mut st, now, failures, policy, desired);
+    let moving_past = policy.failure_action == FailureAction::Continue;
+    let outdated_all: Vec<OutdatedSlot> = keepers
         .iter()
         .copied()
         .filter(|&i| w.wants_running(i) && w.entry(i).task.template_hash != hash)
@@ -327,21 +410,47 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
             running: w.entry(i).state() == TaskState::Running,
         })
         .collect();
+    let all_current = outdated_all.is_empty() && waiting == 0;
+    let outdated: Vec<OutdatedSlot> = outdated_all
+        .into_iter()
+        .filter(|o| !failed_slots.contains(&w.entry(o.task).task.slot))
+        .collect();
     let in_flight = waiting
         + pending.len()
+        + in_delay
         + keepers
             .iter()
             .filter(|&&i| {
-                w.entry(i).task.template_hash == hash && w.entry(i).state() != TaskState::Running
+                let e = w.entry(i);
+                e.task.template_hash == hash
+                    && !is_up(e)
+                    && !(moving_past && counted.contains(&e.task.id))
             })
             .count();
-    let batch = rollout::next_batch(&RolloutInput {
-        update: &spec.update,
-        in_flight,
-        outdated: outdated.clone(),
-    });
+    let batch = if rollback_now || !progress::may_advance(&st) {
+        Vec::new()
+    } else {
+        rollout::next_batch(&RolloutInput {
+            update: policy,
+            in_flight,
+            outdated,
+        })
+    };
     for i in batch {
-        w.stop(i);
+        if start_first {
+            let slot = w.entry(i).task.slot.clone();
+            debug!(service = %input.service_ref, task = %w.entry(i).task.id, %slot, "start-first: starting the replacement");
+            pending.push(Pending { slot, attempt: 0 });
+        } else {
+            w.stop(i);
+        }
+    }
+    if rollback_now {
+        requeue = Some(Duration::from_millis(10));
+    }
+    if let Some(t) = wake {
+        let d = t.since(now).max(Duration::from_millis(10));
+        requeue = Some(requeue.map_or(d, |r| r.min(d)));
     }
 
     // Placement.
@@ -438,7 +547,6 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     }
 
     // Status.
-    let desired = target.len() as u64;
     let up: Vec<usize> = (0..n)
         .filter(|&i| w.wants_running(i) && !w.dead(i) && is_up(w.entry(i)))
         .collect();
@@ -447,28 +555,29 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
         .iter()
         .filter(|&&i| w.entry(i).task.template_hash == hash)
         .count() as u64;
-    let previous_hash = st
-        .current_spec
-        .as_ref()
-        .map(|s| TaskTemplate::from_spec(s).hash());
-    if previous_hash.as_deref().is_some_and(|h| h != hash) {
-        st.previous_spec = st.current_spec.clone();
-    }
-    if input.previous.is_some() && st.desired != desired && st.observed_generation != 0 {
-        let msg = format!("desired tasks {} → {desired}", st.desired);
+    if had_status && old_desired != desired && st.observed_generation != 0 {
+        let msg = format!("desired tasks {old_desired} → {desired}");
         status::push_event(&mut st, now, "Normal", "Scaled", &msg);
     }
-    status::update_rollout(
+    let failed_slots = if moving_past {
+        failed_slots.len() as u64
+    } else {
+        0
+    };
+    if let Some(d) = progress::finish(
         &mut st,
         now,
-        &RolloutFacts {
-            hash: &hash,
-            previous_hash,
-            desired,
+        &Outcome {
             updated,
-            all_current: outdated.is_empty() && waiting == 0,
+            desired,
+            failed_slots,
+            all_current,
+            monitor_until,
         },
-    );
+    ) {
+        requeue = Some(requeue.map_or(d, |r| r.min(d)));
+    }
+    progress::sync_history(&mut st);
     if unschedulable != st.unschedulable {
         match &unschedulable {
             Some(msg) => status::push_event(&mut st, now, "Warning", "Unschedulable", msg),
@@ -483,7 +592,6 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     st.running = running;
     st.updated = updated;
     st.error = None;
-    st.current_spec = Some(spec.clone());
     status::set_condition(&mut st, now, "Valid", true, "ManifestValid", "");
     let (reason, msg) = if running >= desired {
         ("MinimumTasksRunning", String::new())

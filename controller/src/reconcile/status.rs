@@ -1,7 +1,7 @@
-//! Building the service status: counts, conditions, bounded events, rollout progress, and
+//! Building the service status: counts, conditions, bounded events, and
 //! the rule that a status which did not change keeps its `updatedAt` (so it is not rewritten).
 
-use shoal_core::model::{Condition, Event, RolloutState, RolloutStatus, ServiceStatus, Timestamp};
+use shoal_core::model::{Condition, Event, ServiceStatus, Timestamp};
 
 use super::MAX_EVENTS;
 
@@ -72,51 +72,4 @@ pub(crate) fn finish(
         None => st.updated_at = now,
     }
     st
-}
-
-/// Rollout bookkeeping for a present service.
-pub(crate) struct RolloutFacts<'a> {
-    pub(crate) hash: &'a str,
-    pub(crate) previous_hash: Option<String>,
-    pub(crate) desired: u64,
-    pub(crate) updated: u64,
-    pub(crate) all_current: bool,
-}
-
-/// Starts, advances or completes the rollout record.
-pub(crate) fn update_rollout(st: &mut ServiceStatus, now: Timestamp, f: &RolloutFacts<'_>) {
-    let template_changed = f.previous_hash.as_deref().is_some_and(|h| h != f.hash);
-    if template_changed && st.rollout.as_ref().is_none_or(|r| r.target_hash != f.hash) {
-        st.rollout = Some(RolloutStatus {
-            state: RolloutState::Updating,
-            target_hash: f.hash.to_string(),
-            updated: 0,
-            total: f.desired,
-            message: None,
-            started_at: now,
-            completed_at: None,
-        });
-        push_event(
-            st,
-            now,
-            "Normal",
-            "RolloutStarted",
-            "template changed: replacing tasks",
-        );
-    }
-    if let Some(r) = st.rollout.as_mut().filter(|r| r.target_hash == f.hash) {
-        r.updated = f.updated;
-        r.total = f.desired;
-        if r.state == RolloutState::Updating && f.all_current && f.updated >= f.desired {
-            r.state = RolloutState::Completed;
-            r.completed_at = Some(now);
-            push_event(
-                st,
-                now,
-                "Normal",
-                "RolloutCompleted",
-                "every task runs the current template",
-            );
-        }
-    }
 }
