@@ -239,6 +239,24 @@ impl Client {
         self.json(&url, b).await
     }
 
+    /// Writes the service's previous spec back as its manifest (`shoal rollout undo`), only
+    /// if the manifest is still at `if_match` when given.
+    pub async fn rollback_service(
+        &self,
+        ns: &str,
+        name: &str,
+        if_match: Option<Revision>,
+    ) -> Result<WriteResult, ClientError> {
+        let (url, mut b) = self.req(
+            reqwest::Method::POST,
+            &format!("/v1/services/{ns}/{name}/rollback"),
+        );
+        if let Some(r) = if_match {
+            b = b.header(IF_MATCH, format!("\"{r}\""));
+        }
+        self.json(&url, b).await
+    }
+
     /// Reads a service's status (`None` before the controller has observed it).
     pub async fn service_status(
         &self,

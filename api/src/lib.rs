@@ -93,6 +93,10 @@ pub fn router(state: ApiState) -> Router {
                 .delete(services::delete),
         )
         .route("/v1/services/{ns}/{name}/status", get(services::status))
+        .route(
+            "/v1/services/{ns}/{name}/rollback",
+            post(handlers::rollback::rollback),
+        )
         .route("/v1/apply", post(apply::apply))
         .route("/v1/tasks", get(cluster::tasks))
         .route("/v1/nodes", get(cluster::nodes))

@@ -24,6 +24,7 @@ use crate::types;
         services::put,
         services::delete,
         services::status,
+        crate::handlers::rollback::rollback,
         apply::apply,
         cluster::tasks,
         cluster::nodes,
