@@ -42,7 +42,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub address: String,
     /// Node label `key=value` (repeatable), for placement constraints.
-    #[arg(long = "label", value_parser = parse_label)]
+    #[arg(long = "label", value_parser = crate::cli::parse_label)]
     pub labels: Vec<(String, String)>,
     /// Runtime that runs tasks.
     #[arg(long, value_enum, default_value_t = RuntimeFlag::Docker)]
@@ -101,15 +101,6 @@ impl ConsulArgs {
     }
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("label {s:?} is not key=value"))?;
-    if k.is_empty() {
-        return Err(format!("label {s:?} has an empty key"));
-    }
-    Ok((k.to_string(), v.to_string()))
-}
 
 /// Runs `shoal agent` until Ctrl-C or SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -146,23 +137,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = shoal_agent::open_runtime(choice, &args.node_id, &args.data_dir).await?;
     let agent = Agent::new(store, keys, config, runtime);
-    agent.run(shutdown_signal()).await?;
+    agent.run(crate::cli::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -46,20 +46,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(store = %args.store.store, prefix = %args.store.prefix, identity = %config.identity, "starting controller");
     let controller = Controller::new(store, Keys::new(&args.store.prefix), config);
-    controller.run(shutdown_signal()).await?;
+    controller.run(crate::cli::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
