@@ -198,3 +198,19 @@ fn unreachable_server_is_a_clear_failure() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the Shoal API"));
 }
+
+#[test]
+fn rollout_undo_without_a_previous_spec_fails_clearly() {
+    let s = start();
+    shoal(&s, &["apply", "-f", "-"], Some(&manifest("web", 1)));
+    let o = shoal(&s, &["rollout", "undo", "web"], None);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no previous spec"));
+    let o = shoal(&s, &["rollout", "undo", "nope"], None);
+    assert_eq!(o.status.code(), Some(1));
+}

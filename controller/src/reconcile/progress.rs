@@ -187,12 +187,12 @@ pub(super) fn record_failures(
             (FailureAction::Continue, _) => {}
             (_, true) => {
                 r.state = RolloutState::RollbackPaused;
-                r.message = Some(format!("rollback paused: {last}"));
+                r.message = Some(last.clone());
                 events.push(("Warning", "RollbackPaused", last.clone()));
             }
             (FailureAction::Rollback, false) if can_roll_back => {
                 r.state = RolloutState::RollingBack;
-                r.message = Some(format!("rolled back: {last}"));
+                r.message = Some(last.clone());
                 r.rollback_started_at = Some(now);
                 rollback = true;
                 events.push(("Warning", "RollbackStarted", last.clone()));
@@ -204,7 +204,7 @@ pub(super) fn record_failures(
                     ""
                 };
                 r.state = RolloutState::Paused;
-                r.message = Some(format!("update paused: {last}{extra}"));
+                r.message = Some(format!("{last}{extra}"));
                 events.push(("Warning", "RolloutPaused", format!("{last}{extra}")));
             }
         }

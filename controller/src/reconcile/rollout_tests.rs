@@ -222,7 +222,7 @@ fn failure_action_rollback_restores_the_previous_template() {
             .message
             .as_deref()
             .unwrap()
-            .contains("rolled back")
+            .contains("was rejected")
     );
     // The rollback holds while the manifest keeps the template that failed.
     sim.set_spec(with_image(4, extra, "missing/nginx:2"), 3);

@@ -69,7 +69,13 @@ fn state(s: &ServiceResource) -> String {
     if let Some(r) = &st.rollout
         && !matches!(r.state, shoal_core::model::RolloutState::Completed)
     {
-        return format!("{:?}", r.state);
+        let name = format!("{:?}", r.state);
+        // After an automatic rollback the tasks do not run what the manifest says.
+        return if r.state.is_rollback() {
+            format!("{name} (manifest not running)")
+        } else {
+            name
+        };
     }
     if st.observed_generation < s.revision {
         return "Pending".into();
@@ -408,14 +414,7 @@ pub async fn describe(a: DescribeArgs) -> CmdResult {
                 st.running, st.desired, st.updated, st.observed_generation
             ));
             if let Some(r) = &st.rollout {
-                out.push_str(&format!(
-                    "Rollout:       {:?} {}/{}",
-                    r.state, r.updated, r.total
-                ));
-                if let Some(m) = &r.message {
-                    out.push_str(&format!(" ({m})"));
-                }
-                out.push('\n');
+                out.push_str(&rollout_lines(r));
             }
             if let Some(u) = &st.unschedulable {
                 out.push_str(&format!("Unschedulable: {u}\n"));
@@ -423,6 +422,38 @@ pub async fn describe(a: DescribeArgs) -> CmdResult {
             if let Some(e) = &st.error {
                 out.push_str(&format!("Error:         {e}\n"));
             }
+        }
+    }
+    let history = s
+        .status
+        .as_ref()
+        .map(|st| st.rollout_history.clone())
+        .unwrap_or_default();
+    if !history.is_empty() {
+        out.push_str("\nRollout history:\n");
+        let rows: Vec<Vec<String>> = history
+            .iter()
+            .map(|h| {
+                vec![
+                    h.started_at.to_string(),
+                    h.completed_at.map_or("-".into(), |t| t.to_string()),
+                    h.state.to_string(),
+                    h.image.clone().unwrap_or_else(|| "-".into()),
+                    h.target_hash.chars().take(12).collect(),
+                    h.message.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let header = [
+            "STARTED",
+            "COMPLETED",
+            "STATE",
+            "IMAGE",
+            "TEMPLATE",
+            "MESSAGE",
+        ];
+        for line in render(&header, &rows).lines() {
+            out.push_str(&format!("  {line}\n"));
         }
     }
     out.push_str("\nTasks:\n");
@@ -462,4 +493,37 @@ pub async fn describe(a: DescribeArgs) -> CmdResult {
     }
     print!("{out}");
     Ok(EXIT_OK)
+}
+
+/// The rollout part of `describe`: state, progress, reason, and a warning when an automatic
+/// rollback left the manifest naming a template that does not run.
+pub(crate) fn rollout_lines(r: &shoal_core::model::RolloutStatus) -> String {
+    let mut out = format!(
+        "Rollout:       {} {}/{} updated",
+        r.state, r.updated, r.total
+    );
+    if let Some(img) = &r.image {
+        out.push_str(&format!(", image {img}"));
+    }
+    if let Some(prev) = &r.previous_image {
+        out.push_str(&format!(" (from {prev})"));
+    }
+    out.push('\n');
+    out.push_str(&format!("Started:       {}\n", r.started_at));
+    if let Some(t) = r.completed_at {
+        out.push_str(&format!("Completed:     {t}\n"));
+    }
+    if let Some(m) = &r.message {
+        out.push_str(&format!("Message:       {m}\n"));
+    }
+    if r.state.is_rollback() {
+        out.push_str(&format!(
+            "Note:          the update to {} was rolled back automatically: the tasks run the \
+             previous template ({}), not the manifest's. Change the manifest, or run \
+             `shoal rollout undo` to make it match what runs.\n",
+            r.image.as_deref().unwrap_or("the new template"),
+            r.previous_image.as_deref().unwrap_or("previous spec"),
+        ));
+    }
+    out
 }

@@ -1,4 +1,4 @@
-//! `shoal scale`, `shoal rollout status` and `shoal node ...`.
+//! `shoal scale`, `shoal rollout status|undo` and `shoal node ...`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -163,6 +163,18 @@ enum RolloutCmd {
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Restore the service's previous spec: writes it back as the manifest (metadata kept),
+    /// and the controller rolls the tasks back with the service's update policy.
+    Undo {
+        /// Service name.
+        name: String,
+        /// Then wait until the service converges (exit 0) or fails (1).
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait with `--wait`.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 /// Runs `shoal rollout ...`.
@@ -181,6 +193,35 @@ pub async fn rollout(a: RolloutArgs) -> CmdResult {
                     namespace: ns.clone(),
                     name,
                     revision: s.revision,
+                }],
+                timeout,
+            )
+            .await
+        }
+        RolloutCmd::Undo {
+            name,
+            wait,
+            timeout,
+        } => {
+            let res = client.rollback_service(ns, &name, None).await?;
+            match res.action {
+                shoal_api::types::Action::Unchanged => println!(
+                    "service/{name} unchanged: the manifest already holds the previous spec"
+                ),
+                _ => println!(
+                    "service/{name} rolled back to its previous spec (revision {})",
+                    res.revision
+                ),
+            }
+            if !wait {
+                return Ok(EXIT_OK);
+            }
+            wait_for(
+                &client,
+                vec![Target {
+                    namespace: ns.clone(),
+                    name,
+                    revision: res.revision,
                 }],
                 timeout,
             )

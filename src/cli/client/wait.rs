@@ -210,8 +210,58 @@ mod tests {
             message: Some("task failed".into()),
             started_at: Timestamp(0),
             completed_at: None,
+            image: None,
+            previous_hash: None,
+            previous_image: None,
+            failed_tasks: vec![],
+            rollback_started_at: None,
         });
         assert!(matches!(judge(Some(&s), 5), Verdict::Failed(m) if m.contains("rolled back")));
+        for (state, word) in [
+            (RolloutState::Paused, "paused"),
+            (RolloutState::RollbackPaused, "rollback paused"),
+        ] {
+            let mut s = status(5, 3, 3, 1);
+            s.rollout = Some(RolloutStatus {
+                state,
+                target_hash: "h".into(),
+                updated: 1,
+                total: 3,
+                message: Some("task web.2.x was rejected: No such image".into()),
+                started_at: Timestamp(0),
+                completed_at: None,
+                image: None,
+                previous_hash: None,
+                previous_image: None,
+                failed_tasks: vec![],
+                rollback_started_at: None,
+            });
+            assert!(
+                matches!(judge(Some(&s), 5), Verdict::Failed(m) if m.contains(word) && m.contains("No such image")),
+                "{state:?}"
+            );
+            // An older status never fails a newer revision.
+            assert!(matches!(judge(Some(&s), 6), Verdict::Progressing(_)));
+        }
+        // Every task up to date but still in its monitor window, or rolling back: not done.
+        for state in [RolloutState::Updating, RolloutState::RollingBack] {
+            let mut s = status(5, 3, 3, 3);
+            s.rollout = Some(RolloutStatus {
+                state,
+                target_hash: "h".into(),
+                updated: 3,
+                total: 3,
+                message: None,
+                started_at: Timestamp(0),
+                completed_at: None,
+                image: None,
+                previous_hash: None,
+                previous_image: None,
+                failed_tasks: vec![],
+                rollback_started_at: None,
+            });
+            assert!(matches!(judge(Some(&s), 5), Verdict::Progressing(_)));
+        }
         let mut s = status(5, 3, 3, 3);
         s.error = Some("services/default/web:3:1: bad".into());
         assert!(matches!(judge(Some(&s), 5), Verdict::Failed(_)));
