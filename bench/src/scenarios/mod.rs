@@ -196,7 +196,12 @@ impl Bench<'_> {
         let (a, r) = obs.counts_since(t0);
         let secs = t_running.as_secs() as usize + 1;
         let (ca, cr) = obs.curves(t0, secs);
-        let peak = ca.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        let peak = ca
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .chain(ca.first().copied())
+            .max()
+            .unwrap_or(0);
         let sustained = a as f64 / t_placed.as_secs_f64();
         let extra = json!({
             "nodes": sizes.nodes, "tasks": total, "placed": a, "running": r,
@@ -470,14 +475,8 @@ async fn slot_check(
     items: &[(String, String)],
     replicas: usize,
 ) -> Result<(usize, usize), ScenarioError> {
-    let r = client
-        .get(
-            format!("{PREFIX}tasks/"),
-            Some(GetOptions::new().with_prefix()),
-        )
-        .await?;
     let mut live: std::collections::HashMap<(String, u64), usize> = Default::default();
-    for kv in r.kvs() {
+    for kv in list_all(client, &format!("{PREFIX}tasks/")).await? {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(kv.value()) else {
             continue;
         };
@@ -515,5 +514,32 @@ impl Bench<'_> {
         leader: &mut Proc,
     ) -> Result<(), ScenarioError> {
         self.s1_bulk(sizes, leader, true).await
+    }
+}
+
+/// Reads every key under `prefix` in pages (one response is capped at 4 MiB by the client).
+async fn list_all(
+    client: &mut Client,
+    prefix: &str,
+) -> Result<Vec<etcd_client::KeyValue>, etcd_client::Error> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let mut from = prefix.as_bytes().to_vec();
+    let mut out = Vec::new();
+    loop {
+        let opts = GetOptions::new().with_range(end.clone()).with_limit(2000);
+        let r = client.get(from.clone(), Some(opts)).await?;
+        let kvs = r.kvs();
+        if let Some(last) = kvs.last() {
+            from = last.key().to_vec();
+            from.push(0);
+        }
+        let more = r.more();
+        out.extend(kvs.iter().cloned());
+        if !more || kvs.is_empty() {
+            return Ok(out);
+        }
     }
 }
