@@ -1,6 +1,7 @@
 //! The controller against a real etcd: placement, node loss and leader failover.
 
 mod common;
+mod rollout;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,4 +56,29 @@ async fn standby_takes_over_on_etcd() {
     env.put_service("web", "  replicas: 2\n").await;
     env.wait_running("web", 2).await;
     c2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_pauses_then_completes_on_etcd() {
+    use shoal_core::model::RolloutState;
+    let (_etcd, env) = etcd_env().await;
+    let _agent = rollout::sim_agent(&env, 3).await;
+    let c = env.controller("c1", TTL);
+    let extra = "  update: {parallelism: 1, delay: 1s, monitor: 1s}\n";
+    rollout::put(&env, "web", &rollout::spec(3, "nginx:1", extra)).await;
+    env.wait_running("web", 3).await;
+    rollout::put(&env, "web", &rollout::spec(3, "missing/nginx:2", extra)).await;
+    let msg = rollout::wait_rollout(&env, "web", RolloutState::Paused).await;
+    assert!(msg.is_some_and(|m| m.contains("No such image")));
+    rollout::put(&env, "web", &rollout::spec(3, "nginx:3", extra)).await;
+    rollout::wait_rollout(&env, "web", RolloutState::Completed).await;
+    let tasks = env.tasks().await;
+    assert_eq!(rollout::up_on(&tasks, "nginx:3"), 3);
+    for ((slot, image), n) in rollout::per_slot_image(&tasks) {
+        assert!(
+            image != "nginx:3" || n == 1,
+            "slot {slot} updated {n} times"
+        );
+    }
+    c.stop().await;
 }
