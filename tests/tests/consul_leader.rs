@@ -1,0 +1,100 @@
+//! Leader election on the Consul backend: the leader record is bound to a Consul session
+//! (TTL, `Behavior=delete`); a standby takes over once the leader's session is gone, and the
+//! deposed leader's fenced writes are refused. Runs against the in-process Consul fake with its
+//! clock sped up ten times, so Consul's 10 s minimum session TTL passes in about a second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_controller::runner::commit::{CommitError, commit};
+use shoal_controller::runner::leader::campaign;
+use shoal_core::Keys;
+use shoal_store::consul::ConsulStore;
+use shoal_store::{Store, TxnOp};
+use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
+use tokio::sync::watch;
+
+const TTL: Duration = Duration::from_secs(10);
+
+async fn store(fake: &ConsulFake) -> Arc<dyn Store> {
+    Arc::new(
+        ConsulStore::connect(&format!("consul://{}", fake.addr()))
+            .await
+            .expect("connect to the Consul fake"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_takes_over_when_the_leaders_session_expires_and_old_writes_are_fenced() {
+    let fake = ConsulFake::start_with(FakeOptions {
+        time_scale: 0.1,
+        ..FakeOptions::default()
+    })
+    .await;
+    let keys = Keys::default();
+    let a = store(&fake).await;
+    let b = store(&fake).await;
+
+    let (_stop_a, mut rx_a) = watch::channel(false);
+    let leader = campaign(&a, &keys, "controller-a", TTL, &mut rx_a)
+        .await
+        .expect("campaign")
+        .expect("controller-a leads");
+    let record = a.get(&keys.leader()).await.unwrap().expect("leader record");
+    assert!(String::from_utf8_lossy(&record.value).contains("controller-a"));
+
+    // The standby campaigns in the background: it must not win while the leader lives.
+    let (_stop_b, mut rx_b) = watch::channel(false);
+    let keys_b = keys.clone();
+    let b2 = b.clone();
+    let standby =
+        tokio::spawn(async move { campaign(&b2, &keys_b, "controller-b", TTL, &mut rx_b).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !standby.is_finished(),
+        "a standby must not lead while the leader renews its session"
+    );
+
+    // The leader hangs (stops renewing): its session expires, the record goes, b leads.
+    let fence = leader.fence.clone();
+    leader.abandon();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !standby.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not take over within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new = standby
+        .await
+        .unwrap()
+        .expect("campaign")
+        .expect("controller-b leads");
+    let record = b.get(&keys.leader()).await.unwrap().expect("leader record");
+    assert!(String::from_utf8_lossy(&record.value).contains("controller-b"));
+
+    // A late write from the deposed leader fails and writes nothing.
+    let late = keys.task("n1", "web.1.late");
+    let op = |k: &str| {
+        vec![TxnOp::Put {
+            key: k.to_string(),
+            value: b"{}".to_vec(),
+            lease: None,
+        }]
+    };
+    let res = commit(a.as_ref(), &fence, op(&late), |_, _| {}).await;
+    assert!(
+        matches!(res, Err(CommitError::Fenced)),
+        "late write refused: {res:?}"
+    );
+    assert!(
+        a.get(&late).await.unwrap().is_none(),
+        "nothing written by the deposed leader"
+    );
+    let fresh = keys.task("n1", "web.1.fresh");
+    commit(b.as_ref(), &new.fence, op(&fresh), |_, _| {})
+        .await
+        .expect("the new leader writes");
+    assert!(b.get(&fresh).await.unwrap().is_some());
+}
