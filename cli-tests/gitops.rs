@@ -1,0 +1,237 @@
+//! End to end, the way a GitOps pipeline drives Shoal: a directory of manifests applied with
+//! `--prune -l <selector> --wait` against `shoal dev` (embedded store, API, controller and a
+//! local agent running host processes), one file removed from the directory, applied again:
+//! that service is pruned and its tasks stop, the others are unchanged, and a service outside
+//! the selector is never touched.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+
+struct Dev {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // SIGINT lets the agent stop its host processes on the way out.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_dev() -> Dev {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args(["dev", "--runtime", "process", "--node-id", "gitops-node"])
+        .arg("--data-dir")
+        .arg(dir.path().join("dev"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dev = Dev {
+        child,
+        url,
+        _dir: dir,
+    };
+    wait_for("the node to register", || {
+        let o = shoal(&dev, &["get", "nodes", "-o", "json"]);
+        o.status.success() && text(&o).contains("gitops-node")
+    });
+    dev
+}
+
+fn shoal(dev: &Dev, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("SHOAL_SERVER", &dev.url)
+        .env_remove("SHOAL_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn write_manifest(dir: &Path, name: &str, managed: bool) {
+    let labels = if managed {
+        "app.kubernetes.io/managed-by: shoal"
+    } else {
+        "team: data"
+    };
+    let text = format!(
+        "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: {name}\n  labels:\n    {labels}\nspec:\n  runtime: process\n  command: [sleep, \"600\"]\n  replicas: 1\n  stopGracePeriod: 2s\n"
+    );
+    std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
+}
+
+fn service_names(dev: &Dev) -> Vec<String> {
+    let o = shoal(dev, &["get", "services", "-o", "json"]);
+    assert!(
+        o.status.success(),
+        "get services: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut names: Vec<String> = v
+        .as_array()
+        .expect("a JSON array of services")
+        .iter()
+        .filter_map(|s| {
+            s.pointer("/service/metadata/name")
+                .or_else(|| s.pointer("/metadata/name"))
+        })
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+fn running_tasks_of(dev: &Dev, service: &str) -> usize {
+    let o = shoal(dev, &["get", "tasks", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|t| {
+                    t.pointer("/task/service/name").and_then(|n| n.as_str()) == Some(service)
+                })
+                .filter(|t| t.pointer("/status/state").and_then(|s| s.as_str()) == Some("running"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn pipeline_applies_a_directory_with_prune_and_wait() {
+    let dev = start_dev();
+    let repo = tempfile::tempdir().unwrap();
+    for name in ["api", "worker", "cron"] {
+        write_manifest(repo.path(), name, true);
+    }
+    let other = tempfile::tempdir().unwrap();
+    write_manifest(other.path(), "reports", false);
+    let o = shoal(
+        &dev,
+        &[
+            "apply",
+            "-f",
+            other.path().to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let sel = "app.kubernetes.io/managed-by=shoal";
+    let repo_path = repo.path().to_str().unwrap();
+    let o = shoal(
+        &dev,
+        &[
+            "apply",
+            "-f",
+            repo_path,
+            "--prune",
+            "-l",
+            sel,
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "first apply: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = text(&o);
+    for name in ["api", "worker", "cron"] {
+        assert!(out.contains(&format!("service/{name} created")), "{out}");
+    }
+    assert_eq!(
+        running_tasks_of(&dev, "cron"),
+        1,
+        "cron runs after --wait returned"
+    );
+
+    // The pipeline removes one file from the repository and applies again.
+    std::fs::remove_file(repo.path().join("cron.yaml")).unwrap();
+    let o = shoal(
+        &dev,
+        &[
+            "apply",
+            "-f",
+            repo_path,
+            "--prune",
+            "-l",
+            sel,
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "second apply: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = text(&o);
+    assert!(out.contains("service/api unchanged"), "{out}");
+    assert!(out.contains("service/worker unchanged"), "{out}");
+    assert!(out.contains("service/cron pruned"), "{out}");
+    assert!(
+        !out.contains("reports"),
+        "a service outside the selector is not touched: {out}"
+    );
+
+    assert_eq!(service_names(&dev), ["api", "reports", "worker"]);
+    wait_for("cron's task to stop", || {
+        running_tasks_of(&dev, "cron") == 0
+    });
+    assert_eq!(running_tasks_of(&dev, "api"), 1);
+    assert_eq!(running_tasks_of(&dev, "reports"), 1);
+
+    // Applying the same directory once more changes nothing.
+    let o = shoal(&dev, &["apply", "-f", repo_path, "--prune", "-l", sel]);
+    assert_eq!(
+        text(&o),
+        "service/api unchanged\nservice/worker unchanged\n"
+    );
+}
