@@ -326,7 +326,10 @@ async fn template_change_replaces_tasks_and_keeps_the_previous_spec() {
             })
             .count();
         let st = env.status("web").await?;
-        (running_v2 == 3 && st.updated == 3).then_some(())
+        // The rollout completes once the last new task's monitor window (5s) passed.
+        let completed = st.rollout.as_ref().map(|r| r.state)
+            == Some(shoal_core::model::RolloutState::Completed);
+        (running_v2 == 3 && st.updated == 3 && completed).then_some(())
     })
     .await;
     let st = env.status("web").await.unwrap();
