@@ -101,7 +101,6 @@ impl ConsulArgs {
     }
 }
 
-
 /// Runs `shoal agent` until Ctrl-C or SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     if args.hollow_nodes > 0 && args.runtime != RuntimeFlag::Sim {
@@ -140,7 +139,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     agent.run(crate::cli::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
-
 
 #[cfg(test)]
 mod tests {
