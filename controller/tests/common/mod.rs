@@ -38,6 +38,26 @@ where
     }
 }
 
+/// Polls `check` until it returns `Some`, or fails the test after `deadline` (for steps
+/// slower than [`DEADLINE`] allows, such as real containers).
+pub async fn wait_for_within<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A store and the keys, for one test.
 pub struct Env {
     pub store: Arc<dyn Store>,
