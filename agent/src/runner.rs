@@ -14,6 +14,12 @@
 //! `consul` is registered (in the background, retried while Consul is down); it is
 //! deregistered before its container is stopped (waiting at most
 //! [`DEREGISTER_WAIT`](crate::discovery::task::DEREGISTER_WAIT)) and when it exits on its own.
+//!
+//! Parking: on a runtime that reports exits itself ([`Runtime::exit_notices`], the sim
+//! runtime), the runner of a task that simply runs (no healthcheck, no registration) ends
+//! and hands back a [`Parked`] record: the few bytes needed to pick the task up again with
+//! [`resume`] when it exits or the controller's wishes change. Hollow nodes then cost one
+//! small record per task instead of a waiting runner.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,6 +62,8 @@ pub struct RunnerContext {
     /// Turns true once the agent's start-up cleanup of stale registrations is over;
     /// registrations wait for it.
     pub discovery_ready: watch::Receiver<bool>,
+    /// Runners of simply running tasks may park (the worker hears of exits from the runtime).
+    pub parks: bool,
 }
 
 impl RunnerContext {
@@ -67,6 +75,7 @@ impl RunnerContext {
             keys,
             discovery: None,
             discovery_ready: watch::channel(true).1,
+            parks: false,
         }
     }
 }
@@ -88,9 +97,50 @@ enum Interrupt {
     Deleted,
 }
 
+/// How to stop a task, kept from its template once the rest is no longer needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StopSpec {
+    /// `None`: `SIGTERM`, the usual one (no allocation per task).
+    signal: Option<Box<str>>,
+    grace: Duration,
+}
+
+impl StopSpec {
+    const DEFAULT_SIGNAL: &str = "SIGTERM";
+
+    fn of(task: &Task) -> Self {
+        let signal = &task.template.stop_signal;
+        StopSpec {
+            signal: (signal != Self::DEFAULT_SIGNAL).then(|| signal.as_str().into()),
+            grace: task.template.stop_grace_period.get(),
+        }
+    }
+
+    fn signal(&self) -> &str {
+        self.signal.as_deref().unwrap_or(Self::DEFAULT_SIGNAL)
+    }
+}
+
+/// A running task whose runner has ended: what is needed to pick it up again with
+/// [`resume`]. Its container is the one in `status` (`container_id`, `host_ports`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parked {
+    /// The last status written, `task_id` emptied (the worker keys the record by it).
+    status: TaskStatus,
+    /// `<namespace>/<name>` of the owning service (for logs).
+    service: Box<str>,
+    stop: StopSpec,
+}
+
 struct Runner {
     ctx: RunnerContext,
-    task: Task,
+    /// The assignment, until the task runs; `None` for a resumed runner (it never needs it:
+    /// runners only park when nothing more is asked of the template than `stop`).
+    task: Option<Task>,
+    stop: StopSpec,
+    /// `<namespace>/<name>` of the owning service (for logs).
+    service: Box<str>,
+    checks_health: bool,
     key: String,
     status: TaskStatus,
     control: watch::Receiver<Control>,
@@ -98,22 +148,22 @@ struct Runner {
     registration: Option<TaskRegistration>,
 }
 
-/// Runs one task to its end. `prior` is the status already in the store (after an agent
-/// restart); `adopted` is the task's container found by its labels, which is adopted as is
-/// (never restarted).
+fn span(task_id: &str, service: &str, node: &str) -> tracing::Span {
+    tracing::info_span!("task", task = %task_id, service = %service, node = %node)
+}
+
+/// Runs one task to its end, or until it parks (see the module docs). `prior` is the status
+/// already in the store (after an agent restart); `adopted` is the task's container found by
+/// its labels, which is adopted as is (never restarted).
 pub fn run(
     ctx: RunnerContext,
     task: Task,
     control: watch::Receiver<Control>,
     prior: Option<TaskStatus>,
     adopted: Option<Existing>,
-) -> impl Future<Output = ()> + Send + 'static {
-    let span = tracing::info_span!(
-        "task",
-        task = %task.id,
-        service = %format!("{}/{}", task.service.namespace, task.service.name),
-        node = %task.node_id,
-    );
+) -> impl Future<Output = Option<Box<Parked>>> + Send + 'static {
+    let service: Box<str> = format!("{}/{}", task.service.namespace, task.service.name).into();
+    let span = span(&task.id, &service, &task.node_id);
     let key = ctx.keys.task_status(&task.node_id, &task.id);
     let status = prior.unwrap_or_else(|| TaskStatus {
         task_id: task.id.clone(),
@@ -129,14 +179,57 @@ pub fn run(
     });
     let runner = Runner {
         ctx,
-        task,
+        stop: StopSpec::of(&task),
+        service,
+        checks_health: task.template.healthcheck.is_some(),
+        task: Some(task),
         key,
         status,
         control,
         handle: None,
         registration: None,
     };
-    runner.drive(adopted).instrument(span)
+    // Boxed: only the state the runner is in takes memory, not the largest of them all.
+    Box::pin(runner.drive(adopted)).instrument(span)
+}
+
+/// Picks up a parked task of `node` again: it exited (the runtime said so) or the controller's
+/// wishes changed. Parks again when neither is the case after all.
+pub fn resume(
+    ctx: RunnerContext,
+    node: &str,
+    task_id: &str,
+    parked: Box<Parked>,
+    control: watch::Receiver<Control>,
+) -> impl Future<Output = Option<Box<Parked>>> + Send + 'static {
+    let span = span(task_id, &parked.service, node);
+    let Parked {
+        mut status,
+        service,
+        stop,
+    } = *parked;
+    status.task_id = task_id.to_string();
+    let handle = status.container_id.clone().map(|id| Handle {
+        id,
+        host_ports: status.host_ports.clone(),
+    });
+    let runner = Runner {
+        key: ctx.keys.task_status(node, task_id),
+        ctx,
+        task: None,
+        stop,
+        service,
+        checks_health: false,
+        status,
+        control,
+        handle,
+        registration: None,
+    };
+    Box::pin(async move {
+        let mut runner = runner;
+        runner.monitor().await
+    })
+    .instrument(span)
 }
 
 fn backoff() -> ExponentialBuilder {
@@ -216,11 +309,12 @@ impl Runner {
     fn registration(&mut self) -> Option<&TaskRegistration> {
         if self.registration.is_none() {
             let registrar = self.ctx.discovery.clone()?;
-            self.task.template.consul.as_ref()?;
+            let task = self.task.as_ref()?;
+            task.template.consul.as_ref()?;
             self.registration = Some(TaskRegistration::spawn(
                 registrar,
                 self.ctx.discovery_ready.clone(),
-                self.task.clone(),
+                task.clone(),
             ));
         }
         self.registration.as_ref()
@@ -252,13 +346,34 @@ impl Runner {
         }
     }
 
-    async fn drive(mut self, adopted: Option<Existing>) {
+    /// Whether the task can never need a registration (so the template can go).
+    fn never_registers(&self) -> bool {
+        self.ctx.discovery.is_none()
+            || self
+                .task
+                .as_ref()
+                .is_none_or(|t| t.template.consul.is_none())
+    }
+
+    /// Ends the runner, keeping what [`resume`] needs.
+    fn park(&mut self) -> Box<Parked> {
+        let mut status = self.status.clone();
+        status.task_id = String::new();
+        Box::new(Parked {
+            status,
+            service: self.service.clone(),
+            stop: self.stop.clone(),
+        })
+    }
+
+    async fn drive(mut self, adopted: Option<Existing>) -> Option<Box<Parked>> {
         if self.status.state.is_terminal() {
             // Nothing to run; remove what is left once told to.
             if let Some(ex) = adopted {
                 self.handle = Some(ex.handle);
             }
-            return self.linger().await;
+            self.linger().await;
+            return None;
         }
         match adopted {
             Some(ex) => {
@@ -267,10 +382,11 @@ impl Runner {
                 if let Some(exit) = ex.exit {
                     self.deregister();
                     self.finish(exit);
-                    return self.linger().await;
+                    self.linger().await;
+                    return None;
                 }
                 if self.status.state < TaskState::Running {
-                    if self.task.template.healthcheck.is_some() {
+                    if self.checks_health {
                         self.status.health = Some(Health::Starting);
                     }
                     self.transition(TaskState::Running, None);
@@ -286,15 +402,16 @@ impl Runner {
                         "the task's container is gone (it did not survive an agent restart)".into(),
                     ),
                 );
-                return self.linger().await;
+                self.linger().await;
+                return None;
             }
             None => {
                 if !self.start().await {
-                    return;
+                    return None;
                 }
             }
         }
-        self.monitor().await;
+        self.monitor().await
     }
 
     /// Walks accepted → preparing → starting → running. Returns false when the runner is done.
@@ -306,7 +423,9 @@ impl Runner {
         }
         self.transition(TaskState::Preparing, None);
         let rt = self.ctx.runtime.clone();
-        let task = self.task.clone();
+        let Some(task) = self.task.clone() else {
+            return false;
+        };
         let prepare = (|| rt.prepare(&task))
             .retry(backoff())
             .when(RuntimeError::is_temporary)
@@ -336,7 +455,7 @@ impl Runner {
             Ok(h) => {
                 tracing::info!(container = %h.id, "task started");
                 self.set_handle(h);
-                if self.task.template.healthcheck.is_some() {
+                if self.checks_health {
                     self.status.health = Some(Health::Starting);
                 }
                 self.transition(TaskState::Running, None);
@@ -377,32 +496,37 @@ impl Runner {
         }
     }
 
-    /// Watches a running task: its exit, its health, and the controller's wishes.
-    async fn monitor(&mut self) {
-        let Some(handle) = self.handle.clone() else {
-            return;
-        };
+    /// Watches a running task: its exit, its health, and the controller's wishes. Returns the
+    /// parked record when the runner may park (see the module docs) and nothing is happening.
+    async fn monitor(&mut self) -> Option<Box<Parked>> {
+        let handle = self.handle.clone()?;
+        // Checked once both the exit and the controller's wishes were polled: an exit after
+        // that comes as a notice to the worker, a change of wishes through the worker.
+        let can_park = self.ctx.parks && !self.checks_health && self.never_registers();
         let rt = self.ctx.runtime.clone();
         let wait_rt = rt.clone();
         let wait_handle = handle.clone();
         let wait = async move { wait_rt.wait(&wait_handle).await };
         tokio::pin!(wait);
-        let checks_health = self.task.template.healthcheck.is_some();
+        let checks_health = self.checks_health;
         let mut tick = tokio::time::interval(HEALTH_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut control = self.control.clone();
             tokio::select! {
+                biased;
                 exit = &mut wait => {
                     self.deregister();
                     match exit {
                         Ok(exit) => self.finish(exit),
                         Err(e) => self.transition(TaskState::Failed, Some(e.to_string())),
                     }
-                    return self.linger().await;
+                    Box::pin(self.linger()).await;
+                    return None;
                 }
                 i = Self::interrupted(&mut control) => {
-                    return self.stop(i).await;
+                    Box::pin(self.stop(i)).await;
+                    return None;
                 }
                 _ = tick.tick(), if checks_health => {
                     match rt.health(&handle).await {
@@ -415,6 +539,7 @@ impl Runner {
                         Err(e) => tracing::debug!(error = %e, "health check query failed"),
                     }
                 }
+                _ = std::future::ready(()), if can_park => return Some(self.park()),
             }
         }
     }
@@ -424,8 +549,8 @@ impl Runner {
             return;
         };
         let rt = self.ctx.runtime.clone();
-        let grace = self.task.template.stop_grace_period.get();
-        let signal = self.task.template.stop_signal.clone();
+        let grace = self.stop.grace;
+        let signal = self.stop.signal().to_string();
         self.deregister_before_stop().await;
         tracing::info!(container = %handle.id, ?grace, "stopping task");
         let stop = (|| rt.stop(&handle, &signal, grace))
@@ -482,5 +607,35 @@ impl Runner {
             }
         }
         self.ctx.status.forget(self.key.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parked_task_is_a_small_record() {
+        // Hollow nodes hold one of these per running task; the whole runner it replaces took
+        // kilobytes. Growing it is a choice to make consciously.
+        assert!(
+            std::mem::size_of::<Parked>() <= 224,
+            "Parked grew to {} bytes",
+            std::mem::size_of::<Parked>()
+        );
+    }
+
+    #[test]
+    fn the_usual_stop_signal_takes_no_allocation() {
+        let spec = StopSpec {
+            signal: None,
+            grace: Duration::from_secs(10),
+        };
+        assert_eq!(spec.signal(), "SIGTERM");
+        let custom = StopSpec {
+            signal: Some("SIGINT".into()),
+            grace: Duration::from_secs(1),
+        };
+        assert_eq!(custom.signal(), "SIGINT");
     }
 }

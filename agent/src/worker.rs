@@ -7,25 +7,32 @@
 //! compaction or a broken stream, list again. While the store is unreachable nothing is
 //! stopped: runners keep their tasks and the worker catches up when the store returns.
 //!
+//! On a runtime that reports exits itself (sim), runners of simply running tasks park (see
+//! [`runner`](crate::runner)): the worker keeps their compact record and resumes a runner when
+//! the task exits, its desired state becomes `shutdown` or its assignment is deleted. A
+//! hollow node's running task then costs a map entry, not a waiting runner.
+//!
 //! With Consul discovery, once the first list has been applied (adoption done) the worker
 //! starts the cleanup of this node's stale Consul registrations, keeping those of every
 //! assigned task that has not ended.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use shoal_core::keys::{Key, Keys};
-use shoal_core::model::{self, Task, TaskStatus};
+use shoal_core::model::{self, DesiredState, Task, TaskStatus};
 use shoal_store::{ListResult, Store, StoreError, WatchEvent};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use tracing::Instrument;
 
 use crate::discovery::task::DEREGISTER_WAIT;
-use crate::runner::{self, Control, RunnerContext};
-use crate::runtime::{Existing, Handle, RuntimeError};
+use crate::runner::{self, Control, Parked, RunnerContext};
+use crate::runtime::{Existing, ExitNotice, Handle, RuntimeError};
 
 /// Grace period given to containers found running for tasks no longer assigned.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
@@ -35,13 +42,67 @@ struct RunnerEntry {
     join: tokio::task::JoinHandle<()>,
 }
 
+/// What the worker holds for one assigned task.
+enum Slot {
+    /// A runner drives the task.
+    Active(RunnerEntry),
+    /// The task simply runs; its runner parked.
+    Parked(Box<Parked>),
+}
+
+type TaskId = (String, String);
+
+/// Counts of what a worker holds, readable while it runs.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    runners: AtomicUsize,
+    parked: AtomicUsize,
+}
+
+impl WorkerStats {
+    /// Runners currently alive (spawned and not finished).
+    pub fn live_runners(&self) -> usize {
+        self.runners.load(Ordering::Relaxed)
+    }
+
+    /// Tasks held as a parked record.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a runner as alive until dropped.
+struct LiveRunner(Arc<WorkerStats>);
+
+impl LiveRunner {
+    fn new(stats: Arc<WorkerStats>) -> Self {
+        stats.runners.fetch_add(1, Ordering::Relaxed);
+        LiveRunner(stats)
+    }
+}
+
+impl Drop for LiveRunner {
+    fn drop(&mut self) {
+        self.0.runners.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What reaches the worker besides the assignments: parked runners and exit notices.
+struct Side {
+    parked: mpsc::UnboundedReceiver<(TaskId, Box<Parked>)>,
+    exits: Option<mpsc::UnboundedReceiver<ExitNotice>>,
+}
+
 /// Runs the tasks assigned to a set of nodes.
 pub struct Worker {
     store: Arc<dyn Store>,
     keys: Keys,
     nodes: Arc<BTreeSet<String>>,
     ctx: RunnerContext,
-    runners: BTreeMap<(String, String), RunnerEntry>,
+    runners: BTreeMap<TaskId, Slot>,
+    stats: Arc<WorkerStats>,
+    park_tx: mpsc::UnboundedSender<(TaskId, Box<Parked>)>,
+    side: Option<Side>,
     adoptable: BTreeMap<(String, String), Existing>,
     /// Opened when the stale-registration cleanup is over (taken when it starts).
     discovery_ready: Option<watch::Sender<bool>>,
@@ -61,8 +122,17 @@ impl Drop for Worker {
     fn drop(&mut self) {
         // Tasks are left running (they are adopted on restart); only the runners end.
         for r in self.runners.values() {
-            r.join.abort();
+            if let Slot::Active(r) = r {
+                r.join.abort();
+            }
         }
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -79,14 +149,20 @@ impl Worker {
         store: Arc<dyn Store>,
         keys: Keys,
         nodes: BTreeSet<String>,
-        ctx: RunnerContext,
+        mut ctx: RunnerContext,
     ) -> Self {
+        let exits = ctx.runtime.exit_notices();
+        ctx.parks = exits.is_some();
+        let (park_tx, parked) = mpsc::unbounded_channel();
         Worker {
             store,
             keys,
             nodes: Arc::new(nodes),
             ctx,
             runners: BTreeMap::new(),
+            stats: Arc::default(),
+            park_tx,
+            side: Some(Side { parked, exits }),
             adoptable: BTreeMap::new(),
             discovery_ready: None,
             live: BTreeSet::new(),
@@ -115,9 +191,26 @@ impl Worker {
         }
     }
 
-    /// Number of tasks the worker currently runs a runner for.
+    /// Number of tasks the worker currently holds (with a runner or parked).
     pub fn runners(&self) -> usize {
         self.runners.len()
+    }
+
+    /// Live counts of runners and parked tasks (shared; stays readable while the worker runs).
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Awaits `fut` while taking in parked runners and exit notices.
+    async fn serve<F: Future>(&mut self, side: &mut Side, fut: F) -> F::Output {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => return r,
+                Some((id, p)) = side.parked.recv() => self.on_parked(id, p),
+                Some(n) = recv_opt(&mut side.exits) => self.on_exit(n),
+            }
+        }
     }
 
     /// Runs until `shutdown` becomes true.
@@ -133,6 +226,10 @@ impl Worker {
             }
         }
         let (tasks_prefix, status_prefix) = self.prefixes();
+        let Some(mut side) = self.side.take() else {
+            return;
+        };
+        let store = self.store.clone();
         let mut first = true;
         let mut delay = Duration::from_millis(200);
         loop {
@@ -140,19 +237,30 @@ impl Worker {
                 return;
             }
             let listed = async {
-                let tasks = self.store.list(&tasks_prefix).await?;
-                let statuses = self.store.list(&status_prefix).await?;
+                let tasks = store.list(&tasks_prefix).await?;
+                let statuses = store.list(&status_prefix).await?;
                 Ok::<_, StoreError>((tasks, statuses))
             };
-            let listed = tokio::select! {
-                r = listed => r,
-                _ = shutdown.wait_for(|s| *s) => return,
+            let mut sd = shutdown.clone();
+            let listed = self
+                .serve(&mut side, async {
+                    tokio::select! {
+                        r = listed => Some(r),
+                        _ = sd.wait_for(|s| *s) => None,
+                    }
+                })
+                .await;
+            let Some(listed) = listed else {
+                return;
             };
             let (tasks, statuses) = match listed {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list assignments; tasks keep running, retrying");
-                    if sleep_or_shutdown(delay, &mut shutdown).await {
+                    if self
+                        .serve(&mut side, sleep_or_shutdown(delay, &mut shutdown))
+                        .await
+                    {
                         return;
                     }
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -178,24 +286,41 @@ impl Worker {
                     );
                 }
             }
-            let watched = tokio::select! {
-                r = self.store.watch(&tasks_prefix, revision + 1) => r,
-                _ = shutdown.wait_for(|s| *s) => return,
-            };
+            let mut sd = shutdown.clone();
+            let watched = self
+                .serve(&mut side, async {
+                    tokio::select! {
+                        r = store.watch(&tasks_prefix, revision + 1) => Some(r),
+                        _ = sd.wait_for(|s| *s) => None,
+                    }
+                })
+                .await;
             let mut stream = match watched {
-                Ok(s) => s,
-                Err(e) => {
+                None => return,
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "cannot watch assignments; retrying");
-                    if sleep_or_shutdown(delay, &mut shutdown).await {
+                    if self
+                        .serve(&mut side, sleep_or_shutdown(delay, &mut shutdown))
+                        .await
+                    {
                         return;
                     }
                     continue;
                 }
             };
             loop {
-                let next = tokio::select! {
-                    n = stream.next() => n,
-                    _ = shutdown.wait_for(|s| *s) => return,
+                let mut sd = shutdown.clone();
+                let next = self
+                    .serve(&mut side, async {
+                        tokio::select! {
+                            n = stream.next() => Some(n),
+                            _ = sd.wait_for(|s| *s) => None,
+                        }
+                    })
+                    .await;
+                let Some(next) = next else {
+                    return;
                 };
                 match next {
                     Some(Ok(batch)) => {
@@ -209,7 +334,10 @@ impl Worker {
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "assignment watch failed; listing again");
-                        if sleep_or_shutdown(delay, &mut shutdown).await {
+                        if self
+                            .serve(&mut side, sleep_or_shutdown(delay, &mut shutdown))
+                            .await
+                        {
                             return;
                         }
                         break;
@@ -321,24 +449,113 @@ impl Worker {
             desired: task.desired_state,
             deleted: false,
         };
-        if let Some(r) = self.runners.get(&id) {
-            r.control.send_if_modified(|c| {
-                let changed = *c != control;
-                *c = control;
-                changed
-            });
-            return;
+        match self.runners.get(&id) {
+            Some(Slot::Active(r)) => {
+                r.control.send_if_modified(|c| {
+                    let changed = *c != control;
+                    *c = control;
+                    changed
+                });
+                return;
+            }
+            Some(Slot::Parked(_)) => {
+                // Only a shutdown concerns a task that simply runs.
+                if control.desired == DesiredState::Shutdown {
+                    self.resume(id, control);
+                }
+                return;
+            }
+            None => {}
         }
         let adopted = self.adoptable.remove(&id);
         let (tx, rx) = watch::channel(control);
-        let join = tokio::spawn(runner::run(self.ctx.clone(), task, rx, prior, adopted));
-        self.runners.insert(id, RunnerEntry { control: tx, join });
+        let run = runner::run(self.ctx.clone(), task, rx, prior, adopted);
+        let join = self.spawn_runner(id.clone(), run);
+        self.runners
+            .insert(id, Slot::Active(RunnerEntry { control: tx, join }));
     }
 
-    fn delete(&mut self, id: &(String, String)) {
-        if let Some(r) = self.runners.remove(id) {
-            tracing::info!(node = %id.0, task = %id.1, "assignment deleted");
-            r.control.send_modify(|c| c.deleted = true);
+    /// Spawns a runner; a parked record it ends with comes back through the side channel.
+    fn spawn_runner(
+        &self,
+        id: TaskId,
+        run: impl Future<Output = Option<Box<Parked>>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let live = LiveRunner::new(self.stats.clone());
+        let park = self.park_tx.clone();
+        tokio::spawn(async move {
+            let parked = run.await;
+            drop(live);
+            if let Some(p) = parked {
+                let _ = park.send((id, p));
+            }
+        })
+    }
+
+    /// Picks a parked task up again with a runner told `control`.
+    fn resume(&mut self, id: TaskId, control: Control) {
+        let Some(Slot::Parked(p)) = self.runners.remove(&id) else {
+            return;
+        };
+        self.stats.parked.fetch_sub(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(control);
+        let run = runner::resume(self.ctx.clone(), &id.0, &id.1, p, rx);
+        let join = self.spawn_runner(id.clone(), run);
+        if !control.deleted {
+            self.runners
+                .insert(id, Slot::Active(RunnerEntry { control: tx, join }));
+        }
+    }
+
+    /// A runner parked: keep its record, unless the controller's wishes changed meanwhile.
+    fn on_parked(&mut self, id: TaskId, parked: Box<Parked>) {
+        let Some(slot) = self.runners.get_mut(&id) else {
+            return;
+        };
+        let Slot::Active(r) = slot else {
+            return;
+        };
+        let control = *r.control.borrow();
+        *slot = Slot::Parked(parked);
+        self.stats.parked.fetch_add(1, Ordering::Relaxed);
+        if control.desired == DesiredState::Shutdown {
+            self.resume(id, control);
+        }
+    }
+
+    /// The runtime says a task exited: resume its runner if it parked.
+    fn on_exit(&mut self, notice: ExitNotice) {
+        let id = (notice.node_id, notice.task_id);
+        if matches!(self.runners.get(&id), Some(Slot::Parked(_))) {
+            self.resume(
+                id,
+                Control {
+                    desired: DesiredState::Running,
+                    deleted: false,
+                },
+            );
+        }
+    }
+
+    fn delete(&mut self, id: &TaskId) {
+        match self.runners.get(id) {
+            Some(Slot::Active(_)) => {
+                if let Some(Slot::Active(r)) = self.runners.remove(id) {
+                    tracing::info!(node = %id.0, task = %id.1, "assignment deleted");
+                    r.control.send_modify(|c| c.deleted = true);
+                }
+            }
+            Some(Slot::Parked(_)) => {
+                tracing::info!(node = %id.0, task = %id.1, "assignment deleted");
+                self.resume(
+                    id.clone(),
+                    Control {
+                        desired: DesiredState::Running,
+                        deleted: true,
+                    },
+                );
+            }
+            None => {}
         }
     }
 

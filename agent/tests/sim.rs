@@ -267,3 +267,62 @@ async fn lost_lease_is_replaced_and_the_node_registered_again() {
     .await;
     a.stop().await.expect("agent stops");
 }
+
+#[tokio::test]
+async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
+    use shoal_agent::runner::RunnerContext;
+    use shoal_agent::worker::Worker;
+
+    let ts = store().await;
+    let rt = Arc::new(SimRuntime::new());
+    let (sink, _writer) = shoal_agent::status::spawn(ts.store.clone());
+    let ctx = RunnerContext::new(rt.clone(), sink, ts.keys.clone());
+    let nodes = shoal_agent::node::hollow_ids("h", 10).into_iter().collect();
+    let worker = Worker::new(ts.store.clone(), ts.keys.clone(), nodes, ctx);
+    let stats = worker.stats();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(worker.run(shutdown));
+
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            task(
+                &format!("p.{i}.x"),
+                "p",
+                &format!("h-{:04}", i % 10),
+                template(RuntimeKind::Docker, Some("img"), &[]),
+            )
+        })
+        .collect();
+    for t in &tasks {
+        ts.assign(t).await;
+    }
+    for t in &tasks {
+        ts.wait_status(t, "running", |s| s.state == TaskState::Running)
+            .await;
+    }
+    // Running tasks keep a parked record each and no runner at all.
+    eventually("every running task parked", || async {
+        stats.parked() == 200 && stats.live_runners() == 0
+    })
+    .await;
+
+    // A parked task still follows the controller and the runtime.
+    ts.shut_down(&tasks[0]).await;
+    ts.wait_status(&tasks[0], "shutdown", |s| s.state == TaskState::Shutdown)
+        .await;
+    let s = ts.status(&tasks[1]).await.expect("status");
+    rt.exit(s.container_id.as_deref().expect("container"), 3);
+    let s = ts
+        .wait_status(&tasks[1], "failed", |s| s.state == TaskState::Failed)
+        .await;
+    assert_eq!(s.exit_code, Some(3));
+    let before = rt.len();
+    ts.unassign(&tasks[2]).await;
+    eventually("the deleted task's container is removed", || async {
+        rt.len() == before - 1
+    })
+    .await;
+    eventually("the others stay parked", || async { stats.parked() == 197 }).await;
+    stop.send_replace(true);
+    join.await.expect("worker ends");
+}

@@ -212,7 +212,12 @@ impl Runtime for DockerRuntime {
         let mut pull = self.docker.create_image(Some(b.build()), None, None);
         while let Some(step) = pull.next().await {
             // A daemon that answered but could not pull: the image cannot be had (permanent).
-            step.map_err(classify)?;
+            step.map_err(|e| match classify(e) {
+                RuntimeError::Permanent(m) => RuntimeError::Permanent(format!(
+                    "image {image} is not present on this node and could not be pulled: {m}"
+                )),
+                temporary => temporary,
+            })?;
         }
         Ok(())
     }

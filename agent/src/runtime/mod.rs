@@ -74,6 +74,15 @@ pub struct Existing {
     pub exit: Option<Exit>,
 }
 
+/// A task that exited on its own, as told by a runtime that reports exits itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitNotice {
+    /// Node id the task runs for.
+    pub node_id: String,
+    /// Task id.
+    pub task_id: String,
+}
+
 /// Something that runs tasks.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -113,6 +122,15 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Every task this runtime runs (or ran and has not removed) for the given nodes.
     async fn list(&self, nodes: &BTreeSet<String>) -> Result<Vec<Existing>, RuntimeError>;
+
+    /// Exit notices, for runtimes that report exits themselves (the sim runtime): the worker
+    /// then lets the runner of a task that simply runs park as a compact record, and picks it
+    /// up again on a notice or a change of the desired state, instead of keeping one waiting
+    /// runner per task. Every call opens a new subscription. `None` (the default): runners
+    /// wait on [`Runtime::wait`].
+    fn exit_notices(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ExitNotice>> {
+        None
+    }
 
     /// Called once when the agent shuts down (the process runtime stops its children).
     async fn shutdown(&self) {}

@@ -10,16 +10,16 @@
 //! State lives in this process only; an agent restarted with the same [`SimRuntime`] value
 //! adopts its tasks like the docker runtime would.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_core::manifest::RuntimeKind;
 use shoal_core::model::{Health, PortBinding, Task};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::{Existing, Exit, Handle, Runtime, RuntimeError};
+use super::{Existing, Exit, ExitNotice, Handle, Runtime, RuntimeError};
 
 /// How long a `crash/` task runs before it exits.
 pub const CRASH_AFTER: Duration = Duration::from_millis(300);
@@ -27,17 +27,69 @@ pub const CRASH_AFTER: Duration = Duration::from_millis(300);
 /// First dynamic host port the simulation hands out.
 const FIRST_DYNAMIC_PORT: u64 = 30_000;
 
+/// Prefix of simulated handle ids (`sim-00000042`).
+const HANDLE_PREFIX: &str = "sim-";
+
+/// One simulated task, kept small: hollow agents hold one per task.
 struct Entry {
-    task_id: String,
-    node_id: String,
-    host_ports: Vec<PortBinding>,
+    task_id: Box<str>,
+    /// Shared by every task of the node.
+    node_id: Arc<str>,
+    host_ports: Box<[PortBinding]>,
     health: Option<Health>,
-    exit: watch::Sender<Option<Exit>>,
+    exit: Option<Box<Exit>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Tasks by the number in their handle id.
+    entries: HashMap<u64, Entry>,
+    /// Node ids, interned.
+    nodes: HashSet<Arc<str>>,
+    /// Workers that asked to hear about exits.
+    notices: Vec<mpsc::UnboundedSender<ExitNotice>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Bumped whenever a task exits or is removed; waiters look again.
+    changes: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an exit (the first one wins) and tells waiters and workers.
+    fn exit(&self, n: u64, code: i64) {
+        let mut st = self.lock();
+        let State {
+            entries, notices, ..
+        } = &mut *st;
+        let Some(e) = entries.get_mut(&n) else {
+            return;
+        };
+        if e.exit.is_some() {
+            return;
+        }
+        e.exit = Some(Box::new(Exit {
+            code,
+            message: None,
+        }));
+        let notice = ExitNotice {
+            node_id: e.node_id.to_string(),
+            task_id: e.task_id.to_string(),
+        };
+        notices.retain(|tx| tx.send(notice.clone()).is_ok());
+        drop(st);
+        self.changes.send_modify(|c| *c = c.wrapping_add(1));
+    }
 }
 
 /// A runtime that only pretends.
 pub struct SimRuntime {
-    entries: Mutex<HashMap<String, Entry>>,
+    shared: Arc<Shared>,
     next: AtomicU64,
 }
 
@@ -57,14 +109,17 @@ impl SimRuntime {
     /// An empty simulation.
     pub fn new() -> Self {
         SimRuntime {
-            entries: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                changes: watch::channel(0).0,
+            }),
             next: AtomicU64::new(0),
         }
     }
 
     /// Number of tasks the simulation currently holds (running or exited, not removed).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.shared.lock().entries.len()
     }
 
     /// Whether the simulation holds no task.
@@ -74,25 +129,18 @@ impl SimRuntime {
 
     /// Makes a running task exit with `code`, as if it crashed (for tests).
     pub fn exit(&self, handle_id: &str, code: i64) {
-        if let Some(e) = self.lock().get(handle_id) {
-            e.exit.send_if_modified(|x| set_exit(x, code));
+        if let Some(n) = parse_handle(handle_id) {
+            self.shared.exit(n, code);
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn set_exit(slot: &mut Option<Exit>, code: i64) -> bool {
-    if slot.is_some() {
-        return false;
-    }
-    *slot = Some(Exit {
-        code,
-        message: None,
-    });
-    true
+fn handle_id(n: u64) -> String {
+    format!("{HANDLE_PREFIX}{n:08}")
+}
+
+fn parse_handle(id: &str) -> Option<u64> {
+    id.strip_prefix(HANDLE_PREFIX)?.parse().ok()
 }
 
 fn image(task: &Task) -> &str {
@@ -131,7 +179,7 @@ impl Runtime for SimRuntime {
             )));
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("sim-{n:08}");
+        let id = handle_id(n);
         let host_ports = task
             .template
             .ports
@@ -152,49 +200,72 @@ impl Runtime for SimRuntime {
                 Health::Healthy
             }
         });
-        let (tx, _) = watch::channel(None);
+        {
+            let mut st = self.shared.lock();
+            let node_id = match st.nodes.get(task.node_id.as_str()) {
+                Some(n) => n.clone(),
+                None => {
+                    let n: Arc<str> = Arc::from(task.node_id.as_str());
+                    st.nodes.insert(n.clone());
+                    n
+                }
+            };
+            st.entries.insert(
+                n,
+                Entry {
+                    task_id: task.id.as_str().into(),
+                    node_id,
+                    host_ports: host_ports.clone().into_boxed_slice(),
+                    health,
+                    exit: None,
+                },
+            );
+        }
         if img.starts_with("crash/") {
-            let crash = tx.clone();
+            let shared = self.shared.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(CRASH_AFTER).await;
-                crash.send_if_modified(|x| set_exit(x, 1));
+                shared.exit(n, 1);
             });
         }
-        self.lock().insert(
-            id.clone(),
-            Entry {
-                task_id: task.id.clone(),
-                node_id: task.node_id.clone(),
-                host_ports: host_ports.clone(),
-                health,
-                exit: tx,
-            },
-        );
         Ok(Handle { id, host_ports })
     }
 
     async fn wait(&self, handle: &Handle) -> Result<Exit, RuntimeError> {
-        let rx = self.lock().get(&handle.id).map(|e| e.exit.subscribe());
-        let Some(mut rx) = rx else {
-            return Err(RuntimeError::Permanent(format!(
-                "no such task {}",
-                handle.id
-            )));
-        };
-        match rx.wait_for(|x| x.is_some()).await {
-            Ok(x) => Ok(x.clone().unwrap_or(Exit {
-                code: 0,
-                message: None,
-            })),
-            Err(_) => Err(RuntimeError::Permanent(format!(
-                "task {} was removed",
-                handle.id
-            ))),
+        let removed = || RuntimeError::Permanent(format!("task {} was removed", handle.id));
+        let n = parse_handle(&handle.id);
+        let mut changes = self.shared.changes.subscribe();
+        let mut first = true;
+        loop {
+            match n.and_then(|n| {
+                self.shared
+                    .lock()
+                    .entries
+                    .get(&n)
+                    .map(|e| e.exit.as_deref().cloned())
+            }) {
+                Some(Some(exit)) => return Ok(exit),
+                Some(None) => {}
+                None if first => {
+                    return Err(RuntimeError::Permanent(format!(
+                        "no such task {}",
+                        handle.id
+                    )));
+                }
+                None => return Err(removed()),
+            }
+            first = false;
+            if changes.changed().await.is_err() {
+                return Err(removed());
+            }
         }
     }
 
     async fn health(&self, handle: &Handle) -> Result<Option<Health>, RuntimeError> {
-        Ok(self.lock().get(&handle.id).and_then(|e| e.health))
+        let Some(n) = parse_handle(&handle.id) else {
+            return Ok(None);
+        };
+        Ok(self.shared.lock().entries.get(&n).and_then(|e| e.health))
     }
 
     async fn stop(
@@ -203,30 +274,48 @@ impl Runtime for SimRuntime {
         _signal: &str,
         _grace: Duration,
     ) -> Result<(), RuntimeError> {
-        if let Some(e) = self.lock().get(&handle.id) {
-            e.exit.send_if_modified(|x| set_exit(x, 143));
+        if let Some(n) = parse_handle(&handle.id) {
+            self.shared.exit(n, 143);
         }
         Ok(())
     }
 
     async fn remove(&self, handle: &Handle) -> Result<(), RuntimeError> {
-        self.lock().remove(&handle.id);
+        if let Some(n) = parse_handle(&handle.id) {
+            let mut st = self.shared.lock();
+            if let Some(e) = st.entries.remove(&n) {
+                // Drop the interned node id once its last task is gone.
+                if Arc::strong_count(&e.node_id) == 2 {
+                    st.nodes.remove(&e.node_id);
+                }
+            }
+            drop(st);
+            self.shared.changes.send_modify(|c| *c = c.wrapping_add(1));
+        }
         Ok(())
+    }
+
+    fn exit_notices(&self) -> Option<mpsc::UnboundedReceiver<ExitNotice>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared.lock().notices.push(tx);
+        Some(rx)
     }
 
     async fn list(&self, nodes: &BTreeSet<String>) -> Result<Vec<Existing>, RuntimeError> {
         let mut out: Vec<Existing> = self
+            .shared
             .lock()
+            .entries
             .iter()
-            .filter(|(_, e)| nodes.contains(&e.node_id))
-            .map(|(id, e)| Existing {
-                task_id: e.task_id.clone(),
-                node_id: e.node_id.clone(),
+            .filter(|(_, e)| nodes.contains(&*e.node_id))
+            .map(|(n, e)| Existing {
+                task_id: e.task_id.to_string(),
+                node_id: e.node_id.to_string(),
                 handle: Handle {
-                    id: id.clone(),
-                    host_ports: e.host_ports.clone(),
+                    id: handle_id(*n),
+                    host_ports: e.host_ports.to_vec(),
                 },
-                exit: e.exit.borrow().clone(),
+                exit: e.exit.as_deref().cloned(),
             })
             .collect();
         out.sort_by(|a, b| a.handle.id.cmp(&b.handle.id));
