@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
             services: 1000,
             replicas: 100,
             burst_replicas: 10_000,
+            s2_nodes: 5_000,
             churn: Duration::from_secs(120),
             churn_rate: 20,
             failed_nodes: 50,
@@ -76,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             services: 100,
             replicas: 100,
             burst_replicas: 2_000,
+            s2_nodes: 1_000,
             churn: Duration::from_secs(30),
             churn_rate: 20,
             failed_nodes: 50,
@@ -163,10 +165,18 @@ async fn main() -> anyhow::Result<()> {
             json!({"tasks": tasks, "nodes": sizes.nodes}),
         );
     }
-    if want("s2")
-        && let Err(e) = bench.s2_burst(&sizes).await
-    {
-        eprintln!("S2 incomplete: {e}");
+    let mut extra_agents = Vec::new();
+    if want("s2") {
+        // The burst runs on `s2_nodes` nodes: add hollow nodes beyond S1's when needed.
+        if sizes.s2_nodes > sizes.nodes {
+            extra_agents = bench
+                .start_nodes("s2", sizes.s2_nodes - sizes.nodes)
+                .await?;
+            bench.wait_nodes(sizes.s2_nodes).await?;
+        }
+        if let Err(e) = bench.s2_burst(&sizes).await {
+            eprintln!("S2 incomplete: {e}");
+        }
     }
     if want("s3")
         && let Err(e) = bench.s3_churn(&sizes).await
@@ -212,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
         json!({}),
     );
     drop(agents);
+    drop(extra_agents);
     let cal1 = calibrate(&etcd.endpoint, "/calibration", 64, 128, per).await?;
     for (n, v, u) in [
         ("L_seq", cal1.l_seq, "txn/s"),

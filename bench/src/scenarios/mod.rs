@@ -38,6 +38,8 @@ pub struct Sizes {
     pub replicas: usize,
     /// Replicas of the S2 service.
     pub burst_replicas: usize,
+    /// Nodes in the cluster during S2.
+    pub s2_nodes: usize,
     /// Churn duration for S3.
     pub churn: Duration,
     /// Manifest changes per second in S3.
@@ -326,7 +328,7 @@ impl Bench<'_> {
             "write_to_all_running",
             t,
             "s",
-            json!({"replicas": n, "placed": a, "running": r, "completed": ok}),
+            json!({"replicas": n, "nodes": sizes.s2_nodes, "placed": a, "running": r, "completed": ok}),
         );
         if !ok {
             return Err(ScenarioError::Timeout(format!("S2: {r}/{n} running")));
