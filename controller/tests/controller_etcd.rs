@@ -1,5 +1,7 @@
-//! The controller against a real etcd: placement, node loss and leader failover.
+//! The controller against a real etcd: every end-to-end scenario of tests/cases, plus placement,
+//! node loss and leader failover.
 
+mod cases;
 mod common;
 mod rollout;
 
@@ -82,3 +84,29 @@ async fn a_rollout_pauses_then_completes_on_etcd() {
     }
     c.stop().await;
 }
+
+macro_rules! on_etcd {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let (_etcd, env) = etcd_env().await;
+                cases::$name(env).await;
+            }
+        )*
+    };
+}
+
+on_etcd!(
+    three_replicas_spread_one_per_node_then_scale,
+    failed_tasks_restart_after_the_delay_unless_condition_is_none,
+    lost_node_tasks_are_orphaned_replaced_and_stopped_when_it_returns,
+    drain_moves_tasks_off_the_node,
+    unschedulable_service_explains_why,
+    invalid_manifest_sets_status_error_and_leaves_tasks_alone,
+    deleted_service_loses_its_tasks_and_status,
+    global_service_runs_on_every_eligible_node,
+    template_change_replaces_tasks_and_keeps_the_previous_spec,
+    services_sharing_a_host_port_never_share_a_node,
+    swarm_constraint_walkthrough,
+);

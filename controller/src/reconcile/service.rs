@@ -466,6 +466,9 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     let mut created_slots: BTreeSet<Slot> = BTreeSet::new();
     for p in pending {
         let node = match &p.slot {
+            // Every replica of a service asks for the same thing and placing only adds load:
+            // once one does not fit, none of the rest will (and explaining it again is waste).
+            Slot::Replica(_) if unschedulable.is_some() => continue,
             Slot::Replica(_) => match placer.place() {
                 Ok(node) => node,
                 Err(e) => {
