@@ -138,6 +138,28 @@ fn running_tasks_of(dev: &Dev, service: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// `shoal apply -f <repo> --prune -l <sel> --wait`, which must succeed; returns its stdout.
+fn apply_repo(dev: &Dev, repo: &str, selector: &str) -> String {
+    let args = [
+        "apply",
+        "-f",
+        repo,
+        "--prune",
+        "-l",
+        selector,
+        "--wait",
+        "--timeout",
+        "60s",
+    ];
+    let o = shoal(dev, &args);
+    assert!(
+        o.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    text(&o)
+}
+
 #[test]
 fn pipeline_applies_a_directory_with_prune_and_wait() {
     let dev = start_dev();
@@ -162,26 +184,7 @@ fn pipeline_applies_a_directory_with_prune_and_wait() {
 
     let sel = "app.kubernetes.io/managed-by=shoal";
     let repo_path = repo.path().to_str().unwrap();
-    let o = shoal(
-        &dev,
-        &[
-            "apply",
-            "-f",
-            repo_path,
-            "--prune",
-            "-l",
-            sel,
-            "--wait",
-            "--timeout",
-            "60s",
-        ],
-    );
-    assert!(
-        o.status.success(),
-        "first apply: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let out = text(&o);
+    let out = apply_repo(&dev, repo_path, sel);
     for name in ["api", "worker", "cron"] {
         assert!(out.contains(&format!("service/{name} created")), "{out}");
     }
@@ -193,26 +196,7 @@ fn pipeline_applies_a_directory_with_prune_and_wait() {
 
     // The pipeline removes one file from the repository and applies again.
     std::fs::remove_file(repo.path().join("cron.yaml")).unwrap();
-    let o = shoal(
-        &dev,
-        &[
-            "apply",
-            "-f",
-            repo_path,
-            "--prune",
-            "-l",
-            sel,
-            "--wait",
-            "--timeout",
-            "60s",
-        ],
-    );
-    assert!(
-        o.status.success(),
-        "second apply: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let out = text(&o);
+    let out = apply_repo(&dev, repo_path, sel);
     assert!(out.contains("service/api unchanged"), "{out}");
     assert!(out.contains("service/worker unchanged"), "{out}");
     assert!(out.contains("service/cron pruned"), "{out}");
