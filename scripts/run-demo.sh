@@ -9,13 +9,16 @@ SHOAL=${SHOAL:-target/release/shoal}
 DATA=${SHOAL_DEV_DATA:-$PWD/.shoal-dev}
 export SHOAL_SERVER=${SHOAL_SERVER:-http://127.0.0.1:7878}
 
-"$SHOAL" dev --data-dir "$DATA" &
+# Shoal's own logs go to $DATA.log so the tour below stays readable (RUST_LOG filters them).
+mkdir -p "$DATA"
+echo "shoal dev: logs in $DATA.log"
+"$SHOAL" dev --data-dir "$DATA" 2>>"$DATA.log" &
 dev=$!
 trap 'kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; exit 0' INT TERM
 
 for _ in $(seq 1 100); do
   "$SHOAL" get nodes >/dev/null 2>&1 && break
-  kill -0 $dev 2>/dev/null || { echo "shoal dev exited; see the messages above" >&2; exit 1; }
+  kill -0 $dev 2>/dev/null || { echo "shoal dev exited:" >&2; tail -5 "$DATA.log" >&2; exit 1; }
   sleep 0.2
 done
 
