@@ -60,42 +60,10 @@ pub(crate) fn go_duration(d: Duration) -> String {
     }
 }
 
-/// Parses a Go duration string (`10s`, `1m0s`, `1h2m3.5s`, `150ms`, `0s`).
+/// Parses a Go duration string (`10s`, `1m0s`, `1h2m3.5s`, `150ms`, `0s`): the same grammar
+/// as a manifest duration, so [`shoal_core::Dur`] reads it.
 pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let n: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += n * scale;
-    }
-    Some(Duration::from_secs_f64(total))
+    s.parse::<shoal_core::Dur>().ok().map(shoal_core::Dur::get)
 }
 
 #[cfg(test)]

@@ -143,41 +143,9 @@ pub(crate) fn with_index(mut resp: Response, index: u64) -> Response {
 }
 
 /// Parses a Go duration (`10s`, `1m30s`, `150ms`); a bare number has no unit and fails.
+/// Same grammar as a manifest duration.
 pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if n == 0 {
-            return None;
-        }
-        let num: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += num * scale;
-        rest = &rest[u..];
-    }
-    Some(Duration::from_secs_f64(total))
+    s.parse::<shoal_core::Dur>().ok().map(shoal_core::Dur::get)
 }
 
 /// Runs `query` as a blocking query: at once when `?index` is absent or 0 or the result's
