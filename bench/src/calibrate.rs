@@ -32,11 +32,44 @@ fn value() -> Vec<u8> {
     vec![b'x'; 300]
 }
 
-async fn placement_txn(client: &mut Client, key: String) -> Result<(), etcd_client::Error> {
-    let txn = Txn::new()
-        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(key, value(), None)]);
-    client.txn(txn).await.map(|_| ())
+/// Runs `workers` writers for `per_figure`, each committing transactions of `batch`
+/// placement-shaped writes (create-if-absent compare + ~300 B put per key); returns keys/s,
+/// which is transactions/s when `batch` is 1.
+async fn keys_per_second(
+    client: &Client,
+    prefix: &str,
+    workers: usize,
+    batch: usize,
+    per_figure: Duration,
+) -> Result<f64, etcd_client::Error> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let mut c = client.clone();
+        let counter = counter.clone();
+        let prefix = prefix.to_string();
+        handles.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while start.elapsed() < per_figure {
+                let mut cmps = Vec::with_capacity(batch);
+                let mut ops = Vec::with_capacity(batch);
+                for _ in 0..batch {
+                    let key = format!("{prefix}/{w:03}/{i:08}");
+                    cmps.push(Compare::create_revision(key.clone(), CompareOp::Equal, 0));
+                    ops.push(TxnOp::put(key, value(), None));
+                    i += 1;
+                }
+                c.txn(Txn::new().when(cmps).and_then(ops)).await?;
+                counter.fetch_add(batch as u64, Ordering::Relaxed);
+            }
+            Ok::<_, etcd_client::Error>(())
+        }));
+    }
+    for h in handles {
+        h.await.expect("calibration worker panicked")?;
+    }
+    Ok(counter.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Measures `L_seq`, `L_par` and `L_batch` for about `per_figure` each, under `prefix`.
@@ -49,68 +82,17 @@ pub async fn calibrate(
     per_figure: Duration,
 ) -> Result<Calibration, etcd_client::Error> {
     let client = Client::connect([endpoint], None).await?;
-    let counter = Arc::new(AtomicU64::new(0));
-
-    // L_seq
-    let mut c = client.clone();
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < per_figure {
-        placement_txn(&mut c, format!("{prefix}/seq/{n:08}")).await?;
-        n += 1;
-    }
-    let l_seq = n as f64 / start.elapsed().as_secs_f64();
-
-    // L_par
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for w in 0..in_flight {
-        let mut c = client.clone();
-        let counter = counter.clone();
-        let prefix = prefix.to_string();
-        handles.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while start.elapsed() < per_figure {
-                placement_txn(&mut c, format!("{prefix}/par/{w:03}/{i:08}")).await?;
-                counter.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
-            Ok::<_, etcd_client::Error>(())
-        }));
-    }
-    for h in handles {
-        h.await.expect("calibration worker panicked")?;
-    }
-    let l_par = counter.swap(0, Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-
-    // L_batch
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for w in 0..in_flight {
-        let mut c = client.clone();
-        let counter = counter.clone();
-        let prefix = prefix.to_string();
-        handles.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while start.elapsed() < per_figure {
-                let mut cmps = Vec::with_capacity(batch_ops);
-                let mut ops = Vec::with_capacity(batch_ops);
-                for _ in 0..batch_ops {
-                    let key = format!("{prefix}/batch/{w:03}/{i:08}");
-                    cmps.push(Compare::create_revision(key.clone(), CompareOp::Equal, 0));
-                    ops.push(TxnOp::put(key, value(), None));
-                    i += 1;
-                }
-                c.txn(Txn::new().when(cmps).and_then(ops)).await?;
-                counter.fetch_add((batch_ops) as u64, Ordering::Relaxed);
-            }
-            Ok::<_, etcd_client::Error>(())
-        }));
-    }
-    for h in handles {
-        h.await.expect("calibration worker panicked")?;
-    }
-    let l_batch = counter.swap(0, Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let l_seq = keys_per_second(&client, &format!("{prefix}/seq"), 1, 1, per_figure).await?;
+    let l_par =
+        keys_per_second(&client, &format!("{prefix}/par"), in_flight, 1, per_figure).await?;
+    let l_batch = keys_per_second(
+        &client,
+        &format!("{prefix}/batch"),
+        in_flight,
+        batch_ops,
+        per_figure,
+    )
+    .await?;
 
     let mut c = client.clone();
     c.delete(
