@@ -1,8 +1,6 @@
 //! End-to-end controller scenarios with simulated agents, written once and run against every
 //! store backend (`controller_embedded.rs`, `controller_etcd.rs`).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
