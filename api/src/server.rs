@@ -13,7 +13,7 @@ pub enum ServeError {
     #[error(
         "refusing to listen on {addr} without authentication: it is not a loopback address, so \
          anyone who can reach it could change the cluster; pass --token-file FILE (lines \
-         `token read|write`) or listen on 127.0.0.1"
+         made with `shoal token create`) or listen on 127.0.0.1"
     )]
     Insecure {
         /// Address asked for.
@@ -32,7 +32,7 @@ pub enum ServeError {
 
 /// Checks that `addr` may be served with the state's authentication settings.
 pub fn check_listen(state: &ApiState, addr: SocketAddr) -> Result<(), ServeError> {
-    if !addr.ip().is_loopback() && state.tokens.as_ref().is_none_or(|t| t.is_empty()) {
+    if !addr.ip().is_loopback() && state.tokens.as_ref().is_none_or(|t| t.table().is_empty()) {
         return Err(ServeError::Insecure { addr });
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use shoal_api::{ApiState, TokenTable};
+use shoal_api::{ApiState, Tokens};
 
 use crate::cli::StoreArgs;
 
@@ -18,7 +18,7 @@ pub struct ApiArgs {
     /// Address to listen on (port 0 picks a free port; the chosen address is logged).
     #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
-    /// File of `token role` lines (role read or write); required beyond loopback.
+    /// Token file (`shoal token create`); required beyond loopback, re-read when it changes.
     #[arg(long, env = "SHOAL_TOKEN_FILE")]
     token_file: Option<PathBuf>,
 }
@@ -30,7 +30,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         .context("opening the store")?;
     let mut state = ApiState::new(store, shoal_core::Keys::new(&args.store.prefix));
     if let Some(path) = &args.token_file {
-        state = state.with_tokens(TokenTable::load(path)?);
+        state = state.with_tokens(Tokens::watch_file(path)?);
     }
     shoal_api::server::check_listen(&state, args.listen)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
