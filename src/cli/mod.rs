@@ -5,6 +5,7 @@ pub mod api;
 pub mod client;
 pub mod controller;
 pub mod dev;
+pub mod token;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -58,6 +59,8 @@ pub enum Command {
     Api(api::ApiArgs),
     /// Run everything in one process on an embedded store (API, controller, local agent).
     Dev(dev::DevArgs),
+    /// Manage the API's token file: create, list and revoke tokens.
+    Token(token::TokenArgs),
     /// Client commands (talk to the API server).
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -72,6 +75,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(a) => agent::run(a).await,
         Command::Api(a) => api::run(a).await,
         Command::Dev(a) => dev::run(a).await,
+        Command::Token(a) => token::run(a).await,
         Command::Client(c) => client::run(c).await,
     }
 }

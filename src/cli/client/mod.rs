@@ -8,7 +8,7 @@ mod apply;
 mod files;
 mod get;
 mod ops;
-mod table;
+pub(crate) mod table;
 mod wait;
 
 use std::process::ExitCode;
