@@ -476,7 +476,7 @@ fn coarse_rule(p: &Principal, method: &Method, route: &str) -> Result<(), ApiErr
 /// One audit line: who (token ID), what (method, path) and the answer's status.
 fn audit(token: &str, role: Option<Role>, method: &Method, path: &str, status: u16) {
     let role = role.map_or_else(|| "-".to_string(), |r| r.to_string());
-    tracing::info!(target: "shoal_api::audit", token, role = %role, %method, path, status, "audit");
+    tracing::info!(target: "shoal_api::audit", token = %token, role = %role, %method, path = %path, status, "audit");
 }
 
 #[cfg(test)]
