@@ -45,9 +45,7 @@ pub struct ApiArgs {
 
 /// Runs `shoal api` until interrupted.
 pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
-    let store = shoal_store::open_store(&args.store.store)
-        .await
-        .context("opening the store")?;
+    let store = args.store.open().await?;
     let mut state = ApiState::new(store, shoal_core::Keys::new(&args.store.prefix));
     if let Some(path) = &args.token_file {
         state = state.with_tokens(Tokens::watch_file(path)?);

@@ -8,6 +8,7 @@ pub mod dev;
 pub mod token;
 pub mod validate;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -42,6 +43,49 @@ pub struct StoreArgs {
     /// Key prefix every Shoal key lives under.
     #[arg(long, env = "SHOAL_PREFIX", default_value = shoal_core::keys::DEFAULT_PREFIX)]
     pub prefix: String,
+    /// CA certificate (PEM) the store's certificate must chain to; the store is then reached
+    /// over TLS.
+    #[arg(long, env = "SHOAL_STORE_CA", value_name = "FILE")]
+    pub store_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for the store, with --store-key; etcd takes the user from its
+    /// common name when no --store-user is given.
+    #[arg(long, env = "SHOAL_STORE_CERT", value_name = "FILE")]
+    pub store_cert: Option<PathBuf>,
+    /// Private key (PEM) of --store-cert.
+    #[arg(long, env = "SHOAL_STORE_KEY", value_name = "FILE")]
+    pub store_key: Option<PathBuf>,
+    /// etcd user name (`shoal rbac apply` makes shoal-controller, shoal-api, shoal-agent-<node>).
+    #[arg(long, env = "SHOAL_STORE_USER", value_name = "NAME")]
+    pub store_user: Option<String>,
+    /// File holding the password of --store-user.
+    #[arg(long, env = "SHOAL_STORE_PASSWORD_FILE", value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store's TLS and credential settings.
+    pub fn options(&self) -> shoal_store::StoreOptions {
+        shoal_store::StoreOptions {
+            ca: self.store_ca.clone(),
+            cert: self.store_cert.clone(),
+            key: self.store_key.clone(),
+            user: self.store_user.clone(),
+            password_file: self.store_password_file.clone(),
+        }
+    }
+
+    /// The store URL as it may be printed (credentials in it replaced by `***`).
+    pub fn shown_url(&self) -> String {
+        shoal_store::redact_url(&self.store)
+    }
+
+    /// Opens the store with these settings.
+    pub async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn shoal_store::Store>> {
+        use anyhow::Context as _;
+        shoal_store::open_store_with(&self.store, &self.options())
+            .await
+            .with_context(|| format!("opening store {}", self.shown_url()))
+    }
 }
 
 /// Subcommands.

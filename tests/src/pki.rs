@@ -65,9 +65,17 @@ impl Pki {
         self.dir.path().to_path_buf()
     }
 
-    /// A server certificate for loopback, named `name` in the files.
+    /// A server certificate for loopback, named `name` in the files. It may also serve as a
+    /// client certificate: etcd's gateway dials etcd itself with it.
     pub fn server(&self, name: &str) -> CertFiles {
-        self.issue(name, name, ExtendedKeyUsagePurpose::ServerAuth)
+        self.issue(
+            name,
+            name,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
     }
 
     /// A client certificate whose common name is `cn`.
@@ -75,7 +83,7 @@ impl Pki {
         self.issue(
             &format!("client-{cn}"),
             cn,
-            ExtendedKeyUsagePurpose::ClientAuth,
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
         )
     }
 
@@ -92,7 +100,7 @@ impl Pki {
         files
     }
 
-    fn issue(&self, file: &str, cn: &str, usage: ExtendedKeyUsagePurpose) -> CertFiles {
+    fn issue(&self, file: &str, cn: &str, usages: Vec<ExtendedKeyUsagePurpose>) -> CertFiles {
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                 .expect("leaf params");
@@ -100,7 +108,7 @@ impl Pki {
             .subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
         params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.ca).expect("sign leaf");
         let files = CertFiles {
