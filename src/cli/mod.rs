@@ -5,6 +5,7 @@ pub mod api;
 pub mod client;
 pub mod controller;
 pub mod dev;
+pub mod rbac;
 pub mod token;
 pub mod validate;
 
@@ -103,6 +104,8 @@ pub enum Command {
     Api(api::ApiArgs),
     /// Run everything in one process on an embedded store (API, controller, local agent).
     Dev(dev::DevArgs),
+    /// Least-privilege etcd users and roles for the controller, the API and each agent.
+    Rbac(rbac::RbacArgs),
     /// Manage the API's token file: create, list and revoke tokens.
     Token(token::TokenArgs),
     /// Client commands (talk to the API server).
@@ -119,6 +122,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(a) => agent::run(a).await,
         Command::Api(a) => api::run(a).await,
         Command::Dev(a) => dev::run(a).await,
+        Command::Rbac(a) => rbac::run(a).await,
         Command::Token(a) => token::run(a).await,
         Command::Client(c) => client::run(c).await,
     }

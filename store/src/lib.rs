@@ -14,7 +14,7 @@ pub mod url;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use etcd::{Credentials, EtcdOptions, EtcdStore, EtcdTls};
 pub use reflector::{Reader, Reflector};
-pub use url::{StoreOptions, open_store, open_store_with, redact_url};
+pub use url::{StoreOptions, open_etcd, open_store, open_store_with, redact_url};
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -139,6 +139,20 @@ pub async fn open_store_with(
     }
 }
 
+/// Opens an `etcd://` store as an [`EtcdStore`] (for what only etcd has: users and roles).
+pub async fn open_etcd(url: &str, options: &StoreOptions) -> Result<EtcdStore, StoreError> {
+    options.check()?;
+    let invalid = |reason: String| StoreError::InvalidUrl {
+        url: redact_url(url),
+        reason,
+    };
+    let rest = url.strip_prefix("etcd://").ok_or_else(|| {
+        invalid("users and roles are etcd's: expected etcd://HOST:PORT[,HOST:PORT...]".into())
+    })?;
+    let endpoints = parse_endpoints(rest).map_err(invalid)?;
+    EtcdStore::connect_with(&endpoints, options.etcd()?).await
+}
+
 /// `url` with every credential in it replaced by `***`: the password of `user:password@`,
 /// and the values of `token`, `password` and `secret` query parameters. Use it wherever a
 /// store or agent URL is printed.

@@ -5,9 +5,10 @@
 //! revision seen (see [`watch`]), refusing transactions over etcd's op limit instead of
 //! splitting them, bounding every call so a dead etcd yields [`StoreError::Unavailable`]
 //! within seconds, and keeping the auth token of a TLS, user/password connection valid (see
-//! [`auth`]).
+//! [`auth`]). [`rbac`] creates the least-privilege users and roles Shoal's components run as.
 
 mod auth;
+pub mod rbac;
 mod watch;
 
 use std::future::Future;
