@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
+use reqwest::header::{CONTENT_TYPE, IF_MATCH};
 use shoal_core::ServiceStatus;
 use shoal_store::Revision;
 
@@ -166,7 +166,8 @@ impl Client {
         let url = format!("{}{}", self.base, path);
         let mut b = self.http.request(method, &url);
         if let Some(t) = &self.token {
-            b = b.header(AUTHORIZATION, format!("Bearer {t}"));
+            // Marked sensitive: HTTP libraries then never print or index it.
+            b = b.bearer_auth(t);
         }
         (url, b)
     }
