@@ -201,7 +201,7 @@ async fn rbac_apply_is_idempotent_grows_and_prunes() {
     assert_eq!(names, ["shoal-agent-n1", "shoal-api", "shoal-controller"]);
     for role in &shown {
         assert!(role.missing.is_empty(), "{role:?}");
-        assert_eq!(role.users, [role.name.clone()]);
+        assert_eq!(role.users, std::slice::from_ref(&role.name));
     }
 }
 
