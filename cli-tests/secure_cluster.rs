@@ -518,3 +518,40 @@ async fn a_secured_cluster_runs_with_least_privilege_and_leaks_nothing() {
         secrets.len()
     );
 }
+
+#[test]
+fn the_api_refuses_cleartext_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let o = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--file",
+            &path(&tokens),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let store = format!("file://{}", dir.path().join("store").display());
+    // Refused before binding anything: no token file, then no TLS.
+    for (extra, want) in [
+        (vec![], "without TLS"),
+        (vec!["--tls-cert", "/nonexistent"], "--tls-key"),
+    ] {
+        let mut args = vec!["api", "--store", &store, "--listen", "0.0.0.0:9"];
+        args.extend(["--token-file", tokens.to_str().unwrap()]);
+        args.extend(extra);
+        let o = Command::new(BIN).args(&args).output().unwrap();
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    }
+    let o = Command::new(BIN)
+        .args(["api", "--store", &store, "--listen", "0.0.0.0:9"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--token-file"), "{}", stderr(&o));
+}

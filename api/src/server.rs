@@ -86,16 +86,8 @@ pub fn check_listen(
     if state.tokens.as_ref().is_none_or(|t| t.table().is_empty()) {
         return Err(ServeError::Insecure { addr });
     }
-    if options.tls.is_none() {
-        if !options.insecure_listen {
-            return Err(ServeError::Cleartext { addr });
-        }
-        tracing::error!(
-            %addr,
-            "INSECURE: serving the API in cleartext beyond loopback (--insecure-listen); bearer \
-             tokens are readable by anyone on the network path unless a TLS proxy terminates \
-             every connection before it"
-        );
+    if options.tls.is_none() && !options.insecure_listen {
+        return Err(ServeError::Cleartext { addr });
     }
     Ok(())
 }
@@ -138,6 +130,14 @@ pub async fn serve_with(
         source,
     })?;
     check_listen(&state, addr, &options)?;
+    if options.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::error!(
+            %addr,
+            "INSECURE: serving the API in cleartext beyond loopback (--insecure-listen); bearer \
+             tokens are readable by anyone on the network path unless a TLS proxy terminates \
+             every connection before it"
+        );
+    }
     let io = |source| ServeError::Io {
         addr: addr.to_string(),
         source,
