@@ -447,6 +447,18 @@ async fn a_secured_cluster_runs_with_least_privilege_and_leaks_nothing() {
     let out = tokio::task::block_in_place(|| c.rbac_apply("n1,n2,n3"));
     assert!(out.contains("user shoal-agent-n3 created"), "{out}");
     assert!(!out.contains("shoal-agent-n1 created"), "{out}");
+    let mut args = vec!["rbac".to_string(), "show".into()];
+    args.extend(c.root_flags());
+    let o = tokio::task::block_in_place(|| c.run("rbac-show", &args, &[]));
+    let shown = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        shown.lines().any(|l| l.starts_with("shoal-agent-n3")
+            && l.contains("readwrite")
+            && l.ends_with("/shoal/nodes/n3")),
+        "{shown}"
+    );
+    assert!(!shown.contains("missing"), "{shown}");
     c.agent("n3", true);
     tokio::task::block_in_place(|| {
         wait_for("n3 to register", || {
