@@ -141,29 +141,82 @@ async fn every_role_gets_exactly_its_rights_over_tls() {
     let admin = new_token(&tokens, "ops", Role::Admin, &[], None);
     let node = new_token(&tokens, "n1-agent", Role::Node, &[], Some("n1"));
     let server = Server::start(&pki, &tokens).await;
+    let forged = Token::generate("ops").unwrap();
+    read_and_namespaced_write(&server, &read, &team, &forged).await;
+    admin_and_node(&server, &admin, &node).await;
+
+    // The token file holds no token; revoking one takes effect on the next request.
+    let text = std::fs::read_to_string(&tokens).unwrap();
+    for t in [&read, &team, &admin, &node] {
+        assert!(
+            !text.contains(&secret_of(t)),
+            "the token file holds a secret:\n{text}"
+        );
+    }
+    let r = server.client(Some(&read));
+    token::revoke(&tokens, "ci-read").unwrap();
+    assert_eq!(status(r.list_services(None, None).await), 401);
+    let late = new_token(&tokens, "late", Role::Read, &[], None);
+    assert_eq!(
+        status(server.client(Some(&late)).list_services(None, None).await),
+        200,
+        "a token added while the API runs is accepted"
+    );
+
+    // TLS only: a client that does not trust the CA fails; so does cleartext.
+    let untrusting = Client::new(&server.url, Some(admin.reveal()));
+    let e = untrusting.list_services(None, None).await.unwrap_err();
+    assert!(matches!(e, ClientError::Connect { .. }), "{e}");
+    let cleartext = Client::new(&server.url.replace("https", "http"), Some(admin.reveal()));
+    assert!(cleartext.list_services(None, None).await.is_err());
+    server.stop().await;
+
+    // Mutating requests were audited with the token ID, never the secret.
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let audit: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("shoal_api::audit"))
+        .collect();
+    let audited = |token: &str, what: &str, code: &str| {
+        audit
+            .iter()
+            .any(|l| l.contains(&format!("token={token} ")) && l.contains(what) && l.contains(code))
+    };
+    assert!(audited("team-a-deploy", "POST", "status=403"), "{audit:#?}");
+    assert!(audited("ops", "PATCH", "status=200"), "{audit:#?}");
+    for t in [&read, &team, &admin, &node, &forged, &late] {
+        assert!(
+            !text.contains(&secret_of(t)),
+            "a token secret reached the logs"
+        );
+    }
+}
+
+fn secret_of(t: &Token) -> String {
+    let whole = t.reveal();
+    whole
+        .split_once('.')
+        .map(|(_, s)| s.to_string())
+        .unwrap_or(whole)
+}
+
+/// No token, a forged one, a read token, a namespace-limited write token.
+async fn read_and_namespaced_write(server: &Server, read: &Token, team: &Token, forged: &Token) {
     let opts = ApplyOptions::default();
-    let config = serde_json::to_vec(&shoal_core::NodeConfig::default()).unwrap();
-    let keys = shoal_core::Keys::default();
-    server
-        .store
-        .put(&keys.node_config("n1"), config, None)
-        .await
-        .unwrap();
 
     // No token: 401. An unknown one: 401.
     assert_eq!(
         status(server.client(None).list_services(None, None).await),
         401
     );
-    let forged = Token::generate("ops").unwrap();
     assert_eq!(
-        status(server.client(Some(&forged)).list_services(None, None).await),
+        status(server.client(Some(forged)).list_services(None, None).await),
         401,
         "a known ID with a wrong secret is refused"
     );
 
     // Read reads, and cannot write.
-    let r = server.client(Some(&read));
+    let r = server.client(Some(read));
     assert_eq!(status(r.list_services(None, None).await), 200);
     let e = r
         .apply(&manifest("team-a", "web"), &opts)
@@ -173,7 +226,7 @@ async fn every_role_gets_exactly_its_rights_over_tls() {
     assert!(e.to_string().contains("read role"), "{e}");
 
     // A namespace-limited write token writes its namespace, and only it.
-    let w = server.client(Some(&team));
+    let w = server.client(Some(team));
     assert_eq!(
         status(w.apply(&manifest("team-a", "web"), &opts).await),
         200
@@ -223,9 +276,22 @@ async fn every_role_gets_exactly_its_rights_over_tls() {
         403,
         "nodes need admin"
     );
+}
+
+/// An admin may do everything; a node token reaches none of the operator routes.
+async fn admin_and_node(server: &Server, admin: &Token, node: &Token) {
+    let opts = ApplyOptions::default();
+    let config = serde_json::to_vec(&shoal_core::NodeConfig::default()).unwrap();
+    let keys = shoal_core::Keys::default();
+    let n1 = keys.node_config("n1");
+    server.store.put(&n1, config, None).await.unwrap();
+    let patch = NodePatch {
+        availability: None,
+        labels: BTreeMap::from([("zone".to_string(), Some("a".to_string()))]),
+    };
 
     // Admin may do everything.
-    let a = server.client(Some(&admin));
+    let a = server.client(Some(admin));
     assert_eq!(
         status(a.apply(&manifest("default", "web"), &opts).await),
         200
@@ -234,60 +300,9 @@ async fn every_role_gets_exactly_its_rights_over_tls() {
     assert_eq!(status(a.delete_service("team-a", "web").await), 200);
 
     // A node token reaches none of the operator routes.
-    let n = server.client(Some(&node));
+    let n = server.client(Some(node));
     assert_eq!(status(n.list_services(None, None).await), 403);
     assert_eq!(status(n.apply(&manifest("default", "x"), &opts).await), 403);
-
-    // The token file holds no token; revoking one takes effect on the next request.
-    let text = std::fs::read_to_string(&tokens).unwrap();
-    for t in [&read, &team, &admin, &node] {
-        let whole = t.reveal();
-        let secret = whole.split_once('.').unwrap().1;
-        assert!(
-            !text.contains(secret),
-            "the token file holds a secret:\n{text}"
-        );
-    }
-    token::revoke(&tokens, "ci-read").unwrap();
-    assert_eq!(status(r.list_services(None, None).await), 401);
-    let late = new_token(&tokens, "late", Role::Read, &[], None);
-    assert_eq!(
-        status(server.client(Some(&late)).list_services(None, None).await),
-        200,
-        "a token added while the API runs is accepted"
-    );
-
-    // TLS only: a client that does not trust the CA fails; so does cleartext.
-    let untrusting = Client::new(&server.url, Some(admin.reveal()));
-    let e = untrusting.list_services(None, None).await.unwrap_err();
-    assert!(matches!(e, ClientError::Connect { .. }), "{e}");
-    let cleartext = Client::new(&server.url.replace("https", "http"), Some(admin.reveal()));
-    assert!(cleartext.list_services(None, None).await.is_err());
-    server.stop().await;
-
-    // Mutating requests were audited with the token ID, never the secret.
-    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    let audit: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("shoal_api::audit"))
-        .collect();
-    assert!(
-        audit
-            .iter()
-            .any(|l| l.contains("token=team-a-deploy") && l.contains("status=403")),
-        "{audit:#?}"
-    );
-    assert!(
-        audit
-            .iter()
-            .any(|l| l.contains("token=ops") && l.contains("PATCH") && l.contains("status=200")),
-        "{audit:#?}"
-    );
-    for t in [&read, &team, &admin, &node, &forged, &late] {
-        let whole = t.reveal();
-        let secret = whole.split_once('.').unwrap().1;
-        assert!(!text.contains(secret), "a token secret reached the logs");
-    }
 }
 
 #[tokio::test]

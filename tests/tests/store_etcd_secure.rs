@@ -12,6 +12,7 @@ use shoal_core::Keys;
 use shoal_store::etcd::rbac;
 use shoal_store::{
     Credentials, EtcdOptions, EtcdStore, EtcdTls, Store, StoreError, StoreOptions, Txn, TxnOp,
+    WatchEvent, WatchStream,
 };
 use shoal_tests::etcd::{EtcdFixture, EtcdSecurity};
 use shoal_tests::pki::Pki;
@@ -153,6 +154,19 @@ async fn rbac_apply_is_idempotent_grows_and_prunes() {
     let gone = Credentials::new("shoal-agent-n2", "whatever");
     let e = etcd.store_as(Some(gone)).await.unwrap().get("/x").await;
     assert!(matches!(e, Err(StoreError::AuthFailed(_))), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_apply_repairs_lost_passwords_and_foreign_permissions() {
+    let etcd = secured(None).await;
+    let root = etcd.store().await.unwrap();
+    let keys = Keys::default();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_path_buf();
+    rbac::apply(&root, &keys, &nodes(&["n1"]), &dir, false)
+        .await
+        .unwrap();
+    let password = std::fs::read_to_string(dir.join("shoal-agent-n1.password")).unwrap();
 
     // A lost password file gets a new password; the old one stops working.
     std::fs::remove_file(dir.join("shoal-agent-n1.password")).unwrap();
@@ -258,54 +272,38 @@ async fn an_agent_reaches_only_its_own_keys() {
     agent.keep_alive(lease).await.unwrap();
 
     // Everything else is denied by etcd.
-    denied(
-        "write its own assignment",
-        agent
-            .put(&keys.task("n1", "forged"), b"{}".to_vec(), None)
-            .await,
-    );
-    denied(
-        "write another node's record",
-        agent.put(&keys.node("n2"), b"{}".to_vec(), None).await,
-    );
-    denied(
-        "write another node's task status",
-        agent
-            .put(&keys.task_status("n2", "web.2.b"), b"{}".to_vec(), None)
-            .await,
-    );
-    denied(
-        "write a service",
-        agent
-            .put(
-                &format!("{}default/web", keys.services_prefix()),
-                b"x".to_vec(),
-                None,
-            )
-            .await,
-    );
-    denied(
-        "take the leader key",
-        agent.put(&keys.leader(), b"me".to_vec(), None).await,
-    );
+    let foreign = [
+        ("its own assignment", keys.task("n1", "forged")),
+        ("another node's record", keys.node("n2")),
+        ("a node whose ID starts with its own", keys.node("n10")),
+        (
+            "another node's task status",
+            keys.task_status("n2", "web.2.b"),
+        ),
+        (
+            "a service",
+            format!("{}default/web", keys.services_prefix()),
+        ),
+        ("the leader key", keys.leader()),
+    ];
+    for (what, key) in &foreign {
+        denied(what, agent.put(key, b"{}".to_vec(), None).await);
+        let txn = Txn {
+            compares: Vec::new(),
+            ops: vec![TxnOp::Put {
+                key: key.clone(),
+                value: b"{}".to_vec(),
+                lease: None,
+            }],
+        };
+        denied(what, agent.txn(txn).await);
+    }
     denied("delete the leader key", agent.delete(&keys.leader()).await);
     denied("read secrets", agent.list(&keys.secrets_prefix()).await);
+    let n2_tasks = keys.node_tasks_prefix("n2");
     denied(
         "read another node's assignments",
-        agent.list(&keys.node_tasks_prefix("n2")).await,
-    );
-    denied(
-        "write another node's record in a transaction",
-        agent
-            .txn(Txn {
-                compares: Vec::new(),
-                ops: vec![TxnOp::Put {
-                    key: keys.node("n10"),
-                    value: b"{}".to_vec(),
-                    lease: None,
-                }],
-            })
-            .await,
+        agent.list(&n2_tasks).await,
     );
     // And it keeps working with its own keys afterwards.
     agent.keep_alive(lease).await.unwrap();
@@ -317,8 +315,17 @@ async fn an_agent_reaches_only_its_own_keys() {
         )
         .await
         .unwrap();
+}
 
-    // The controller and the API are confined too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_and_the_api_write_only_their_keys() {
+    let etcd = secured(None).await;
+    let root = etcd.store().await.unwrap();
+    let keys = Keys::default();
+    let out = tempfile::tempdir().unwrap();
+    rbac::apply(&root, &keys, &nodes(&["n1", "n2"]), out.path(), false)
+        .await
+        .unwrap();
     let controller = login(&etcd, out.path(), "shoal-controller").await;
     denied(
         "controller writes a service",
@@ -352,17 +359,23 @@ async fn an_agent_reaches_only_its_own_keys() {
     .expect("the API writes services");
 }
 
-/// Reads `key` with `store` until it has `want`, within a generous deadline.
-async fn wait_value(store: &EtcdStore, key: &str, want: &[u8]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Reads `watch` until a batch holds `key` (progress notifications are skipped); returns how
+/// long that took. Fails after a generous 30 s.
+async fn until_event(watch: &mut WatchStream, key: &str) -> Duration {
+    let start = Instant::now();
     loop {
-        if let Ok(Some(kv)) = store.get(key).await
-            && kv.value == want
-        {
-            return;
+        let left = Duration::from_secs(30).saturating_sub(start.elapsed());
+        let batch = tokio::time::timeout(left, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("the watch never delivered {key}"))
+            .expect("the watch stream is open")
+            .expect("no watch error");
+        if batch.events.iter().any(|e| match e {
+            WatchEvent::Put(kv) => kv.key == key,
+            WatchEvent::Delete { key: k, .. } => k == key,
+        }) {
+            return start.elapsed();
         }
-        assert!(Instant::now() < deadline, "{key} never became {want:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -388,21 +401,10 @@ async fn jwt_tokens_are_renewed_past_expiry_and_after_auth_changes() {
         round += 1;
         let key = keys.task("n1", &format!("t{round}"));
         root.put(&key, b"{}".to_vec(), None).await.unwrap();
-        let seen = tokio::time::timeout(Duration::from_secs(20), watch.next())
-            .await
-            .expect("the watch delivers within 20 s")
-            .expect("the watch stream is open")
-            .expect("no watch error");
-        assert!(
-            seen.events.is_empty() || format!("{:?}", seen.events).contains(&key),
-            "{seen:?}"
-        );
+        until_event(&mut watch, &key).await;
+        let status = keys.task_status("n1", &format!("t{round}"));
         agent
-            .put(
-                &keys.task_status("n1", &format!("t{round}")),
-                b"{}".to_vec(),
-                None,
-            )
+            .put(&status, b"{}".to_vec(), None)
             .await
             .expect("the agent writes its status with a renewed token");
         tokio::time::sleep(ttl / 2).await;
@@ -417,22 +419,10 @@ async fn jwt_tokens_are_renewed_past_expiry_and_after_auth_changes() {
     tokio::time::sleep(ttl + ttl / 2).await;
     let revision = root.list(&prefix).await.unwrap().revision;
     let mut late_watch = agent.watch(&prefix, revision + 1).await.unwrap();
-    let late_key = keys.task("n1", "late");
-    root.put(&late_key, b"{}".to_vec(), None).await.unwrap();
-    let started = Instant::now();
-    let batch = tokio::time::timeout(Duration::from_secs(30), late_watch.next())
-        .await
-        .expect("a watch opened after expiry delivers")
-        .expect("open")
-        .expect("no error");
-    assert!(
-        format!("{:?}", batch.events).contains("/tasks/n1/late"),
-        "{batch:?}"
-    );
-    println!(
-        "watch opened after expiry delivered in {:?}",
-        started.elapsed()
-    );
+    let late = keys.task("n1", "late");
+    root.put(&late, b"{}".to_vec(), None).await.unwrap();
+    let took = until_event(&mut late_watch, &late).await;
+    println!("a watch opened after expiry delivered in {took:?}");
 
     // Adding a node changes users and roles: every token issued before is now stale.
     rbac::apply(&root, &keys, &nodes(&["n1", "n2"]), out.path(), false)
@@ -443,31 +433,15 @@ async fn jwt_tokens_are_renewed_past_expiry_and_after_auth_changes() {
         .put(&keys.task_status("n1", "after"), b"{}".to_vec(), None)
         .await
         .expect("a call after `rbac apply` succeeds with a new token");
-    root.put(&keys.task("n1", "after"), b"{}".to_vec(), None)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let batch = tokio::time::timeout(Duration::from_secs(30), watch.next())
-            .await
-            .expect("the watch delivers after the auth change")
-            .expect("open")
-            .expect("no error");
-        if format!("{:?}", batch.events).contains("/tasks/n1/after") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the watch never saw tasks/n1/after"
-        );
-    }
+    let after = keys.task("n1", "after");
+    root.put(&after, b"{}".to_vec(), None).await.unwrap();
+    until_event(&mut watch, &after).await;
     println!(
-        "after the auth change: call and watch event in {:?}",
+        "after the auth change: a call and a watch event in {:?}",
         started.elapsed()
     );
     let n2 = login(&etcd, out.path(), "shoal-agent-n2").await;
     n2.put(&keys.node("n2"), b"{}".to_vec(), None)
         .await
         .expect("the new node's agent works");
-    wait_value(&agent, &keys.task_status("n1", "after"), b"{}").await;
 }

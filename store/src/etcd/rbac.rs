@@ -254,82 +254,33 @@ pub async fn apply(
     }
     create_private_dir(out)?;
     let mut report = ApplyReport::default();
-    let roles: BTreeSet<String> = store
-        .run(|| {
-            let mut c = store.client.clone();
-            async move { c.role_list().await }
-        })
-        .await?
-        .roles()
-        .iter()
-        .cloned()
-        .collect();
-    let users: BTreeSet<String> = store
-        .run(|| {
-            let mut c = store.client.clone();
-            async move { c.user_list().await }
-        })
-        .await?
-        .users()
-        .iter()
-        .cloned()
-        .collect();
+    let existing = Existing::read(store).await?;
     let specs = plan(keys, nodes);
     for spec in &specs {
-        if !roles.contains(&spec.name) {
+        if !existing.roles.contains(&spec.name) {
             role_add(store, &spec.name).await?;
             report.roles_created.push(spec.name.clone());
         }
         sync_permissions(store, spec, &mut report).await?;
         let file = out.join(format!("{}.password", spec.name));
-        ensure_user(
-            store,
-            &spec.name,
-            users.contains(&spec.name),
-            &file,
-            &mut report,
-        )
-        .await?;
+        let exists = existing.users.contains(&spec.name);
+        ensure_user(store, &spec.name, exists, &file, &mut report).await?;
         report.password_files.push((spec.name.clone(), file));
     }
     let wanted: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    let stale: BTreeSet<&String> = users
+    let stale: BTreeSet<&String> = existing
+        .users
         .iter()
-        .chain(roles.iter())
+        .chain(existing.roles.iter())
         .filter(|n| n.starts_with(AGENT_PREFIX) && !wanted.contains(n.as_str()))
         .collect();
     for name in stale {
-        if !prune {
+        if prune {
+            existing.remove(store, name, out).await?;
+            report.removed.push(name.clone());
+        } else {
             report.stale.push(name.clone());
-            continue;
         }
-        if users.contains(name) {
-            let n = name.clone();
-            store
-                .run(|| {
-                    let mut c = store.client.clone();
-                    let n = n.clone();
-                    async move { c.user_delete(n).await }
-                })
-                .await?;
-        }
-        if roles.contains(name) {
-            let n = name.clone();
-            store
-                .run(|| {
-                    let mut c = store.client.clone();
-                    let n = n.clone();
-                    async move { c.role_delete(n).await }
-                })
-                .await?;
-        }
-        let file = out.join(format!("{name}.password"));
-        match std::fs::remove_file(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(io(&file, source)),
-        }
-        report.removed.push(name.clone());
     }
     tracing::info!(
         roles = specs.len(),
@@ -337,6 +288,66 @@ pub async fn apply(
         "etcd users and roles applied"
     );
     Ok(report)
+}
+
+/// The users and roles etcd has.
+struct Existing {
+    roles: BTreeSet<String>,
+    users: BTreeSet<String>,
+}
+
+impl Existing {
+    async fn read(store: &EtcdStore) -> Result<Self, RbacError> {
+        let roles = store
+            .run(|| {
+                let mut c = store.client.clone();
+                async move { c.role_list().await }
+            })
+            .await?
+            .roles()
+            .iter()
+            .cloned()
+            .collect();
+        let users = store
+            .run(|| {
+                let mut c = store.client.clone();
+                async move { c.user_list().await }
+            })
+            .await?
+            .users()
+            .iter()
+            .cloned()
+            .collect();
+        Ok(Existing { roles, users })
+    }
+
+    /// Deletes the user and the role `name` (those that exist) and its password file.
+    async fn remove(&self, store: &EtcdStore, name: &str, out: &Path) -> Result<(), RbacError> {
+        if self.users.contains(name) {
+            store
+                .run(|| {
+                    let mut c = store.client.clone();
+                    let n = name.to_string();
+                    async move { c.user_delete(n).await }
+                })
+                .await?;
+        }
+        if self.roles.contains(name) {
+            store
+                .run(|| {
+                    let mut c = store.client.clone();
+                    let n = name.to_string();
+                    async move { c.role_delete(n).await }
+                })
+                .await?;
+        }
+        let file = out.join(format!("{name}.password"));
+        match std::fs::remove_file(&file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(io(&file, source)),
+        }
+    }
 }
 
 async fn role_add(store: &EtcdStore, name: &str) -> Result<(), RbacError> {
@@ -521,25 +532,14 @@ pub struct RoleView {
 /// The `shoal-*` roles in etcd with their users and permissions, and what each lacks
 /// compared with [`plan`] for the agents found.
 pub async fn show(store: &EtcdStore, keys: &Keys) -> Result<Vec<RoleView>, RbacError> {
-    let roles: Vec<String> = store
-        .run(|| {
-            let mut c = store.client.clone();
-            async move { c.role_list().await }
-        })
-        .await?
-        .roles()
+    let existing = Existing::read(store).await?;
+    let roles: Vec<String> = existing
+        .roles
         .iter()
         .filter(|r| r.starts_with("shoal-"))
         .cloned()
         .collect();
-    let users: Vec<String> = store
-        .run(|| {
-            let mut c = store.client.clone();
-            async move { c.user_list().await }
-        })
-        .await?
-        .users()
-        .to_vec();
+    let users: Vec<String> = existing.users.iter().cloned().collect();
     let mut users_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for user in users.iter().filter(|u| u.starts_with("shoal-")) {
         let resp = store
