@@ -24,7 +24,7 @@ use axum::routing::{get, patch, post};
 use shoal_core::Keys;
 use shoal_store::Store;
 
-pub use auth::{Role, TokenTable};
+pub use auth::{Principal, Role, TokenTable, Tokens};
 pub use client::{Client, ClientError};
 pub use error::ApiError;
 pub use server::{ServeError, serve, serve_listener};
@@ -38,7 +38,7 @@ pub struct ApiState {
     /// Key layout under the configured prefix.
     pub keys: Keys,
     /// Accepted bearer tokens; `None` means no authentication (loopback only).
-    pub tokens: Option<Arc<TokenTable>>,
+    pub tokens: Option<Arc<Tokens>>,
     /// Request counters and the optional process registry served on `/metrics`.
     pub metrics: Arc<metrics::ApiMetrics>,
 }
@@ -66,7 +66,7 @@ impl ApiState {
 
     /// Requires bearer tokens from `tokens` on every request but the health probes and the
     /// schema documents.
-    pub fn with_tokens(mut self, tokens: TokenTable) -> Self {
+    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
         self.tokens = Some(Arc::new(tokens));
         self
     }
@@ -107,9 +107,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/watch", get(watch::watch))
         .route("/v1/schema/service", get(openapi::service_schema))
         .route("/v1/openapi.json", get(openapi::openapi_json))
-        .layer(axum::middleware::from_fn_with_state(
+        // Every route above is authenticated; a route added below this line would not be.
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::authenticate,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

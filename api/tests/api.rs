@@ -305,10 +305,20 @@ async fn concurrent_node_patches_keep_every_label() {
 
 #[tokio::test]
 async fn tokens_enforce_read_and_write_roles() {
+    use shoal_api::auth::{Principal, Role, Token, Tokens};
     let mut t = TokenTable::new();
-    t.insert("r0", shoal_api::Role::Read);
-    t.insert("w0", shoal_api::Role::Write);
-    let api = Api::with(|s| s.with_tokens(t)).await;
+    let r0 = Token::generate("r0").unwrap();
+    let w0 = Token::generate("w0").unwrap();
+    let none = Default::default();
+    t.insert(
+        &r0,
+        Principal::new("r0", Role::Read, Default::default(), None).unwrap(),
+    )
+    .unwrap();
+    t.insert(&w0, Principal::new("w0", Role::Write, none, None).unwrap())
+        .unwrap();
+    let api = Api::with(|s| s.with_tokens(Tokens::fixed(t))).await;
+    let bearer = |t: &Token| format!("Bearer {}", t.reveal());
     let (s, _, body) = api.call("GET", "/v1/services", "", &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(body.contains("bearer token"), "{body}");
@@ -322,17 +332,22 @@ async fn tokens_enforce_read_and_write_roles() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _, _) = api
-        .call("GET", "/v1/services", "", &[("authorization", "Bearer r0")])
+        .call(
+            "GET",
+            "/v1/services",
+            "",
+            &[("authorization", &bearer(&r0))],
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     let m = manifest("web", "", 1);
     let (s, _, body) = api
-        .call("POST", "/v1/apply", &m, &[("authorization", "Bearer r0")])
+        .call("POST", "/v1/apply", &m, &[("authorization", &bearer(&r0))])
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(body.contains("write role"), "{body}");
     let (s, _, _) = api
-        .call("POST", "/v1/apply", &m, &[("authorization", "Bearer w0")])
+        .call("POST", "/v1/apply", &m, &[("authorization", &bearer(&w0))])
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _, _) = api.call("GET", "/healthz", "", &[]).await;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_core::keys::Keys;
@@ -106,9 +105,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     if args.hollow_nodes > 0 && args.runtime != RuntimeFlag::Sim {
         anyhow::bail!("--hollow-nodes needs --runtime sim");
     }
-    let store = shoal_store::open_store(&args.store.store)
-        .await
-        .with_context(|| format!("cannot open store {}", args.store.store))?;
+    let store = args.store.open().await?;
     let keys = Keys::new(&args.store.prefix);
     let mut config = AgentConfig::new(&args.node_id);
     if let Some(h) = args.hostname {

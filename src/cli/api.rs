@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use shoal_api::{ApiState, TokenTable};
+use shoal_api::server::{ServeOptions, TlsFiles};
+use shoal_api::{ApiState, Tokens};
 
 use crate::cli::StoreArgs;
 
@@ -18,29 +19,58 @@ pub struct ApiArgs {
     /// Address to listen on (port 0 picks a free port; the chosen address is logged).
     #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
-    /// File of `token role` lines (role read or write); required beyond loopback.
+    /// Token file (`shoal token create`); required beyond loopback, re-read when it changes.
     #[arg(long, env = "SHOAL_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM certificate chain to serve HTTPS with (with --tls-key).
+    #[arg(
+        long,
+        env = "SHOAL_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "SHOAL_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve cleartext HTTP beyond loopback (only behind a TLS-terminating proxy).
+    #[arg(long)]
+    insecure_listen: bool,
 }
 
 /// Runs `shoal api` until interrupted.
 pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
-    let store = shoal_store::open_store(&args.store.store)
-        .await
-        .context("opening the store")?;
+    let store = args.store.open().await?;
     let mut state = ApiState::new(store, shoal_core::Keys::new(&args.store.prefix));
     if let Some(path) = &args.token_file {
-        state = state.with_tokens(TokenTable::load(path)?);
+        state = state.with_tokens(Tokens::watch_file(path)?);
     }
-    shoal_api::server::check_listen(&state, args.listen)?;
+    let options = ServeOptions {
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key }),
+        insecure_listen: args.insecure_listen,
+    };
+    shoal_api::server::check_listen(&state, args.listen, &options)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("shoal api listening on http://{addr}");
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("shoal api listening on {scheme}://{addr}");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    shoal_api::serve_listener(state, listener, shutdown).await?;
+    shoal_api::server::serve_with(state, listener, options, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

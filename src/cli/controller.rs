@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use shoal_controller::{Controller, ControllerConfig};
 use shoal_core::keys::Keys;
@@ -31,9 +30,7 @@ pub struct ControllerArgs {
 
 /// Runs `shoal controller`.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
-    let store = shoal_store::open_store(&args.store.store)
-        .await
-        .with_context(|| format!("opening store {}", args.store.store))?;
+    let store = args.store.open().await?;
     anyhow::ensure!(
         !args.lease_ttl.is_zero(),
         "--lease-ttl must be greater than zero"
@@ -44,7 +41,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         resync_interval: args.resync.get().max(Duration::from_secs(1)),
         ..ControllerConfig::default()
     };
-    tracing::info!(store = %args.store.store, prefix = %args.store.prefix, identity = %config.identity, "starting controller");
+    tracing::info!(store = %args.store.shown_url(), prefix = %args.store.prefix, identity = %config.identity, "starting controller");
     let controller = Controller::new(store, Keys::new(&args.store.prefix), config);
     controller.run(crate::cli::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

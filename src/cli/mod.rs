@@ -5,8 +5,11 @@ pub mod api;
 pub mod client;
 pub mod controller;
 pub mod dev;
+pub mod rbac;
+pub mod token;
 pub mod validate;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -41,6 +44,49 @@ pub struct StoreArgs {
     /// Key prefix every Shoal key lives under.
     #[arg(long, env = "SHOAL_PREFIX", default_value = shoal_core::keys::DEFAULT_PREFIX)]
     pub prefix: String,
+    /// CA certificate (PEM) the store's certificate must chain to; the store is then reached
+    /// over TLS.
+    #[arg(long, env = "SHOAL_STORE_CA", value_name = "FILE")]
+    pub store_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for the store, with --store-key; etcd takes the user from its
+    /// common name when no --store-user is given.
+    #[arg(long, env = "SHOAL_STORE_CERT", value_name = "FILE")]
+    pub store_cert: Option<PathBuf>,
+    /// Private key (PEM) of --store-cert.
+    #[arg(long, env = "SHOAL_STORE_KEY", value_name = "FILE")]
+    pub store_key: Option<PathBuf>,
+    /// etcd user name (`shoal rbac apply` makes shoal-controller, shoal-api, shoal-agent-<node>).
+    #[arg(long, env = "SHOAL_STORE_USER", value_name = "NAME")]
+    pub store_user: Option<String>,
+    /// File holding the password of --store-user.
+    #[arg(long, env = "SHOAL_STORE_PASSWORD_FILE", value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store's TLS and credential settings.
+    pub fn options(&self) -> shoal_store::StoreOptions {
+        shoal_store::StoreOptions {
+            ca: self.store_ca.clone(),
+            cert: self.store_cert.clone(),
+            key: self.store_key.clone(),
+            user: self.store_user.clone(),
+            password_file: self.store_password_file.clone(),
+        }
+    }
+
+    /// The store URL as it may be printed (credentials in it replaced by `***`).
+    pub fn shown_url(&self) -> String {
+        shoal_store::redact_url(&self.store)
+    }
+
+    /// Opens the store with these settings.
+    pub async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn shoal_store::Store>> {
+        use anyhow::Context as _;
+        shoal_store::open_store_with(&self.store, &self.options())
+            .await
+            .with_context(|| format!("opening store {}", self.shown_url()))
+    }
 }
 
 /// Subcommands.
@@ -58,6 +104,10 @@ pub enum Command {
     Api(api::ApiArgs),
     /// Run everything in one process on an embedded store (API, controller, local agent).
     Dev(dev::DevArgs),
+    /// Least-privilege etcd users and roles for the controller, the API and each agent.
+    Rbac(rbac::RbacArgs),
+    /// Manage the API's token file: create, list and revoke tokens.
+    Token(token::TokenArgs),
     /// Client commands (talk to the API server).
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -72,6 +122,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(a) => agent::run(a).await,
         Command::Api(a) => api::run(a).await,
         Command::Dev(a) => dev::run(a).await,
+        Command::Rbac(a) => rbac::run(a).await,
+        Command::Token(a) => token::run(a).await,
         Command::Client(c) => client::run(c).await,
     }
 }

@@ -12,9 +12,9 @@ pub mod reflector;
 pub mod url;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
-pub use etcd::{EtcdOptions, EtcdStore};
+pub use etcd::{Credentials, EtcdOptions, EtcdStore, EtcdTls};
 pub use reflector::{Reader, Reflector};
-pub use url::open_store;
+pub use url::{StoreOptions, open_etcd, open_store, open_store_with, redact_url};
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -164,6 +164,15 @@ pub enum StoreError {
         /// Why it was refused.
         reason: String,
     },
+    /// The store refused the request: the credentials in use may not read or write the key.
+    #[error("permission denied by the store: {0}")]
+    PermissionDenied(String),
+    /// The store refused the credentials themselves (wrong user name or password).
+    #[error("store authentication failed: {0}")]
+    AuthFailed(String),
+    /// The TLS or credential settings are unusable (unreadable file, missing partner flag).
+    #[error("store settings: {0}")]
+    Config(String),
     /// Any other backend failure, with the backend's own message.
     #[error("{backend} store error: {message}")]
     Backend {

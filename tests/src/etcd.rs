@@ -1,6 +1,9 @@
 //! A real etcd for tests: [`EtcdFixture`] runs Debian's `etcd` on free loopback ports with a
 //! temporary data directory, waits until it answers, can restart it on the same ports and
-//! data, compacts its history, and kills it when dropped.
+//! data, compacts its history, and kills it when dropped. With [`EtcdSecurity`] it serves
+//! TLS (certificates from [`crate::pki`]), can require client certificates, issues JWT auth
+//! tokens with a short lifetime, and [`EtcdFixture::enable_auth`] turns authentication on
+//! with a `root` user.
 //!
 //! A missing `etcd` is a failure, never a silent skip: the message says to run `make deps`
 //! (and, under `CI=true`, that CI must install it).
@@ -12,7 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_store::{EtcdStore, Revision, Store, StoreError};
+use shoal_store::{Credentials, EtcdOptions, EtcdStore, EtcdTls, Revision, Store, StoreError};
+
+use crate::pki::{CertFiles, Pki};
 
 use futures::FutureExt;
 
@@ -61,6 +66,19 @@ fn free_port() -> Result<u16, FixtureError> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// TLS and authentication settings of a test etcd.
+#[derive(Debug, Default)]
+pub struct EtcdSecurity {
+    /// Serve clients over TLS with a certificate of this CA (`127.0.0.1`).
+    pub tls: Option<Arc<Pki>>,
+    /// Require a client certificate of the CA (`--client-cert-auth`); etcd then takes the
+    /// user from its common name when a request carries no token.
+    pub client_cert_auth: bool,
+    /// Issue JWT auth tokens with this lifetime instead of etcd's simple tokens (which every
+    /// call extends, so they never expire under load).
+    pub jwt_ttl: Option<Duration>,
+}
+
 /// A running etcd owned by a test.
 #[derive(Debug)]
 pub struct EtcdFixture {
@@ -68,13 +86,36 @@ pub struct EtcdFixture {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    metrics_port: u16,
+    security: EtcdSecurity,
+    server_cert: Option<CertFiles>,
+    jwt_key: Option<CertFiles>,
+    /// A client certificate for the fixture's own connections (with `client_cert_auth`).
+    admin_cert: Option<CertFiles>,
+    root_password: Option<String>,
     child: Option<Child>,
 }
 
 impl EtcdFixture {
     /// Starts etcd on free loopback ports and waits until it is healthy.
     pub fn start() -> Result<Self, FixtureError> {
+        Self::start_with(EtcdSecurity::default())
+    }
+
+    /// Starts etcd with TLS and authentication settings.
+    pub fn start_with(security: EtcdSecurity) -> Result<Self, FixtureError> {
         let binary = etcd_binary()?;
+        let server_cert = security.tls.as_ref().map(|pki| pki.server("etcd"));
+        let admin_cert = match &security.tls {
+            Some(pki) if security.client_cert_auth => Some(pki.client("fixture-admin")),
+            _ => None,
+        };
+        let jwt_key = match (&security.tls, security.jwt_ttl) {
+            (Some(pki), Some(_)) => Some(pki.signing_key("etcd-jwt")),
+            (None, Some(_)) => Some(Pki::new("jwt").signing_key("etcd-jwt")),
+            _ => None,
+        };
+        let mut security = Some(security);
         let mut last_error = None;
         // Another process may grab a port between the probe and etcd's bind: retry.
         for _ in 0..3 {
@@ -83,11 +124,20 @@ impl EtcdFixture {
                 dir: tempfile::tempdir()?,
                 client_port: free_port()?,
                 peer_port: free_port()?,
+                metrics_port: free_port()?,
+                security: security.take().unwrap_or_default(),
+                server_cert: server_cert.clone(),
+                jwt_key: jwt_key.clone(),
+                admin_cert: admin_cert.clone(),
+                root_password: None,
                 child: None,
             };
             match fixture.launch() {
                 Ok(()) => return Ok(fixture),
-                Err(e) => last_error = Some(e),
+                Err(e) => {
+                    last_error = Some(e);
+                    security = Some(std::mem::take(&mut fixture.security));
+                }
             }
         }
         Err(last_error.unwrap_or_else(|| FixtureError::Start("no attempt made".into())))
@@ -103,14 +153,115 @@ impl EtcdFixture {
         format!("etcd://{}", self.endpoint())
     }
 
+    /// The CA of a TLS etcd.
+    pub fn pki(&self) -> Option<&Arc<Pki>> {
+        self.security.tls.as_ref()
+    }
+
+    /// Connection settings for this etcd as `credentials` (TLS and, with client certificate
+    /// authentication, the fixture's own client certificate).
+    pub fn options(&self, credentials: Option<Credentials>) -> EtcdOptions {
+        let tls = self.security.tls.as_ref().map(|pki| {
+            let tls = EtcdTls::new(pki.ca_pem().into_bytes()).expect("CA PEM");
+            match &self.admin_cert {
+                Some(c) => tls
+                    .with_identity(read(&c.cert), read(&c.key))
+                    .expect("client certificate PEM"),
+                None => tls,
+            }
+        });
+        EtcdOptions {
+            tls,
+            credentials,
+            ..EtcdOptions::default()
+        }
+    }
+
+    /// A store client as `credentials`.
+    pub async fn store_as(
+        &self,
+        credentials: Option<Credentials>,
+    ) -> Result<EtcdStore, StoreError> {
+        EtcdStore::connect_with(&[self.endpoint()], self.options(credentials)).await
+    }
+
+    /// The `root` credentials once [`EtcdFixture::enable_auth`] ran.
+    pub fn root(&self) -> Option<Credentials> {
+        self.root_password
+            .as_ref()
+            .map(|p| Credentials::new("root", p.clone()))
+    }
+
+    /// The `root` password once [`EtcdFixture::enable_auth`] ran.
+    pub fn root_password(&self) -> Option<&str> {
+        self.root_password.as_deref()
+    }
+
+    /// A file holding the `root` password (for `--store-password-file`).
+    pub fn root_password_file(&self) -> Option<PathBuf> {
+        let password = self.root_password.as_ref()?;
+        let path = self.dir.path().join("root.password");
+        std::fs::write(&path, format!("{password}\n")).ok()?;
+        Some(path)
+    }
+
+    /// Creates the `root` user with a random password and turns authentication on.
+    pub async fn enable_auth(&mut self) -> Result<(), FixtureError> {
+        let password = format!("root-{}", uuid::Uuid::new_v4().simple());
+        let mut opts = etcd_client::ConnectOptions::new();
+        if let Some(pki) = &self.security.tls {
+            let mut tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(pki.ca_pem()));
+            if let Some(c) = &self.admin_cert {
+                tls = tls.identity(etcd_client::Identity::from_pem(read(&c.cert), read(&c.key)));
+            }
+            opts = opts.with_tls(tls);
+        }
+        let log = self.log_path();
+        let start = |e: etcd_client::Error| {
+            FixtureError::Start(format!(
+                "enabling auth: {e}; etcd log tail:\n{}",
+                tail_of(&log)
+            ))
+        };
+        let mut client = etcd_client::Client::connect([self.client_url()], Some(opts))
+            .await
+            .map_err(start)?;
+        client
+            .user_add("root", password.clone(), None)
+            .await
+            .map_err(start)?;
+        client
+            .user_grant_role("root", "root")
+            .await
+            .map_err(start)?;
+        client.auth_enable().await.map_err(start)?;
+        self.root_password = Some(password);
+        Ok(())
+    }
+
+    fn client_url(&self) -> String {
+        let scheme = if self.security.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// etcd's own log (it may hold tokens: etcd 3.4 logs refused ones in full).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    /// A store client for this etcd.
+    /// A store client for this etcd (as `root` once authentication is on).
     pub async fn store(&self) -> Result<EtcdStore, StoreError> {
-        EtcdStore::connect(&[self.endpoint()]).await
+        self.store_as(self.root()).await
     }
 
     /// Kills etcd and starts it again on the same ports and data directory.
@@ -138,21 +289,41 @@ impl EtcdFixture {
     }
 
     fn launch(&mut self) -> Result<(), FixtureError> {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.client_url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let metrics = format!("http://127.0.0.1:{}", self.metrics_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(&self.binary)
-            .arg("--name=shoal-test")
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--name=shoal-test")
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=shoal-test={peer}"))
-            .arg("--initial-cluster-state=new")
+            .arg(format!("--listen-metrics-urls={metrics}"))
+            .arg("--initial-cluster-state=new");
+        if let (Some(pki), Some(cert)) = (&self.security.tls, &self.server_cert) {
+            cmd.arg(format!("--cert-file={}", cert.cert.display()))
+                .arg(format!("--key-file={}", cert.key.display()));
+            // etcd 3.4 asks every client for a certificate once it has a trusted CA.
+            if self.security.client_cert_auth {
+                cmd.arg(format!("--trusted-ca-file={}", pki.ca_file().display()))
+                    .arg("--client-cert-auth");
+            }
+        }
+        if let (Some(ttl), Some(key)) = (self.security.jwt_ttl, &self.jwt_key) {
+            cmd.arg(format!(
+                "--auth-token=jwt,pub-key={},priv-key={},sign-method=ES256,ttl={}s",
+                key.cert.display(),
+                key.key.display(),
+                ttl.as_secs().max(1)
+            ));
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -169,7 +340,8 @@ impl EtcdFixture {
     }
 
     fn wait_healthy(&mut self) -> Result<(), String> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.client_port));
+        // The metrics listener serves /health in cleartext, TLS or not.
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
         let start = Instant::now();
         loop {
             if let Some(child) = self.child.as_mut()
@@ -207,6 +379,10 @@ fn health(addr: SocketAddr) -> bool {
     let mut body = String::new();
     let _ = conn.read_to_string(&mut body);
     body.contains("\"health\":\"true\"")
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 fn tail_of(path: &Path) -> String {

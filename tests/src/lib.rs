@@ -4,3 +4,4 @@
 pub mod conformance;
 pub mod consul_fake;
 pub mod etcd;
+pub mod pki;

@@ -14,6 +14,7 @@ use utoipa::IntoParams;
 
 use super::{body_text, content_type, parse_stored};
 use crate::ApiState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::manifest::{Selector, is_json, parse_body};
 use crate::types::{Action, ApplyResponse, WriteResult};
@@ -44,6 +45,7 @@ pub struct ApplyQuery {
         (status = 409, description = "Services kept changing concurrently", body = crate::types::ErrorBody)))]
 pub async fn apply(
     State(st): State<ApiState>,
+    principal: Principal,
     Query(q): Query<ApplyQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -54,6 +56,7 @@ pub async fn apply(
     let mut seen = BTreeSet::new();
     for d in &docs {
         let id = d.parsed.service.id();
+        principal.require_write(&id.namespace)?;
         if !seen.insert(id.clone()) {
             return Err(ApiError::BadRequest(format!(
                 "service {id} appears twice in the body (line {})",
@@ -68,6 +71,7 @@ pub async fn apply(
                 "prune needs a label selector (selector=k=v) to bound what it deletes".into(),
             ));
         }
+        require_prune(&principal, q.namespace.as_deref())?;
         Some(Selector::parse(sel).map_err(|e| ApiError::BadRequest(e.to_string()))?)
     } else {
         None
@@ -177,4 +181,18 @@ pub async fn apply(
         expected: 0,
         current: 0,
     })
+}
+
+/// Pruning deletes across the namespaces it covers: all of them without `namespace`, which a
+/// namespace-limited token may not do.
+fn require_prune(principal: &Principal, namespace: Option<&str>) -> Result<(), ApiError> {
+    match namespace {
+        Some(ns) => principal.require_write(ns),
+        None if principal.namespaces().is_empty() => principal.require_write(""),
+        None => Err(ApiError::Forbidden(format!(
+            "token {} may change only some namespaces, so pruning needs one of them as \
+             namespace= (shoal apply -n NAMESPACE)",
+            principal.token_id()
+        ))),
+    }
 }

@@ -11,6 +11,7 @@ use utoipa::IntoParams;
 
 use super::decode;
 use crate::ApiState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::types::{NodePatch, NodeView, TaskView};
 
@@ -141,9 +142,11 @@ pub async fn node(
         (status = 404, description = "No such node", body = crate::types::ErrorBody)))]
 pub async fn patch_node(
     State(st): State<ApiState>,
+    principal: Principal,
     Path(id): Path<String>,
     body: bytes::Bytes,
 ) -> Result<Json<NodeView>, ApiError> {
+    principal.require_admin(&format!("change node {id}"))?;
     let patch: NodePatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid node patch: {e}")))?;
     let key = st.keys.node_config(&id);

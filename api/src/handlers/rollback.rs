@@ -11,6 +11,7 @@ use shoal_core::{Service, ServiceRef, ServiceStatus};
 use super::services::RevisionQuery;
 use super::{decode, etag, if_match, parse_stored};
 use crate::ApiState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::types::{Action, WriteResult};
 
@@ -33,10 +34,12 @@ fn render(svc: &Service, json: bool) -> Result<String, ApiError> {
         (status = 409, description = "Stale revision", body = crate::types::ErrorBody)))]
 pub async fn rollback(
     State(st): State<ApiState>,
+    principal: Principal,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<RevisionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    principal.require_write(&ns)?;
     let r = ServiceRef {
         namespace: ns,
         name,

@@ -14,6 +14,7 @@ use utoipa::IntoParams;
 
 use super::{body_text, content_type, decode, etag, if_match, parse_stored, resource};
 use crate::ApiState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::manifest::{Selector, is_json, parse_body};
 use crate::types::{Action, DeleteResponse, ServiceResource, WriteResult};
@@ -116,11 +117,13 @@ pub async fn get_one(
         (status = 409, description = "Stale revision", body = crate::types::ErrorBody)))]
 pub async fn put(
     State(st): State<ApiState>,
+    principal: Principal,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<RevisionQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    principal.require_write(&ns)?;
     let r = sref(ns, name);
     let text = body_text(&body)?;
     let docs = parse_body(text, is_json(content_type(&headers), text), "body")
@@ -208,10 +211,12 @@ pub async fn put(
         (status = 409, description = "Stale revision", body = crate::types::ErrorBody)))]
 pub async fn delete(
     State(st): State<ApiState>,
+    principal: Principal,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<RevisionQuery>,
     headers: HeaderMap,
 ) -> Result<Json<DeleteResponse>, ApiError> {
+    principal.require_write(&ns)?;
     let r = sref(ns, name);
     let key = st.keys.service(&r);
     let expected = if_match(&headers)?.or(q.revision);

@@ -8,12 +8,13 @@ mod apply;
 mod files;
 mod get;
 mod ops;
-mod table;
+pub(crate) mod table;
 mod wait;
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use shoal_api::client::CaBundle;
 use shoal_api::{Client, ClientError};
 
 /// Exit code: success.
@@ -45,12 +46,29 @@ pub struct ConnArgs {
     /// Namespace.
     #[arg(short = 'n', long, default_value = "default", global = true)]
     pub namespace: String,
+    /// PEM file of the CA that signed an `https://` server's certificate (trusted alone).
+    #[arg(long, env = "SHOAL_CA", value_name = "FILE", value_parser = parse_ca, global = true)]
+    pub ca: Option<CaBundle>,
 }
 
 impl ConnArgs {
     fn client(&self) -> Client {
-        Client::new(&self.server, self.token.clone())
+        let Some(ca) = &self.ca else {
+            return Client::new(&self.server, self.token.clone());
+        };
+        match Client::with_ca(&self.server, self.token.clone(), ca) {
+            Ok(client) => client,
+            Err(e) => {
+                // The CA file was read and parsed with the flags; only TLS setup is left.
+                eprintln!("error: {e}");
+                std::process::exit(i32::from(EXIT_INVALID));
+            }
+        }
     }
+}
+
+fn parse_ca(path: &str) -> Result<CaBundle, String> {
+    CaBundle::load(std::path::Path::new(path)).map_err(|e| e.to_string())
 }
 
 /// Client subcommands.

@@ -16,7 +16,7 @@ use super::types::{
 use super::{ConsulError, MAX_TXN_OPS};
 
 /// How to reach a Consul agent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsulConfig {
     /// `host:port` or a full `http(s)://host:port` URL.
     pub address: String,
@@ -29,6 +29,18 @@ pub struct ConsulConfig {
     pub timeout: Duration,
     /// Timeout of establishing a connection.
     pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConsulConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulConfig")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 impl ConsulConfig {
@@ -138,12 +150,21 @@ impl Reply {
 }
 
 /// A thin client of one Consul agent's HTTP API. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsulClient {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for ConsulClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulClient")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConsulClient {

@@ -164,8 +164,17 @@ impl ConsulStore {
     /// token and CA file come from `CONSUL_HTTP_TOKEN` and `CONSUL_CACERT`, as with the
     /// `consul` command. Checks that the agent answers.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_ca(url, None).await
+    }
+
+    /// Like [`ConsulStore::connect`], trusting the CA in `ca` (`--store-ca`) before the
+    /// URL's `ca_file` and `CONSUL_CACERT`.
+    pub async fn connect_with_ca(
+        url: &str,
+        ca: Option<std::path::PathBuf>,
+    ) -> Result<Self, StoreError> {
         let invalid = |reason: String| StoreError::InvalidUrl {
-            url: url.to_string(),
+            url: crate::url::redact_url(url),
             reason,
         };
         let rest = url
@@ -188,8 +197,12 @@ impl ConsulStore {
             match pair.split_once('=') {
                 Some(("token", v)) => config.token = Some(v.to_string()),
                 Some(("ca_file", v)) => config.ca_file = Some(v.into()),
-                _ => return Err(invalid(format!("unknown parameter {pair:?}"))),
+                Some((k, _)) => return Err(invalid(format!("unknown parameter {k:?}"))),
+                None => return Err(invalid(format!("unknown parameter {pair:?}"))),
             }
+        }
+        if ca.is_some() {
+            config.ca_file = ca;
         }
         let client = ConsulClient::new(config).map_err(|e| invalid(e.to_string()))?;
         let store = Self::new(client, ConsulStoreOptions::default());

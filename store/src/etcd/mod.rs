@@ -3,16 +3,23 @@
 //! etcd already has the model [`Store`] describes, so this is mostly a mapping. What the
 //! client crate does not do, this module does: reconnecting broken watches from the last
 //! revision seen (see [`watch`]), refusing transactions over etcd's op limit instead of
-//! splitting them, and bounding every call so a dead etcd yields
-//! [`StoreError::Unavailable`] within seconds.
+//! splitting them, bounding every call so a dead etcd yields [`StoreError::Unavailable`]
+//! within seconds, and keeping the auth token of a TLS, user/password connection valid (see
+//! [`auth`]). [`rbac`] creates the least-privilege users and roles Shoal's components run as.
 
+mod auth;
+pub mod rbac;
 mod watch;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
     Client, CompactionOptions, CompareOp, ConnectOptions, GetOptions, KvClient, PutOptions,
 };
+
+pub use auth::{Credentials, EtcdTls};
 
 use crate::{
     Compare, KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult,
@@ -31,7 +38,7 @@ const MAX_DECODING_MESSAGE: usize = 512 * 1024 * 1024;
 /// Keys per page when listing a prefix.
 const LIST_PAGE: i64 = 1000;
 
-/// Timeouts used when connecting to etcd.
+/// How to connect to etcd: timeouts, TLS and credentials.
 #[derive(Debug, Clone)]
 pub struct EtcdOptions {
     /// Time allowed to open a connection.
@@ -42,6 +49,11 @@ pub struct EtcdOptions {
     pub keep_alive_interval: Duration,
     /// How long an unanswered keep-alive ping may wait before the connection is dropped.
     pub keep_alive_timeout: Duration,
+    /// TLS (endpoints are then reached over `https`); cleartext when `None`.
+    pub tls: Option<EtcdTls>,
+    /// User and password for etcd's authentication; none when `None` (or, with a client
+    /// certificate, etcd takes the user from its common name).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for EtcdOptions {
@@ -51,6 +63,8 @@ impl Default for EtcdOptions {
             request_timeout: Duration::from_secs(10),
             keep_alive_interval: Duration::from_secs(2),
             keep_alive_timeout: Duration::from_secs(3),
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -60,6 +74,7 @@ impl Default for EtcdOptions {
 pub struct EtcdStore {
     client: Client,
     endpoints: Vec<String>,
+    auth: Arc<auth::Auth>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -77,37 +92,76 @@ impl EtcdStore {
         Self::connect_with(endpoints, EtcdOptions::default()).await
     }
 
-    /// Connects with explicit timeouts.
+    /// Connects with explicit timeouts, TLS and credentials. Still lazy: with credentials, the
+    /// first call authenticates (a wrong password shows up as [`StoreError::AuthFailed`]).
     pub async fn connect_with(
         endpoints: &[String],
         options: EtcdOptions,
     ) -> Result<Self, StoreError> {
-        let endpoints: Vec<String> = endpoints
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let endpoints = endpoints
             .iter()
-            .map(|e| {
-                if e.contains("://") {
-                    e.clone()
-                } else {
-                    format!("http://{e}")
-                }
+            .map(|e| match e.split_once("://") {
+                None => Ok(format!("{scheme}://{e}")),
+                Some((s, _)) if s == scheme => Ok(e.clone()),
+                Some((s, _)) => Err(StoreError::InvalidUrl {
+                    url: e.clone(),
+                    reason: format!("{s}:// does not match the TLS settings ({scheme} expected)"),
+                }),
             })
-            .collect();
+            .collect::<Result<Vec<String>, _>>()?;
         if endpoints.is_empty() {
             return Err(StoreError::InvalidUrl {
                 url: String::new(),
                 reason: "no etcd endpoint given".into(),
             });
         }
-        let connect = ConnectOptions::new()
+        let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             .with_timeout(options.request_timeout)
             .with_keep_alive(options.keep_alive_interval, options.keep_alive_timeout)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            .with_auto_token_refresh(true);
+        if let Some(tls) = &options.tls {
+            connect = connect.with_tls(tls.options());
+        }
         let client = Client::connect(&endpoints, Some(connect))
             .await
             .map_err(map_err)?;
-        tracing::debug!(?endpoints, "etcd store client created");
-        Ok(Self { client, endpoints })
+        tracing::debug!(
+            ?endpoints,
+            tls = options.tls.is_some(),
+            user = options.credentials.as_ref().map(Credentials::user),
+            "etcd store client created"
+        );
+        Ok(Self {
+            client,
+            endpoints,
+            auth: Arc::new(auth::Auth::new(options.credentials)),
+        })
+    }
+
+    /// Runs one call, authenticating first if it never did, and once more with a new token
+    /// when etcd refuses the token it carried (expired, or older than the latest change of
+    /// users and roles). A refused password is [`StoreError::AuthFailed`].
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let generation = self.auth.ensure(&self.client).await?;
+        match f().await {
+            Err(e) if self.auth.enabled() && auth::needs_new_token(&e) => {
+                tracing::debug!(error = %e, "etcd refused the auth token; authenticating again");
+                self.auth.renew(&self.client, generation).await?;
+                f().await.map_err(map_err)
+            }
+            r => r.map_err(map_err),
+        }
     }
 
     /// The endpoints this store talks to.
@@ -118,11 +172,15 @@ impl EtcdStore {
     /// Compacts etcd's history up to `revision` (waiting until it is applied); watches from
     /// older revisions then get [`StoreError::Compacted`].
     pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        let mut kv = self.kv();
-        kv.compact(revision, Some(CompactionOptions::new().with_physical()))
-            .await
-            .map(|_| ())
-            .map_err(map_err)
+        self.run(|| {
+            let mut kv = self.kv();
+            async move {
+                kv.compact(revision, Some(CompactionOptions::new().with_physical()))
+                    .await
+            }
+        })
+        .await
+        .map(|_| ())
     }
 
     fn kv(&self) -> KvClient {
@@ -145,10 +203,12 @@ impl EtcdStore {
             opts = opts.with_revision(revision);
         }
         let resp = self
-            .kv()
-            .get(from.to_vec(), Some(opts))
-            .await
-            .map_err(map_err)?;
+            .run(|| {
+                let mut kv = self.kv();
+                let (from, opts) = (from.to_vec(), opts.clone());
+                async move { kv.get(from, Some(opts)).await }
+            })
+            .await?;
         let rev = resp.header().map_or(0, |h| h.revision());
         let kvs = resp
             .kvs()
@@ -207,6 +267,9 @@ pub(crate) fn map_err(e: etcd_client::Error) -> StoreError {
             grpc_code::UNKNOWN if status.message().contains("transport") => {
                 StoreError::Unavailable(format!("etcd: {}", status.message()))
             }
+            grpc_code::PERMISSION_DENIED => {
+                StoreError::PermissionDenied(format!("etcd: {}", status.message()))
+            }
             _ => backend(status.message().to_string()),
         },
         E::TransportError(e) => StoreError::Unavailable(format!("etcd transport: {e}")),
@@ -221,19 +284,21 @@ pub(crate) fn map_err(e: etcd_client::Error) -> StoreError {
 
 /// Maps an error of a call naming `lease`: etcd's "lease not found" becomes
 /// [`StoreError::LeaseNotFound`].
-fn map_lease_err(lease: LeaseId, e: etcd_client::Error) -> StoreError {
-    let text = e.to_string();
-    if text.contains("lease not found") {
-        StoreError::LeaseNotFound(lease)
-    } else {
-        map_err(e)
+fn map_lease_err(lease: LeaseId, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Backend { message, .. } if message.contains("lease not found") => {
+            StoreError::LeaseNotFound(lease)
+        }
+        other => other,
     }
 }
 
-/// The gRPC status codes Shoal treats as "etcd is unreachable" (numbers from the gRPC spec).
+/// The gRPC status codes Shoal maps (numbers from the gRPC spec).
 mod grpc_code {
     pub const CANCELLED: i32 = 1;
     pub const UNKNOWN: i32 = 2;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const UNAUTHENTICATED: i32 = 16;
     pub const DEADLINE_EXCEEDED: i32 = 4;
     pub const ABORTED: i32 = 10;
     pub const UNAVAILABLE: i32 = 14;
@@ -250,7 +315,12 @@ impl Store for EtcdStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let resp = self.kv().get(key, None).await.map_err(map_err)?;
+        let resp = self
+            .run(|| {
+                let mut kv = self.kv();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         resp.kvs().first().map(convert_kv).transpose()
     }
 
@@ -281,18 +351,26 @@ impl Store for EtcdStore {
     ) -> Result<Revision, StoreError> {
         let opts = lease.map(|id| PutOptions::new().with_lease(id));
         let resp = self
-            .kv()
-            .put(key, value, opts)
+            .run(|| {
+                let mut kv = self.kv();
+                let (value, opts) = (value.clone(), opts.clone());
+                async move { kv.put(key, value, opts).await }
+            })
             .await
             .map_err(|e| match lease {
                 Some(id) => map_lease_err(id, e),
-                None => map_err(e),
+                None => e,
             })?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let resp = self.kv().delete(key, None).await.map_err(map_err)?;
+        let resp = self
+            .run(|| {
+                let mut kv = self.kv();
+                async move { kv.delete(key, None).await }
+            })
+            .await?;
         Ok(resp.deleted() > 0)
     }
 
@@ -338,8 +416,11 @@ impl Store for EtcdStore {
             .collect();
         let request = etcd_client::Txn::new().when(compares).and_then(ops);
         let resp = self
-            .kv()
-            .txn(request)
+            .run(|| {
+                let mut kv = self.kv();
+                let request = request.clone();
+                async move { kv.txn(request).await }
+            })
             .await
             .map_err(|e| match leases.first() {
                 Some(id) if leases.len() == 1 => map_lease_err(*id, e),
@@ -350,7 +431,7 @@ impl Store for EtcdStore {
                     }
                     other => other,
                 },
-                None => map_err(e),
+                None => e,
             })?;
         Ok(TxnResult {
             succeeded: resp.succeeded(),
@@ -365,6 +446,7 @@ impl Store for EtcdStore {
     ) -> Result<WatchStream, StoreError> {
         Ok(watch::spawn(
             self.client.clone(),
+            self.auth.clone(),
             prefix.to_string(),
             from_revision,
         ))
@@ -375,11 +457,11 @@ impl Store for EtcdStore {
             .unwrap_or(i64::MAX)
             .max(1);
         let resp = self
-            .client
-            .lease_client()
-            .grant(secs, None)
-            .await
-            .map_err(map_err)?;
+            .run(|| {
+                let mut lease = self.client.lease_client();
+                async move { lease.grant(secs, None).await }
+            })
+            .await?;
         if !resp.error().is_empty() {
             return Err(backend(format!("lease grant refused: {}", resp.error())));
         }
@@ -389,20 +471,22 @@ impl Store for EtcdStore {
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
         // One refresh: open the keep-alive stream, which sends one request and waits for its
         // answer (TTL 0 = the lease is gone), then close it.
-        let mut client = self.client.lease_client();
-        let (_keeper, _stream) = client
-            .keep_alive(lease)
-            .await
-            .map_err(|e| map_lease_err(lease, e))?;
-        Ok(())
+        self.run(|| {
+            let mut client = self.client.lease_client();
+            async move { client.keep_alive(lease).await }
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| map_lease_err(lease, e))
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.client
-            .lease_client()
-            .revoke(lease)
-            .await
-            .map(|_| ())
-            .map_err(|e| map_lease_err(lease, e))
+        self.run(|| {
+            let mut client = self.client.lease_client();
+            async move { client.revoke(lease).await }
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| map_lease_err(lease, e))
     }
 }

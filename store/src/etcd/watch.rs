@@ -3,7 +3,9 @@
 //! etcd-client does not resume a broken watch stream, so this task tracks the last revision
 //! delivered and re-creates the watch from the next one, with exponential backoff and jitter.
 //! Progress notifications become empty batches. A watch canceled because its start revision
-//! was compacted yields [`StoreError::Compacted`] and ends the stream.
+//! was compacted yields [`StoreError::Compacted`] and ends the stream. A watch canceled, or
+//! refused, because its auth token had expired or predates a change of users and roles is
+//! re-created with a new token.
 
 use std::time::Duration;
 
@@ -13,17 +15,25 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
+use super::auth::{self, Auth};
 use super::{MAX_DECODING_MESSAGE, convert_kv, map_err};
 use crate::{Revision, StoreError, WatchBatch, WatchEvent, WatchStream};
+use std::sync::Arc;
 
 /// Starts a watch of `prefix` from `from` (inclusive; `<= 0` = from the next revision).
-pub(super) fn spawn(client: Client, prefix: String, from: Revision) -> WatchStream {
+pub(super) fn spawn(
+    client: Client,
+    auth: Arc<Auth>,
+    prefix: String,
+    from: Revision,
+) -> WatchStream {
     let (tx, rx) = mpsc::channel(16);
     let span = tracing::info_span!("etcd_watch", prefix = %prefix);
     tokio::spawn(
         async move {
             let mut watch = Watch {
                 client,
+                auth,
                 prefix,
                 next: from,
                 tx,
@@ -46,6 +56,7 @@ fn backoff() -> impl Iterator<Item = Duration> {
 
 struct Watch {
     client: Client,
+    auth: Arc<Auth>,
     prefix: String,
     /// Next revision to deliver (`<= 0` until the first watch is created).
     next: Revision,
@@ -58,17 +69,47 @@ enum Ended {
     Done,
     /// The connection broke; reconnect.
     Broken(String),
+    /// etcd refused the auth token the watch was made with; get a new one and reconnect.
+    StaleToken(String),
 }
 
 impl Watch {
     async fn run(&mut self) {
         let mut delays = backoff();
         let mut attempt = 0u32;
+        // A refused token is renewed and the watch re-created at once, but only once between
+        // two working sessions, so a token etcd keeps refusing falls back to the backoff.
+        let mut quick_retry = true;
         loop {
-            let (ended, healthy) = self.session().await;
+            let generation = match self.auth.ensure(&self.client).await {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot authenticate the etcd watch; retrying");
+                    None
+                }
+            };
+            let (ended, healthy) = match generation {
+                Some(_) => self.session().await,
+                None => (Ended::Broken("authentication failed".into()), false),
+            };
+            quick_retry |= healthy;
+            let ended = match ended {
+                Ended::StaleToken(reason) => {
+                    tracing::debug!(%reason, "etcd refused the watch's auth token; authenticating again");
+                    match self.auth.renew(&self.client, generation.unwrap_or(0)).await {
+                        Ok(_) if quick_retry => {
+                            quick_retry = false;
+                            continue;
+                        }
+                        Ok(_) => Ended::Broken(reason),
+                        Err(e) => Ended::Broken(format!("{reason}; authenticating again: {e}")),
+                    }
+                }
+                other => other,
+            };
             match ended {
                 Ended::Done => return,
-                Ended::Broken(reason) => {
+                Ended::StaleToken(reason) | Ended::Broken(reason) => {
                     if healthy {
                         delays = backoff();
                         attempt = 0;
@@ -115,6 +156,9 @@ impl Watch {
         };
         let mut stream = match created {
             Ok(stream) => stream,
+            Err(e) if self.auth.enabled() && auth::needs_new_token(&e) => {
+                return (Ended::StaleToken(map_err(e).to_string()), false);
+            }
             Err(e) => return (Ended::Broken(map_err(e).to_string()), false),
         };
         let mut healthy = false;
@@ -157,10 +201,15 @@ impl Watch {
                 let _ = self.tx.send(Err(err)).await;
                 return Err(Ended::Done);
             }
-            return Err(Ended::Broken(format!(
-                "watch canceled by etcd: {}",
-                resp.cancel_reason()
-            )));
+            let reason = format!("watch canceled by etcd: {}", resp.cancel_reason());
+            if self.auth.enabled()
+                && (auth::is_token_problem(resp.cancel_reason())
+                    || resp.cancel_reason().contains("permission denied"))
+            {
+                // Older etcd reports an expired token on a watch as "permission denied".
+                return Err(Ended::StaleToken(reason));
+            }
+            return Err(Ended::Broken(reason));
         }
         if resp.created() {
             if self.next <= 0 {
