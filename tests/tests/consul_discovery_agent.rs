@@ -144,6 +144,8 @@ fn task(id: &str, service: &str, node: &str, image: &str) -> Task {
             check: Some(http_check()),
         }),
         constraints: vec![],
+        secrets: Vec::new(),
+        configs: Vec::new(),
     };
     Task {
         id: id.to_string(),
