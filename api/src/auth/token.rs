@@ -539,7 +539,7 @@ mod tests {
         let cases = [
             ("abc read\n", "older `token role` format"),
             (&*format!("x {hash} boss\n"), "unknown role"),
-            (&*format!("x 12 read\n"), "64 hex digits"),
+            ("x 12 read\n", "64 hex digits"),
             (&*format!("x {hash} read a\n"), "namespaces"),
             (&*format!("x {hash} node\n"), "node"),
             (&*format!("x {hash} write Bad_NS\n"), "namespace"),
