@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use shoal_api::secrets::crypto::KeyRing;
 use shoal_api::{ApiState, Tokens};
 
 use crate::cli::StoreArgs;
@@ -21,6 +22,11 @@ pub struct ApiArgs {
     /// Token file (`shoal token create`); required beyond loopback, re-read when it changes.
     #[arg(long, env = "SHOAL_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Cluster key file sealing secrets: lines `KEY-ID BASE64-32-BYTES`, the first one
+    /// active, the others still opening older values; mode 0600. Without it secrets can be
+    /// neither created nor delivered (everything else works).
+    #[arg(long, env = "SHOAL_SECRET_KEY_FILE", value_name = "FILE")]
+    secret_key_file: Option<PathBuf>,
 }
 
 /// Runs `shoal api` until interrupted.
@@ -31,6 +37,20 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
     let mut state = ApiState::new(store, shoal_core::Keys::new(&args.store.prefix));
     if let Some(path) = &args.token_file {
         state = state.with_tokens(Tokens::watch_file(path)?);
+    }
+    match &args.secret_key_file {
+        Some(path) => {
+            let keys = KeyRing::load(path)?;
+            tracing::info!(
+                active_key = keys.active_id(),
+                keys = keys.ids().count(),
+                "secret keys loaded"
+            );
+            state = state.with_secret_keys(keys);
+        }
+        None => tracing::warn!(
+            "no --secret-key-file: creating or delivering secrets fails until the API is restarted with one"
+        ),
     }
     shoal_api::server::check_listen(&state, args.listen)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
