@@ -1,0 +1,594 @@
+//! Secrets end to end, with real processes: a real etcd, `shoal api` (token file and cluster
+//! key), `shoal controller` and `shoal agent` on the docker runtime with real containers, all
+//! logging at `RUST_LOG=trace`, driven by the `shoal` CLI.
+//!
+//! What a user must see: the service reads `/run/secrets/db_password` (tmpfs, mode 0400); a
+//! node with no task using the secret is refused it (403); `rm` is refused while in use;
+//! rotating to `db-password-v2` is a rolling update; a missing secret makes a service Invalid;
+//! and no value ever shows up in the etcd data directory, the agent's data directory, Docker's
+//! container directory once the tasks stopped, API answers, the SSE stream, or any log line.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
+use shoal_tests::etcd::EtcdFixture;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A value nobody else could have written anywhere.
+fn unique_value(tag: &str) -> String {
+    let mut bytes = [0u8; 12];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{tag}-{hex}")
+}
+
+/// A `shoal` server process whose stderr (its log) goes to a file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str], log: PathBuf, stdout: Stdio) -> Proc {
+    let err = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .env_remove("SHOAL_TOKEN")
+        .stdout(stdout)
+        .stderr(err)
+        .spawn()
+        .expect("shoal starts");
+    Proc { child, log }
+}
+
+/// etcd, the API, the controller and one docker agent.
+struct Cluster {
+    etcd: EtcdFixture,
+    url: String,
+    admin: String,
+    node_token: String,
+    other_node_token: String,
+    node: String,
+    data: tempfile::TempDir,
+    secrets_root: tempfile::TempDir,
+    procs: Vec<Proc>,
+    /// Every answer the test read from the API or the CLI (checked for values at the end).
+    seen: Mutex<String>,
+    _guard: ContainerGuard,
+    _dir: tempfile::TempDir,
+}
+
+fn shoal_token(file: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["token", "create", "--file"])
+        .arg(file)
+        .args(args)
+        .output()
+        .expect("shoal token runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Cluster {
+    fn start(name: &str) -> Cluster {
+        ensure_test_image().unwrap_or_else(|e| panic!("these tests need Docker: {e}"));
+        let etcd = EtcdFixture::start().expect("etcd starts (make deps installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        let node = format!("sec-{name}-{}", std::process::id());
+        let guard = ContainerGuard::new(format!("io.shoal.node={node}"));
+        guard.cleanup();
+        let tokens = dir.path().join("tokens");
+        let admin = shoal_token(&tokens, &["--role", "admin"]);
+        let node_token = shoal_token(&tokens, &["--role", "node", "--node", &node]);
+        let other_node_token =
+            shoal_token(&tokens, &["--role", "node", "--node", &format!("{node}-b")]);
+        let node_token_file = dir.path().join("node-token");
+        std::fs::write(&node_token_file, format!("{node_token}\n")).unwrap();
+        let key_file = dir.path().join("secret.key");
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut key = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut key))
+                .unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_file)
+                .unwrap();
+            writeln!(
+                f,
+                "k1 {}",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            )
+            .unwrap();
+        }
+        let store = etcd.url();
+        let log = |n: &str| dir.path().join(format!("{n}.log"));
+        let mut api = spawn(
+            &[
+                "api",
+                "--store",
+                &store,
+                "--listen",
+                "127.0.0.1:0",
+                "--token-file",
+                tokens.to_str().unwrap(),
+                "--secret-key-file",
+                key_file.to_str().unwrap(),
+            ],
+            log("api"),
+            Stdio::piped(),
+        );
+        let mut line = String::new();
+        BufReader::new(api.child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{line:?}");
+        let controller = spawn(
+            &["controller", "--store", &store, "--lease-ttl", "2s"],
+            log("controller"),
+            Stdio::null(),
+        );
+        let data = tempfile::tempdir().unwrap();
+        let secrets_root = tempfile::tempdir_in("/dev/shm").unwrap();
+        let agent = spawn(
+            &[
+                "agent",
+                "--store",
+                &store,
+                "--node-id",
+                &node,
+                "--runtime",
+                "docker",
+                "--data-dir",
+                data.path().to_str().unwrap(),
+                "--api",
+                &url,
+                "--api-token-file",
+                node_token_file.to_str().unwrap(),
+                "--secrets-dir",
+                secrets_root.path().to_str().unwrap(),
+            ],
+            log("agent"),
+            Stdio::null(),
+        );
+        Cluster {
+            etcd,
+            url,
+            admin,
+            node_token,
+            other_node_token,
+            node,
+            data,
+            secrets_root,
+            procs: vec![api, controller, agent],
+            seen: Mutex::new(String::new()),
+            _guard: guard,
+            _dir: dir,
+        }
+    }
+
+    fn note(&self, text: &str) {
+        self.seen.lock().unwrap().push_str(text);
+    }
+
+    /// Runs the CLI as the admin; `stdin` is fed to it.
+    fn shoal(&self, args: &[&str], stdin: &str) -> Output {
+        let mut c = Command::new(BIN)
+            .args(args)
+            .env("SHOAL_SERVER", &self.url)
+            .env("SHOAL_TOKEN", &self.admin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
+        self.note(&String::from_utf8_lossy(&out.stdout));
+        self.note(&String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    fn shoal_ok(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.shoal(args, stdin);
+        assert!(
+            out.status.success(),
+            "shoal {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A raw GET: status and body.
+    fn get(&self, path: &str, token: &str) -> (u16, String) {
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// GETs JSON as the admin (and keeps the answer for the final check).
+    fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path, &self.admin);
+        self.note(&body);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
+    /// Follows `/v1/watch` in the background; the bytes received so far.
+    fn follow_watch(&self) -> (Arc<Mutex<Vec<u8>>>, TcpStream) {
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let mut s = TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /v1/watch HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+            self.admin
+        )
+        .unwrap();
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let (mut reader, sink) = (s.try_clone().unwrap(), buf.clone());
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        (buf, s)
+    }
+
+    /// The service's tasks that run, with their container ids.
+    fn running_containers(&self, service: &str) -> Vec<(String, String)> {
+        let tasks = self.json(&format!("/v1/tasks?service=default/{service}"));
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["status"]["state"] == "running" && t["task"]["desiredState"] == "running")
+            .map(|t| {
+                (
+                    t["task"]["id"].as_str().unwrap().to_string(),
+                    t["status"]["containerId"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {what}; agent log tail:\n{}",
+                tail(&self.procs[2].log)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Files under `dir` holding `needle` (binary files included).
+fn files_with(dir: &Path, needle: &str) -> Vec<String> {
+    let out = Command::new("grep")
+        .args(["-rlaF", "--", needle])
+        .arg(dir)
+        .output()
+        .expect("grep runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// The plaintext and the base64 forms a value could leak as.
+fn forms(value: &str) -> Vec<String> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+    vec![value.to_string(), b64.trim_end_matches('=').to_string()]
+}
+
+fn manifest(secret: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: shoal/v1
+kind: Service
+metadata:
+  name: web
+spec:
+  replicas: {replicas}
+  image: {TEST_IMAGE}
+  command: [sh, -c, 'cat /run/secrets/db_password; echo; exec sleep 600']
+  stopGracePeriod: 1s
+  update: {{parallelism: 1, monitor: 1s}}
+  secrets:
+    - source: {secret}
+      target: db_password
+      mode: 0400
+      uid: \"0\"
+      gid: \"0\"
+"
+    )
+}
+
+#[test]
+fn secrets_reach_containers_in_memory_only_and_rotate_by_rolling_update() {
+    let c = Cluster::start("main");
+    let (watch, watch_conn) = c.follow_watch();
+    let v1 = unique_value("pw1");
+    let v2 = unique_value("pw2");
+
+    let out = c.shoal_ok(&["secret", "create", "db-password", "-"], &v1);
+    assert!(out.contains("secret default/db-password created"), "{out}");
+    c.shoal_ok(
+        &["apply", "-f", "-", "--wait", "--timeout", "2m"],
+        &manifest("db-password", 2),
+    );
+    let first = c.wait_for("two running tasks", || {
+        let r = c.running_containers("web");
+        (r.len() == 2).then_some(r)
+    });
+
+    // The service reads its secret from /run/secrets, a read-only tmpfs file with mode 0400.
+    for (task, id) in &first {
+        let logs = c.wait_for("the task printed its secret", || {
+            let l = docker(&["logs", id]);
+            (!l.trim().is_empty()).then_some(l)
+        });
+        assert_eq!(logs.trim(), v1, "task {task} prints the secret");
+        let mounts = docker(&["exec", id, "cat", "/proc/mounts"]);
+        let line = mounts
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some("/run/secrets/db_password"))
+            .unwrap_or_else(|| panic!("no mount at /run/secrets/db_password:\n{mounts}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[2], "tmpfs", "{line}");
+        assert!(fields[3].split(',').any(|o| o == "ro"), "{line}");
+        let ls = docker(&["exec", id, "ls", "-ln", "/run/secrets/db_password"]);
+        let cols: Vec<&str> = ls.split_whitespace().collect();
+        assert_eq!(
+            (cols[0], cols[2], cols[3]),
+            ("-r--------", "0", "0"),
+            "mode 0400, owner 0:0: {ls}"
+        );
+    }
+
+    // Only the node whose task uses the secret gets it.
+    let mine = format!("/v1/nodes/{}/secrets/default/db-password", c.node);
+    let (status, body) = c.get(&mine, &c.node_token);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, v1.as_str()),
+        "the node's own delivery"
+    );
+    let other = format!("/v1/nodes/{}-b/secrets/default/db-password", c.node);
+    for (path, token, who) in [
+        (
+            &other,
+            &c.other_node_token,
+            "a node without a task using it",
+        ),
+        (&mine, &c.other_node_token, "another node's token"),
+        (&mine, &c.admin, "an admin"),
+    ] {
+        let (status, body) = c.get(path, token);
+        assert_eq!(status, 403, "{who}: {body}");
+        c.note(&body);
+    }
+
+    // In use: rm is refused, naming the service.
+    let out = c.shoal(&["secret", "rm", "db-password"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by default/web"), "{err}");
+    let shown = c.shoal_ok(&["secret", "inspect", "db-password", "-o", "json"], "");
+    assert!(shown.contains("\"service\": \"default/web\""), "{shown}");
+    let listed = c.shoal_ok(&["secret", "ls"], "");
+    assert!(
+        listed.contains("db-password") && listed.contains("default/web"),
+        "{listed}"
+    );
+
+    // Rotation: a new secret, a new source, a rolling update.
+    c.shoal_ok(&["secret", "create", "db-password-v2", "-"], &v2);
+    let started = Instant::now();
+    c.shoal_ok(
+        &["apply", "-f", "-", "--wait", "--timeout", "2m"],
+        &manifest("db-password-v2", 2),
+    );
+    println!("rotation rolled out in {:?}", started.elapsed());
+    let second = c.wait_for("two tasks on v2", || {
+        let r = c.running_containers("web");
+        (r.len() == 2 && r.iter().all(|(t, _)| first.iter().all(|(f, _)| f != t))).then_some(r)
+    });
+    for (_, id) in &second {
+        let logs = c.wait_for("the new task printed", || {
+            let l = docker(&["logs", id]);
+            (!l.trim().is_empty()).then_some(l)
+        });
+        assert_eq!(logs.trim(), v2);
+    }
+    let status = c.json("/v1/services/default/web/status");
+    assert_eq!(status["rollout"]["state"], "completed", "{status}");
+    assert_eq!(status["rollout"]["updated"], 2, "{status}");
+    let old = c.shoal_ok(&["secret", "inspect", "db-password", "-o", "json"], "");
+    assert!(
+        old.contains("\"usedBy\": []"),
+        "v1 is no longer used: {old}"
+    );
+    c.shoal_ok(&["secret", "rm", "db-password"], "");
+
+    // Once the tasks stop, no file anywhere on the node holds a value.
+    c.shoal_ok(&["delete", "service", "web"], "");
+    c.wait_for("the containers to be removed", || {
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.shoal.node={}", c.node),
+        ])
+        .trim()
+        .is_empty()
+        .then_some(())
+    });
+    let docker_root = docker(&["info", "--format", "{{.DockerRootDir}}"]);
+    let containers = Path::new(docker_root.trim()).join("containers");
+    for v in [&v1, &v2] {
+        for dir in [c.data.path(), c.secrets_root.path(), containers.as_path()] {
+            let hits = files_with(dir, v);
+            assert!(
+                hits.is_empty(),
+                "{v} found under {}: {hits:?}",
+                dir.display()
+            );
+        }
+    }
+    c.wait_for("the task directories to go", || {
+        let left = std::fs::read_dir(c.secrets_root.path().join(&c.node))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        (left == 0).then_some(())
+    });
+
+    // etcd's WAL and db hold no plaintext (nor base64 of it).
+    for v in [&v1, &v2] {
+        for form in forms(v) {
+            let hits = files_with(&c.etcd.data_dir(), &form);
+            assert!(hits.is_empty(), "{form} in etcd's data: {hits:?}");
+        }
+    }
+
+    // API answers, the SSE stream and every log line at RUST_LOG=trace hold no value.
+    c.json("/v1/tasks");
+    c.json("/v1/services");
+    c.json("/v1/secrets");
+    let _ = watch_conn.shutdown(std::net::Shutdown::Both);
+    let events = String::from_utf8_lossy(&watch.lock().unwrap()).into_owned();
+    assert!(
+        events.contains("event: task"),
+        "the watch saw the tasks: {}",
+        &events[..events.len().min(500)]
+    );
+    let seen = c.seen.lock().unwrap().clone();
+    for p in &c.procs {
+        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        println!(
+            "{}: {} lines at trace searched",
+            p.log.file_name().unwrap().to_string_lossy(),
+            log.lines().count()
+        );
+        assert!(log.contains("TRACE"), "{} logged at trace", p.log.display());
+    }
+    for v in [&v1, &v2] {
+        for form in forms(v) {
+            assert!(!events.contains(&form), "{form} in the SSE stream");
+            assert!(!seen.contains(&form), "{form} in an API or CLI answer");
+            for p in &c.procs {
+                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                assert!(!log.contains(&form), "{form} in {}", p.log.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_secret_makes_the_service_invalid_until_it_exists() {
+    let c = Cluster::start("missing");
+    let v = unique_value("late");
+    c.shoal_ok(&["apply", "-f", "-"], &manifest("not-yet", 1));
+    let error = c.wait_for("the service to be Invalid", || {
+        let st = c.get("/v1/services/default/web/status", &c.admin);
+        (st.0 == 200).then_some(st.1).and_then(|b| {
+            let v: serde_json::Value = serde_json::from_str(&b).ok()?;
+            v["error"].as_str().map(String::from)
+        })
+    });
+    assert!(
+        error.contains("secret \"not-yet\" does not exist in namespace \"default\""),
+        "{error}"
+    );
+    let got = c.shoal_ok(&["get", "services"], "");
+    assert!(got.contains("Invalid"), "{got}");
+    assert!(
+        c.running_containers("web").is_empty()
+            && c.json("/v1/tasks?service=default/web") == serde_json::json!([]),
+        "no task starts"
+    );
+
+    c.shoal_ok(&["secret", "create", "not-yet", "-"], &v);
+    let running = c.wait_for("the service to start", || {
+        let r = c.running_containers("web");
+        (r.len() == 1).then_some(r)
+    });
+    let logs = c.wait_for("the task printed", || {
+        let l = docker(&["logs", &running[0].1]);
+        (!l.trim().is_empty()).then_some(l)
+    });
+    assert_eq!(logs.trim(), v);
+}
