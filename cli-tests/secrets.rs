@@ -561,7 +561,11 @@ fn secrets_reach_containers_in_memory_only_and_rotate_by_rolling_update() {
 fn a_missing_secret_makes_the_service_invalid_until_it_exists() {
     let c = Cluster::start("missing");
     let v = unique_value("late");
-    c.shoal_ok(&["apply", "-f", "-"], &manifest("not-yet", 1));
+    let with_config = manifest("not-yet", 1).replace(
+        "  secrets:\n",
+        "  configs:\n    - {source: app, target: /etc/app/app.conf, mode: \"0440\"}\n  secrets:\n",
+    );
+    c.shoal_ok(&["apply", "-f", "-"], &with_config);
     let error = c.wait_for("the service to be Invalid", || {
         let st = c.get("/v1/services/default/web/status", &c.admin);
         (st.0 == 200).then_some(st.1).and_then(|b| {
@@ -569,26 +573,47 @@ fn a_missing_secret_makes_the_service_invalid_until_it_exists() {
             v["error"].as_str().map(String::from)
         })
     });
-    assert!(
-        error.contains("secret \"not-yet\" does not exist in namespace \"default\""),
-        "{error}"
-    );
+    for missing in ["secret \"not-yet\"", "config \"app\""] {
+        assert!(
+            error.contains(&format!(
+                "{missing} does not exist in namespace \"default\""
+            )),
+            "{error}"
+        );
+    }
     let got = c.shoal_ok(&["get", "services"], "");
     assert!(got.contains("Invalid"), "{got}");
-    assert!(
-        c.running_containers("web").is_empty()
-            && c.json("/v1/tasks?service=default/web") == serde_json::json!([]),
+    assert_eq!(
+        c.json("/v1/tasks?service=default/web"),
+        serde_json::json!([]),
         "no task starts"
     );
 
+    let conf = "listen 8080\n";
+    c.shoal_ok(&["config", "create", "app", "-"], conf);
+    assert_eq!(
+        c.shoal_ok(&["config", "inspect", "app", "--data"], ""),
+        conf
+    );
     c.shoal_ok(&["secret", "create", "not-yet", "-"], &v);
     let running = c.wait_for("the service to start", || {
         let r = c.running_containers("web");
         (r.len() == 1).then_some(r)
     });
+    let id = &running[0].1;
     let logs = c.wait_for("the task printed", || {
-        let l = docker(&["logs", &running[0].1]);
+        let l = docker(&["logs", id]);
         (!l.trim().is_empty()).then_some(l)
     });
     assert_eq!(logs.trim(), v);
+    assert_eq!(docker(&["exec", id, "cat", "/etc/app/app.conf"]), conf);
+    let ls = docker(&["exec", id, "ls", "-ln", "/etc/app/app.conf"]);
+    assert!(ls.starts_with("-r--r-----"), "config mode 0440: {ls}");
+    let listed = c.shoal_ok(&["config", "ls"], "");
+    assert!(
+        listed.contains("app") && listed.contains("default/web"),
+        "{listed}"
+    );
+    let out = c.shoal(&["config", "rm", "app"], "");
+    assert_eq!(out.status.code(), Some(1), "a config in use stays");
 }

@@ -276,6 +276,28 @@ impl AgentHandle {
     }
 }
 
+/// Removes the secrets and configs of every task that no longer runs (at shutdown, once the
+/// host processes are stopped; containers that keep running keep theirs).
+async fn remove_files_of_stopped_tasks(
+    runtime: &dyn Runtime,
+    delivery: &secrets::Delivery,
+    nodes: &BTreeSet<String>,
+) {
+    match runtime.list(nodes).await {
+        Ok(existing) => {
+            let running = existing
+                .into_iter()
+                .filter(|ex| ex.exit.is_none())
+                .map(|ex| (ex.node_id, ex.task_id))
+                .collect();
+            delivery.sweep(nodes, &running);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the runtime's tasks; their secrets are removed at the next start")
+        }
+    }
+}
+
 impl Agent {
     /// An agent for `config`'s node(s) on `runtime`.
     pub fn new(
@@ -399,13 +421,17 @@ impl Agent {
             let mut ctx = RunnerContext::new(self.runtime.clone(), sink.clone(), self.keys.clone());
             ctx.discovery = discovery;
             ctx.discovery_ready = ready_rx;
-            ctx.delivery = delivery;
-            let worker = worker::Worker::new(self.store.clone(), self.keys.clone(), nodes, ctx)
-                .with_stale_cleanup(ready_tx);
+            ctx.delivery = delivery.clone();
+            let worker =
+                worker::Worker::new(self.store.clone(), self.keys.clone(), nodes.clone(), ctx)
+                    .with_stale_cleanup(ready_tx);
             worker.run(shutdown.clone()).await;
             // The worker (and its runners) are gone: tasks that outlive the agent keep running.
             if !self.runtime.tasks_outlive_agent() {
                 self.runtime.shutdown().await;
+            }
+            if let Some(delivery) = &delivery {
+                remove_files_of_stopped_tasks(self.runtime.as_ref(), delivery, &nodes).await;
             }
             if tokio::time::timeout(Duration::from_secs(3), sink.flush())
                 .await

@@ -289,3 +289,26 @@ async fn a_secret_that_is_gone_rejects_the_task_with_the_api_message() {
     assert!(!shm.path().join("sp4").join("reader.1.a").exists());
     a.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_the_agent_removes_the_files_of_its_host_processes() {
+    let ts = store().await;
+    let keys = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let api = ApiServer::start(&ts, keys.path(), 0).await;
+    create(&api, FileKind::Secret, "db-password", VALUE).await;
+    create(&api, FileKind::Config, "app", "conf\n").await;
+    let a = agent(&ts, "sp5", data.path(), shm.path(), &api.url);
+    let t = task("reader.1.a", "reader", "sp5", reader(&out.path().join("x")));
+    ts.assign(&t).await;
+    ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    let dir = shm.path().join("sp5").join("reader.1.a");
+    assert!(dir.join("secrets/db_password").exists());
+    // Host processes end with the agent, and so do their files.
+    a.stop().await.unwrap();
+    assert!(!dir.exists(), "the stopped process's files are gone");
+    assert!(files_with(shm.path(), VALUE).is_empty());
+}
