@@ -90,6 +90,46 @@ fn shoal_token(file: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A fresh cluster key file (mode 0600) with one random key.
+fn write_key_file(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    let line = base64::engine::general_purpose::STANDARD.encode(key);
+    writeln!(f, "k1 {line}").unwrap();
+}
+
+/// Starts `shoal api` with tokens and a key; returns it and its URL.
+fn start_api(store: &str, tokens: &Path, key_file: &Path, log: PathBuf) -> (Proc, String) {
+    let args = [
+        "api",
+        "--store",
+        store,
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        tokens.to_str().unwrap(),
+        "--secret-key-file",
+        key_file.to_str().unwrap(),
+    ];
+    let mut api = spawn(&args, log, Stdio::piped());
+    let mut line = String::new();
+    BufReader::new(api.child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line:?}");
+    (api, url)
+}
+
 impl Cluster {
     fn start(name: &str) -> Cluster {
         ensure_test_image().unwrap_or_else(|e| panic!("these tests need Docker: {e}"));
@@ -101,81 +141,37 @@ impl Cluster {
         let tokens = dir.path().join("tokens");
         let admin = shoal_token(&tokens, &["--role", "admin"]);
         let node_token = shoal_token(&tokens, &["--role", "node", "--node", &node]);
-        let other_node_token =
-            shoal_token(&tokens, &["--role", "node", "--node", &format!("{node}-b")]);
+        let other_node = format!("{node}-b");
+        let other_node_token = shoal_token(&tokens, &["--role", "node", "--node", &other_node]);
         let node_token_file = dir.path().join("node-token");
         std::fs::write(&node_token_file, format!("{node_token}\n")).unwrap();
         let key_file = dir.path().join("secret.key");
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let mut key = [0u8; 32];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut key))
-                .unwrap();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&key_file)
-                .unwrap();
-            writeln!(
-                f,
-                "k1 {}",
-                base64::engine::general_purpose::STANDARD.encode(key)
-            )
-            .unwrap();
-        }
+        write_key_file(&key_file);
         let store = etcd.url();
         let log = |n: &str| dir.path().join(format!("{n}.log"));
-        let mut api = spawn(
-            &[
-                "api",
-                "--store",
-                &store,
-                "--listen",
-                "127.0.0.1:0",
-                "--token-file",
-                tokens.to_str().unwrap(),
-                "--secret-key-file",
-                key_file.to_str().unwrap(),
-            ],
-            log("api"),
-            Stdio::piped(),
-        );
-        let mut line = String::new();
-        BufReader::new(api.child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(url.starts_with("http://127.0.0.1:"), "{line:?}");
-        let controller = spawn(
-            &["controller", "--store", &store, "--lease-ttl", "2s"],
-            log("controller"),
-            Stdio::null(),
-        );
+        let (api, url) = start_api(&store, &tokens, &key_file, log("api"));
+        let controller_args = ["controller", "--store", &store, "--lease-ttl", "2s"];
+        let controller = spawn(&controller_args, log("controller"), Stdio::null());
         let data = tempfile::tempdir().unwrap();
         let secrets_root = tempfile::tempdir_in("/dev/shm").unwrap();
-        let agent = spawn(
-            &[
-                "agent",
-                "--store",
-                &store,
-                "--node-id",
-                &node,
-                "--runtime",
-                "docker",
-                "--data-dir",
-                data.path().to_str().unwrap(),
-                "--api",
-                &url,
-                "--api-token-file",
-                node_token_file.to_str().unwrap(),
-                "--secrets-dir",
-                secrets_root.path().to_str().unwrap(),
-            ],
-            log("agent"),
-            Stdio::null(),
-        );
+        let agent_args = [
+            "agent",
+            "--store",
+            &store,
+            "--node-id",
+            &node,
+            "--runtime",
+            "docker",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--api",
+            &url,
+            "--api-token-file",
+            node_token_file.to_str().unwrap(),
+            "--secrets-dir",
+            secrets_root.path().to_str().unwrap(),
+        ];
+        let agent = spawn(&agent_args, log("agent"), Stdio::null());
         Cluster {
             etcd,
             url,
@@ -377,31 +373,23 @@ spec:
     )
 }
 
-#[test]
-fn secrets_reach_containers_in_memory_only_and_rotate_by_rolling_update() {
-    let c = Cluster::start("main");
-    let (watch, watch_conn) = c.follow_watch();
-    let v1 = unique_value("pw1");
-    let v2 = unique_value("pw2");
+/// The logs of a container once it printed something.
+fn printed(c: &Cluster, id: &str) -> String {
+    c.wait_for("the task printed", || {
+        let l = docker(&["logs", id]);
+        (!l.trim().is_empty()).then_some(l)
+    })
+}
 
-    let out = c.shoal_ok(&["secret", "create", "db-password", "-"], &v1);
-    assert!(out.contains("secret default/db-password created"), "{out}");
-    c.shoal_ok(
-        &["apply", "-f", "-", "--wait", "--timeout", "2m"],
-        &manifest("db-password", 2),
-    );
-    let first = c.wait_for("two running tasks", || {
-        let r = c.running_containers("web");
-        (r.len() == 2).then_some(r)
-    });
-
-    // The service reads its secret from /run/secrets, a read-only tmpfs file with mode 0400.
-    for (task, id) in &first {
-        let logs = c.wait_for("the task printed its secret", || {
-            let l = docker(&["logs", id]);
-            (!l.trim().is_empty()).then_some(l)
-        });
-        assert_eq!(logs.trim(), v1, "task {task} prints the secret");
+/// Each container printed `value` from /run/secrets/db_password, a read-only tmpfs file with
+/// mode 0400 and owner 0:0.
+fn assert_reads_secret_from_tmpfs(c: &Cluster, containers: &[(String, String)], value: &str) {
+    for (task, id) in containers {
+        assert_eq!(
+            printed(c, id).trim(),
+            value,
+            "task {task} prints the secret"
+        );
         let mounts = docker(&["exec", id, "cat", "/proc/mounts"]);
         let line = mounts
             .lines()
@@ -418,13 +406,15 @@ fn secrets_reach_containers_in_memory_only_and_rotate_by_rolling_update() {
             "mode 0400, owner 0:0: {ls}"
         );
     }
+}
 
-    // Only the node whose task uses the secret gets it.
+/// Only the node whose task uses the secret gets it.
+fn assert_delivery_is_node_scoped(c: &Cluster, value: &str) {
     let mine = format!("/v1/nodes/{}/secrets/default/db-password", c.node);
     let (status, body) = c.get(&mine, &c.node_token);
     assert_eq!(
         (status, body.as_str()),
-        (200, v1.as_str()),
+        (200, value),
         "the node's own delivery"
     );
     let other = format!("/v1/nodes/{}-b/secrets/default/db-password", c.node);
@@ -441,6 +431,74 @@ fn secrets_reach_containers_in_memory_only_and_rotate_by_rolling_update() {
         assert_eq!(status, 403, "{who}: {body}");
         c.note(&body);
     }
+}
+
+/// No file under the node's data, secrets or Docker container directories, nor in etcd's
+/// data directory (WAL and db), holds a value (or its base64).
+fn assert_no_value_on_disk(c: &Cluster, values: &[&str]) {
+    let docker_root = docker(&["info", "--format", "{{.DockerRootDir}}"]);
+    let containers = Path::new(docker_root.trim()).join("containers");
+    let etcd = c.etcd.data_dir();
+    for v in values {
+        for dir in [c.data.path(), c.secrets_root.path(), containers.as_path()] {
+            let hits = files_with(dir, v);
+            assert!(
+                hits.is_empty(),
+                "{v} found under {}: {hits:?}",
+                dir.display()
+            );
+        }
+        for form in forms(v) {
+            let hits = files_with(&etcd, &form);
+            assert!(hits.is_empty(), "{form} in etcd's data: {hits:?}");
+        }
+    }
+}
+
+/// No API answer, SSE event or log line (at trace) holds a value (or its base64).
+fn assert_no_value_in_answers_events_or_logs(c: &Cluster, events: &str, values: &[&str]) {
+    assert!(events.contains("event: task"), "the watch saw the tasks");
+    let seen = c.seen.lock().unwrap().clone();
+    let logs: Vec<(String, String)> = c
+        .procs
+        .iter()
+        .map(|p| {
+            let name = p.log.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p.log).unwrap_or_default())
+        })
+        .collect();
+    for (name, log) in &logs {
+        println!("{name}: {} lines at trace searched", log.lines().count());
+        assert!(log.contains("TRACE"), "{name} logged at trace");
+    }
+    for v in values {
+        for form in forms(v) {
+            assert!(!events.contains(&form), "{form} in the SSE stream");
+            assert!(!seen.contains(&form), "{form} in an API or CLI answer");
+            for (name, log) in &logs {
+                assert!(!log.contains(&form), "{form} in {name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn secrets_reach_containers_in_memory_only_and_rotate_by_rolling_update() {
+    let c = Cluster::start("main");
+    let (watch, watch_conn) = c.follow_watch();
+    let v1 = unique_value("pw1");
+    let v2 = unique_value("pw2");
+    let apply = ["apply", "-f", "-", "--wait", "--timeout", "2m"];
+
+    let out = c.shoal_ok(&["secret", "create", "db-password", "-"], &v1);
+    assert!(out.contains("secret default/db-password created"), "{out}");
+    c.shoal_ok(&apply, &manifest("db-password", 2));
+    let first = c.wait_for("two running tasks", || {
+        let r = c.running_containers("web");
+        (r.len() == 2).then_some(r)
+    });
+    assert_reads_secret_from_tmpfs(&c, &first, &v1);
+    assert_delivery_is_node_scoped(&c, &v1);
 
     // In use: rm is refused, naming the service.
     let out = c.shoal(&["secret", "rm", "db-password"], "");
@@ -458,21 +516,15 @@ fn secrets_reach_containers_in_memory_only_and_rotate_by_rolling_update() {
     // Rotation: a new secret, a new source, a rolling update.
     c.shoal_ok(&["secret", "create", "db-password-v2", "-"], &v2);
     let started = Instant::now();
-    c.shoal_ok(
-        &["apply", "-f", "-", "--wait", "--timeout", "2m"],
-        &manifest("db-password-v2", 2),
-    );
+    c.shoal_ok(&apply, &manifest("db-password-v2", 2));
     println!("rotation rolled out in {:?}", started.elapsed());
     let second = c.wait_for("two tasks on v2", || {
         let r = c.running_containers("web");
-        (r.len() == 2 && r.iter().all(|(t, _)| first.iter().all(|(f, _)| f != t))).then_some(r)
+        let fresh = r.iter().all(|(t, _)| first.iter().all(|(f, _)| f != t));
+        (r.len() == 2 && fresh).then_some(r)
     });
     for (_, id) in &second {
-        let logs = c.wait_for("the new task printed", || {
-            let l = docker(&["logs", id]);
-            (!l.trim().is_empty()).then_some(l)
-        });
-        assert_eq!(logs.trim(), v2);
+        assert_eq!(printed(&c, id).trim(), v2);
     }
     let status = c.json("/v1/services/default/web/status");
     assert_eq!(status["rollout"]["state"], "completed", "{status}");
@@ -484,77 +536,27 @@ fn secrets_reach_containers_in_memory_only_and_rotate_by_rolling_update() {
     );
     c.shoal_ok(&["secret", "rm", "db-password"], "");
 
-    // Once the tasks stop, no file anywhere on the node holds a value.
+    // Once the tasks stop, nothing on the node holds a value.
     c.shoal_ok(&["delete", "service", "web"], "");
+    let label = format!("label=io.shoal.node={}", c.node);
     c.wait_for("the containers to be removed", || {
-        docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.shoal.node={}", c.node),
-        ])
-        .trim()
-        .is_empty()
-        .then_some(())
+        let left = docker(&["ps", "-aq", "--filter", &label]);
+        left.trim().is_empty().then_some(())
     });
-    let docker_root = docker(&["info", "--format", "{{.DockerRootDir}}"]);
-    let containers = Path::new(docker_root.trim()).join("containers");
-    for v in [&v1, &v2] {
-        for dir in [c.data.path(), c.secrets_root.path(), containers.as_path()] {
-            let hits = files_with(dir, v);
-            assert!(
-                hits.is_empty(),
-                "{v} found under {}: {hits:?}",
-                dir.display()
-            );
-        }
-    }
     c.wait_for("the task directories to go", || {
         let left = std::fs::read_dir(c.secrets_root.path().join(&c.node))
             .map(|d| d.count())
             .unwrap_or(0);
         (left == 0).then_some(())
     });
+    assert_no_value_on_disk(&c, &[&v1, &v2]);
 
-    // etcd's WAL and db hold no plaintext (nor base64 of it).
-    for v in [&v1, &v2] {
-        for form in forms(v) {
-            let hits = files_with(&c.etcd.data_dir(), &form);
-            assert!(hits.is_empty(), "{form} in etcd's data: {hits:?}");
-        }
-    }
-
-    // API answers, the SSE stream and every log line at RUST_LOG=trace hold no value.
     c.json("/v1/tasks");
     c.json("/v1/services");
     c.json("/v1/secrets");
     let _ = watch_conn.shutdown(std::net::Shutdown::Both);
     let events = String::from_utf8_lossy(&watch.lock().unwrap()).into_owned();
-    assert!(
-        events.contains("event: task"),
-        "the watch saw the tasks: {}",
-        &events[..events.len().min(500)]
-    );
-    let seen = c.seen.lock().unwrap().clone();
-    for p in &c.procs {
-        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-        println!(
-            "{}: {} lines at trace searched",
-            p.log.file_name().unwrap().to_string_lossy(),
-            log.lines().count()
-        );
-        assert!(log.contains("TRACE"), "{} logged at trace", p.log.display());
-    }
-    for v in [&v1, &v2] {
-        for form in forms(v) {
-            assert!(!events.contains(&form), "{form} in the SSE stream");
-            assert!(!seen.contains(&form), "{form} in an API or CLI answer");
-            for p in &c.procs {
-                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-                assert!(!log.contains(&form), "{form} in {}", p.log.display());
-            }
-        }
-    }
+    assert_no_value_in_answers_events_or_logs(&c, &events, &[&v1, &v2]);
 }
 
 #[test]
@@ -601,11 +603,7 @@ fn a_missing_secret_makes_the_service_invalid_until_it_exists() {
         (r.len() == 1).then_some(r)
     });
     let id = &running[0].1;
-    let logs = c.wait_for("the task printed", || {
-        let l = docker(&["logs", id]);
-        (!l.trim().is_empty()).then_some(l)
-    });
-    assert_eq!(logs.trim(), v);
+    assert_eq!(printed(&c, id).trim(), v);
     assert_eq!(docker(&["exec", id, "cat", "/etc/app/app.conf"]), conf);
     let ls = docker(&["exec", id, "ls", "-ln", "/etc/app/app.conf"]);
     assert!(ls.starts_with("-r--r-----"), "config mode 0440: {ls}");
