@@ -18,6 +18,10 @@
 //! Hollow nodes: `AgentConfig { hollow_nodes: 1000, .. }` with the sim runtime registers
 //! `node-1-0000` … `node-1-0999` under one shared lease and runs their tasks from one watch.
 //!
+//! Secrets and configs: with `AgentConfig::api` set, the agent fetches the secrets and configs
+//! of its tasks from the API at task start and hands them to the task as in-memory files; see
+//! [`secrets`].
+//!
 //! Discovery: with `AgentConfig::consul` set, running tasks whose template has `consul` are
 //! registered in that (local) Consul agent and deregistered before they stop; see
 //! [`discovery`]. Consul being unreachable never holds a task up.
@@ -26,6 +30,7 @@ pub mod discovery;
 pub mod node;
 pub mod runner;
 pub mod runtime;
+pub mod secrets;
 pub mod status;
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -33,7 +38,7 @@ pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +61,9 @@ pub enum AgentError {
     /// The configuration cannot work.
     #[error("invalid agent configuration: {0}")]
     Config(String),
+    /// Secrets and configs cannot be delivered from the configured directory.
+    #[error("cannot deliver secrets: {0}")]
+    Secrets(#[from] secrets::DeliveryError),
     /// The runtime could not be opened.
     #[error("cannot open the {runtime} runtime: {source}")]
     Runtime {
@@ -121,6 +129,31 @@ pub struct AgentConfig {
     /// The node's local Consul agent, where running tasks with `consul` are registered
     /// (`None`: no discovery). Not available with hollow nodes.
     pub consul: Option<ConsulConfig>,
+    /// The API that delivers the secrets and configs of this node's tasks, with the node's
+    /// token (`None`: tasks that use secrets or configs are rejected).
+    pub api: Option<ApiEndpoint>,
+    /// Root of the tasks' in-memory directories of secrets and configs (on a tmpfs).
+    pub secrets_dir: PathBuf,
+}
+
+/// How the agent reaches the API: its URL and the node's own token (`None` for an API
+/// without a token file, which listens on loopback only).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiEndpoint {
+    /// API URL (`http://127.0.0.1:7878`).
+    pub url: String,
+    /// The node token (`shoal token create --role node --node ID`).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token stays out of logs.
+        f.debug_struct("ApiEndpoint")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -135,6 +168,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("lease_ttl", &self.lease_ttl)
             .field("hollow_nodes", &self.hollow_nodes)
             .field("consul", &self.consul.as_ref().map(|c| &c.address))
+            .field("api", &self.api)
+            .field("secrets_dir", &self.secrets_dir)
             .finish()
     }
 }
@@ -160,6 +195,8 @@ impl PartialEq for AgentConfig {
             && self.lease_ttl == other.lease_ttl
             && self.hollow_nodes == other.hollow_nodes
             && consul_key(&self.consul) == consul_key(&other.consul)
+            && self.api == other.api
+            && self.secrets_dir == other.secrets_dir
     }
 }
 
@@ -181,6 +218,8 @@ impl AgentConfig {
             lease_ttl: Duration::from_secs(5),
             hollow_nodes: 0,
             consul: None,
+            api: None,
+            secrets_dir: PathBuf::from(secrets::DEFAULT_ROOT),
         }
     }
 
@@ -233,6 +272,28 @@ impl AgentHandle {
             Err(e) => Err(AgentError::Config(format!(
                 "agent task ended abnormally: {e}"
             ))),
+        }
+    }
+}
+
+/// Removes the secrets and configs of every task that no longer runs (at shutdown, once the
+/// host processes are stopped; containers that keep running keep theirs).
+async fn remove_files_of_stopped_tasks(
+    runtime: &dyn Runtime,
+    delivery: &secrets::Delivery,
+    nodes: &BTreeSet<String>,
+) {
+    match runtime.list(nodes).await {
+        Ok(existing) => {
+            let running = existing
+                .into_iter()
+                .filter(|ex| ex.exit.is_none())
+                .map(|ex| (ex.node_id, ex.task_id))
+                .collect();
+            delivery.sweep(nodes, &running);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the runtime's tasks; their secrets are removed at the next start")
         }
     }
 }
@@ -332,6 +393,13 @@ impl Agent {
             }
             None => None,
         };
+        let delivery = match &self.config.api {
+            Some(api) => Some(Arc::new(secrets::Delivery::new(
+                shoal_api::Client::new(&api.url, api.token.clone()),
+                &self.config.secrets_dir,
+            )?)),
+            None => None,
+        };
         let infos = self.node_infos();
         let nodes: BTreeSet<String> = infos.iter().map(|n| n.id.clone()).collect();
         let span = tracing::info_span!("agent", node = %self.config.node_id, nodes = nodes.len(), runtime = self.runtime.name());
@@ -353,12 +421,17 @@ impl Agent {
             let mut ctx = RunnerContext::new(self.runtime.clone(), sink.clone(), self.keys.clone());
             ctx.discovery = discovery;
             ctx.discovery_ready = ready_rx;
-            let worker = worker::Worker::new(self.store.clone(), self.keys.clone(), nodes, ctx)
-                .with_stale_cleanup(ready_tx);
+            ctx.delivery = delivery.clone();
+            let worker =
+                worker::Worker::new(self.store.clone(), self.keys.clone(), nodes.clone(), ctx)
+                    .with_stale_cleanup(ready_tx);
             worker.run(shutdown.clone()).await;
             // The worker (and its runners) are gone: tasks that outlive the agent keep running.
             if !self.runtime.tasks_outlive_agent() {
                 self.runtime.shutdown().await;
+            }
+            if let Some(delivery) = &delivery {
+                remove_files_of_stopped_tasks(self.runtime.as_ref(), delivery, &nodes).await;
             }
             if tokio::time::timeout(Duration::from_secs(3), sink.flush())
                 .await

@@ -15,6 +15,12 @@
 //! deregistered before its container is stopped (waiting at most
 //! [`DEREGISTER_WAIT`](crate::discovery::task::DEREGISTER_WAIT)) and when it exits on its own.
 //!
+//! Secrets and configs: a task that uses any gets them in `preparing`, after the runtime's own
+//! preparation: the [`Delivery`] fetches them from the API and writes them to the task's
+//! in-memory directory. While the API cannot answer the task waits in `preparing`, the reason
+//! in its status message, and tries again with backoff; a refusal (the object is gone, or the
+//! node may not have it) rejects the task. The files are removed when the task ends.
+//!
 //! Parking: on a runtime that reports exits itself ([`Runtime::exit_notices`], the sim
 //! runtime), the runner of a task that simply runs (no healthcheck, no registration) ends
 //! and hands back a [`Parked`] record: the few bytes needed to pick the task up again with
@@ -25,7 +31,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable};
 use shoal_core::keys::Keys;
 use shoal_core::model::{self, DesiredState, Health, Task, TaskState, TaskStatus, Timestamp};
 use tokio::sync::watch;
@@ -33,11 +39,15 @@ use tracing::Instrument;
 
 use crate::discovery::ConsulRegistrar;
 use crate::discovery::task::{DEREGISTER_WAIT, TaskRegistration};
-use crate::runtime::{Existing, Exit, Handle, Runtime, RuntimeError};
+use crate::runtime::{Existing, Exit, Handle, Runtime, RuntimeError, TaskFiles};
+use crate::secrets::{Delivery, DeliveryError};
 use crate::status::StatusSink;
 
 /// How often the runner asks the runtime for the health of a task with a healthcheck.
 pub const HEALTH_POLL: Duration = Duration::from_millis(500);
+
+/// Longest wait between two attempts to fetch a task's secrets and configs.
+pub const DELIVERY_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What the worker tells a runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +74,9 @@ pub struct RunnerContext {
     pub discovery_ready: watch::Receiver<bool>,
     /// Runners of simply running tasks may park (the worker hears of exits from the runtime).
     pub parks: bool,
+    /// Fetches the tasks' secrets and configs from the API (`None`: tasks that use any are
+    /// rejected).
+    pub delivery: Option<Arc<Delivery>>,
 }
 
 impl RunnerContext {
@@ -76,6 +89,7 @@ impl RunnerContext {
             discovery: None,
             discovery_ready: watch::channel(true).1,
             parks: false,
+            delivery: None,
         }
     }
 }
@@ -85,6 +99,7 @@ impl std::fmt::Debug for RunnerContext {
         f.debug_struct("RunnerContext")
             .field("runtime", &self.runtime.name())
             .field("discovery", &self.discovery.is_some())
+            .field("delivery", &self.delivery)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +161,9 @@ struct Runner {
     control: watch::Receiver<Control>,
     handle: Option<Handle>,
     registration: Option<TaskRegistration>,
+    /// `(node, task)` of a task that uses secrets or configs: its delivered files are removed
+    /// when it ends.
+    delivered: Option<(String, String)>,
 }
 
 fn span(task_id: &str, service: &str, node: &str) -> tracing::Span {
@@ -177,11 +195,13 @@ pub fn run(
         started_at: None,
         finished_at: None,
     });
+    let uses_files = !(task.template.secrets.is_empty() && task.template.configs.is_empty());
     let runner = Runner {
         ctx,
         stop: StopSpec::of(&task),
         service,
         checks_health: task.template.healthcheck.is_some(),
+        delivered: uses_files.then(|| (task.node_id.clone(), task.id.clone())),
         task: Some(task),
         key,
         status,
@@ -224,6 +244,7 @@ pub fn resume(
         control,
         handle,
         registration: None,
+        delivered: None,
     };
     Box::pin(async move {
         let mut runner = runner;
@@ -294,8 +315,74 @@ impl Runner {
         }
         if to.is_terminal() {
             self.status.finished_at = Some(now);
+            self.discard_files();
         }
         self.write();
+    }
+
+    /// Removes the task's delivered secrets and configs, if it has any.
+    fn discard_files(&self) {
+        if let (Some(d), Some((node, task))) = (&self.ctx.delivery, &self.delivered) {
+            d.discard(node, task);
+        }
+    }
+
+    /// Fetches the task's secrets and configs, waiting in `preparing` (with the reason in the
+    /// status) while the API cannot answer. `None` when the runner is done.
+    async fn deliver_files(&mut self, task: &Task) -> Option<TaskFiles> {
+        if self.delivered.is_none() {
+            return Some(TaskFiles::default());
+        }
+        let Some(delivery) = self.ctx.delivery.clone() else {
+            self.transition(
+                TaskState::Rejected,
+                Some(
+                    "the task uses secrets or configs, but this agent has no API to fetch them \
+                     from: start it with --api URL --api-token-file FILE"
+                        .into(),
+                ),
+            );
+            self.linger().await;
+            return None;
+        };
+        // Retried more often than runtime steps: the task starts soon after the API is back.
+        let mut delays = backoff().with_max_delay(DELIVERY_RETRY_MAX).build();
+        loop {
+            let res = tokio::select! {
+                r = delivery.deliver(task) => r,
+                i = Self::interrupted(&mut self.control) => {
+                    self.end_before_start(i);
+                    return None;
+                }
+            };
+            let reason = match res {
+                Ok(files) => {
+                    self.status.message = None;
+                    return Some(files);
+                }
+                Err(DeliveryError::Unavailable(reason)) => reason,
+                Err(e) => {
+                    self.transition(TaskState::Rejected, Some(e.to_string()));
+                    self.linger().await;
+                    return None;
+                }
+            };
+            let message =
+                format!("waiting for the API to deliver the task's secrets and configs: {reason}");
+            if self.status.message.as_deref() != Some(message.as_str()) {
+                tracing::warn!(%reason, "waiting for the task's secrets and configs");
+                self.status.message = Some(message);
+                self.write();
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(30));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                i = Self::interrupted(&mut self.control) => {
+                    self.end_before_start(i);
+                    return None;
+                }
+            }
+        }
     }
 
     fn set_handle(&mut self, h: Handle) {
@@ -442,12 +529,15 @@ impl Runner {
             self.linger().await;
             return false;
         }
+        let Some(files) = self.deliver_files(&task).await else {
+            return false;
+        };
         if let Some(i) = self.interrupt() {
             self.end_before_start(i);
             return false;
         }
         self.transition(TaskState::Starting, None);
-        let start = (|| rt.start(&task))
+        let start = (|| rt.start(&task, &files))
             .retry(backoff())
             .when(RuntimeError::is_temporary)
             .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "start failed; retrying"));
@@ -471,6 +561,7 @@ impl Runner {
     }
 
     fn end_before_start(&mut self, i: Interrupt) {
+        self.discard_files();
         match i {
             Interrupt::Shutdown => {
                 self.transition(
@@ -576,6 +667,7 @@ impl Runner {
     }
 
     async fn remove(&mut self) {
+        self.discard_files();
         let Some(handle) = self.handle.take() else {
             return;
         };

@@ -218,6 +218,15 @@ impl Worker {
         let Some(existing) = self.list_runtime(&mut shutdown).await else {
             return;
         };
+        if let Some(delivery) = &self.ctx.delivery {
+            // Files of tasks whose container no longer runs are left from an abrupt stop.
+            let running = existing
+                .iter()
+                .filter(|ex| ex.exit.is_none())
+                .map(|ex| (ex.node_id.clone(), ex.task_id.clone()))
+                .collect();
+            delivery.sweep(&self.nodes, &running);
+        }
         for ex in existing {
             let k = (ex.node_id.clone(), ex.task_id.clone());
             if let Some(dup) = self.adoptable.insert(k, ex) {
@@ -274,6 +283,9 @@ impl Worker {
                 first = false;
                 for (_, ex) in std::mem::take(&mut self.adoptable) {
                     tracing::info!(task = %ex.task_id, container = %ex.handle.id, "removing a container whose task is no longer assigned");
+                    if let Some(delivery) = &self.ctx.delivery {
+                        delivery.discard(&ex.node_id, &ex.task_id);
+                    }
                     self.remove_orphan(ex.task_id, ex.handle);
                 }
                 if let (Some(ready), Some(registrar)) =

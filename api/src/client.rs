@@ -7,8 +7,10 @@ use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, IF_MATCH};
 use shoal_core::ServiceStatus;
+use shoal_core::secret::FileKind;
 use shoal_store::Revision;
 
+use crate::secrets::{FileView, RotateKeyResponse};
 use crate::types::{
     ApplyResponse, DeleteResponse, ErrorBody, ErrorDetail, NodePatch, NodeView, ServiceResource,
     TaskView, WatchEvent, WriteResult,
@@ -71,6 +73,9 @@ pub struct ApplyOptions {
     /// Limit pruning to this namespace.
     pub namespace: Option<String>,
 }
+
+/// How long a node waits for one secret or config before it tries again.
+pub const NODE_FILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A stream of watch events.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, ClientError>> + Send>>;
@@ -369,6 +374,110 @@ impl Client {
     pub async fn patch_node(&self, id: &str, patch: &NodePatch) -> Result<NodeView, ClientError> {
         let (url, b) = self.req(reqwest::Method::PATCH, &format!("/v1/nodes/{id}"));
         self.json(&url, b.json(patch)).await
+    }
+
+    /// `/v1/secrets` or `/v1/configs`.
+    fn files_path(kind: FileKind) -> &'static str {
+        match kind {
+            FileKind::Secret => "/v1/secrets",
+            FileKind::Config => "/v1/configs",
+        }
+    }
+
+    async fn octets(
+        &self,
+        url: &str,
+        b: reqwest::RequestBuilder,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
+        let resp = self.send(url, b).await?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(zeroize::Zeroizing::new(bytes.to_vec()))
+    }
+
+    /// Creates a secret or config holding `value` (secrets and configs are immutable).
+    pub async fn create_file(
+        &self,
+        kind: FileKind,
+        ns: &str,
+        name: &str,
+        value: Vec<u8>,
+    ) -> Result<FileView, ClientError> {
+        let path = format!("{}/{ns}/{name}", Self::files_path(kind));
+        let (url, b) = self.req(reqwest::Method::POST, &path);
+        let b = b
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(value);
+        self.json(&url, b).await
+    }
+
+    /// Lists secrets or configs, in one namespace or all.
+    pub async fn list_files(
+        &self,
+        kind: FileKind,
+        ns: Option<&str>,
+    ) -> Result<Vec<FileView>, ClientError> {
+        let (url, b) = self.req(reqwest::Method::GET, Self::files_path(kind));
+        let query: Vec<(&str, &str)> = ns.map(|n| ("namespace", n)).into_iter().collect();
+        self.json(&url, b.query(&query)).await
+    }
+
+    /// A secret's or config's metadata and users.
+    pub async fn get_file(
+        &self,
+        kind: FileKind,
+        ns: &str,
+        name: &str,
+    ) -> Result<FileView, ClientError> {
+        let path = format!("{}/{ns}/{name}", Self::files_path(kind));
+        let (url, b) = self.req(reqwest::Method::GET, &path);
+        self.json(&url, b).await
+    }
+
+    /// Removes a secret or config (refused while in use).
+    pub async fn delete_file(
+        &self,
+        kind: FileKind,
+        ns: &str,
+        name: &str,
+    ) -> Result<DeleteResponse, ClientError> {
+        let path = format!("{}/{ns}/{name}", Self::files_path(kind));
+        let (url, b) = self.req(reqwest::Method::DELETE, &path);
+        self.json(&url, b).await
+    }
+
+    /// A config's value.
+    pub async fn config_data(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
+        let (url, b) = self.req(
+            reqwest::Method::GET,
+            &format!("/v1/configs/{ns}/{name}/data"),
+        );
+        self.octets(&url, b).await
+    }
+
+    /// Re-seals every secret under the API's active key.
+    pub async fn rotate_secret_key(&self) -> Result<RotateKeyResponse, ClientError> {
+        let (url, b) = self.req(reqwest::Method::POST, "/v1/secrets/rotate-key");
+        self.json(&url, b).await
+    }
+
+    /// The value of a secret or config a task of `node` uses (the node's own token).
+    pub async fn node_file(
+        &self,
+        kind: FileKind,
+        node: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
+        let path = format!("/v1/nodes/{node}/{}s/{ns}/{name}", kind.as_str());
+        let (url, b) = self.req(reqwest::Method::GET, &path);
+        self.octets(&url, b.timeout(NODE_FILE_TIMEOUT)).await
     }
 
     /// Follows status and task changes, optionally of one service (`ns/name`), after

@@ -36,6 +36,24 @@ pub enum ApiError {
     /// The token's role does not allow this request.
     #[error("{0}")]
     Forbidden(String),
+    /// The object exists and cannot be replaced (secrets and configs are immutable).
+    #[error("{0}")]
+    Exists(String),
+    /// The object is still used (a secret or config named by services).
+    #[error("{0}")]
+    InUse(String),
+    /// The request body is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The API was started without a secret key, so it can neither seal nor open secrets.
+    #[error(
+        "this API server has no secret key, so it cannot create or deliver secrets: start \
+         `shoal api` with --secret-key-file FILE (lines `KEY-ID BASE64-32-BYTES`)"
+    )]
+    NoSecretKey,
+    /// A secret could not be sealed or opened (the message never holds a value).
+    #[error("secret: {0}")]
+    Crypto(#[from] crate::secrets::crypto::CryptoError),
     /// A record in the store could not be decoded.
     #[error("stored record {key} is invalid: {message}")]
     Corrupt {
@@ -63,7 +81,12 @@ impl ApiError {
         match self {
             ApiError::InvalidManifest(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::Exists(_) | ApiError::InUse(_) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NoSecretKey => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,

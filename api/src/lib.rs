@@ -13,6 +13,7 @@ mod handlers;
 pub mod manifest;
 pub mod metrics;
 pub mod openapi;
+pub mod secrets;
 pub mod server;
 pub mod types;
 pub mod watch;
@@ -41,6 +42,9 @@ pub struct ApiState {
     pub tokens: Option<Arc<Tokens>>,
     /// Request counters and the optional process registry served on `/metrics`.
     pub metrics: Arc<metrics::ApiMetrics>,
+    /// The cluster key that seals secrets (`None`: secrets can be neither created nor
+    /// delivered; everything else works).
+    pub secret_keys: Option<Arc<secrets::crypto::KeyRing>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -49,6 +53,7 @@ impl std::fmt::Debug for ApiState {
             .field("backend", &self.store.backend())
             .field("keys", &self.keys)
             .field("tokens", &self.tokens)
+            .field("secret_keys", &self.secret_keys)
             .finish_non_exhaustive()
     }
 }
@@ -61,7 +66,14 @@ impl ApiState {
             keys,
             tokens: None,
             metrics: Arc::new(metrics::ApiMetrics::default()),
+            secret_keys: None,
         }
+    }
+
+    /// Seals and opens secrets with `keys` (the `--secret-key-file`).
+    pub fn with_secret_keys(mut self, keys: secrets::crypto::KeyRing) -> Self {
+        self.secret_keys = Some(Arc::new(keys));
+        self
     }
 
     /// Requires bearer tokens from `tokens` on every request but the health probes and the
@@ -81,6 +93,7 @@ impl ApiState {
 /// The API's routes, with authentication, request metrics and tracing applied.
 pub fn router(state: ApiState) -> Router {
     use handlers::{apply, cluster, services};
+    use secrets::handlers as files;
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
@@ -104,6 +117,30 @@ pub fn router(state: ApiState) -> Router {
             "/v1/nodes/{id}",
             patch(cluster::patch_node).get(cluster::node),
         )
+        .route(
+            "/v1/nodes/{id}/secrets/{ns}/{name}",
+            get(files::node_secret),
+        )
+        .route(
+            "/v1/nodes/{id}/configs/{ns}/{name}",
+            get(files::node_config),
+        )
+        .route("/v1/secrets", get(files::list_secrets))
+        .route("/v1/secrets/rotate-key", post(files::rotate_key))
+        .route(
+            "/v1/secrets/{ns}/{name}",
+            get(files::get_secret)
+                .post(files::create_secret)
+                .delete(files::delete_secret),
+        )
+        .route("/v1/configs", get(files::list_configs))
+        .route(
+            "/v1/configs/{ns}/{name}",
+            get(files::get_config)
+                .post(files::create_config)
+                .delete(files::delete_config),
+        )
+        .route("/v1/configs/{ns}/{name}/data", get(files::config_data))
         .route("/v1/watch", get(watch::watch))
         .route("/v1/schema/service", get(openapi::service_schema))
         .route("/v1/openapi.json", get(openapi::openapi_json))

@@ -13,7 +13,7 @@ use crate::types;
 #[openapi(
     info(
         title = "Shoal API",
-        description = "Declarative container orchestration: services, tasks, nodes."
+        description = "Declarative container orchestration: services, tasks, nodes, secrets and configs."
     ),
     paths(
         crate::handlers::healthz,
@@ -30,6 +30,18 @@ use crate::types;
         cluster::nodes,
         cluster::node,
         cluster::patch_node,
+        crate::secrets::handlers::list_secrets,
+        crate::secrets::handlers::create_secret,
+        crate::secrets::handlers::get_secret,
+        crate::secrets::handlers::delete_secret,
+        crate::secrets::handlers::rotate_key,
+        crate::secrets::handlers::node_secret,
+        crate::secrets::handlers::list_configs,
+        crate::secrets::handlers::create_config,
+        crate::secrets::handlers::get_config,
+        crate::secrets::handlers::config_data,
+        crate::secrets::handlers::delete_config,
+        crate::secrets::handlers::node_config,
         crate::watch::watch,
         service_schema,
         openapi_json,
@@ -47,6 +59,9 @@ use crate::types;
         types::ErrorDetail,
         types::WatchKind,
         types::WatchEvent,
+        crate::secrets::FileView,
+        crate::secrets::FileUse,
+        crate::secrets::RotateKeyResponse,
     ))
 )]
 pub struct ApiDoc;

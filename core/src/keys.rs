@@ -9,6 +9,8 @@
 //! | `tasks/<node>/<task>` | controller |
 //! | `taskstatus/<node>/<task>` | agent |
 //! | `leader` | controller (leased) |
+//! | `secrets/<ns>/<name>` | API (encrypted value and metadata; immutable) |
+//! | `configs/<ns>/<name>` | API (value and metadata; immutable) |
 
 use crate::manifest::ServiceRef;
 
@@ -42,6 +44,20 @@ pub enum Key {
     },
     /// `leader`.
     Leader,
+    /// `secrets/<ns>/<name>`.
+    Secret {
+        /// Namespace.
+        namespace: String,
+        /// Secret name.
+        name: String,
+    },
+    /// `configs/<ns>/<name>`.
+    Config {
+        /// Namespace.
+        namespace: String,
+        /// Config name.
+        name: String,
+    },
 }
 
 /// Builds and parses keys under one prefix.
@@ -137,6 +153,30 @@ impl Keys {
     pub fn leader(&self) -> String {
         self.join("leader")
     }
+    /// `secrets/<ns>/<name>`.
+    pub fn secret(&self, ns: &str, name: &str) -> String {
+        self.join(&format!("secrets/{ns}/{name}"))
+    }
+    /// Prefix of every secret.
+    pub fn secrets_prefix(&self) -> String {
+        self.join("secrets/")
+    }
+    /// Prefix of one namespace's secrets.
+    pub fn secrets_ns_prefix(&self, ns: &str) -> String {
+        self.join(&format!("secrets/{ns}/"))
+    }
+    /// `configs/<ns>/<name>`.
+    pub fn config(&self, ns: &str, name: &str) -> String {
+        self.join(&format!("configs/{ns}/{name}"))
+    }
+    /// Prefix of every config.
+    pub fn configs_prefix(&self) -> String {
+        self.join("configs/")
+    }
+    /// Prefix of one namespace's configs.
+    pub fn configs_ns_prefix(&self, ns: &str) -> String {
+        self.join(&format!("configs/{ns}/"))
+    }
 
     /// `endpoints/` (the controller's per-service endpoint lists).
     pub fn endpoints_prefix(&self) -> String {
@@ -183,6 +223,14 @@ impl Keys {
                 task: t.to_string(),
             }),
             ["leader"] => Some(Key::Leader),
+            ["secrets", ns, name] => Some(Key::Secret {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            }),
+            ["configs", ns, name] => Some(Key::Config {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            }),
             _ => None,
         }
     }
@@ -219,6 +267,20 @@ mod tests {
                 },
             ),
             (k.leader(), Key::Leader),
+            (
+                k.secret("default", "db-password"),
+                Key::Secret {
+                    namespace: "default".into(),
+                    name: "db-password".into(),
+                },
+            ),
+            (
+                k.config("prod", "app"),
+                Key::Config {
+                    namespace: "prod".into(),
+                    name: "app".into(),
+                },
+            ),
         ];
         for (s, key) in all {
             assert_eq!(k.parse(&s), Some(key), "{s}");
@@ -226,5 +288,10 @@ mod tests {
         assert_eq!(k.service(&web), "/shoal/services/default/web");
         assert_eq!(k.parse("/other/services/a/b"), None);
         assert_eq!(k.parse("/shoal/services/a"), None);
+        assert_eq!(k.secret("default", "x"), "/shoal/secrets/default/x");
+        assert!(k.secret("ns", "x").starts_with(&k.secrets_ns_prefix("ns")));
+        assert!(k.config("ns", "x").starts_with(&k.configs_ns_prefix("ns")));
+        assert!(k.configs_ns_prefix("ns").starts_with(&k.configs_prefix()));
+        assert!(k.secrets_ns_prefix("ns").starts_with(&k.secrets_prefix()));
     }
 }

@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod model;
 pub mod parse;
 pub mod schema;
+pub mod secret;
 pub mod units;
 pub mod validate;
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::secret::FileRef;
 use crate::units::{ByteSize, Dur};
 
 /// The only `apiVersion` Shoal understands today.
@@ -175,6 +176,12 @@ pub struct ServiceSpec {
     /// Volumes, bind mounts and tmpfs mounts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// Secrets delivered as files under `/run/secrets` (in memory, never on the node's disk).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<FileRef>,
+    /// Configs delivered as files at their `target` path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<FileRef>,
     /// Service discovery registration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<Discovery>,

@@ -13,6 +13,7 @@ use crate::manifest::{
     ConsulDiscovery, Healthcheck, Mount, PortSpec, Protocol, ResourceAmounts, RuntimeKind,
     ServiceRef, ServiceSpec,
 };
+use crate::secret::FileRef;
 use crate::units::{ByteSize, Dur};
 
 /// Errors decoding or validating model records.
@@ -377,6 +378,12 @@ pub struct TaskTemplate {
     /// Placement constraints (a change moves tasks, as in Swarm).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<String>,
+    /// Secrets the task receives as files (references only; the agent fetches the values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<FileRef>,
+    /// Configs the task receives as files (references only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<FileRef>,
 }
 
 impl TaskTemplate {
@@ -396,6 +403,8 @@ impl TaskTemplate {
             stop_grace_period: spec.stop_grace_period,
             consul: spec.discovery.as_ref().and_then(|d| d.consul.clone()),
             constraints: spec.placement.constraints.clone(),
+            secrets: spec.secrets.clone(),
+            configs: spec.configs.clone(),
         }
     }
 

@@ -311,7 +311,7 @@ fn describe_serde_error(
 
     // A Dur or ByteSize rejects its string after the parser has moved on, so the error carries
     // the enclosing mapping's position and path: find the field holding the rejected value.
-    for prefix in ["invalid duration ", "invalid size "] {
+    for prefix in ["invalid duration ", "invalid size ", "invalid mode "] {
         if let Some(rest) = body.strip_prefix(prefix)
             && let Some(value) = leading_string_literal(rest)
         {

@@ -233,7 +233,25 @@ fn check_spec(s: &Service, v: &mut Errors) {
     check_healthcheck(s, v);
     check_stop_signal(&spec.stop_signal, v);
     check_mounts(s, v);
+    check_files(s, v);
     check_discovery(s, v);
+}
+
+/// Secret and config references (see [`crate::secret::check_refs`]).
+fn check_files(s: &Service, v: &mut Errors) {
+    use crate::secret::{FileKind, check_refs};
+    let mut taken = BTreeMap::new();
+    for (kind, refs) in [
+        (FileKind::Secret, &s.spec.secrets),
+        (FileKind::Config, &s.spec.configs),
+    ] {
+        for p in check_refs(kind, refs, &mut taken) {
+            v.push(
+                format!("{}[{}].{}", kind.field(), p.index, p.field),
+                p.message,
+            );
+        }
+    }
 }
 
 fn check_ports(s: &Service, v: &mut Errors) {

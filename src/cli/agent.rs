@@ -64,6 +64,34 @@ pub struct AgentArgs {
     /// Consul discovery flags.
     #[command(flatten)]
     pub consul: ConsulArgs,
+    /// API that delivers the secrets and configs of this node's tasks (tasks that use any
+    /// are rejected without it).
+    #[arg(long = "api", env = "SHOAL_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// File holding this node's API token (`shoal token create --role node --node ID`);
+    /// not needed for an API without a token file.
+    #[arg(
+        long,
+        env = "SHOAL_API_TOKEN_FILE",
+        value_name = "FILE",
+        requires = "api"
+    )]
+    pub api_token_file: Option<PathBuf>,
+    /// Directory on a tmpfs for the tasks' secrets and configs (one 0700 directory per task,
+    /// removed when the task ends).
+    #[arg(long, env = "SHOAL_AGENT_SECRETS_DIR", default_value = shoal_agent::secrets::DEFAULT_ROOT)]
+    pub secrets_dir: PathBuf,
+}
+
+/// Reads a node token file: its first non-empty line.
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the API token file {}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .with_context(|| format!("the API token file {} holds no token", path.display()))
 }
 
 /// Consul discovery flags, shared by `shoal agent` and `shoal dev`.
@@ -116,6 +144,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.lease_ttl = args.lease_ttl;
     config.hollow_nodes = args.hollow_nodes;
     config.consul = args.consul.config();
+    config.secrets_dir = args.secrets_dir;
+    if let Some(url) = args.api {
+        let token = match &args.api_token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
+        config.api = Some(shoal_agent::ApiEndpoint { url, token });
+    }
     if config.consul.is_some() && args.hollow_nodes > 0 {
         anyhow::bail!("--consul is not available with --hollow-nodes");
     }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use shoal_api::server::{ServeOptions, TlsFiles};
+use shoal_api::secrets::crypto::KeyRing;
 use shoal_api::{ApiState, Tokens};
 
 use crate::cli::StoreArgs;
@@ -41,6 +42,11 @@ pub struct ApiArgs {
     /// Serve cleartext HTTP beyond loopback (only behind a TLS-terminating proxy).
     #[arg(long)]
     insecure_listen: bool,
+    /// Cluster key file sealing secrets: lines `KEY-ID BASE64-32-BYTES`, the first one
+    /// active, the others still opening older values; mode 0600. Without it secrets can be
+    /// neither created nor delivered (everything else works).
+    #[arg(long, env = "SHOAL_SECRET_KEY_FILE", value_name = "FILE")]
+    secret_key_file: Option<PathBuf>,
 }
 
 /// Runs `shoal api` until interrupted.
@@ -58,6 +64,20 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         insecure_listen: args.insecure_listen,
     };
     shoal_api::server::check_listen(&state, args.listen, &options)?;
+    match &args.secret_key_file {
+        Some(path) => {
+            let keys = KeyRing::load(path)?;
+            tracing::info!(
+                active_key = keys.active_id(),
+                keys = keys.ids().count(),
+                "secret keys loaded"
+            );
+            state = state.with_secret_keys(keys);
+        }
+        None => tracing::warn!(
+            "no --secret-key-file: creating or delivering secrets fails until the API is restarted with one"
+        ),
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -1,7 +1,8 @@
 //! `shoal dev`: everything in one process on the embedded store — the API on 127.0.0.1:7878,
 //! the controller, and one local agent (docker runtime when Docker answers, else process), like
 //! `nomad agent -dev`. State lives in the data directory, so a restart finds everything where
-//! it was.
+//! it was — including the cluster key that seals secrets (`secret.key`, created on first
+//! start). The local agent fetches its tasks' secrets from the API without a token.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use clap::{Args, ValueEnum};
 use shoal_agent::runtime::multi::MultiRuntime;
 use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_api::ApiState;
+use shoal_api::secrets::crypto::KeyRing;
 use shoal_controller::{Controller, ControllerConfig};
 use shoal_core::keys::Keys;
 use shoal_store::Store;
@@ -68,6 +70,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("opening the embedded store in {}", data_dir.display()))?,
     );
     let keys = Keys::default();
+    let key_file = data_dir.join("secret.key");
+    if !key_file.exists() {
+        KeyRing::create_file(&key_file, "dev-1")?;
+        eprintln!("shoal dev: created the cluster key {}", key_file.display());
+    }
+    let secret_keys = KeyRing::load(&key_file)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let api_addr = listener.local_addr()?;
 
     // Agent runtime: docker when it answers.
     let mut config = AgentConfig::new(args.node_id.as_deref().unwrap_or("local"));
@@ -76,6 +88,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
     config.labels = args.labels.iter().cloned().collect();
     config.consul = args.consul.config();
+    config.api = Some(shoal_agent::ApiEndpoint {
+        url: format!("http://{api_addr}"),
+        token: None,
+    });
     let node_id = config.node_id.clone();
     let runtime = match args.runtime {
         DevRuntime::Docker => shoal_agent::open_runtime(RuntimeChoice::Docker, &node_id, &data_dir)
@@ -107,13 +123,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     };
     let controller_task = tokio::spawn(controller.run(stopped(stop_rx.clone())));
 
-    let state = ApiState::new(store.clone(), keys.clone()).with_registry(Arc::new(registry));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let state = ApiState::new(store.clone(), keys.clone())
+        .with_registry(Arc::new(registry))
+        .with_secret_keys(secret_keys);
     eprintln!(
-        "shoal dev: API on http://{}, node {node_id} ({} runtime), data in {}{}",
-        listener.local_addr()?,
+        "shoal dev: API on http://{api_addr}, node {node_id} ({} runtime), data in {}{}",
         runtime.name(),
         data_dir.display(),
         match args.consul.config() {

@@ -32,6 +32,8 @@ fn sleeper(id: &str) -> Task {
         stop_grace_period: Dur::secs(2),
         consul: None,
         constraints: Vec::new(),
+        secrets: Vec::new(),
+        configs: Vec::new(),
     };
     Task {
         id: id.into(),

@@ -47,6 +47,8 @@ fn task(id: &str, consul: Option<ConsulDiscovery>) -> Task {
             stop_grace_period: Dur::secs(10),
             consul,
             constraints: vec![],
+            secrets: Vec::new(),
+            configs: Vec::new(),
         },
         desired_state: DesiredState::Running,
         attempt: 0,

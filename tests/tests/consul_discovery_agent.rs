@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_agent::runtime::sim::SimRuntime;
-use shoal_agent::runtime::{Existing, Exit, Handle, Runtime, RuntimeError};
+use shoal_agent::runtime::{Existing, Exit, Handle, Runtime, RuntimeError, TaskFiles};
 use shoal_agent::{Agent, AgentConfig, AgentHandle};
 use shoal_core::keys::Keys;
 use shoal_core::manifest::{
@@ -144,6 +144,8 @@ fn task(id: &str, service: &str, node: &str, image: &str) -> Task {
             check: Some(http_check()),
         }),
         constraints: vec![],
+        secrets: Vec::new(),
+        configs: Vec::new(),
     };
     Task {
         id: id.to_string(),
@@ -210,8 +212,8 @@ impl Runtime for RecordingRuntime {
     async fn prepare(&self, task: &Task) -> Result<(), RuntimeError> {
         self.inner.prepare(task).await
     }
-    async fn start(&self, task: &Task) -> Result<Handle, RuntimeError> {
-        let h = self.inner.start(task).await?;
+    async fn start(&self, task: &Task, files: &TaskFiles) -> Result<Handle, RuntimeError> {
+        let h = self.inner.start(task, files).await?;
         self.started
             .lock()
             .expect("lock")

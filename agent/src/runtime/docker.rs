@@ -1,5 +1,8 @@
 //! The `docker` runtime: runs tasks as Docker containers through the Engine API (bollard).
 //!
+//! A task's secrets and configs are bind-mounted read-only, one file each, from the node's
+//! in-memory filesystem (see [`crate::secrets`]).
+//!
 //! Containers are named `shoal-<task>` and carry the labels `io.shoal.task`,
 //! `io.shoal.service` and `io.shoal.node`; Docker's restart policy is `no` (restarts are new
 //! tasks, decided by the controller). Images are pulled only when absent. One event stream,
@@ -24,7 +27,7 @@ use tokio::sync::watch;
 
 pub use spec::container_name;
 
-use super::{Existing, Exit, Handle, LABEL_NODE, LABEL_TASK, Runtime, RuntimeError};
+use super::{Existing, Exit, Handle, LABEL_NODE, LABEL_TASK, Runtime, RuntimeError, TaskFiles};
 use spec::classify;
 
 type Exits = Arc<Mutex<HashMap<String, watch::Sender<Option<Exit>>>>>;
@@ -154,12 +157,12 @@ impl DockerRuntime {
         }
     }
 
-    async fn create(&self, task: &Task) -> Result<String, RuntimeError> {
+    async fn create(&self, task: &Task, files: &TaskFiles) -> Result<String, RuntimeError> {
         let name = container_name(&task.id);
         let opts = || CreateContainerOptionsBuilder::default().name(&name).build();
         match self
             .docker
-            .create_container(Some(opts()), spec::create_body(task))
+            .create_container(Some(opts()), spec::create_body(task, files))
             .await
         {
             Ok(r) => Ok(r.id),
@@ -168,7 +171,7 @@ impl DockerRuntime {
                 tracing::info!(task = %task.id, "removing a leftover container of this task");
                 self.force_remove(&name).await?;
                 self.docker
-                    .create_container(Some(opts()), spec::create_body(task))
+                    .create_container(Some(opts()), spec::create_body(task, files))
                     .await
                     .map(|r| r.id)
                     .map_err(classify)
@@ -222,8 +225,8 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
-    async fn start(&self, task: &Task) -> Result<Handle, RuntimeError> {
-        let id = self.create(task).await?;
+    async fn start(&self, task: &Task, files: &TaskFiles) -> Result<Handle, RuntimeError> {
+        let id = self.create(task, files).await?;
         // Subscribe before starting so a container dying at once is not missed.
         exit_sender(&self.exits, &id);
         if let Err(e) = self.docker.start_container(&id, None).await {

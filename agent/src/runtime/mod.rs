@@ -11,7 +11,8 @@ pub mod multi;
 pub mod process;
 pub mod sim;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal_core::manifest::RuntimeKind;
@@ -74,6 +75,27 @@ pub struct Existing {
     pub exit: Option<Exit>,
 }
 
+/// One delivered file: where it lies on the node (an in-memory filesystem) and where the
+/// task sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredFile {
+    /// Path on the node.
+    pub host_path: PathBuf,
+    /// Absolute path inside a container (`/run/secrets/<target>`, or a config's target).
+    pub container_path: String,
+}
+
+/// The secrets and configs delivered for a task (see [`crate::secrets`]): files a container
+/// gets bind-mounted read-only, and the environment a host process gets
+/// (`SHOAL_SECRETS_DIR`, `SHOAL_CONFIGS_DIR`). Empty for tasks that use none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFiles {
+    /// The files.
+    pub files: Vec<DeliveredFile>,
+    /// Environment variables naming the task's directories of files.
+    pub env: BTreeMap<String, String>,
+}
+
 /// A task that exited on its own, as told by a runtime that reports exits itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExitNotice {
@@ -100,8 +122,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// it is absent).
     async fn prepare(&self, task: &Task) -> Result<(), RuntimeError>;
 
-    /// Creates and starts the task; the handle carries the host ports actually bound.
-    async fn start(&self, task: &Task) -> Result<Handle, RuntimeError>;
+    /// Creates and starts the task with its delivered secrets and configs; the handle
+    /// carries the host ports actually bound.
+    async fn start(&self, task: &Task, files: &TaskFiles) -> Result<Handle, RuntimeError>;
 
     /// Resolves when the task exits (at once if it already has).
     async fn wait(&self, handle: &Handle) -> Result<Exit, RuntimeError>;

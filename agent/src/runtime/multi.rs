@@ -9,7 +9,7 @@ use std::time::Duration;
 use shoal_core::manifest::RuntimeKind;
 use shoal_core::model::{Health, Task};
 
-use super::{Existing, Exit, Handle, Runtime, RuntimeError};
+use super::{Existing, Exit, Handle, Runtime, RuntimeError, TaskFiles};
 
 /// Docker and process runtimes behind one [`Runtime`].
 pub struct MultiRuntime {
@@ -73,8 +73,8 @@ impl Runtime for MultiRuntime {
         self.for_task(task).prepare(task).await
     }
 
-    async fn start(&self, task: &Task) -> Result<Handle, RuntimeError> {
-        self.for_task(task).start(task).await
+    async fn start(&self, task: &Task, files: &TaskFiles) -> Result<Handle, RuntimeError> {
+        self.for_task(task).start(task, files).await
     }
 
     async fn wait(&self, handle: &Handle) -> Result<Exit, RuntimeError> {

@@ -6,7 +6,9 @@
 //! the host at the configured interval with Docker's semantics (timeout, retries, start
 //! period). Processes do not outlive the agent: they cannot be adopted after a restart, so the
 //! agent stops them when it shuts down. Published ports are reported as given (a process binds
-//! its own ports; a dynamic port cannot be chosen for it).
+//! its own ports; a dynamic port cannot be chosen for it). A task's secrets and configs are
+//! files in its own in-memory directories, named by `SHOAL_SECRETS_DIR` and
+//! `SHOAL_CONFIGS_DIR` in its environment.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use shoal_core::manifest::{Healthcheck, RuntimeKind};
 use shoal_core::model::{Health, PortBinding, Task};
 use tokio::sync::watch;
 
-use super::{Existing, Exit, Handle, Runtime, RuntimeError, parse_signal};
+use super::{Existing, Exit, Handle, Runtime, RuntimeError, TaskFiles, parse_signal};
 
 struct Entry {
     task_id: String,
@@ -176,7 +178,7 @@ impl Runtime for ProcessRuntime {
         })
     }
 
-    async fn start(&self, task: &Task) -> Result<Handle, RuntimeError> {
+    async fn start(&self, task: &Task, files: &TaskFiles) -> Result<Handle, RuntimeError> {
         let Some((prog, args)) = task.template.command.split_first() else {
             return Err(RuntimeError::Permanent(
                 "the process runtime needs a command to run".into(),
@@ -196,6 +198,7 @@ impl Runtime for ProcessRuntime {
         let mut child = tokio::process::Command::new(prog)
             .args(args)
             .envs(&task.template.env)
+            .envs(&files.env)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))

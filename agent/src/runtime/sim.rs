@@ -19,7 +19,7 @@ use shoal_core::manifest::RuntimeKind;
 use shoal_core::model::{Health, PortBinding, Task};
 use tokio::sync::{mpsc, watch};
 
-use super::{Existing, Exit, ExitNotice, Handle, Runtime, RuntimeError};
+use super::{Existing, Exit, ExitNotice, Handle, Runtime, RuntimeError, TaskFiles};
 
 /// How long a `crash/` task runs before it exits.
 pub const CRASH_AFTER: Duration = Duration::from_millis(300);
@@ -171,7 +171,7 @@ impl Runtime for SimRuntime {
         Ok(())
     }
 
-    async fn start(&self, task: &Task) -> Result<Handle, RuntimeError> {
+    async fn start(&self, task: &Task, _files: &TaskFiles) -> Result<Handle, RuntimeError> {
         let img = image(task);
         if img.starts_with("fail/") {
             return Err(RuntimeError::Permanent(format!(

@@ -53,6 +53,8 @@ pub fn template(runtime: RuntimeKind, image: Option<&str>, command: &[&str]) -> 
         stop_grace_period: Dur::secs(10),
         consul: None,
         constraints: Vec::new(),
+        secrets: Vec::new(),
+        configs: Vec::new(),
     }
 }
 

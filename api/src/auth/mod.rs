@@ -40,7 +40,10 @@ use crate::error::ApiError;
 
 /// Routes a `node` token may call, as `(method, route pattern)`; the handler of each must
 /// check [`Principal::require_node`] against the node the request is about.
-pub const NODE_ROUTES: &[(&str, &str)] = &[];
+pub const NODE_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/nodes/{id}/secrets/{ns}/{name}"),
+    ("GET", "/v1/nodes/{id}/configs/{ns}/{name}"),
+];
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -12,6 +12,7 @@ use shoal_core::manifest::{Mode, Service, ServiceRef};
 use shoal_core::model::{
     self, Capacity, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp,
 };
+use shoal_core::secret::{self, FileKind};
 use shoal_core::{Key, Keys};
 use shoal_store::Revision;
 use tracing::warn;
@@ -77,6 +78,9 @@ pub(crate) struct Cache {
     by_service: BTreeMap<ServiceRef, BTreeSet<(String, String)>>,
     usage: BTreeMap<String, NodeUsage>,
     nodes: Option<Arc<BTreeMap<String, Node>>>,
+    /// Secrets and configs that exist, as (kind, namespace, name): only their keys matter
+    /// here (the controller never reads a value).
+    files: BTreeSet<(FileKind, String, String)>,
 }
 
 impl Cache {
@@ -96,6 +100,7 @@ impl Cache {
             by_service: BTreeMap::new(),
             usage: BTreeMap::new(),
             nodes: None,
+            files: BTreeSet::new(),
         }
     }
 
@@ -255,8 +260,59 @@ impl Cache {
                 }
             }
             Key::Leader => {}
+            Key::Secret { namespace, name } => self.file_touched(
+                FileKind::Secret,
+                namespace,
+                name,
+                value.is_some(),
+                &mut touched,
+            ),
+            Key::Config { namespace, name } => self.file_touched(
+                FileKind::Config,
+                namespace,
+                name,
+                value.is_some(),
+                &mut touched,
+            ),
         }
         touched
+    }
+
+    /// A secret or config appeared or went away: the services referencing it need a look.
+    fn file_touched(
+        &mut self,
+        kind: FileKind,
+        namespace: String,
+        name: String,
+        present: bool,
+        touched: &mut Touched,
+    ) {
+        for (sref, m) in &self.services {
+            let Ok(svc) = &m.parsed else { continue };
+            let refs = match kind {
+                FileKind::Secret => &svc.spec.secrets,
+                FileKind::Config => &svc.spec.configs,
+            };
+            if sref.namespace == namespace && refs.iter().any(|r| r.source == name) {
+                touched.services.insert(sref.clone());
+            }
+        }
+        let k = (kind, namespace, name);
+        if present {
+            self.files.insert(k);
+        } else {
+            self.files.remove(&k);
+        }
+    }
+
+    /// Why a valid manifest cannot run yet: the secrets and configs it names that do not
+    /// exist (empty when all do).
+    fn missing_files(&self, svc: &Service) -> Vec<String> {
+        let ns = &svc.metadata.namespace;
+        secret::missing_objects(ns, &svc.spec.secrets, &svc.spec.configs, |kind, name| {
+            self.files
+                .contains(&(kind, ns.to_string(), name.to_string()))
+        })
     }
 
     fn node_touched(&mut self, id: &str, touched: &mut Touched) {
@@ -356,9 +412,15 @@ impl Cache {
             Some(ManifestEntry {
                 revision,
                 parsed: Ok(s),
-            }) => ServiceInput::Present {
-                service: s.clone(),
-                generation: *revision,
+            }) => match self.missing_files(s) {
+                missing if missing.is_empty() => ServiceInput::Present {
+                    service: s.clone(),
+                    generation: *revision,
+                },
+                missing => ServiceInput::Invalid {
+                    error: missing.join("; "),
+                    generation: *revision,
+                },
             },
             Some(ManifestEntry {
                 revision,
@@ -495,6 +557,51 @@ mod tests {
         // A node whose lease expired is kept, not ready.
         c.apply(&keys.node("n1"), None, 5);
         assert!(!c.nodes()["n1"].ready);
+    }
+
+    #[test]
+    fn a_service_naming_a_missing_secret_is_invalid_until_it_exists() {
+        let keys = Keys::default();
+        let mut c = Cache::new(keys.clone());
+        let svc = service(
+            "web",
+            "  secrets: [{source: db-password}]\n  configs: [{source: app}]\n",
+        );
+        let sref = svc.id();
+        let text = serde_json::to_string(&svc).unwrap();
+        c.apply(&keys.service(&sref), Some(text.as_bytes()), 3);
+        match c.input(&sref, Timestamp(0), 0).service {
+            ServiceInput::Invalid { error, generation } => {
+                assert_eq!(generation, 3);
+                assert!(
+                    error.contains("secret \"db-password\" does not exist")
+                        && error.contains("config \"app\" does not exist"),
+                    "{error}"
+                );
+            }
+            other => panic!("expected invalid, got {other:?}"),
+        }
+        let touched = c.apply(&keys.secret("default", "db-password"), Some(b"{}"), 4);
+        assert!(
+            touched.services.contains(&sref),
+            "the secret's users are requeued"
+        );
+        c.apply(&keys.config("other", "app"), Some(b"{}"), 5);
+        assert!(
+            matches!(c.input(&sref, Timestamp(0), 0).service, ServiceInput::Invalid { error, .. } if !error.contains("secret")),
+            "a config in another namespace does not count"
+        );
+        c.apply(&keys.config("default", "app"), Some(b"{}"), 6);
+        assert!(matches!(
+            c.input(&sref, Timestamp(0), 0).service,
+            ServiceInput::Present { .. }
+        ));
+        let touched = c.apply(&keys.secret("default", "db-password"), None, 7);
+        assert!(touched.services.contains(&sref));
+        assert!(matches!(
+            c.input(&sref, Timestamp(0), 0).service,
+            ServiceInput::Invalid { .. }
+        ));
     }
 
     #[test]

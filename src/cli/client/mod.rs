@@ -1,5 +1,5 @@
 //! Client subcommands that talk to the API server: apply, diff, get, describe, delete, scale,
-//! rollout status and node operations.
+//! rollout status, node operations, secrets and configs.
 //!
 //! Exit codes are for pipelines: 0 success (converged, no difference), 1 failed (rollout
 //! failed or rolled back, difference found, server refused), 2 invalid input, 3 timeout.
@@ -8,6 +8,7 @@ mod apply;
 mod files;
 mod get;
 mod ops;
+mod secrets;
 pub(crate) mod table;
 mod wait;
 
@@ -98,6 +99,12 @@ pub enum ClientCommand {
     /// List nodes and change their availability or labels.
     #[command(after_help = EXIT_HELP)]
     Node(ops::NodeArgs),
+    /// Manage secrets: encrypted at rest, delivered to tasks as in-memory files.
+    #[command(after_help = EXIT_HELP)]
+    Secret(secrets::SecretArgs),
+    /// Manage configs: delivered to tasks as files.
+    #[command(after_help = EXIT_HELP)]
+    Config(secrets::ConfigArgs),
 }
 
 /// A failure with its exit code; the message goes to stderr.
@@ -162,6 +169,8 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Scale(a) => ops::scale(a).await,
         ClientCommand::Rollout(a) => ops::rollout(a).await,
         ClientCommand::Node(a) => ops::node(a).await,
+        ClientCommand::Secret(a) => secrets::secret(a).await,
+        ClientCommand::Config(a) => secrets::config(a).await,
     };
     Ok(ExitCode::from(match result {
         Ok(code) => code,

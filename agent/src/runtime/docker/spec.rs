@@ -11,7 +11,9 @@ use bollard::models::{
 use shoal_core::manifest::{MountType as ShoalMountType, PortSpec};
 use shoal_core::model::{Health, PortBinding, Task};
 
-use super::super::{Exit, LABEL_NODE, LABEL_SERVICE, LABEL_TASK, RuntimeError, service_label};
+use super::super::{
+    Exit, LABEL_NODE, LABEL_SERVICE, LABEL_TASK, RuntimeError, TaskFiles, service_label,
+};
 
 /// Container name of a task.
 pub fn container_name(task_id: &str) -> String {
@@ -36,8 +38,8 @@ pub fn labels(task: &Task) -> HashMap<String, String> {
     ])
 }
 
-/// The create body of a task's container.
-pub fn create_body(task: &Task) -> ContainerCreateBody {
+/// The create body of a task's container; `files` are bind-mounted read-only.
+pub fn create_body(task: &Task, files: &TaskFiles) -> ContainerCreateBody {
     let t = &task.template;
     let port_bindings: HashMap<String, Option<Vec<DockerPortBinding>>> = t
         .ports
@@ -64,6 +66,13 @@ pub fn create_body(task: &Task) -> ContainerCreateBody {
             read_only: Some(m.read_only),
             ..Default::default()
         })
+        .chain(files.files.iter().map(|f| Mount {
+            target: Some(f.container_path.clone()),
+            source: Some(f.host_path.display().to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        }))
         .collect();
     let healthcheck = t.healthcheck.as_ref().map(|hc| HealthConfig {
         test: Some(hc.test.clone()),
