@@ -188,16 +188,6 @@ impl Keys {
         self.join("cluster")
     }
 
-    /// `secrets/` (encrypted secret values, written by the API).
-    pub fn secrets_prefix(&self) -> String {
-        self.join("secrets/")
-    }
-
-    /// `configs/` (config values, written by the API).
-    pub fn configs_prefix(&self) -> String {
-        self.join("configs/")
-    }
-
     /// Parses a full key; `None` for keys outside the layout.
     pub fn parse(&self, key: &str) -> Option<Key> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;

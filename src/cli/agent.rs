@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_core::keys::Keys;
