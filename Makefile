@@ -38,6 +38,7 @@ run: deps image release
 
 ## test: the whole suite, with a real etcd and real Docker containers
 test: deps image
+	mkdir -p target
 	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt; \
 	status=$${PIPESTATUS[0]}; \
 	./scripts/test-summary.sh target/test-output.txt; \
