@@ -8,6 +8,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 struct Server {
     child: Child,
     url: String,
+    store: String,
     _dir: tempfile::TempDir,
 }
 
@@ -39,6 +40,7 @@ fn start() -> Server {
     Server {
         child,
         url,
+        store,
         _dir: dir,
     }
 }
@@ -213,4 +215,23 @@ fn rollout_undo_without_a_previous_spec_fails_clearly() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no previous spec"));
     let o = shoal(&s, &["rollout", "undo", "nope"], None);
     assert_eq!(o.status.code(), Some(1));
+}
+
+/// The embedded store serves one process: a second process opening it is refused at once with
+/// a message saying what `file://` is for, instead of waiting and failing obscurely.
+#[test]
+fn a_second_process_on_a_file_store_is_refused_clearly() {
+    let s = start();
+    let started = std::time::Instant::now();
+    let o = Command::new(BIN)
+        .args(["controller", "--store", &s.store])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    println!("second opener refused after {:?}", started.elapsed());
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(err.contains("one process only (`shoal dev`)"), "{err}");
 }

@@ -96,6 +96,39 @@ pub struct Inner {
     history: i64,
     /// Read without the writer lock for cheap progress reports.
     revision_hint: std::sync::atomic::AtomicI64,
+    /// Declared last so it is dropped after `db` has released the file.
+    _held: HeldHere,
+}
+
+/// Database files this process holds open: a file held by another process is refused at once,
+/// while one held here may be about to close (a restarting component), so it is waited for.
+static HELD_HERE: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+
+/// Marks one database file as held by this process while it lives.
+#[derive(Debug)]
+struct HeldHere(std::path::PathBuf);
+
+impl HeldHere {
+    fn new(path: &Path) -> Self {
+        let mut held = HELD_HERE.lock().unwrap_or_else(|e| e.into_inner());
+        held.push(path.to_path_buf());
+        Self(path.to_path_buf())
+    }
+}
+
+impl Drop for HeldHere {
+    fn drop(&mut self) {
+        let mut held = HELD_HERE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = held.iter().position(|p| *p == self.0) {
+            held.swap_remove(i);
+        }
+    }
+}
+
+/// Whether a handle of this process holds the database file at `path`.
+pub fn held_here(path: &Path) -> bool {
+    let held = HELD_HERE.lock().unwrap_or_else(|e| e.into_inner());
+    held.iter().any(|p| p == path)
 }
 
 impl Inner {
@@ -154,6 +187,7 @@ impl Inner {
             writer: Mutex::new(state),
             events_tx: super::new_broadcast(),
             history,
+            _held: HeldHere::new(path),
         })
     }
 

@@ -81,6 +81,9 @@ impl EmbeddedStore {
         options: EmbeddedOptions,
     ) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
+        // One spelling per file, so a handle of this process is recognised whatever path
+        // reached it.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         let path = dir.join(DB_FILE);
         let history = options.history_revisions.max(1);
         let deadline = tokio::time::Instant::now() + options.open_timeout;
@@ -98,13 +101,21 @@ impl EmbeddedStore {
             .map_err(engine::join_err)?;
             match opened {
                 Ok(inner) => break inner,
+                Err(engine::OpenError::AlreadyOpen) if !engine::held_here(&path) => {
+                    return Err(StoreError::Config(format!(
+                        "the embedded store {} is in use by another process; a file:// store \
+                         serves one process only (`shoal dev`): run a cluster's controllers, \
+                         agents and API on etcd:// or consul://",
+                        path.display()
+                    )));
+                }
                 // Another handle of this process may still be shutting down.
                 Err(engine::OpenError::AlreadyOpen) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(engine::OpenError::AlreadyOpen) => {
                     return Err(StoreError::Unavailable(format!(
-                        "embedded store {} is already open",
+                        "embedded store {} is already open in this process",
                         path.display()
                     )));
                 }
