@@ -235,3 +235,81 @@ fn a_second_process_on_a_file_store_is_refused_clearly() {
     assert!(err.contains("in use by another process"), "{err}");
     assert!(err.contains("one process only (`shoal dev`)"), "{err}");
 }
+
+/// `apply -n NS` puts documents without a namespace into NS, and `--prune` then deletes only in
+/// NS: a pipeline applying one team's namespace never touches another's.
+#[test]
+fn apply_honours_namespace_and_prunes_only_inside_it() {
+    let s = start();
+    let o = shoal(&s, &["apply", "-f", "-"], Some(&manifest("web", 1)));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = shoal(
+        &s,
+        &["apply", "-n", "shop", "-f", "-"],
+        Some(&manifest("db", 1)),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(text(&o), "service/shop/db created\n");
+    let o = shoal(
+        &s,
+        &[
+            "apply", "-n", "shop", "--prune", "-l", "app=shop", "-f", "-",
+        ],
+        Some(&manifest("cache", 1)),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        text(&o),
+        "service/shop/cache created\nservice/shop/db pruned\n"
+    );
+    let o = shoal(&s, &["get", "services", "-o", "json"], None);
+    assert!(
+        text(&o).contains("\"web\""),
+        "default/web survives: {}",
+        text(&o)
+    );
+    let o = shoal(&s, &["get", "services", "-n", "shop", "-o", "json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["name"], "cache");
+}
+
+/// A YAML list or a JSON array of services (valid manifests) applies one service per element.
+#[test]
+fn apply_takes_a_list_of_services() {
+    let s = start();
+    let dir = tempfile::tempdir().unwrap();
+    let list = "- apiVersion: shoal/v1\n  kind: Service\n  metadata: {name: a}\n  spec: {image: nginx}\n- apiVersion: shoal/v1\n  kind: Service\n  metadata: {name: b}\n  spec: {image: redis}\n";
+    let json = r#"[{"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"c"},"spec":{"image":"nginx"}},
+  {"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"d"},"spec":{"image":"redis"}}]"#;
+    std::fs::write(dir.path().join("list.yaml"), list).unwrap();
+    std::fs::write(dir.path().join("list.json"), json).unwrap();
+    let o = shoal(&s, &["apply", "-f", dir.path().to_str().unwrap()], None);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        text(&o),
+        "service/c created\nservice/d created\nservice/a created\nservice/b created\n"
+    );
+    let o = shoal(&s, &["diff", "-f", dir.path().to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -19,7 +19,10 @@ pub fn is_json(content_type: Option<&str>, body: &str) -> bool {
     match content_type {
         Some(ct) if ct.contains("json") => true,
         Some(ct) if ct.contains("yaml") => false,
-        _ => body.trim_start().starts_with('{'),
+        _ => {
+            let t = body.trim_start();
+            t.starts_with('{') || t.starts_with('[')
+        }
     }
 }
 
@@ -95,11 +98,10 @@ fn parse_one(doc: &str, start: usize, source: &str) -> Result<Vec<Document>, Vec
         Ok(services) => Ok(services
             .into_iter()
             .map(|mut parsed| {
-                parsed.line = start;
-                Document {
-                    parsed,
-                    text: doc.to_string(),
-                }
+                // An element of a list is stored with its own text, not the whole list's.
+                parsed.line += start - 1;
+                let text = parsed.text.clone();
+                Document { parsed, text }
             })
             .collect()),
         Err(errs) => Err(errs
@@ -112,6 +114,104 @@ fn parse_one(doc: &str, start: usize, source: &str) -> Result<Vec<Document>, Vec
             })
             .collect()),
     }
+}
+
+/// Why a document cannot go into the namespace an apply names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{file}:{line}: service {name} names namespace {found:?}, not {wanted:?} (-n): drop one of them"
+)]
+pub struct NamespaceMismatch {
+    /// Where the document came from.
+    pub file: String,
+    /// Its first line.
+    pub line: usize,
+    /// The service name.
+    pub name: String,
+    /// The namespace the document names.
+    pub found: String,
+    /// The namespace asked for.
+    pub wanted: String,
+}
+
+/// Puts a document into namespace `ns`, as `kubectl apply -n` does: a document that names no
+/// namespace gets `metadata.namespace: ns` written into its text (so the stored text says where
+/// it lives); one that names `ns` is kept; one that names another namespace is refused.
+pub fn place_in_namespace(
+    doc: &mut Document,
+    ns: &str,
+    source: &str,
+) -> Result<(), NamespaceMismatch> {
+    let named = yaml_serde::from_str::<serde_json::Value>(&doc.text)
+        .ok()
+        .and_then(|v| {
+            v.get("metadata")?
+                .get("namespace")?
+                .as_str()
+                .map(str::to_owned)
+        });
+    let found = doc.parsed.service.metadata.namespace.clone();
+    if named.is_some() || found == ns {
+        if found == ns {
+            return Ok(());
+        }
+        return Err(NamespaceMismatch {
+            file: source.to_string(),
+            line: doc.parsed.line,
+            name: doc.parsed.service.metadata.name.clone(),
+            found,
+            wanted: ns.to_string(),
+        });
+    }
+    let text = with_namespace(&doc.text, ns);
+    if let Ok(mut parsed) = shoal_core::parse(&text, source)
+        && parsed.len() == 1
+    {
+        let mut p = parsed.remove(0);
+        p.line = doc.parsed.line;
+        p.text = text.clone();
+        doc.parsed = p;
+        doc.text = text;
+    }
+    Ok(())
+}
+
+/// `text` with `metadata.namespace: ns` added: one line under a block `metadata:` (comments and
+/// layout kept), else the document written again (JSON, flow-style metadata).
+fn with_namespace(text: &str, ns: &str) -> String {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    if let Some(i) = lines.iter().position(|l| {
+        let l = l.trim_end();
+        l == "metadata:" || (l.starts_with("metadata:") && l[9..].trim_start().starts_with('#'))
+    }) {
+        let indent = lines[i + 1..]
+            .iter()
+            .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|l| l.len() - l.trim_start().len())
+            .filter(|n| *n > 0)
+            .unwrap_or(2);
+        let quoted = serde_json::to_string(ns).unwrap_or_default();
+        let mut out: String = lines[..=i].concat();
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("{}namespace: {quoted}\n", " ".repeat(indent)));
+        out.push_str(&lines[i + 1..].concat());
+        return out;
+    }
+    let json = text.trim_start().starts_with('{');
+    let Ok(mut v) = yaml_serde::from_str::<serde_json::Value>(text) else {
+        return text.to_string();
+    };
+    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        m.insert("namespace".into(), serde_json::Value::String(ns.into()));
+    }
+    let written = if json {
+        serde_json::to_string_pretty(&v).map(|s| s + "\n").ok()
+    } else {
+        yaml_serde::to_string(&v).ok()
+    };
+    written.unwrap_or_else(|| text.to_string())
 }
 
 /// Why a label selector is invalid.
@@ -220,5 +320,65 @@ mod tests {
             docs,
             vec![("a: 1\n".to_string(), 3), ("b: 2\n".to_string(), 7)]
         );
+    }
+
+    const WEB: &str = "apiVersion: shoal/v1\nkind: Service\nmetadata: # who\n    name: web\nspec:\n  image: nginx\n";
+
+    #[test]
+    fn each_element_of_a_list_keeps_its_own_text() {
+        let body = "- apiVersion: shoal/v1\n  kind: Service\n  metadata: {name: a}\n  spec: {image: nginx}\n- apiVersion: shoal/v1\n  kind: Service\n  metadata: {name: b}\n  spec: {image: redis}\n";
+        let docs = parse_body(body, false, "list.yaml").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert!(docs[0].text.contains("name: a") && !docs[0].text.contains("name: b"));
+        assert!(docs[1].text.contains("redis") && !docs[1].text.contains("nginx"));
+        assert_eq!(docs[1].parsed.line, 5);
+        let json = r#"[{"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"a"},"spec":{"image":"nginx"}},
+ {"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"b"},"spec":{"image":"redis"}}]"#;
+        assert!(is_json(None, json));
+        let docs = parse_body(json, true, "list.json").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert!(docs[1].text.contains("redis") && !docs[1].text.contains("nginx"));
+        for d in &docs {
+            let again = parse_body(&d.text, true, "again").unwrap();
+            assert_eq!(again[0].parsed.service, d.parsed.service);
+        }
+    }
+
+    #[test]
+    fn a_namespace_is_written_into_documents_that_name_none() {
+        let mut d = parse_body(WEB, false, "web.yaml").unwrap().remove(0);
+        place_in_namespace(&mut d, "shop", "web.yaml").unwrap();
+        assert_eq!(d.parsed.service.metadata.namespace, "shop");
+        assert!(
+            d.text
+                .contains("metadata: # who\n    namespace: \"shop\"\n    name: web\n"),
+            "{}",
+            d.text
+        );
+        // Placing again changes nothing; another namespace is refused.
+        let before = d.clone();
+        place_in_namespace(&mut d, "shop", "web.yaml").unwrap();
+        assert_eq!(d, before);
+        let err = place_in_namespace(&mut d, "prod", "web.yaml").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("names namespace \"shop\", not \"prod\""),
+            "{err}"
+        );
+        // JSON and flow-style metadata are written again.
+        let json = r#"{"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"a"},"spec":{"image":"nginx"}}"#;
+        let mut d = parse_body(json, true, "a.json").unwrap().remove(0);
+        place_in_namespace(&mut d, "shop", "a.json").unwrap();
+        assert_eq!(d.parsed.service.id().to_string(), "shop/a");
+        assert!(d.text.contains("\"namespace\": \"shop\""), "{}", d.text);
+        let flow =
+            "apiVersion: shoal/v1\nkind: Service\nmetadata: {name: a}\nspec: {image: nginx}\n";
+        let mut d = parse_body(flow, false, "f.yaml").unwrap().remove(0);
+        place_in_namespace(&mut d, "shop", "f.yaml").unwrap();
+        assert_eq!(d.parsed.service.id().to_string(), "shop/a");
+        // A document naming the default namespace explicitly is not moved.
+        let explicit = WEB.replace("    name: web\n", "    name: web\n    namespace: default\n");
+        let mut d = parse_body(&explicit, false, "e.yaml").unwrap().remove(0);
+        assert!(place_in_namespace(&mut d, "shop", "e.yaml").is_err());
     }
 }

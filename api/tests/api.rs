@@ -432,3 +432,104 @@ async fn metrics_include_the_process_registry() {
     assert!(text.contains("shoal_tasks"), "{text}");
     assert_eq!(text.matches("# EOF").count(), 1, "{text}");
 }
+
+fn names_in(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["namespace"].as_str().unwrap(),
+                r["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// `kubectl apply --prune` deletes only in the namespaces the apply is about; pruning every
+/// namespace that happens to hold a matching label would wipe other teams' services.
+#[tokio::test]
+async fn prune_stays_inside_the_namespaces_of_the_apply() {
+    let api = Api::new().await;
+    let in_ns = |ns: &str, name: &str| {
+        manifest(name, "app: shop", 1)
+            .replace("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"))
+    };
+    for (ns, name) in [("shop", "db"), ("prod", "db"), ("default", "old")] {
+        let (s, v) = api.json("POST", "/v1/apply", &in_ns(ns, name)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    // Documents in default only: default/old goes, shop and prod stay.
+    let (s, v) = api
+        .json(
+            "POST",
+            "/v1/apply?prune=true&selector=app%3Dshop",
+            &manifest("web", "app: shop", 1),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, list) = api.json("GET", "/v1/services", "").await;
+    assert_eq!(
+        names_in(&list),
+        ["default/web", "prod/db", "shop/db"],
+        "{v}"
+    );
+
+    // namespace=shop: a document without a namespace lands in shop, and only shop is pruned.
+    let (s, v) = api
+        .json(
+            "POST",
+            "/v1/apply?prune=true&selector=app%3Dshop&namespace=shop",
+            &manifest("cache", "app: shop", 1),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"][0]["namespace"], "shop", "{v}");
+    let (_, list) = api.json("GET", "/v1/services", "").await;
+    assert_eq!(
+        names_in(&list),
+        ["default/web", "prod/db", "shop/cache"],
+        "{v}"
+    );
+    let (_, got) = api.json("GET", "/v1/services/shop/cache", "").await;
+    assert!(
+        got["manifest"]
+            .as_str()
+            .unwrap()
+            .contains("namespace: \"shop\""),
+        "{got}"
+    );
+
+    // A document naming another namespace than the apply's is refused, and nothing changes.
+    let (s, v) = api
+        .json("POST", "/v1/apply?namespace=shop", &in_ns("prod", "db"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("names namespace \"prod\", not \"shop\""),
+        "{v}"
+    );
+}
+
+/// A JSON array or YAML list of services stores each element's own text under its own key.
+#[tokio::test]
+async fn a_list_of_manifests_stores_each_element_alone() {
+    let api = Api::new().await;
+    let list = "- apiVersion: shoal/v1\n  kind: Service\n  metadata: {name: a}\n  spec: {image: nginx}\n- apiVersion: shoal/v1\n  kind: Service\n  metadata: {name: b}\n  spec: {image: redis}\n";
+    let (s, v) = api.json("POST", "/v1/apply", list).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, b) = api.json("GET", "/v1/services/default/b", "").await;
+    let text = b["manifest"].as_str().unwrap();
+    assert!(text.contains("redis") && !text.contains("nginx"), "{text}");
+    assert_eq!(b["service"]["spec"]["image"], "redis");
+    let json = r#"[{"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"c"},"spec":{"image":"nginx"}},{"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"d"},"spec":{"image":"redis"}}]"#;
+    let (s, v) = api.json("POST", "/v1/apply", json).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, d) = api.json("GET", "/v1/services/default/d", "").await;
+    let text = d["manifest"].as_str().unwrap();
+    assert!(text.contains("redis") && !text.contains("nginx"), "{text}");
+}

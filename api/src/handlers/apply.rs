@@ -1,5 +1,7 @@
 //! `POST /v1/apply`: write many manifests at once (kubectl apply), optionally pruning the
-//! services that carry a selector but are no longer in the set.
+//! services that carry a selector but are no longer in the set — only in the namespaces the
+//! apply is about (its `namespace`, else the ones its documents name), as `kubectl apply
+//! --prune` does.
 
 use std::collections::BTreeSet;
 
@@ -16,7 +18,7 @@ use super::{body_text, content_type, parse_stored};
 use crate::ApiState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::manifest::{Selector, is_json, parse_body};
+use crate::manifest::{Selector, is_json, parse_body, place_in_namespace};
 use crate::types::{Action, ApplyResponse, WriteResult};
 
 /// Query of `POST /v1/apply`.
@@ -32,7 +34,9 @@ pub struct ApplyQuery {
     pub prune: bool,
     /// Label selector for pruning (required with `prune`).
     pub selector: Option<String>,
-    /// Prune only in this namespace (all namespaces when omitted).
+    /// The namespace of this apply (`kubectl apply -n`): documents that name no namespace go
+    /// into it, a document naming another one is refused, and pruning stays inside it. Without
+    /// it, pruning stays inside the namespaces the documents name.
     pub namespace: Option<String>,
 }
 
@@ -51,8 +55,13 @@ pub async fn apply(
     body: Bytes,
 ) -> Result<Json<ApplyResponse>, ApiError> {
     let text = body_text(&body)?;
-    let docs = parse_body(text, is_json(content_type(&headers), text), "body")
+    let mut docs = parse_body(text, is_json(content_type(&headers), text), "body")
         .map_err(ApiError::InvalidManifest)?;
+    if let Some(ns) = &q.namespace {
+        for d in &mut docs {
+            place_in_namespace(d, ns, "body").map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        }
+    }
     let mut seen = BTreeSet::new();
     for d in &docs {
         let id = d.parsed.service.id();
@@ -71,7 +80,9 @@ pub async fn apply(
                 "prune needs a label selector (selector=k=v) to bound what it deletes".into(),
             ));
         }
-        require_prune(&principal, q.namespace.as_deref())?;
+        if let Some(ns) = &q.namespace {
+            principal.require_write(ns)?;
+        }
         Some(Selector::parse(sel).map_err(|e| ApiError::BadRequest(e.to_string()))?)
     } else {
         None
@@ -107,12 +118,17 @@ pub async fn apply(
             results.push((r, action, rev));
         }
         if let Some(sel) = &prune {
-            let prefix = match &q.namespace {
-                Some(ns) => st.keys.services_ns_prefix(ns),
-                None => st.keys.services_prefix(),
+            // As kubectl: only the namespaces this apply is about, never the whole cluster.
+            let namespaces: BTreeSet<&str> = match &q.namespace {
+                Some(ns) => [ns.as_str()].into(),
+                None => seen.iter().map(|r| r.namespace.as_str()).collect(),
             };
+            let mut listed = Vec::new();
+            for ns in namespaces {
+                listed.extend(st.store.list(&st.keys.services_ns_prefix(ns)).await?.kvs);
+            }
             let mut pruned: Vec<(ServiceRef, i64)> = Vec::new();
-            for kv in st.store.list(&prefix).await?.kvs {
+            for kv in listed {
                 let Some(Key::Service(r)) = st.keys.parse(&kv.key) else {
                     continue;
                 };
@@ -181,18 +197,4 @@ pub async fn apply(
         expected: 0,
         current: 0,
     })
-}
-
-/// Pruning deletes across the namespaces it covers: all of them without `namespace`, which a
-/// namespace-limited token may not do.
-fn require_prune(principal: &Principal, namespace: Option<&str>) -> Result<(), ApiError> {
-    match namespace {
-        Some(ns) => principal.require_write(ns),
-        None if principal.namespaces().is_empty() => principal.require_write(""),
-        None => Err(ApiError::Forbidden(format!(
-            "token {} may change only some namespaces, so pruning needs one of them as \
-             namespace= (shoal apply -n NAMESPACE)",
-            principal.token_id()
-        ))),
-    }
 }

@@ -19,7 +19,8 @@ pub struct ApplyArgs {
     /// Show what would change; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Delete services matching `-l` that are not in the manifests.
+    /// Delete services matching `-l` that are not in the manifests, only in the namespaces the
+    /// manifests name (or `-n`).
     #[arg(long, requires = "selector")]
     pub prune: bool,
     /// Label selector for `--prune` (`app=web,tier!=db`).
@@ -37,12 +38,12 @@ pub struct ApplyArgs {
 
 /// Runs `shoal apply`.
 pub async fn apply(a: ApplyArgs) -> CmdResult {
-    let docs = read_manifests(&a.files)?;
+    let docs = read_manifests(&a.files, a.conn.namespace.as_deref())?;
     let client = a.conn.client();
     let opts = ApplyOptions {
         dry_run: a.dry_run,
         prune_selector: if a.prune { a.selector.clone() } else { None },
-        namespace: None,
+        namespace: a.conn.namespace.clone(),
     };
     let resp = client.apply(&join(&docs), &opts).await?;
     let suffix = if a.dry_run { " (dry run)" } else { "" };
@@ -82,7 +83,7 @@ pub struct DiffArgs {
 
 /// Runs `shoal diff`: exit 1 when some service differs, 0 when none does.
 pub async fn diff(a: DiffArgs) -> CmdResult {
-    let docs = read_manifests(&a.files)?;
+    let docs = read_manifests(&a.files, a.conn.namespace.as_deref())?;
     let client = a.conn.client();
     let mut differ = false;
     for d in &docs {
@@ -131,7 +132,7 @@ pub struct DeleteArgs {
 pub async fn delete(a: DeleteArgs) -> CmdResult {
     let mut ids = Vec::new();
     if !a.files.is_empty() {
-        for d in read_manifests(&a.files)? {
+        for d in read_manifests(&a.files, a.conn.namespace.as_deref())? {
             let id = d.doc.parsed.service.id();
             ids.push((id.namespace, id.name));
         }
@@ -152,11 +153,7 @@ pub async fn delete(a: DeleteArgs) -> CmdResult {
         if a.names.is_empty() {
             return Err(Failure::invalid("name the services to delete"));
         }
-        ids.extend(
-            a.names
-                .iter()
-                .map(|n| (a.conn.namespace.clone(), n.clone())),
-        );
+        ids.extend(a.names.iter().map(|n| (a.conn.ns().to_string(), n.clone())));
     }
     let client = a.conn.client();
     let mut code = EXIT_OK;

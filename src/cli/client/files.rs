@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use shoal_api::manifest::{Document, parse_body};
+use shoal_api::manifest::{Document, parse_body, place_in_namespace};
 
 use super::Failure;
 
@@ -48,8 +48,12 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
     }
 }
 
-/// Reads and validates every manifest named by `paths`.
-pub fn read_manifests(paths: &[String]) -> Result<Vec<SourceDoc>, Failure> {
+/// Reads and validates every manifest named by `paths`; with `namespace` (`-n`), documents
+/// that name none go into it and one naming another is refused (as `kubectl apply -n`).
+pub fn read_manifests(
+    paths: &[String],
+    namespace: Option<&str>,
+) -> Result<Vec<SourceDoc>, Failure> {
     let mut sources: Vec<(String, String)> = Vec::new();
     for p in paths {
         if p == "-" {
@@ -73,10 +77,20 @@ pub fn read_manifests(paths: &[String]) -> Result<Vec<SourceDoc>, Failure> {
     for (source, text) in sources {
         let json = source.ends_with(".json");
         match parse_body(&text, json, &source) {
-            Ok(d) => docs.extend(d.into_iter().map(|doc| SourceDoc {
-                source: source.clone(),
-                doc,
-            })),
+            Ok(d) => {
+                for mut doc in d {
+                    if let Some(ns) = namespace
+                        && let Err(e) = place_in_namespace(&mut doc, ns, &source)
+                    {
+                        errors.push(e.to_string());
+                        continue;
+                    }
+                    docs.push(SourceDoc {
+                        source: source.clone(),
+                        doc,
+                    });
+                }
+            }
             Err(errs) => errors.extend(errs.iter().map(ToString::to_string)),
         }
     }

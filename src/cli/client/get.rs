@@ -248,7 +248,7 @@ fn node_rows(list: &[NodeView], wide: bool) -> String {
 
 async fn render_once(a: &GetArgs) -> Result<String, Failure> {
     let client = a.conn.client();
-    let ns = &a.conn.namespace;
+    let ns = a.conn.ns();
     let wide = a.output == Output::Wide;
     Ok(match a.kind {
         Kind::Services => {
@@ -349,7 +349,7 @@ pub async fn describe(a: DescribeArgs) -> CmdResult {
         )));
     }
     let client = a.conn.client();
-    let ns = &a.conn.namespace;
+    let ns = a.conn.ns();
     let s = client
         .get_service(ns, &a.name)
         .await?

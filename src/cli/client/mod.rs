@@ -44,15 +44,23 @@ pub struct ConnArgs {
     /// Bearer token for the API server.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
-    /// Namespace.
-    #[arg(short = 'n', long, default_value = "default", global = true)]
-    pub namespace: String,
+    /// Namespace (default `default`). With `-f`, documents that name no namespace go into it
+    /// and a document naming another one is refused; `apply --prune` prunes only in it.
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
     /// PEM file of the CA that signed an `https://` server's certificate (trusted alone).
     #[arg(long, env = "SHOAL_CA", value_name = "FILE", value_parser = parse_ca, global = true)]
     pub ca: Option<CaBundle>,
 }
 
 impl ConnArgs {
+    /// The namespace commands act in: `-n`, else `default`.
+    pub fn ns(&self) -> &str {
+        self.namespace
+            .as_deref()
+            .unwrap_or(shoal_core::manifest::DEFAULT_NAMESPACE)
+    }
+
     fn client(&self) -> Client {
         let Some(ca) = &self.ca else {
             return Client::new(&self.server, self.token.clone());

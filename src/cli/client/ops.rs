@@ -90,7 +90,7 @@ pub async fn scale(a: ScaleArgs) -> CmdResult {
         wanted.push((name.to_string(), n));
     }
     let client = a.conn.client();
-    let ns = &a.conn.namespace;
+    let ns = a.conn.ns();
     for (name, n) in wanted {
         let mut done = false;
         for _ in 0..5 {
@@ -180,7 +180,7 @@ enum RolloutCmd {
 /// Runs `shoal rollout ...`.
 pub async fn rollout(a: RolloutArgs) -> CmdResult {
     let client = a.conn.client();
-    let ns = &a.conn.namespace;
+    let ns = a.conn.ns();
     match a.cmd {
         RolloutCmd::Status { name, timeout } => {
             let s = client
@@ -190,7 +190,7 @@ pub async fn rollout(a: RolloutArgs) -> CmdResult {
             wait_for(
                 &client,
                 vec![Target {
-                    namespace: ns.clone(),
+                    namespace: ns.to_string(),
                     name,
                     revision: s.revision,
                 }],
@@ -219,7 +219,7 @@ pub async fn rollout(a: RolloutArgs) -> CmdResult {
             wait_for(
                 &client,
                 vec![Target {
-                    namespace: ns.clone(),
+                    namespace: ns.to_string(),
                     name,
                     revision: res.revision,
                 }],

@@ -151,11 +151,7 @@ pub async fn config(a: ConfigArgs) -> CmdResult {
         ConfigCommand::Create(a) => create(kind, a).await,
         ConfigCommand::Ls(a) => ls(kind, a).await,
         ConfigCommand::Inspect(a) if a.data => {
-            let value = a
-                .conn
-                .client()
-                .config_data(&a.conn.namespace, &a.name)
-                .await?;
+            let value = a.conn.client().config_data(a.conn.ns(), &a.name).await?;
             let mut out = std::io::stdout().lock();
             out.write_all(&value)
                 .and_then(|()| out.flush())
@@ -188,7 +184,7 @@ fn read_value(path: &PathBuf) -> Result<Zeroizing<Vec<u8>>, Failure> {
 
 async fn create(kind: FileKind, a: CreateArgs) -> CmdResult {
     let value = read_value(&a.file)?;
-    let ns = &a.conn.namespace;
+    let ns = a.conn.ns();
     let v = a
         .conn
         .client()
@@ -223,7 +219,7 @@ fn short_digest(d: &str) -> String {
 }
 
 async fn ls(kind: FileKind, a: LsArgs) -> CmdResult {
-    let ns = (!a.all_namespaces).then_some(a.conn.namespace.as_str());
+    let ns = (!a.all_namespaces).then_some(a.conn.ns());
     let list = a.conn.client().list_files(kind, ns).await?;
     let text = match a.output {
         Output::Json => table::json(&list),
@@ -258,7 +254,7 @@ async fn ls(kind: FileKind, a: LsArgs) -> CmdResult {
 }
 
 async fn inspect(kind: FileKind, name: &str, output: Output, conn: &ConnArgs) -> CmdResult {
-    let v = conn.client().get_file(kind, &conn.namespace, name).await?;
+    let v = conn.client().get_file(kind, conn.ns(), name).await?;
     let text = match output {
         Output::Json => table::json(&v),
         Output::Yaml => table::yaml(&v),
@@ -280,7 +276,7 @@ async fn rm(kind: FileKind, a: RmArgs) -> CmdResult {
     let client = a.conn.client();
     let mut failures = Vec::new();
     for name in &a.names {
-        match client.delete_file(kind, &a.conn.namespace, name).await {
+        match client.delete_file(kind, a.conn.ns(), name).await {
             Ok(d) => println!("{kind} {}/{} removed", d.namespace, d.name),
             Err(e) => failures.push(Failure::from(e)),
         }
