@@ -197,7 +197,7 @@ fn unreachable_server_is_a_clear_failure() {
         .args(["get", "services", "--server", "http://127.0.0.1:1"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the Shoal API"));
 }
 
@@ -312,4 +312,123 @@ fn apply_takes_a_list_of_services() {
     );
     let o = shoal(&s, &["diff", "-f", dir.path().to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+fn code(o: &Output) -> Option<i32> {
+    o.status.code()
+}
+
+/// The README's exit code table, row by row: 0 success, 1 a verdict, 2 invalid input,
+/// 3 timeout, 4 API unreachable.
+#[test]
+fn exit_codes_follow_the_table() {
+    let s = start();
+    let web = manifest("web", 1);
+    let bad = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  replica: 1\n";
+    // 0: success, no difference.
+    assert_eq!(code(&shoal(&s, &["apply", "-f", "-"], Some(&web))), Some(0));
+    assert_eq!(code(&shoal(&s, &["diff", "-f", "-"], Some(&web))), Some(0));
+    assert_eq!(
+        code(&shoal(&s, &["validate", "-f", "-"], Some(&web))),
+        Some(0)
+    );
+    assert_eq!(code(&shoal(&s, &["get", "services"], None)), Some(0));
+    // 1: a verdict — a difference, a service that does not exist.
+    assert_eq!(
+        code(&shoal(&s, &["diff", "-f", "-"], Some(&manifest("web", 3)))),
+        Some(1)
+    );
+    assert_eq!(
+        code(&shoal(&s, &["delete", "service", "nope"], None)),
+        Some(1)
+    );
+    // 2: invalid input — manifests, flags, arguments — for every command alike.
+    for args in [
+        &["validate", "-f", "-"][..],
+        &["apply", "-f", "-"],
+        &["diff", "-f", "-"],
+    ] {
+        let o = shoal(&s, args, Some(bad));
+        assert_eq!(
+            code(&o),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_eq!(
+        code(&shoal(&s, &["get", "services", "--bogus"], None)),
+        Some(2)
+    );
+    assert_eq!(code(&shoal(&s, &["delete"], None)), Some(2));
+    assert_eq!(
+        code(&shoal(&s, &["apply", "-f", "/nonexistent.yaml"], None)),
+        Some(2)
+    );
+    // 3: timeout (no controller runs here, so nothing converges).
+    let o = shoal(
+        &s,
+        &["apply", "-f", "-", "--wait", "--timeout", "1s"],
+        Some(&web),
+    );
+    assert_eq!(code(&o), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    // 4: the API cannot be reached — never mistaken for a difference or a failure.
+    for args in [
+        &["get", "services"][..],
+        &["diff", "-f", "-"],
+        &["apply", "-f", "-"],
+        &["rollout", "status", "web"],
+    ] {
+        let o = Command::new(BIN)
+            .args(args)
+            .args(["--server", "http://127.0.0.1:1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(web.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert_eq!(
+            code(&o),
+            Some(4),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// `apply --wait` rides out an API that goes away: it keeps asking until its timeout (exit 3)
+/// instead of calling the rollout failed.
+#[test]
+fn apply_wait_retries_an_unreachable_api_until_the_timeout() {
+    let mut s = start();
+    let mut c = Command::new(BIN)
+        .args(["apply", "-f", "-", "--wait", "--timeout", "3s"])
+        .env("SHOAL_SERVER", &s.url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(manifest("web", 1).as_bytes())
+        .unwrap();
+    let mut out = BufReader::new(c.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "service/web created\n");
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let o = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("timed out") && err.contains("API unavailable"),
+        "{err}"
+    );
 }

@@ -84,7 +84,7 @@ fn a_bad_file_fails_with_file_line_and_column() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(2),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     let first = stderr.lines().next().unwrap();
@@ -113,7 +113,7 @@ fn stdin_is_named_stdin() {
         Some(&format!("{WEB}  mode: global\n  replicas: 2\n")),
     );
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr.starts_with("<stdin>:8:13: spec.replicas: replicas cannot be set with mode: global"),
         "{stderr}"
@@ -130,7 +130,7 @@ fn stdin_is_named_stdin() {
 #[test]
 fn a_missing_path_names_the_path_and_the_reason() {
     let out = shoal(&["validate", "-f", "does/not/exist.yaml"], None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
         stderr.starts_with("does/not/exist.yaml: cannot read: No such file or directory"),
@@ -151,7 +151,7 @@ fn a_directory_is_walked_and_every_error_reported() {
     std::fs::write(dir.join("README.md"), "not a manifest").unwrap();
     let out = shoal(&["validate", "-f", dir.to_str().unwrap()], None);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     let heads: Vec<&str> = stderr
         .lines()
         .filter(|l| l.starts_with(dir.to_str().unwrap()))

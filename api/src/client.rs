@@ -54,6 +54,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether trying again may help: the server could not be reached, its answer was cut or
+    /// garbled, or it answered 5xx.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Decode { .. } => true,
+            ClientError::Api { status, .. } => *status >= 500,
+            ClientError::Config(_) => false,
+        }
+    }
+
     /// The HTTP status when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -76,6 +86,15 @@ pub struct ApplyOptions {
 
 /// How long a node waits for one secret or config before it tries again.
 pub const NODE_FILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long connecting to the API may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one request (not a watch) may take in all.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a watch may stay silent; the server sends a keep-alive every 15 s.
+pub const WATCH_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+/// How many times a read (GET) is tried when the server cannot be reached or answers 5xx.
+pub const READ_ATTEMPTS: u32 = 3;
 
 /// A stream of watch events.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, ClientError>> + Send>>;
@@ -141,17 +160,28 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client of the server at `base` (`http://127.0.0.1:7878`), with an optional bearer token.
     pub fn new(base: &str, token: Option<String>) -> Self {
+        let http = Self::http()
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
         Client {
             base: base.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
+            http,
         }
+    }
+
+    /// Every request gives up on a silent server: connecting, and reading any part of an
+    /// answer (a watch included), are bounded.
+    fn http() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(WATCH_IDLE_TIMEOUT)
     }
 
     /// A client of an `https://` server whose certificate is signed by a CA of `ca`, trusting
     /// only those (a cluster's private CA).
     pub fn with_ca(base: &str, token: Option<String>, ca: &CaBundle) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        let http = Self::http()
             .tls_certs_only(ca.certs.clone())
             .build()
             .map_err(|e| ClientError::Config(format!("cannot set up TLS: {e}")))?;
@@ -167,7 +197,14 @@ impl Client {
         &self.base
     }
 
+    /// A request bounded by [`REQUEST_TIMEOUT`].
     fn req(&self, method: reqwest::Method, path: &str) -> (String, reqwest::RequestBuilder) {
+        let (url, b) = self.req_stream(method, path);
+        (url, b.timeout(REQUEST_TIMEOUT))
+    }
+
+    /// A request whose answer is a stream: no total bound, only the idle one.
+    fn req_stream(&self, method: reqwest::Method, path: &str) -> (String, reqwest::RequestBuilder) {
         let url = format!("{}{}", self.base, path);
         let mut b = self.http.request(method, &url);
         if let Some(t) = &self.token {
@@ -182,10 +219,49 @@ impl Client {
         url: &str,
         b: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        let resp = b.send().await.map_err(|source| ClientError::Connect {
+        let request = b.build().map_err(|source| ClientError::Connect {
             url: self.base.clone(),
             source,
         })?;
+        // Reads are safe to repeat: a GET that meets an unreachable server or a 5xx is tried
+        // again a few times before the error is the caller's.
+        let retry = matches!(
+            *request.method(),
+            reqwest::Method::GET | reqwest::Method::HEAD
+        );
+        let mut attempt = 1;
+        let mut next = request;
+        loop {
+            let again = if retry && attempt < READ_ATTEMPTS {
+                next.try_clone()
+            } else {
+                None
+            };
+            match (self.send_once(url, next).await, again) {
+                (Err(e), Some(again)) if e.is_transient() => {
+                    tracing::debug!(attempt, error = %e, "API read failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                    attempt += 1;
+                    next = again;
+                }
+                (other, _) => return other,
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        url: &str,
+        request: reqwest::Request,
+    ) -> Result<reqwest::Response, ClientError> {
+        let resp = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: self.base.clone(),
+                source,
+            })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -494,7 +570,7 @@ impl Client {
         if let Some(r) = revision {
             query.push(("revision", r.to_string()));
         }
-        let (url, b) = self.req(reqwest::Method::GET, "/v1/watch");
+        let (url, b) = self.req_stream(reqwest::Method::GET, "/v1/watch");
         let resp = self.send(&url, b.query(&query)).await?;
         let mut bytes = resp.bytes_stream();
         let stream = async_stream(move |tx| async move {

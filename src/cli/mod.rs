@@ -93,6 +93,7 @@ impl StoreArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check manifests without applying them; prints FILE:LINE:COL: message per error.
+    #[command(after_help = client::EXIT_HELP)]
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of the Service manifest.
     Schema(validate::SchemaArgs),

@@ -2,7 +2,8 @@
 //!
 //! `validate` checks manifests offline, exactly as the API would before storing them: every
 //! error goes to stderr as `FILE:LINE:COL: message` with the offending line and a caret under
-//! the column; every good file gets one line on stdout. Exit code 0 when everything is valid.
+//! the column; every good file gets one line on stdout. Exit code 0 when everything is valid,
+//! 2 (invalid input, as for every command) otherwise.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -73,7 +74,7 @@ pub async fn run_validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             inputs.len(),
             plural(inputs.len()),
         )?;
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(super::client::EXIT_INVALID));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,10 @@
 //! Client subcommands that talk to the API server: apply, diff, get, describe, delete, scale,
 //! rollout status, node operations, secrets and configs.
 //!
-//! Exit codes are for pipelines: 0 success (converged, no difference), 1 failed (rollout
-//! failed or rolled back, difference found, server refused), 2 invalid input, 3 timeout.
+//! Exit codes are for pipelines, one table for every command (the README's): 0 success
+//! (converged, no difference), 1 a verdict (rollout paused or rolled back, unschedulable,
+//! difference found, the server refused), 2 invalid input (manifest, flags, arguments),
+//! 3 timeout, 4 the API could not be reached or answered 5xx after retries.
 
 mod apply;
 mod files;
@@ -26,9 +28,11 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_INVALID: u8 = 2;
 /// Exit code: timeout.
 pub const EXIT_TIMEOUT: u8 = 3;
+/// Exit code: the API could not be reached, or answered 5xx after retries.
+pub const EXIT_UNREACHABLE: u8 = 4;
 
-const EXIT_HELP: &str =
-    "Exit codes: 0 success/converged, 1 failed (or difference found), 2 invalid input, 3 timeout.";
+/// The exit code table, shown by `--help` (and in the README).
+pub const EXIT_HELP: &str = "Exit codes: 0 success/converged/no difference, 1 failed (rollout paused or rolled back, unschedulable, difference found, refused), 2 invalid input, 3 timeout, 4 API unreachable or 5xx.";
 
 /// How to reach the API server; accepted by every client command.
 #[derive(Debug, Clone, Args)]
@@ -158,6 +162,10 @@ impl From<ClientError> for Failure {
                 }
                 Failure::invalid(msg)
             }
+            e if e.is_transient() => Failure {
+                code: EXIT_UNREACHABLE,
+                message: e.to_string(),
+            },
             _ => Failure::failed(e.to_string()),
         }
     }

@@ -104,12 +104,22 @@ pub async fn wait_for(client: &Client, targets: Vec<Target>, timeout: Duration) 
             if done[&id] {
                 continue;
             }
-            let status = match client.service_status(&t.namespace, &t.name).await {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(EXIT_FAILED);
+            let left = timeout.saturating_sub(start.elapsed());
+            let status = match tokio::time::timeout(
+                left,
+                client.service_status(&t.namespace, &t.name),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                // An API that is restarting or briefly unreachable is not a failed rollout:
+                // keep asking until the timeout.
+                Ok(Err(e)) if e.is_transient() => {
+                    last.insert(id.clone(), format!("API unavailable: {e}"));
+                    continue;
                 }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => continue,
             };
             let verdict = judge(status.as_ref(), t.revision);
             if let (Some(b), Some(s)) = (bars.get(&id), &status) {
