@@ -1,7 +1,9 @@
 //! Leader election on the Consul backend: the leader record is bound to a Consul session
 //! (TTL, `Behavior=delete`); a standby takes over once the leader's session is gone, and the
 //! deposed leader's fenced writes are refused. Runs against the in-process Consul fake with its
-//! clock sped up ten times, so Consul's 10 s minimum session TTL passes in about a second.
+//! clock sped up twice: Consul keeps a session for 2×TTL (20 s at the 10 s minimum), 10 s of
+//! real time here, while the leader renews every TTL/3 of real time (3.3 s) — so the session
+//! lives only because the leader renews it, which is what the test means to show.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,13 @@ use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
 use tokio::sync::watch;
 
 const TTL: Duration = Duration::from_secs(10);
+/// The fake's clock runs this many times slower than real time (0.5: twice as fast).
+const TIME_SCALE: f64 = 0.5;
+
+/// How long, in real time, Consul keeps a session that is not renewed: 2×TTL, scaled.
+fn session_window() -> Duration {
+    (TTL * 2).mul_f64(TIME_SCALE)
+}
 
 async fn store(fake: &ConsulFake) -> Arc<dyn Store> {
     Arc::new(
@@ -27,10 +36,15 @@ async fn store(fake: &ConsulFake) -> Arc<dyn Store> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_takes_over_when_the_leaders_session_expires_and_old_writes_are_fenced() {
     let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.1,
+        time_scale: TIME_SCALE,
         ..FakeOptions::default()
     })
     .await;
+    // The premise: the leader renews before its session would expire.
+    assert!(
+        TTL / 3 < session_window() / 2,
+        "the leader must renew at least twice per session window"
+    );
     let keys = Keys::default();
     let a = store(&fake).await;
     let b = store(&fake).await;
@@ -49,11 +63,21 @@ async fn a_standby_takes_over_when_the_leaders_session_expires_and_old_writes_ar
     let b2 = b.clone();
     let standby =
         tokio::spawn(async move { campaign(&b2, &keys_b, "controller-b", TTL, &mut rx_b).await });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Watch for longer than a session lives unrenewed: the leader's session is still the one it
+    // was elected with, so it was renewed, and the standby never won meanwhile.
+    let sessions = fake.sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    tokio::time::sleep(session_window().mul_f64(1.5)).await;
     assert!(
         !standby.is_finished(),
         "a standby must not lead while the leader renews its session"
     );
+    assert!(
+        fake.sessions().contains(&sessions[0]),
+        "the leader's session outlived its unrenewed window because the leader renewed it"
+    );
+    let record = a.get(&keys.leader()).await.unwrap().expect("leader record");
+    assert!(String::from_utf8_lossy(&record.value).contains("controller-a"));
 
     // The leader hangs (stops renewing): its session expires, the record goes, b leads.
     let fence = leader.fence.clone();
