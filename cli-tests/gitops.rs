@@ -124,18 +124,46 @@ fn service_names(dev: &Dev) -> Vec<String> {
 }
 
 fn running_tasks_of(dev: &Dev, service: &str) -> usize {
-    let o = shoal(dev, &["get", "tasks", "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    running_tasks_in(&shoal(dev, &["get", "tasks", "-o", "json"]), service)
+}
+
+/// The running tasks of `service` in the output of `shoal get tasks -o json`. A failed command
+/// or an answer that is not a list of tasks fails the test: it is never "0 tasks".
+fn running_tasks_in(o: &Output, service: &str) -> usize {
+    assert!(
+        o.status.success(),
+        "get tasks failed ({:?}): {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("get tasks printed no JSON ({e}): {}", text(o)));
     v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|t| {
-                    t.pointer("/task/service/name").and_then(|n| n.as_str()) == Some(service)
-                })
-                .filter(|t| t.pointer("/status/state").and_then(|s| s.as_str()) == Some("running"))
-                .count()
-        })
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("get tasks printed no list: {v}"))
+        .iter()
+        .filter(|t| t.pointer("/task/service/name").and_then(|n| n.as_str()) == Some(service))
+        .filter(|t| t.pointer("/status/state").and_then(|s| s.as_str()) == Some("running"))
+        .count()
+}
+
+/// A pipeline check that reads an unreachable API as "no tasks" would pass for the wrong
+/// reason; the helper the test below relies on refuses to.
+#[test]
+#[should_panic(expected = "get tasks failed")]
+fn a_failing_get_tasks_is_not_counted_as_zero_tasks() {
+    let o = Command::new(BIN)
+        .args([
+            "get",
+            "tasks",
+            "-o",
+            "json",
+            "--server",
+            "http://127.0.0.1:1",
+        ])
+        .env_remove("SHOAL_TOKEN")
+        .output()
+        .unwrap();
+    running_tasks_in(&o, "cron");
 }
 
 /// `shoal apply -f <repo> --prune -l <sel> --wait`, which must succeed; returns its stdout.
