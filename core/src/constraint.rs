@@ -25,6 +25,25 @@ pub enum ConstraintError {
     /// The value is empty.
     #[error("constraint {0:?} has an empty value")]
     EmptyValue(String),
+    /// An operator other than `==` and `!=` (`===`, `!==`, `<=`...).
+    #[error("constraint {0:?}: the operator must be exactly `==` or `!=`")]
+    BadOperator(String),
+    /// The value holds characters Swarm does not accept in one.
+    #[error(
+        "constraint {expr:?}: value {value:?} is invalid: a value is letters, digits, spaces and `- _ . : / * ( ) ? + [ ] \\ ^ $ |` (as in Swarm)"
+    )]
+    InvalidValue {
+        /// Whole expression.
+        expr: String,
+        /// Offending value.
+        value: String,
+    },
+}
+
+/// Whether `c` may appear in a constraint value: Swarm's pattern
+/// `^(?i)[a-z0-9:\-_\s\.\*\(\)\?\+\[\]\\\^\$\|\/]+$`.
+fn value_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c.is_whitespace() || ":-_.*()?+[]\\^$|/".contains(c)
 }
 
 /// A node attribute a constraint or preference reads.
@@ -111,13 +130,22 @@ impl Constraint {
         } else {
             return Err(ConstraintError::NoOperator(expr.to_string()));
         };
+        if lhs.trim_end().ends_with(['!', '=', '<', '>']) || rhs.trim_start().starts_with('=') {
+            return Err(ConstraintError::BadOperator(expr.to_string()));
+        }
         let attribute = Attribute::parse(lhs).ok_or_else(|| ConstraintError::UnknownAttribute {
             expr: expr.to_string(),
             attr: lhs.trim().to_string(),
         })?;
         let value = rhs.trim();
-        if value.is_empty() || value.contains("==") || value.contains("!=") {
+        if value.is_empty() {
             return Err(ConstraintError::EmptyValue(expr.to_string()));
+        }
+        if !value.chars().all(value_char) || value.contains("==") || value.contains("!=") {
+            return Err(ConstraintError::InvalidValue {
+                expr: expr.to_string(),
+                value: value.to_string(),
+            });
         }
         Ok(Constraint {
             attribute,
@@ -202,5 +230,35 @@ mod tests {
             Constraint::parse("node.id =="),
             Err(ConstraintError::EmptyValue(_))
         ));
+    }
+
+    /// Values follow Swarm's rules; a mistyped operator is named as such, not taken into the
+    /// value or the attribute.
+    #[test]
+    fn values_and_operators_are_checked_as_swarm_does() {
+        for (expr, want) in [
+            (
+                "node.labels.storage === ssd",
+                "operator must be exactly `==` or `!=`",
+            ),
+            (
+                "node.labels.storage !== ssd",
+                "operator must be exactly `==` or `!=`",
+            ),
+            ("node.labels.storage <= ssd", "no operator"),
+            ("node.labels.zone == a,b", "value \"a,b\" is invalid"),
+            ("node.labels.zone == 'a'", "value \"'a'\" is invalid"),
+            ("node.labels.zone == a == b", "value \"a == b\" is invalid"),
+        ] {
+            let err = Constraint::parse(expr).unwrap_err().to_string();
+            assert!(err.contains(want), "{expr}: {err}");
+        }
+        for ok in [
+            "node.labels.zone == eu-west-1a",
+            "node.labels.rack == r1.b_2",
+            "node.hostname == host:8080/x",
+        ] {
+            assert!(Constraint::parse(ok).is_ok(), "{ok}");
+        }
     }
 }
