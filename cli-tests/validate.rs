@@ -180,3 +180,25 @@ fn schema_prints_the_json_schema() {
         "{v:#}"
     );
 }
+
+#[test]
+fn an_unknown_agent_role_is_invalid_input() {
+    let out = shoal(
+        &[
+            "agent",
+            "--store",
+            "file:///nonexistent",
+            "--node-id",
+            "n1",
+            "--role",
+            "boss",
+        ],
+        None,
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("'boss'") && stderr.contains("manager, worker"),
+        "{stderr}"
+    );
+}

@@ -134,6 +134,8 @@ pub struct AgentConfig {
     pub api: Option<ApiEndpoint>,
     /// Root of the tasks' in-memory directories of secrets and configs (on a tmpfs).
     pub secrets_dir: PathBuf,
+    /// The node's role for `node.role` constraints: one of [`shoal_core::constraint::ROLES`].
+    pub role: String,
 }
 
 /// How the agent reaches the API: its URL and the node's own token (`None` for an API
@@ -170,6 +172,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("consul", &self.consul.as_ref().map(|c| &c.address))
             .field("api", &self.api)
             .field("secrets_dir", &self.secrets_dir)
+            .field("role", &self.role)
             .finish()
     }
 }
@@ -220,6 +223,7 @@ impl AgentConfig {
             consul: None,
             api: None,
             secrets_dir: PathBuf::from(secrets::DEFAULT_ROOT),
+            role: "worker".to_string(),
         }
     }
 
@@ -333,7 +337,7 @@ impl Agent {
                 labels: c.labels.clone(),
                 runtimes: self.runtime.offers(),
                 capacity: capacity.clone(),
-                role: "worker".to_string(),
+                role: c.role.clone(),
                 agent_version: AGENT_VERSION.to_string(),
                 started_at,
             })

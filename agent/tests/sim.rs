@@ -326,3 +326,19 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
     stop.send_replace(true);
     join.await.expect("worker ends");
 }
+
+/// `--role manager` reaches the node record, so `node.role == manager` constraints can match.
+#[tokio::test]
+async fn the_node_record_carries_the_configured_role() {
+    let ts = store().await;
+    let rt = Arc::new(SimRuntime::new());
+    let mut cfg = AgentConfig::new("boss-1");
+    cfg.role = "manager".to_string();
+    let agent = Agent::new(ts.store.clone(), ts.keys.clone(), cfg, rt);
+    assert_eq!(agent.node_infos()[0].role, "manager");
+    assert_eq!(
+        AgentConfig::new("n").role,
+        "worker",
+        "a node is a worker unless told"
+    );
+}

@@ -28,6 +28,14 @@ pub enum ConstraintError {
     /// An operator other than `==` and `!=` (`===`, `!==`, `<=`...).
     #[error("constraint {0:?}: the operator must be exactly `==` or `!=`")]
     BadOperator(String),
+    /// `node.role` compared with something other than a role.
+    #[error("constraint {expr:?}: node.role is `manager` or `worker`, not {value:?}")]
+    UnknownRole {
+        /// Whole expression.
+        expr: String,
+        /// Offending value.
+        value: String,
+    },
     /// The value holds characters Swarm does not accept in one.
     #[error(
         "constraint {expr:?}: value {value:?} is invalid: a value is letters, digits, spaces and `- _ . : / * ( ) ? + [ ] \\ ^ $ |` (as in Swarm)"
@@ -45,6 +53,9 @@ pub enum ConstraintError {
 fn value_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c.is_whitespace() || ":-_.*()?+[]\\^$|/".contains(c)
 }
+
+/// The roles a node may have (`shoal agent --role`), as in Swarm.
+pub const ROLES: [&str; 2] = ["manager", "worker"];
 
 /// A node attribute a constraint or preference reads.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -143,6 +154,12 @@ impl Constraint {
         }
         if !value.chars().all(value_char) || value.contains("==") || value.contains("!=") {
             return Err(ConstraintError::InvalidValue {
+                expr: expr.to_string(),
+                value: value.to_string(),
+            });
+        }
+        if attribute == Attribute::Role && !ROLES.contains(&value) {
+            return Err(ConstraintError::UnknownRole {
                 expr: expr.to_string(),
                 value: value.to_string(),
             });
@@ -249,6 +266,10 @@ mod tests {
             ("node.labels.zone == a,b", "value \"a,b\" is invalid"),
             ("node.labels.zone == 'a'", "value \"'a'\" is invalid"),
             ("node.labels.zone == a == b", "value \"a == b\" is invalid"),
+            (
+                "node.role == boss",
+                "node.role is `manager` or `worker`, not \"boss\"",
+            ),
         ] {
             let err = Constraint::parse(expr).unwrap_err().to_string();
             assert!(err.contains(want), "{expr}: {err}");
@@ -257,6 +278,8 @@ mod tests {
             "node.labels.zone == eu-west-1a",
             "node.labels.rack == r1.b_2",
             "node.hostname == host:8080/x",
+            "node.role == manager",
+            "node.role != worker",
         ] {
             assert!(Constraint::parse(ok).is_ok(), "{ok}");
         }

@@ -26,6 +26,25 @@ pub enum RuntimeFlag {
     Sim,
 }
 
+/// `--role` values (`node.role` in constraints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleFlag {
+    /// A manager node.
+    Manager,
+    /// A worker node.
+    Worker,
+}
+
+impl RoleFlag {
+    /// The role as `node.role` compares it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleFlag::Manager => "manager",
+            RoleFlag::Worker => "worker",
+        }
+    }
+}
+
 /// Flags of `shoal agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -41,6 +60,9 @@ pub struct AgentArgs {
     /// Address other hosts reach this node's tasks on.
     #[arg(long, default_value = "127.0.0.1")]
     pub address: String,
+    /// The node's role for `node.role` constraints, as in Swarm.
+    #[arg(long, value_enum, default_value_t = RoleFlag::Worker)]
+    pub role: RoleFlag,
     /// Node label `key=value` (repeatable), for placement constraints.
     #[arg(long = "label", value_parser = crate::cli::parse_label)]
     pub labels: Vec<(String, String)>,
@@ -141,6 +163,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         config.hostname = h;
     }
     config.address = args.address;
+    config.role = args.role.as_str().to_string();
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.lease_ttl = args.lease_ttl;
     config.hollow_nodes = args.hollow_nodes;
