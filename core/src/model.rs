@@ -59,7 +59,10 @@ impl Timestamp {
     }
     /// This time plus a duration.
     pub fn plus(self, d: Duration) -> Self {
-        Timestamp(self.0.saturating_add(d.as_millis() as u64))
+        Timestamp(
+            self.0
+                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
     }
     /// Time elapsed from `earlier` to `self` (zero if `earlier` is later).
     pub fn since(self, earlier: Timestamp) -> Duration {

@@ -14,6 +14,9 @@ pub enum UnitError {
     /// Not a duration such as `500ms`, `5s`, `1m`, `1h30m`.
     #[error("invalid duration {0:?}: expected a number with a unit, e.g. 500ms, 5s, 1m, 1h30m")]
     Duration(String),
+    /// Longer than any duration Shoal accepts ([`Dur::MAX`]).
+    #[error("duration {0:?} is too long: at most 87600h (ten years)")]
+    TooLong(String),
     /// Not a size such as `64Mi`, `1Gi`, `512M`, `1024`.
     #[error(
         "invalid size {0:?}: expected bytes or a number with a unit (K, M, G, Ki, Mi, Gi, ...)"
@@ -26,6 +29,10 @@ pub enum UnitError {
 pub struct Dur(pub Duration);
 
 impl Dur {
+    /// The longest duration a manifest may give (ten years): every sum and product the
+    /// controller and agent make of a few of them stays far from overflowing.
+    pub const MAX: Dur = Dur(Duration::from_secs(10 * 365 * 24 * 3600));
+
     /// Builds a duration from whole seconds.
     pub const fn secs(s: u64) -> Self {
         Dur(Duration::from_secs(s))
@@ -44,7 +51,7 @@ impl Dur {
     }
     /// Whole milliseconds.
     pub fn as_millis(self) -> u64 {
-        self.0.as_millis() as u64
+        u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -87,6 +94,9 @@ impl FromStr for Dur {
         }
         if !total.is_finite() || total < 0.0 {
             return Err(err());
+        }
+        if total > Dur::MAX.0.as_secs_f64() {
+            return Err(UnitError::TooLong(s.to_string()));
         }
         Ok(Dur(Duration::from_secs_f64(total)))
     }
@@ -246,6 +256,27 @@ impl JsonSchema for ByteSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A huge duration is refused with a reason instead of panicking in `Duration`.
+    #[test]
+    fn huge_durations_are_refused_not_panicked_on() {
+        for s in [
+            "99999999999999999999s",
+            "5000000000000000000s",
+            "87601h",
+            "1000000000m",
+        ] {
+            assert_eq!(
+                s.parse::<Dur>(),
+                Err(UnitError::TooLong(s.to_string())),
+                "{s}"
+            );
+        }
+        assert_eq!("87600h".parse::<Dur>(), Ok(Dur::MAX));
+        let err: Result<crate::manifest::Healthcheck, _> =
+            yaml_serde::from_str("test: [CMD, x]\ninterval: 99999999999999999999s\n");
+        assert!(err.unwrap_err().to_string().contains("too long"));
+    }
 
     #[test]
     fn durations_parse_and_print() {

@@ -156,9 +156,29 @@ pub fn reconcile(input: &ReconcileInput) -> Plan {
         ServiceInput::Present {
             service,
             generation,
-        } => service::reconcile_present(input, service, *generation),
+        } => contained(input, *generation, || {
+            service::reconcile_present(input, service, *generation)
+        }),
         ServiceInput::Invalid { error, generation } => reconcile_invalid(input, error, *generation),
         ServiceInput::Deleted => reconcile_deleted(input),
+    }
+}
+
+/// Runs `decide`; if it panics (a defect, or input no validation bounded), that one service
+/// is reported failed with the panic's message, touching no task, and the controller goes on.
+fn contained(input: &ReconcileInput, generation: i64, decide: impl FnOnce() -> Plan) -> Plan {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decide)) {
+        Ok(plan) => plan,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            let error = format!("the controller could not reconcile this service: {what}");
+            tracing::error!(service = %input.service_ref, %error, "reconcile panicked");
+            reconcile_invalid(input, &error, generation)
+        }
     }
 }
 
@@ -200,6 +220,27 @@ fn reconcile_deleted(input: &ReconcileInput) -> Plan {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[test]
+fn a_panicking_reconcile_fails_its_service_only() {
+    let input = tests::Sim::new(
+        crate::testutil::service("web", "  replicas: 1\n"),
+        crate::testutil::nodes(vec![crate::testutil::node("n1", &[])]),
+    )
+    .input();
+    let plan = contained(&input, 7, || panic!("boom at {}", 42));
+    assert!(plan.is_quiet(), "no task is touched");
+    let status = plan.status.expect("a status");
+    assert_eq!(status.observed_generation, 7);
+    assert!(
+        status
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("could not reconcile") && e.contains("boom at 42")),
+        "{status:?}"
+    );
+}
 
 #[cfg(test)]
 mod proptests;

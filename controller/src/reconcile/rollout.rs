@@ -81,8 +81,14 @@ fn health_deadline(e: &TaskEntry, update: &UpdateConfig) -> Duration {
     let monitor = update.monitor.get();
     match &e.task.template.healthcheck {
         Some(hc) => {
-            let checks =
-                hc.start_period.get() + (hc.interval.get() + hc.timeout.get()) * hc.retries.max(1);
+            // Checked: a manifest written straight into the store is not bounded by validation.
+            let checks = hc
+                .interval
+                .get()
+                .checked_add(hc.timeout.get())
+                .and_then(|one| one.checked_mul(hc.retries.max(1)))
+                .and_then(|all| all.checked_add(hc.start_period.get()))
+                .unwrap_or(Duration::MAX);
             monitor.max(checks)
         }
         None => monitor,

@@ -344,3 +344,46 @@ proptest! {
         prop_assert_eq!(state(&sim), Some(RolloutState::Completed));
     }
 }
+
+/// A manifest written straight into the store is not bounded by validation: health check
+/// durations that overflow when summed and multiplied must not panic the controller.
+#[test]
+fn overflowing_health_check_durations_do_not_panic() {
+    use shoal_core::units::Dur;
+    let extra = "  update: {order: start-first}\n  healthcheck: {test: [CMD, 'true'], interval: 1s, timeout: 1s, retries: 3}\n";
+    let mut sim = sim_with(1, extra);
+    let mut next = with_image(1, extra, "nginx:2");
+    let hc = next.spec.healthcheck.as_mut().expect("healthcheck");
+    hc.interval = Dur(Duration::MAX);
+    hc.timeout = Dur(Duration::MAX);
+    hc.retries = u32::MAX;
+    sim.set_spec(next, 2);
+    for _ in 0..5 {
+        sim.step();
+        // The new task runs but has not reported its health yet: its deadline is computed.
+        let now = sim.now;
+        for e in sim.tasks.values_mut() {
+            if e.task.template.image.as_deref() == Some("nginx:2") && !e.state().is_terminal() {
+                e.status = Some(TaskStatus {
+                    task_id: e.task.id.clone(),
+                    state: TaskState::Running,
+                    container_id: None,
+                    host_ports: vec![],
+                    health: None,
+                    exit_code: None,
+                    message: None,
+                    updated_at: now,
+                    started_at: Some(now),
+                    finished_at: None,
+                });
+            }
+        }
+        sim.now = sim.now.plus(Duration::from_secs(1));
+    }
+    assert!(sim.status().error.is_none(), "{:?}", sim.status().error);
+    assert!(
+        sim.tasks
+            .values()
+            .any(|e| e.task.template.image.as_deref() == Some("nginx:2"))
+    );
+}
