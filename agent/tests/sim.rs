@@ -326,3 +326,39 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
     stop.send_replace(true);
     join.await.expect("worker ends");
 }
+
+#[tokio::test]
+async fn adoption_keeps_the_running_duplicate_not_the_exited_one() {
+    let ts = store().await;
+    let rt = Arc::new(SimRuntime::new());
+    let t = task(
+        "dup.1.x",
+        "dup",
+        "n1",
+        template(RuntimeKind::Docker, Some("img"), &[]),
+    );
+    // Two containers for one task, left by an earlier agent: the first runs, the second
+    // (whose id sorts last) has exited.
+    let files = shoal_agent::runtime::TaskFiles::default();
+    let running = rt.start(&t, &files).await.expect("first container");
+    let exited = rt.start(&t, &files).await.expect("second container");
+    assert!(exited.id > running.id, "the exited one sorts last");
+    rt.exit(&exited.id, 1);
+    ts.assign(&t).await;
+
+    let a = agent(&ts, "n1", rt.clone());
+    let s = ts
+        .wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    assert_eq!(
+        s.container_id.as_deref(),
+        Some(running.id.as_str()),
+        "the running container is adopted"
+    );
+    eventually("the exited duplicate is removed", || async { rt.len() == 1 }).await;
+    let nodes: std::collections::BTreeSet<String> = ["n1".to_string()].into();
+    let left = rt.list(&nodes).await.unwrap();
+    assert_eq!(left[0].handle.id, running.id);
+    assert_eq!(left[0].exit, None, "and it still runs");
+    a.stop().await.expect("agent stops");
+}
