@@ -104,11 +104,13 @@ async fn injected_failures_end_tasks_with_a_message() {
         .await;
     assert_eq!(s.exit_code, Some(1));
     let s = ts
-        .wait_status(&unhealthy, "unhealthy", |s| {
-            s.health == Some(Health::Unhealthy)
-        })
+        .wait_status(&unhealthy, "failed", |s| s.state == TaskState::Failed)
         .await;
-    assert_eq!(s.state, TaskState::Running, "an unhealthy task still runs");
+    assert_eq!(s.health, Some(Health::Unhealthy));
+    assert!(
+        s.message.unwrap_or_default().contains("unhealthy"),
+        "the reason is given"
+    );
     ts.wait_status(&healthy, "healthy", |s| s.health == Some(Health::Healthy))
         .await;
     a.stop().await.expect("agent stops");
