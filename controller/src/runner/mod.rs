@@ -1,6 +1,10 @@
 //! The runner: campaigns for leadership, then lists and watches the store into one cache,
 //! queues the services that changed, reconciles them with several workers (one per service
 //! at a time) and commits each plan in fenced, batched transactions.
+//!
+//! A term's tasks (watcher, resync, workers) run for as long as the term: when one panics or
+//! ends, the term ends too — the leader steps down, releases its lease and campaigns again
+//! with a fresh cache, rather than leading without seeing or reconciling anything.
 
 mod cache;
 pub mod commit;
@@ -80,6 +84,9 @@ impl Default for ControllerConfig {
 enum TermEnd {
     Shutdown,
     Lost,
+    /// One of the term's watcher, resync or worker tasks panicked or ended: a leader that
+    /// can no longer see or reconcile must not keep the lease.
+    Broken(String),
 }
 
 /// The controller.
@@ -397,6 +404,15 @@ impl Controller {
                     info!("stepped down");
                     leadership.resign().await;
                 }
+                Ok(TermEnd::Broken(why)) => {
+                    warn!(reason = %why, "a task of the leader term ended; stepping down and starting again");
+                    leadership.resign().await;
+                    // A fault that repeats must not spin: give a standby a chance meanwhile.
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.lease_ttl / 3) => {}
+                        _ = stop.changed() => return Ok(()),
+                    }
+                }
                 Err(e) => {
                     warn!(error = %e, "leader term failed; stepping down");
                     leadership.resign().await;
@@ -423,18 +439,38 @@ impl Controller {
         });
         let revision = term.relist().await?;
         let mut tasks = JoinSet::new();
-        tasks.spawn(term.clone().watcher(revision));
-        tasks.spawn(term.clone().resync(self.config.resync_interval));
+        tasks.spawn(term.clone().watcher(revision).instrument(info_span!("watcher")));
+        tasks.spawn(
+            term.clone()
+                .resync(self.config.resync_interval)
+                .instrument(info_span!("resync")),
+        );
         for _ in 0..self.config.workers.max(1) {
             tasks.spawn(term.clone().worker());
         }
         let mut lost = leadership.lost.clone();
+        // Every task of the term loops for ever: one that returns or panics breaks the term.
         let end = tokio::select! {
             _ = stop.wait_for(|s| *s) => TermEnd::Shutdown,
             _ = lost.wait_for(|l| *l) => TermEnd::Lost,
             _ = deposed_rx.wait_for(|d| *d) => TermEnd::Lost,
+            Some(res) = tasks.join_next() => TermEnd::Broken(match res {
+                Ok(()) => "a task ended".to_string(),
+                Err(e) if e.is_panic() => format!("a task panicked: {}", panic_message(e.into_panic())),
+                Err(e) => e.to_string(),
+            }),
         };
         tasks.shutdown().await;
         Ok(end)
+    }
+}
+
+/// The text of a panic's payload, when it has one.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(no message)".to_string(), |s| (*s).to_string()),
     }
 }

@@ -83,6 +83,15 @@ impl Env {
         }
     }
 
+    /// The same environment seen through a wrapper of its store (for fault injection).
+    pub fn wrapped(self, wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Env {
+        Env {
+            store: wrap(self.store),
+            keys: self.keys,
+            _dir: self._dir,
+        }
+    }
+
     /// An environment over an existing store.
     pub fn over(store: Arc<dyn Store>) -> Env {
         Env {
