@@ -96,8 +96,20 @@ pub struct ReconcileInput {
     pub previous: Option<ServiceStatus>,
     /// The current time.
     pub now: Timestamp,
+    /// Nodes without a record are declared lost (their tasks orphaned) only from this time on:
+    /// a newly leading controller gives every node one lease TTL to show up, since a missing
+    /// record at its first list may only mean the node has not registered again yet.
+    pub nodes_lost_after: Timestamp,
     /// Seed for new task id suffixes.
     pub seed: u64,
+}
+
+impl ReconcileInput {
+    /// Whether `node` has no record but is still within the grace of a new leader: its
+    /// tasks are neither orphaned nor moved yet.
+    pub fn node_in_grace(&self, node: &str) -> bool {
+        self.now < self.nodes_lost_after && !self.nodes.get(node).is_some_and(|n| n.ready)
+    }
 }
 
 /// Identifies a task record: its node and id.

@@ -407,7 +407,13 @@ impl Cache {
     }
 
     /// The reconcile input of one service.
-    pub(crate) fn input(&mut self, sref: &ServiceRef, now: Timestamp, seed: u64) -> ReconcileInput {
+    pub(crate) fn input(
+        &mut self,
+        sref: &ServiceRef,
+        now: Timestamp,
+        nodes_lost_after: Timestamp,
+        seed: u64,
+    ) -> ReconcileInput {
         let service = match self.services.get(sref) {
             Some(ManifestEntry {
                 revision,
@@ -461,6 +467,7 @@ impl Cache {
             usage,
             previous: self.statuses.get(sref).cloned(),
             now,
+            nodes_lost_after,
             seed,
         }
     }
@@ -514,7 +521,7 @@ mod tests {
         c.apply(&k, None, 7);
         // A late watch event for revision 5 arrives after the delete at 7.
         assert!(c.apply(&k, Some(&model::encode(&t)), 5).services.is_empty());
-        assert!(c.input(&svc.id(), Timestamp(0), 0).tasks.is_empty());
+        assert!(c.input(&svc.id(), Timestamp(0), Timestamp(0), 0).tasks.is_empty());
         c.prune(7);
         assert!(
             c.revs.is_empty(),
@@ -570,7 +577,7 @@ mod tests {
         let sref = svc.id();
         let text = serde_json::to_string(&svc).unwrap();
         c.apply(&keys.service(&sref), Some(text.as_bytes()), 3);
-        match c.input(&sref, Timestamp(0), 0).service {
+        match c.input(&sref, Timestamp(0), Timestamp(0), 0).service {
             ServiceInput::Invalid { error, generation } => {
                 assert_eq!(generation, 3);
                 assert!(
@@ -588,18 +595,18 @@ mod tests {
         );
         c.apply(&keys.config("other", "app"), Some(b"{}"), 5);
         assert!(
-            matches!(c.input(&sref, Timestamp(0), 0).service, ServiceInput::Invalid { error, .. } if !error.contains("secret")),
+            matches!(c.input(&sref, Timestamp(0), Timestamp(0), 0).service, ServiceInput::Invalid { error, .. } if !error.contains("secret")),
             "a config in another namespace does not count"
         );
         c.apply(&keys.config("default", "app"), Some(b"{}"), 6);
         assert!(matches!(
-            c.input(&sref, Timestamp(0), 0).service,
+            c.input(&sref, Timestamp(0), Timestamp(0), 0).service,
             ServiceInput::Present { .. }
         ));
         let touched = c.apply(&keys.secret("default", "db-password"), None, 7);
         assert!(touched.services.contains(&sref));
         assert!(matches!(
-            c.input(&sref, Timestamp(0), 0).service,
+            c.input(&sref, Timestamp(0), Timestamp(0), 0).service,
             ServiceInput::Invalid { .. }
         ));
     }
@@ -614,7 +621,7 @@ mod tests {
         };
         let text = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  replicas: lots\n";
         c.apply(&keys.service(&sref), Some(text.as_bytes()), 9);
-        match c.input(&sref, Timestamp(0), 0).service {
+        match c.input(&sref, Timestamp(0), Timestamp(0), 0).service {
             ServiceInput::Invalid { error, generation } => {
                 assert_eq!(generation, 9);
                 assert!(error.contains(":6:"), "{error}");
@@ -625,7 +632,7 @@ mod tests {
             "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: api\nspec:\n  image: x\n";
         c.apply(&keys.service(&sref), Some(other.as_bytes()), 10);
         assert!(matches!(
-            c.input(&sref, Timestamp(0), 0).service,
+            c.input(&sref, Timestamp(0), Timestamp(0), 0).service,
             ServiceInput::Invalid { .. }
         ));
     }

@@ -58,6 +58,9 @@ pub struct ControllerConfig {
     pub resync_interval: Duration,
     /// Retry delays after a failed reconcile.
     pub backoff: Backoff,
+    /// How long a newly leading controller waits for a node without a record before it
+    /// declares the node lost (one agent lease TTL: the agents' `--lease-ttl`).
+    pub node_grace: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -76,6 +79,7 @@ impl Default for ControllerConfig {
                 base: Duration::from_millis(200),
                 max: Duration::from_secs(30),
             },
+            node_grace: Duration::from_secs(5),
         }
     }
 }
@@ -116,6 +120,8 @@ struct Term {
     metrics: Metrics,
     deposed: watch::Sender<bool>,
     placement: tokio::sync::Mutex<()>,
+    /// End of the term's grace for nodes without a record (see [`ControllerConfig::node_grace`]).
+    nodes_lost_after: Timestamp,
 }
 
 impl Term {
@@ -146,7 +152,7 @@ impl Term {
         let started = std::time::Instant::now();
         self.metrics.reconciles.inc();
         let seed = rand::rng().random();
-        let mut input = self.cache().input(s, Timestamp::now(), seed);
+        let mut input = self.cache().input(s, Timestamp::now(), self.nodes_lost_after, seed);
         let mut plan = reconcile(&input);
         // Plans that place tasks are decided and committed one at a time, on a fresh view,
         // so two services never take the same host port or the last free memory of a node.
@@ -154,7 +160,7 @@ impl Term {
             None
         } else {
             let guard = self.placement.lock().await;
-            input = self.cache().input(s, Timestamp::now(), seed);
+            input = self.cache().input(s, Timestamp::now(), self.nodes_lost_after, seed);
             plan = reconcile(&input);
             Some(guard)
         };
@@ -436,6 +442,7 @@ impl Controller {
             metrics: self.metrics.clone(),
             deposed,
             placement: tokio::sync::Mutex::new(()),
+            nodes_lost_after: Timestamp::now().plus(self.config.node_grace),
         });
         let revision = term.relist().await?;
         let mut tasks = JoinSet::new();
