@@ -48,7 +48,12 @@ impl Drop for Cleanup {
             stop_dev(c);
         }
         let ids = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=io.shoal.node={NODE}")])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=io.shoal.node={NODE}"),
+            ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
@@ -103,7 +108,7 @@ fn tasks(url: &str) -> Vec<(String, u64, String, String)> {
                             .and_then(|x| x.as_u64())
                             .unwrap_or_default(),
                         s(t, "/status/state"),
-                        s(t, "/status/container_id"),
+                        s(t, "/status/containerId"),
                     )
                 })
                 .collect()
@@ -135,7 +140,14 @@ fn dev_stopped_longer_than_the_ttl_keeps_the_same_containers_and_restarts_nothin
     });
     let o = shoal(
         &url,
-        &["apply", "-f", manifest.to_str().unwrap(), "--wait", "--timeout", "2m"],
+        &[
+            "apply",
+            "-f",
+            manifest.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut before = Vec::new();
@@ -163,7 +175,13 @@ fn dev_stopped_longer_than_the_ttl_keeps_the_same_containers_and_restarts_nothin
         "the same tasks run in the same containers, none restarted or replaced"
     );
     let o = Command::new("docker")
-        .args(["ps", "-q", "--no-trunc", "--filter", &format!("label=io.shoal.node={NODE}")])
+        .args([
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=io.shoal.node={NODE}"),
+        ])
         .output()
         .unwrap();
     let mut running: Vec<String> = String::from_utf8_lossy(&o.stdout)

@@ -657,8 +657,7 @@ impl Runner {
         if let Err(e) = stop.await {
             tracing::warn!(error = %e, "stop failed");
         }
-        if let Ok(Ok(exit)) = tokio::time::timeout(Duration::from_secs(2), rt.wait(&handle)).await
-        {
+        if let Ok(Ok(exit)) = tokio::time::timeout(Duration::from_secs(2), rt.wait(&handle)).await {
             self.status.exit_code = Some(exit.code);
         }
         self.transition(

@@ -357,7 +357,10 @@ async fn adoption_keeps_the_running_duplicate_not_the_exited_one() {
         Some(running.id.as_str()),
         "the running container is adopted"
     );
-    eventually("the exited duplicate is removed", || async { rt.len() == 1 }).await;
+    eventually("the exited duplicate is removed", || async {
+        rt.len() == 1
+    })
+    .await;
     let nodes: std::collections::BTreeSet<String> = ["n1".to_string()].into();
     let left = rt.list(&nodes).await.unwrap();
     assert_eq!(left[0].handle.id, running.id);

@@ -227,7 +227,9 @@ async fn an_unhealthy_running_task_is_stopped_and_replaced_under_the_restart_pol
             .filter(|(_, s)| {
                 s.as_ref().is_some_and(|s| {
                     s.state == shoal_core::model::TaskState::Failed
-                        && s.message.as_deref().is_some_and(|m| m.contains("unhealthy"))
+                        && s.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("unhealthy"))
                 })
             })
             .count();
@@ -235,9 +237,7 @@ async fn an_unhealthy_running_task_is_stopped_and_replaced_under_the_restart_pol
     })
     .await;
     assert!(
-        tasks
-            .iter()
-            .all(|(t, _)| t.slot == tasks[0].0.slot),
+        tasks.iter().all(|(t, _)| t.slot == tasks[0].0.slot),
         "the replacement takes the same slot"
     );
     c.stop().await;

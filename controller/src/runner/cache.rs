@@ -521,7 +521,11 @@ mod tests {
         c.apply(&k, None, 7);
         // A late watch event for revision 5 arrives after the delete at 7.
         assert!(c.apply(&k, Some(&model::encode(&t)), 5).services.is_empty());
-        assert!(c.input(&svc.id(), Timestamp(0), Timestamp(0), 0).tasks.is_empty());
+        assert!(
+            c.input(&svc.id(), Timestamp(0), Timestamp(0), 0)
+                .tasks
+                .is_empty()
+        );
         c.prune(7);
         assert!(
             c.revs.is_empty(),

@@ -152,7 +152,9 @@ impl Term {
         let started = std::time::Instant::now();
         self.metrics.reconciles.inc();
         let seed = rand::rng().random();
-        let mut input = self.cache().input(s, Timestamp::now(), self.nodes_lost_after, seed);
+        let mut input = self
+            .cache()
+            .input(s, Timestamp::now(), self.nodes_lost_after, seed);
         let mut plan = reconcile(&input);
         // Plans that place tasks are decided and committed one at a time, on a fresh view,
         // so two services never take the same host port or the last free memory of a node.
@@ -160,7 +162,9 @@ impl Term {
             None
         } else {
             let guard = self.placement.lock().await;
-            input = self.cache().input(s, Timestamp::now(), self.nodes_lost_after, seed);
+            input = self
+                .cache()
+                .input(s, Timestamp::now(), self.nodes_lost_after, seed);
             plan = reconcile(&input);
             Some(guard)
         };
@@ -446,7 +450,11 @@ impl Controller {
         });
         let revision = term.relist().await?;
         let mut tasks = JoinSet::new();
-        tasks.spawn(term.clone().watcher(revision).instrument(info_span!("watcher")));
+        tasks.spawn(
+            term.clone()
+                .watcher(revision)
+                .instrument(info_span!("watcher")),
+        );
         tasks.spawn(
             term.clone()
                 .resync(self.config.resync_interval)
