@@ -570,7 +570,7 @@ impl Runner {
                     Some("shut down before it started".into()),
                 );
             }
-            Interrupt::Deleted => self.ctx.status.forget(self.key.clone()),
+            Interrupt::Deleted => self.ctx.status.remove(self.key.clone()),
         }
     }
 
@@ -690,7 +690,7 @@ impl Runner {
             }
             self.transition(TaskState::Shutdown, None);
         } else {
-            self.ctx.status.forget(self.key.clone());
+            self.ctx.status.remove(self.key.clone());
         }
         self.remove().await;
         if matches!(i, Interrupt::Shutdown) {
@@ -716,7 +716,7 @@ impl Runner {
     async fn linger(&mut self) {
         let i = Self::interrupted(&mut self.control).await;
         if matches!(i, Interrupt::Deleted) {
-            self.ctx.status.forget(self.key.clone());
+            self.ctx.status.remove(self.key.clone());
         }
         self.remove().await;
         if matches!(i, Interrupt::Shutdown) {
@@ -730,7 +730,7 @@ impl Runner {
                 return;
             }
         }
-        self.ctx.status.forget(self.key.clone());
+        self.ctx.status.remove(self.key.clone());
     }
 }
 

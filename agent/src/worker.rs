@@ -437,6 +437,13 @@ impl Worker {
             }
             self.apply_put(id, &kv.key, &kv.value, st);
         }
+        // Statuses left without an assignment (their task was deleted while this agent was
+        // away, or by an older controller that did not leave them to the agent): the agent is
+        // their only writer, so it collects them.
+        for (node, task) in prior.into_keys() {
+            tracing::info!(node = %node, task = %task, "deleting the status of a task no longer assigned");
+            self.ctx.status.remove(self.keys.task_status(&node, &task));
+        }
         let gone: Vec<(String, String)> = self
             .runners
             .keys()

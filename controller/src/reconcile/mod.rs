@@ -140,7 +140,7 @@ pub struct Plan {
     pub stops: Vec<TaskRef>,
     /// Tasks whose node is down: marked orphaned (and desired `shutdown`).
     pub orphans: Vec<TaskRef>,
-    /// Task and task status records to remove.
+    /// Task records to remove (their agent then removes their status).
     pub deletes: Vec<TaskRef>,
     /// The new status (`None`: leave the status key alone, or delete it with `delete_status`).
     pub status: Option<ServiceStatus>,
@@ -153,7 +153,7 @@ pub struct Plan {
 impl Plan {
     /// Number of task writes the plan makes.
     pub fn task_ops(&self) -> usize {
-        self.creates.len() + self.stops.len() + self.orphans.len() + self.deletes.len() * 2
+        self.creates.len() + self.stops.len() + self.orphans.len() + self.deletes.len()
     }
 
     /// Whether the plan changes no task.

@@ -345,6 +345,16 @@ async fn step(
     node: &str,
 ) -> Result<(), shoal_store::StoreError> {
     let tasks = store.list(&keys.node_tasks_prefix(node)).await?;
+    // Like the real agent: the status of a task whose assignment is gone is deleted.
+    let statuses = store.list(&keys.node_task_status_prefix(node)).await?;
+    for kv in statuses.kvs {
+        let Some(shoal_core::keys::Key::TaskStatus { node, task }) = keys.parse(&kv.key) else {
+            continue;
+        };
+        if !tasks.kvs.iter().any(|t| t.key == keys.task(&node, &task)) {
+            store.delete(&kv.key).await?;
+        }
+    }
     for kv in tasks.kvs {
         let Ok(t) = model::decode::<Task>("task", &kv.value) else {
             continue;
