@@ -18,6 +18,7 @@ use shoal_store::Revision;
 use tracing::warn;
 
 use crate::placement::NodeUsage;
+use crate::reconcile::gone::Presence;
 use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
 
 /// A manifest as read from the store.
@@ -370,6 +371,45 @@ impl Cache {
         out
     }
 
+    /// Which nodes some key names, which have a live record, which were removed.
+    pub(crate) fn presence(&self) -> Presence {
+        let mut known: BTreeSet<String> = self.infos.keys().cloned().collect();
+        known.extend(self.configs.keys().cloned());
+        known.extend(self.tasks.keys().map(|(n, _)| n.clone()));
+        known.extend(self.task_status.keys().map(|(n, _)| n.clone()));
+        Presence {
+            known,
+            ready: self.ready.clone(),
+            removed: self
+                .configs
+                .iter()
+                .filter(|(_, c)| c.removed)
+                .map(|(n, _)| n.clone())
+                .collect(),
+        }
+    }
+
+    /// The keys of a node gone for good: its assignments, their statuses and its settings.
+    pub(crate) fn node_keys(&self, node: &str) -> Vec<String> {
+        let own = |k: &&(String, String)| k.0 == node;
+        let mut out: Vec<String> = self
+            .tasks
+            .keys()
+            .filter(own)
+            .map(|(n, t)| self.keys.task(n, t))
+            .collect();
+        out.extend(
+            self.task_status
+                .keys()
+                .filter(own)
+                .map(|(n, t)| self.keys.task_status(n, t)),
+        );
+        if self.configs.contains_key(node) {
+            out.push(self.keys.node_config(node));
+        }
+        out
+    }
+
     /// Every node: agent records (last known for nodes that are down), operator settings, and
     /// placeholders for nodes only known from their tasks.
     pub(crate) fn nodes(&mut self) -> Arc<BTreeMap<String, Node>> {
@@ -393,10 +433,12 @@ impl Cache {
                     agent_version: String::new(),
                     started_at: Timestamp(0),
                 });
+                let config = self.configs.get(id).cloned().unwrap_or_default();
+                // A node removed with `shoal node rm --force` is treated as down at once.
                 let node = Node {
                     info,
-                    config: self.configs.get(id).cloned().unwrap_or_default(),
-                    ready: self.ready.contains(id),
+                    ready: self.ready.contains(id) && !config.removed,
+                    config,
                 };
                 (id.clone(), node)
             })

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
-use crate::reconcile::reconcile;
+use crate::reconcile::{gone, reconcile};
 use cache::Cache;
 use commit::{CommitError, commit, plan_ops};
 use leader::{Fence, Leadership, campaign};
@@ -61,6 +61,9 @@ pub struct ControllerConfig {
     /// How long a newly leading controller waits for a node without a record before it
     /// declares the node lost (one agent lease TTL: the agents' `--lease-ttl`).
     pub node_grace: Duration,
+    /// A node down this long is gone for good: its tasks, their statuses and its settings
+    /// are deleted (`shoal controller --node-gone-after`, default 24h).
+    pub node_gone_after: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -80,6 +83,7 @@ impl Default for ControllerConfig {
                 max: Duration::from_secs(30),
             },
             node_grace: Duration::from_secs(5),
+            node_gone_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -321,6 +325,53 @@ impl Term {
         }
     }
 
+    /// Once a second: deletes the keys of nodes gone for good (see [`crate::reconcile::gone`]).
+    async fn collect_gone_nodes(self: Arc<Self>, gone_after: Duration) {
+        let mut down = std::collections::BTreeMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = Timestamp::now();
+            let presence = self.cache().presence();
+            down = gone::track_down(&presence, &down, now);
+            for node in gone::gone(&presence, &down, now, gone_after) {
+                let keys = self.cache().node_keys(&node);
+                if keys.is_empty() {
+                    continue;
+                }
+                let why = if presence.removed.contains(&node) {
+                    "removed"
+                } else {
+                    "down for longer than --node-gone-after"
+                };
+                info!(node = %node, keys = keys.len(), reason = why, "node gone for good: deleting its tasks, statuses and settings");
+                let ops = keys.into_iter().map(|key| TxnOp::Delete { key }).collect();
+                let mut touched = cache::Touched::default();
+                let res = commit(self.store.as_ref(), &self.fence, ops, |batch, rev| {
+                    let mut c = self.cache();
+                    for op in batch {
+                        if let TxnOp::Delete { key } = op {
+                            let t = c.apply(key, None, rev);
+                            touched.services.extend(t.services);
+                            touched.nodes_changed |= t.nodes_changed;
+                        }
+                    }
+                })
+                .await;
+                self.enqueue_touched(touched);
+                match res {
+                    Ok(()) => {}
+                    Err(CommitError::Fenced) => {
+                        let _ = self.deposed.send(true);
+                    }
+                    Err(e) => {
+                        warn!(node = %node, error = %e, "cannot delete the keys of a node gone for good; retrying")
+                    }
+                }
+            }
+        }
+    }
+
     /// Queues every service every `every`, and refreshes the task gauges every few seconds.
     async fn resync(self: Arc<Self>, every: Duration) {
         let mut resync = tokio::time::interval(every);
@@ -459,6 +510,11 @@ impl Controller {
             term.clone()
                 .resync(self.config.resync_interval)
                 .instrument(info_span!("resync")),
+        );
+        tasks.spawn(
+            term.clone()
+                .collect_gone_nodes(self.config.node_gone_after)
+                .instrument(info_span!("gone_nodes")),
         );
         for _ in 0..self.config.workers.max(1) {
             tasks.spawn(term.clone().worker());

@@ -432,3 +432,40 @@ pub async fn task_statuses_are_left_to_their_agent_which_deletes_them_when_it_re
     .await;
     c.stop().await;
 }
+
+/// See the test of the same name.
+pub async fn a_node_down_past_node_gone_after_loses_its_tasks_statuses_and_settings(env: Env) {
+    let mut agents = three_agents(&env).await;
+    let c = env.controller_with("c1", TTL, |cfg| {
+        cfg.node_gone_after = Duration::from_secs(4)
+    });
+    env.put_service("web", "  replicas: 3\n").await;
+    env.wait_running("web", 3).await;
+    env.set_availability("n3", "pause").await;
+    let n3 = agents.pop().unwrap();
+    n3.kill();
+    let started = std::time::Instant::now();
+    let n3_keys = || async {
+        let mut n = 0;
+        for p in [
+            env.keys.node_tasks_prefix("n3"),
+            env.keys.node_task_status_prefix("n3"),
+            env.keys.node_config("n3"),
+        ] {
+            n += env.store.list(&p).await.unwrap().kvs.len();
+        }
+        n
+    };
+    assert!(n3_keys().await > 0);
+    wait_for("n3's keys deleted once it is gone for good", || async {
+        (n3_keys().await == 0).then_some(())
+    })
+    .await;
+    println!(
+        "n3 gone for good {:?} after its agent died (--node-gone-after 4s, lease 1s)",
+        started.elapsed()
+    );
+    let per_node = env.wait_running("web", 3).await;
+    assert!(!per_node.contains_key("n3"));
+    c.stop().await;
+}

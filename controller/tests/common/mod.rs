@@ -227,12 +227,25 @@ impl Env {
 
     /// Starts a controller; returns a handle to stop or kill it.
     pub fn controller(&self, name: &str, ttl: Duration) -> RunningController {
-        let config = ControllerConfig {
+        self.controller_with(name, ttl, |_| {})
+    }
+
+    /// Starts a controller with settings changed by `tweak`.
+    pub fn controller_with(
+        &self,
+        name: &str,
+        ttl: Duration,
+        tweak: impl FnOnce(&mut ControllerConfig),
+    ) -> RunningController {
+        let mut config = ControllerConfig {
             identity: name.to_string(),
             lease_ttl: ttl,
             resync_interval: Duration::from_secs(2),
+            // The simulated agents' leases last 1s.
+            node_grace: Duration::from_secs(1),
             ..ControllerConfig::default()
         };
+        tweak(&mut config);
         let c = Controller::new(self.store.clone(), self.keys.clone(), config);
         let leading = c.leading();
         let (tx, rx) = oneshot::channel::<()>();
