@@ -420,7 +420,7 @@ impl Agent {
                     .run(shutdown.clone(), registered)
                     .in_current_span(),
             );
-            let (sink, writer) = status::spawn(self.store.clone());
+            let (sink, writer) = status::spawn(self.store.clone(), self.keys.clone());
             let (ready_tx, ready_rx) = watch::channel(false);
             let mut ctx = RunnerContext::new(self.runtime.clone(), sink.clone(), self.keys.clone());
             ctx.discovery = discovery;

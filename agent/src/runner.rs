@@ -4,8 +4,9 @@
 //!
 //! States only move forward. Temporary runtime errors are retried with backoff; permanent
 //! ones end the task (`rejected` when preparing, `failed` when starting) with the runtime's
-//! message. A task that exits while it should run ends `complete` (code 0) or `failed`; the
-//! agent never restarts it (the controller does, as a new task). When the desired state
+//! message. A task that exits while it should run ends `complete` (code 0) or `failed`; so does
+//! a running task whose healthcheck reports unhealthy, which the runner stops first (as Swarm
+//! does). The agent never restarts a task (the controller does, as a new task). When the desired state
 //! becomes `shutdown` the runner stops the task within its grace period, reports `shutdown`
 //! and removes the container. When the assignment is deleted the runner cleans up the
 //! container and writes nothing more.
@@ -569,7 +570,7 @@ impl Runner {
                     Some("shut down before it started".into()),
                 );
             }
-            Interrupt::Deleted => self.ctx.status.forget(self.key.clone()),
+            Interrupt::Deleted => self.ctx.status.remove(self.key.clone()),
         }
     }
 
@@ -624,6 +625,10 @@ impl Runner {
                         Ok(Some(h)) if self.status.health != Some(h) => {
                             tracing::info!(health = ?h, "task health");
                             self.status.health = Some(h);
+                            if h == Health::Unhealthy {
+                                Box::pin(self.fail_unhealthy()).await;
+                                return None;
+                            }
                             self.write();
                         }
                         Ok(_) => {}
@@ -633,6 +638,33 @@ impl Runner {
                 _ = std::future::ready(()), if can_park => return Some(self.park()),
             }
         }
+    }
+
+    /// As in Swarm: a running task whose healthcheck reports unhealthy is stopped and ends
+    /// `failed`; the controller replaces it under the service's restart policy.
+    async fn fail_unhealthy(&mut self) {
+        let Some(handle) = self.handle.clone() else {
+            return;
+        };
+        let rt = self.ctx.runtime.clone();
+        let grace = self.stop.grace;
+        let signal = self.stop.signal().to_string();
+        self.deregister_before_stop().await;
+        tracing::warn!(container = %handle.id, "task unhealthy; stopping it");
+        let stop = (|| rt.stop(&handle, &signal, grace))
+            .retry(backoff().with_max_times(5))
+            .when(RuntimeError::is_temporary);
+        if let Err(e) = stop.await {
+            tracing::warn!(error = %e, "stop failed");
+        }
+        if let Ok(Ok(exit)) = tokio::time::timeout(Duration::from_secs(2), rt.wait(&handle)).await {
+            self.status.exit_code = Some(exit.code);
+        }
+        self.transition(
+            TaskState::Failed,
+            Some("unhealthy container: the healthcheck failed; task stopped".into()),
+        );
+        self.linger().await;
     }
 
     async fn stop(&mut self, i: Interrupt) {
@@ -658,7 +690,7 @@ impl Runner {
             }
             self.transition(TaskState::Shutdown, None);
         } else {
-            self.ctx.status.forget(self.key.clone());
+            self.ctx.status.remove(self.key.clone());
         }
         self.remove().await;
         if matches!(i, Interrupt::Shutdown) {
@@ -684,7 +716,7 @@ impl Runner {
     async fn linger(&mut self) {
         let i = Self::interrupted(&mut self.control).await;
         if matches!(i, Interrupt::Deleted) {
-            self.ctx.status.forget(self.key.clone());
+            self.ctx.status.remove(self.key.clone());
         }
         self.remove().await;
         if matches!(i, Interrupt::Shutdown) {
@@ -698,7 +730,7 @@ impl Runner {
                 return;
             }
         }
-        self.ctx.status.forget(self.key.clone());
+        self.ctx.status.remove(self.key.clone());
     }
 }
 

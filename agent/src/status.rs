@@ -1,21 +1,34 @@
 //! The status reporter: every task runner hands its `taskstatus/` records here; they are
-//! written in batched transactions (up to the store's `max_txn_ops` puts each), coalesced per
-//! key (a later state replaces an earlier one not yet written), and retried with backoff while
-//! the store is unreachable so the agent catches up when it returns.
+//! written in batched transactions, coalesced per key (a later state replaces an earlier one
+//! not yet written), and retried with backoff while the store is unreachable so the agent
+//! catches up when it returns.
+//!
+//! The agent is the only writer of `taskstatus/<node>/<task>` (DESIGN.md, key table): each
+//! write compares that the task's assignment `tasks/<node>/<task>` still exists, so a delayed
+//! or retried write never recreates the status of a deleted task, and once the assignment is
+//! gone the reporter deletes the status key itself ([`StatusSink::remove`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_store::{Store, Txn, TxnOp};
+use shoal_core::keys::{Key, Keys};
+use shoal_store::{Compare, Store, StoreError, Txn, TxnOp};
 use tokio::sync::mpsc;
 
 /// One request to the reporter.
 #[derive(Debug)]
 enum Msg {
     Put(String, Vec<u8>),
-    Forget(String),
+    Remove(String),
     Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// What is still to be written at one status key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Write {
+    Put(Vec<u8>),
+    Delete,
 }
 
 /// Where runners send their status records (cheap to clone).
@@ -25,14 +38,16 @@ pub struct StatusSink {
 }
 
 impl StatusSink {
-    /// Queues `value` to be written at `key`.
+    /// Queues `value` to be written at the status key `key` (written only while the task's
+    /// assignment exists).
     pub fn put(&self, key: String, value: Vec<u8>) {
         let _ = self.tx.send(Msg::Put(key, value));
     }
 
-    /// Drops any write still queued for `key` (its task was deleted).
-    pub fn forget(&self, key: String) {
-        let _ = self.tx.send(Msg::Forget(key));
+    /// The task's assignment is gone: drop any write still queued for `key` and delete the
+    /// status key.
+    pub fn remove(&self, key: String) {
+        let _ = self.tx.send(Msg::Remove(key));
     }
 
     /// Waits until everything queued so far has been written (or the reporter stopped).
@@ -45,30 +60,85 @@ impl StatusSink {
 }
 
 /// Starts the reporter; it runs until every [`StatusSink`] is dropped.
-pub fn spawn(store: Arc<dyn Store>) -> (StatusSink, tokio::task::JoinHandle<()>) {
+pub fn spawn(store: Arc<dyn Store>, keys: Keys) -> (StatusSink, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let join = tokio::spawn(run(store, rx));
+    let join = tokio::spawn(run(store, keys, rx));
     (StatusSink { tx }, join)
 }
 
 fn absorb(
-    pending: &mut BTreeMap<String, Vec<u8>>,
+    pending: &mut BTreeMap<String, Write>,
     flushes: &mut Vec<tokio::sync::oneshot::Sender<()>>,
     msg: Msg,
 ) {
     match msg {
         Msg::Put(k, v) => {
-            pending.insert(k, v);
+            pending.insert(k, Write::Put(v));
         }
-        Msg::Forget(k) => {
-            pending.remove(&k);
+        Msg::Remove(k) => {
+            pending.insert(k, Write::Delete);
         }
         Msg::Flush(tx) => flushes.push(tx),
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>) {
-    let mut pending: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+/// The assignment key of a status key.
+fn task_key(keys: &Keys, status_key: &str) -> Option<String> {
+    match keys.parse(status_key)? {
+        Key::TaskStatus { node, task } => Some(keys.task(&node, &task)),
+        _ => None,
+    }
+}
+
+/// The transaction writing `batch`: each put compares that its assignment exists.
+fn batch_txn(keys: &Keys, batch: &[(String, Write)]) -> Txn {
+    let mut txn = Txn {
+        compares: Vec::new(),
+        ops: Vec::with_capacity(batch.len()),
+    };
+    for (k, w) in batch {
+        match w {
+            Write::Put(v) => {
+                if let Some(key) = task_key(keys, k) {
+                    txn.compares.push(Compare::Exists { key });
+                }
+                txn.ops.push(TxnOp::Put {
+                    key: k.clone(),
+                    value: v.clone(),
+                    lease: None,
+                });
+            }
+            Write::Delete => txn.ops.push(TxnOp::Delete { key: k.clone() }),
+        }
+    }
+    txn
+}
+
+/// After a batch whose compares failed: the puts of tasks whose assignment is gone become
+/// deletes (a status is kept only while its task exists).
+async fn drop_deleted_tasks(
+    store: &dyn Store,
+    keys: &Keys,
+    pending: &mut BTreeMap<String, Write>,
+    batch: &[(String, Write)],
+) -> Result<(), StoreError> {
+    for (k, w) in batch {
+        if !matches!(w, Write::Put(_)) {
+            continue;
+        }
+        let Some(task) = task_key(keys, k) else {
+            continue;
+        };
+        if store.get(&task).await?.is_none() && pending.get(k) == Some(w) {
+            tracing::debug!(key = %k, "the task's assignment is gone; its status is deleted instead");
+            pending.insert(k.clone(), Write::Delete);
+        }
+    }
+    Ok(())
+}
+
+async fn run(store: Arc<dyn Store>, keys: Keys, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    let mut pending: BTreeMap<String, Write> = BTreeMap::new();
     let mut flushes: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     let mut delay = Duration::from_millis(100);
     loop {
@@ -84,32 +154,28 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>) {
         while let Ok(m) = rx.try_recv() {
             absorb(&mut pending, &mut flushes, m);
         }
-        let max = store.max_txn_ops().max(1);
-        let batch: Vec<(String, Vec<u8>)> = pending
+        // A put takes two of the store's ops (its compare and itself).
+        let max = (store.max_txn_ops() / 2).max(1);
+        let batch: Vec<(String, Write)> = pending
             .iter()
             .take(max)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, w)| (k.clone(), w.clone()))
             .collect();
-        let ops = batch
-            .iter()
-            .map(|(k, v)| TxnOp::Put {
-                key: k.clone(),
-                value: v.clone(),
-                lease: None,
-            })
-            .collect();
-        match store
-            .txn(Txn {
-                compares: Vec::new(),
-                ops,
-            })
-            .await
-        {
-            Ok(_) => {
+        let res = match store.txn(batch_txn(&keys, &batch)).await {
+            Ok(r) if r.succeeded => Ok(true),
+            // Some assignment is gone: turn its put into a delete and try again.
+            Ok(_) => drop_deleted_tasks(store.as_ref(), &keys, &mut pending, &batch)
+                .await
+                .map(|()| false),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(false) => {}
+            Ok(true) => {
                 delay = Duration::from_millis(100);
-                for (k, v) in batch {
+                for (k, w) in batch {
                     // Only drop what was written: a newer value queued meanwhile stays.
-                    if pending.get(&k) == Some(&v) {
+                    if pending.get(&k) == Some(&w) {
                         pending.remove(&k);
                     }
                 }

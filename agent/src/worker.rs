@@ -129,6 +129,16 @@ impl Drop for Worker {
     }
 }
 
+/// Of two containers found for one task, the one to adopt and the one to remove: a running
+/// one wins over an exited one; between two alike, the one listed last.
+fn keep_of_duplicates(a: Existing, b: Existing) -> (Existing, Existing) {
+    if a.exit.is_none() && b.exit.is_some() {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -229,10 +239,20 @@ impl Worker {
         }
         for ex in existing {
             let k = (ex.node_id.clone(), ex.task_id.clone());
-            if let Some(dup) = self.adoptable.insert(k, ex) {
-                // Two containers for one task: keep one, remove the other.
-                self.remove_orphan(String::new(), dup.handle);
-            }
+            let drop = match self.adoptable.remove(&k) {
+                None => {
+                    self.adoptable.insert(k, ex);
+                    continue;
+                }
+                Some(prev) => {
+                    // Two containers for one task: keep the running one, remove the other.
+                    let (keep, drop) = keep_of_duplicates(prev, ex);
+                    self.adoptable.insert(k, keep);
+                    drop
+                }
+            };
+            tracing::info!(task = %drop.task_id, container = %drop.handle.id, "removing a duplicate container of a task");
+            self.remove_orphan(String::new(), drop.handle);
         }
         let (tasks_prefix, status_prefix) = self.prefixes();
         let Some(mut side) = self.side.take() else {
@@ -416,6 +436,13 @@ impl Worker {
                 self.live.insert(id.1.clone());
             }
             self.apply_put(id, &kv.key, &kv.value, st);
+        }
+        // Statuses left without an assignment (their task was deleted while this agent was
+        // away, or by an older controller that did not leave them to the agent): the agent is
+        // their only writer, so it collects them.
+        for (node, task) in prior.into_keys() {
+            tracing::info!(node = %node, task = %task, "deleting the status of a task no longer assigned");
+            self.ctx.status.remove(self.keys.task_status(&node, &task));
         }
         let gone: Vec<(String, String)> = self
             .runners

@@ -104,11 +104,13 @@ async fn injected_failures_end_tasks_with_a_message() {
         .await;
     assert_eq!(s.exit_code, Some(1));
     let s = ts
-        .wait_status(&unhealthy, "unhealthy", |s| {
-            s.health == Some(Health::Unhealthy)
-        })
+        .wait_status(&unhealthy, "failed", |s| s.state == TaskState::Failed)
         .await;
-    assert_eq!(s.state, TaskState::Running, "an unhealthy task still runs");
+    assert_eq!(s.health, Some(Health::Unhealthy));
+    assert!(
+        s.message.unwrap_or_default().contains("unhealthy"),
+        "the reason is given"
+    );
     ts.wait_status(&healthy, "healthy", |s| s.health == Some(Health::Healthy))
         .await;
     a.stop().await.expect("agent stops");
@@ -275,7 +277,7 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
 
     let ts = store().await;
     let rt = Arc::new(SimRuntime::new());
-    let (sink, _writer) = shoal_agent::status::spawn(ts.store.clone());
+    let (sink, _writer) = shoal_agent::status::spawn(ts.store.clone(), ts.keys.clone());
     let ctx = RunnerContext::new(rt.clone(), sink, ts.keys.clone());
     let nodes = shoal_agent::node::hollow_ids("h", 10).into_iter().collect();
     let worker = Worker::new(ts.store.clone(), ts.keys.clone(), nodes, ctx);
@@ -341,4 +343,120 @@ async fn the_node_record_carries_the_configured_role() {
         "worker",
         "a node is a worker unless told"
     );
+}
+#[tokio::test]
+async fn adoption_keeps_the_running_duplicate_not_the_exited_one() {
+    let ts = store().await;
+    let rt = Arc::new(SimRuntime::new());
+    let t = task(
+        "dup.1.x",
+        "dup",
+        "n1",
+        template(RuntimeKind::Docker, Some("img"), &[]),
+    );
+    // Two containers for one task, left by an earlier agent: the first runs, the second
+    // (whose id sorts last) has exited.
+    let files = shoal_agent::runtime::TaskFiles::default();
+    let running = rt.start(&t, &files).await.expect("first container");
+    let exited = rt.start(&t, &files).await.expect("second container");
+    assert!(exited.id > running.id, "the exited one sorts last");
+    rt.exit(&exited.id, 1);
+    ts.assign(&t).await;
+
+    let a = agent(&ts, "n1", rt.clone());
+    let s = ts
+        .wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    assert_eq!(
+        s.container_id.as_deref(),
+        Some(running.id.as_str()),
+        "the running container is adopted"
+    );
+    eventually("the exited duplicate is removed", || async {
+        rt.len() == 1
+    })
+    .await;
+    let nodes: std::collections::BTreeSet<String> = ["n1".to_string()].into();
+    let left = rt.list(&nodes).await.unwrap();
+    assert_eq!(left[0].handle.id, running.id);
+    assert_eq!(left[0].exit, None, "and it still runs");
+    a.stop().await.expect("agent stops");
+}
+
+#[tokio::test]
+async fn the_agent_deletes_the_status_of_a_deleted_assignment_and_never_recreates_it() {
+    let ts = store().await;
+    let rt = Arc::new(SimRuntime::new());
+    let a = agent(&ts, "n1", rt.clone());
+    let t = task(
+        "s.1.x",
+        "s",
+        "n1",
+        template(RuntimeKind::Docker, Some("img"), &[]),
+    );
+    ts.assign(&t).await;
+    ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    // The controller deletes the assignment only: its status is the agent's to delete.
+    ts.unassign(&t).await;
+    eventually("the agent deletes the task's status", || async {
+        ts.status(&t).await.is_none()
+    })
+    .await;
+    eventually("and its container", || async { rt.is_empty() }).await;
+    a.stop().await.expect("agent stops");
+
+    // A status write that arrives after the assignment is gone does not recreate the key.
+    let (sink, _writer) = shoal_agent::status::spawn(ts.store.clone(), ts.keys.clone());
+    sink.put(
+        ts.keys.task_status("n1", "s.1.x"),
+        model::encode(&ts_status("s.1.x")),
+    );
+    sink.flush().await;
+    assert!(
+        ts.status(&t).await.is_none(),
+        "a late status write resurrected a deleted task's status"
+    );
+}
+
+#[tokio::test]
+async fn statuses_left_without_an_assignment_are_collected_when_the_agent_starts() {
+    let ts = store().await;
+    let orphan = ts.keys.task_status("n1", "gone.1.x");
+    ts.store
+        .put(&orphan, model::encode(&ts_status("gone.1.x")), None)
+        .await
+        .unwrap();
+    let other = ts.keys.task_status("n2", "other.1.x");
+    ts.store
+        .put(&other, model::encode(&ts_status("other.1.x")), None)
+        .await
+        .unwrap();
+    let a = agent(&ts, "n1", Arc::new(SimRuntime::new()));
+    let store = ts.store.clone();
+    eventually("the orphaned status is deleted", || {
+        let (store, orphan) = (store.clone(), orphan.clone());
+        async move { store.get(&orphan).await.unwrap().is_none() }
+    })
+    .await;
+    assert!(
+        ts.store.get(&other).await.unwrap().is_some(),
+        "another node's statuses are not this agent's"
+    );
+    a.stop().await.expect("agent stops");
+}
+
+fn ts_status(id: &str) -> model::TaskStatus {
+    model::TaskStatus {
+        task_id: id.to_string(),
+        state: TaskState::Running,
+        container_id: None,
+        host_ports: vec![],
+        health: None,
+        exit_code: None,
+        message: None,
+        updated_at: model::Timestamp::now(),
+        started_at: None,
+        finished_at: None,
+    }
 }

@@ -28,4 +28,6 @@ on_embedded!(
     template_change_replaces_tasks_and_keeps_the_previous_spec,
     services_sharing_a_host_port_never_share_a_node,
     swarm_constraint_walkthrough,
+    task_statuses_are_left_to_their_agent_which_deletes_them_when_it_returns,
+    a_node_down_past_node_gone_after_loses_its_tasks_statuses_and_settings,
 );

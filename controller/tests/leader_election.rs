@@ -8,7 +8,9 @@ use std::time::Duration;
 use common::{Agent, Env, wait_for};
 use shoal_controller::runner::commit::{CommitError, commit};
 use shoal_controller::runner::leader::campaign;
-use shoal_store::TxnOp;
+use shoal_store::{
+    KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult, WatchStream,
+};
 use tokio::sync::watch;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -111,4 +113,81 @@ async fn a_leader_whose_record_is_taken_steps_down() {
     assert!(c1.is_leader() != c2.is_leader(), "exactly one leader");
     c1.stop().await;
     c2.stop().await;
+}
+
+/// A store whose first watch panics (as a bug in a watcher would); later calls delegate.
+struct PanicOnFirstWatch {
+    inner: std::sync::Arc<dyn Store>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for PanicOnFirstWatch {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn max_txn_ops(&self) -> usize {
+        self.inner.max_txn_ops()
+    }
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, StoreError> {
+        self.inner.put(key, value, lease).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        self.inner.txn(txn).await
+    }
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("injected watcher fault");
+        }
+        self.inner.watch(prefix, from).await
+    }
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.inner.revoke_lease(lease).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_whose_watcher_panics_steps_down_and_leads_again_with_a_new_watch() {
+    let env = Env::embedded().await.wrapped(|inner| {
+        std::sync::Arc::new(PanicOnFirstWatch {
+            inner,
+            armed: std::sync::atomic::AtomicBool::new(true),
+        })
+    });
+    let _a = Agent::start(&env, "n1", &[]).await;
+    let c1 = env.controller("c1", TTL);
+    wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
+    let leader_key = env.keys.leader();
+    // A service written after the first term began: only a live watch (or a new term's list)
+    // brings it to the controller.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.put_service("web", "  replicas: 2\n").await;
+    env.wait_running("web", 2).await;
+    let record = env.store.get(&leader_key).await.unwrap();
+    assert!(
+        record.is_some(),
+        "c1 leads again after its broken term (leader record present)"
+    );
+    assert!(c1.is_leader());
+    c1.stop().await;
 }

@@ -210,3 +210,35 @@ async fn a_new_leader_continues_a_rollout_without_updating_a_slot_twice() {
     assert_eq!(slots.len(), 4, "every slot updated");
     c2.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unhealthy_running_task_is_stopped_and_replaced_under_the_restart_policy() {
+    let env = Env::embedded().await;
+    let _agent = sim_agent(&env, 2).await;
+    let c = env.controller("c1", TTL);
+    let extra = "  restart: {condition: on-failure, delay: 1s}\n  healthcheck: {test: [CMD, \"true\"], interval: 1s, retries: 1}\n";
+    put(&env, "web", &spec(1, "unhealthy/nginx:1", extra)).await;
+    // As in Swarm: the unhealthy task fails (its container stopped) and a new task takes its
+    // slot, again and again under the restart policy.
+    let tasks = wait_for("the unhealthy task is replaced", || async {
+        let tasks = env.tasks().await;
+        let failed = tasks
+            .iter()
+            .filter(|(_, s)| {
+                s.as_ref().is_some_and(|s| {
+                    s.state == shoal_core::model::TaskState::Failed
+                        && s.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("unhealthy"))
+                })
+            })
+            .count();
+        (failed >= 1 && tasks.iter().any(|(t, _)| t.attempt >= 1)).then_some(tasks)
+    })
+    .await;
+    assert!(
+        tasks.iter().all(|(t, _)| t.slot == tasks[0].0.slot),
+        "the replacement takes the same slot"
+    );
+    c.stop().await;
+}

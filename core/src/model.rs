@@ -191,6 +191,10 @@ pub struct NodeConfig {
     /// Extra labels, added to (and overriding) the agent's.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Set by `shoal node rm`: the controller deletes the node's tasks, their statuses and
+    /// this record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 /// A node as placement sees it: what the agent reports plus operator settings.

@@ -26,6 +26,10 @@ pub struct ControllerArgs {
     /// Every service is reconciled at least this often, changes or not.
     #[arg(long, default_value = "60s")]
     pub resync: Dur,
+    /// After taking the lead, how long a node without a record keeps its tasks before it is
+    /// declared lost (set it to the agents' --lease-ttl).
+    #[arg(long, default_value = "5s")]
+    pub node_grace: Dur,
 }
 
 /// Runs `shoal controller`.
@@ -39,6 +43,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         lease_ttl: args.lease_ttl.get(),
         workers: args.workers.max(1),
         resync_interval: args.resync.get().max(Duration::from_secs(1)),
+        node_grace: args.node_grace.get(),
         ..ControllerConfig::default()
     };
     tracing::info!(store = %args.store.shown_url(), prefix = %args.store.prefix, identity = %config.identity, "starting controller");

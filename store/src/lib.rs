@@ -62,6 +62,11 @@ pub enum Compare {
         /// Expected revision (0 = absent).
         revision: Revision,
     },
+    /// The key exists (whatever its revision).
+    Exists {
+        /// Key compared.
+        key: String,
+    },
 }
 
 /// One write in a transaction.

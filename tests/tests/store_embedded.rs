@@ -21,6 +21,12 @@ async fn cas_conflict() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_exists() {
+    let mut h = EmbeddedHarness::new().await;
+    conformance::compare_exists(&mut h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn txn_atomicity() {
     let mut h = EmbeddedHarness::new().await;
     conformance::txn_atomicity(&mut h).await;

@@ -94,14 +94,10 @@ impl TestStore {
         self.assign(&t).await;
     }
 
-    /// Deletes an assignment and its status, as the controller does.
+    /// Deletes an assignment, as the controller does (the agent deletes the status).
     pub async fn unassign(&self, t: &Task) {
         self.store
             .delete(&self.keys.task(&t.node_id, &t.id))
-            .await
-            .expect("delete");
-        self.store
-            .delete(&self.keys.task_status(&t.node_id, &t.id))
             .await
             .expect("delete");
     }

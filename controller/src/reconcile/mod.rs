@@ -6,6 +6,7 @@
 //! tasks to create (already placed), tasks to stop, to mark orphaned and to delete, the new
 //! status, and when to look again. It performs no I/O; randomness comes from `seed`.
 
+pub mod gone;
 mod ids;
 mod progress;
 pub mod rollout;
@@ -96,8 +97,20 @@ pub struct ReconcileInput {
     pub previous: Option<ServiceStatus>,
     /// The current time.
     pub now: Timestamp,
+    /// Nodes without a record are declared lost (their tasks orphaned) only from this time on:
+    /// a newly leading controller gives every node one lease TTL to show up, since a missing
+    /// record at its first list may only mean the node has not registered again yet.
+    pub nodes_lost_after: Timestamp,
     /// Seed for new task id suffixes.
     pub seed: u64,
+}
+
+impl ReconcileInput {
+    /// Whether `node` has no record but is still within the grace of a new leader: its
+    /// tasks are neither orphaned nor moved yet.
+    pub fn node_in_grace(&self, node: &str) -> bool {
+        self.now < self.nodes_lost_after && !self.nodes.get(node).is_some_and(|n| n.ready)
+    }
 }
 
 /// Identifies a task record: its node and id.
@@ -128,7 +141,7 @@ pub struct Plan {
     pub stops: Vec<TaskRef>,
     /// Tasks whose node is down: marked orphaned (and desired `shutdown`).
     pub orphans: Vec<TaskRef>,
-    /// Task and task status records to remove.
+    /// Task records to remove (their agent then removes their status).
     pub deletes: Vec<TaskRef>,
     /// The new status (`None`: leave the status key alone, or delete it with `delete_status`).
     pub status: Option<ServiceStatus>,
@@ -141,7 +154,7 @@ pub struct Plan {
 impl Plan {
     /// Number of task writes the plan makes.
     pub fn task_ops(&self) -> usize {
-        self.creates.len() + self.stops.len() + self.orphans.len() + self.deletes.len() * 2
+        self.creates.len() + self.stops.len() + self.orphans.len() + self.deletes.len()
     }
 
     /// Whether the plan changes no task.

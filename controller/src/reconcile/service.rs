@@ -178,6 +178,7 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
 
     // Node loss: unfinished tasks on nodes that are down are orphaned (and replaced).
     let mut down: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut held_by_grace = false;
     for i in 0..n {
         let e = w.entry(i);
         if e.task.orphaned && e.wants_running() {
@@ -186,6 +187,11 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
             w.plan.stops.push(TaskRef::of(&e.task));
         }
         if !w.entry(i).is_dead() && !w.node_ok(i) {
+            if input.node_in_grace(&w.entry(i).task.node_id) {
+                // A new leader's grace: the node may only not have registered again yet.
+                held_by_grace = true;
+                continue;
+            }
             w.orphaned[i] = true;
             w.plan.orphans.push(TaskRef::of(&w.entry(i).task));
             *down.entry(w.entry(i).task.node_id.as_str()).or_default() += 1;
@@ -213,6 +219,10 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
             .iter()
             .filter(|(id, node)| {
                 placer.eligible(id)
+                    || (input.node_in_grace(id)
+                        && by_slot.get(&Slot::Node(id.to_string())).is_some_and(|idx| {
+                            idx.iter().any(|&i| !w.dead(i) && w.wants_running(i))
+                        }))
                     || (node.ready
                         && node.config.availability == Availability::Pause
                         && filters::eligible_filter(node, spec.runtime, &constraints).is_none()
@@ -228,7 +238,7 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     if spec.mode == Mode::Replicated {
         let mut must_leave: BTreeMap<&str, bool> = BTreeMap::new();
         for i in 0..n {
-            if w.dead(i) || !w.wants_running(i) {
+            if w.dead(i) || !w.wants_running(i) || input.node_in_grace(&w.entry(i).task.node_id) {
                 continue;
             }
             let node_id = w.entry(i).task.node_id.as_str();
@@ -606,6 +616,11 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     };
     status::set_condition(&mut st, now, "Available", running >= desired, reason, &msg);
     w.plan.status = Some(status::finish(st, input.previous.as_ref(), now));
+    if held_by_grace {
+        // Look again when the grace ends: the node is lost then if it has not come back.
+        let d = input.nodes_lost_after.since(now);
+        requeue = Some(requeue.map_or(d, |r| r.min(d)));
+    }
     w.plan.requeue_after = requeue;
     w.plan
 }

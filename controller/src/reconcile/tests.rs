@@ -15,6 +15,7 @@ pub(crate) struct Sim {
     pub(crate) tasks: BTreeMap<String, TaskEntry>,
     pub(crate) previous: Option<ServiceStatus>,
     pub(crate) now: Timestamp,
+    pub(crate) nodes_lost_after: Timestamp,
     pub(crate) seed: u64,
 }
 
@@ -29,6 +30,7 @@ impl Sim {
             tasks: BTreeMap::new(),
             previous: None,
             now: Timestamp(1_000_000),
+            nodes_lost_after: Timestamp(0),
             seed: 1,
         }
     }
@@ -45,6 +47,7 @@ impl Sim {
             usage: BTreeMap::new(),
             previous: self.previous.clone(),
             now: self.now,
+            nodes_lost_after: self.nodes_lost_after,
             seed: self.seed,
         }
     }
@@ -546,4 +549,32 @@ fn a_global_task_orphaned_on_a_returning_node_stops_before_its_replacement_start
     assert_eq!(plan.creates.len(), 1);
     sim.settle();
     assert_eq!(sim.running_total(), 1);
+}
+
+#[test]
+fn a_new_leader_gives_nodes_without_a_record_one_ttl_before_orphaning_their_tasks() {
+    for mode in ["  replicas: 3\n", "  mode: global\n"] {
+        let mut sim = Sim::new(service("web", mode), three_nodes());
+        sim.settle();
+        // A new leader lists before n1 has registered again: within the grace nothing moves.
+        sim.nodes.get_mut("n1").unwrap().ready = false;
+        sim.nodes_lost_after = sim.now.plus(std::time::Duration::from_secs(5));
+        let plan = sim.step();
+        assert!(
+            plan.orphans.is_empty() && plan.stops.is_empty() && plan.creates.is_empty(),
+            "{mode}: nothing changes within the grace: {plan:?}"
+        );
+        assert_eq!(
+            plan.requeue_after,
+            Some(std::time::Duration::from_secs(5)),
+            "{mode}: looked at again when the grace ends"
+        );
+        // n1 registers within the grace: its tasks are kept.
+        sim.nodes.get_mut("n1").unwrap().ready = true;
+        assert!(sim.step().is_quiet(), "{mode}");
+        // Had it not come back, the grace ends and the node is lost as before.
+        sim.nodes.get_mut("n1").unwrap().ready = false;
+        sim.now = sim.nodes_lost_after;
+        assert_eq!(sim.step().orphans.len(), 1, "{mode}");
+    }
 }

@@ -18,6 +18,7 @@ use shoal_store::Revision;
 use tracing::warn;
 
 use crate::placement::NodeUsage;
+use crate::reconcile::gone::Presence;
 use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
 
 /// A manifest as read from the store.
@@ -370,6 +371,45 @@ impl Cache {
         out
     }
 
+    /// Which nodes some key names, which have a live record, which were removed.
+    pub(crate) fn presence(&self) -> Presence {
+        let mut known: BTreeSet<String> = self.infos.keys().cloned().collect();
+        known.extend(self.configs.keys().cloned());
+        known.extend(self.tasks.keys().map(|(n, _)| n.clone()));
+        known.extend(self.task_status.keys().map(|(n, _)| n.clone()));
+        Presence {
+            known,
+            ready: self.ready.clone(),
+            removed: self
+                .configs
+                .iter()
+                .filter(|(_, c)| c.removed)
+                .map(|(n, _)| n.clone())
+                .collect(),
+        }
+    }
+
+    /// The keys of a node gone for good: its assignments, their statuses and its settings.
+    pub(crate) fn node_keys(&self, node: &str) -> Vec<String> {
+        let own = |k: &&(String, String)| k.0 == node;
+        let mut out: Vec<String> = self
+            .tasks
+            .keys()
+            .filter(own)
+            .map(|(n, t)| self.keys.task(n, t))
+            .collect();
+        out.extend(
+            self.task_status
+                .keys()
+                .filter(own)
+                .map(|(n, t)| self.keys.task_status(n, t)),
+        );
+        if self.configs.contains_key(node) {
+            out.push(self.keys.node_config(node));
+        }
+        out
+    }
+
     /// Every node: agent records (last known for nodes that are down), operator settings, and
     /// placeholders for nodes only known from their tasks.
     pub(crate) fn nodes(&mut self) -> Arc<BTreeMap<String, Node>> {
@@ -393,10 +433,12 @@ impl Cache {
                     agent_version: String::new(),
                     started_at: Timestamp(0),
                 });
+                let config = self.configs.get(id).cloned().unwrap_or_default();
+                // A node removed with `shoal node rm --force` is treated as down at once.
                 let node = Node {
                     info,
-                    config: self.configs.get(id).cloned().unwrap_or_default(),
-                    ready: self.ready.contains(id),
+                    ready: self.ready.contains(id) && !config.removed,
+                    config,
                 };
                 (id.clone(), node)
             })
@@ -407,7 +449,13 @@ impl Cache {
     }
 
     /// The reconcile input of one service.
-    pub(crate) fn input(&mut self, sref: &ServiceRef, now: Timestamp, seed: u64) -> ReconcileInput {
+    pub(crate) fn input(
+        &mut self,
+        sref: &ServiceRef,
+        now: Timestamp,
+        nodes_lost_after: Timestamp,
+        seed: u64,
+    ) -> ReconcileInput {
         let service = match self.services.get(sref) {
             Some(ManifestEntry {
                 revision,
@@ -461,6 +509,7 @@ impl Cache {
             usage,
             previous: self.statuses.get(sref).cloned(),
             now,
+            nodes_lost_after,
             seed,
         }
     }
@@ -514,7 +563,11 @@ mod tests {
         c.apply(&k, None, 7);
         // A late watch event for revision 5 arrives after the delete at 7.
         assert!(c.apply(&k, Some(&model::encode(&t)), 5).services.is_empty());
-        assert!(c.input(&svc.id(), Timestamp(0), 0).tasks.is_empty());
+        assert!(
+            c.input(&svc.id(), Timestamp(0), Timestamp(0), 0)
+                .tasks
+                .is_empty()
+        );
         c.prune(7);
         assert!(
             c.revs.is_empty(),
@@ -570,7 +623,7 @@ mod tests {
         let sref = svc.id();
         let text = serde_json::to_string(&svc).unwrap();
         c.apply(&keys.service(&sref), Some(text.as_bytes()), 3);
-        match c.input(&sref, Timestamp(0), 0).service {
+        match c.input(&sref, Timestamp(0), Timestamp(0), 0).service {
             ServiceInput::Invalid { error, generation } => {
                 assert_eq!(generation, 3);
                 assert!(
@@ -588,18 +641,18 @@ mod tests {
         );
         c.apply(&keys.config("other", "app"), Some(b"{}"), 5);
         assert!(
-            matches!(c.input(&sref, Timestamp(0), 0).service, ServiceInput::Invalid { error, .. } if !error.contains("secret")),
+            matches!(c.input(&sref, Timestamp(0), Timestamp(0), 0).service, ServiceInput::Invalid { error, .. } if !error.contains("secret")),
             "a config in another namespace does not count"
         );
         c.apply(&keys.config("default", "app"), Some(b"{}"), 6);
         assert!(matches!(
-            c.input(&sref, Timestamp(0), 0).service,
+            c.input(&sref, Timestamp(0), Timestamp(0), 0).service,
             ServiceInput::Present { .. }
         ));
         let touched = c.apply(&keys.secret("default", "db-password"), None, 7);
         assert!(touched.services.contains(&sref));
         assert!(matches!(
-            c.input(&sref, Timestamp(0), 0).service,
+            c.input(&sref, Timestamp(0), Timestamp(0), 0).service,
             ServiceInput::Invalid { .. }
         ));
     }
@@ -614,7 +667,7 @@ mod tests {
         };
         let text = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  replicas: lots\n";
         c.apply(&keys.service(&sref), Some(text.as_bytes()), 9);
-        match c.input(&sref, Timestamp(0), 0).service {
+        match c.input(&sref, Timestamp(0), Timestamp(0), 0).service {
             ServiceInput::Invalid { error, generation } => {
                 assert_eq!(generation, 9);
                 assert!(error.contains(":6:"), "{error}");
@@ -625,7 +678,7 @@ mod tests {
             "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: api\nspec:\n  image: x\n";
         c.apply(&keys.service(&sref), Some(other.as_bytes()), 10);
         assert!(matches!(
-            c.input(&sref, Timestamp(0), 0).service,
+            c.input(&sref, Timestamp(0), Timestamp(0), 0).service,
             ServiceInput::Invalid { .. }
         ));
     }

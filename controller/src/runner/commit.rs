@@ -1,5 +1,6 @@
 //! Turning a plan into store writes: batched transactions of at most `max_txn_ops` ops,
-//! each carrying the leader fence.
+//! each carrying the leader fence. Deleting a task deletes its assignment only: the status
+//! under `taskstatus/` belongs to the node's agent, which deletes it.
 
 use std::collections::BTreeMap;
 
@@ -51,12 +52,11 @@ pub fn plan_ops(keys: &Keys, input: &ReconcileInput, plan: &Plan) -> Vec<TxnOp> 
         }
     }
     ops.extend(plan.creates.iter().map(put));
+    // The task's status is its agent's to delete once it sees the assignment gone (single
+    // writer); only a node gone for good has its statuses removed by the controller.
     for r in &plan.deletes {
         ops.push(TxnOp::Delete {
             key: keys.task(&r.node, &r.task),
-        });
-        ops.push(TxnOp::Delete {
-            key: keys.task_status(&r.node, &r.task),
         });
     }
     if let Some(st) = &plan.status

@@ -1,6 +1,10 @@
 //! The runner: campaigns for leadership, then lists and watches the store into one cache,
 //! queues the services that changed, reconciles them with several workers (one per service
 //! at a time) and commits each plan in fenced, batched transactions.
+//!
+//! A term's tasks (watcher, resync, workers) run for as long as the term: when one panics or
+//! ends, the term ends too — the leader steps down, releases its lease and campaigns again
+//! with a fresh cache, rather than leading without seeing or reconciling anything.
 
 mod cache;
 pub mod commit;
@@ -22,7 +26,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
-use crate::reconcile::reconcile;
+use crate::reconcile::{gone, reconcile};
 use cache::Cache;
 use commit::{CommitError, commit, plan_ops};
 use leader::{Fence, Leadership, campaign};
@@ -54,6 +58,12 @@ pub struct ControllerConfig {
     pub resync_interval: Duration,
     /// Retry delays after a failed reconcile.
     pub backoff: Backoff,
+    /// How long a newly leading controller waits for a node without a record before it
+    /// declares the node lost (one agent lease TTL: the agents' `--lease-ttl`).
+    pub node_grace: Duration,
+    /// A node down this long is gone for good: its tasks, their statuses and its settings
+    /// are deleted (`shoal controller --node-gone-after`, default 24h).
+    pub node_gone_after: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -72,6 +82,8 @@ impl Default for ControllerConfig {
                 base: Duration::from_millis(200),
                 max: Duration::from_secs(30),
             },
+            node_grace: Duration::from_secs(5),
+            node_gone_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -80,6 +92,9 @@ impl Default for ControllerConfig {
 enum TermEnd {
     Shutdown,
     Lost,
+    /// One of the term's watcher, resync or worker tasks panicked or ended: a leader that
+    /// can no longer see or reconcile must not keep the lease.
+    Broken(String),
 }
 
 /// The controller.
@@ -109,6 +124,8 @@ struct Term {
     metrics: Metrics,
     deposed: watch::Sender<bool>,
     placement: tokio::sync::Mutex<()>,
+    /// End of the term's grace for nodes without a record (see [`ControllerConfig::node_grace`]).
+    nodes_lost_after: Timestamp,
 }
 
 impl Term {
@@ -139,7 +156,9 @@ impl Term {
         let started = std::time::Instant::now();
         self.metrics.reconciles.inc();
         let seed = rand::rng().random();
-        let mut input = self.cache().input(s, Timestamp::now(), seed);
+        let mut input = self
+            .cache()
+            .input(s, Timestamp::now(), self.nodes_lost_after, seed);
         let mut plan = reconcile(&input);
         // Plans that place tasks are decided and committed one at a time, on a fresh view,
         // so two services never take the same host port or the last free memory of a node.
@@ -147,7 +166,9 @@ impl Term {
             None
         } else {
             let guard = self.placement.lock().await;
-            input = self.cache().input(s, Timestamp::now(), seed);
+            input = self
+                .cache()
+                .input(s, Timestamp::now(), self.nodes_lost_after, seed);
             plan = reconcile(&input);
             Some(guard)
         };
@@ -304,6 +325,53 @@ impl Term {
         }
     }
 
+    /// Once a second: deletes the keys of nodes gone for good (see [`crate::reconcile::gone`]).
+    async fn collect_gone_nodes(self: Arc<Self>, gone_after: Duration) {
+        let mut down = std::collections::BTreeMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = Timestamp::now();
+            let presence = self.cache().presence();
+            down = gone::track_down(&presence, &down, now);
+            for node in gone::gone(&presence, &down, now, gone_after) {
+                let keys = self.cache().node_keys(&node);
+                if keys.is_empty() {
+                    continue;
+                }
+                let why = if presence.removed.contains(&node) {
+                    "removed"
+                } else {
+                    "down for longer than --node-gone-after"
+                };
+                info!(node = %node, keys = keys.len(), reason = why, "node gone for good: deleting its tasks, statuses and settings");
+                let ops = keys.into_iter().map(|key| TxnOp::Delete { key }).collect();
+                let mut touched = cache::Touched::default();
+                let res = commit(self.store.as_ref(), &self.fence, ops, |batch, rev| {
+                    let mut c = self.cache();
+                    for op in batch {
+                        if let TxnOp::Delete { key } = op {
+                            let t = c.apply(key, None, rev);
+                            touched.services.extend(t.services);
+                            touched.nodes_changed |= t.nodes_changed;
+                        }
+                    }
+                })
+                .await;
+                self.enqueue_touched(touched);
+                match res {
+                    Ok(()) => {}
+                    Err(CommitError::Fenced) => {
+                        let _ = self.deposed.send(true);
+                    }
+                    Err(e) => {
+                        warn!(node = %node, error = %e, "cannot delete the keys of a node gone for good; retrying")
+                    }
+                }
+            }
+        }
+    }
+
     /// Queues every service every `every`, and refreshes the task gauges every few seconds.
     async fn resync(self: Arc<Self>, every: Duration) {
         let mut resync = tokio::time::interval(every);
@@ -397,6 +465,15 @@ impl Controller {
                     info!("stepped down");
                     leadership.resign().await;
                 }
+                Ok(TermEnd::Broken(why)) => {
+                    warn!(reason = %why, "a task of the leader term ended; stepping down and starting again");
+                    leadership.resign().await;
+                    // A fault that repeats must not spin: give a standby a chance meanwhile.
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.lease_ttl / 3) => {}
+                        _ = stop.changed() => return Ok(()),
+                    }
+                }
                 Err(e) => {
                     warn!(error = %e, "leader term failed; stepping down");
                     leadership.resign().await;
@@ -420,21 +497,51 @@ impl Controller {
             metrics: self.metrics.clone(),
             deposed,
             placement: tokio::sync::Mutex::new(()),
+            nodes_lost_after: Timestamp::now().plus(self.config.node_grace),
         });
         let revision = term.relist().await?;
         let mut tasks = JoinSet::new();
-        tasks.spawn(term.clone().watcher(revision));
-        tasks.spawn(term.clone().resync(self.config.resync_interval));
+        tasks.spawn(
+            term.clone()
+                .watcher(revision)
+                .instrument(info_span!("watcher")),
+        );
+        tasks.spawn(
+            term.clone()
+                .resync(self.config.resync_interval)
+                .instrument(info_span!("resync")),
+        );
+        tasks.spawn(
+            term.clone()
+                .collect_gone_nodes(self.config.node_gone_after)
+                .instrument(info_span!("gone_nodes")),
+        );
         for _ in 0..self.config.workers.max(1) {
             tasks.spawn(term.clone().worker());
         }
         let mut lost = leadership.lost.clone();
+        // Every task of the term loops for ever: one that returns or panics breaks the term.
         let end = tokio::select! {
             _ = stop.wait_for(|s| *s) => TermEnd::Shutdown,
             _ = lost.wait_for(|l| *l) => TermEnd::Lost,
             _ = deposed_rx.wait_for(|d| *d) => TermEnd::Lost,
+            Some(res) = tasks.join_next() => TermEnd::Broken(match res {
+                Ok(()) => "a task ended".to_string(),
+                Err(e) if e.is_panic() => format!("a task panicked: {}", panic_message(e.into_panic())),
+                Err(e) => e.to_string(),
+            }),
         };
         tasks.shutdown().await;
         Ok(end)
+    }
+}
+
+/// The text of a panic's payload, when it has one.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(no message)".to_string(), |s| (*s).to_string()),
     }
 }

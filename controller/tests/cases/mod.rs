@@ -387,3 +387,85 @@ pub async fn swarm_constraint_walkthrough(env: Env) {
     );
     c.stop().await;
 }
+
+/// See the test of the same name.
+pub async fn task_statuses_are_left_to_their_agent_which_deletes_them_when_it_returns(env: Env) {
+    let mut agents = three_agents(&env).await;
+    let c = env.controller("c1", TTL);
+    env.put_service("web", "  replicas: 3\n").await;
+    env.wait_running("web", 3).await;
+    let on_n3: Vec<String> = env
+        .tasks()
+        .await
+        .into_iter()
+        .filter(|(t, _)| t.node_id == "n3")
+        .map(|(t, _)| t.id)
+        .collect();
+    assert_eq!(on_n3.len(), 1);
+    let status_key = env.keys.task_status("n3", &on_n3[0]);
+    agents.pop().unwrap().kill();
+    // The service goes while n3 is down: the controller deletes n3's assignment…
+    env.delete_service("web").await;
+    wait_for("every task record of web deleted", || async {
+        env.tasks()
+            .await
+            .iter()
+            .all(|(t, _)| t.service.name != "web")
+            .then_some(())
+    })
+    .await;
+    // …but not its status, whose writer (n3's agent) is only away.
+    assert!(
+        env.store.get(&status_key).await.unwrap().is_some(),
+        "the controller deleted a status it does not write"
+    );
+    // n3 returns: its agent sees the assignment gone and deletes the status.
+    let _n3 = Agent::start(&env, "n3", &[("zone", "c")]).await;
+    wait_for("n3's agent deletes the orphaned status", || async {
+        env.store
+            .get(&status_key)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    c.stop().await;
+}
+
+/// See the test of the same name.
+pub async fn a_node_down_past_node_gone_after_loses_its_tasks_statuses_and_settings(env: Env) {
+    let mut agents = three_agents(&env).await;
+    let c = env.controller_with("c1", TTL, |cfg| {
+        cfg.node_gone_after = Duration::from_secs(4)
+    });
+    env.put_service("web", "  replicas: 3\n").await;
+    env.wait_running("web", 3).await;
+    env.set_availability("n3", "pause").await;
+    let n3 = agents.pop().unwrap();
+    n3.kill();
+    let started = std::time::Instant::now();
+    let n3_keys = || async {
+        let mut n = 0;
+        for p in [
+            env.keys.node_tasks_prefix("n3"),
+            env.keys.node_task_status_prefix("n3"),
+            env.keys.node_config("n3"),
+        ] {
+            n += env.store.list(&p).await.unwrap().kvs.len();
+        }
+        n
+    };
+    assert!(n3_keys().await > 0);
+    wait_for("n3's keys deleted once it is gone for good", || async {
+        (n3_keys().await == 0).then_some(())
+    })
+    .await;
+    println!(
+        "n3 gone for good {:?} after its agent died (--node-gone-after 4s, lease 1s)",
+        started.elapsed()
+    );
+    let per_node = env.wait_running("web", 3).await;
+    assert!(!per_node.contains_key("n3"));
+    c.stop().await;
+}

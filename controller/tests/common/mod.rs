@@ -83,6 +83,15 @@ impl Env {
         }
     }
 
+    /// The same environment seen through a wrapper of its store (for fault injection).
+    pub fn wrapped(self, wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Env {
+        Env {
+            store: wrap(self.store),
+            keys: self.keys,
+            _dir: self._dir,
+        }
+    }
+
     /// An environment over an existing store.
     pub fn over(store: Arc<dyn Store>) -> Env {
         Env {
@@ -218,12 +227,25 @@ impl Env {
 
     /// Starts a controller; returns a handle to stop or kill it.
     pub fn controller(&self, name: &str, ttl: Duration) -> RunningController {
-        let config = ControllerConfig {
+        self.controller_with(name, ttl, |_| {})
+    }
+
+    /// Starts a controller with settings changed by `tweak`.
+    pub fn controller_with(
+        &self,
+        name: &str,
+        ttl: Duration,
+        tweak: impl FnOnce(&mut ControllerConfig),
+    ) -> RunningController {
+        let mut config = ControllerConfig {
             identity: name.to_string(),
             lease_ttl: ttl,
             resync_interval: Duration::from_secs(2),
+            // The simulated agents' leases last 1s.
+            node_grace: Duration::from_secs(1),
             ..ControllerConfig::default()
         };
+        tweak(&mut config);
         let c = Controller::new(self.store.clone(), self.keys.clone(), config);
         let leading = c.leading();
         let (tx, rx) = oneshot::channel::<()>();
@@ -336,6 +358,16 @@ async fn step(
     node: &str,
 ) -> Result<(), shoal_store::StoreError> {
     let tasks = store.list(&keys.node_tasks_prefix(node)).await?;
+    // Like the real agent: the status of a task whose assignment is gone is deleted.
+    let statuses = store.list(&keys.node_task_status_prefix(node)).await?;
+    for kv in statuses.kvs {
+        let Some(shoal_core::keys::Key::TaskStatus { node, task }) = keys.parse(&kv.key) else {
+            continue;
+        };
+        if !tasks.kvs.iter().any(|t| t.key == keys.task(&node, &task)) {
+            store.delete(&kv.key).await?;
+        }
+    }
     for kv in tasks.kvs {
         let Ok(t) = model::decode::<Task>("task", &kv.value) else {
             continue;

@@ -261,12 +261,15 @@ impl ConsulStore {
     ) -> Result<Vec<TxnKvOp>, StoreError> {
         let mut ops = Vec::with_capacity(txn.compares.len() + txn.ops.len());
         for c in &txn.compares {
-            let Compare::ModRevision { key, revision } = c;
-            let key = to_consul(key)?;
-            ops.push(if *revision <= 0 {
-                TxnKvOp::new(TxnVerb::CheckNotExists, key)
-            } else {
-                TxnKvOp::new(TxnVerb::CheckIndex, key).index(*revision as u64)
+            ops.push(match c {
+                Compare::ModRevision { key, revision } if *revision <= 0 => {
+                    TxnKvOp::new(TxnVerb::CheckNotExists, to_consul(key)?)
+                }
+                Compare::ModRevision { key, revision } => {
+                    TxnKvOp::new(TxnVerb::CheckIndex, to_consul(key)?).index(*revision as u64)
+                }
+                // A read of a missing key fails the transaction.
+                Compare::Exists { key } => TxnKvOp::new(TxnVerb::Get, to_consul(key)?),
             });
         }
         for op in &txn.ops {

@@ -355,12 +355,19 @@ impl Inner {
             let now = now_ms();
             let mut kv = wtx.open_table(KV).map_err(db_err)?;
             for cmp in &txn.compares {
-                let Compare::ModRevision { key, revision } = cmp;
+                let (key, expected) = match cmp {
+                    Compare::ModRevision { key, revision } => (key, Some(*revision)),
+                    Compare::Exists { key } => (key, None),
+                };
                 let current = match kv.get(key.as_str()).map_err(db_err)? {
                     Some(v) => KvRecord::decode(v.value()).map_err(db_err)?.mod_revision,
                     None => 0,
                 };
-                if current != *revision {
+                let holds = match expected {
+                    Some(revision) => current == revision,
+                    None => current != 0,
+                };
+                if !holds {
                     return Ok((
                         TxnResult {
                             succeeded: false,

@@ -392,6 +392,9 @@ impl Store for EtcdStore {
                 Compare::ModRevision { key, revision } => {
                     etcd_client::Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision)
                 }
+                Compare::Exists { key } => {
+                    etcd_client::Compare::version(key.as_str(), CompareOp::Greater, 0)
+                }
             })
             .collect();
         let leases: Vec<LeaseId> = txn

@@ -207,6 +207,28 @@ pub async fn cas_conflict<H: Harness>(h: &mut H) {
     assert_eq!(s.get("/cas/k").await.expect("get"), None);
 }
 
+/// `Compare::Exists` holds for a key that exists, whatever its revision, and fails the
+/// transaction (writing nothing) for one that does not.
+pub async fn compare_exists<H: Harness>(h: &mut H) {
+    let s = h.store();
+    s.put("/ex/task", b"t".to_vec(), None).await.expect("put");
+    s.put("/ex/task", b"t2".to_vec(), None).await.expect("put");
+    let txn = |key: &str| Txn {
+        compares: vec![Compare::Exists { key: key.into() }],
+        ops: vec![TxnOp::Put {
+            key: "/ex/status".into(),
+            value: key.as_bytes().to_vec(),
+            lease: None,
+        }],
+    };
+    assert!(s.txn(txn("/ex/task")).await.expect("txn").succeeded);
+    assert_eq!(must_get(&*s, "/ex/status").await.value, b"/ex/task");
+    assert!(!s.txn(txn("/ex/missing")).await.expect("txn").succeeded);
+    assert_eq!(must_get(&*s, "/ex/status").await.value, b"/ex/task");
+    s.delete("/ex/task").await.expect("delete");
+    assert!(!s.txn(txn("/ex/task")).await.expect("txn").succeeded);
+}
+
 /// A failed compare writes nothing; a successful txn lands every op at one revision.
 pub async fn txn_atomicity<H: Harness>(h: &mut H) {
     let s = h.store();
