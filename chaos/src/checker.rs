@@ -20,7 +20,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use shoal_core::Keys;
 use shoal_core::keys::Key;
-use shoal_core::model::{Slot, Task, TaskState, TaskStatus};
+use shoal_core::model::{DesiredState, Slot, Task, TaskState, TaskStatus};
 use shoal_store::Store;
 use shoal_store::reflector::{Event, watcher};
 
@@ -71,10 +71,19 @@ impl Disturbance {
 
 type SlotKey = (String, Slot);
 
+/// What the checker remembers of a task.
+#[derive(Debug, Clone)]
+struct TaskInfo {
+    slot: SlotKey,
+    node: String,
+    /// The controller wants it running (desired running, not orphaned, key present).
+    current: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
     started: Option<Instant>,
-    tasks: HashMap<String, (SlotKey, String)>,
+    tasks: HashMap<String, TaskInfo>,
     live: BTreeMap<SlotKey, BTreeSet<String>>,
     /// Stale copies seen: task id → node.
     stale: HashMap<String, String>,
@@ -186,16 +195,35 @@ impl Checker {
                 Some(Key::Task { .. } | Key::ServiceStatus(_))
             );
         if controller_key && !st.leader_present {
-            Self::violation(st, "fence", format!("{key} written while no leader record existed"));
+            Self::violation(
+                st,
+                "fence",
+                format!("{key} written while no leader record existed"),
+            );
         }
         match self.keys.parse(key) {
             Some(Key::Leader) => st.leader_present = value.is_some(),
-            Some(Key::Task { task, node }) => {
-                if let Some(t) = value.and_then(|v| serde_json::from_slice::<Task>(v).ok()) {
-                    let slot = (t.service.to_string(), t.slot.clone());
-                    st.tasks.insert(task, (slot, node));
+            Some(Key::Task { task, node }) => match value {
+                Some(v) => {
+                    if let Ok(t) = serde_json::from_slice::<Task>(v) {
+                        let current = t.desired_state == DesiredState::Running && !t.orphaned;
+                        let slot = (t.service.to_string(), t.slot.clone());
+                        st.tasks.insert(
+                            task,
+                            TaskInfo {
+                                slot,
+                                node,
+                                current,
+                            },
+                        );
+                    }
                 }
-            }
+                None => {
+                    if let Some(t) = st.tasks.get_mut(&task) {
+                        t.current = false;
+                    }
+                }
+            },
             Some(Key::TaskStatus { task, .. }) => {
                 let running = value
                     .and_then(|v| serde_json::from_slice::<TaskStatus>(v).ok())
@@ -207,19 +235,18 @@ impl Checker {
     }
 
     fn task_liveness(&self, st: &mut State, task: &str, running: bool) {
-        let Some((slot, _)) = st.tasks.get(task).cloned() else {
+        let Some(info) = st.tasks.get(task).cloned() else {
             return;
         };
-        let set = st.live.entry(slot.clone()).or_default();
+        let set = st.live.entry(info.slot.clone()).or_default();
         if !running {
             set.remove(task);
             if let Some(n) = st.stale.remove(task) {
                 let dist = self.disturbance.lock().expect("disturbance");
-                let after_heal = dist
-                    .healed
-                    .get(&n)
-                    .map(|h| h.elapsed().as_secs_f64())
-                    .unwrap_or(0.0);
+                let after_heal = match (dist.active.get(&n), dist.healed.get(&n)) {
+                    (Some(a), Some(h)) if *a == 0 => h.elapsed().as_secs_f64(),
+                    _ => 0.0,
+                };
                 st.stale_stop_s.push(after_heal);
             }
             return;
@@ -232,23 +259,32 @@ impl Checker {
         }
         let now = Instant::now();
         let dist = self.disturbance.lock().expect("disturbance");
-        let node_of = |t: &String| st.tasks.get(t).map(|(_, n)| n.clone()).unwrap_or_default();
-        let (excused, plain): (Vec<&String>, Vec<&String>) =
-            live.iter().partition(|t| dist.excused(&node_of(t), now));
+        let mut stale = Vec::new();
+        let mut plain = Vec::new();
+        for t in &live {
+            let Some(i) = st.tasks.get(t) else { continue };
+            // A copy the controller no longer wants, on a node the nemesis disturbed.
+            if !i.current && dist.excused(&i.node, now) {
+                stale.push((t.clone(), i.node.clone()));
+            } else {
+                plain.push(format!("{t}@{}", i.node));
+            }
+        }
         drop(dist);
         if plain.len() > 1 {
-            let who: Vec<String> = live.iter().map(|t| format!("{t}@{}", node_of(t))).collect();
             Self::violation(
                 st,
                 "one-live-task-per-slot",
-                format!("{} slot {}: {} live: {}", slot.0, slot.1, live.len(), who.join(", ")),
+                format!(
+                    "{} slot {}: {} live: {}",
+                    info.slot.0,
+                    info.slot.1,
+                    plain.len(),
+                    plain.join(", ")
+                ),
             );
-        } else {
-            for t in excused {
-                let n = node_of(t);
-                st.stale.insert(t.clone(), n);
-            }
         }
+        st.stale.extend(stale);
     }
 
     fn check_stale_bounds(&self, st: &mut State) {
@@ -266,7 +302,10 @@ impl Checker {
             Self::violation(
                 st,
                 "stale-copy-stops",
-                format!("task {t} on {n} still running {}s after its node healed", STALE_BOUND.as_secs()),
+                format!(
+                    "task {t} on {n} still running {}s after its node healed",
+                    STALE_BOUND.as_secs()
+                ),
             );
         }
     }

@@ -101,6 +101,8 @@ pub struct Cluster {
     procs: Vec<Proc>,
     /// Current etcd member name of each host (changes when a member is replaced).
     etcd_names: Vec<String>,
+    /// Admin token of the API.
+    pub token: String,
     /// The network (dropped after the processes are killed).
     pub net: Net,
 }
@@ -110,10 +112,12 @@ impl Cluster {
     pub fn new(cfg: ClusterConfig, net: Net) -> Result<Self, ClusterError> {
         std::fs::create_dir_all(cfg.dir.join("logs"))?;
         let etcd_names = (0..net.hosts.len()).map(|i| format!("etcd-{i}")).collect();
+        let token = create_token(&cfg)?;
         Ok(Cluster {
             cfg,
             procs: Vec::new(),
             etcd_names,
+            token,
             net,
         })
     }
@@ -142,7 +146,10 @@ impl Cluster {
 
     /// The API's base URL.
     pub fn api_url(&self) -> String {
-        format!("http://{}:{API_PORT}", self.net.hosts[self.host_of(Role::Api)].ip)
+        format!(
+            "http://{}:{API_PORT}",
+            self.net.hosts[self.host_of(Role::Api)].ip
+        )
     }
 
     fn peer_url(&self, host: usize) -> String {
@@ -209,7 +216,10 @@ impl Cluster {
                 "api".into(),
                 "--listen".into(),
                 format!("{}:{API_PORT}", self.net.hosts[self.host_of(Role::Api)].ip),
+                // Cleartext on the run's private bridge only.
                 "--insecure-listen".into(),
+                "--token-file".into(),
+                self.cfg.dir.join("tokens").display().to_string(),
             ],
             Role::Etcd(_) => unreachable!("etcd is not a shoal component"),
         };
@@ -230,7 +240,10 @@ impl Cluster {
             .args(["netns", "exec", &ns])
             .arg(program)
             .args(args)
-            .env("RUST_LOG", std::env::var("SHOAL_CHAOS_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SHOAL_CHAOS_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -303,7 +316,11 @@ impl Cluster {
         if let Some(p) = self.procs.iter_mut().find(|p| p.role == role)
             && let Some(child) = &p.child
         {
-            let sig = if pause { Signal::SIGSTOP } else { Signal::SIGCONT };
+            let sig = if pause {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
             let _ = kill(Pid::from_raw(child.id() as i32), sig);
             p.paused = pause;
         }
@@ -311,7 +328,12 @@ impl Cluster {
 
     /// Resumes every paused process.
     pub fn resume_all(&mut self) {
-        let paused: Vec<Role> = self.procs.iter().filter(|p| p.paused).map(|p| p.role).collect();
+        let paused: Vec<Role> = self
+            .procs
+            .iter()
+            .filter(|p| p.paused)
+            .map(|p| p.role)
+            .collect();
         for r in paused {
             self.signal_pause(r, false);
         }
@@ -342,7 +364,11 @@ impl Cluster {
             .map_err(|e| err(e.to_string()))?;
         let list = client.member_list().await.map_err(|e| err(e.to_string()))?;
         let peer = self.peer_url(host);
-        if let Some(m) = list.members().iter().find(|m| m.peer_urls().contains(&peer)) {
+        if let Some(m) = list
+            .members()
+            .iter()
+            .find(|m| m.peer_urls().contains(&peer))
+        {
             client
                 .member_remove(m.id())
                 .await
@@ -366,7 +392,10 @@ impl Cluster {
                 } else {
                     m.name().to_string()
                 };
-                format!("{name}={}", m.peer_urls().first().cloned().unwrap_or_default())
+                format!(
+                    "{name}={}",
+                    m.peer_urls().first().cloned().unwrap_or_default()
+                )
             })
             .collect();
         self.etcd_names[host] = new_name;
@@ -379,6 +408,26 @@ impl Cluster {
     pub fn host_ns(&self, host: usize) -> &str {
         &self.net.hosts[host].ns
     }
+}
+
+/// `shoal token create --role admin` into the run's token file; returns the token.
+fn create_token(cfg: &ClusterConfig) -> Result<String, ClusterError> {
+    let file = cfg.dir.join("tokens");
+    let out = Command::new(&cfg.shoal)
+        .args(["token", "create", "--role", "admin", "--file"])
+        .arg(&file)
+        .output()
+        .map_err(|source| ClusterError::Spawn {
+            what: format!("{} token create", cfg.shoal.display()),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ClusterError::Spawn {
+            what: "shoal token create".into(),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).to_string()),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn ignore_missing(e: std::io::Error) -> Result<(), std::io::Error> {

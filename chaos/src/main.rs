@@ -10,7 +10,10 @@ use clap::Parser;
 
 /// Command-line flags.
 #[derive(Debug, Parser)]
-#[command(name = "shoal-chaos", about = "Faults across hosts: a seeded nemesis over a real Shoal cluster")]
+#[command(
+    name = "shoal-chaos",
+    about = "Faults across hosts: a seeded nemesis over a real Shoal cluster"
+)]
 struct Args {
     /// Seed of the fault schedule and the workload (the same seed gives the same schedule).
     #[arg(long, default_value_t = 1)]
@@ -37,7 +40,9 @@ struct Args {
 
 fn humantime_parse(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 30m"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 30m"))?;
     match unit {
         "s" | "" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
@@ -50,12 +55,17 @@ fn humantime_parse(s: &str) -> Result<Duration, String> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
-    let cfg = shoal_chaos::Config::new(args.seed, args.duration, args.shoal, args.etcd, args.work_dir);
+    let cfg = shoal_chaos::Config::new(
+        args.seed,
+        args.duration,
+        args.shoal,
+        args.etcd,
+        args.work_dir,
+    );
     if args.schedule {
         for step in shoal_chaos::nemesis::schedule(cfg.seed, cfg.duration, 3, cfg.lease_ttl) {
             println!("{}", serde_json::to_string(&step).unwrap_or_default());
@@ -68,8 +78,15 @@ async fn main() -> ExitCode {
                 eprintln!("shoal-chaos: cannot write {}: {e}", args.results.display());
                 return ExitCode::from(2);
             }
-            println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
-            if result.violations == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            );
+            if result.violations == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             eprintln!("shoal-chaos: {e}");

@@ -184,11 +184,7 @@ pub fn schedule(seed: u64, duration: Duration, hosts: usize, lease_ttl: Duration
             }
         }
         let hold = hold.min(duration.saturating_sub(at).max(Duration::from_secs(1)));
-        steps.push(Step {
-            at,
-            faults,
-            hold,
-        });
+        steps.push(Step { at, faults, hold });
         at += hold + Duration::from_millis(rng.random_range(2_000..6_000));
     }
     steps
@@ -291,7 +287,10 @@ mod tests {
         assert_eq!(a, schedule(7, Duration::from_secs(600), 3, ttl));
         assert_ne!(a, schedule(8, Duration::from_secs(600), 3, ttl));
         for s in &a {
-            assert!(s.faults.iter().filter(|f| f.touches_quorum()).count() <= 1, "{s:?}");
+            assert!(
+                s.faults.iter().filter(|f| f.touches_quorum()).count() <= 1,
+                "{s:?}"
+            );
         }
         assert!(count(&a).len() >= 6, "{:?}", count(&a));
     }

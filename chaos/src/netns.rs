@@ -148,17 +148,54 @@ impl Net {
             let port = format!("v{run_id}h{index}");
             run("ip", &["netns", "add", &host.ns])?;
             net.hosts.push(host.clone());
-            run("ip", &["-n", &b, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host.ns])?;
-            run("ip", &["-n", &b, "link", "set", &port, "master", "br0", "up"])?;
-            run("ip", &["-n", &host.ns, "addr", "add", &format!("{}/24", host.ip), "dev", "eth0"])?;
+            run(
+                "ip",
+                &[
+                    "-n", &b, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                    "netns", &host.ns,
+                ],
+            )?;
+            run(
+                "ip",
+                &["-n", &b, "link", "set", &port, "master", "br0", "up"],
+            )?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &host.ns,
+                    "addr",
+                    "add",
+                    &format!("{}/24", host.ip),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
             run("ip", &["-n", &host.ns, "link", "set", "eth0", "up"])?;
             run("ip", &["-n", &host.ns, "link", "set", "lo", "up"])?;
         }
         let port = format!("v{run_id}c");
         let root = net.root_link.clone();
-        run("ip", &["link", "add", &root, "type", "veth", "peer", "name", &port, "netns", &b])?;
-        run("ip", &["-n", &b, "link", "set", &port, "master", "br0", "up"])?;
-        run("ip", &["addr", "add", &format!("{}/24", net.observer_ip), "dev", &root])?;
+        run(
+            "ip",
+            &[
+                "link", "add", &root, "type", "veth", "peer", "name", &port, "netns", &b,
+            ],
+        )?;
+        run(
+            "ip",
+            &["-n", &b, "link", "set", &port, "master", "br0", "up"],
+        )?;
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", net.observer_ip),
+                "dev",
+                &root,
+            ],
+        )?;
         run("ip", &["link", "set", &root, "up"])?;
         Ok(net)
     }
@@ -178,7 +215,10 @@ impl Net {
     pub fn cut_from_etcd(&self, h: usize, client_port: u16) -> Result<(), NetError> {
         let port = client_port.to_string();
         let host = &self.hosts[h];
-        host.exec("iptables", &["-I", "OUTPUT", "-p", "tcp", "--dport", &port, "-j", "DROP"])?;
+        host.exec(
+            "iptables",
+            &["-I", "OUTPUT", "-p", "tcp", "--dport", &port, "-j", "DROP"],
+        )?;
         Ok(())
     }
 
@@ -190,13 +230,26 @@ impl Net {
         let jitter = format!("{}ms", delay_ms / 4);
         let netem = host.exec(
             "tc",
-            &["qdisc", "replace", "dev", "eth0", "root", "netem", "delay", &delay, &jitter],
+            &[
+                "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", &delay, &jitter,
+            ],
         );
         let p = format!("{:.3}", f64::from(loss_pct) / 100.0);
         for chain in ["INPUT", "OUTPUT"] {
             host.exec(
                 "iptables",
-                &["-I", chain, "-m", "statistic", "--mode", "random", "--probability", &p, "-j", "DROP"],
+                &[
+                    "-I",
+                    chain,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
             )?;
         }
         Ok(netem.is_ok())

@@ -84,14 +84,14 @@ pub async fn run(cfg: Config) -> Result<RunResult, ChaosError> {
     )?;
     tracing::info!(run = %id, seed = cfg.seed, dir = %dir.display(), "chaos run starting");
     let store = start_cluster(&mut cluster).await?;
-    let client = Client::new(&cluster.api_url(), None);
+    let client = Client::new(&cluster.api_url(), Some(cluster.token.clone()));
     wait_whole(&client, store.as_ref(), Duration::from_secs(60))
         .await
         .map_err(ChaosError::Startup)?;
     let disturbance = Arc::new(Mutex::new(Disturbance::default()));
     let checker = Checker::spawn(store.clone(), disturbance.clone());
 
-    let mut workload = Workload::new(cfg.seed, &id, &cluster.api_url());
+    let mut workload = Workload::new(cfg.seed, &id, &cluster.api_url(), &cluster.token);
     workload.seed_services().await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(drive(workload, stop.clone()));
@@ -135,11 +135,17 @@ async fn start_cluster(cluster: &mut Cluster) -> Result<Arc<dyn Store>, ChaosErr
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.get("/shoal/leader").await.is_err() {
         if Instant::now() > deadline {
-            return Err(ChaosError::Startup("etcd cluster did not answer within 60 s".into()));
+            return Err(ChaosError::Startup(
+                "etcd cluster did not answer within 60 s".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for role in cluster.roles().into_iter().filter(|r| !matches!(r, Role::Etcd(_))) {
+    for role in cluster
+        .roles()
+        .into_iter()
+        .filter(|r| !matches!(r, Role::Etcd(_)))
+    {
         cluster.start(role)?;
     }
     Ok(Arc::new(store))
@@ -202,7 +208,10 @@ async fn run_nemesis(
         let mut applied = Vec::new();
         for f in &step.faults {
             for h in f.disturbed_hosts(agent_host) {
-                ctx.disturbance.lock().expect("disturbance").begin(&node_id(h));
+                ctx.disturbance
+                    .lock()
+                    .expect("disturbance")
+                    .begin(&node_id(h));
             }
             tracing::info!(fault = ?f, hold = ?step.hold, "fault");
             let a = nemesis::apply(cluster, f, leader).await?;
@@ -213,7 +222,10 @@ async fn run_nemesis(
         for a in &applied {
             nemesis::heal(cluster, a)?;
             for h in a.fault.disturbed_hosts(agent_host) {
-                ctx.disturbance.lock().expect("disturbance").end(&node_id(h));
+                ctx.disturbance
+                    .lock()
+                    .expect("disturbance")
+                    .end(&node_id(h));
             }
         }
         let recovered = wait_whole(ctx.client, ctx.store, ctx.bound).await;
@@ -241,16 +253,15 @@ async fn run_nemesis(
 }
 
 /// Waits until the API answers, every node is ready and a leader exists; returns seconds.
-async fn wait_whole(
-    client: &Client,
-    store: &dyn Store,
-    bound: Duration,
-) -> Result<f64, String> {
+async fn wait_whole(client: &Client, store: &dyn Store, bound: Duration) -> Result<f64, String> {
     let t0 = Instant::now();
     loop {
         let why = match client.nodes().await {
             Ok(nodes) if nodes.iter().filter(|n| n.ready).count() < HOSTS => {
-                format!("{} of {HOSTS} nodes ready", nodes.iter().filter(|n| n.ready).count())
+                format!(
+                    "{} of {HOSTS} nodes ready",
+                    nodes.iter().filter(|n| n.ready).count()
+                )
             }
             Ok(_) if leader_identity(store).await.is_none() => "no leader".to_string(),
             Ok(_) => return Ok(round(t0.elapsed().as_secs_f64())),

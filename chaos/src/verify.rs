@@ -49,7 +49,11 @@ pub async fn final_state(client: &Client) -> Result<BTreeMap<String, Desired>, S
 }
 
 /// Checks the final state against what the workload was told.
-pub fn check_acknowledged(model: &Model, state: &BTreeMap<String, Desired>, t: f64) -> Vec<Violation> {
+pub fn check_acknowledged(
+    model: &Model,
+    state: &BTreeMap<String, Desired>,
+    t: f64,
+) -> Vec<Violation> {
     let mut v = Vec::new();
     for i in 0..SERVICES {
         let name = service_name(i);
@@ -63,7 +67,10 @@ pub fn check_acknowledged(model: &Model, state: &BTreeMap<String, Desired>, t: f
             });
         }
     }
-    for name in state.keys().filter(|n| !(0..SERVICES).any(|i| service_name(i) == **n)) {
+    for name in state
+        .keys()
+        .filter(|n| !(0..SERVICES).any(|i| service_name(i) == **n))
+    {
         v.push(Violation {
             t,
             invariant: "acknowledged-writes",
@@ -121,7 +128,8 @@ pub async fn wait_converged(client: &Client, bound: Duration) -> Result<f64, Vec
     }
 }
 
-/// Counts the workload's host processes of run `run_id` per service, from `/proc`.
+/// Counts the workload's host processes of run `run_id` per service, from `/proc`; the
+/// `orphans` entry counts those whose parent is init (their agent is gone).
 pub fn processes(run_id: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -141,9 +149,18 @@ pub fn processes(run_id: &str) -> BTreeMap<String, u64> {
             .find_map(|v| std::str::from_utf8(v).ok()?.strip_prefix("CHAOS_SVC="))
         {
             *out.entry(svc.to_string()).or_insert(0) += 1;
+            if parent(&e.path()) == Some(1) {
+                *out.entry("orphans".into()).or_insert(0) += 1;
+            }
         }
     }
     out
+}
+
+fn parent(proc_dir: &std::path::Path) -> Option<u32> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Compares processes with the final desired counts (`nodes` hosts for global services).
@@ -163,6 +180,11 @@ pub fn process_mismatches(
         if want != have {
             out.push(format!("{name}: {have} processes for {want} desired"));
         }
+    }
+    if let Some(n) = procs.get("orphans").filter(|n| **n > 0) {
+        out.push(format!(
+            "{n} processes have lost their agent (parent is init)"
+        ));
     }
     out
 }

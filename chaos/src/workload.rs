@@ -126,11 +126,11 @@ pub struct Workload {
 
 impl Workload {
     /// A workload against `api` drawn from `seed`.
-    pub fn new(seed: u64, run_id: &str, api: &str) -> Self {
+    pub fn new(seed: u64, run_id: &str, api: &str, token: &str) -> Self {
         Workload {
             rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_3a11),
             run_id: run_id.to_string(),
-            client: Client::new(api, None),
+            client: Client::new(api, Some(token.to_string())),
             started: Instant::now(),
             current: vec![Desired::Absent; SERVICES],
             records: Vec::new(),
@@ -142,7 +142,15 @@ impl Workload {
     pub async fn seed_services(&mut self) {
         for i in 0..SERVICES {
             let replicas = (i >= GLOBAL).then_some(1 + (i as u64 % 3));
-            self.send(i, "apply", Desired::Present { replicas, version: 1 }).await;
+            self.send(
+                i,
+                "apply",
+                Desired::Present {
+                    replicas,
+                    version: 1,
+                },
+            )
+            .await;
         }
     }
 
@@ -153,7 +161,13 @@ impl Workload {
         let (op, desired) = match (&self.current[i], roll) {
             (Desired::Absent, _) => {
                 let replicas = (i >= GLOBAL).then(|| self.rng.random_range(1..=4));
-                ("apply", Desired::Present { replicas, version: 1 })
+                (
+                    "apply",
+                    Desired::Present {
+                        replicas,
+                        version: 1,
+                    },
+                )
             }
             (Desired::Present { .. }, 0) => ("delete", Desired::Absent),
             (Desired::Present { replicas, version }, 1..=4) if replicas.is_some() => (
@@ -204,7 +218,9 @@ impl Workload {
             Err(_) => ("unknown", None, Some("no answer within 10 s".into())),
         };
         // A delete of a service already gone is acknowledged as absent.
-        let outcome = if matches!(desired, Desired::Absent) && error.as_deref().is_some_and(|e| e.contains("404")) {
+        let outcome = if matches!(desired, Desired::Absent)
+            && error.as_deref().is_some_and(|e| e.contains("404"))
+        {
             "ok"
         } else {
             outcome
