@@ -2,9 +2,11 @@
 //! then watch, relisting after compaction) and checks at every event:
 //!
 //! - **one live task per slot**: at most one task whose agent last reported `running` in each
-//!   slot of a replicated service and for each node of a global one — except stale copies on
-//!   a node the nemesis disturbed (partitioned, cut off from etcd, agent killed): those are
-//!   allowed while the fault lasts and must stop within [`STALE_BOUND`] after it heals (the
+//!   slot of a replicated service and for each node of a global one — except stale copies
+//!   (tasks the controller no longer wants: orphaned, told to shut down or deleted) on a node
+//!   that is cut off: one the nemesis disturbed (partitioned, cut off from etcd, agent killed)
+//!   or one Shoal holds down (its lease-bound `nodes/<id>` record is gone). Those are allowed
+//!   while the node is cut off and must stop within [`STALE_BOUND`] after it is back (the
 //!   time they took is recorded);
 //! - **the fence holds**: no controller-written key (`tasks/`, `status/`, `endpoints/`) changes
 //!   while no leader record exists — a deposed leader whose lease ended cannot write.
@@ -71,6 +73,17 @@ impl Disturbance {
 
 type SlotKey = (String, Slot);
 
+/// Whether Shoal itself holds `node` down (its record is gone) or saw it return less than
+/// [`STALE_BOUND`] ago: a copy there may be stale without any nemesis fault on that host (its
+/// agent lost the store through an isolated etcd member, for instance).
+fn node_excused(st: &State, node: &str, now: Instant) -> bool {
+    st.node_down.contains(node)
+        || st
+            .node_back
+            .get(node)
+            .is_some_and(|b| now.duration_since(*b) < STALE_BOUND)
+}
+
 /// What the checker remembers of a task.
 #[derive(Debug, Clone)]
 struct TaskInfo {
@@ -88,6 +101,13 @@ struct State {
     /// Stale copies seen: task id → node.
     stale: HashMap<String, String>,
     leader_present: bool,
+    /// Nodes whose record (`nodes/<id>`, bound to the agent's lease) is absent: Shoal holds
+    /// them down.
+    node_down: BTreeSet<String>,
+    /// When each node's record last came back.
+    node_back: HashMap<String, Instant>,
+    /// Tasks orphaned on nodes the nemesis did not touch (lost their lease all the same).
+    spurious_orphans: BTreeSet<String>,
     events: u64,
     violations: Vec<Violation>,
     stale_stop_s: Vec<f64>,
@@ -106,6 +126,8 @@ pub struct Findings {
     pub stale_stop_s: Vec<f64>,
     /// Most live tasks seen in one slot (stale copies included).
     pub max_live_per_slot: usize,
+    /// Tasks orphaned (node declared down) on a node the nemesis did not touch.
+    pub spurious_orphans: u64,
 }
 
 /// The running checker.
@@ -147,6 +169,7 @@ impl Checker {
             violations: st.violations.clone(),
             stale_stop_s: st.stale_stop_s.clone(),
             max_live_per_slot: st.max_live_per_slot,
+            spurious_orphans: st.spurious_orphans.len() as u64,
         }
     }
 
@@ -203,10 +226,23 @@ impl Checker {
         }
         match self.keys.parse(key) {
             Some(Key::Leader) => st.leader_present = value.is_some(),
+            Some(Key::Node(n)) => {
+                if value.is_some() {
+                    if st.node_down.remove(&n) {
+                        st.node_back.insert(n, Instant::now());
+                    }
+                } else {
+                    st.node_down.insert(n);
+                }
+            }
             Some(Key::Task { task, node }) => match value {
                 Some(v) => {
                     if let Ok(t) = serde_json::from_slice::<Task>(v) {
                         let current = t.desired_state == DesiredState::Running && !t.orphaned;
+                        let touched = self.disturbance.lock().expect("disturbance").excused(&node, Instant::now());
+                        if t.orphaned && !touched {
+                            st.spurious_orphans.insert(task.clone());
+                        }
                         let slot = (t.service.to_string(), t.slot.clone());
                         st.tasks.insert(
                             task,
@@ -243,10 +279,17 @@ impl Checker {
             set.remove(task);
             if let Some(n) = st.stale.remove(task) {
                 let dist = self.disturbance.lock().expect("disturbance");
-                let after_heal = match (dist.active.get(&n), dist.healed.get(&n)) {
-                    (Some(a), Some(h)) if *a == 0 => h.elapsed().as_secs_f64(),
-                    _ => 0.0,
+                let nemesis = match (dist.active.get(&n), dist.healed.get(&n)) {
+                    (Some(a), Some(h)) if *a == 0 => Some(*h),
+                    _ => None,
                 };
+                let back = if st.node_down.contains(&n) { None } else { st.node_back.get(&n).copied() };
+                let after_heal = nemesis
+                    .into_iter()
+                    .chain(back)
+                    .max()
+                    .map(|h| h.elapsed().as_secs_f64())
+                    .unwrap_or(0.0);
                 st.stale_stop_s.push(after_heal);
             }
             return;
@@ -264,7 +307,7 @@ impl Checker {
         for t in &live {
             let Some(i) = st.tasks.get(t) else { continue };
             // A copy the controller no longer wants, on a node the nemesis disturbed.
-            if !i.current && dist.excused(&i.node, now) {
+            if !i.current && (dist.excused(&i.node, now) || node_excused(st, &i.node, now)) {
                 stale.push((t.clone(), i.node.clone()));
             } else {
                 plain.push(format!("{t}@{}", i.node));
@@ -293,7 +336,7 @@ impl Checker {
         let overdue: Vec<(String, String)> = st
             .stale
             .iter()
-            .filter(|(_, n)| !dist.excused(n, now))
+            .filter(|(_, n)| !dist.excused(n, now) && !node_excused(st, n, now))
             .map(|(t, n)| (t.clone(), n.clone()))
             .collect();
         drop(dist);

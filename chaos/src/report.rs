@@ -55,6 +55,8 @@ pub struct RunResult {
     pub stale_copies: u64,
     /// Longest time a stale copy ran after its node healed.
     pub stale_stop_max_s: f64,
+    /// Tasks orphaned (their node declared down) on hosts the nemesis did not touch.
+    pub spurious_orphans: u64,
     /// Recovery per fault kind.
     pub recovery: BTreeMap<&'static str, Recovery>,
     /// Whether latency could be added (kernels without netem get loss only).

@@ -324,6 +324,7 @@ async fn finish(
         requests,
         stale_copies: f.stale_stop_s.len() as u64,
         stale_stop_max_s: stale_max,
+        spurious_orphans: f.spurious_orphans,
         ..RunResult::default()
     }
 }
