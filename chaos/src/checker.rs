@@ -239,7 +239,11 @@ impl Checker {
                 Some(v) => {
                     if let Ok(t) = serde_json::from_slice::<Task>(v) {
                         let current = t.desired_state == DesiredState::Running && !t.orphaned;
-                        let touched = self.disturbance.lock().expect("disturbance").excused(&node, Instant::now());
+                        let touched = self
+                            .disturbance
+                            .lock()
+                            .expect("disturbance")
+                            .excused(&node, Instant::now());
                         if t.orphaned && !touched {
                             st.spurious_orphans.insert(task.clone());
                         }
@@ -283,7 +287,11 @@ impl Checker {
                     (Some(a), Some(h)) if *a == 0 => Some(*h),
                     _ => None,
                 };
-                let back = if st.node_down.contains(&n) { None } else { st.node_back.get(&n).copied() };
+                let back = if st.node_down.contains(&n) {
+                    None
+                } else {
+                    st.node_back.get(&n).copied()
+                };
                 let after_heal = nemesis
                     .into_iter()
                     .chain(back)

@@ -353,7 +353,7 @@ async fn process_check(
 }
 
 impl Config {
-    /// Defaults for a run of `duration` with `seed`: 3 s leases, 180 s to converge, 60 s to
+    /// Defaults for a run of `duration` with `seed`: Shoal's default 5 s leases, 180 s to converge, 60 s to
     /// recover from each fault; `shoal` defaults to the binary beside the current one.
     pub fn new(
         seed: u64,
@@ -369,7 +369,7 @@ impl Config {
             shoal,
             etcd,
             work_dir,
-            lease_ttl: Duration::from_secs(3),
+            lease_ttl: Duration::from_secs(5),
             converge_bound: Duration::from_secs(180),
             recover_bound: Duration::from_secs(60),
         }

@@ -41,6 +41,14 @@ async fn fixed_seed_short_run_keeps_every_invariant() {
     );
     assert!(result.converge_s.is_some(), "the cluster converged");
     assert!(result.events_checked > 100, "the checker saw the store");
-    assert!(result.faults.values().sum::<u64>() >= 5, "{:?}", result.faults);
-    assert!(result.requests.get("ok").copied().unwrap_or(0) >= 20, "{:?}", result.requests);
+    assert!(
+        result.faults.values().sum::<u64>() >= 5,
+        "{:?}",
+        result.faults
+    );
+    assert!(
+        result.requests.get("ok").copied().unwrap_or(0) >= 20,
+        "{:?}",
+        result.requests
+    );
 }
