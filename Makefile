@@ -1,6 +1,7 @@
 # Shoal — the commands a newcomer needs.
 #   make run    start Shoal on this machine and show it working
 #   make test   run the whole test suite (real etcd, real Docker containers)
+#   make chaos  30 minutes of faults across hosts in network namespaces (root; see RELIABILITY.md)
 # Both install what is missing first (Debian packages: protobuf-compiler, etcd-server,
 # busybox-static) and build the local test image (no registry is needed).
 
@@ -9,7 +10,7 @@ CARGO ?= cargo
 APT_PACKAGES := protobuf-compiler etcd-server busybox-static
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build release run test lint fmt bench bench-full image clean
+.PHONY: all deps build release run test lint fmt bench bench-full chaos image clean
 
 all: build
 
@@ -18,11 +19,13 @@ deps:
 	@missing=""; \
 	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || missing="$$missing busybox-static"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	else echo "deps: protoc, etcd and busybox-static are present"; fi
+	else echo "deps: protoc, etcd, ip, iptables and busybox-static are present"; fi
 
 -include mk/image.mk
 
@@ -58,6 +61,15 @@ bench: deps
 bench-full: deps
 	$(CARGO) build --release --bin shoal --bin shoal-bench
 	target/release/shoal-bench --full
+
+## chaos: a seeded nemesis over a 3-host cluster in network namespaces for 30 minutes; appends
+## one result line to chaos/results/chaos.jsonl (needs root: namespaces and iptables)
+CHAOS_SEED ?= 1
+CHAOS_DURATION ?= 30m
+chaos: deps
+	$(CARGO) build -p shoal -p shoal-chaos
+	$(SUDO) target/debug/shoal-chaos --seed $(CHAOS_SEED) --duration $(CHAOS_DURATION) \
+	  --results chaos/results/chaos.jsonl
 
 clean:
 	$(CARGO) clean

@@ -1,6 +1,7 @@
 //! The agent on the process runtime: a long task stops with its stop signal within the grace
 //! period, a failing command reports its exit code, logs land in the task's log file, and a
-//! host healthcheck drives the task's health.
+//! host healthcheck drives the task's health; processes left by an agent killed with -9 are
+//! killed by the next one on the same data directory.
 
 mod common;
 
@@ -138,4 +139,69 @@ async fn host_healthcheck_drives_health() {
         .await;
     assert_eq!(s.state, TaskState::Running);
     a.stop().await.unwrap();
+}
+
+/// An agent killed with -9 cannot stop its processes; they must not keep running beside the
+/// replacements the next agent starts (found by the chaos harness: after `kill -9` of an
+/// agent, every task it ran stayed alive under init).
+#[test]
+fn processes_left_by_a_killed_agent_are_killed_by_the_next_one() {
+    use shoal_agent::runtime::{Runtime, TaskFiles};
+    let dir = tempfile::tempdir().unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let first = ProcessRuntime::new(dir.path());
+    let t = task(
+        "left.1.x",
+        "left",
+        "p1",
+        template(RuntimeKind::Process, None, &["sleep", "3600"]),
+    );
+    let handle = tokio
+        .block_on(first.start(&t, &TaskFiles::default()))
+        .unwrap();
+    let pid: i32 = handle.id.parse().unwrap();
+    // The agent dies without running any destructor, as with kill -9.
+    std::mem::forget(first);
+    std::mem::forget(tokio);
+    assert!(pid_alive(pid), "the task runs");
+
+    let _second = ProcessRuntime::new(dir.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pid_alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !pid_alive(pid),
+        "the next agent killed the leftover process {pid}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("pids")).unwrap().count(),
+        0,
+        "no pid record is left"
+    );
+}
+
+#[test]
+fn a_pid_record_of_another_process_is_not_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut other = std::process::Command::new("sleep")
+        .arg("3600")
+        .spawn()
+        .unwrap();
+    let pid = other.id();
+    std::fs::create_dir_all(dir.path().join("pids")).unwrap();
+    // Same pid, another start time: the pid was reused, this is not our process.
+    std::fs::write(
+        dir.path().join("pids").join("old.1.x"),
+        format!("{pid} 1\n"),
+    )
+    .unwrap();
+    assert_eq!(shoal_agent::runtime::process::reap_leftovers(dir.path()), 0);
+    assert!(pid_alive(pid as i32), "an unrelated process is left alone");
+    other.kill().unwrap();
+    other.wait().unwrap();
 }

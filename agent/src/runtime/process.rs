@@ -48,10 +48,13 @@ impl std::fmt::Debug for ProcessRuntime {
 }
 
 impl ProcessRuntime {
-    /// A runtime writing task logs under `data_dir/logs`.
+    /// A runtime writing task logs under `data_dir/logs`. It first kills the processes an
+    /// earlier agent on the same data directory left running (it died without stopping them).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        reap_leftovers(&data_dir);
         ProcessRuntime {
-            data_dir: data_dir.into(),
+            data_dir,
             entries: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -68,6 +71,52 @@ impl ProcessRuntime {
 
 fn log_path(dir: &Path, task_id: &str) -> PathBuf {
     dir.join("logs").join(format!("{task_id}.log"))
+}
+
+fn pid_path(dir: &Path, task_id: &str) -> PathBuf {
+    dir.join("pids").join(task_id)
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Records a task's process (`PID START-TIME`) until it exits.
+fn record_pid(dir: &Path, task_id: &str, pid: i32) {
+    let path = pid_path(dir, task_id);
+    let line = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
+    if let Err(e) =
+        std::fs::create_dir_all(dir.join("pids")).and_then(|()| std::fs::write(&path, line))
+    {
+        tracing::warn!(task = %task_id, error = %e, "cannot record the task's pid; a crash would leave it running");
+    }
+}
+
+/// Kills the process groups recorded by an earlier runtime on `dir` that still run (same pid
+/// and start time) and forgets every record; returns how many it killed.
+pub fn reap_leftovers(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir.join("pids")) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for e in entries.flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let mut it = text.split_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(pid)), Some(Ok(start))) = (it.next(), it.next())
+            && let Ok(pid) = i32::try_from(pid)
+            && start_time(pid) == Some(start)
+        {
+            let task = e.file_name().to_string_lossy().to_string();
+            tracing::warn!(task = %task, pid, "killing a process an earlier agent left running");
+            signal_group(pid, Signal::SIGKILL);
+            killed += 1;
+        }
+        let _ = std::fs::remove_file(e.path());
+    }
+    killed
 }
 
 fn exit_of(status: std::process::ExitStatus) -> Exit {
@@ -209,6 +258,8 @@ impl Runtime for ProcessRuntime {
             return Err(RuntimeError::Permanent(format!("{prog:?} exited at once")));
         };
         let pid = pid as i32;
+        record_pid(&self.data_dir, &task.id, pid);
+        let record = pid_path(&self.data_dir, &task.id);
         let (exit_tx, exit_rx) = watch::channel(None);
         let (health_tx, _) =
             watch::channel(task.template.healthcheck.as_ref().map(|_| Health::Starting));
@@ -221,6 +272,7 @@ impl Runtime for ProcessRuntime {
                     message: Some(format!("cannot wait for process: {e}")),
                 },
             };
+            let _ = std::fs::remove_file(&record);
             waiter.send_replace(Some(exit));
         });
         if let Some(hc) = task.template.healthcheck.clone() {

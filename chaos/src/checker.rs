@@ -1,0 +1,363 @@
+//! The invariant checker. It follows the whole key space with the store's own watcher (list,
+//! then watch, relisting after compaction) and checks at every event:
+//!
+//! - **one live task per slot**: at most one task whose agent last reported `running` in each
+//!   slot of a replicated service and for each node of a global one — except stale copies
+//!   (tasks the controller no longer wants: orphaned, told to shut down or deleted) on a node
+//!   that is cut off: one the nemesis disturbed (partitioned, cut off from etcd, agent killed)
+//!   or one Shoal holds down (its lease-bound `nodes/<id>` record is gone). Those are allowed
+//!   while the node is cut off and must stop within [`STALE_BOUND`] after it is back (the
+//!   time they took is recorded);
+//! - **the fence holds**: no controller-written key (`tasks/`, `status/`, `endpoints/`) changes
+//!   while no leader record exists — a deposed leader whose lease ended cannot write.
+//!
+//! The final-state checks (acknowledged applies, convergence, processes) are in
+//! [`crate::verify`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+use shoal_core::Keys;
+use shoal_core::keys::Key;
+use shoal_core::model::{DesiredState, Slot, Task, TaskState, TaskStatus};
+use shoal_store::Store;
+use shoal_store::reflector::{Event, watcher};
+
+/// How long a stale copy may keep running after its node's fault healed.
+pub const STALE_BOUND: Duration = Duration::from_secs(60);
+
+/// One invariant violation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Violation {
+    /// Seconds since the checker started.
+    pub t: f64,
+    /// Which invariant.
+    pub invariant: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// Which nodes the nemesis is disturbing, and when each was last healed.
+#[derive(Debug, Default)]
+pub struct Disturbance {
+    active: HashMap<String, u32>,
+    healed: HashMap<String, Instant>,
+}
+
+impl Disturbance {
+    /// A fault on `node` began.
+    pub fn begin(&mut self, node: &str) {
+        *self.active.entry(node.to_string()).or_insert(0) += 1;
+    }
+
+    /// A fault on `node` healed.
+    pub fn end(&mut self, node: &str) {
+        if let Some(n) = self.active.get_mut(node) {
+            *n = n.saturating_sub(1);
+        }
+        self.healed.insert(node.to_string(), Instant::now());
+    }
+
+    fn excused(&self, node: &str, now: Instant) -> bool {
+        self.active.get(node).is_some_and(|n| *n > 0)
+            || self
+                .healed
+                .get(node)
+                .is_some_and(|h| now.duration_since(*h) < STALE_BOUND)
+    }
+}
+
+type SlotKey = (String, Slot);
+
+/// Whether Shoal itself holds `node` down (its record is gone) or saw it return less than
+/// [`STALE_BOUND`] ago: a copy there may be stale without any nemesis fault on that host (its
+/// agent lost the store through an isolated etcd member, for instance).
+fn node_excused(st: &State, node: &str, now: Instant) -> bool {
+    st.node_down.contains(node)
+        || st
+            .node_back
+            .get(node)
+            .is_some_and(|b| now.duration_since(*b) < STALE_BOUND)
+}
+
+/// What the checker remembers of a task.
+#[derive(Debug, Clone)]
+struct TaskInfo {
+    slot: SlotKey,
+    node: String,
+    /// The controller wants it running (desired running, not orphaned, key present).
+    current: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    started: Option<Instant>,
+    tasks: HashMap<String, TaskInfo>,
+    live: BTreeMap<SlotKey, BTreeSet<String>>,
+    /// Stale copies seen: task id → node.
+    stale: HashMap<String, String>,
+    leader_present: bool,
+    /// Nodes whose record (`nodes/<id>`, bound to the agent's lease) is absent: Shoal holds
+    /// them down.
+    node_down: BTreeSet<String>,
+    /// When each node's record last came back.
+    node_back: HashMap<String, Instant>,
+    /// Tasks orphaned on nodes the nemesis did not touch (lost their lease all the same).
+    spurious_orphans: BTreeSet<String>,
+    events: u64,
+    violations: Vec<Violation>,
+    stale_stop_s: Vec<f64>,
+    max_live_per_slot: usize,
+}
+
+/// Counts and findings of the checker.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Findings {
+    /// Store events checked.
+    pub events_checked: u64,
+    /// Violations.
+    pub violations: Vec<Violation>,
+    /// Seconds each stale copy kept running after its node healed.
+    pub stale_stop_s: Vec<f64>,
+    /// Most live tasks seen in one slot (stale copies included).
+    pub max_live_per_slot: usize,
+    /// Tasks orphaned (node declared down) on a node the nemesis did not touch.
+    pub spurious_orphans: u64,
+}
+
+/// The running checker.
+#[derive(Clone)]
+pub struct Checker {
+    state: Arc<Mutex<State>>,
+    disturbance: Arc<Mutex<Disturbance>>,
+    keys: Keys,
+}
+
+impl Checker {
+    /// Starts following `store`; `disturbance` is updated by the nemesis.
+    pub fn spawn(store: Arc<dyn Store>, disturbance: Arc<Mutex<Disturbance>>) -> Self {
+        let checker = Checker {
+            state: Arc::new(Mutex::new(State {
+                started: Some(Instant::now()),
+                ..State::default()
+            })),
+            disturbance,
+            keys: Keys::default(),
+        };
+        let c = checker.clone();
+        let prefix = format!("{}/", c.keys.prefix());
+        tokio::spawn(async move {
+            let mut events = watcher(store, &prefix, |_k: &str, v: &[u8]| v.to_vec());
+            while let Some(ev) = events.next().await {
+                c.on_event(ev);
+            }
+        });
+        checker
+    }
+
+    /// What the checker has found so far.
+    pub fn findings(&self) -> Findings {
+        let mut st = self.state.lock().expect("checker state");
+        self.check_stale_bounds(&mut st);
+        Findings {
+            events_checked: st.events,
+            violations: st.violations.clone(),
+            stale_stop_s: st.stale_stop_s.clone(),
+            max_live_per_slot: st.max_live_per_slot,
+            spurious_orphans: st.spurious_orphans.len() as u64,
+        }
+    }
+
+    /// Whether stale copies are still live.
+    pub fn stale_pending(&self) -> usize {
+        self.state.lock().expect("checker state").stale.len()
+    }
+
+    fn on_event(&self, ev: Event<Vec<u8>>) {
+        let mut st = self.state.lock().expect("checker state");
+        match ev {
+            Event::Init(list) => {
+                st.events += list.len() as u64;
+                st.live.clear();
+                st.leader_present = false;
+                for (k, v, _) in list {
+                    self.apply(&mut st, &k, Some(&v));
+                }
+            }
+            Event::Apply(k, v, _) => {
+                st.events += 1;
+                self.apply(&mut st, &k, Some(&v));
+            }
+            Event::Delete(k) => {
+                st.events += 1;
+                self.apply(&mut st, &k, None);
+            }
+        }
+        self.check_stale_bounds(&mut st);
+    }
+
+    fn violation(st: &mut State, invariant: &'static str, detail: String) {
+        let t = st.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        tracing::error!(invariant, %detail, "invariant violated");
+        st.violations.push(Violation {
+            t,
+            invariant,
+            detail,
+        });
+    }
+
+    fn apply(&self, st: &mut State, key: &str, value: Option<&[u8]>) {
+        let controller_key = key.starts_with(&self.keys.endpoints_prefix())
+            || matches!(
+                self.keys.parse(key),
+                Some(Key::Task { .. } | Key::ServiceStatus(_))
+            );
+        if controller_key && !st.leader_present {
+            Self::violation(
+                st,
+                "fence",
+                format!("{key} written while no leader record existed"),
+            );
+        }
+        match self.keys.parse(key) {
+            Some(Key::Leader) => st.leader_present = value.is_some(),
+            Some(Key::Node(n)) => {
+                if value.is_some() {
+                    if st.node_down.remove(&n) {
+                        st.node_back.insert(n, Instant::now());
+                    }
+                } else {
+                    st.node_down.insert(n);
+                }
+            }
+            Some(Key::Task { task, node }) => match value {
+                Some(v) => {
+                    if let Ok(t) = serde_json::from_slice::<Task>(v) {
+                        let current = t.desired_state == DesiredState::Running && !t.orphaned;
+                        let touched = self
+                            .disturbance
+                            .lock()
+                            .expect("disturbance")
+                            .excused(&node, Instant::now());
+                        if t.orphaned && !touched {
+                            st.spurious_orphans.insert(task.clone());
+                        }
+                        let slot = (t.service.to_string(), t.slot.clone());
+                        st.tasks.insert(
+                            task,
+                            TaskInfo {
+                                slot,
+                                node,
+                                current,
+                            },
+                        );
+                    }
+                }
+                None => {
+                    if let Some(t) = st.tasks.get_mut(&task) {
+                        t.current = false;
+                    }
+                }
+            },
+            Some(Key::TaskStatus { task, .. }) => {
+                let running = value
+                    .and_then(|v| serde_json::from_slice::<TaskStatus>(v).ok())
+                    .is_some_and(|s| s.state == TaskState::Running);
+                self.task_liveness(st, &task, running);
+            }
+            _ => {}
+        }
+    }
+
+    fn task_liveness(&self, st: &mut State, task: &str, running: bool) {
+        let Some(info) = st.tasks.get(task).cloned() else {
+            return;
+        };
+        let set = st.live.entry(info.slot.clone()).or_default();
+        if !running {
+            set.remove(task);
+            if let Some(n) = st.stale.remove(task) {
+                let dist = self.disturbance.lock().expect("disturbance");
+                let nemesis = match (dist.active.get(&n), dist.healed.get(&n)) {
+                    (Some(a), Some(h)) if *a == 0 => Some(*h),
+                    _ => None,
+                };
+                let back = if st.node_down.contains(&n) {
+                    None
+                } else {
+                    st.node_back.get(&n).copied()
+                };
+                let after_heal = nemesis
+                    .into_iter()
+                    .chain(back)
+                    .max()
+                    .map(|h| h.elapsed().as_secs_f64())
+                    .unwrap_or(0.0);
+                st.stale_stop_s.push(after_heal);
+            }
+            return;
+        }
+        set.insert(task.to_string());
+        let live: Vec<String> = set.iter().cloned().collect();
+        st.max_live_per_slot = st.max_live_per_slot.max(live.len());
+        if live.len() < 2 {
+            return;
+        }
+        let now = Instant::now();
+        let dist = self.disturbance.lock().expect("disturbance");
+        let mut stale = Vec::new();
+        let mut plain = Vec::new();
+        for t in &live {
+            let Some(i) = st.tasks.get(t) else { continue };
+            // A copy the controller no longer wants, on a node the nemesis disturbed.
+            if !i.current && (dist.excused(&i.node, now) || node_excused(st, &i.node, now)) {
+                stale.push((t.clone(), i.node.clone()));
+            } else {
+                plain.push(format!("{t}@{}", i.node));
+            }
+        }
+        drop(dist);
+        if plain.len() > 1 {
+            Self::violation(
+                st,
+                "one-live-task-per-slot",
+                format!(
+                    "{} slot {}: {} live: {}",
+                    info.slot.0,
+                    info.slot.1,
+                    plain.len(),
+                    plain.join(", ")
+                ),
+            );
+        }
+        st.stale.extend(stale);
+    }
+
+    fn check_stale_bounds(&self, st: &mut State) {
+        let dist = self.disturbance.lock().expect("disturbance");
+        let now = Instant::now();
+        let overdue: Vec<(String, String)> = st
+            .stale
+            .iter()
+            .filter(|(_, n)| !dist.excused(n, now) && !node_excused(st, n, now))
+            .map(|(t, n)| (t.clone(), n.clone()))
+            .collect();
+        drop(dist);
+        for (t, n) in overdue {
+            st.stale.remove(&t);
+            Self::violation(
+                st,
+                "stale-copy-stops",
+                format!(
+                    "task {t} on {n} still running {}s after its node healed",
+                    STALE_BOUND.as_secs()
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The figures of one run: one JSON line appended to a results file (`chaos/results/*.jsonl`),
+//! with the seed, duration, faults per kind, events checked, violations and convergence time,
+//! plus per-fault recovery times for the fault matrix of RELIABILITY.md.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::checker::Violation;
+
+/// Recovery of one kind of fault.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Recovery {
+    /// Faults of this kind applied.
+    pub count: u64,
+    /// Steps after which the leader had changed.
+    pub leader_changes: u64,
+    /// Seconds from heal until the cluster was whole again (API answers, every node ready, a
+    /// leader, no stale copy left): median and maximum.
+    pub recover_median_s: f64,
+    /// Maximum of the same.
+    pub recover_max_s: f64,
+    /// Heals after which the cluster was not whole within the bound.
+    pub not_recovered: u64,
+}
+
+/// One run's result line.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunResult {
+    /// Seed of the schedule and workload.
+    pub seed: u64,
+    /// Run id (names of namespaces, links and processes).
+    pub run_id: String,
+    /// Nemesis duration asked for.
+    pub nemesis_s: u64,
+    /// Wall time of the whole run.
+    pub duration_s: f64,
+    /// Faults applied per kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Steps of the schedule (some combine two faults).
+    pub steps: u64,
+    /// Store events the checker examined.
+    pub events_checked: u64,
+    /// Number of invariant violations.
+    pub violations: u64,
+    /// The violations themselves.
+    pub violation_details: Vec<Violation>,
+    /// Seconds from the end of the nemesis until every service converged (None: it did not).
+    pub converge_s: Option<f64>,
+    /// Workload requests per outcome (ok, rejected, unknown).
+    pub requests: BTreeMap<&'static str, u64>,
+    /// Stale copies on disturbed nodes that stopped, and the longest time after heal.
+    pub stale_copies: u64,
+    /// Longest time a stale copy ran after its node healed.
+    pub stale_stop_max_s: f64,
+    /// Tasks orphaned (their node declared down) on hosts the nemesis did not touch.
+    pub spurious_orphans: u64,
+    /// Recovery per fault kind.
+    pub recovery: BTreeMap<&'static str, Recovery>,
+    /// Whether latency could be added (kernels without netem get loss only).
+    pub netem: bool,
+}
+
+impl RunResult {
+    /// Appends this result as one JSON line to `path`.
+    pub fn append_to(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let line = serde_json::to_string(self).map_err(std::io::Error::other)?;
+        writeln!(f, "{line}")
+    }
+}
+
+/// Median and maximum of a list of seconds.
+pub fn median_max(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    (round(s[s.len() / 2]), round(s[s.len() - 1]))
+}
+
+/// Rounds to milliseconds.
+pub fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

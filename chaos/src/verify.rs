@@ -1,0 +1,190 @@
+//! Final-state checks once the nemesis has stopped and every fault is healed:
+//!
+//! - every acknowledged apply is in the final state and nothing unacknowledged appears (each
+//!   service is at its last acknowledged state or at a later request whose answer was lost);
+//! - the cluster converges: every service's status observed its manifest, runs its desired
+//!   count with every task updated and no rollout in flight — the time it took is reported;
+//! - the hosts run exactly the processes the services ask for (none left behind by a killed
+//!   agent or a stale copy).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use shoal_api::Client;
+use shoal_core::manifest::Mode;
+use shoal_core::model::{RolloutState, ServiceStatus};
+
+use crate::checker::Violation;
+use crate::workload::{Desired, Model, NAMESPACE, SERVICES, service_name};
+
+/// The final state of each workload service, as read through the API.
+pub async fn final_state(client: &Client) -> Result<BTreeMap<String, Desired>, String> {
+    let list = client
+        .list_services(Some(NAMESPACE), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for r in list {
+        let d = match &r.service {
+            Some(s) => Desired::Present {
+                replicas: match s.spec.mode {
+                    Mode::Global => None,
+                    _ => s.spec.replicas,
+                },
+                version: s
+                    .spec
+                    .env
+                    .get("VERSION")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            },
+            None => Desired::Present {
+                replicas: None,
+                version: 0,
+            },
+        };
+        out.insert(r.name.clone(), d);
+    }
+    Ok(out)
+}
+
+/// Checks the final state against what the workload was told.
+pub fn check_acknowledged(
+    model: &Model,
+    state: &BTreeMap<String, Desired>,
+    t: f64,
+) -> Vec<Violation> {
+    let mut v = Vec::new();
+    for i in 0..SERVICES {
+        let name = service_name(i);
+        let seen = state.get(&name).cloned().unwrap_or(Desired::Absent);
+        let allowed = model.allowed(&name);
+        if !allowed.contains(&seen) {
+            v.push(Violation {
+                t,
+                invariant: "acknowledged-writes",
+                detail: format!("{name} is {seen:?}; acknowledged or in doubt: {allowed:?}"),
+            });
+        }
+    }
+    for name in state
+        .keys()
+        .filter(|n| !(0..SERVICES).any(|i| service_name(i) == **n))
+    {
+        v.push(Violation {
+            t,
+            invariant: "acknowledged-writes",
+            detail: format!("{name} exists but was never applied"),
+        });
+    }
+    v
+}
+
+fn converged(s: &ServiceStatus, revision: i64) -> bool {
+    let rolling = s
+        .rollout
+        .as_ref()
+        .is_some_and(|r| matches!(r.state, RolloutState::Updating | RolloutState::RollingBack));
+    s.observed_generation >= revision
+        && s.error.is_none()
+        && s.running == s.desired
+        && s.updated == s.desired
+        && !rolling
+}
+
+/// Services not converged yet (with why), empty when all are.
+pub async fn not_converged(client: &Client) -> Vec<String> {
+    let list = match client.list_services(Some(NAMESPACE), None).await {
+        Ok(l) => l,
+        Err(e) => return vec![format!("list: {e}")],
+    };
+    let mut out = Vec::new();
+    for r in list {
+        match client.service_status(NAMESPACE, &r.name).await {
+            Ok(Some(s)) if converged(&s, r.revision) => {}
+            Ok(Some(s)) => out.push(format!(
+                "{}: {}/{} running, {} updated, observed {} of {}",
+                r.name, s.running, s.desired, s.updated, s.observed_generation, r.revision
+            )),
+            Ok(None) => out.push(format!("{}: no status", r.name)),
+            Err(e) => out.push(format!("{}: {e}", r.name)),
+        }
+    }
+    out
+}
+
+/// Waits until every service converges; returns the seconds taken, or what was left.
+pub async fn wait_converged(client: &Client, bound: Duration) -> Result<f64, Vec<String>> {
+    let t0 = Instant::now();
+    loop {
+        let left = not_converged(client).await;
+        if left.is_empty() {
+            return Ok(t0.elapsed().as_secs_f64());
+        }
+        if t0.elapsed() > bound {
+            return Err(left);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Counts the workload's host processes of run `run_id` per service, from `/proc`; the
+/// `orphans` entry counts those whose parent is init (their agent is gone).
+pub fn processes(run_id: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let run = format!("CHAOS_RUN={run_id}");
+    for e in dir.flatten() {
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+        if !vars.iter().any(|v| *v == run.as_bytes()) {
+            continue;
+        }
+        if let Some(svc) = vars
+            .iter()
+            .find_map(|v| std::str::from_utf8(v).ok()?.strip_prefix("CHAOS_SVC="))
+        {
+            *out.entry(svc.to_string()).or_insert(0) += 1;
+            if parent(&e.path()) == Some(1) {
+                *out.entry("orphans".into()).or_insert(0) += 1;
+            }
+        }
+    }
+    out
+}
+
+fn parent(proc_dir: &std::path::Path) -> Option<u32> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Compares processes with the final desired counts (`nodes` hosts for global services).
+pub fn process_mismatches(
+    state: &BTreeMap<String, Desired>,
+    procs: &BTreeMap<String, u64>,
+    nodes: u64,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..SERVICES {
+        let name = service_name(i);
+        let want = match state.get(&name) {
+            Some(Desired::Present { replicas, .. }) => replicas.unwrap_or(nodes),
+            _ => 0,
+        };
+        let have = procs.get(&name).copied().unwrap_or(0);
+        if want != have {
+            out.push(format!("{name}: {have} processes for {want} desired"));
+        }
+    }
+    if let Some(n) = procs.get("orphans").filter(|n| **n > 0) {
+        out.push(format!(
+            "{n} processes have lost their agent (parent is init)"
+        ));
+    }
+    out
+}
