@@ -140,6 +140,7 @@ pub async fn put(
             "the manifest is for service {id}, but the path names {r}"
         )));
     }
+    super::check_ingress_ports(&st, &docs).await?;
     let expected = if_match(&headers)?.or(q.revision);
     let key = st.keys.service(&r);
     for _ in 0..8 {

@@ -47,7 +47,7 @@ pub fn create_body(task: &Task, files: &TaskFiles) -> ContainerCreateBody {
         .map(|p| {
             let binding = DockerPortBinding {
                 host_ip: None,
-                host_port: Some(p.published.map(|n| n.to_string()).unwrap_or_default()),
+                host_port: Some(p.host_port().map(|n| n.to_string()).unwrap_or_default()),
             };
             (port_key(p), Some(vec![binding]))
         })
