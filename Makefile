@@ -37,7 +37,7 @@ run: deps image release
 	./scripts/run-demo.sh
 
 ## test: the whole suite, with a real etcd and real Docker containers
-test: deps image
+test: deps image resolver-image
 	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt; \
 	status=$${PIPESTATUS[0]}; \
 	./scripts/test-summary.sh target/test-output.txt; \

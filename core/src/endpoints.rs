@@ -15,6 +15,9 @@ use crate::model::{DesiredState, Health, Node, PortBinding, Task, TaskState, Tas
 /// Address of the resolver inside every task container (its `/etc/resolv.conf` nameserver).
 pub const RESOLVER_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 53);
 
+/// The range service addresses are taken from, in CIDR notation.
+pub const SERVICE_RANGE: &str = "127.64.0.0/10";
+
 /// First address of the range service addresses are taken from (127.64.0.0/10, local inside
 /// every container's network namespace, away from 127.0.0.1 and Docker's 127.0.0.11).
 const SERVICE_RANGE_BASE: u32 = u32::from_be_bytes([127, 64, 0, 0]);

@@ -6,8 +6,12 @@
 //! trick Docker uses for its embedded DNS; see [`netns`]):
 //! - a resolver ([`dns`]) on [`RESOLVER_ADDRESS`]`:53`, UDP and TCP, given to the container as
 //!   its nameserver with search domains `<ns>.shoal shoal`;
-//! - one TCP listener per service address and port (each service has a stable 127.x address),
-//!   proxying ([`proxy`]) to the service's eligible tasks at `node address:host port`.
+//! - one TCP listener on [`RESOLVER_ADDRESS`]`:`[`REDIRECT_PORT`] that proxies ([`proxy`]) to
+//!   the service's eligible tasks at `node address:host port`. Each service has a stable
+//!   address in 127.64.0.0/10; one NAT rule in the container's namespace sends connections
+//!   to that range there, and the proxy reads the original destination (`SO_ORIGINAL_DST`).
+//!   A listener per service address would collide with a task listening on the same port on
+//!   all addresses (`0.0.0.0:8080` in a task that calls another service on 8080).
 //!
 //! On the node itself it listens on `--address:published` for every ingress port and forwards
 //! to eligible tasks anywhere (the routing mesh). Sockets go with their container; the agent
@@ -21,7 +25,7 @@ pub mod proxy;
 pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -39,6 +43,9 @@ pub use metrics::NetMetrics;
 use netns::{Opened, Want};
 use proxy::Target;
 use table::Table;
+
+/// Port of the proxy inside each container (on [`RESOLVER_ADDRESS`]).
+pub const REDIRECT_PORT: u16 = 41953;
 
 /// Idle timeout of TCP connections to the resolver.
 const DNS_TCP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,16 +78,32 @@ impl NetworkConfig {
 struct Sandbox {
     ns_path: PathBuf,
     dns: Server<dns::Resolver>,
-    listeners: BTreeMap<(Ipv4Addr, u16), AbortHandle>,
+    proxy: AbortHandle,
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.dns.shutdown_token().cancel();
-        for l in self.listeners.values() {
-            l.abort();
-        }
+        self.proxy.abort();
     }
+}
+
+/// The NAT rule that sends a container's connections to service addresses to its proxy.
+fn redirect_rule() -> Vec<String> {
+    [
+        "OUTPUT",
+        "-d",
+        shoal_core::endpoints::SERVICE_RANGE,
+        "-p",
+        "tcp",
+        "-j",
+        "DNAT",
+        "--to-destination",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .chain([format!("{RESOLVER_ADDRESS}:{REDIRECT_PORT}")])
+    .collect()
 }
 
 struct Inner {
@@ -170,9 +193,9 @@ impl Network {
             .clone()
     }
 
-    /// Opens the resolver and the service listeners in the namespace at `ns_path` of
-    /// container `id`, whose service lives in `namespace`. Again for the same namespace:
-    /// nothing happens.
+    /// Opens the resolver and the proxy in the namespace at `ns_path` of container `id`,
+    /// whose service lives in `namespace`, and redirects service addresses to the proxy.
+    /// Again for the same namespace: nothing happens.
     pub async fn attach(&self, id: &str, ns_path: &Path, namespace: &str) -> std::io::Result<()> {
         if lock(&self.inner.sandboxes)
             .get(id)
@@ -181,9 +204,18 @@ impl Network {
             return Ok(());
         }
         let dns_addr = SocketAddr::from((RESOLVER_ADDRESS, 53));
+        let proxy_addr = SocketAddr::from((RESOLVER_ADDRESS, REDIRECT_PORT));
         let path = ns_path.to_owned();
         let opened = tokio::task::spawn_blocking(move || {
-            netns::open_in(&path, vec![Want::Udp(dns_addr), Want::Tcp(dns_addr)])
+            netns::open_in(
+                &path,
+                vec![
+                    Want::Udp(dns_addr),
+                    Want::Tcp(dns_addr),
+                    Want::Tcp(proxy_addr),
+                ],
+                redirect_rule(),
+            )
         })
         .await
         .map_err(std::io::Error::other)??;
@@ -194,9 +226,20 @@ impl Network {
             metrics: self.inner.metrics.clone(),
         };
         let mut server = Server::new(resolver);
+        let mut proxy = None;
         for o in opened {
-            match o? {
+            match o {
                 Opened::Udp(u) => server.register_socket(tokio::net::UdpSocket::from_std(u)?),
+                Opened::Tcp(t) if proxy.is_none() && t.local_addr()?.port() == REDIRECT_PORT => {
+                    let l = tokio::net::TcpListener::from_std(t)?;
+                    let h = tokio::spawn(proxy::serve(
+                        l,
+                        Target::Redirected,
+                        self.inner.table.clone(),
+                        self.inner.metrics.clone(),
+                    ));
+                    proxy = Some(h.abort_handle());
+                }
                 Opened::Tcp(t) => server.register_listener(
                     tokio::net::TcpListener::from_std(t)?,
                     DNS_TCP_TIMEOUT,
@@ -204,14 +247,15 @@ impl Network {
                 ),
             }
         }
+        let proxy =
+            proxy.ok_or_else(|| std::io::Error::other("the proxy socket was not opened"))?;
         let sandbox = Sandbox {
             ns_path: ns_path.to_owned(),
             dns: server,
-            listeners: BTreeMap::new(),
+            proxy,
         };
         lock(&self.inner.sandboxes).insert(id.to_string(), sandbox);
-        tracing::debug!(container = %id, "resolver open in the container's namespace");
-        self.sync_listeners(id).await;
+        tracing::debug!(container = %id, "resolver and proxy open in the container's namespace");
         Ok(())
     }
 
@@ -219,65 +263,6 @@ impl Network {
     pub fn detach(&self, id: &str) {
         if lock(&self.inner.sandboxes).remove(id).is_some() {
             tracing::debug!(container = %id, "container's sockets closed");
-        }
-    }
-
-    /// Opens the service listeners container `id` lacks and closes the ones of services gone.
-    async fn sync_listeners(&self, id: &str) {
-        let wanted = self.table().listen_addresses();
-        let (path, missing) = {
-            let mut boxes = lock(&self.inner.sandboxes);
-            let Some(sb) = boxes.get_mut(id) else { return };
-            sb.listeners.retain(|k, h| {
-                let keep = wanted.contains(k);
-                if !keep {
-                    h.abort();
-                }
-                keep
-            });
-            let missing: Vec<(Ipv4Addr, u16)> = wanted
-                .iter()
-                .filter(|k| !sb.listeners.contains_key(k))
-                .copied()
-                .collect();
-            (sb.ns_path.clone(), missing)
-        };
-        if missing.is_empty() {
-            return;
-        }
-        let wants = missing
-            .iter()
-            .map(|(ip, port)| Want::Tcp(SocketAddr::from((*ip, *port))))
-            .collect();
-        let opened = match tokio::task::spawn_blocking(move || netns::open_in(&path, wants)).await {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => {
-                tracing::debug!(container = %id, error = %e, "cannot enter the container's namespace");
-                return;
-            }
-            Err(_) => return,
-        };
-        let mut boxes = lock(&self.inner.sandboxes);
-        let Some(sb) = boxes.get_mut(id) else { return };
-        for ((ip, port), o) in missing.into_iter().zip(opened) {
-            match o.and_then(|o| match o {
-                Opened::Tcp(l) => tokio::net::TcpListener::from_std(l),
-                Opened::Udp(_) => Err(std::io::Error::other("unexpected UDP socket")),
-            }) {
-                Ok(l) => {
-                    let h = tokio::spawn(proxy::serve(
-                        l,
-                        Target::Service(ip, port),
-                        self.inner.table.clone(),
-                        self.inner.metrics.clone(),
-                    ));
-                    sb.listeners.insert((ip, port), h.abort_handle());
-                }
-                Err(e) => {
-                    self.inner.metrics.error("bind");
-                    tracing::warn!(container = %id, address = %ip, port, error = %e, "cannot open a service listener");
-                }
-            }
         }
     }
 
@@ -358,10 +343,6 @@ impl Network {
                     let Some(ev) = ev else { break };
                     self.apply(ev);
                     self.sync_mesh();
-                    let ids: Vec<String> = self.attached().into_iter().collect();
-                    for id in ids {
-                        self.sync_listeners(&id).await;
-                    }
                     self.inner.changed.send_modify(|n| *n += 1);
                 }
                 r = shutdown.changed() => {

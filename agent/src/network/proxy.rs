@@ -24,10 +24,20 @@ const REPLAY_LIMIT: usize = 64 * 1024;
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// A service address and port inside a container.
-    Service(Ipv4Addr, u16),
+    /// Connections a container made to service addresses, redirected here by its NAT rule:
+    /// the service is the connection's original destination.
+    Redirected,
     /// An ingress port on the node.
     Ingress(u16),
+}
+
+/// The destination a redirected connection was made to.
+fn original_destination(s: &TcpStream) -> Option<(Ipv4Addr, u16)> {
+    let a = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::OriginalDst).ok()?;
+    Some((
+        Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+        u16::from_be(a.sin_port),
+    ))
 }
 
 /// Accepts on `listener` until aborted, proxying each connection.
@@ -50,7 +60,8 @@ pub async fn serve(
         let route = {
             let t = table.read().unwrap_or_else(|p| p.into_inner());
             match target {
-                Target::Service(ip, port) => t.by_address(ip, port).map(|r| (r.clone(), port)),
+                Target::Redirected => original_destination(&client)
+                    .and_then(|(ip, port)| t.by_address(ip, port).map(|r| (r.clone(), port))),
                 Target::Ingress(port) => t.ingress(port).cloned(),
             }
         };

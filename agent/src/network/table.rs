@@ -106,11 +106,6 @@ impl Table {
         self.by_address.get(&(address, port))
     }
 
-    /// Every service address and port a container gets a listener on.
-    pub fn listen_addresses(&self) -> BTreeSet<(Ipv4Addr, u16)> {
-        self.by_address.keys().copied().collect()
-    }
-
     /// The service and target port behind ingress port `port`.
     pub fn ingress(&self, port: u16) -> Option<&(Arc<Route>, u16)> {
         self.ingress.get(&port)
