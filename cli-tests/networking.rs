@@ -420,6 +420,33 @@ fn services_reach_each_other_by_name_balanced_and_published_ports_answer_on_ever
     );
     assert!(!first.trim().is_empty());
 
+    // describe shows the endpoints: address, names, and the three tasks receiving traffic.
+    let d = c.wait_for("describe listing 3 receiving tasks", || {
+        let d = c.shoal_ok(&["describe", "service", "backend"], "");
+        (d.matches("Receiving:").count() == 3).then_some(d)
+    });
+    assert!(d.contains("Endpoints:     127."), "{d}");
+    assert!(
+        d.contains(&format!("ingress {MESH_PORT} on every node")),
+        "{d}"
+    );
+
+    // A second service may not claim the same ingress port.
+    let clash = c.shoal(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: clash\nspec:\n  image: {RESOLVER_IMAGE}\n  ports: [{{target: 80, published: {MESH_PORT}}}]\n"
+        ),
+    );
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(!clash.status.success());
+    assert!(
+        err.contains(&format!(
+            "ingress port {MESH_PORT}/tcp is already published by service default/backend"
+        )),
+        "{err}"
+    );
+
     // Both name forms, and the search-domain form.
     for name in ["backend", "backend.default", "backend.default.shoal"] {
         let body = c

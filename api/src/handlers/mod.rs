@@ -110,6 +110,7 @@ pub(crate) fn resource(
         service,
         error,
         status,
+        endpoints: None,
     }
 }
 
