@@ -40,7 +40,7 @@ run: deps image release
 	./scripts/run-demo.sh
 
 ## test: the whole suite, with a real etcd and real Docker containers
-test: deps image
+test: deps image resolver-image
 	mkdir -p target
 	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt; \
 	status=$${PIPESTATUS[0]}; \

@@ -27,6 +27,7 @@
 //! [`discovery`]. Consul being unreachable never holds a task up.
 
 pub mod discovery;
+pub mod network;
 pub mod node;
 pub mod runner;
 pub mod runtime;
@@ -136,6 +137,9 @@ pub struct AgentConfig {
     pub secrets_dir: PathBuf,
     /// The node's role for `node.role` constraints: one of [`shoal_core::constraint::ROLES`].
     pub role: String,
+    /// Service networking (names, load balancing, routing mesh) for docker tasks (`None`:
+    /// off). Hollow nodes run none.
+    pub network: Option<network::NetworkConfig>,
 }
 
 /// How the agent reaches the API: its URL and the node's own token (`None` for an API
@@ -173,6 +177,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("api", &self.api)
             .field("secrets_dir", &self.secrets_dir)
             .field("role", &self.role)
+            .field("network", &self.network)
             .finish()
     }
 }
@@ -200,6 +205,7 @@ impl PartialEq for AgentConfig {
             && consul_key(&self.consul) == consul_key(&other.consul)
             && self.api == other.api
             && self.secrets_dir == other.secrets_dir
+            && self.network == other.network
     }
 }
 
@@ -224,6 +230,7 @@ impl AgentConfig {
             api: None,
             secrets_dir: PathBuf::from(secrets::DEFAULT_ROOT),
             role: "worker".to_string(),
+            network: None,
         }
     }
 
@@ -243,6 +250,7 @@ pub struct Agent {
     keys: Keys,
     config: AgentConfig,
     runtime: Arc<dyn Runtime>,
+    network: Option<network::Network>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -310,12 +318,36 @@ impl Agent {
         config: AgentConfig,
         runtime: Arc<dyn Runtime>,
     ) -> Self {
+        let network = match &config.network {
+            Some(n)
+                if config.hollow_nodes == 0
+                    && runtime
+                        .offers()
+                        .contains(&shoal_core::manifest::RuntimeKind::Docker) =>
+            {
+                match network::Network::new(n.clone()) {
+                    Ok(net) => Some(net),
+                    Err(why) => {
+                        // Said once; tasks still run, without names.
+                        tracing::warn!(node = %config.node_id, "service networking is off: {why}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         Agent {
             store,
             keys,
             config,
             runtime,
+            network,
         }
+    }
+
+    /// The node's service networking, when it is on (register its metrics before spawning).
+    pub fn network(&self) -> Option<&network::Network> {
+        self.network.as_ref()
     }
 
     /// The records this agent registers.
@@ -420,6 +452,17 @@ impl Agent {
                     .run(shutdown.clone(), registered)
                     .in_current_span(),
             );
+            if self.config.hollow_nodes == 0 {
+                let address = self.config.address.parse().ok();
+                self.runtime
+                    .configure_network(address, self.network.clone());
+            }
+            let net = self.network.clone().map(|n| {
+                tokio::spawn(
+                    n.run(self.store.clone(), self.keys.clone(), shutdown.clone())
+                        .in_current_span(),
+                )
+            });
             let (sink, writer) = status::spawn(self.store.clone(), self.keys.clone());
             let (ready_tx, ready_rx) = watch::channel(false);
             let mut ctx = RunnerContext::new(self.runtime.clone(), sink.clone(), self.keys.clone());
@@ -444,6 +487,9 @@ impl Agent {
                 tracing::warn!("some task statuses could not be written before shutdown");
             }
             writer.abort();
+            if let Some(net) = net {
+                let _ = net.await;
+            }
             let _ = reg.await;
             tracing::info!("agent stopped");
             Ok(())

@@ -29,7 +29,7 @@ pub enum ImageError {
     )]
     NoBusybox,
     /// A step failed.
-    #[error("building {TEST_IMAGE} failed: {0}")]
+    #[error("building a test image failed: {0}")]
     Build(String),
 }
 
@@ -46,6 +46,69 @@ fn docker_ok(args: &[&str]) -> bool {
 /// Makes sure Docker answers and [`TEST_IMAGE`] exists, building it with `docker import`
 /// from [`BUSYBOX`] when absent (the same recipe as `make image`).
 pub fn ensure_test_image() -> Result<(), ImageError> {
+    ensure_image(TEST_IMAGE, |_| Ok(()))
+}
+
+/// The image whose tasks can resolve names: [`TEST_IMAGE`]'s busybox plus Debian's
+/// dynamically linked `/usr/bin/wget` and `/usr/bin/getent`, the libraries `ldd` lists for
+/// them, glibc's resolver modules and an `nsswitch.conf` (`hosts: files dns`). Call the
+/// clients by full path: busybox `sh` runs its own applets for bare names.
+pub const RESOLVER_IMAGE: &str = "shoal-test/resolver:latest";
+
+/// Dynamically linked clients copied into [`RESOLVER_IMAGE`].
+pub const RESOLVER_CLIENTS: &[&str] = &["/usr/bin/wget", "/usr/bin/getent"];
+
+/// glibc's name service modules the clients load at run time (not listed by `ldd`).
+pub const RESOLVER_LIBS: &[&str] = &["libnss_dns.so.2", "libnss_files.so.2", "libresolv.so.2"];
+
+/// Makes sure [`RESOLVER_IMAGE`] exists (same recipe as `make resolver-image`).
+pub fn ensure_resolver_image() -> Result<(), ImageError> {
+    ensure_image(RESOLVER_IMAGE, add_resolver_clients)
+}
+
+/// Copies the clients, their libraries and the resolver modules into `root`.
+fn add_resolver_clients(root: &Path) -> std::io::Result<()> {
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for c in RESOLVER_CLIENTS {
+        files.push(c.into());
+        let out = Command::new("ldd").arg(c).output()?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            let path = line
+                .split("=>")
+                .last()
+                .and_then(|r| r.split_whitespace().next())
+                .filter(|p| p.starts_with('/'));
+            if let Some(p) = path {
+                files.push(p.into());
+            }
+        }
+    }
+    let libdir = files
+        .iter()
+        .find(|f| f.file_name().is_some_and(|n| n == "libc.so.6"))
+        .and_then(|f| f.parent().map(Path::to_path_buf))
+        .ok_or_else(|| std::io::Error::other("ldd did not list libc.so.6"))?;
+    files.extend(RESOLVER_LIBS.iter().map(|l| libdir.join(l)));
+    for f in files {
+        let rel = f.strip_prefix("/").unwrap_or(&f);
+        let dest = root.join(rel);
+        if let Some(d) = dest.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        // Follow symlinks: the image gets the real file under the name asked for.
+        std::fs::copy(&f, &dest)?;
+    }
+    std::fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n")?;
+    Ok(())
+}
+
+/// Makes sure Docker answers and `tag` exists, building it when absent from the busybox
+/// rootfs plus what `extra` adds.
+fn ensure_image(
+    tag: &str,
+    extra: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), ImageError> {
     let version = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .output();
@@ -58,7 +121,7 @@ pub fn ensure_test_image() -> Result<(), ImageError> {
         }
         Err(e) => return Err(ImageError::DockerUnreachable(e.to_string())),
     }
-    if docker_ok(&["image", "inspect", TEST_IMAGE]) {
+    if docker_ok(&["image", "inspect", tag]) {
         return Ok(());
     }
     if !Path::new(BUSYBOX).exists() {
@@ -77,6 +140,7 @@ pub fn ensure_test_image() -> Result<(), ImageError> {
         std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
         std::fs::write(root.join("index.html"), "shoal test image\n")?;
         std::fs::write(root.join("www/index.html"), "shoal test image\n")?;
+        extra(&root)?;
         let tar = dir.join("rootfs.tar");
         let ok = Command::new("tar")
             .args(["-C"])
@@ -98,7 +162,7 @@ pub fn ensure_test_image() -> Result<(), ImageError> {
                 "CMD [\"sh\"]",
             ])
             .arg(&tar)
-            .arg(TEST_IMAGE)
+            .arg(tag)
             .output()?;
         if !out.status.success() {
             return Err(std::io::Error::other(
@@ -108,11 +172,13 @@ pub fn ensure_test_image() -> Result<(), ImageError> {
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&dir);
-    build.map_err(|e| ImageError::Build(e.to_string()))
+    build.map_err(|e| ImageError::Build(format!("{tag}: {e}")))
 }
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("shoal-image-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("shoal-image-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

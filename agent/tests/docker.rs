@@ -78,6 +78,7 @@ async fn httpd_on_a_dynamic_port_is_reachable_and_labelled() {
         target: 8080,
         published: None,
         protocol: Protocol::Tcp,
+        mode: shoal_core::manifest::PortMode::Ingress,
     }];
     tpl.limits.cpus = Some(0.5);
     tpl.limits.memory = Some(shoal_core::units::ByteSize(64 << 20));

@@ -30,6 +30,7 @@ async fn task_walks_to_running_then_shutdown_when_desired() {
         target: 80,
         published: None,
         protocol: Protocol::Tcp,
+        mode: shoal_core::manifest::PortMode::Ingress,
     }];
     let t = task("web.1.a", "web", "n1", tpl);
     ts.assign(&t).await;

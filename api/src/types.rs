@@ -31,6 +31,11 @@ pub struct ServiceResource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub status: Option<ServiceStatus>,
+    /// The service's endpoints as the controller published them (its stable address and the
+    /// tasks receiving traffic); only on single-service reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub endpoints: Option<shoal_core::endpoints::Endpoints>,
 }
 
 /// What happened to one service in a write.

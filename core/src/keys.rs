@@ -58,6 +58,8 @@ pub enum Key {
         /// Config name.
         name: String,
     },
+    /// `endpoints/<ns>/<service>`.
+    Endpoints(ServiceRef),
 }
 
 /// Builds and parses keys under one prefix.
@@ -183,6 +185,11 @@ impl Keys {
         self.join("endpoints/")
     }
 
+    /// `endpoints/<ns>/<service>`: the service's stable address and eligible tasks.
+    pub fn endpoints(&self, s: &ServiceRef) -> String {
+        self.join(&format!("endpoints/{}/{}", s.namespace, s.name))
+    }
+
     /// `cluster` (cluster id, created once).
     pub fn cluster(&self) -> String {
         self.join("cluster")
@@ -221,6 +228,7 @@ impl Keys {
                 namespace: ns.to_string(),
                 name: name.to_string(),
             }),
+            ["endpoints", ns, name] => Some(Key::Endpoints(sref(ns, name))),
             _ => None,
         }
     }
@@ -271,6 +279,7 @@ mod tests {
                     name: "app".into(),
                 },
             ),
+            (k.endpoints(&web), Key::Endpoints(web.clone())),
         ];
         for (s, key) in all {
             assert_eq!(k.parse(&s), Some(key), "{s}");

@@ -4,6 +4,7 @@
 //! Pure and fast to test: no I/O beyond what callers hand in.
 
 pub mod constraint;
+pub mod endpoints;
 pub mod keys;
 pub mod manifest;
 pub mod model;

@@ -250,6 +250,63 @@ pub struct PortSpec {
     /// `tcp` (default) or `udp`.
     #[serde(default)]
     pub protocol: Protocol,
+    /// `ingress` (default: every node answers on `published` and forwards to a task anywhere;
+    /// the task itself gets a dynamic host port) or `host` (the node running the task binds
+    /// `published`; one task per node per port).
+    #[serde(default)]
+    pub mode: PortMode,
+}
+
+impl PortSpec {
+    /// The host port the runtime binds for this port: `published` in host mode, dynamic
+    /// (`None`) in ingress mode.
+    pub fn host_port(&self) -> Option<u16> {
+        match self.mode {
+            PortMode::Host => self.published,
+            PortMode::Ingress => None,
+        }
+    }
+
+    /// The routing-mesh port every node answers on, for an ingress port with `published`.
+    pub fn ingress_port(&self) -> Option<u16> {
+        match self.mode {
+            PortMode::Ingress => self.published,
+            PortMode::Host => None,
+        }
+    }
+}
+
+/// How a published port is exposed (Swarm's `mode`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PortMode {
+    /// Routing mesh: every ready node accepts on `published` and forwards to an eligible task.
+    #[default]
+    Ingress,
+    /// The node running the task binds `published` itself.
+    Host,
+}
+
+impl std::fmt::Display for PortMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PortMode::Ingress => "ingress",
+            PortMode::Host => "host",
+        })
+    }
 }
 
 /// Reservations and limits.

@@ -33,6 +33,7 @@ fn port(target: u16, published: Option<u16>, protocol: Protocol) -> PortSpec {
         target,
         published,
         protocol,
+        mode: shoal_core::manifest::PortMode::Host,
     }
 }
 

@@ -104,6 +104,46 @@ pub struct AgentArgs {
     /// removed when the task ends).
     #[arg(long, env = "SHOAL_AGENT_SECRETS_DIR", default_value = shoal_agent::secrets::DEFAULT_ROOT)]
     pub secrets_dir: PathBuf,
+    /// Service networking flags.
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+/// Service networking flags, shared by `shoal agent` and `shoal dev`.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArgs {
+    /// Resolver (`IP` or `IP:PORT`, repeatable) that names outside `.shoal` asked inside
+    /// tasks are forwarded to (default: the nameservers of the host's /etc/resolv.conf).
+    #[arg(long = "upstream-dns", value_name = "ADDR", value_parser = parse_dns_addr)]
+    pub upstream_dns: Vec<std::net::SocketAddr>,
+    /// Turn off service names, load balancing and the routing mesh on this node.
+    #[arg(long)]
+    pub no_service_network: bool,
+}
+
+impl NetworkArgs {
+    /// The networking settings for a node reached at `address` (`None` when turned off).
+    pub fn config(
+        &self,
+        address: &str,
+    ) -> anyhow::Result<Option<shoal_agent::network::NetworkConfig>> {
+        if self.no_service_network {
+            return Ok(None);
+        }
+        let ip = address
+            .parse()
+            .with_context(|| format!("--address {address:?} is not an IP address"))?;
+        Ok(Some(shoal_agent::network::NetworkConfig::new(
+            ip,
+            self.upstream_dns.clone(),
+        )))
+    }
+}
+
+fn parse_dns_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+        .map_err(|_| format!("{s:?} is not IP or IP:PORT"))
 }
 
 /// Reads a node token file: its first non-empty line.
@@ -162,6 +202,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     if let Some(h) = args.hostname {
         config.hostname = h;
     }
+    config.network = if args.hollow_nodes > 0 || args.runtime != RuntimeFlag::Docker {
+        None
+    } else {
+        args.network.config(&args.address)?
+    };
     config.address = args.address;
     config.role = args.role.as_str().to_string();
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();

@@ -51,6 +51,9 @@ pub struct DevArgs {
     /// Consul discovery flags of the local agent.
     #[command(flatten)]
     pub consul: crate::cli::agent::ConsulArgs,
+    /// Service networking flags of the local agent.
+    #[command(flatten)]
+    pub network: crate::cli::agent::NetworkArgs,
 }
 
 /// Runs `shoal dev` until Ctrl-C or SIGTERM.
@@ -88,6 +91,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
     config.labels = args.labels.iter().cloned().collect();
     config.consul = args.consul.config();
+    config.network = args.network.config(&config.address)?;
     config.api = Some(shoal_agent::ApiEndpoint {
         url: format!("http://{api_addr}"),
         token: None,
@@ -112,10 +116,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let agent = Agent::new(store.clone(), keys.clone(), config, runtime.clone()).spawn();
+    let agent = Agent::new(store.clone(), keys.clone(), config, runtime.clone());
+    let mut registry = prometheus_client::registry::Registry::default();
+    if let Some(n) = agent.network() {
+        n.metrics().register(&mut registry);
+    }
+    let agent = agent.spawn();
 
     let controller = Controller::new(store.clone(), keys.clone(), ControllerConfig::default());
-    let mut registry = prometheus_client::registry::Registry::default();
     controller.metrics().register(&mut registry);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -32,11 +32,13 @@ fn task(id: &str, consul: Option<ConsulDiscovery>) -> Task {
                     target: 80,
                     published: None,
                     protocol: Protocol::Tcp,
+                    mode: shoal_core::manifest::PortMode::Ingress,
                 },
                 PortSpec {
                     target: 9090,
                     published: Some(9090),
                     protocol: Protocol::Tcp,
+                    mode: shoal_core::manifest::PortMode::Host,
                 },
             ],
             limits: Default::default(),

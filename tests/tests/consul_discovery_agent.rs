@@ -129,6 +129,7 @@ fn task(id: &str, service: &str, node: &str, image: &str) -> Task {
             target: 80,
             published: None,
             protocol: Protocol::Tcp,
+            mode: shoal_core::manifest::PortMode::Ingress,
         }],
         limits: Default::default(),
         reservations: Default::default(),

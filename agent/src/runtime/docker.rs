@@ -12,7 +12,9 @@
 mod spec;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -27,7 +29,10 @@ use tokio::sync::watch;
 
 pub use spec::container_name;
 
-use super::{Existing, Exit, Handle, LABEL_NODE, LABEL_TASK, Runtime, RuntimeError, TaskFiles};
+use super::{
+    Existing, Exit, Handle, LABEL_NODE, LABEL_SERVICE, LABEL_TASK, Runtime, RuntimeError, TaskFiles,
+};
+use crate::network::Network;
 use spec::classify;
 
 type Exits = Arc<Mutex<HashMap<String, watch::Sender<Option<Exit>>>>>;
@@ -35,9 +40,12 @@ type Exits = Arc<Mutex<HashMap<String, watch::Sender<Option<Exit>>>>>;
 /// Runs tasks as Docker containers.
 pub struct DockerRuntime {
     docker: Docker,
+    node: String,
     exits: Exits,
     resync: watch::Receiver<u64>,
     events: tokio::task::JoinHandle<()>,
+    wiring: OnceLock<spec::Wiring>,
+    network: OnceLock<(Network, tokio::task::AbortHandle)>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -49,6 +57,56 @@ impl std::fmt::Debug for DockerRuntime {
 impl Drop for DockerRuntime {
     fn drop(&mut self) {
         self.events.abort();
+        if let Some((_, follow)) = self.network.get() {
+            follow.abort();
+        }
+    }
+}
+
+/// The sandbox (network namespace path) and namespace of a running container.
+fn sandbox_of(i: &bollard::models::ContainerInspectResponse) -> Option<(PathBuf, String)> {
+    let key = i.network_settings.as_ref()?.sandbox_key.clone()?;
+    if key.is_empty() || i.state.as_ref()?.running != Some(true) {
+        return None;
+    }
+    let service = i.config.as_ref()?.labels.as_ref()?.get(LABEL_SERVICE)?;
+    let (ns, _) = service.split_once('/')?;
+    Some((PathBuf::from(key), ns.to_string()))
+}
+
+/// Every second: opens the sockets of running containers that lack them (adopted after an
+/// agent restart, or restarted by hand) and closes those of containers that are gone.
+async fn follow_sandboxes(docker: Docker, node: String, network: Network) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let filters = HashMap::from([
+            ("label", vec![format!("{LABEL_NODE}={node}")]),
+            ("status", vec!["running".to_string()]),
+        ]);
+        let opts = ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let Ok(list) = docker.list_containers(Some(opts)).await else {
+            continue;
+        };
+        let running: BTreeSet<String> = list.into_iter().filter_map(|c| c.id).collect();
+        let attached = network.attached();
+        for gone in attached.difference(&running) {
+            network.detach(gone);
+        }
+        for id in running.difference(&attached) {
+            let Ok(i) = docker.inspect_container(id, None).await else {
+                continue;
+            };
+            if let Some((path, ns)) = sandbox_of(&i)
+                && let Err(e) = network.attach(id, &path, &ns).await
+            {
+                network.metrics().error("attach");
+                tracing::warn!(container = %id, error = %e, "cannot open service networking in the container");
+            }
+        }
     }
 }
 
@@ -126,9 +184,12 @@ impl DockerRuntime {
         ));
         Ok(DockerRuntime {
             docker,
+            node: node.to_string(),
             exits,
             resync,
             events,
+            wiring: OnceLock::new(),
+            network: OnceLock::new(),
         })
     }
 
@@ -159,10 +220,11 @@ impl DockerRuntime {
 
     async fn create(&self, task: &Task, files: &TaskFiles) -> Result<String, RuntimeError> {
         let name = container_name(&task.id);
+        let wiring = self.wiring.get().cloned().unwrap_or_default();
         let opts = || CreateContainerOptionsBuilder::default().name(&name).build();
         match self
             .docker
-            .create_container(Some(opts()), spec::create_body(task, files))
+            .create_container(Some(opts()), spec::create_body(task, files, &wiring))
             .await
         {
             Ok(r) => Ok(r.id),
@@ -171,7 +233,7 @@ impl DockerRuntime {
                 tracing::info!(task = %task.id, "removing a leftover container of this task");
                 self.force_remove(&name).await?;
                 self.docker
-                    .create_container(Some(opts()), spec::create_body(task, files))
+                    .create_container(Some(opts()), spec::create_body(task, files, &wiring))
                     .await
                     .map(|r| r.id)
                     .map_err(classify)
@@ -236,10 +298,19 @@ impl Runtime for DockerRuntime {
             }
             return Err(err);
         }
-        let host_ports = match self.inspect(&id).await? {
-            Some(i) => spec::host_ports(&task.template.ports, &i),
+        let inspect = self.inspect(&id).await?;
+        let host_ports = match &inspect {
+            Some(i) => spec::host_ports(&task.template.ports, i),
             None => Vec::new(),
         };
+        // The resolver and service listeners open before the task reports running.
+        if let (Some((network, _)), Some((path, ns))) =
+            (self.network.get(), inspect.as_ref().and_then(sandbox_of))
+            && let Err(e) = network.attach(&id, &path, &ns).await
+        {
+            network.metrics().error("attach");
+            tracing::warn!(task = %task.id, error = %e, "cannot open service networking in the container");
+        }
         Ok(Handle { id, host_ports })
     }
 
@@ -302,7 +373,27 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    fn configure_network(&self, address: Option<IpAddr>, network: Option<Network>) {
+        let _ = self.wiring.set(spec::Wiring {
+            host_ip: address.map(|a| a.to_string()),
+            names: network.is_some(),
+        });
+        if let Some(n) = network {
+            let follow = tokio::spawn(follow_sandboxes(
+                self.docker.clone(),
+                self.node.clone(),
+                n.clone(),
+            ));
+            if let Err((_, follow)) = self.network.set((n, follow.abort_handle())) {
+                follow.abort();
+            }
+        }
+    }
+
     async fn remove(&self, handle: &Handle) -> Result<(), RuntimeError> {
+        if let Some((n, _)) = self.network.get() {
+            n.detach(&handle.id);
+        }
         self.force_remove(&handle.id).await?;
         self.exits
             .lock()

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::network::Network;
 use shoal_core::manifest::RuntimeKind;
 use shoal_core::model::{Health, PortBinding, Task};
 
@@ -157,6 +158,11 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Called once when the agent shuts down (the process runtime stops its children).
     async fn shutdown(&self) {}
+
+    /// Called once before the first task: published ports bind `address` (not every
+    /// address), and with `network` the task containers get the node's service networking.
+    /// Runtimes without containers ignore it.
+    fn configure_network(&self, _address: Option<std::net::IpAddr>, _network: Option<Network>) {}
 }
 
 /// Parses a stop signal as written in manifests (`SIGTERM`, `TERM`, `15`).

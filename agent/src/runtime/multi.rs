@@ -109,6 +109,14 @@ impl Runtime for MultiRuntime {
         Ok(all)
     }
 
+    fn configure_network(
+        &self,
+        address: Option<std::net::IpAddr>,
+        network: Option<crate::network::Network>,
+    ) {
+        self.docker.configure_network(address, network);
+    }
+
     async fn shutdown(&self) {
         if !self.process.tasks_outlive_agent() {
             self.process.shutdown().await;

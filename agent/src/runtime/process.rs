@@ -284,7 +284,7 @@ impl Runtime for ProcessRuntime {
             .iter()
             .map(|p| PortBinding {
                 target: p.target,
-                published: p.published.unwrap_or(p.target),
+                published: p.host_port().unwrap_or(p.target),
                 protocol: p.protocol,
             })
             .collect();

@@ -187,7 +187,7 @@ impl Runtime for SimRuntime {
             .enumerate()
             .map(|(i, p)| PortBinding {
                 target: p.target,
-                published: p.published.unwrap_or_else(|| {
+                published: p.host_port().unwrap_or_else(|| {
                     ((FIRST_DYNAMIC_PORT + (n * 8 + i as u64) % 30_000) as u16).max(1)
                 }),
                 protocol: p.protocol,

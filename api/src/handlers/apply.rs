@@ -73,6 +73,7 @@ pub async fn apply(
             )));
         }
     }
+    super::check_ingress_ports(&st, &docs).await?;
     let prune = if q.prune {
         let sel = q.selector.as_deref().unwrap_or("").trim();
         if sel.is_empty() {

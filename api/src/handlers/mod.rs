@@ -110,5 +110,60 @@ pub(crate) fn resource(
         service,
         error,
         status,
+        endpoints: None,
+    }
+}
+
+/// Refuses manifests whose ingress ports another service already publishes (stored, or
+/// earlier in the same body), as Swarm does: one error per port, at its line and column.
+pub(crate) async fn check_ingress_ports(
+    st: &ApiState,
+    docs: &[crate::manifest::Document],
+) -> Result<(), ApiError> {
+    if docs.iter().all(|d| {
+        d.parsed
+            .service
+            .spec
+            .ports
+            .iter()
+            .all(|p| p.ingress_port().is_none())
+    }) {
+        return Ok(());
+    }
+    let in_body: std::collections::BTreeSet<shoal_core::ServiceRef> =
+        docs.iter().map(|d| d.parsed.service.id()).collect();
+    let mut others: Vec<shoal_core::Service> = st
+        .store
+        .list(&st.keys.services_prefix())
+        .await?
+        .kvs
+        .iter()
+        .filter_map(|kv| parse_stored(kv).ok())
+        .filter(|s| !in_body.contains(&s.id()))
+        .collect();
+    let mut errors = Vec::new();
+    for d in docs {
+        let svc = &d.parsed.service;
+        for (path, message) in shoal_core::endpoints::ingress_conflicts(svc, others.iter()) {
+            let (line, column) = shoal_core::parse::locate(&d.text, &path).unwrap_or((1, 0));
+            let line = line + d.parsed.line.max(1) - 1;
+            errors.push(shoal_core::parse::ManifestError {
+                source: "body".to_string(),
+                line,
+                column,
+                message: format!("{path}: {message}"),
+                snippet: d
+                    .text
+                    .lines()
+                    .nth(line - d.parsed.line.max(1))
+                    .map(str::to_string),
+            });
+        }
+        others.push(svc.clone());
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidManifest(errors))
     }
 }

@@ -102,7 +102,11 @@ pub async fn get_one(
         Some(s) => decode::<ServiceStatus>(&s).ok(),
         None => None,
     };
-    let res = resource(&r, &kv, status);
+    let mut res = resource(&r, &kv, status);
+    res.endpoints = match st.store.get(&st.keys.endpoints(&r)).await? {
+        Some(e) => decode(&e).ok(),
+        None => None,
+    };
     Ok(([etag(res.revision)], Json(res)).into_response())
 }
 
@@ -140,6 +144,7 @@ pub async fn put(
             "the manifest is for service {id}, but the path names {r}"
         )));
     }
+    super::check_ingress_ports(&st, &docs).await?;
     let expected = if_match(&headers)?.or(q.revision);
     let key = st.keys.service(&r);
     for _ in 0..8 {

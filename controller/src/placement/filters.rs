@@ -38,7 +38,7 @@ pub fn template_memory(t: &TaskTemplate) -> u64 {
 pub fn template_ports(t: &TaskTemplate) -> impl Iterator<Item = (u16, Protocol)> + '_ {
     t.ports
         .iter()
-        .filter_map(|p| p.published.map(|h| (h, p.protocol)))
+        .filter_map(|p| p.host_port().map(|h| (h, p.protocol)))
 }
 
 impl NodeUsage {

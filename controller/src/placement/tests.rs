@@ -95,7 +95,10 @@ fn max_replicas_per_node_is_a_hard_limit() {
 #[test]
 fn published_port_conflicts_refuse_the_node() {
     let ns = nodes(vec![node("n1", &[]), node("n2", &[])]);
-    let svc = service("web", "  ports: [{target: 80, published: 8080}]\n");
+    let svc = service(
+        "web",
+        "  ports: [{target: 80, published: 8080, mode: host}]\n",
+    );
     let mut usage = BTreeMap::new();
     let mut u = NodeUsage::default();
     u.ports
@@ -110,11 +113,28 @@ fn published_port_conflicts_refuse_the_node() {
 }
 
 #[test]
+fn ingress_ports_reserve_nothing_on_a_node() {
+    let ns = nodes(vec![node("n1", &[])]);
+    let svc = service(
+        "web",
+        "  replicas: 2\n  ports: [{target: 80, published: 8080}]\n",
+    );
+    let mut usage = BTreeMap::new();
+    let mut u = NodeUsage::default();
+    u.ports
+        .insert((8080, shoal_core::manifest::Protocol::Tcp), 1);
+    usage.insert("n1".to_string(), u);
+    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    assert_eq!(p.place().unwrap(), "n1");
+    assert_eq!(p.place().unwrap(), "n1");
+}
+
+#[test]
 fn udp_and_tcp_on_the_same_port_do_not_conflict() {
     let ns = nodes(vec![node("n1", &[])]);
     let svc = service(
         "dns",
-        "  ports: [{target: 53, published: 53, protocol: udp}]\n",
+        "  ports: [{target: 53, published: 53, protocol: udp, mode: host}]\n",
     );
     let mut usage = BTreeMap::new();
     let mut u = NodeUsage::default();

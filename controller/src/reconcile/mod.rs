@@ -7,16 +7,19 @@
 //! status, and when to look again. It performs no I/O; randomness comes from `seed`.
 
 pub mod gone;
+mod endpoints;
 mod ids;
 mod progress;
 pub mod rollout;
 mod service;
 mod status;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_core::endpoints::Endpoints;
 use shoal_core::manifest::{Service, ServiceRef};
 use shoal_core::model::{
     DesiredState, Node, ServiceStatus, Task, TaskState, TaskStatus, Timestamp,
@@ -24,6 +27,7 @@ use shoal_core::model::{
 
 use crate::placement::NodeUsage;
 
+pub use endpoints::EndpointsChange;
 pub use ids::IdGen;
 
 /// Most events a status keeps (oldest dropped first).
@@ -95,6 +99,10 @@ pub struct ReconcileInput {
     pub usage: BTreeMap<String, NodeUsage>,
     /// The status written last time.
     pub previous: Option<ServiceStatus>,
+    /// The endpoints record written last time.
+    pub endpoints: Option<Endpoints>,
+    /// Addresses other services hold (a new service takes a free one).
+    pub taken_addresses: BTreeSet<Ipv4Addr>,
     /// The current time.
     pub now: Timestamp,
     /// Nodes without a record are declared lost (their tasks orphaned) only from this time on:
@@ -149,6 +157,8 @@ pub struct Plan {
     pub delete_status: bool,
     /// Reconcile again after this long (a restart delay is running).
     pub requeue_after: Option<Duration>,
+    /// The service's endpoints record.
+    pub endpoints: EndpointsChange,
 }
 
 impl Plan {
@@ -165,7 +175,7 @@ impl Plan {
 
 /// Decides what to do with one service. Pure and deterministic for a given input.
 pub fn reconcile(input: &ReconcileInput) -> Plan {
-    match &input.service {
+    let mut plan = match &input.service {
         ServiceInput::Present {
             service,
             generation,
@@ -174,7 +184,9 @@ pub fn reconcile(input: &ReconcileInput) -> Plan {
         }),
         ServiceInput::Invalid { error, generation } => reconcile_invalid(input, error, *generation),
         ServiceInput::Deleted => reconcile_deleted(input),
-    }
+    };
+    plan.endpoints = endpoints::plan_endpoints(input, &plan);
+    plan
 }
 
 /// Runs `decide`; if it panics (a defect, or input no validation bounded), that one service

@@ -17,6 +17,7 @@ pub(crate) struct Sim {
     pub(crate) now: Timestamp,
     pub(crate) nodes_lost_after: Timestamp,
     pub(crate) seed: u64,
+    pub(crate) endpoints: Option<shoal_core::endpoints::Endpoints>,
 }
 
 impl Sim {
@@ -32,6 +33,7 @@ impl Sim {
             now: Timestamp(1_000_000),
             nodes_lost_after: Timestamp(0),
             seed: 1,
+            endpoints: None,
         }
     }
 
@@ -46,6 +48,8 @@ impl Sim {
             nodes: std::sync::Arc::new(self.nodes.clone()),
             usage: BTreeMap::new(),
             previous: self.previous.clone(),
+            endpoints: self.endpoints.clone(),
+            taken_addresses: Default::default(),
             now: self.now,
             nodes_lost_after: self.nodes_lost_after,
             seed: self.seed,
@@ -91,6 +95,18 @@ impl Sim {
         if plan.delete_status {
             self.previous = None;
         }
+        match &plan.endpoints {
+            EndpointsChange::Put(e) => self.endpoints = Some((**e).clone()),
+            EndpointsChange::Delete => self.endpoints = None,
+            EndpointsChange::Keep => {}
+        }
+    }
+
+    fn endpoint_ids(&self) -> Vec<String> {
+        self.endpoints
+            .as_ref()
+            .map(|e| e.tasks.iter().map(|t| t.task_id.clone()).collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn set_state(&mut self, id: &str, state: TaskState) {
@@ -526,7 +542,7 @@ fn a_global_task_orphaned_on_a_returning_node_stops_before_its_replacement_start
     let mut sim = Sim::new(
         service(
             "edge",
-            "  mode: global\n  ports: [{target: 80, published: 80}]\n",
+            "  mode: global\n  ports: [{target: 80, published: 80, mode: host}]\n",
         ),
         nodes(vec![node("n1", &[])]),
     );
@@ -577,4 +593,51 @@ fn a_new_leader_gives_nodes_without_a_record_one_ttl_before_orphaning_their_task
         sim.now = sim.nodes_lost_after;
         assert_eq!(sim.step().orphans.len(), 1, "{mode}");
     }
+}
+
+#[test]
+fn endpoints_follow_running_tasks_and_drop_stopped_ones_in_the_stopping_plan() {
+    let mut sim = Sim::new(
+        service("web", "  replicas: 3\n"),
+        nodes(vec![node("n1", &[]), node("n2", &[])]),
+    );
+    sim.settle();
+    assert_eq!(sim.endpoint_ids().len(), 3);
+    let address = sim.endpoints.as_ref().unwrap().address;
+    // Scale in: the plan that stops a task also takes it out of the endpoints.
+    sim.svc = ServiceInput::Present {
+        service: Box::new(service("web", "  replicas: 1\n")),
+        generation: 2,
+    };
+    let plan = sim.step();
+    assert_eq!(plan.stops.len(), 2);
+    let left = sim.endpoint_ids();
+    assert_eq!(left.len(), 1);
+    assert!(plan.stops.iter().all(|r| !left.contains(&r.task)));
+    sim.settle();
+    assert_eq!(
+        sim.endpoints.as_ref().unwrap().address,
+        address,
+        "address kept"
+    );
+    // Node loss: its task leaves the endpoints at once.
+    let on = sim
+        .tasks
+        .values()
+        .find(|e| e.wants_running())
+        .unwrap()
+        .task
+        .node_id
+        .clone();
+    sim.nodes.get_mut(&on).unwrap().ready = false;
+    sim.step();
+    assert!(
+        sim.endpoint_ids()
+            .iter()
+            .all(|id| !sim.tasks[id].task.node_id.eq(&on))
+    );
+    // Deleting the service deletes its endpoints.
+    sim.svc = ServiceInput::Deleted;
+    sim.step();
+    assert!(sim.endpoints.is_none());
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use shoal_core::endpoints::Endpoints;
 use shoal_core::manifest::{Mode, Service, ServiceRef};
 use shoal_core::model::{
     self, Capacity, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp,
@@ -82,6 +83,8 @@ pub(crate) struct Cache {
     /// Secrets and configs that exist, as (kind, namespace, name): only their keys matter
     /// here (the controller never reads a value).
     files: BTreeSet<(FileKind, String, String)>,
+    /// Endpoints records as last written.
+    endpoints: BTreeMap<ServiceRef, Endpoints>,
 }
 
 impl Cache {
@@ -102,6 +105,7 @@ impl Cache {
             usage: BTreeMap::new(),
             nodes: None,
             files: BTreeSet::new(),
+            endpoints: BTreeMap::new(),
         }
     }
 
@@ -261,6 +265,22 @@ impl Cache {
                 }
             }
             Key::Leader => {}
+            Key::Endpoints(sref) => {
+                match value.map(|v| model::decode::<Endpoints>("endpoints", v)) {
+                    Some(Ok(e)) => {
+                        self.endpoints.insert(sref, e);
+                    }
+                    Some(Err(e)) => {
+                        warn!(service = %sref, error = %e, "rewriting unreadable endpoints");
+                        self.endpoints.remove(&sref);
+                        touched.services.insert(sref);
+                    }
+                    None => {
+                        self.endpoints.remove(&sref);
+                        touched.services.insert(sref);
+                    }
+                }
+            }
             Key::Secret { namespace, name } => self.file_touched(
                 FileKind::Secret,
                 namespace,
@@ -461,9 +481,15 @@ impl Cache {
                 revision,
                 parsed: Ok(s),
             }) => match self.missing_files(s) {
-                missing if missing.is_empty() => ServiceInput::Present {
-                    service: s.clone(),
-                    generation: *revision,
+                missing if missing.is_empty() => match self.ingress_conflicts(s, *revision) {
+                    conflicts if conflicts.is_empty() => ServiceInput::Present {
+                        service: s.clone(),
+                        generation: *revision,
+                    },
+                    conflicts => ServiceInput::Invalid {
+                        error: conflicts.join("; "),
+                        generation: *revision,
+                    },
                 },
                 missing => ServiceInput::Invalid {
                     error: missing.join("; "),
@@ -508,10 +534,49 @@ impl Cache {
             nodes: self.nodes(),
             usage,
             previous: self.statuses.get(sref).cloned(),
+            endpoints: self.endpoints.get(sref).cloned(),
+            taken_addresses: self
+                .endpoints
+                .iter()
+                .filter(|(r, _)| *r != sref)
+                .map(|(_, e)| e.address)
+                .collect(),
             now,
             nodes_lost_after,
             seed,
         }
+    }
+
+    /// The ingress ports of `svc` another service holds, as located messages. A port belongs
+    /// to the service whose endpoints already list it, else to the manifest written first.
+    fn ingress_conflicts(&self, svc: &Service, revision: Revision) -> Vec<String> {
+        let me = svc.id();
+        let holders = self.services.iter().filter_map(|(r, m)| {
+            let other = m.parsed.as_ref().ok()?;
+            if *r == me {
+                return None;
+            }
+            let published = |e: &Endpoints| {
+                e.ports
+                    .iter()
+                    .filter_map(|p| p.ingress_port().map(|n| (n, p.protocol)))
+                    .collect::<BTreeSet<_>>()
+            };
+            let mine = self.endpoints.get(&me).map(published).unwrap_or_default();
+            let theirs = self.endpoints.get(r).map(published).unwrap_or_default();
+            let holds = svc.spec.ports.iter().any(|p| {
+                let Some(n) = p.ingress_port() else {
+                    return false;
+                };
+                let k = (n, p.protocol);
+                theirs.contains(&k) || (!mine.contains(&k) && m.revision < revision)
+            });
+            holds.then_some(other.as_ref())
+        });
+        shoal_core::endpoints::ingress_conflicts(svc, holders)
+            .into_iter()
+            .map(|(path, msg)| format!("{path}: {msg}"))
+            .collect()
     }
 
     /// Tasks per observed state (for metrics).

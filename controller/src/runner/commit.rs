@@ -9,7 +9,7 @@ use shoal_core::model::{self, DesiredState, Task};
 use shoal_store::{Revision, Store, StoreError, Txn, TxnOp};
 
 use super::leader::Fence;
-use crate::reconcile::{Plan, ReconcileInput};
+use crate::reconcile::{EndpointsChange, Plan, ReconcileInput};
 
 /// Errors committing a plan.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,19 @@ pub fn plan_ops(keys: &Keys, input: &ReconcileInput, plan: &Plan) -> Vec<TxnOp> 
         .iter()
         .map(|e| (e.task.id.as_str(), &e.task))
         .collect();
-    let mut ops = Vec::with_capacity(plan.task_ops() + 1);
+    let mut ops = Vec::with_capacity(plan.task_ops() + 2);
+    // First: a task leaves the endpoints before (or with) the write that stops it.
+    match &plan.endpoints {
+        EndpointsChange::Put(e) => ops.push(TxnOp::Put {
+            key: keys.endpoints(&input.service_ref),
+            value: model::encode(e.as_ref()),
+            lease: None,
+        }),
+        EndpointsChange::Delete => ops.push(TxnOp::Delete {
+            key: keys.endpoints(&input.service_ref),
+        }),
+        EndpointsChange::Keep => {}
+    }
     let put = |t: &Task| TxnOp::Put {
         key: keys.task(&t.node_id, &t.id),
         value: model::encode(t),

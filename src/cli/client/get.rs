@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use shoal_api::types::{NodeView, ServiceResource, TaskView};
-use shoal_core::manifest::Mode;
+use shoal_core::manifest::{Mode, PortMode};
 
 use super::table::{Output, json, render, yaml};
 use super::{CmdResult, ConnArgs, EXIT_OK, Failure};
@@ -396,9 +396,13 @@ pub async fn describe(a: DescribeArgs) -> CmdResult {
             out.push_str(&format!("Command:       {}\n", spec.command.join(" ")));
         }
         for p in &spec.ports {
-            let host = p.published.map_or("dynamic".to_string(), |h| h.to_string());
+            let host = match (p.published, p.mode) {
+                (None, _) => "dynamic host port".to_string(),
+                (Some(h), PortMode::Ingress) => format!("{h} on every node (ingress)"),
+                (Some(h), PortMode::Host) => format!("host {h} on the task's node (host)"),
+            };
             out.push_str(&format!(
-                "Port:          {}/{} -> host {host}\n",
+                "Port:          {}/{} -> {host}\n",
                 p.target, p.protocol
             ));
         }
@@ -424,6 +428,7 @@ pub async fn describe(a: DescribeArgs) -> CmdResult {
             }
         }
     }
+    out.push_str(&endpoint_lines(&s));
     let history = s
         .status
         .as_ref()
@@ -523,6 +528,46 @@ pub(crate) fn rollout_lines(r: &shoal_core::model::RolloutStatus) -> String {
              `shoal rollout undo` to make it match what runs.\n",
             r.image.as_deref().unwrap_or("the new template"),
             r.previous_image.as_deref().unwrap_or("previous spec"),
+        ));
+    }
+    out
+}
+
+/// The `Endpoints:` section of `describe service`: names, address, ports and the tasks that
+/// receive new connections.
+fn endpoint_lines(s: &shoal_api::types::ServiceResource) -> String {
+    let Some(e) = &s.endpoints else {
+        return "Endpoints:     not published yet (the controller writes them once it has seen the service)\n"
+            .to_string();
+    };
+    let mut out = format!(
+        "Endpoints:     {} (names {}, {}.{}, {}.{}.shoal)\n",
+        e.address, s.name, s.name, s.namespace, s.name, s.namespace
+    );
+    for p in &e.ports {
+        let mesh = p
+            .ingress_port()
+            .map(|h| format!(", ingress {h} on every node"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  Port:        {}:{}/{} ({}{mesh})\n",
+            e.address, p.target, p.protocol, p.mode
+        ));
+    }
+    if e.tasks.is_empty() {
+        out.push_str("  Receiving:   no task (none running and healthy)\n");
+    }
+    for t in &e.tasks {
+        let ports: Vec<String> = t
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}->{}", t.address, p.published, p.target))
+            .collect();
+        out.push_str(&format!(
+            "  Receiving:   {} on {} {}\n",
+            t.task_id,
+            t.node_id,
+            ports.join(" ")
         ));
     }
     out

@@ -38,16 +38,26 @@ pub fn labels(task: &Task) -> HashMap<String, String> {
     ])
 }
 
+/// How the node wires a container: the address published ports bind (`None`: every
+/// address) and whether the node's resolver serves it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wiring {
+    /// Address published ports bind.
+    pub host_ip: Option<String>,
+    /// Whether the container's resolver is the node's (service names).
+    pub names: bool,
+}
+
 /// The create body of a task's container; `files` are bind-mounted read-only.
-pub fn create_body(task: &Task, files: &TaskFiles) -> ContainerCreateBody {
+pub fn create_body(task: &Task, files: &TaskFiles, wiring: &Wiring) -> ContainerCreateBody {
     let t = &task.template;
     let port_bindings: HashMap<String, Option<Vec<DockerPortBinding>>> = t
         .ports
         .iter()
         .map(|p| {
             let binding = DockerPortBinding {
-                host_ip: None,
-                host_port: Some(p.published.map(|n| n.to_string()).unwrap_or_default()),
+                host_ip: wiring.host_ip.clone(),
+                host_port: Some(p.host_port().map(|n| n.to_string()).unwrap_or_default()),
             };
             (port_key(p), Some(vec![binding]))
         })
@@ -93,6 +103,15 @@ pub fn create_body(task: &Task, files: &TaskFiles) -> ContainerCreateBody {
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::NO),
             maximum_retry_count: None,
+        }),
+        dns: wiring
+            .names
+            .then(|| vec![shoal_core::endpoints::RESOLVER_ADDRESS.to_string()]),
+        dns_search: wiring.names.then(|| {
+            vec![
+                format!("{}.shoal", task.service.namespace),
+                "shoal".to_string(),
+            ]
         }),
         ..Default::default()
     };
