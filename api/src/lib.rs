@@ -1,6 +1,6 @@
 //! shoal-api: the API server in front of the store (REST under `/v1`, an SSE watch, the
-//! manifest JSON Schema, the OpenAPI document, Prometheus metrics, health probes) and the
-//! typed client the `shoal` CLI uses.
+//! manifest JSON Schema, the OpenAPI document, Prometheus metrics, health probes), the
+//! dashboard under `/ui/` ([`ui`]) and the typed client the `shoal` CLI uses.
 //!
 //! The server is stateless: every request reads or writes the store through
 //! [`shoal_store::Store`], with keys built by [`shoal_core::Keys`]. Build an [`ApiState`],
@@ -9,13 +9,15 @@
 pub mod auth;
 pub mod client;
 pub mod error;
-mod handlers;
+pub(crate) mod handlers;
 pub mod manifest;
 pub mod metrics;
 pub mod openapi;
+pub mod sample;
 pub mod secrets;
 pub mod server;
 pub mod types;
+pub mod ui;
 pub mod watch;
 
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct ApiState {
     /// The cluster key that seals secrets (`None`: secrets can be neither created nor
     /// delivered; everything else works).
     pub secret_keys: Option<Arc<secrets::crypto::KeyRing>>,
+    /// Dashboard sessions (and the CSRF token of an API without tokens).
+    pub ui: Arc<ui::session::Sessions>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -67,6 +71,7 @@ impl ApiState {
             tokens: None,
             metrics: Arc::new(metrics::ApiMetrics::default()),
             secret_keys: None,
+            ui: Arc::new(ui::session::Sessions::new()),
         }
     }
 
@@ -149,6 +154,8 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        // The dashboard authenticates with its session cookie instead (see `ui::Viewer`).
+        .merge(ui::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count_requests,

@@ -287,6 +287,83 @@ impl Selector {
     }
 }
 
+/// Sets `spec.replicas` in YAML text, keeping every other byte (comments included). `None`
+/// when the text is not block-style YAML this can edit safely.
+pub fn set_replicas_in_text(text: &str, replicas: u64) -> Option<String> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let spec_idx = lines.iter().position(|l| {
+        l.trim_end() == "spec:" || l.starts_with("spec:") && l[5..].trim_start().starts_with('#')
+    })?;
+    let indent_of = |l: &str| l.len() - l.trim_start().len();
+    let mut child_indent = None;
+    let mut end = lines.len();
+    for (i, l) in lines.iter().enumerate().skip(spec_idx + 1) {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = indent_of(l);
+        if ind == 0 {
+            end = i;
+            break;
+        }
+        if child_indent.is_none() {
+            child_indent = Some(ind);
+        }
+        if Some(ind) == child_indent
+            && let Some(rest) = l.trim_start().strip_prefix("replicas:")
+        {
+            let (value, comment) = match rest.find(" #") {
+                Some(p) => (&rest[..p], &rest[p..]),
+                None => (rest, ""),
+            };
+            if value.trim().is_empty() {
+                return None;
+            }
+            let nl = if l.ends_with('\n') { "\n" } else { "" };
+            let new = format!(
+                "{}replicas: {replicas}{}{nl}",
+                " ".repeat(ind),
+                comment.trim_end()
+            );
+            let mut out: String = lines[..i].concat();
+            out.push_str(&new);
+            out.push_str(&lines[i + 1..].concat());
+            return Some(out);
+        }
+    }
+    let _ = end;
+    let ind = child_indent?;
+    let mut out: String = lines[..=spec_idx].concat();
+    if !out.ends_with('\n') {
+        return None;
+    }
+    out.push_str(&format!("{}replicas: {replicas}\n", " ".repeat(ind)));
+    out.push_str(&lines[spec_idx + 1..].concat());
+    Some(out)
+}
+
+/// The manifest text of a service scaled to `replicas`: `text` edited in place when it can be
+/// (`true`: comments and formatting kept), else `service` re-serialized as YAML (`false`).
+pub fn scaled_manifest(
+    text: &str,
+    service: &shoal_core::Service,
+    replicas: u64,
+) -> Result<(String, bool), String> {
+    let edited = set_replicas_in_text(text, replicas).filter(|t| {
+        shoal_core::parse(t, "edit")
+            .is_ok_and(|v| v.len() == 1 && v[0].service.spec.replicas == Some(replicas))
+    });
+    if let Some(t) = edited {
+        return Ok((t, true));
+    }
+    let mut svc = service.clone();
+    svc.spec.replicas = Some(replicas);
+    yaml_serde::to_string(&svc)
+        .map(|t| (t, false))
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

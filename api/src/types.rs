@@ -38,6 +38,55 @@ pub struct ServiceResource {
     pub endpoints: Option<shoal_core::endpoints::Endpoints>,
 }
 
+impl ServiceResource {
+    /// Running and desired replicas, as `shoal get services` shows them (`running/desired`).
+    pub fn replica_counts(&self) -> (u64, u64) {
+        let desired = match (&self.status, &self.service) {
+            (Some(st), _) => st.desired,
+            (None, Some(svc)) => svc.spec.desired_replicas().unwrap_or(0),
+            _ => 0,
+        };
+        (self.status.as_ref().map_or(0, |st| st.running), desired)
+    }
+
+    /// The STATUS word of `shoal get services`: `Invalid`, `Pending`, `Unschedulable`, a
+    /// rollout phase (`Updating`, `Paused`, `RolledBack`, ...; an automatic rollback adds
+    /// ` (manifest not running)`), `Converged` or `Progressing`.
+    pub fn phase(&self) -> String {
+        if self.error.is_some() {
+            return "Invalid".into();
+        }
+        let Some(st) = &self.status else {
+            return "Pending".into();
+        };
+        if st.error.is_some() {
+            return "Invalid".into();
+        }
+        if st.unschedulable.is_some() {
+            return "Unschedulable".into();
+        }
+        if let Some(r) = &st.rollout
+            && !matches!(r.state, shoal_core::model::RolloutState::Completed)
+        {
+            let name = format!("{:?}", r.state);
+            // After an automatic rollback the tasks do not run what the manifest says.
+            return if r.state.is_rollback() {
+                format!("{name} (manifest not running)")
+            } else {
+                name
+            };
+        }
+        if st.observed_generation < self.revision {
+            return "Pending".into();
+        }
+        if st.running == st.desired {
+            "Converged".into()
+        } else {
+            "Progressing".into()
+        }
+    }
+}
+
 /// What happened to one service in a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

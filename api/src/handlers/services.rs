@@ -92,22 +92,27 @@ pub async fn get_one(
     State(st): State<ApiState>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let r = sref(ns, name);
+    let res = load_one(&st, &sref(ns, name)).await?;
+    Ok(([etag(res.revision)], Json(res)).into_response())
+}
+
+/// One service with its status, as `GET /v1/services/{ns}/{name}` answers it.
+pub(crate) async fn load_one(st: &ApiState, r: &ServiceRef) -> Result<ServiceResource, ApiError> {
     let kv = st
         .store
-        .get(&st.keys.service(&r))
+        .get(&st.keys.service(r))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("service {r}")))?;
-    let status = match st.store.get(&st.keys.service_status(&r)).await? {
+    let status = match st.store.get(&st.keys.service_status(r)).await? {
         Some(s) => decode::<ServiceStatus>(&s).ok(),
         None => None,
     };
-    let mut res = resource(&r, &kv, status);
-    res.endpoints = match st.store.get(&st.keys.endpoints(&r)).await? {
+    let mut res = resource(r, &kv, status);
+    res.endpoints = match st.store.get(&st.keys.endpoints(r)).await? {
         Some(e) => decode(&e).ok(),
         None => None,
     };
-    Ok(([etag(res.revision)], Json(res)).into_response())
+    Ok(res)
 }
 
 /// Creates or replaces one service's manifest (YAML or JSON). Honors `If-Match: <revision>`.

@@ -44,47 +44,12 @@ pub struct GetArgs {
 }
 
 fn replicas(s: &ServiceResource) -> (String, u64, u64) {
-    let desired = match (&s.status, &s.service) {
-        (Some(st), _) => st.desired,
-        (None, Some(svc)) => svc.spec.desired_replicas().unwrap_or(0),
-        _ => 0,
-    };
-    let running = s.status.as_ref().map_or(0, |st| st.running);
+    let (running, desired) = s.replica_counts();
     (format!("{running}/{desired}"), running, desired)
 }
 
 fn state(s: &ServiceResource) -> String {
-    if s.error.is_some() {
-        return "Invalid".into();
-    }
-    let Some(st) = &s.status else {
-        return "Pending".into();
-    };
-    if st.error.is_some() {
-        return "Invalid".into();
-    }
-    if st.unschedulable.is_some() {
-        return "Unschedulable".into();
-    }
-    if let Some(r) = &st.rollout
-        && !matches!(r.state, shoal_core::model::RolloutState::Completed)
-    {
-        let name = format!("{:?}", r.state);
-        // After an automatic rollback the tasks do not run what the manifest says.
-        return if r.state.is_rollback() {
-            format!("{name} (manifest not running)")
-        } else {
-            name
-        };
-    }
-    if st.observed_generation < s.revision {
-        return "Pending".into();
-    }
-    if st.running == st.desired {
-        "Converged".into()
-    } else {
-        "Progressing".into()
-    }
+    s.phase()
 }
 
 fn service_rows(list: &[ServiceResource], wide: bool) -> String {

@@ -21,62 +21,6 @@ pub struct ScaleArgs {
     conn: ConnArgs,
 }
 
-/// Sets `spec.replicas` in YAML text, keeping every other byte (comments included). `None`
-/// when the text is not block-style YAML this can edit safely.
-pub fn set_replicas_in_text(text: &str, replicas: u64) -> Option<String> {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let spec_idx = lines.iter().position(|l| {
-        l.trim_end() == "spec:" || l.starts_with("spec:") && l[5..].trim_start().starts_with('#')
-    })?;
-    let indent_of = |l: &str| l.len() - l.trim_start().len();
-    let mut child_indent = None;
-    let mut end = lines.len();
-    for (i, l) in lines.iter().enumerate().skip(spec_idx + 1) {
-        let t = l.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let ind = indent_of(l);
-        if ind == 0 {
-            end = i;
-            break;
-        }
-        if child_indent.is_none() {
-            child_indent = Some(ind);
-        }
-        if Some(ind) == child_indent
-            && let Some(rest) = l.trim_start().strip_prefix("replicas:")
-        {
-            let (value, comment) = match rest.find(" #") {
-                Some(p) => (&rest[..p], &rest[p..]),
-                None => (rest, ""),
-            };
-            if value.trim().is_empty() {
-                return None;
-            }
-            let nl = if l.ends_with('\n') { "\n" } else { "" };
-            let new = format!(
-                "{}replicas: {replicas}{}{nl}",
-                " ".repeat(ind),
-                comment.trim_end()
-            );
-            let mut out: String = lines[..i].concat();
-            out.push_str(&new);
-            out.push_str(&lines[i + 1..].concat());
-            return Some(out);
-        }
-    }
-    let _ = end;
-    let ind = child_indent?;
-    let mut out: String = lines[..=spec_idx].concat();
-    if !out.ends_with('\n') {
-        return None;
-    }
-    out.push_str(&format!("{}replicas: {replicas}\n", " ".repeat(ind)));
-    out.push_str(&lines[spec_idx + 1..].concat());
-    Some(out)
-}
-
 /// Runs `shoal scale`.
 pub async fn scale(a: ScaleArgs) -> CmdResult {
     let mut wanted = Vec::new();
@@ -109,22 +53,13 @@ pub async fn scale(a: ScaleArgs) -> CmdResult {
                     "service {ns}/{name} is global: it has no replica count"
                 )));
             }
-            let edited = set_replicas_in_text(&s.manifest, n).filter(|t| {
-                shoal_core::parse(t, "edit")
-                    .is_ok_and(|v| v.len() == 1 && v[0].service.spec.replicas == Some(n))
-            });
-            let text = match edited {
-                Some(t) => t,
-                None => {
-                    let mut svc = svc;
-                    svc.spec.replicas = Some(n);
-                    eprintln!(
-                        "note: service/{name}: the manifest could not be edited in place; it was re-serialized (comments and formatting were not kept)"
-                    );
-                    yaml_serde::to_string(&svc)
-                        .map_err(|e| Failure::failed(format!("cannot write the manifest: {e}")))?
-                }
-            };
+            let (text, kept) = shoal_api::manifest::scaled_manifest(&s.manifest, &svc, n)
+                .map_err(|e| Failure::failed(format!("cannot write the manifest: {e}")))?;
+            if !kept {
+                eprintln!(
+                    "note: service/{name}: the manifest could not be edited in place; it was re-serialized (comments and formatting were not kept)"
+                );
+            }
             match client.put_service(ns, &name, &text, Some(s.revision)).await {
                 Ok(_) => {
                     println!("service/{name} scaled to {n}");
@@ -367,7 +302,7 @@ pub async fn node(a: NodeArgs) -> CmdResult {
 
 #[cfg(test)]
 mod tests {
-    use super::set_replicas_in_text;
+    use shoal_api::manifest::set_replicas_in_text;
 
     #[test]
     fn scale_edit_keeps_comments() {
