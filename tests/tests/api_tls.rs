@@ -258,14 +258,16 @@ async fn read_and_namespaced_write(server: &Server, read: &Token, team: &Token, 
         ),
         403
     );
-    let prune_all = ApplyOptions {
+    let prune_own = ApplyOptions {
         prune_selector: Some("app=x".into()),
         ..Default::default()
     };
+    // Pruning stays inside the namespaces the applied set names, so a namespace-limited token
+    // may prune its own namespace (as `kubectl apply --prune -n` does).
     assert_eq!(
-        status(w.apply(&manifest("team-a", "web"), &prune_all).await),
-        403,
-        "pruning every namespace is beyond a namespace-limited token"
+        status(w.apply(&manifest("team-a", "web"), &prune_own).await),
+        200,
+        "pruning within the token's own namespace is allowed"
     );
     let patch = NodePatch {
         availability: None,

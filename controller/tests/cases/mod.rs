@@ -337,7 +337,7 @@ pub async fn services_sharing_a_host_port_never_share_a_node(env: Env) {
     let _agents = three_agents(&env).await;
     let c = env.controller("c1", TTL);
     for name in ["a", "b", "c"] {
-        env.put_service(name, "  ports: [{target: 80, published: 8080}]\n")
+        env.put_service(name, "  ports: [{target: 80, published: 8080, mode: host}]\n")
             .await;
     }
     for name in ["a", "b", "c"] {
@@ -350,7 +350,7 @@ pub async fn services_sharing_a_host_port_never_share_a_node(env: Env) {
         .map(|(t, _)| t.node_id)
         .collect();
     assert_eq!(nodes.len(), 3, "one per node: {nodes:?}");
-    env.put_service("d", "  ports: [{target: 80, published: 8080}]\n")
+    env.put_service("d", "  ports: [{target: 80, published: 8080, mode: host}]\n")
         .await;
     let msg = wait_for("d unschedulable", || async {
         env.status("d").await.and_then(|s| s.unschedulable)
