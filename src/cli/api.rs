@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use shoal_api::server::{ServeOptions, TlsFiles};
 use shoal_api::secrets::crypto::KeyRing;
+use shoal_api::server::{ServeOptions, TlsFiles};
 use shoal_api::{ApiState, Tokens};
 
 use crate::cli::StoreArgs;
