@@ -4,7 +4,8 @@
 //! killed with -9 and restarted, paused and resumed; an etcd member can be replaced (stopped,
 //! data wiped, `member remove`, `member add`, started as a new member), as etcd's runbook says.
 //!
-//! Dropping the [`Cluster`] kills every process, then the network goes (its own drop).
+//! Dropping the [`Cluster`] kills every process and removes the etcd data directories (the
+//! logs stay in the run directory), then the network goes (its own drop).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -478,5 +479,9 @@ impl Drop for Cluster {
             kill_all_in(&h.ns);
         }
         let _ = std::fs::remove_dir_all(format!("/dev/shm/shoal-chaos-{}", self.net.run_id));
+        // etcd preallocates its WAL (~120 MB a member); logs and the request record stay.
+        for h in 0..self.net.hosts.len() {
+            let _ = std::fs::remove_dir_all(self.etcd_dir(h));
+        }
     }
 }
