@@ -47,7 +47,8 @@ pub struct RunResult {
     pub violations: u64,
     /// The violations themselves.
     pub violation_details: Vec<Violation>,
-    /// Seconds from the end of the nemesis until every service converged (None: it did not).
+    /// Seconds from the end of the nemesis (every fault healed) until every service converged
+    /// (None: it did not).
     pub converge_s: Option<f64>,
     /// Workload requests per outcome (ok, rejected, unknown).
     pub requests: BTreeMap<&'static str, u64>,
