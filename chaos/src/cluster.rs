@@ -427,11 +427,6 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(","))
     }
-
-    /// Processes currently running in the namespace of `host` (tasks included).
-    pub fn host_ns(&self, host: usize) -> &str {
-        &self.net.hosts[host].ns
-    }
 }
 
 /// `shoal token create --role admin` into the run's token file; returns the token.
