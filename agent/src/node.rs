@@ -125,7 +125,13 @@ impl Registrar {
                     _ = tokio::time::sleep(period) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
-                match self.store.keep_alive(lease).await {
+                let refresh = shoal_store::refresh_lease(
+                    self.store.as_ref(),
+                    lease,
+                    period,
+                    self.ttl.saturating_sub(period),
+                );
+                match refresh.await {
                     Ok(()) => {}
                     Err(StoreError::LeaseNotFound(_)) => {
                         tracing::warn!(lease, "node lease lost; registering again");

@@ -173,11 +173,6 @@ impl Checker {
         }
     }
 
-    /// Whether stale copies are still live.
-    pub fn stale_pending(&self) -> usize {
-        self.state.lock().expect("checker state").stale.len()
-    }
-
     fn on_event(&self, ev: Event<Vec<u8>>) {
         let mut st = self.state.lock().expect("checker state");
         match ev {

@@ -4,7 +4,8 @@
 //! killed with -9 and restarted, paused and resumed; an etcd member can be replaced (stopped,
 //! data wiped, `member remove`, `member add`, started as a new member), as etcd's runbook says.
 //!
-//! Dropping the [`Cluster`] kills every process, then the network goes (its own drop).
+//! Dropping the [`Cluster`] kills every process and removes the etcd data directories (the
+//! logs stay in the run directory), then the network goes (its own drop).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -341,14 +342,38 @@ impl Cluster {
 
     /// Replaces the etcd member of `host`: stop it, wipe its data, `member remove` it through
     /// the other members, `member add` it back under a new name and start it as `existing`.
+    /// The membership calls are retried (the cluster may be electing after a partition).
     pub async fn replace_etcd_member(&mut self, host: usize) -> Result<(), ClusterError> {
         self.kill9(Role::Etcd(host));
         std::fs::remove_dir_all(self.etcd_dir(host)).or_else(ignore_missing)?;
         let old = self.etcd_names[host].clone();
-        let err = |message: String| ClusterError::Membership {
-            member: old.clone(),
-            message,
-        };
+        let generation = old
+            .rsplit_once("-g")
+            .and_then(|(_, g)| g.parse::<u32>().ok())
+            .unwrap_or(1);
+        let new_name = format!("etcd-{host}-g{}", generation + 1);
+        let mut last = String::new();
+        for attempt in 0..30u64 {
+            match self.rejoin(host, &new_name).await {
+                Ok(initial) => {
+                    self.etcd_names[host] = new_name;
+                    let args = self.etcd_args(host, &initial, "existing");
+                    let etcd = self.cfg.etcd.clone();
+                    return self.spawn(Role::Etcd(host), &etcd, &args);
+                }
+                Err(e) => last = e,
+            }
+            tracing::warn!(member = %old, attempt, error = %last, "etcd membership change failed; retrying");
+            tokio::time::sleep(Duration::from_millis(500 + 250 * attempt.min(8))).await;
+        }
+        Err(ClusterError::Membership {
+            member: old,
+            message: last,
+        })
+    }
+
+    /// One try of `member remove` + `member add` for `host`; returns `--initial-cluster`.
+    async fn rejoin(&self, host: usize, new_name: &str) -> Result<String, String> {
         let others: Vec<String> = self
             .etcd_endpoints()
             .into_iter()
@@ -361,34 +386,36 @@ impl Cluster {
             .with_timeout(Duration::from_secs(10));
         let mut client = etcd_client::Client::connect(others, Some(opts))
             .await
-            .map_err(|e| err(e.to_string()))?;
-        let list = client.member_list().await.map_err(|e| err(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         let peer = self.peer_url(host);
-        if let Some(m) = list
+        let list = client.member_list().await.map_err(|e| e.to_string())?;
+        let mine = list
             .members()
             .iter()
-            .find(|m| m.peer_urls().contains(&peer))
-        {
-            client
-                .member_remove(m.id())
-                .await
-                .map_err(|e| err(e.to_string()))?;
-        }
-        let generation = old
-            .rsplit_once("-g")
-            .and_then(|(_, g)| g.parse::<u32>().ok())
-            .unwrap_or(1);
-        let new_name = format!("etcd-{host}-g{}", generation + 1);
-        let added = client
-            .member_add([peer.as_str()], None)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let initial: Vec<String> = added
-            .member_list()
+            .find(|m| m.peer_urls().contains(&peer));
+        // A member with our peer URL and a name is the old one; without a name it is the
+        // new one, added by an earlier try whose answer was lost.
+        let members = match mine {
+            Some(m) if m.name().is_empty() => list.members().to_vec(),
+            found => {
+                if let Some(m) = found {
+                    client
+                        .member_remove(m.id())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let added = client
+                    .member_add([peer.as_str()], None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                added.member_list().to_vec()
+            }
+        };
+        Ok(members
             .iter()
             .map(|m| {
                 let name = if m.peer_urls().contains(&peer) {
-                    new_name.clone()
+                    new_name.to_string()
                 } else {
                     m.name().to_string()
                 };
@@ -397,16 +424,8 @@ impl Cluster {
                     m.peer_urls().first().cloned().unwrap_or_default()
                 )
             })
-            .collect();
-        self.etcd_names[host] = new_name;
-        let args = self.etcd_args(host, &initial.join(","), "existing");
-        let etcd = self.cfg.etcd.clone();
-        self.spawn(Role::Etcd(host), &etcd, &args)
-    }
-
-    /// Processes currently running in the namespace of `host` (tasks included).
-    pub fn host_ns(&self, host: usize) -> &str {
-        &self.net.hosts[host].ns
+            .collect::<Vec<_>>()
+            .join(","))
     }
 }
 
@@ -455,5 +474,9 @@ impl Drop for Cluster {
             kill_all_in(&h.ns);
         }
         let _ = std::fs::remove_dir_all(format!("/dev/shm/shoal-chaos-{}", self.net.run_id));
+        // etcd preallocates its WAL (~120 MB a member); logs and the request record stay.
+        for h in 0..self.net.hosts.len() {
+            let _ = std::fs::remove_dir_all(self.etcd_dir(h));
+        }
     }
 }

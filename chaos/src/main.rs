@@ -36,6 +36,9 @@ struct Args {
     /// Print the schedule for the seed and exit.
     #[arg(long)]
     schedule: bool,
+    /// Print the fault matrix of the last line of --results as Markdown and exit.
+    #[arg(long)]
+    render: bool,
 }
 
 fn humantime_parse(s: &str) -> Result<Duration, String> {
@@ -66,6 +69,19 @@ async fn main() -> ExitCode {
         args.etcd,
         args.work_dir,
     );
+    if args.render {
+        let text = std::fs::read_to_string(&args.results).unwrap_or_default();
+        return match shoal_chaos::report::render_matrix(&text) {
+            Ok(md) => {
+                print!("{md}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shoal-chaos: {}: {e}", args.results.display());
+                ExitCode::from(2)
+            }
+        };
+    }
     if args.schedule {
         for step in shoal_chaos::nemesis::schedule(cfg.seed, cfg.duration, 3, cfg.lease_ttl) {
             println!("{}", serde_json::to_string(&step).unwrap_or_default());

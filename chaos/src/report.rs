@@ -47,7 +47,8 @@ pub struct RunResult {
     pub violations: u64,
     /// The violations themselves.
     pub violation_details: Vec<Violation>,
-    /// Seconds from the end of the nemesis until every service converged (None: it did not).
+    /// Seconds from the end of the nemesis (every fault healed) until every service converged
+    /// (None: it did not).
     pub converge_s: Option<f64>,
     /// Workload requests per outcome (ok, rejected, unknown).
     pub requests: BTreeMap<&'static str, u64>,
@@ -91,4 +92,43 @@ pub fn median_max(v: &[f64]) -> (f64, f64) {
 /// Rounds to milliseconds.
 pub fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// Renders the fault matrix of the last result line of a results file as a Markdown table
+/// (the figures RELIABILITY.md quotes).
+pub fn render_matrix(jsonl: &str) -> Result<String, String> {
+    let line = jsonl
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or("the results file is empty")?;
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "seed {} · run {} · nemesis {} s · {} steps · {} store events checked · {} violations · converged {} s after the nemesis stopped\n\n",
+        v["seed"],
+        v["run_id"],
+        v["nemesis_s"],
+        v["steps"],
+        v["events_checked"],
+        v["violations"],
+        v["converge_s"]
+    );
+    out.push_str("| fault | applied | leader changed | whole again after heal: median | max | not whole within bound |\n|---|---|---|---|---|---|\n");
+    if let Some(rec) = v["recovery"].as_object() {
+        for (kind, r) in rec {
+            out.push_str(&format!(
+                "| {kind} | {} | {} | {} s | {} s | {} |\n",
+                r["count"],
+                r["leader_changes"],
+                r["recover_median_s"],
+                r["recover_max_s"],
+                r["not_recovered"]
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\nstale copies stopped: {} (longest {} s after their node was back) · tasks orphaned on untouched hosts: {} · requests: {} · latency injected: {}\n",
+        v["stale_copies"], v["stale_stop_max_s"], v["spurious_orphans"], v["requests"], v["netem"]
+    ));
+    Ok(out)
 }

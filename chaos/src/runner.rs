@@ -283,8 +283,12 @@ async fn finish(
     cfg: &Config,
 ) -> RunResult {
     let mut extra: Vec<Violation> = Vec::new();
+    // Counted from the end of the nemesis: nodes back, a leader, then every service.
+    let t0 = Instant::now();
     let _ = wait_whole(client, store, cfg.converge_bound).await;
-    let converge = verify::wait_converged(client, cfg.converge_bound).await;
+    let converge = verify::wait_converged(client, cfg.converge_bound)
+        .await
+        .map(|_| t0.elapsed().as_secs_f64());
     let t = 0.0;
     if let Err(left) = &converge {
         extra.push(Violation {

@@ -141,7 +141,7 @@ pub fn processes(run_id: &str) -> BTreeMap<String, u64> {
             continue;
         };
         let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-        if !vars.iter().any(|v| *v == run.as_bytes()) {
+        if !vars.contains(&run.as_bytes()) {
             continue;
         }
         if let Some(svc) = vars

@@ -128,7 +128,7 @@ impl Workload {
     /// A workload against `api` drawn from `seed`.
     pub fn new(seed: u64, run_id: &str, api: &str, token: &str) -> Self {
         Workload {
-            rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_3a11),
+            rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f3a_11aa),
             run_id: run_id.to_string(),
             client: Client::new(api, Some(token.to_string())),
             started: Instant::now(),

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-/// Seed of the short run: its schedule has every kind of fault but latency.
-const SEED: u64 = 42;
+/// Seed of the short run: in 75 s its schedule has every kind of fault (`shoal-chaos --seed 15
+/// --duration 75s --schedule` prints it).
+const SEED: u64 = 15;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_seed_short_run_keeps_every_invariant() {

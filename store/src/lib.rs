@@ -274,3 +274,31 @@ pub trait Store: Send + Sync + 'static {
         Ok(res.succeeded)
     }
 }
+
+/// Refreshes `lease` once, giving each attempt at most `attempt` and trying again at once
+/// (a new request can take another endpoint) until `budget` is spent. A connection to a store
+/// member that became unreachable can hold a request for the whole request timeout, longer
+/// than the lease lives: bounding each attempt keeps the lease alive through the others.
+pub async fn refresh_lease(
+    store: &dyn Store,
+    lease: LeaseId,
+    attempt: Duration,
+    budget: Duration,
+) -> Result<(), StoreError> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let err = match tokio::time::timeout(attempt, store.keep_alive(lease)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e @ StoreError::LeaseNotFound(_))) => return Err(e),
+            Ok(Err(e)) => e,
+            Err(_) => StoreError::Unavailable(format!(
+                "lease keep-alive got no answer within {} ms",
+                attempt.as_millis()
+            )),
+        };
+        if start.elapsed() + attempt > budget {
+            return Err(err);
+        }
+        tracing::debug!(lease, error = %err, "lease keep-alive attempt failed; trying again");
+    }
+}

@@ -170,7 +170,8 @@ async fn keep_alive(
     let mut last_ok = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(period).await;
-        match store.keep_alive(lease).await {
+        let budget = ttl.saturating_sub(last_ok.elapsed());
+        match shoal_store::refresh_lease(store.as_ref(), lease, period, budget).await {
             Ok(()) => last_ok = tokio::time::Instant::now(),
             Err(StoreError::LeaseNotFound(_)) => {
                 warn!(lease, "leader lease expired");
