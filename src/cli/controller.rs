@@ -30,6 +30,10 @@ pub struct ControllerArgs {
     /// declared lost (set it to the agents' --lease-ttl).
     #[arg(long, default_value = "5s")]
     pub node_grace: Dur,
+    /// A node down this long is gone for good: its tasks, their statuses and its settings are
+    /// deleted (`shoal node rm` does it at once).
+    #[arg(long, default_value = "24h")]
+    pub node_gone_after: Dur,
 }
 
 /// Runs `shoal controller`.
@@ -44,6 +48,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         workers: args.workers.max(1),
         resync_interval: args.resync.get().max(Duration::from_secs(1)),
         node_grace: args.node_grace.get(),
+        node_gone_after: args.node_gone_after.get(),
         ..ControllerConfig::default()
     };
     tracing::info!(store = %args.store.shown_url(), prefix = %args.store.prefix, identity = %config.identity, "starting controller");
