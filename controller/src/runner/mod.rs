@@ -26,9 +26,9 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
-use crate::reconcile::{gone, reconcile};
+use crate::reconcile::{ServiceInput, gone, reconcile};
 use cache::Cache;
-use commit::{CommitError, commit, plan_ops};
+use commit::{CommitError, commit, oversized_task, plan_ops};
 use leader::{Fence, Leadership, campaign};
 use queue::{Backoff, WorkQueue};
 
@@ -172,7 +172,18 @@ impl Term {
             plan = reconcile(&input);
             Some(guard)
         };
-        let ops = plan_ops(&self.keys, &input, &plan);
+        let mut ops = plan_ops(&self.keys, &input, &plan);
+        if let Some(why) = oversized_task(&ops, self.store.max_txn_bytes())
+            && let ServiceInput::Present { generation, .. } = input.service
+        {
+            warn!(service = %s, reason = %why, "service invalid: its tasks are too large to write");
+            input.service = ServiceInput::Invalid {
+                error: why,
+                generation,
+            };
+            plan = reconcile(&input);
+            ops = plan_ops(&self.keys, &input, &plan);
+        }
         if !ops.is_empty() {
             debug!(
                 creates = plan.creates.len(),
