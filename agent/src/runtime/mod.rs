@@ -157,6 +157,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Called once when the agent shuts down (the process runtime stops its children).
     async fn shutdown(&self) {}
+
+    /// The task's assignment was deleted (its record left the task history): drop what the
+    /// runtime keeps of it beyond [`Runtime::remove`], such as its logs.
+    async fn discard(&self, _node_id: &str, _task_id: &str) {}
 }
 
 /// Parses a stop signal as written in manifests (`SIGTERM`, `TERM`, `15`).
