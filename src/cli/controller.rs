@@ -34,6 +34,10 @@ pub struct ControllerArgs {
     /// deleted (`shoal node rm` does it at once).
     #[arg(long, default_value = "24h")]
     pub node_gone_after: Dur,
+    /// Revisions of history the leader keeps when it compacts etcd (every minute); 0 leaves
+    /// compaction to etcd's own --auto-compaction-retention.
+    #[arg(long, default_value_t = 10_000)]
+    pub history_revisions: i64,
 }
 
 /// Runs `shoal controller`.
@@ -49,6 +53,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         resync_interval: args.resync.get().max(Duration::from_secs(1)),
         node_grace: args.node_grace.get(),
         node_gone_after: args.node_gone_after.get(),
+        history_revisions: args.history_revisions.max(0),
         ..ControllerConfig::default()
     };
     tracing::info!(store = %args.store.shown_url(), prefix = %args.store.prefix, identity = %config.identity, "starting controller");

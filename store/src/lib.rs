@@ -268,6 +268,13 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a lease, deleting every key bound to it.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError>;
 
+    /// Drops the history of values older than `revision` (etcd's compaction); watches from
+    /// older revisions then get [`StoreError::Compacted`]. Backends that keep no history
+    /// (Consul) do nothing.
+    async fn compact(&self, _revision: Revision) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Writes `value` only if the key's `mod_revision` is `expected` (0 = create only).
     /// Returns the new revision, or `None` on conflict.
     async fn compare_and_put(

@@ -191,6 +191,10 @@ impl Store for EmbeddedStore {
         MAX_TXN_BYTES
     }
 
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        EmbeddedStore::compact(self, revision).await
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let key = key.to_string();
         self.blocking(move |inner| inner.get(&key)).await

@@ -322,6 +322,10 @@ impl Store for EtcdStore {
         MAX_TXN_BYTES
     }
 
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        EtcdStore::compact(self, revision).await
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let resp = self
             .run(|| {
