@@ -38,6 +38,9 @@ pub struct ControllerArgs {
     /// compaction to etcd's own --auto-compaction-retention.
     #[arg(long, default_value_t = 10_000)]
     pub history_revisions: i64,
+    /// How often the leader compacts.
+    #[arg(long, default_value = "1m")]
+    pub compact_every: Dur,
 }
 
 /// Runs `shoal controller`.
@@ -54,6 +57,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         node_grace: args.node_grace.get(),
         node_gone_after: args.node_gone_after.get(),
         history_revisions: args.history_revisions.max(0),
+        compact_interval: args.compact_every.get().max(Duration::from_secs(1)),
         ..ControllerConfig::default()
     };
     tracing::info!(store = %args.store.shown_url(), prefix = %args.store.prefix, identity = %config.identity, "starting controller");
