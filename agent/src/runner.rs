@@ -293,6 +293,17 @@ impl Runner {
         }
     }
 
+    /// The assignment is gone: delete the task's status and what the runtime keeps of it.
+    fn forget(&self) {
+        self.ctx.status.remove(self.key.clone());
+        if let Some(shoal_core::keys::Key::TaskStatus { node, task }) =
+            self.ctx.keys.parse(&self.key)
+        {
+            let rt = self.ctx.runtime.clone();
+            tokio::spawn(async move { rt.discard(&node, &task).await });
+        }
+    }
+
     fn write(&mut self) {
         self.status.updated_at = Timestamp::now();
         self.ctx
@@ -570,7 +581,7 @@ impl Runner {
                     Some("shut down before it started".into()),
                 );
             }
-            Interrupt::Deleted => self.ctx.status.remove(self.key.clone()),
+            Interrupt::Deleted => self.forget(),
         }
     }
 
@@ -690,7 +701,7 @@ impl Runner {
             }
             self.transition(TaskState::Shutdown, None);
         } else {
-            self.ctx.status.remove(self.key.clone());
+            self.forget();
         }
         self.remove().await;
         if matches!(i, Interrupt::Shutdown) {
@@ -716,7 +727,7 @@ impl Runner {
     async fn linger(&mut self) {
         let i = Self::interrupted(&mut self.control).await;
         if matches!(i, Interrupt::Deleted) {
-            self.ctx.status.remove(self.key.clone());
+            self.forget();
         }
         self.remove().await;
         if matches!(i, Interrupt::Shutdown) {
@@ -730,7 +741,7 @@ impl Runner {
                 return;
             }
         }
-        self.ctx.status.remove(self.key.clone());
+        self.forget();
     }
 }
 

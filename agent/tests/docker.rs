@@ -250,10 +250,12 @@ async fn healthchecks_report_healthy_and_unhealthy() {
     );
     ts.wait_status(&good, "healthy", |s| s.health == Some(Health::Healthy))
         .await;
+    // As in Swarm, the unhealthy container is stopped and its task fails.
     let s = ts
-        .wait_status(&bad, "unhealthy", |s| s.health == Some(Health::Unhealthy))
+        .wait_status(&bad, "failed", |s| s.state == TaskState::Failed)
         .await;
-    assert_eq!(s.state, TaskState::Running);
+    assert_eq!(s.health, Some(Health::Unhealthy));
+    assert!(s.message.unwrap_or_default().contains("unhealthy"));
     a.stop().await.unwrap();
 }
 

@@ -134,12 +134,54 @@ async fn host_healthcheck_drives_health() {
     ts.assign(&bad).await;
     ts.wait_status(&good, "healthy", |s| s.health == Some(Health::Healthy))
         .await;
-    // As in Swarm, the unhealthy process is stopped and its task fails.
+    // As in Swarm, the unhealthy task is stopped and fails (the restart policy replaces it).
     let s = ts
         .wait_status(&bad, "failed", |s| s.state == TaskState::Failed)
         .await;
     assert_eq!(s.health, Some(Health::Unhealthy));
     assert!(s.message.unwrap_or_default().contains("unhealthy"));
+    a.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn logs_rotate_by_size_and_go_when_the_assignment_is_deleted() {
+    let ts = store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(ProcessRuntime::new(dir.path()).with_log_max_bytes(64 * 1024));
+    let a = agent(&ts, rt.clone());
+    // ~200 KiB of output, then the task waits.
+    let tpl = template(
+        RuntimeKind::Process,
+        None,
+        &[
+            "sh",
+            "-c",
+            "head -c 204800 /dev/zero | tr '\\0' x; sleep 3600",
+        ],
+    );
+    let t = task("chatty.1.x", "chatty", "p1", tpl);
+    ts.assign(&t).await;
+    ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    let log = rt.log_path(&t.id);
+    let rotated = std::path::PathBuf::from(format!("{}.1", log.display()));
+    eventually("the log rotated", || async { rotated.exists() }).await;
+    eventually("all the output written", || async {
+        let a = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let b = std::fs::metadata(&rotated).map(|m| m.len()).unwrap_or(0);
+        a > 0 && a + b >= 64 * 1024
+    })
+    .await;
+    for p in [&log, &rotated] {
+        let len = std::fs::metadata(p).unwrap().len();
+        assert!(len <= 64 * 1024, "{} is {len} bytes", p.display());
+    }
+    // The controller deletes the assignment: the process stops and its logs go.
+    ts.unassign(&t).await;
+    eventually("the task's logs are deleted", || async {
+        !log.exists() && !rotated.exists()
+    })
+    .await;
     a.stop().await.unwrap();
 }
 

@@ -452,6 +452,12 @@ impl Client {
         self.json(&url, b.json(patch)).await
     }
 
+    /// Removes a node (`force`: even while its agent is alive).
+    pub async fn remove_node(&self, id: &str, force: bool) -> Result<NodeView, ClientError> {
+        let (url, b) = self.req(reqwest::Method::DELETE, &format!("/v1/nodes/{id}"));
+        self.json(&url, b.query(&[("force", force)])).await
+    }
+
     /// `/v1/secrets` or `/v1/configs`.
     fn files_path(kind: FileKind) -> &'static str {
         match kind {

@@ -120,7 +120,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes", get(cluster::nodes))
         .route(
             "/v1/nodes/{id}",
-            patch(cluster::patch_node).get(cluster::node),
+            patch(cluster::patch_node)
+                .get(cluster::node)
+                .delete(cluster::remove_node),
         )
         .route(
             "/v1/nodes/{id}/secrets/{ns}/{name}",

@@ -30,6 +30,7 @@ use crate::types;
         cluster::nodes,
         cluster::node,
         cluster::patch_node,
+        cluster::remove_node,
         crate::secrets::handlers::list_secrets,
         crate::secrets::handlers::create_secret,
         crate::secrets::handlers::get_secret,

@@ -278,6 +278,49 @@ async fn patch_node_drains_and_labels() {
 }
 
 #[tokio::test]
+async fn node_rm_is_refused_while_ready_unless_forced_and_lists_down_nodes() {
+    let api = Api::new().await;
+    let info = serde_json::json!({"id":"n1","hostname":"h1","address":"10.0.0.1","runtimes":["docker"],
+        "capacity":{"cpus":2.0,"memory":"1Gi"},"agentVersion":"0.1.0","startedAt":"2026-01-01T00:00:00Z"});
+    api.store
+        .put(&api.keys.node("n1"), info.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+    // n2 is known only from a task: its agent is gone, and it is listed as down.
+    api.store
+        .put(&api.keys.task("n2", "web.1.x"), b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    let (_, v) = api.json("GET", "/v1/nodes", "").await;
+    let ids: Vec<(&str, bool)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n["ready"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(ids, [("n1", true), ("n2", false)]);
+
+    let (s, v) = api.json("DELETE", "/v1/nodes/n1", "").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("--force"), "{v}");
+    assert!(
+        api.store
+            .get(&api.keys.node_config("n1"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let (s, v) = api.json("DELETE", "/v1/nodes/n2", "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["config"]["removed"], true);
+    let (s, _) = api.json("DELETE", "/v1/nodes/n1?force=true", "").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api.json("DELETE", "/v1/nodes/ghost", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn concurrent_node_patches_keep_every_label() {
     let api = std::sync::Arc::new(Api::new().await);
     api.store

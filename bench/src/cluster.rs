@@ -149,6 +149,9 @@ impl Cluster {
             self.store_url.clone(),
             "--lease-ttl".into(),
             self.lease_ttl.clone(),
+            // Compact often enough for S3's churn to show etcd's size staying bounded.
+            "--compact-every".into(),
+            "10s".into(),
         ];
         self.spawn(name, &args)
     }

@@ -112,3 +112,73 @@ on_etcd!(
     task_statuses_are_left_to_their_agent_which_deletes_them_when_it_returns,
     a_node_down_past_node_gone_after_loses_its_tasks_statuses_and_settings,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_tasks_are_written_in_several_transactions_and_one_too_large_is_invalid() {
+    let (_etcd, env) = etcd_env().await;
+    let _a = Agent::start(&env, "n1", &[]).await;
+    let _b = Agent::start(&env, "n2", &[]).await;
+    let c = env.controller("c1", TTL);
+    // Eight tasks of ~300 KiB each: 2.4 MiB, more than etcd takes in one request (1.5 MiB).
+    let big = "x".repeat(300 * 1024);
+    env.put_service("big", &format!("  replicas: 8\n  env: {{BIG: {big}}}\n"))
+        .await;
+    env.wait_running("big", 8).await;
+    // One task alone over the limit (the manifest itself still fits in a request).
+    let huge = "y".repeat(1480 * 1024);
+    env.put_service("huge", &format!("  replicas: 1\n  env: {{HUGE: {huge}}}\n"))
+        .await;
+    let err = wait_for("the oversized service is invalid", || async {
+        env.status("huge").await.and_then(|s| s.error)
+    })
+    .await;
+    assert!(
+        err.contains("KiB") && err.contains("smaller"),
+        "the reason says what is too large: {err}"
+    );
+    assert!(
+        env.tasks()
+            .await
+            .iter()
+            .all(|(t, _)| t.service.name != "huge"),
+        "no task written"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_compacts_etcd_keeping_a_window_of_revisions() {
+    use futures::StreamExt;
+    let (_etcd, env) = etcd_env().await;
+    let _a = Agent::start(&env, "n1", &[]).await;
+    let c = env.controller_with("c1", TTL, |cfg| {
+        cfg.history_revisions = 50;
+        cfg.compact_interval = Duration::from_millis(500);
+    });
+    env.put_service("web", "  replicas: 1\n").await;
+    env.wait_running("web", 1).await;
+    // Churn: 300 writes.
+    let mut last = 0;
+    for i in 0..300 {
+        last = env
+            .store
+            .put("/shoal/churn", format!("{i}").into_bytes(), None)
+            .await
+            .unwrap();
+    }
+    wait_for("history older than the window compacted", || async {
+        let mut w = env.store.watch("/shoal/", 2).await.ok()?;
+        match w.next().await {
+            Some(Err(shoal_store::StoreError::Compacted { .. })) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    // The window itself is kept: a watch from within it still works.
+    let mut w = env.store.watch("/shoal/churn", last - 10).await.unwrap();
+    assert!(
+        matches!(w.next().await, Some(Ok(_))),
+        "the last revisions are kept"
+    );
+    c.stop().await;
+}

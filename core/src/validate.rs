@@ -200,6 +200,7 @@ fn check_spec(s: &Service, v: &mut Errors) {
             if spec.command.is_empty() {
                 v.push("spec.command", "the process runtime needs a command");
             }
+            check_process_limits(s, v);
         }
     }
     if let Some(first) = spec.command.first()
@@ -251,6 +252,46 @@ fn check_files(s: &Service, v: &mut Errors) {
                 p.message,
             );
         }
+    }
+}
+
+/// What the process runtime cannot do, refused rather than silently ignored: a host process
+/// binds its own ports (no dynamic or remapped port), runs without cgroups (no limits) and
+/// sees the host's filesystem (no mounts).
+fn check_process_limits(s: &Service, v: &mut Errors) {
+    let spec = &s.spec;
+    for (i, p) in spec.ports.iter().enumerate() {
+        let path = format!("spec.ports[{i}].published");
+        match p.published {
+            None => v.push(
+                path,
+                format!(
+                    "the process runtime cannot give a host process a dynamic port: set published: {} (a process binds its own port)",
+                    p.target
+                ),
+            ),
+            Some(pp) if pp != 0 && pp != p.target => v.push(
+                path,
+                format!(
+                    "the process runtime cannot map port {} to {pp}: a host process binds its own port, so published must equal target",
+                    p.target
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let l = &spec.resources.limits;
+    if l.cpus.is_some() || l.memory.is_some() {
+        v.push(
+            "spec.resources.limits",
+            "the process runtime does not enforce resource limits: remove them (reservations are fine), or use runtime: docker",
+        );
+    }
+    if !spec.mounts.is_empty() {
+        v.push(
+            "spec.mounts",
+            "the process runtime cannot mount anything into a host process: remove mounts, or use runtime: docker",
+        );
     }
 }
 

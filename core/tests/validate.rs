@@ -247,12 +247,47 @@ fn resources() {
             "spec.resources.reservations.cpus"
         ]
     );
-    // The process runtime has no 6Mi floor.
+    // The process runtime enforces no limit at all: limits are refused, not ignored.
     s.spec.runtime = RuntimeKind::Process;
     s.spec.command = vec!["sleep".into()];
     s.spec.resources.limits.cpus = None;
     s.spec.resources.reservations.cpus = None;
+    assert_eq!(paths(&s), vec!["spec.resources.limits"]);
+    s.spec.resources.limits.memory = None;
     assert_eq!(paths(&s), Vec::<String>::new());
+}
+
+#[test]
+fn the_process_runtime_refuses_what_it_cannot_do() {
+    let mut s = base();
+    s.spec.runtime = RuntimeKind::Process;
+    s.spec.image = None;
+    s.spec.command = vec!["httpd".into()];
+    s.spec.ports = vec![
+        port(8080, None, Protocol::Tcp),
+        port(9090, Some(9091), Protocol::Tcp),
+        port(7070, Some(7070), Protocol::Tcp),
+    ];
+    s.spec.resources.limits.memory = Some(ByteSize(64 << 20));
+    s.spec.mounts = vec![Mount {
+        kind: MountType::Volume,
+        source: Some("data".into()),
+        target: "/data".into(),
+        read_only: false,
+    }];
+    let got = problems(&s);
+    let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.mounts",
+            "spec.ports[0].published",
+            "spec.ports[1].published",
+            "spec.resources.limits"
+        ]
+    );
+    assert!(got[1].1.contains("dynamic port"), "{got:?}");
+    assert!(got[2].1.contains("published must equal target"), "{got:?}");
 }
 
 #[test]

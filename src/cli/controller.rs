@@ -30,6 +30,17 @@ pub struct ControllerArgs {
     /// declared lost (set it to the agents' --lease-ttl).
     #[arg(long, default_value = "5s")]
     pub node_grace: Dur,
+    /// A node down this long is gone for good: its tasks, their statuses and its settings are
+    /// deleted (`shoal node rm` does it at once).
+    #[arg(long, default_value = "24h")]
+    pub node_gone_after: Dur,
+    /// Revisions of history the leader keeps when it compacts etcd (every minute); 0 leaves
+    /// compaction to etcd's own --auto-compaction-retention.
+    #[arg(long, default_value_t = 10_000)]
+    pub history_revisions: i64,
+    /// How often the leader compacts.
+    #[arg(long, default_value = "1m")]
+    pub compact_every: Dur,
 }
 
 /// Runs `shoal controller`.
@@ -44,6 +55,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         workers: args.workers.max(1),
         resync_interval: args.resync.get().max(Duration::from_secs(1)),
         node_grace: args.node_grace.get(),
+        node_gone_after: args.node_gone_after.get(),
+        history_revisions: args.history_revisions.max(0),
+        compact_interval: args.compact_every.get().max(Duration::from_secs(1)),
         ..ControllerConfig::default()
     };
     tracing::info!(store = %args.store.shown_url(), prefix = %args.store.prefix, identity = %config.identity, "starting controller");

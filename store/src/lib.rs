@@ -52,6 +52,37 @@ pub struct ListResult {
     pub revision: Revision,
 }
 
+impl TxnOp {
+    /// The bytes of keys and values this op adds to a transaction request.
+    pub fn bytes(&self) -> usize {
+        match self {
+            TxnOp::Put { key, value, .. } => key.len() + value.len(),
+            TxnOp::Delete { key } => key.len(),
+        }
+    }
+}
+
+/// Splits `ops` into batches of at most `max_ops` ops and `max_bytes` bytes each (an op
+/// larger than `max_bytes` alone makes a batch of its own, which the store will refuse).
+pub fn split_ops(ops: Vec<TxnOp>, max_ops: usize, max_bytes: usize) -> Vec<Vec<TxnOp>> {
+    let mut out: Vec<Vec<TxnOp>> = Vec::new();
+    let mut cur: Vec<TxnOp> = Vec::new();
+    let mut bytes = 0;
+    for op in ops {
+        let b = op.bytes();
+        if !cur.is_empty() && (cur.len() >= max_ops.max(1) || bytes + b > max_bytes) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += b;
+        cur.push(op);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 /// A condition of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compare {
@@ -197,6 +228,10 @@ pub trait Store: Send + Sync + 'static {
     /// Most ops one transaction may carry (etcd 128, Consul 64).
     fn max_txn_ops(&self) -> usize;
 
+    /// Most bytes of keys and values one transaction may carry (see [`TxnOp::bytes`]; etcd
+    /// about 1.4 MiB, Consul about 368 KiB): writers split larger batches.
+    fn max_txn_bytes(&self) -> usize;
+
     /// Reads one key.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
 
@@ -232,6 +267,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes a lease, deleting every key bound to it.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError>;
+
+    /// Drops the history of values older than `revision` (etcd's compaction); watches from
+    /// older revisions then get [`StoreError::Compacted`]. Backends that keep no history
+    /// (Consul) do nothing.
+    async fn compact(&self, _revision: Revision) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Writes `value` only if the key's `mod_revision` is `expected` (0 = create only).
     /// Returns the new revision, or `None` on conflict.
@@ -300,5 +342,30 @@ pub async fn refresh_lease(
             return Err(err);
         }
         tracing::debug!(lease, error = %err, "lease keep-alive attempt failed; trying again");
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    fn put(key: &str, n: usize) -> TxnOp {
+        TxnOp::Put {
+            key: key.into(),
+            value: vec![0; n],
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn batches_are_bounded_by_ops_and_bytes() {
+        let ops: Vec<TxnOp> = (0..10).map(|i| put(&format!("k{i}"), 98)).collect();
+        let sizes = |b: &[Vec<TxnOp>]| b.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(&split_ops(ops.clone(), 4, usize::MAX)), [4, 4, 2]);
+        assert_eq!(sizes(&split_ops(ops.clone(), 128, 300)), [3, 3, 3, 1]);
+        // An op over the byte limit goes alone (the store refuses it; the caller says why).
+        let mixed = vec![put("a", 10), put("b", 1000), put("c", 10)];
+        assert_eq!(sizes(&split_ops(mixed, 128, 100)), [1, 1, 1]);
+        assert!(split_ops(Vec::new(), 4, 100).is_empty());
     }
 }

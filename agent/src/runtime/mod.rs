@@ -163,6 +163,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// address), and with `network` the task containers get the node's service networking.
     /// Runtimes without containers ignore it.
     fn configure_network(&self, _address: Option<std::net::IpAddr>, _network: Option<Network>) {}
+    /// The task's assignment was deleted (its record left the task history): drop what the
+    /// runtime keeps of it beyond [`Runtime::remove`], such as its logs.
+    async fn discard(&self, _node_id: &str, _task_id: &str) {}
 }
 
 /// Parses a stop signal as written in manifests (`SIGTERM`, `TERM`, `15`).

@@ -117,6 +117,11 @@ impl Runtime for MultiRuntime {
         self.docker.configure_network(address, network);
     }
 
+    async fn discard(&self, node_id: &str, task_id: &str) {
+        self.process.discard(node_id, task_id).await;
+        self.docker.discard(node_id, task_id).await;
+    }
+
     async fn shutdown(&self) {
         if !self.process.tasks_outlive_agent() {
             self.process.shutdown().await;

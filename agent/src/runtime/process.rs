@@ -1,12 +1,15 @@
 //! The `process` runtime: runs a task's `command` as a host process, for hosts without
 //! Docker.
 //!
-//! stdout and stderr are appended to `<data-dir>/logs/<task>.log`. Each task runs in its own
+//! stdout and stderr are appended to `<data-dir>/logs/<task>.log`, rotated by size (the
+//! previous file kept as `<task>.log.1`, [`LOG_MAX_BYTES`] each) and deleted once the task's
+//! assignment is deleted (its record has left the task history). Each task runs in its own
 //! process group so the stop signal reaches the whole tree (`sh -c ...`). Healthchecks run on
 //! the host at the configured interval with Docker's semantics (timeout, retries, start
 //! period). Processes do not outlive the agent: they cannot be adopted after a restart, so the
-//! agent stops them when it shuts down. Published ports are reported as given (a process binds
-//! its own ports; a dynamic port cannot be chosen for it). A task's secrets and configs are
+//! agent stops them when it shuts down. Published ports are reported as given: a process binds
+//! its own ports, so validation refuses dynamic or remapped ports, resource limits and mounts
+//! for this runtime rather than ignore them. A task's secrets and configs are
 //! files in its own in-memory directories, named by `SHOAL_SECRETS_DIR` and
 //! `SHOAL_CONFIGS_DIR` in its environment.
 
@@ -33,10 +36,14 @@ struct Entry {
     health: watch::Sender<Option<Health>>,
 }
 
+/// Size at which a task's log file is rotated (one previous file is kept).
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+
 /// Runs tasks as host processes.
 pub struct ProcessRuntime {
     data_dir: PathBuf,
     entries: Arc<Mutex<HashMap<String, Entry>>>,
+    log_max_bytes: u64,
 }
 
 impl std::fmt::Debug for ProcessRuntime {
@@ -56,7 +63,14 @@ impl ProcessRuntime {
         ProcessRuntime {
             data_dir,
             entries: Arc::new(Mutex::new(HashMap::new())),
+            log_max_bytes: LOG_MAX_BYTES,
         }
+    }
+
+    /// Rotates task logs at `bytes` instead of [`LOG_MAX_BYTES`].
+    pub fn with_log_max_bytes(mut self, bytes: u64) -> Self {
+        self.log_max_bytes = bytes.max(1);
+        self
     }
 
     /// The log file of a task.
@@ -117,6 +131,65 @@ pub fn reap_leftovers(dir: &Path) -> usize {
         let _ = std::fs::remove_file(e.path());
     }
     killed
+}
+
+/// The rotated log of a task (`<task>.log.1`).
+fn rotated_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".1");
+    PathBuf::from(p)
+}
+
+/// A task's log file, rotated when it passes `max` bytes.
+struct RotatingLog {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    max: u64,
+}
+
+impl RotatingLog {
+    fn open(path: PathBuf, max: u64) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingLog {
+            path,
+            file,
+            size,
+            max,
+        })
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.size > 0 && self.size + buf.len() as u64 > self.max {
+            std::fs::rename(&self.path, rotated_path(&self.path))?;
+            *self = RotatingLog::open(self.path.clone(), self.max)?;
+        }
+        self.file.write_all(buf)?;
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+}
+
+/// Copies one output stream of a process into its log until the stream ends.
+async fn copy_to_log(mut from: impl tokio::io::AsyncRead + Unpin, log: Arc<Mutex<RotatingLog>>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = log.write(&buf[..n]) {
+                    tracing::warn!(log = %log.path.display(), error = %e, "cannot write a task's log");
+                }
+            }
+        }
+    }
 }
 
 fn exit_of(status: std::process::ExitStatus) -> Exit {
@@ -234,26 +307,26 @@ impl Runtime for ProcessRuntime {
             ));
         };
         let path = self.log_path(&task.id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| {
-                RuntimeError::Temporary(format!("cannot open log {}: {e}", path.display()))
-            })?;
-        let log2 = log.try_clone().map_err(|e| {
+        let log = RotatingLog::open(path.clone(), self.log_max_bytes).map_err(|e| {
             RuntimeError::Temporary(format!("cannot open log {}: {e}", path.display()))
         })?;
+        let log = Arc::new(Mutex::new(log));
         let mut child = tokio::process::Command::new(prog)
             .args(args)
             .envs(&task.template.env)
             .envs(&files.env)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .map_err(|e| RuntimeError::Permanent(format!("cannot run {prog:?}: {e}")))?;
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(copy_to_log(out, log.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(copy_to_log(err, log));
+        }
         let Some(pid) = child.id() else {
             return Err(RuntimeError::Permanent(format!("{prog:?} exited at once")));
         };
@@ -361,6 +434,19 @@ impl Runtime for ProcessRuntime {
     async fn remove(&self, handle: &Handle) -> Result<(), RuntimeError> {
         self.lock().remove(&handle.id);
         Ok(())
+    }
+
+    async fn discard(&self, _node_id: &str, task_id: &str) {
+        let path = self.log_path(task_id);
+        for p in [rotated_path(&path), path] {
+            match tokio::fs::remove_file(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(log = %p.display(), error = %e, "cannot delete a task's log")
+                }
+            }
+        }
     }
 
     async fn list(&self, nodes: &BTreeSet<String>) -> Result<Vec<Existing>, RuntimeError> {

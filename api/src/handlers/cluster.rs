@@ -83,6 +83,8 @@ pub async fn tasks(
 async fn load_nodes(st: &ApiState) -> Result<BTreeMap<String, NodeView>, ApiError> {
     let infos = st.store.list(&st.keys.nodes_prefix()).await?;
     let configs = st.store.list(&st.keys.node_config_prefix()).await?;
+    // A node known only from its tasks is down, and still shown (until it is gone for good).
+    let tasks = st.store.list(&st.keys.tasks_prefix()).await?;
     let mut out: BTreeMap<String, NodeView> = BTreeMap::new();
     let blank = |id: &str| NodeView {
         id: id.to_string(),
@@ -109,7 +111,61 @@ async fn load_nodes(st: &ApiState) -> Result<BTreeMap<String, NodeView>, ApiErro
         v.config = config;
         v.config_revision = kv.mod_revision;
     }
+    for kv in &tasks.kvs {
+        if let Some(Key::Task { node, .. }) = st.keys.parse(&kv.key) {
+            out.entry(node.clone()).or_insert_with(|| blank(&node));
+        }
+    }
     Ok(out)
+}
+
+/// Query of `DELETE /v1/nodes/{id}`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct RemoveNodeQuery {
+    /// Remove the node even though its agent is alive (its tasks move elsewhere).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Removes a node (`shoal node rm`): marks its settings removed, and the controller deletes its
+/// tasks, their statuses and the settings. Refused while the node is ready unless `force`.
+#[utoipa::path(delete, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "Node id"), RemoveNodeQuery),
+    responses(
+        (status = 200, description = "The node, marked removed", body = NodeView),
+        (status = 404, description = "No such node", body = crate::types::ErrorBody),
+        (status = 409, description = "The node is ready (use force)", body = crate::types::ErrorBody)))]
+pub async fn remove_node(
+    State(st): State<ApiState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveNodeQuery>,
+) -> Result<Json<NodeView>, ApiError> {
+    principal.require_admin(&format!("remove node {id}"))?;
+    let Some(mut view) = load_nodes(&st).await?.remove(&id) else {
+        return Err(ApiError::NotFound(format!("node {id}")));
+    };
+    if view.ready && !q.force {
+        return Err(ApiError::InUse(format!(
+            "node {id} is ready (its agent is alive): stop its agent first, or remove it anyway with --force"
+        )));
+    }
+    view.config.removed = true;
+    let value = serde_json::to_vec(&view.config).unwrap_or_default();
+    let key = st.keys.node_config(&id);
+    if st
+        .store
+        .compare_and_put(&key, value, view.config_revision, None)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::Conflict {
+            what: format!("node {id} settings"),
+            expected: view.config_revision,
+            current: st.store.get(&key).await?.map_or(0, |kv| kv.mod_revision),
+        });
+    }
+    tracing::info!(node = %id, ready = view.ready, "node removed");
+    Ok(Json(view))
 }
 
 /// Lists nodes (agent record, operator settings, readiness), sorted by id.

@@ -299,6 +299,27 @@ impl Bench<'_> {
             );
             self.report
                 .figure(scenario, "lost_slots", lost as f64, "slots", json!({}));
+            // Checked at every revision of the run, not only at its end.
+            let (max_live, violations) = obs.slot_check();
+            self.report.figure(
+                scenario,
+                "max_live_tasks_per_slot_seen",
+                max_live as f64,
+                "tasks",
+                json!({"revisionBoundariesOverOne": violations}),
+            );
+            // Placements counted above include every task first assigned during the run:
+            // those of this scenario's services, and replacements of earlier scenarios' tasks
+            // (the new leader reconciles every service).
+            let prefix = format!("{}-", scenario.to_lowercase());
+            let (own_a, own_r) = obs.counts_since_of(t0, &prefix);
+            self.report.figure(
+                scenario,
+                "placements_of_this_scenarios_services",
+                own_a as f64,
+                "tasks",
+                json!({"running": own_r, "slots": total, "otherPlacements": a - own_a.min(a), "otherRunning": r - own_r.min(r)}),
+            );
         }
         if !(placed && running) {
             return Err(ScenarioError::Timeout(format!(
@@ -348,6 +369,7 @@ impl Bench<'_> {
         write_manifests(&mut client, &items).await?;
         let t_setup = Instant::now();
         obs.wait_until(t_setup, sizes.limit, |_, r| r >= 500).await;
+        let (db0, rev0) = etcd_size(&mut client).await?;
         let t0 = Instant::now();
         let period = Duration::from_secs_f64(1.0 / f64::from(sizes.churn_rate.max(1)));
         let mut i = 0u64;
@@ -363,6 +385,24 @@ impl Bench<'_> {
             tokio::time::sleep(period).await;
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
+        let (db1, rev1) = etcd_size(&mut client).await?;
+        // The leader compacts (keeping 10,000 revisions): a read at the churn's first revision
+        // fails once that history is gone, and the database stops growing with it.
+        let compacted = rev1 - rev0 > 10_000
+            && client
+                .get(
+                    format!("{PREFIX}services/"),
+                    Some(GetOptions::new().with_revision(rev0).with_count_only()),
+                )
+                .await
+                .is_err();
+        self.report.figure(
+            "S3",
+            "etcd_db_size_growth_during_churn",
+            (db1 - db0) as f64,
+            "bytes",
+            json!({"before": db0, "after": db1, "revisions": rev1 - rev0, "historyBeforeChurnCompacted": compacted}),
+        );
         let l = obs.latencies_since(t0);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let extra = json!({"changes": i, "tasks": l.len()});
@@ -517,6 +557,13 @@ impl Bench<'_> {
     ) -> Result<(), ScenarioError> {
         self.s1_bulk(sizes, leader, true).await
     }
+}
+
+/// etcd's database size and current revision.
+async fn etcd_size(client: &mut Client) -> Result<(i64, i64), etcd_client::Error> {
+    let st = client.status().await?;
+    let rev = st.header().map_or(0, |h| h.revision());
+    Ok((st.db_size(), rev))
 }
 
 /// Reads every key under `prefix` in pages (one response is capped at 4 MiB by the client).

@@ -1,7 +1,10 @@
 //! Watches the store as an operator would and timestamps, per task, when its assignment was
-//! committed and when its agent first reported it running.
+//! committed and when its agent first reported it running. It also checks, after every watch
+//! response (a whole number of store revisions), that no slot has more than one task the
+//! controller wants running: the "at most one live task per slot" guarantee, checked
+//! throughout a run rather than at its end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,18 @@ pub struct View {
     pub nodes_gone: Vec<(String, Instant)>,
     /// Store writes seen under the prefix (puts and deletes).
     pub writes: u64,
+    /// Per slot (`<service>.<slot>`), the tasks whose assignment wants them running.
+    pub live: HashMap<String, HashSet<String>>,
+    /// Most tasks seen wanting to run in one slot at a revision boundary.
+    pub max_live_per_slot: usize,
+    /// Revision boundaries at which some slot had more than one such task.
+    pub slot_violations: u64,
+}
+
+/// The slot of a task key (`<node>/<service>.<slot>.<suffix>` → `<service>.<slot>`).
+fn slot_of(id: &str) -> Option<&str> {
+    let task = id.rsplit_once('/').map_or(id, |(_, t)| t);
+    task.rsplit_once('.').map(|(slot, _)| slot)
 }
 
 /// A running observer.
@@ -58,19 +73,30 @@ impl Observer {
             while let Ok(Some(resp)) = stream.message().await {
                 let now = Instant::now();
                 let mut view = v.lock().unwrap_or_else(|e| e.into_inner());
+                let mut touched: HashSet<String> = HashSet::new();
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
                     let key = String::from_utf8_lossy(kv.key()).to_string();
                     view.writes += 1;
                     let put = ev.event_type() == EventType::Put;
                     if let Some(id) = key.strip_prefix(&tasks_p) {
+                        let desired =
+                            put && !contains(kv.value(), b"\"desiredState\":\"shutdown\"");
                         if put {
-                            let desired = !contains(kv.value(), b"\"desiredState\":\"shutdown\"");
                             let e = view.tasks.entry(id.to_string()).or_default();
                             e.assigned.get_or_insert(now);
                             e.desired_running = desired;
                         } else if let Some(e) = view.tasks.get_mut(id) {
                             e.desired_running = false;
+                        }
+                        if let Some(slot) = slot_of(id) {
+                            let set = view.live.entry(slot.to_string()).or_default();
+                            if desired {
+                                set.insert(id.to_string());
+                            } else {
+                                set.remove(id);
+                            }
+                            touched.insert(slot.to_string());
                         }
                     } else if let Some(id) = key.strip_prefix(&status_p) {
                         if put && contains(kv.value(), b"\"state\":\"running\"") {
@@ -83,9 +109,43 @@ impl Observer {
                         view.nodes_gone.push((node.to_string(), now));
                     }
                 }
+                // Every revision of this response is applied: check the slots it touched.
+                let worst = touched
+                    .iter()
+                    .map(|s| view.live.get(s).map_or(0, HashSet::len))
+                    .max()
+                    .unwrap_or(0);
+                view.max_live_per_slot = view.max_live_per_slot.max(worst);
+                if worst > 1 {
+                    view.slot_violations += 1;
+                }
             }
         });
         Ok(Observer { view, task })
+    }
+
+    /// The continuous slot check so far: (most live tasks seen in one slot, violations).
+    pub fn slot_check(&self) -> (usize, u64) {
+        let v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        (v.max_live_per_slot, v.slot_violations)
+    }
+
+    /// Counts (assigned, running) among tasks first assigned at or after `since` whose
+    /// service name starts with `service_prefix`.
+    pub fn counts_since_of(&self, since: Instant, service_prefix: &str) -> (usize, usize) {
+        let v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let mut a = 0;
+        let mut r = 0;
+        for (id, s) in &v.tasks {
+            let task = id.rsplit_once('/').map_or(id.as_str(), |(_, t)| t);
+            if task.starts_with(service_prefix) && s.assigned.is_some_and(|t| t >= since) {
+                a += 1;
+                if s.running.is_some() {
+                    r += 1;
+                }
+            }
+        }
+        (a, r)
     }
 
     /// Counts (assigned, running) among tasks first assigned at or after `since`.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use shoal_core::Keys;
 use shoal_core::model::{self, DesiredState, Task};
-use shoal_store::{Revision, Store, StoreError, Txn, TxnOp};
+use shoal_store::{Revision, Store, StoreError, Txn, TxnOp, split_ops};
 
 use super::leader::Fence;
 use crate::reconcile::{EndpointsChange, Plan, ReconcileInput};
@@ -88,18 +88,34 @@ pub fn plan_ops(keys: &Keys, input: &ReconcileInput, plan: &Plan) -> Vec<TxnOp> 
     ops
 }
 
-/// Writes `ops` in fenced transactions of at most `store.max_txn_ops()` ops. Calls
-/// `applied(ops, revision)` after each committed batch.
+/// Why a plan cannot be written: one of its task records alone is larger than a transaction
+/// may be (a service with a huge env or command), said in a way its author can act on.
+pub fn oversized_task(ops: &[TxnOp], max_bytes: usize) -> Option<String> {
+    let op = ops.iter().find(|op| op.bytes() > max_bytes)?;
+    let key = match op {
+        TxnOp::Put { key, .. } | TxnOp::Delete { key } => key,
+    };
+    let kib = |b: usize| b.div_ceil(1024);
+    Some(format!(
+        "a task of this service is {} KiB once written ({key}), more than the {} KiB one store \
+         transaction may carry: make its env, command or other settings smaller",
+        kib(op.bytes()),
+        kib(max_bytes)
+    ))
+}
+
+/// Writes `ops` in fenced transactions of at most `store.max_txn_ops()` ops (one less for
+/// the fence) and `store.max_txn_bytes()` bytes. Calls `applied(ops, revision)` after each
+/// committed batch.
 pub async fn commit(
     store: &dyn Store,
     fence: &Fence,
     ops: Vec<TxnOp>,
     mut applied: impl FnMut(&[TxnOp], Revision),
 ) -> Result<(), CommitError> {
-    let max = store.max_txn_ops().max(1);
-    let mut ops = ops.into_iter().peekable();
-    while ops.peek().is_some() {
-        let batch: Vec<TxnOp> = ops.by_ref().take(max).collect();
+    let max_ops = store.max_txn_ops().saturating_sub(1).max(1);
+    let max_bytes = store.max_txn_bytes().saturating_sub(fence.key.len());
+    for batch in split_ops(ops, max_ops, max_bytes) {
         let res = store
             .txn(Txn {
                 compares: vec![fence.compare()],

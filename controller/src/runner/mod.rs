@@ -20,15 +20,15 @@ use rand::Rng;
 use shoal_core::Keys;
 use shoal_core::manifest::ServiceRef;
 use shoal_core::model::Timestamp;
-use shoal_store::{Store, StoreError, TxnOp, WatchEvent};
+use shoal_store::{Revision, Store, StoreError, TxnOp, WatchEvent};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
-use crate::reconcile::{gone, reconcile};
+use crate::reconcile::{ServiceInput, gone, reconcile};
 use cache::Cache;
-use commit::{CommitError, commit, plan_ops};
+use commit::{CommitError, commit, oversized_task, plan_ops};
 use leader::{Fence, Leadership, campaign};
 use queue::{Backoff, WorkQueue};
 
@@ -64,6 +64,11 @@ pub struct ControllerConfig {
     /// A node down this long is gone for good: its tasks, their statuses and its settings
     /// are deleted (`shoal controller --node-gone-after`, default 24h).
     pub node_gone_after: Duration,
+    /// Revisions of history the leader keeps when it compacts the store (etcd); 0 = never
+    /// compact (`shoal controller --history-revisions`, default 10000).
+    pub history_revisions: i64,
+    /// How often the leader compacts.
+    pub compact_interval: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -84,6 +89,8 @@ impl Default for ControllerConfig {
             },
             node_grace: Duration::from_secs(5),
             node_gone_after: Duration::from_secs(24 * 3600),
+            history_revisions: 10_000,
+            compact_interval: Duration::from_secs(60),
         }
     }
 }
@@ -172,7 +179,18 @@ impl Term {
             plan = reconcile(&input);
             Some(guard)
         };
-        let ops = plan_ops(&self.keys, &input, &plan);
+        let mut ops = plan_ops(&self.keys, &input, &plan);
+        if let Some(why) = oversized_task(&ops, self.store.max_txn_bytes())
+            && let ServiceInput::Present { generation, .. } = input.service
+        {
+            warn!(service = %s, reason = %why, "service invalid: its tasks are too large to write");
+            input.service = ServiceInput::Invalid {
+                error: why,
+                generation,
+            };
+            plan = reconcile(&input);
+            ops = plan_ops(&self.keys, &input, &plan);
+        }
         if !ops.is_empty() {
             debug!(
                 creates = plan.creates.len(),
@@ -372,6 +390,36 @@ impl Term {
         }
     }
 
+    /// Every `every`: compacts the store's history, keeping the last `keep` revisions, so
+    /// etcd's size stays bounded however long the cluster churns.
+    async fn compact_history(self: Arc<Self>, keep: i64, every: Duration) {
+        let mut done: Revision = 0;
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let current = match self.store.list(&self.fence.key).await {
+                Ok(l) => l.revision,
+                Err(e) => {
+                    debug!(error = %e, "cannot read the store revision; compaction skipped");
+                    continue;
+                }
+            };
+            let target = current - keep;
+            if target <= done.max(1) {
+                continue;
+            }
+            match self.store.compact(target).await {
+                Ok(()) => {
+                    info!(revision = target, kept = keep, "store history compacted");
+                    done = target;
+                }
+                Err(StoreError::Compacted { .. }) => done = target,
+                Err(e) => warn!(error = %e, revision = target, "cannot compact the store history"),
+            }
+        }
+    }
+
     /// Queues every service every `every`, and refreshes the task gauges every few seconds.
     async fn resync(self: Arc<Self>, every: Duration) {
         let mut resync = tokio::time::interval(every);
@@ -516,6 +564,13 @@ impl Controller {
                 .collect_gone_nodes(self.config.node_gone_after)
                 .instrument(info_span!("gone_nodes")),
         );
+        if self.config.history_revisions > 0 {
+            tasks.spawn(
+                term.clone()
+                    .compact_history(self.config.history_revisions, self.config.compact_interval)
+                    .instrument(info_span!("compaction")),
+            );
+        }
         for _ in 0..self.config.workers.max(1) {
             tasks.spawn(term.clone().worker());
         }

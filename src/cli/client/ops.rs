@@ -197,6 +197,15 @@ enum NodeCmd {
         /// Node id.
         node: String,
     },
+    /// Remove a node: the controller deletes its tasks (replaced elsewhere), their statuses
+    /// and its settings. Refused while the node is ready, unless --force.
+    Rm {
+        /// Node id.
+        node: String,
+        /// Remove it even though its agent is alive.
+        #[arg(long)]
+        force: bool,
+    },
     /// Set (`k=v`) or remove (`k-`) operator labels.
     Label {
         /// Node id.
@@ -236,6 +245,18 @@ pub async fn node(a: NodeArgs) -> CmdResult {
                     render(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY"], &rows)
                 );
             }
+            return Ok(EXIT_OK);
+        }
+        NodeCmd::Rm { node, force } => {
+            let v = client.remove_node(&node, force).await?;
+            println!(
+                "node/{node} removed{}",
+                if v.ready {
+                    " (its agent was still alive)"
+                } else {
+                    ""
+                }
+            );
             return Ok(EXIT_OK);
         }
         NodeCmd::Drain { node } => (

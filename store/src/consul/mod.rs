@@ -28,6 +28,11 @@ pub use types::{
 /// Most operations Shoal puts in one Consul transaction (Consul < 1.14 accepts 64, later 128).
 pub const MAX_TXN_OPS: usize = 64;
 
+/// Most bytes of keys and values Shoal puts in one Consul transaction: Consul refuses a
+/// request over 512 KiB (`txn_max_req_len`), and values travel base64-encoded in JSON
+/// (4/3 of their size), with room left for the JSON around them.
+pub const MAX_TXN_BYTES: usize = 512 * 1024 * 3 / 4 - 16 * 1024;
+
 /// Backend name used in errors and metrics.
 pub const BACKEND: &str = "consul";
 

@@ -61,7 +61,7 @@ use std::time::Duration;
 use super::client::{ConsulClient, ConsulConfig, QueryOptions};
 use super::types::{KvEntry, SessionBehavior, SessionRequest, TxnKvOp, TxnOutcome, TxnVerb};
 use super::watch::{self, Snapshots};
-use super::{BACKEND, ConsulError, MAX_TXN_OPS};
+use super::{BACKEND, ConsulError, MAX_TXN_BYTES, MAX_TXN_OPS};
 use crate::{
     Compare, KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult,
     WatchStream,
@@ -357,6 +357,10 @@ impl Store for ConsulStore {
 
     fn max_txn_ops(&self) -> usize {
         MAX_TXN_OPS
+    }
+
+    fn max_txn_bytes(&self) -> usize {
+        MAX_TXN_BYTES
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {

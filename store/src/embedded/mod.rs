@@ -28,6 +28,10 @@ pub const BACKEND: &str = "embedded";
 /// Most ops one transaction may carry; the same as etcd so behaviour matches.
 pub const MAX_TXN_OPS: usize = 128;
 
+/// Most bytes of keys and values in one transaction: etcd's limit, so that what runs on
+/// `shoal dev` also runs on etcd.
+pub const MAX_TXN_BYTES: usize = crate::etcd::MAX_TXN_BYTES;
+
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "shoal.redb";
 
@@ -192,6 +196,14 @@ impl Store for EmbeddedStore {
 
     fn max_txn_ops(&self) -> usize {
         MAX_TXN_OPS
+    }
+
+    fn max_txn_bytes(&self) -> usize {
+        MAX_TXN_BYTES
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        EmbeddedStore::compact(self, revision).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {

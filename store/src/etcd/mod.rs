@@ -32,6 +32,10 @@ pub const BACKEND: &str = "etcd";
 /// etcd's default `--max-txn-ops`.
 pub const MAX_TXN_OPS: usize = 128;
 
+/// Most bytes of keys and values Shoal puts in one etcd transaction: etcd refuses a request
+/// over 1.5 MiB (`--max-request-bytes`), with room left for the request's framing.
+pub const MAX_TXN_BYTES: usize = 1536 * 1024 - 64 * 1024;
+
 /// Largest response accepted from etcd (lists of many keys, 1 MiB values).
 const MAX_DECODING_MESSAGE: usize = 512 * 1024 * 1024;
 
@@ -312,6 +316,14 @@ impl Store for EtcdStore {
 
     fn max_txn_ops(&self) -> usize {
         MAX_TXN_OPS
+    }
+
+    fn max_txn_bytes(&self) -> usize {
+        MAX_TXN_BYTES
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        EtcdStore::compact(self, revision).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {

@@ -5,7 +5,7 @@
 //!
 //! | user (= role) | reads | writes |
 //! |---|---|---|
-//! | `shoal-controller` | everything under the prefix (it lists and watches the whole prefix) | `status/services/`, `tasks/`, `taskstatus/` (of nodes gone for good), `leader`, `endpoints/`, `cluster` |
+//! | `shoal-controller` | everything under the prefix (it lists and watches the whole prefix) | `status/services/`, `tasks/`, `taskstatus/` and `nodeconfig/` (of nodes gone for good), `leader`, `endpoints/`, `cluster` |
 //! | `shoal-api` | everything under the prefix (its watch lists the whole prefix) | `services/`, `nodeconfig/`, `secrets/`, `configs/`, `cluster` |
 //! | `shoal-agent-<node>` | `tasks/<node>/`, `nodeconfig/<node>`, `endpoints/`, `cluster` | `nodes/<node>`, `taskstatus/<node>/` |
 //!
@@ -157,6 +157,7 @@ pub fn plan(keys: &Keys, nodes: &[String]) -> Vec<RoleSpec> {
                 Grant::prefix(ReadWrite, keys.service_status_prefix()),
                 Grant::prefix(ReadWrite, keys.tasks_prefix()),
                 Grant::prefix(ReadWrite, keys.task_status_prefix()),
+                Grant::prefix(ReadWrite, keys.node_config_prefix()),
                 Grant::key(ReadWrite, keys.leader()),
                 Grant::prefix(ReadWrite, keys.endpoints_prefix()),
                 Grant::key(ReadWrite, keys.cluster()),

@@ -128,6 +128,12 @@ impl Store for CompactBeforeWatch {
     fn max_txn_ops(&self) -> usize {
         self.inner.max_txn_ops()
     }
+    fn max_txn_bytes(&self) -> usize {
+        self.inner.max_txn_bytes()
+    }
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.inner.compact(revision).await
+    }
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         self.inner.get(key).await
     }

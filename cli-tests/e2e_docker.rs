@@ -1,0 +1,229 @@
+//! End to end with real processes: a real etcd, `shoal controller` and two `shoal agent`s on
+//! the docker runtime with real containers. A two-replica service spreads one container per
+//! node; one agent is killed (its container keeps running): its task is replaced on the other
+//! node; when the agent comes back, the lost node's stale container is stopped and removed.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
+use shoal_core::keys::Keys;
+use shoal_core::model::{self, Task, TaskState, TaskStatus};
+use shoal_store::Store;
+use shoal_tests::etcd::EtcdFixture;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+const DEADLINE: Duration = Duration::from_secs(120);
+const NODES: [&str; 2] = ["e2e-dock-a", "e2e-dock-b"];
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str], log: &Path) -> Proc {
+    let err = std::fs::File::create(log).expect("log file");
+    Proc(
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "shoal=debug")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("shoal starts"),
+    )
+}
+
+fn agent(store: &str, node: &str, dir: &Path) -> Proc {
+    let data = dir.join(node);
+    std::fs::create_dir_all(&data).unwrap();
+    spawn(
+        &[
+            "agent",
+            "--store",
+            store,
+            "--node-id",
+            node,
+            "--runtime",
+            "docker",
+            "--lease-ttl",
+            "2s",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &dir.join(format!("{node}.log")),
+    )
+}
+
+/// Running containers of `node`.
+fn containers(node: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=io.shoal.node={node}"),
+        ])
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every task record with its status.
+async fn tasks(store: &Arc<dyn Store>, keys: &Keys) -> Vec<(Task, Option<TaskStatus>)> {
+    let Ok(list) = store.list(&keys.tasks_prefix()).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for kv in list.kvs {
+        let Ok(t) = model::decode::<Task>("task", &kv.value) else {
+            continue;
+        };
+        let st = store
+            .get(&keys.task_status(&t.node_id, &t.id))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|kv| model::decode::<TaskStatus>("task status", &kv.value).ok());
+        out.push((t, st));
+    }
+    out
+}
+
+/// Running tasks wanted running, per node.
+async fn running(store: &Arc<dyn Store>, keys: &Keys) -> Vec<String> {
+    let mut nodes: Vec<String> = tasks(store, keys)
+        .await
+        .into_iter()
+        .filter(|(t, s)| {
+            t.desired_state == model::DesiredState::Running
+                && s.as_ref().is_some_and(|s| s.state == TaskState::Running)
+        })
+        .map(|(t, _)| t.node_id)
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if cond().await {
+            println!("{what}: {:?}", start.elapsed());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("timed out after {DEADLINE:?} waiting for: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
+    ensure_test_image().expect("the test image builds (Docker is required)");
+    let guards: Vec<ContainerGuard> = NODES
+        .iter()
+        .map(|n| ContainerGuard::new(format!("io.shoal.node={n}")))
+        .collect();
+    for g in &guards {
+        g.cleanup();
+    }
+    let etcd = EtcdFixture::start().unwrap_or_else(|e| panic!("etcd is required: {e}"));
+    let store: Arc<dyn Store> = Arc::new(etcd.store().await.expect("etcd store"));
+    let keys = Keys::default();
+    let url = etcd.url();
+    let dir = tempfile::tempdir().unwrap();
+    let _controller = spawn(
+        &[
+            "controller",
+            "--store",
+            &url,
+            "--lease-ttl",
+            "2s",
+            "--node-grace",
+            "2s",
+        ],
+        &dir.path().join("controller.log"),
+    );
+    let _a = agent(&url, NODES[0], dir.path());
+    let b = agent(&url, NODES[1], dir.path());
+    let manifest = format!(
+        "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: sleeper\nspec:\n  image: {TEST_IMAGE}\n  command: [sleep, \"3600\"]\n  replicas: 2\n  stopGracePeriod: 1s\n  restart: {{delay: 1s}}\n"
+    );
+    store
+        .put(
+            &keys.service(&shoal_core::ServiceRef {
+                namespace: "default".into(),
+                name: "sleeper".into(),
+            }),
+            manifest.into_bytes(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    // Spread: one running container on each node.
+    wait_for("one task running on each node", || async {
+        running(&store, &keys).await == NODES
+    })
+    .await;
+    for n in NODES {
+        assert_eq!(containers(n).len(), 1, "one container on {n}");
+    }
+    let stale = containers(NODES[1]);
+
+    // Node loss: b's agent dies; its container runs on, its task is replaced on a.
+    drop(b);
+    wait_for(
+        "the lost node's task replaced on the other node",
+        || async { running(&store, &keys).await == [NODES[0], NODES[0]] },
+    )
+    .await;
+    assert_eq!(containers(NODES[0]).len(), 2);
+    assert_eq!(
+        containers(NODES[1]),
+        stale,
+        "the lost node's container still runs while its agent is away"
+    );
+
+    // Return: b's agent stops and removes its stale container; nothing moves back.
+    let _b = agent(&url, NODES[1], dir.path());
+    wait_for("the returning node's stale container removed", || async {
+        containers(NODES[1]).is_empty()
+    })
+    .await;
+    let gone = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.shoal.node={}", NODES[1]),
+        ])
+        .output()
+        .unwrap();
+    assert!(gone.stdout.is_empty(), "removed, not only stopped");
+    wait_for("the stale task record deleted", || async {
+        tasks(&store, &keys)
+            .await
+            .iter()
+            .all(|(t, _)| t.node_id != NODES[1])
+    })
+    .await;
+    assert_eq!(running(&store, &keys).await, [NODES[0], NODES[0]]);
+    assert_eq!(containers(NODES[0]).len(), 2);
+    for g in &guards {
+        g.cleanup();
+    }
+}
