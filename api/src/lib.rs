@@ -13,6 +13,7 @@ mod handlers;
 pub mod manifest;
 pub mod metrics;
 pub mod openapi;
+pub mod ops;
 pub mod secrets;
 pub mod server;
 pub mod types;

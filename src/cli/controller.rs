@@ -26,10 +26,14 @@ pub struct ControllerArgs {
     /// Every service is reconciled at least this often, changes or not.
     #[arg(long, default_value = "60s")]
     pub resync: Dur,
+    /// Serve `/metrics` (Prometheus) and `/healthz` on this address (`127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs `shoal controller`.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let stop = crate::cli::shutdown_signal();
     let store = args.store.open().await?;
     anyhow::ensure!(
         !args.lease_ttl.is_zero(),
@@ -43,6 +47,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(store = %args.store.shown_url(), prefix = %args.store.prefix, identity = %config.identity, "starting controller");
     let controller = Controller::new(store, Keys::new(&args.store.prefix), config);
-    controller.run(crate::cli::shutdown_signal()).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    controller.metrics().register(&mut registry);
+    crate::cli::serve_ops(args.listen, registry, "controller").await?;
+    controller.run(stop).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -55,6 +55,7 @@ pub struct DevArgs {
 
 /// Runs `shoal dev` until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let stop = crate::cli::shutdown_signal();
     anyhow::ensure!(
         args.listen.ip().is_loopback(),
         "shoal dev serves the API without authentication, so it listens on loopback only; \
@@ -73,7 +74,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let key_file = data_dir.join("secret.key");
     if !key_file.exists() {
         KeyRing::create_file(&key_file, "dev-1")?;
-        eprintln!("shoal dev: created the cluster key {}", key_file.display());
+        tracing::info!(key_file = %key_file.display(), "shoal dev: created the cluster key");
     }
     let secret_keys = KeyRing::load(&key_file)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -126,7 +127,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let state = ApiState::new(store.clone(), keys.clone())
         .with_registry(Arc::new(registry))
         .with_secret_keys(secret_keys);
-    eprintln!(
+    tracing::info!(
         "shoal dev: API on http://{api_addr}, node {node_id} ({} runtime), data in {}{}",
         runtime.name(),
         data_dir.display(),
@@ -137,8 +138,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     );
     let api_task = tokio::spawn(shoal_api::serve_listener(state, listener, stopped(stop_rx)));
 
-    crate::cli::shutdown_signal().await;
-    eprintln!("shoal dev: stopping (tasks keep running; they are adopted on the next start)");
+    stop.await;
+    tracing::info!("shoal dev: stopping (tasks keep running; they are adopted on the next start)");
     stop_tx.send_replace(true);
     let _ = api_task.await;
     match controller_task.await {
