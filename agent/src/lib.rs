@@ -64,6 +64,9 @@ pub enum AgentError {
     /// Secrets and configs cannot be delivered from the configured directory.
     #[error("cannot deliver secrets: {0}")]
     Secrets(#[from] secrets::DeliveryError),
+    /// Another live agent holds this node id.
+    #[error(transparent)]
+    Register(#[from] node::RegisterError),
     /// The runtime could not be opened.
     #[error("cannot open the {runtime} runtime: {source}")]
     Runtime {
@@ -136,6 +139,9 @@ pub struct AgentConfig {
     pub secrets_dir: PathBuf,
     /// The node's role for `node.role` constraints: one of [`shoal_core::constraint::ROLES`].
     pub role: String,
+    /// Identifies this agent to its node records ([`node::instance_id_in`] keeps one in the
+    /// data directory across restarts; a fresh one per process otherwise).
+    pub instance_id: String,
 }
 
 /// How the agent reaches the API: its URL and the node's own token (`None` for an API
@@ -224,6 +230,7 @@ impl AgentConfig {
             api: None,
             secrets_dir: PathBuf::from(secrets::DEFAULT_ROOT),
             role: "worker".to_string(),
+            instance_id: node::new_instance_id(),
         }
     }
 
@@ -338,6 +345,7 @@ impl Agent {
                 runtimes: self.runtime.offers(),
                 capacity: capacity.clone(),
                 role: c.role.clone(),
+                instance: c.instance_id.clone(),
                 agent_version: AGENT_VERSION.to_string(),
                 started_at,
             })
@@ -380,6 +388,12 @@ impl Agent {
                 "hollow nodes need the sim runtime".into(),
             ));
         }
+        if let Some(problem) = shoal_core::validate::dns_label_problem(&self.config.node_id) {
+            return Err(AgentError::Config(format!(
+                "node id {:?} is not a DNS label: it {problem}",
+                self.config.node_id
+            )));
+        }
         if self.config.hollow_nodes > 0 && self.config.consul.is_some() {
             return Err(AgentError::Config(
                 "consul discovery is not available with hollow nodes".into(),
@@ -415,11 +429,38 @@ impl Agent {
                 infos,
                 self.config.lease_ttl,
             );
-            let reg = tokio::spawn(
-                registrar
-                    .run(shutdown.clone(), registered)
+            // Claim the node before running anything: a node id held by another live agent
+            // must not run its tasks a second time.
+            let mut outer = shutdown.clone();
+            let lease = tokio::select! {
+                r = registrar.claim() => r?,
+                _ = outer.wait_for(|s| *s) => return Ok(()),
+            };
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let stop_tx = Arc::new(stop_tx);
+            let forward = {
+                let stop_tx = stop_tx.clone();
+                let mut outer = shutdown.clone();
+                tokio::spawn(async move {
+                    let _ = outer.wait_for(|s| *s).await;
+                    stop_tx.send_replace(true);
+                })
+            };
+            let shutdown = stop_rx;
+            let reg = {
+                let stop_tx = stop_tx.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(
+                    async move {
+                        let r = registrar.run(lease, shutdown, registered).await;
+                        if r.is_err() {
+                            stop_tx.send_replace(true);
+                        }
+                        r
+                    }
                     .in_current_span(),
-            );
+                )
+            };
             let (sink, writer) = status::spawn(self.store.clone());
             let (ready_tx, ready_rx) = watch::channel(false);
             let mut ctx = RunnerContext::new(self.runtime.clone(), sink.clone(), self.keys.clone());
@@ -444,7 +485,11 @@ impl Agent {
                 tracing::warn!("some task statuses could not be written before shutdown");
             }
             writer.abort();
-            let _ = reg.await;
+            forward.abort();
+            if let Ok(Err(e)) = reg.await {
+                tracing::error!(error = %e, "agent stopped: its node is held by another agent");
+                return Err(e.into());
+            }
             tracing::info!("agent stopped");
             Ok(())
         }

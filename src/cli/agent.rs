@@ -51,8 +51,8 @@ pub struct AgentArgs {
     /// Store flags.
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Node id (stable across restarts); the base of hollow node ids.
-    #[arg(long, env = "SHOAL_NODE_ID")]
+    /// Node id (stable across restarts; a DNS label); the base of hollow node ids.
+    #[arg(long, env = "SHOAL_NODE_ID", value_parser = crate::cli::parse_node_id)]
     pub node_id: String,
     /// Host name reported for the node (default: this host's).
     #[arg(long)]
@@ -168,6 +168,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     }
     config.address = args.address;
     config.role = args.role.as_str().to_string();
+    config.instance_id = shoal_agent::node::instance_id_in(&args.data_dir).with_context(|| {
+        format!(
+            "cannot keep the agent's instance id in {}",
+            args.data_dir.display()
+        )
+    })?;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.lease_ttl = args.lease_ttl;
     config.hollow_nodes = args.hollow_nodes;

@@ -42,8 +42,8 @@ pub struct DevArgs {
     /// Runtime of the local agent.
     #[arg(long, value_enum, default_value_t = DevRuntime::Auto)]
     pub runtime: DevRuntime,
-    /// Node id of the local agent (default: this host's name).
-    #[arg(long)]
+    /// Node id of the local agent, a DNS label (default: this host's name made one).
+    #[arg(long, value_parser = crate::cli::parse_node_id)]
     pub node_id: Option<String>,
     /// Node label `key=value` for the local node (repeatable).
     #[arg(long = "label", value_parser = crate::cli::parse_label)]
@@ -84,8 +84,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     // Agent runtime: docker when it answers.
     let mut config = AgentConfig::new(args.node_id.as_deref().unwrap_or("local"));
+    config.instance_id = shoal_agent::node::instance_id_in(&data_dir)?;
     if args.node_id.is_none() {
-        config.node_id = config.hostname.clone();
+        // The host name as a DNS label (node ids are segments of store keys).
+        let label: String = config
+            .hostname
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(63)
+            .collect();
+        let label = label.trim_matches('-');
+        config.node_id = if label.is_empty() {
+            "local".into()
+        } else {
+            label.to_string()
+        };
     }
     config.labels = args.labels.iter().cloned().collect();
     config.consul = args.consul.config();

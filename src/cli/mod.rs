@@ -192,6 +192,14 @@ pub async fn serve_ops(
     Ok(())
 }
 
+/// Parses a `--node-id`: a DNS label (it is a segment of store keys).
+pub fn parse_node_id(s: &str) -> Result<String, String> {
+    match shoal_core::validate::dns_label_problem(s) {
+        None => Ok(s.to_string()),
+        Some(problem) => Err(format!("node id {s:?} is not a DNS label: it {problem}")),
+    }
+}
+
 /// Parses a `key=value` label flag.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
