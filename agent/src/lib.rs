@@ -65,6 +65,9 @@ pub enum AgentError {
     /// Secrets and configs cannot be delivered from the configured directory.
     #[error("cannot deliver secrets: {0}")]
     Secrets(#[from] secrets::DeliveryError),
+    /// Another live agent holds this node id.
+    #[error(transparent)]
+    Register(#[from] node::RegisterError),
     /// The runtime could not be opened.
     #[error("cannot open the {runtime} runtime: {source}")]
     Runtime {
@@ -140,6 +143,9 @@ pub struct AgentConfig {
     /// Service networking (names, load balancing, routing mesh) for docker tasks (`None`:
     /// off). Hollow nodes run none.
     pub network: Option<network::NetworkConfig>,
+    /// Identifies this agent to its node records ([`node::instance_id_in`] keeps one in the
+    /// data directory across restarts; a fresh one per process otherwise).
+    pub instance_id: String,
 }
 
 /// How the agent reaches the API: its URL and the node's own token (`None` for an API
@@ -231,6 +237,7 @@ impl AgentConfig {
             secrets_dir: PathBuf::from(secrets::DEFAULT_ROOT),
             role: "worker".to_string(),
             network: None,
+            instance_id: node::new_instance_id(),
         }
     }
 
@@ -370,6 +377,7 @@ impl Agent {
                 runtimes: self.runtime.offers(),
                 capacity: capacity.clone(),
                 role: c.role.clone(),
+                instance: c.instance_id.clone(),
                 agent_version: AGENT_VERSION.to_string(),
                 started_at,
             })
@@ -412,6 +420,12 @@ impl Agent {
                 "hollow nodes need the sim runtime".into(),
             ));
         }
+        if let Some(problem) = shoal_core::validate::dns_label_problem(&self.config.node_id) {
+            return Err(AgentError::Config(format!(
+                "node id {:?} is not a DNS label: it {problem}",
+                self.config.node_id
+            )));
+        }
         if self.config.hollow_nodes > 0 && self.config.consul.is_some() {
             return Err(AgentError::Config(
                 "consul discovery is not available with hollow nodes".into(),
@@ -447,11 +461,38 @@ impl Agent {
                 infos,
                 self.config.lease_ttl,
             );
-            let reg = tokio::spawn(
-                registrar
-                    .run(shutdown.clone(), registered)
+            // Claim the node before running anything: a node id held by another live agent
+            // must not run its tasks a second time.
+            let mut outer = shutdown.clone();
+            let lease = tokio::select! {
+                r = registrar.claim() => r?,
+                _ = outer.wait_for(|s| *s) => return Ok(()),
+            };
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let stop_tx = Arc::new(stop_tx);
+            let forward = {
+                let stop_tx = stop_tx.clone();
+                let mut outer = shutdown.clone();
+                tokio::spawn(async move {
+                    let _ = outer.wait_for(|s| *s).await;
+                    stop_tx.send_replace(true);
+                })
+            };
+            let shutdown = stop_rx;
+            let reg = {
+                let stop_tx = stop_tx.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(
+                    async move {
+                        let r = registrar.run(lease, shutdown, registered).await;
+                        if r.is_err() {
+                            stop_tx.send_replace(true);
+                        }
+                        r
+                    }
                     .in_current_span(),
-            );
+                )
+            };
             if self.config.hollow_nodes == 0 {
                 let address = self.config.address.parse().ok();
                 self.runtime
@@ -487,10 +528,14 @@ impl Agent {
                 tracing::warn!("some task statuses could not be written before shutdown");
             }
             writer.abort();
+            forward.abort();
             if let Some(net) = net {
                 let _ = net.await;
             }
-            let _ = reg.await;
+            if let Ok(Err(e)) = reg.await {
+                tracing::error!(error = %e, "agent stopped: its node is held by another agent");
+                return Err(e.into());
+            }
             tracing::info!("agent stopped");
             Ok(())
         }

@@ -461,3 +461,87 @@ fn ts_status(id: &str) -> model::TaskStatus {
         finished_at: None,
     }
 }
+
+fn agent_as(ts: &TestStore, node: &str, instance: &str, ttl: Duration) -> Agent {
+    let mut cfg = AgentConfig::new(node);
+    cfg.lease_ttl = ttl;
+    cfg.instance_id = instance.to_string();
+    Agent::new(
+        ts.store.clone(),
+        ts.keys.clone(),
+        cfg,
+        Arc::new(SimRuntime::new()),
+    )
+}
+
+async fn holder(ts: &TestStore, node: &str) -> NodeInfo {
+    let kv = ts
+        .store
+        .get(&ts.keys.node(node))
+        .await
+        .unwrap()
+        .expect("node record");
+    serde_json::from_slice(&kv.value).unwrap()
+}
+
+/// Two agents started with one node id would run every task twice: the second waits about
+/// one TTL for the first's registration to go, then stops with an error naming the holder.
+#[tokio::test]
+async fn a_second_agent_with_the_same_node_id_gives_up_naming_the_holder() {
+    let ts = store().await;
+    let ttl = Duration::from_secs(2);
+    let first = agent_as(&ts, "n1", "instance-a", ttl).spawn();
+    let mut reg = first.registered();
+    reg.wait_for(|r| *r).await.unwrap();
+    let started = std::time::Instant::now();
+    let second = agent_as(&ts, "n1", "instance-b", ttl);
+    let result = tokio::time::timeout(Duration::from_secs(60), second.run(std::future::pending()))
+        .await
+        .expect("the second agent gives up");
+    println!("second agent gave up after {:?}", started.elapsed());
+    let err = result
+        .expect_err("the second agent must not run")
+        .to_string();
+    assert!(
+        err.contains("instance-a") && err.contains("--node-id"),
+        "{err}"
+    );
+    assert!(started.elapsed() >= ttl, "it waited one TTL first");
+    assert_eq!(holder(&ts, "n1").await.instance, "instance-a");
+    first.stop().await.unwrap();
+}
+
+/// A restarted agent (same instance id from its data dir) takes its registration back at
+/// once, without waiting for its previous lease to expire.
+#[tokio::test]
+async fn a_restarted_agent_takes_its_registration_back_at_once() {
+    let ts = store().await;
+    let ttl = Duration::from_secs(30);
+    let first = agent_as(&ts, "n1", "instance-a", ttl).spawn();
+    first.registered().wait_for(|r| *r).await.unwrap();
+    let before = ts.store.get(&ts.keys.node("n1")).await.unwrap().unwrap();
+    first.stop().await.unwrap();
+    let started = std::time::Instant::now();
+    let again = agent_as(&ts, "n1", "instance-a", ttl).spawn();
+    again.registered().wait_for(|r| *r).await.unwrap();
+    println!("registration taken back after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < ttl,
+        "taken back before the old lease could expire"
+    );
+    let after = ts.store.get(&ts.keys.node("n1")).await.unwrap().unwrap();
+    assert!(after.mod_revision > before.mod_revision);
+    assert_eq!(holder(&ts, "n1").await.instance, "instance-a");
+    again.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_id_that_is_not_a_dns_label_is_refused() {
+    let ts = store().await;
+    let err = agent_as(&ts, "a/b", "i", Duration::from_secs(2))
+        .run(std::future::pending())
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("not a DNS label"), "{err}");
+}

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod openapi;
 pub mod sample;
+pub mod ops;
 pub mod secrets;
 pub mod server;
 pub mod types;

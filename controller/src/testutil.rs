@@ -23,6 +23,7 @@ pub(crate) fn node(id: &str, labels: &[(&str, &str)]) -> Node {
                 memory: ByteSize(8 << 30),
             },
             role: "worker".to_string(),
+            instance: String::new(),
             agent_version: "test".to_string(),
             started_at: Timestamp(0),
         },

@@ -171,6 +171,11 @@ pub struct NodeInfo {
     /// Role for `node.role` constraints (`worker` unless set).
     #[serde(default = "default_role")]
     pub role: String,
+    /// The agent holding this registration: an id kept in its data directory, so the same
+    /// agent restarting takes its registration back while another agent with the same node id
+    /// is refused.
+    #[serde(default)]
+    pub instance: String,
     /// Version of the agent binary.
     pub agent_version: String,
     /// When the agent registered.

@@ -51,8 +51,8 @@ pub struct AgentArgs {
     /// Store flags.
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Node id (stable across restarts); the base of hollow node ids.
-    #[arg(long, env = "SHOAL_NODE_ID")]
+    /// Node id (stable across restarts; a DNS label); the base of hollow node ids.
+    #[arg(long, env = "SHOAL_NODE_ID", value_parser = crate::cli::parse_node_id)]
     pub node_id: String,
     /// Host name reported for the node (default: this host's).
     #[arg(long)]
@@ -60,6 +60,9 @@ pub struct AgentArgs {
     /// Address other hosts reach this node's tasks on.
     #[arg(long, default_value = "127.0.0.1")]
     pub address: String,
+    /// Serve `/metrics` (Prometheus) and `/healthz` on this address (`127.0.0.1:9465`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
     /// The node's role for `node.role` constraints, as in Swarm.
     #[arg(long, value_enum, default_value_t = RoleFlag::Worker)]
     pub role: RoleFlag,
@@ -193,6 +196,7 @@ impl ConsulArgs {
 
 /// Runs `shoal agent` until Ctrl-C or SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let stop = crate::cli::shutdown_signal();
     if args.hollow_nodes > 0 && args.runtime != RuntimeFlag::Sim {
         anyhow::bail!("--hollow-nodes needs --runtime sim");
     }
@@ -209,6 +213,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     };
     config.address = args.address;
     config.role = args.role.as_str().to_string();
+    config.instance_id = shoal_agent::node::instance_id_in(&args.data_dir).with_context(|| {
+        format!(
+            "cannot keep the agent's instance id in {}",
+            args.data_dir.display()
+        )
+    })?;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.lease_ttl = args.lease_ttl;
     config.hollow_nodes = args.hollow_nodes;
@@ -237,9 +247,31 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         RuntimeFlag::Sim => RuntimeChoice::Sim,
     };
     let runtime = shoal_agent::open_runtime(choice, &args.node_id, &args.data_dir).await?;
+    crate::cli::serve_ops(
+        args.listen,
+        agent_registry(&config, runtime.name()),
+        "agent",
+    )
+    .await?;
     let agent = Agent::new(store, keys, config, runtime);
-    agent.run(crate::cli::shutdown_signal()).await?;
+    agent.run(stop).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's metrics: `shoal_agent_info{node,role,runtime} 1`.
+fn agent_registry(config: &AgentConfig, runtime: &str) -> prometheus_client::registry::Registry {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let info = Family::<Vec<(String, String)>, Gauge>::default();
+    info.get_or_create(&vec![
+        ("node".to_string(), config.node_id.clone()),
+        ("role".to_string(), config.role.clone()),
+        ("runtime".to_string(), runtime.to_string()),
+    ])
+    .set(1);
+    registry.register("shoal_agent_info", "The node this agent runs", info);
+    registry
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ pub struct ApiArgs {
 
 /// Runs `shoal api` until interrupted.
 pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    let stop = crate::cli::shutdown_signal();
     let store = args.store.open().await?;
     let mut state = ApiState::new(store, shoal_core::Keys::new(&args.store.prefix));
     if let Some(path) = &args.token_file {
@@ -88,9 +89,6 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         "http"
     };
     println!("shoal api listening on {scheme}://{addr}");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    shoal_api::server::serve_with(state, listener, options, shutdown).await?;
+    shoal_api::server::serve_with(state, listener, options, stop).await?;
     Ok(ExitCode::SUCCESS)
 }

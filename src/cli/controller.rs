@@ -41,10 +41,14 @@ pub struct ControllerArgs {
     /// How often the leader compacts.
     #[arg(long, default_value = "1m")]
     pub compact_every: Dur,
+    /// Serve `/metrics` (Prometheus) and `/healthz` on this address (`127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs `shoal controller`.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let stop = crate::cli::shutdown_signal();
     let store = args.store.open().await?;
     anyhow::ensure!(
         !args.lease_ttl.is_zero(),
@@ -62,6 +66,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(store = %args.store.shown_url(), prefix = %args.store.prefix, identity = %config.identity, "starting controller");
     let controller = Controller::new(store, Keys::new(&args.store.prefix), config);
-    controller.run(crate::cli::shutdown_signal()).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    controller.metrics().register(&mut registry);
+    crate::cli::serve_ops(args.listen, registry, "controller").await?;
+    controller.run(stop).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -42,8 +42,8 @@ pub struct DevArgs {
     /// Runtime of the local agent.
     #[arg(long, value_enum, default_value_t = DevRuntime::Auto)]
     pub runtime: DevRuntime,
-    /// Node id of the local agent (default: this host's name).
-    #[arg(long)]
+    /// Node id of the local agent, a DNS label (default: this host's name made one).
+    #[arg(long, value_parser = crate::cli::parse_node_id)]
     pub node_id: Option<String>,
     /// Node label `key=value` for the local node (repeatable).
     #[arg(long = "label", value_parser = crate::cli::parse_label)]
@@ -58,6 +58,7 @@ pub struct DevArgs {
 
 /// Runs `shoal dev` until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let stop = crate::cli::shutdown_signal();
     anyhow::ensure!(
         args.listen.ip().is_loopback(),
         "shoal dev serves the API without authentication, so it listens on loopback only; \
@@ -76,7 +77,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let key_file = data_dir.join("secret.key");
     if !key_file.exists() {
         KeyRing::create_file(&key_file, "dev-1")?;
-        eprintln!("shoal dev: created the cluster key {}", key_file.display());
+        tracing::info!(key_file = %key_file.display(), "shoal dev: created the cluster key");
     }
     let secret_keys = KeyRing::load(&key_file)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -86,8 +87,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     // Agent runtime: docker when it answers.
     let mut config = AgentConfig::new(args.node_id.as_deref().unwrap_or("local"));
+    config.instance_id = shoal_agent::node::instance_id_in(&data_dir)?;
     if args.node_id.is_none() {
-        config.node_id = config.hostname.clone();
+        // The host name as a DNS label (node ids are segments of store keys).
+        let label: String = config
+            .hostname
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(63)
+            .collect();
+        let label = label.trim_matches('-');
+        config.node_id = if label.is_empty() {
+            "local".into()
+        } else {
+            label.to_string()
+        };
     }
     config.labels = args.labels.iter().cloned().collect();
     config.consul = args.consul.config();
@@ -134,7 +149,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let state = ApiState::new(store.clone(), keys.clone())
         .with_registry(Arc::new(registry))
         .with_secret_keys(secret_keys);
-    eprintln!(
+    tracing::info!(
         "shoal dev: API on http://{api_addr}, node {node_id} ({} runtime), data in {}{}",
         runtime.name(),
         data_dir.display(),
@@ -145,8 +160,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     );
     let api_task = tokio::spawn(shoal_api::serve_listener(state, listener, stopped(stop_rx)));
 
-    crate::cli::shutdown_signal().await;
-    eprintln!("shoal dev: stopping (tasks keep running; they are adopted on the next start)");
+    stop.await;
+    tracing::info!("shoal dev: stopping (tasks keep running; they are adopted on the next start)");
     stop_tx.send_replace(true);
     let _ = api_task.await;
     match controller_task.await {

@@ -100,7 +100,7 @@ pub enum Command {
     /// Run the controller (reconciles services into task placements).
     Controller(controller::ControllerArgs),
     /// Run a node agent (runs the tasks assigned to this node).
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Run the API server.
     Api(api::ApiArgs),
     /// Run everything in one process on an embedded store (API, controller, local agent).
@@ -120,7 +120,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate(a) => validate::run_validate(a).await,
         Command::Schema(a) => validate::run_schema(a).await,
         Command::Controller(a) => controller::run(a).await,
-        Command::Agent(a) => agent::run(a).await,
+        Command::Agent(a) => agent::run(*a).await,
         Command::Api(a) => api::run(a).await,
         Command::Dev(a) => dev::run(a).await,
         Command::Rbac(a) => rbac::run(a).await,
@@ -145,17 +145,58 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered now, not when first awaited: a signal that arrives while the process is still
+    // starting is not lost (nor left to the default action, which kills it).
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+    }
+}
+
+/// Serves `/metrics` (from `registry`) and `/healthz` on `addr` when one is given, for as long
+/// as the process runs; prints the address it serves on (port 0 picks one).
+pub async fn serve_ops(
+    addr: Option<std::net::SocketAddr>,
+    registry: prometheus_client::registry::Registry,
+    component: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let Some(addr) = addr else {
+        return Ok(());
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    println!("shoal {component} serving /metrics and /healthz on http://{local}");
+    tracing::info!(listen = %local, "serving /metrics and /healthz");
+    tokio::spawn(async move {
+        let registry = std::sync::Arc::new(registry);
+        if let Err(e) = shoal_api::ops::serve(listener, registry, std::future::pending()).await {
+            tracing::warn!(error = %e, "the /metrics endpoint stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Parses a `--node-id`: a DNS label (it is a segment of store keys).
+pub fn parse_node_id(s: &str) -> Result<String, String> {
+    match shoal_core::validate::dns_label_problem(s) {
+        None => Ok(s.to_string()),
+        Some(problem) => Err(format!("node id {s:?} is not a DNS label: it {problem}")),
     }
 }
 

@@ -450,6 +450,7 @@ impl Cache {
                     runtimes: Vec::new(),
                     capacity: Capacity::default(),
                     role: "worker".to_string(),
+                    instance: String::new(),
                     agent_version: String::new(),
                     started_at: Timestamp(0),
                 });

@@ -310,6 +310,7 @@ impl Agent {
                 memory: ByteSize(8 << 30),
             },
             role: "worker".into(),
+            instance: String::new(),
             agent_version: "sim".into(),
             started_at: Timestamp::now(),
         };

@@ -1,0 +1,207 @@
+//! The long-running commands as an operator runs them: signals, the `/metrics` and `/healthz`
+//! endpoints of `shoal controller` and `shoal agent`, JSON-only logs, and no secret in logs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// A server process killed if the test ends early.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("shoal runs"),
+    )
+}
+
+/// The last word of the first stdout line: the URL the process serves on.
+fn first_url(p: &mut Proc) -> String {
+    let mut line = String::new();
+    BufReader::new(p.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "first line {line:?}");
+    url
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &p.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Waits (generously) for the process to end; returns its exit code and stderr.
+fn finish(mut p: Proc) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the process did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    p.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status.code(), err)
+}
+
+/// A plain HTTP/1.0 GET: status line and body.
+fn get(url: &str, path: &str) -> (String, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+fn store(dir: &tempfile::TempDir) -> String {
+    format!("file://{}", dir.path().join("store").display())
+}
+
+#[test]
+fn api_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn(&["api", "--store", &store(&dir), "--listen", "127.0.0.1:0"]);
+    first_url(&mut p);
+    signal(&p, "-TERM");
+    let (code, err) = finish(p);
+    assert_eq!(code, Some(0), "SIGTERM is a clean stop: {err}");
+}
+
+#[test]
+fn controller_serves_metrics_and_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn(&[
+        "controller",
+        "--store",
+        &store(&dir),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let url = first_url(&mut p);
+    let (status, body) = get(&url, "/healthz");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok\n");
+    let (status, body) = get(&url, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("shoal_controller_"), "{body}");
+    signal(&p, "-TERM");
+    let (code, err) = finish(p);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn agent_serves_metrics_and_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("agent");
+    let mut p = spawn(&[
+        "agent",
+        "--store",
+        &store(&dir),
+        "--node-id",
+        "metrics-node",
+        "--runtime",
+        "sim",
+        "--role",
+        "manager",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let url = first_url(&mut p);
+    let (status, _) = get(&url, "/healthz");
+    assert!(status.contains("200"), "{status}");
+    let (_, body) = get(&url, "/metrics");
+    assert!(
+        body.contains("shoal_agent_info{")
+            && body.contains("node=\"metrics-node\"")
+            && body.contains("role=\"manager\""),
+        "{body}"
+    );
+    signal(&p, "-TERM");
+    let (code, err) = finish(p);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn dev_with_json_logs_prints_only_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let p = Proc(
+        Command::new(BIN)
+            .args(["--log-format", "json", "dev", "--runtime", "process"])
+            .args(["--node-id", "json-node", "--listen", &listen])
+            .arg("--data-dir")
+            .arg(dir.path().join("dev"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Up once the API answers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "shoal dev did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&p, "-INT");
+    let (code, err) = finish(p);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("API on http://"), "{err}");
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a JSON line: {line:?}"
+        );
+    }
+}
+
+/// A Consul ACL token given in the store URL appears in no log line, at any level.
+#[test]
+fn a_consul_token_in_the_store_url_is_never_logged() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener); // nothing listens: the controller keeps failing and logging.
+    let url = format!("consul://{addr}?token=s3cr3t-t0ken");
+    let p = spawn(&["controller", "--store", &url]);
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&p, "-TERM");
+    let (_, err) = finish(p);
+    assert!(
+        err.contains(&addr.to_string()) || !err.is_empty(),
+        "some log: {err}"
+    );
+    assert!(!err.contains("s3cr3t-t0ken"), "the token leaked: {err}");
+}
