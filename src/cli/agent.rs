@@ -85,6 +85,9 @@ pub struct AgentArgs {
     /// Service networking flags.
     #[command(flatten)]
     pub network: NetworkArgs,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (networking counters).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Service networking flags, shared by `shoal agent` and `shoal dev`.
@@ -215,6 +218,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = shoal_agent::open_runtime(choice, &args.node_id, &args.data_dir).await?;
     let agent = Agent::new(store, keys, config, runtime);
+    if let Some(addr) = args.metrics_listen {
+        let mut registry = prometheus_client::registry::Registry::default();
+        if let Some(n) = agent.network() {
+            n.metrics().register(&mut registry);
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        tokio::spawn(shoal_api::metrics::serve_registry(
+            listener,
+            std::sync::Arc::new(registry),
+        ));
+    }
     agent.run(crate::cli::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
