@@ -78,7 +78,13 @@ pub async fn serve_proxy(listen: SocketAddr, backend: SocketAddr) -> Result<(), 
         &Table::default(),
     ))));
     let l = proxy::bind_host(listen)?;
-    proxy::serve(l, Target::Ingress(listen.port()), table, NetMetrics::default()).await;
+    proxy::serve(
+        l,
+        Target::Ingress(listen.port()),
+        table,
+        NetMetrics::default(),
+    )
+    .await;
     Ok(())
 }
 

@@ -31,7 +31,10 @@ struct Args {
 enum Serve {
     /// Runs only the proxy (the benchmark starts itself this way as a child process).
     #[command(hide = true)]
-    ServeProxy { listen: SocketAddr, backend: SocketAddr },
+    ServeProxy {
+        listen: SocketAddr,
+        backend: SocketAddr,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,7 +76,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let proxied = load(listen, mode, args.workers, args.duration).await;
         let cpu = proc_stats(pid).cpu_seconds - cpu0;
         let per_10k = cpu / (proxied.requests.max(1) as f64) * 10_000.0;
-        for (path, r, c) in [("direct", &direct, None), ("proxy", &proxied, Some(per_10k))] {
+        for (path, r, c) in [
+            ("direct", &direct, None),
+            ("proxy", &proxied, Some(per_10k)),
+        ] {
             println!(
                 "| {mode:?} | {path} | {:.0} | {:.3} | {:.3} | {} | {} |",
                 r.rps,
