@@ -55,8 +55,9 @@ fmt:
 	$(CARGO) fmt --all
 
 bench: deps
-	$(CARGO) build --release --bin shoal --bin shoal-bench
+	$(CARGO) build --release --bin shoal --bin shoal-bench --bin shoal-proxy-bench
 	target/release/shoal-bench --quick
+	target/release/shoal-proxy-bench
 
 bench-full: deps
 	$(CARGO) build --release --bin shoal --bin shoal-bench

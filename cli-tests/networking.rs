@@ -195,6 +195,7 @@ impl Cluster {
             ]
             .iter()
             .map(|s| s.to_string())
+            .chain(["--listen".to_string(), format!("{address}:29464")])
             .collect();
             procs.push(spawn(&args, &log(&node), Stdio::null()));
             nodes.push((node, address));
@@ -495,6 +496,16 @@ fn services_reach_each_other_by_name_balanced_and_published_ports_answer_on_ever
         *spread.entry(body).or_default() += 1;
     }
     println!("measured: 300 mesh connections per task: {spread:?}");
+    // The agents count what they proxied.
+    let metrics_addr = format!("{}:29464", c.nodes[0].1);
+    let mut m = TcpStream::connect(&metrics_addr).expect("agent metrics listen");
+    write!(m, "GET /metrics HTTP/1.0\r\nHost: {metrics_addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    m.read_to_string(&mut text).unwrap();
+    assert!(
+        text.contains("shoal_agent_network_proxied_connections_total{service=\"default/backend\"}"),
+        "{text}"
+    );
     assert_eq!(spread.len(), 3, "{spread:?}");
     assert!(
         spread.values().all(|&n| n >= 60),

@@ -190,3 +190,33 @@ pub async fn scrape(State(st): State<ApiState>) -> Response {
         Err(e) => e.into_response(),
     }
 }
+
+/// Serves `registry` alone at `GET /metrics` on `listener` until the process ends: the
+/// `/metrics` of components without an API (`shoal agent --metrics-listen`).
+pub async fn serve_registry(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = String::new();
+                match encode(&mut text, &registry) {
+                    Ok(()) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app).await
+}

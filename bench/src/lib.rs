@@ -8,5 +8,6 @@
 pub mod calibrate;
 pub mod cluster;
 pub mod etcd;
+pub mod proxy;
 pub mod report;
 pub mod scenarios;

@@ -247,13 +247,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         RuntimeFlag::Sim => RuntimeChoice::Sim,
     };
     let runtime = shoal_agent::open_runtime(choice, &args.node_id, &args.data_dir).await?;
-    crate::cli::serve_ops(
-        args.listen,
-        agent_registry(&config, runtime.name()),
-        "agent",
-    )
-    .await?;
+    let mut registry = agent_registry(&config, runtime.name());
     let agent = Agent::new(store, keys, config, runtime);
+    if let Some(n) = agent.network() {
+        n.metrics().register(&mut registry);
+    }
+    crate::cli::serve_ops(args.listen, registry, "agent").await?;
     agent.run(stop).await?;
     Ok(ExitCode::SUCCESS)
 }
