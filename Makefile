@@ -2,7 +2,8 @@
 #   make run    start Shoal on this machine and show it working
 #   make test   run the whole test suite (real etcd, real Docker containers)
 # Both install what is missing first (Debian packages: protobuf-compiler, etcd-server,
-# busybox-static) and build the local test image (no registry is needed).
+# busybox-static, and chromium with chromium-driver for the dashboard's browser tests) and
+# build the local test image (no registry is needed).
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -19,10 +20,12 @@ deps:
 	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || missing="$$missing busybox-static"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	else echo "deps: protoc, etcd and busybox-static are present"; fi
+	else echo "deps: protoc, etcd, busybox-static, chromium and chromedriver are present"; fi
 
 -include mk/image.mk
 
@@ -51,12 +54,14 @@ fmt:
 	$(CARGO) fmt --all
 
 bench: deps
-	$(CARGO) build --release --bin shoal --bin shoal-bench
+	$(CARGO) build --release --bin shoal --bin shoal-bench --bin shoal-ui-bench
 	target/release/shoal-bench --quick
+	target/release/shoal-ui-bench
 
 bench-full: deps
-	$(CARGO) build --release --bin shoal --bin shoal-bench
+	$(CARGO) build --release --bin shoal --bin shoal-bench --bin shoal-ui-bench
 	target/release/shoal-bench --full
+	target/release/shoal-ui-bench
 
 clean:
 	$(CARGO) clean

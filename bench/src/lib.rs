@@ -10,3 +10,4 @@ pub mod cluster;
 pub mod etcd;
 pub mod report;
 pub mod scenarios;
+pub mod ui;
