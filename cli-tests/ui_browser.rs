@@ -59,7 +59,9 @@ fn spawn(args: &[&str], log: &Path) -> Proc {
 /// Runs a `shoal` client command against `url`; returns stdout, failing on a non-zero exit.
 fn shoal(url: &str, token: Option<&str>, args: &[&str]) -> String {
     let mut c = Command::new(BIN);
-    c.args(args).env("SHOAL_SERVER", url).env_remove("SHOAL_TOKEN");
+    c.args(args)
+        .env("SHOAL_SERVER", url)
+        .env_remove("SHOAL_TOKEN");
     if let Some(t) = token {
         c.env("SHOAL_TOKEN", t);
     }
@@ -253,7 +255,10 @@ async fn visit(b: &Browser, url: &str, path: &str, shot: &str) {
     b.client.goto(&format!("{url}{path}")).await.unwrap();
     b.wait_text("#live", "connected").await;
     for r in b.requests().await {
-        assert!(r.starts_with(&format!("{url}/")), "{path} requested {r}, off the API's origin");
+        assert!(
+            r.starts_with(&format!("{url}/")),
+            "{path} requested {r}, off the API's origin"
+        );
     }
     let errors = b.console_errors().await;
     assert!(errors.is_empty(), "{path}: console errors {errors:?}");
@@ -269,7 +274,15 @@ async fn the_dashboard_of_shoal_dev_follows_a_scale_live_and_after_an_api_restar
     let data = dir.path().join("dev");
     let data = data.to_str().unwrap();
     let dev_args = [
-        "dev", "--data-dir", data, "--listen", &listen, "--runtime", "process", "--node-id", "ui-dev",
+        "dev",
+        "--data-dir",
+        data,
+        "--listen",
+        &listen,
+        "--runtime",
+        "process",
+        "--node-id",
+        "ui-dev",
     ];
     let dev = spawn(&dev_args, &dir.path().join("dev-1.log"));
     wait_ready(&url).await;
@@ -288,7 +301,10 @@ async fn the_dashboard_of_shoal_dev_follows_a_scale_live_and_after_an_api_restar
     let overflow = b
         .js("return document.documentElement.scrollWidth - window.innerWidth;")
         .await;
-    assert!(overflow.as_i64().unwrap() <= 0, "the overview scrolls sideways on a phone: {overflow}");
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the overview scrolls sideways on a phone: {overflow}"
+    );
     b.screenshot("overview-phone").await;
     b.client.set_window_size(1280, 900).await.unwrap();
     visit(&b, &url, "/ui/services", "services").await;
@@ -299,8 +315,16 @@ async fn the_dashboard_of_shoal_dev_follows_a_scale_live_and_after_an_api_restar
     shoal(&url, None, &["scale", "web=3"]);
     let took = b.wait_text("#running-tasks", "3").await;
     println!("shoal scale web=3 -> service page shows 3 running tasks after {took:?} (goal 2 s)");
-    assert_eq!(b.js("return window.shoalNoReload === true;").await, json!(true), "the page reloaded");
-    let rows = b.client.find_all(Locator::Css("#tasks tr[data-state=running]")).await.unwrap();
+    assert_eq!(
+        b.js("return window.shoalNoReload === true;").await,
+        json!(true),
+        "the page reloaded"
+    );
+    let rows = b
+        .client
+        .find_all(Locator::Css("#tasks tr[data-state=running]"))
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 3);
     b.screenshot("service-scaled").await;
 
@@ -314,8 +338,18 @@ async fn the_dashboard_of_shoal_dev_follows_a_scale_live_and_after_an_api_restar
     shoal(&url, None, &["scale", "web=2"]);
     let took = b.wait_text("#running-tasks", "2").await;
     println!("after the restart, shoal scale web=2 -> page shows 2 running tasks after {took:?}");
-    assert_eq!(b.js("return window.shoalNoReload === true;").await, json!(true), "the page reloaded");
-    assert!(b.console_errors().await.iter().all(|e| e.contains("/ui/watch")), "only the broken stream may log");
+    assert_eq!(
+        b.js("return window.shoalNoReload === true;").await,
+        json!(true),
+        "the page reloaded"
+    );
+    assert!(
+        b.console_errors()
+            .await
+            .iter()
+            .all(|e| e.contains("/ui/watch")),
+        "only the broken stream may log"
+    );
 
     visit(&b, &url, "/ui/nodes", "nodes").await;
     visit(&b, &url, "/ui/nodes/ui-dev", "node").await;
@@ -344,11 +378,26 @@ fn token(file: &Path, role: &str) -> String {
 async fn sign_in(b: &Browser, url: &str, token: &str) {
     b.client.goto(&format!("{url}/ui/")).await.unwrap();
     assert_eq!(b.client.current_url().await.unwrap().path(), "/ui/login");
-    b.client.find(Locator::Css("#token")).await.unwrap().send_keys(token).await.unwrap();
-    b.client.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
+    b.client
+        .find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("form.login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     b.wait_text("h1", "Overview").await;
     let here = b.client.current_url().await.unwrap();
-    assert!(!here.as_str().contains(token) && here.query().is_none(), "{here}");
+    assert!(
+        !here.as_str().contains(token) && here.query().is_none(),
+        "{here}"
+    );
     let cookie = b.client.get_named_cookie("shoal_session").await.unwrap();
     assert_eq!(cookie.http_only(), Some(true));
     assert_eq!(cookie.same_site(), Some(cookie::SameSite::Strict));
@@ -366,15 +415,32 @@ async fn a_read_token_sees_no_buttons_and_an_admin_drains_a_node_from_its_page()
     let url = format!("http://{listen}");
     let store = etcd.url();
     let _api = spawn(
-        &["api", "--store", &store, "--listen", &listen, "--token-file", tokens.to_str().unwrap()],
+        &[
+            "api",
+            "--store",
+            &store,
+            "--listen",
+            &listen,
+            "--token-file",
+            tokens.to_str().unwrap(),
+        ],
         &dir.path().join("api.log"),
     );
     let agent_dir = dir.path().join("agent");
     let secrets = dir.path().join("secrets");
     let _agent = spawn(
         &[
-            "agent", "--store", &store, "--node-id", "ui-n1", "--runtime", "process",
-            "--data-dir", agent_dir.to_str().unwrap(), "--secrets-dir", secrets.to_str().unwrap(),
+            "agent",
+            "--store",
+            &store,
+            "--node-id",
+            "ui-n1",
+            "--runtime",
+            "process",
+            "--data-dir",
+            agent_dir.to_str().unwrap(),
+            "--secrets-dir",
+            secrets.to_str().unwrap(),
         ],
         &dir.path().join("agent.log"),
     );
@@ -393,21 +459,49 @@ async fn a_read_token_sees_no_buttons_and_an_admin_drains_a_node_from_its_page()
     b.client.goto(&format!("{url}/ui/")).await.unwrap();
     b.screenshot("login").await;
     sign_in(&b, &url, &read).await;
-    for path in ["/ui/", "/ui/services/default/web", "/ui/nodes", "/ui/nodes/ui-n1"] {
+    for path in [
+        "/ui/",
+        "/ui/services/default/web",
+        "/ui/nodes",
+        "/ui/nodes/ui-n1",
+    ] {
         b.client.goto(&format!("{url}{path}")).await.unwrap();
         b.wait_text("#live", "connected").await;
-        let buttons = b.client.find_all(Locator::Css("main button, main details")).await.unwrap();
-        assert!(buttons.is_empty(), "a read token sees {} action(s) on {path}", buttons.len());
+        let buttons = b
+            .client
+            .find_all(Locator::Css("main button, main details"))
+            .await
+            .unwrap();
+        assert!(
+            buttons.is_empty(),
+            "a read token sees {} action(s) on {path}",
+            buttons.len()
+        );
     }
     b.screenshot("node-read-only").await;
     assert!(b.console_errors().await.is_empty());
-    b.client.find(Locator::Css("form.signout button")).await.unwrap().click().await.unwrap();
+    b.client
+        .find(Locator::Css("form.signout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     b.wait_text("h1", "Sign in").await;
 
     sign_in(&b, &url, &admin).await;
-    b.client.goto(&format!("{url}/ui/nodes/ui-n1")).await.unwrap();
+    b.client
+        .goto(&format!("{url}/ui/nodes/ui-n1"))
+        .await
+        .unwrap();
     b.wait_text("#availability", "active").await;
-    b.client.find(Locator::Css("#availability-action summary")).await.unwrap().click().await.unwrap();
+    b.client
+        .find(Locator::Css("#availability-action summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     b.screenshot("node-drain-confirm").await;
     b.client
         .find(Locator::Css("#availability-action button"))
@@ -422,6 +516,9 @@ async fn a_read_token_sees_no_buttons_and_an_admin_drains_a_node_from_its_page()
     b.close().await;
 
     let nodes = shoal(&url, Some(&admin), &["get", "nodes"]);
-    let line = nodes.lines().find(|l| l.starts_with("ui-n1")).unwrap_or_default();
+    let line = nodes
+        .lines()
+        .find(|l| l.starts_with("ui-n1"))
+        .unwrap_or_default();
     assert!(line.contains("drain"), "shoal get nodes:\n{nodes}");
 }

@@ -9,10 +9,10 @@ use axum::http::StatusCode;
 use common::Api;
 use scraper::{Html, Selector};
 use serde_json::Value;
+use shoal_api::TokenTable;
 use shoal_api::auth::{Principal, Role, Token, Tokens};
 use shoal_api::sample::{SampleCluster, SampleSize, write_sample};
 use shoal_api::types::ServiceResource;
-use shoal_api::TokenTable;
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
@@ -50,6 +50,17 @@ async fn page(api: &Api, uri: &str, cookie: Option<&str>) -> (StatusCode, Html) 
     (s, Html::parse_document(&body))
 }
 
+/// Status and headers of a GET, without reading the body (the watch stream never ends).
+async fn head(api: &Api, uri: &str, cookie: &str) -> (StatusCode, axum::http::HeaderMap) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::get(uri)
+        .header("cookie", cookie)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = api.router.clone().oneshot(req).await.unwrap();
+    (resp.status(), resp.headers().clone())
+}
+
 /// `data-count` of every `<dd>` under `#id`.
 fn counts(doc: &Html, id: &str) -> BTreeMap<String, usize> {
     doc.select(&sel(&format!("#{id} dd")))
@@ -76,7 +87,11 @@ async fn the_overview_counts_what_the_api_reports() {
     let (s, doc) = page(&api, "/ui/", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(texts(&doc, "h1"), ["Overview"]);
-    assert!(doc.select(&sel("header nav[aria-label=Main]")).next().is_some());
+    assert!(
+        doc.select(&sel("header nav[aria-label=Main]"))
+            .next()
+            .is_some()
+    );
     assert!(doc.select(&sel("main#main")).next().is_some());
 
     let (_, v) = api.json("GET", "/v1/services", "").await;
@@ -87,13 +102,12 @@ async fn the_overview_counts_what_the_api_reports() {
     assert_eq!(phases.get("Unschedulable"), Some(&1), "{phases:?}");
 
     let (_, tasks) = api.json("GET", "/v1/tasks", "").await;
-    let states = tally(
-        tasks
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["status"]["state"].as_str().unwrap_or("assigned").to_string()),
-    );
+    let states = tally(tasks.as_array().unwrap().iter().map(|t| {
+        t["status"]["state"]
+            .as_str()
+            .unwrap_or("assigned")
+            .to_string()
+    }));
     assert_eq!(counts(&doc, "task-counts"), states);
     assert_eq!(states.values().sum::<usize>(), 36);
 
@@ -126,17 +140,25 @@ async fn the_services_table_is_paginated_and_filtered_like_shoal_get() {
         .map(|s| s["name"].as_str().unwrap().to_string())
         .collect();
     let (_, doc) = page(&api, "/ui/services?namespace=shop&page=1", None).await;
-    assert_eq!(texts(&doc, "#service-total"), [format!("{} services", shop.len())]);
+    assert_eq!(
+        texts(&doc, "#service-total"),
+        [format!("{} services", shop.len())]
+    );
     let first: Vec<String> = texts(&doc, "#services tbody tr td:nth-child(2)");
     assert_eq!(first, shop[..first.len()].to_vec());
-    assert!(doc.select(&sel("#services tbody tr")).all(|r| r
-        .value()
-        .attr("data-service")
-        .unwrap()
-        .starts_with("shop/")));
+    assert!(
+        doc.select(&sel("#services tbody tr")).all(|r| r
+            .value()
+            .attr("data-service")
+            .unwrap()
+            .starts_with("shop/"))
+    );
 
     let (_, doc) = page(&api, "/ui/services?selector=app%3Dsvc-0007", None).await;
-    assert_eq!(texts(&doc, "#services tbody tr td:nth-child(2)"), ["svc-0007"]);
+    assert_eq!(
+        texts(&doc, "#services tbody tr td:nth-child(2)"),
+        ["svc-0007"]
+    );
     let row = texts(&doc, "#services tbody tr")[0].clone();
     assert!(row.contains("1/1") && row.contains("nginx:1.27"), "{row}");
 
@@ -150,7 +172,12 @@ async fn a_service_page_shows_its_tasks_rollout_placement_and_spec() {
     let api = Api::new().await;
     let c = sample(&api, 6, 6, 3).await;
     let paused = c.paused.unwrap();
-    let (s, doc) = page(&api, &format!("/ui/services/{}/{}", paused.namespace, paused.name), None).await;
+    let (s, doc) = page(
+        &api,
+        &format!("/ui/services/{}/{}", paused.namespace, paused.name),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let (_, tasks) = api
         .json("GET", &format!("/v1/tasks?service={paused}"), "")
@@ -167,10 +194,19 @@ async fn a_service_page_shows_its_tasks_rollout_placement_and_spec() {
     assert_eq!(attr(&doc, "#rollout-bar", "value").as_deref(), Some("3"));
     assert_eq!(attr(&doc, "#rollout-bar", "max").as_deref(), Some("6"));
     assert!(texts(&doc, "pre.spec")[0].contains("replicas: 6"));
-    assert!(attr(&doc, "body", "data-watch").unwrap().contains("service=shop%2Fsvc%2D0003"));
+    let watch = attr(&doc, "body", "data-watch").unwrap();
+    assert_eq!(
+        watch,
+        format!("/ui/watch?service={}%2Fsvc%2D0003", paused.namespace)
+    );
 
     let u = c.unschedulable.unwrap();
-    let (_, doc) = page(&api, &format!("/ui/services/{}/{}", u.namespace, u.name), None).await;
+    let (_, doc) = page(
+        &api,
+        &format!("/ui/services/{}/{}", u.namespace, u.name),
+        None,
+    )
+    .await;
     assert!(texts(&doc, "#placement")[0].contains("no node has 64 CPUs free"));
     let (s, _) = page(&api, "/ui/services/default/nope", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -200,8 +236,11 @@ async fn the_nodes_pages_show_reservations_and_tasks_per_node() {
 
 fn token(t: &mut TokenTable, id: &str, role: Role) -> Token {
     let tok = Token::generate(id).unwrap();
-    t.insert(&tok, Principal::new(id, role, Default::default(), None).unwrap())
-        .unwrap();
+    t.insert(
+        &tok,
+        Principal::new(id, role, Default::default(), None).unwrap(),
+    )
+    .unwrap();
     tok
 }
 
@@ -224,28 +263,47 @@ async fn with_tokens_a_session_cookie_carries_the_role_and_forms_need_its_csrf_t
     sample(&api, 3, 2, 2).await;
 
     let (s, h, _) = api.call("GET", "/ui/", "", &[]).await;
-    assert_eq!((s, h["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/ui/login"));
+    assert_eq!(
+        (s, h["location"].to_str().unwrap()),
+        (StatusCode::SEE_OTHER, "/ui/login")
+    );
     let (s, _, _) = api.call("GET", "/ui/watch", "", &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _, body) = api.call("POST", "/ui/login", "token=r0.wrong", &[FORM]).await;
+    let (s, _, body) = api
+        .call("POST", "/ui/login", "token=r0.wrong", &[FORM])
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(body.contains("not accepted") && !body.contains("r0.wrong"), "{body}");
+    assert!(
+        body.contains("not accepted") && !body.contains("r0.wrong"),
+        "{body}"
+    );
 
     let (cookie, set) = sign_in(&api, &read).await;
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/ui"), "{set}");
-    assert!(!set.contains(&read.reveal()) && !set.contains("r0"), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/ui"),
+        "{set}"
+    );
+    assert!(
+        !set.contains(&read.reveal()) && !set.contains("r0"),
+        "{set}"
+    );
     let (s, doc) = page(&api, "/ui/services/default/svc-0000", Some(&cookie)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(doc.select(&sel("details.action")).count(), 0);
     let (_, doc) = page(&api, "/ui/nodes/node-000", Some(&cookie)).await;
     assert_eq!(doc.select(&sel("details.action")).count(), 0);
     let read_csrf = attr(&doc, "form.signout input[name=csrf]", "value").unwrap();
-    let (s, h, _) = api.call("GET", "/ui/watch", "", &[("cookie", &cookie)]).await;
+    let (s, h) = head(&api, "/ui/watch", &cookie).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h["content-type"], "text/event-stream");
     let body = format!("csrf={read_csrf}&replicas=5");
     let (s, _, _) = api
-        .call("POST", "/ui/services/default/svc-0000/scale", &body, &[FORM, ("cookie", &cookie)])
+        .call(
+            "POST",
+            "/ui/services/default/svc-0000/scale",
+            &body,
+            &[FORM, ("cookie", &cookie)],
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "a read token may not scale");
 
@@ -253,7 +311,11 @@ async fn with_tokens_a_session_cookie_carries_the_role_and_forms_need_its_csrf_t
     let (_, doc) = page(&api, "/ui/services/default/svc-0000", Some(&wcookie)).await;
     assert_eq!(doc.select(&sel("details#scale")).count(), 1);
     let (_, doc) = page(&api, "/ui/nodes/node-000", Some(&wcookie)).await;
-    assert_eq!(doc.select(&sel("details.action")).count(), 0, "write tokens do not drain");
+    assert_eq!(
+        doc.select(&sel("details.action")).count(),
+        0,
+        "write tokens do not drain"
+    );
 
     let (acookie, _) = sign_in(&api, &admin).await;
     let (_, doc) = page(&api, "/ui/nodes/node-000", Some(&acookie)).await;
@@ -261,25 +323,49 @@ async fn with_tokens_a_session_cookie_carries_the_role_and_forms_need_its_csrf_t
     assert_ne!(csrf, read_csrf, "each session has its own CSRF token");
     let drain = |c: &str| format!("csrf={c}&availability=drain");
     let (s, _, _) = api
-        .call("POST", "/ui/nodes/node-000/availability", &drain(&read_csrf), &[FORM, ("cookie", &acookie)])
+        .call(
+            "POST",
+            "/ui/nodes/node-000/availability",
+            &drain(&read_csrf),
+            &[FORM, ("cookie", &acookie)],
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "another session's CSRF token");
     let (_, v) = api.json("GET", "/v1/nodes/node-000", "").await;
-    assert_eq!(v["error"].as_str().map(|_| ()), Some(()), "the bearer API still wants a token");
+    assert_eq!(
+        v["error"].as_str().map(|_| ()),
+        Some(()),
+        "the bearer API still wants a token"
+    );
     let (s, _, _) = api
-        .call("POST", "/ui/nodes/node-000/availability", &drain(&csrf), &[FORM, ("cookie", &acookie)])
+        .call(
+            "POST",
+            "/ui/nodes/node-000/availability",
+            &drain(&csrf),
+            &[FORM, ("cookie", &acookie)],
+        )
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let (_, doc) = page(&api, "/ui/nodes/node-000", Some(&acookie)).await;
     assert_eq!(texts(&doc, "#availability"), ["drain"]);
     let (_, _, body) = api
-        .call("GET", "/v1/nodes/node-000", "", &[("authorization", &format!("Bearer {}", admin.reveal()))])
+        .call(
+            "GET",
+            "/v1/nodes/node-000",
+            "",
+            &[("authorization", &format!("Bearer {}", admin.reveal()))],
+        )
         .await;
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["config"]["availability"], "drain");
 
     let (s, _, _) = api
-        .call("POST", "/ui/logout", &format!("csrf={csrf}"), &[FORM, ("cookie", &acookie)])
+        .call(
+            "POST",
+            "/ui/logout",
+            &format!("csrf={csrf}"),
+            &[FORM, ("cookie", &acookie)],
+        )
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let (s, _, _) = api.call("GET", "/ui/", "", &[("cookie", &acookie)]).await;
@@ -293,26 +379,47 @@ async fn without_tokens_there_is_no_sign_in_and_scale_keeps_the_manifest_text() 
     let (s, _, _) = api.call("PUT", "/v1/services/default/web", body, &[]).await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, h, _) = api.call("GET", "/ui/login", "", &[]).await;
-    assert_eq!((s, h["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/ui/"));
+    assert_eq!(
+        (s, h["location"].to_str().unwrap()),
+        (StatusCode::SEE_OTHER, "/ui/")
+    );
     let (s, doc) = page(&api, "/ui/services/default/web", None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(doc.select(&sel("form.signout")).next().is_none());
     let csrf = attr(&doc, "#scale input[name=csrf]", "value").unwrap();
     let (s, _, _) = api
-        .call("POST", "/ui/services/default/web/scale", "csrf=forged&replicas=3", &[FORM])
+        .call(
+            "POST",
+            "/ui/services/default/web/scale",
+            "csrf=forged&replicas=3",
+            &[FORM],
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _, _) = api
-        .call("POST", "/ui/services/default/web/scale", &format!("csrf={csrf}&replicas=many"), &[FORM])
+        .call(
+            "POST",
+            "/ui/services/default/web/scale",
+            &format!("csrf={csrf}&replicas=many"),
+            &[FORM],
+        )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, h, _) = api
-        .call("POST", "/ui/services/default/web/scale", &format!("csrf={csrf}&replicas=3"), &[FORM])
+        .call(
+            "POST",
+            "/ui/services/default/web/scale",
+            &format!("csrf={csrf}&replicas=3"),
+            &[FORM],
+        )
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert_eq!(h["location"], "/ui/services/default/web");
     let (_, v) = api.json("GET", "/v1/services/default/web", "").await;
-    assert_eq!(v["manifest"], body.replace("replicas: 1 # count", "replicas: 3 # count"));
+    assert_eq!(
+        v["manifest"],
+        body.replace("replicas: 1 # count", "replicas: 3 # count")
+    );
 }
 
 #[tokio::test]
@@ -320,15 +427,27 @@ async fn pages_forbid_other_origins_and_the_assets_are_embedded() {
     let api = Api::new().await;
     let (_, h, body) = api.call("GET", "/ui/", "", &[]).await;
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
     let doc = Html::parse_document(&body);
-    for (s, a) in [("script", "src"), ("link", "href"), ("a", "href"), ("form", "action")] {
+    for (s, a) in [
+        ("script", "src"),
+        ("link", "href"),
+        ("a", "href"),
+        ("form", "action"),
+    ] {
         for e in doc.select(&sel(s)) {
             let v = e.value().attr(a).unwrap_or("/");
             assert!(v.starts_with('/') || v.starts_with('#'), "{s} {a}={v}");
         }
     }
-    for (f, ty) in [("ui.css", "text/css"), ("ui.js", "text/javascript"), ("icon.svg", "image/svg+xml")] {
+    for (f, ty) in [
+        ("ui.css", "text/css"),
+        ("ui.js", "text/javascript"),
+        ("icon.svg", "image/svg+xml"),
+    ] {
         let (s, h, _) = api.call("GET", &format!("/ui/assets/{f}"), "", &[]).await;
         assert_eq!(s, StatusCode::OK);
         assert!(h["content-type"].to_str().unwrap().starts_with(ty));

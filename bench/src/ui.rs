@@ -37,7 +37,10 @@ pub const PAGES: &[(&str, &str)] = &[
     ("overview", "/ui/"),
     ("services", "/ui/services"),
     ("services_page_10", "/ui/services?page=10"),
-    ("services_filtered", "/ui/services?namespace=shop&selector=tier%3Dweb"),
+    (
+        "services_filtered",
+        "/ui/services?namespace=shop&selector=tier%3Dweb",
+    ),
     ("service", "/ui/services/default/svc-0000"),
     ("nodes", "/ui/nodes"),
     ("node", "/ui/nodes/node-000"),
@@ -69,7 +72,11 @@ async fn time_page(
     let mut bytes = 0;
     for i in 0..rounds + 2 {
         let start = Instant::now();
-        let resp = http.get(url).send().await.map_err(|e| fail(e.to_string()))?;
+        let resp = http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(fail(format!("answered {}", resp.status())));
         }

@@ -51,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
         nodes: args.nodes,
     };
     let timings = shoal_bench::ui::run(&etcd.store_url(), size, args.rounds, &mut report).await?;
-    println!("\n{:<20} {:>9} {:>9} {:>9} {:>9}", "page", "p50 ms", "p95 ms", "max ms", "KiB");
+    println!(
+        "\n{:<20} {:>9} {:>9} {:>9} {:>9}",
+        "page", "p50 ms", "p95 ms", "max ms", "KiB"
+    );
     for (name, t) in &timings {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         println!(
