@@ -55,6 +55,7 @@ fn spawn(args: &[&str], log: &Path) -> Proc {
         Command::new(BIN)
             .args(args)
             .env_remove("SHOAL_TOKEN")
+            .env("RUST_LOG", "info,tower_http=debug")
             .stdout(out)
             .stderr(err)
             .spawn()
@@ -509,13 +510,16 @@ async fn a_read_token_sees_no_buttons_and_an_admin_drains_a_node_from_its_page()
         .await
         .unwrap();
     b.screenshot("node-drain-confirm").await;
-    b.client
+    let confirm = b
+        .client
         .find(Locator::Css("#availability-action button"))
         .await
-        .unwrap()
-        .click()
-        .await
         .unwrap();
+    let clicked = tokio::time::timeout(Duration::from_secs(60), confirm.click()).await;
+    if !matches!(clicked, Ok(Ok(_))) {
+        b.screenshot("node-drain-failed").await;
+        panic!("clicking the drain confirmation: {clicked:?}");
+    }
     b.wait_text("#availability", "drain").await;
     b.screenshot("node-drained").await;
     assert!(b.console_errors().await.is_empty());

@@ -197,7 +197,7 @@ async fn a_service_page_shows_its_tasks_rollout_placement_and_spec() {
     let watch = attr(&doc, "body", "data-watch").unwrap();
     assert_eq!(
         watch,
-        format!("/ui/watch?service={}%2Fsvc%2D0003", paused.namespace)
+        format!("/ui/watch?service={}%2Fsvc-0003", paused.namespace)
     );
 
     let u = c.unschedulable.unwrap();

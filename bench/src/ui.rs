@@ -130,7 +130,8 @@ pub async fn run(
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let extra = json!({"path": path, "services": sample.services.len(), "tasks": sample.tasks,
             "nodes": size.nodes, "rounds": rounds, "p95Ms": ms(t.p95), "maxMs": ms(t.max),
-            "htmlBytes": t.bytes, "goalMs": 300});
+            "htmlBytes": t.bytes, "goalMs": 300,
+            "profile": if cfg!(debug_assertions) { "dev" } else { "release" }});
         report.figure("ui", &format!("{name}_p50"), ms(t.p50), "ms", extra);
         out.push((name.to_string(), t));
     }
