@@ -33,7 +33,10 @@ impl Proc {
             .status();
         let start = Instant::now();
         while self.0.try_wait().unwrap().is_none() {
-            assert!(start.elapsed() < Duration::from_secs(60), "shoal did not stop on SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "shoal did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         println!("shoal stopped {:?} after SIGTERM", start.elapsed());
