@@ -3,7 +3,8 @@
 #   make test   run the whole test suite (real etcd, real Docker containers)
 #   make chaos  30 minutes of faults across hosts in network namespaces (root; see RELIABILITY.md)
 # Both install what is missing first (Debian packages: protobuf-compiler, etcd-server,
-# busybox-static) and build the local test image (no registry is needed).
+# busybox-static, and chromium with chromium-driver for the dashboard's browser tests) and
+# build the local test image (no registry is needed).
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -22,10 +23,12 @@ deps:
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || missing="$$missing busybox-static"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	else echo "deps: protoc, etcd, ip, iptables and busybox-static are present"; fi
+	else echo "deps: protoc, etcd, ip, iptables, busybox-static, chromium and chromedriver are present"; fi
 
 -include mk/image.mk
 
@@ -55,13 +58,15 @@ fmt:
 	$(CARGO) fmt --all
 
 bench: deps
-	$(CARGO) build --release --bin shoal --bin shoal-bench --bin shoal-proxy-bench
+	$(CARGO) build --release --bin shoal --bin shoal-bench --bin shoal-proxy-bench --bin shoal-ui-bench
 	target/release/shoal-bench --quick
 	target/release/shoal-proxy-bench
+	target/release/shoal-ui-bench
 
 bench-full: deps
-	$(CARGO) build --release --bin shoal --bin shoal-bench
+	$(CARGO) build --release --bin shoal --bin shoal-bench --bin shoal-ui-bench
 	target/release/shoal-bench --full
+	target/release/shoal-ui-bench
 
 ## chaos: a seeded nemesis over a 3-host cluster in network namespaces for 30 minutes; appends
 ## one result line to chaos/results/chaos.jsonl (needs root: namespaces and iptables)

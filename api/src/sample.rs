@@ -42,7 +42,7 @@ const NAMESPACES: [&str; 3] = ["default", "shop", "ops"];
 /// The manifest of sample service `name`.
 pub fn sample_manifest(name: &str, replicas: usize) -> String {
     format!(
-        "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: {name}\n  labels: {{app: {name}, tier: web}}\nspec:\n  replicas: {replicas}\n  image: nginx:1.27\n  ports:\n    - target: 80\n  reservations: {{cpus: 0.1, memory: 64Mi}}\n"
+        "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: {name}\n  labels: {{app: {name}, tier: web}}\nspec:\n  replicas: {replicas}\n  image: nginx:1.27\n  ports:\n    - target: 80\n  resources: {{reservations: {{cpus: 0.1, memory: 64Mi}}}}\n"
     )
 }
 

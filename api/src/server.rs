@@ -1,7 +1,7 @@
 //! Running the API server on a socket, over TLS (rustls) or in cleartext, refusing to expose
 //! an unauthenticated or cleartext API beyond loopback.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -144,10 +144,7 @@ pub async fn serve_with(
     };
     let Some(tls) = options.tls else {
         tracing::info!(%addr, backend = state.store.backend(), auth = state.tokens.is_some(), tls = false, "API listening");
-        return axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(io);
+        return serve_cleartext(state, listener, shutdown).await.map_err(io);
     };
     let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
         .await
@@ -170,4 +167,32 @@ pub async fn serve_with(
         .serve(router(state).into_make_service())
         .await
         .map_err(io)
+}
+
+/// Serves cleartext HTTP until `shutdown`, then lets open requests finish for [`GRACE`] at
+/// most: watch streams (`shoal get -w`, the dashboard) never finish on their own.
+async fn serve_cleartext(
+    state: ApiState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    });
+    let grace = async {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        done = server.into_future() => done,
+        () = grace => {
+            tracing::info!(grace = ?GRACE, "closing the connections still open (watch streams) after the grace period");
+            Ok(())
+        }
+    }
 }

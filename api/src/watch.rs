@@ -151,7 +151,11 @@ pub async fn watch(
     };
     let mut stream = st.store.watch(&prefix, start).await?;
     tokio::spawn(async move {
-        while let Some(batch) = stream.next().await {
+        // Ends with the client: a closed connection drops the receiver.
+        while let Some(batch) = tokio::select! {
+            b = stream.next() => b,
+            () = tx.closed() => None,
+        } {
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {

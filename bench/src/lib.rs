@@ -11,3 +11,4 @@ pub mod etcd;
 pub mod proxy;
 pub mod report;
 pub mod scenarios;
+pub mod ui;

@@ -78,7 +78,7 @@
         fetch(location.href, { credentials: "same-origin" }).then(function (r) {
           if (r.redirected && r.url.indexOf("/ui/login") >= 0) { location.href = r.url; }
         }).catch(function () {});
-        setTimeout(connect, retry);
+        setTimeout(function () { if (es && es.readyState === EventSource.CLOSED) { connect(); } }, retry);
         retry = Math.min(retry * 2, 10000);
       } else {
         retry = 2000;
@@ -86,6 +86,15 @@
       }
     };
   }
+
+  // A page left for another keeps no stream open (the browser allows only a few connections
+  // per host, and a page kept for the back button would hold one); it reconnects if shown again.
+  window.addEventListener("pagehide", function () {
+    if (es) { es.close(); es = null; }
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted && !es) { connect(); schedule(); }
+  });
 
   // Nodes are not on the watch stream: pages showing them also look again now and then.
   if (document.getElementById("nodes-table") || document.getElementById("node-summary") ||

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
 use super::data::{self, Page};
@@ -35,9 +35,16 @@ pub(crate) enum Nav {
     None,
 }
 
-/// A path segment, percent-encoded.
+/// Characters escaped in a path segment or query value: all but RFC 3986's unreserved ones.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A path segment (or query value), percent-encoded.
 pub(crate) fn seg(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// The page every dashboard page sits in. `watch` is the live-update stream of the page
