@@ -29,6 +29,7 @@ pub(crate) fn node(id: &str, labels: &[(&str, &str)]) -> Node {
         config: NodeConfig {
             availability: Availability::Active,
             labels: BTreeMap::new(),
+            removed: false,
         },
         ready: true,
     }
