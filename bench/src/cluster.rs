@@ -149,9 +149,12 @@ impl Cluster {
             self.store_url.clone(),
             "--lease-ttl".into(),
             self.lease_ttl.clone(),
-            // Compact often enough for S3's churn to show etcd's size staying bounded.
+            // Compact often, and keep a window S3's churn outgrows, so that the run shows
+            // etcd's size staying bounded.
             "--compact-every".into(),
-            "10s".into(),
+            "5s".into(),
+            "--history-revisions".into(),
+            crate::scenarios::BENCH_HISTORY_REVISIONS.to_string(),
         ];
         self.spawn(name, &args)
     }

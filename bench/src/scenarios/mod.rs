@@ -66,6 +66,9 @@ pub struct Bench<'a> {
 
 const PREFIX: &str = "/shoal/";
 
+/// Revisions of history the benchmark's controllers keep (`--history-revisions`).
+pub const BENCH_HISTORY_REVISIONS: i64 = 500;
+
 fn manifest(name: &str, replicas: usize, constrained: bool, env: u64) -> String {
     let constraint = if constrained {
         "\n  placement:\n    constraints: [\"node.labels.zone == b\"]"
@@ -373,7 +376,14 @@ impl Bench<'_> {
         let t0 = Instant::now();
         let period = Duration::from_secs_f64(1.0 / f64::from(sizes.churn_rate.max(1)));
         let mut i = 0u64;
+        let mut sizes_mb: Vec<f64> = Vec::new();
+        let mut next_sample = t0;
         while t0.elapsed() < sizes.churn {
+            if Instant::now() >= next_sample {
+                let (db, _) = etcd_size(&mut client).await?;
+                sizes_mb.push((db as f64 / 1e6 * 10.0).round() / 10.0);
+                next_sample += Duration::from_secs(5);
+            }
             let name = &names[(i as usize) % names.len()];
             let replicas = 10 + (i % 3) as usize;
             write_manifests(
@@ -386,9 +396,9 @@ impl Bench<'_> {
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
         let (db1, rev1) = etcd_size(&mut client).await?;
-        // The leader compacts (keeping 10,000 revisions): a read at the churn's first revision
+        // The leader compacts (keeping BENCH_HISTORY_REVISIONS): a read at the churn's first revision
         // fails once that history is gone, and the database stops growing with it.
-        let compacted = rev1 - rev0 > 10_000
+        let compacted = rev1 - rev0 > BENCH_HISTORY_REVISIONS
             && client
                 .get(
                     format!("{PREFIX}services/"),
@@ -401,7 +411,7 @@ impl Bench<'_> {
             "etcd_db_size_growth_during_churn",
             (db1 - db0) as f64,
             "bytes",
-            json!({"before": db0, "after": db1, "revisions": rev1 - rev0, "historyBeforeChurnCompacted": compacted}),
+            json!({"before": db0, "after": db1, "revisions": rev1 - rev0, "historyBeforeChurnCompacted": compacted, "dbSizeMbEvery5s": sizes_mb}),
         );
         let l = obs.latencies_since(t0);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
