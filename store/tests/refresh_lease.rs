@@ -27,6 +27,9 @@ impl Store for StuckKeepAlives {
     fn max_txn_ops(&self) -> usize {
         self.inner.max_txn_ops()
     }
+    fn max_txn_bytes(&self) -> usize {
+        self.inner.max_txn_bytes()
+    }
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         self.inner.get(key).await
     }

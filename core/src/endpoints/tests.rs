@@ -22,6 +22,7 @@ fn node(id: &str, ready: bool) -> Node {
             role: "worker".into(),
             agent_version: "t".into(),
             started_at: Timestamp(0),
+            instance: String::new(),
         },
         config: NodeConfig::default(),
         ready,
