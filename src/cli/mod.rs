@@ -99,7 +99,7 @@ pub enum Command {
     /// Run the controller (reconciles services into task placements).
     Controller(controller::ControllerArgs),
     /// Run a node agent (runs the tasks assigned to this node).
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Run the API server.
     Api(api::ApiArgs),
     /// Run everything in one process on an embedded store (API, controller, local agent).
@@ -119,7 +119,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate(a) => validate::run_validate(a).await,
         Command::Schema(a) => validate::run_schema(a).await,
         Command::Controller(a) => controller::run(a).await,
-        Command::Agent(a) => agent::run(a).await,
+        Command::Agent(a) => agent::run(*a).await,
         Command::Api(a) => api::run(a).await,
         Command::Dev(a) => dev::run(a).await,
         Command::Rbac(a) => rbac::run(a).await,
