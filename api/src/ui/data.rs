@@ -156,7 +156,7 @@ pub fn recent_warnings(list: &[ServiceResource], limit: usize) -> Vec<ServiceEve
                 })
         })
         .collect();
-    out.sort_by(|a, b| b.event.time.cmp(&a.event.time));
+    out.sort_by_key(|e| std::cmp::Reverse(e.event.time));
     out.truncate(limit);
     out
 }
