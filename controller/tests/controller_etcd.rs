@@ -109,4 +109,5 @@ on_etcd!(
     template_change_replaces_tasks_and_keeps_the_previous_spec,
     services_sharing_a_host_port_never_share_a_node,
     swarm_constraint_walkthrough,
+    scaling_by_a_hundred_replicas_at_once_commits_in_batches,
 );

@@ -76,15 +76,16 @@ pub fn plan_ops(keys: &Keys, input: &ReconcileInput, plan: &Plan) -> Vec<TxnOp> 
     ops
 }
 
-/// Writes `ops` in fenced transactions of at most `store.max_txn_ops()` ops. Calls
-/// `applied(ops, revision)` after each committed batch.
+/// Writes `ops` in fenced transactions of at most `store.max_txn_ops()` entries, the fence
+/// compare included (Consul counts checks and ops together). Calls `applied(ops, revision)`
+/// after each committed batch.
 pub async fn commit(
     store: &dyn Store,
     fence: &Fence,
     ops: Vec<TxnOp>,
     mut applied: impl FnMut(&[TxnOp], Revision),
 ) -> Result<(), CommitError> {
-    let max = store.max_txn_ops().max(1);
+    let max = store.max_txn_ops().saturating_sub(1).max(1);
     let mut ops = ops.into_iter().peekable();
     while ops.peek().is_some() {
         let batch: Vec<TxnOp> = ops.by_ref().take(max).collect();

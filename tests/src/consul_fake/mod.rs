@@ -25,7 +25,9 @@ pub struct FakeOptions {
     /// Factor applied to Consul's own timers (session TTLs, lock-delay, TTL checks, critical
     /// service reaping): 0.1 makes a 10 s session TTL expire after 1–2 s.
     pub time_scale: f64,
-    /// Ops accepted in one transaction (128 since Consul 1.14, 64 before).
+    /// Entries accepted in one transaction, checks (`check-index`, ...) counted as ops like
+    /// every other entry (`agent/txn_endpoint.go`). 64 by default: the limit Shoal relies on,
+    /// accepted by every Consul version (1.14 and later accept 128).
     pub max_txn_ops: usize,
     /// `kv_max_value_size` (512 KiB by default).
     pub kv_max_value_size: usize,
@@ -37,7 +39,7 @@ impl Default for FakeOptions {
     fn default() -> Self {
         Self {
             time_scale: 1.0,
-            max_txn_ops: 128,
+            max_txn_ops: 64,
             kv_max_value_size: 512 * 1024,
             acl_token: None,
         }
