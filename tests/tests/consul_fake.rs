@@ -481,3 +481,35 @@ async fn acl_token_is_required_when_configured() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_meta_breaking_consuls_rules_is_refused() {
+    let fake = ConsulFake::start().await;
+    let register = |meta: serde_json::Value| {
+        let url = format!("{}/v1/agent/service/register", fake.http_url());
+        async move {
+            let resp = reqwest::Client::new()
+                .put(url)
+                .json(&serde_json::json!({"ID": "t1", "Name": "web", "Port": 80, "Meta": meta}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    assert_eq!(register(serde_json::json!({"app_version": "1"})).await.0, 200);
+    let (status, body) = register(serde_json::json!({"app.version": "1"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        "Invalid Service Meta: Couldn't load metadata pair ('app.version', '1'): Key contains invalid characters"
+    );
+    let (status, body) = register(serde_json::json!({"consul-x": "1"})).await;
+    assert_eq!((status, body.contains("reserved")), (400, true), "{body}");
+    let (status, body) = register(serde_json::json!({"k": "v".repeat(513)})).await;
+    assert_eq!((status, body.contains("Value is too long")), (400, true));
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
+    let (status, body) = register(serde_json::Value::Object(many)).await;
+    assert_eq!((status, body.contains("64 key/value pairs")), (400, true));
+}
