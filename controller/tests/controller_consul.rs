@@ -6,21 +6,85 @@ mod cases;
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use common::Env;
+use common::{Agent, Env, wait_for};
 use shoal_store::Store;
 use shoal_store::consul::{ConsulClient, ConsulConfig, ConsulStore, ConsulStoreOptions};
 use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
 
 async fn consul_env() -> (ConsulFake, Env) {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("shoal_controller=debug,shoal_agent=info")
+        .try_init();
     let fake = ConsulFake::start_with(FakeOptions {
         time_scale: 0.1,
         ..FakeOptions::default()
     })
     .await;
-    let client = ConsulClient::new(ConsulConfig::new(fake.http_url())).expect("client");
-    let store: Arc<dyn Store> = Arc::new(ConsulStore::new(client, ConsulStoreOptions::default()));
-    (fake, Env::over(store))
+    let mut env = Env::over(store_on(&fake.http_url()));
+    // `--node-grace` on Consul: one session TTL (10 s, a tenth of it on this fake's clock).
+    env.node_grace = GRACE;
+    env.node_record_grace = GRACE;
+    (fake, env)
+}
+
+/// A Consul store talking to the Consul agent at `url`.
+fn store_on(url: &str) -> Arc<dyn Store> {
+    let client = ConsulClient::new(ConsulConfig::new(url.to_string())).expect("client");
+    Arc::new(ConsulStore::new(client, ConsulStoreOptions::default()))
+}
+
+/// One Consul session TTL on the fake's clock.
+const GRACE: Duration = Duration::from_secs(1);
+const TTL: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consul_agent_restart_restarts_no_task() {
+    let (mut fake, env) = consul_env().await;
+    let _agents = [
+        Agent::start(&env, "n1", &[]).await,
+        Agent::start(&env, "n2", &[]).await,
+        Agent::start(&env, "n3", &[]).await,
+    ];
+    // The controller runs on another host, through that host's Consul agent.
+    let mut controller_env = Env::over(store_on(&fake.add_agent("controller-host").await));
+    controller_env.node_grace = GRACE;
+    controller_env.node_record_grace = GRACE;
+    let c = controller_env.controller("c1", TTL);
+    env.put_service("web", "  replicas: 3\n").await;
+    env.wait_running("web", 3).await;
+    let before: Vec<String> = env.tasks().await.into_iter().map(|(t, _)| t.id).collect();
+    // Past the grace a new leader gives: only the grace after a record goes applies now.
+    tokio::time::sleep(GRACE * 2).await;
+
+    // The agents' Consul agent restarts and leaves on the way: every session of its node
+    // goes, and with them the node records. The controller keeps leading.
+    let left = std::time::Instant::now();
+    fake.restart_agent().await;
+    let keys = env.keys.clone();
+    wait_for("the node records are back", || async {
+        let nodes = env.store.list(&keys.nodes_prefix()).await.ok()?;
+        (nodes.kvs.len() == 3).then_some(())
+    })
+    .await;
+    println!(
+        "node records back {:?} after the Consul agent left",
+        left.elapsed()
+    );
+    assert!(c.is_leader(), "the controller's session is on another node");
+    // Past the grace, and past a resync: nothing was orphaned or replaced.
+    tokio::time::sleep(GRACE * 3 + Duration::from_secs(2)).await;
+    let after = env.tasks().await;
+    assert!(
+        after.iter().all(|(t, _)| !t.orphaned),
+        "no task orphaned: {after:?}"
+    );
+    let ids: Vec<String> = after.into_iter().map(|(t, _)| t.id).collect();
+    assert_eq!(ids, before, "the same three tasks, none restarted");
+    assert_eq!(env.running("web").await.values().sum::<usize>(), 3);
+    c.stop().await;
 }
 
 macro_rules! on_consul {

@@ -513,3 +513,28 @@ async fn service_meta_breaking_consuls_rules_is_refused() {
     let (status, body) = register(serde_json::Value::Object(many)).await;
     assert_eq!((status, body.contains("64 key/value pairs")), (400, true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_destroys_its_nodes_sessions() {
+    let mut fake = ConsulFake::start().await;
+    let c = client(&fake);
+    let sid = c
+        .session_create(&SessionRequest {
+            ttl: Some(Duration::from_secs(3600)),
+            behavior: SessionBehavior::Delete,
+            lock_delay: Some(Duration::ZERO),
+            node_checks: Some(vec![]),
+            ..SessionRequest::default()
+        })
+        .await
+        .unwrap();
+    assert!(c.kv_acquire("n/1", b"x".to_vec(), &sid).await.unwrap());
+    fake.restart_agent().await;
+    // No check failed and the TTL is an hour away: the node left, so its sessions went.
+    assert!(fake.sessions().is_empty(), "sessions: {:?}", fake.sessions());
+    assert!(!fake.keys().contains(&"n/1".to_string()), "the held key is deleted");
+    assert!(
+        matches!(c.session_renew(&sid).await, Ok(None)),
+        "renewing a destroyed session is a 404"
+    );
+}

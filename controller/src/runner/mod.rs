@@ -27,7 +27,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
 use crate::reconcile::reconcile;
-use cache::Cache;
+use cache::{Cache, NodeGrace};
 use commit::{CommitError, commit, plan_ops};
 use leader::{Fence, Leadership, campaign};
 use queue::{Backoff, WorkQueue};
@@ -61,6 +61,11 @@ pub struct ControllerConfig {
     /// How long a newly leading controller waits for a node without a record before it
     /// declares the node lost (one agent lease TTL: the agents' `--lease-ttl`).
     pub node_grace: Duration,
+    /// How long a node whose record disappears while this controller leads keeps its tasks
+    /// before it is declared lost. 0 on etcd and embedded, where a record only goes after a
+    /// lease TTL of silence; one session TTL on Consul, where a restarting Consul agent
+    /// destroys its node's sessions and the agent registers again at once.
+    pub node_record_grace: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -80,6 +85,7 @@ impl Default for ControllerConfig {
                 max: Duration::from_secs(30),
             },
             node_grace: Duration::from_secs(5),
+            node_record_grace: Duration::ZERO,
         }
     }
 }
@@ -120,8 +126,8 @@ struct Term {
     metrics: Metrics,
     deposed: watch::Sender<bool>,
     placement: tokio::sync::Mutex<()>,
-    /// End of the term's grace for nodes without a record (see [`ControllerConfig::node_grace`]).
-    nodes_lost_after: Timestamp,
+    /// Grace for nodes without a record (see [`ControllerConfig::node_grace`]).
+    grace: NodeGrace,
 }
 
 impl Term {
@@ -154,7 +160,7 @@ impl Term {
         let seed = rand::rng().random();
         let mut input = self
             .cache()
-            .input(s, Timestamp::now(), self.nodes_lost_after, seed);
+            .input(s, Timestamp::now(), &self.grace, seed);
         let mut plan = reconcile(&input);
         // Plans that place tasks are decided and committed one at a time, on a fresh view,
         // so two services never take the same host port or the last free memory of a node.
@@ -164,7 +170,7 @@ impl Term {
             let guard = self.placement.lock().await;
             input = self
                 .cache()
-                .input(s, Timestamp::now(), self.nodes_lost_after, seed);
+                .input(s, Timestamp::now(), &self.grace, seed);
             plan = reconcile(&input);
             Some(guard)
         };
@@ -446,7 +452,10 @@ impl Controller {
             metrics: self.metrics.clone(),
             deposed,
             placement: tokio::sync::Mutex::new(()),
-            nodes_lost_after: Timestamp::now().plus(self.config.node_grace),
+            grace: NodeGrace {
+                term_until: Timestamp::now().plus(self.config.node_grace),
+                after_record_gone: self.config.node_record_grace,
+            },
         });
         let revision = term.relist().await?;
         let mut tasks = JoinSet::new();

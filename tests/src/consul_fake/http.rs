@@ -20,13 +20,18 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::state::{KvOp, Session, State, entry_json};
 
-/// The fake's router: one fallback that routes by hand, as Consul's mux does.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(handle).with_state(shared)
+/// The fake's router for the agent of `node`: one fallback that routes by hand, as Consul's
+/// mux does.
+pub(crate) fn router(shared: Arc<Shared>, node: String) -> Router {
+    Router::new()
+        .fallback(handle)
+        .with_state((shared, Arc::<str>::from(node)))
 }
 
 /// A parsed request.
 pub(crate) struct Req {
+    /// The node of the agent the request came through.
+    pub node: Arc<str>,
     pub method: Method,
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
@@ -201,7 +206,10 @@ where
     }
 }
 
-async fn handle(AxState(shared): AxState<Arc<Shared>>, request: Request) -> Response {
+async fn handle(
+    AxState((shared, node)): AxState<(Arc<Shared>, Arc<str>)>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let raw_path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query().unwrap_or(""));
@@ -209,6 +217,7 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, request: Request) -> Resp
         .await
         .unwrap_or_default();
     let req = Req {
+        node,
         method: parts.method.clone(),
         query,
         headers: parts.headers,
@@ -678,12 +687,13 @@ fn session_create(shared: &Arc<Shared>, req: &Req) -> Response {
         }
     };
     let mut st = shared.lock();
+    // A session is bound to a registered node: the agent's own unless the body names one.
     let node = body
         .get("Node")
         .and_then(Value::as_str)
-        .unwrap_or(&st.node)
+        .unwrap_or(&req.node)
         .to_string();
-    if node != st.node {
+    if node != st.node && !st.other_nodes.contains(&node) {
         return text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("Missing node registration for {node:?}"),

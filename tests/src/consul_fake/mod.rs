@@ -73,6 +73,8 @@ pub struct ConsulFake {
     shared: Arc<Shared>,
     addr: SocketAddr,
     server: Option<JoinHandle<()>>,
+    /// Servers of the other agents ([`ConsulFake::add_agent`]).
+    others: Vec<JoinHandle<()>>,
     ticker: JoinHandle<()>,
 }
 
@@ -118,12 +120,22 @@ impl ConsulFake {
             shared,
             addr,
             server,
+            others: Vec::new(),
             ticker,
         }
     }
 
     fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> JoinHandle<()> {
-        let app = http::router(shared);
+        let node = shared.lock().node.clone();
+        Self::serve_as(shared, listener, node)
+    }
+
+    fn serve_as(
+        shared: Arc<Shared>,
+        listener: tokio::net::TcpListener,
+        node: String,
+    ) -> JoinHandle<()> {
+        let app = http::router(shared, node);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         })
@@ -222,6 +234,57 @@ impl ConsulFake {
         }
     }
 
+    /// Starts another Consul agent of the same cluster, on node `node` and its own port:
+    /// sessions created through it are bound to `node`, so they outlive a
+    /// [`ConsulFake::leave`] of this agent (as a controller's session on another host does).
+    /// Returns its `http://` URL. It stops with the fake.
+    pub async fn add_agent(&mut self, node: &str) -> String {
+        self.shared.lock().other_nodes.insert(node.to_string());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the other fake Consul agent");
+        let addr = listener.local_addr().expect("local address");
+        self.others.push(Self::serve_as(
+            Arc::clone(&self.shared),
+            listener,
+            node.to_string(),
+        ));
+        format!("http://{addr}")
+    }
+
+    /// The agent's node leaves the cluster: Consul deregisters the node, and deregistering
+    /// a node destroys every session bound to it, whatever its `NodeChecks`
+    /// (`agent/consul/state/catalog.go` deleteNodeTxn → `deleteSessionTxn` in
+    /// `agent/consul/state/session.go`). Their keys are released or deleted as on expiry.
+    /// Returns how many sessions went.
+    pub fn leave(&self) -> usize {
+        let gone = {
+            let mut st = self.shared.lock();
+            let node = st.node.clone();
+            let ids: Vec<String> = st
+                .sessions
+                .values()
+                .filter(|s| s.node == node)
+                .map(|s| s.id.clone())
+                .collect();
+            for id in &ids {
+                st.invalidate_session(id);
+            }
+            ids.len()
+        };
+        self.shared.notify();
+        gone
+    }
+
+    /// A routine restart of the Consul agent: it leaves gracefully on the way down (the
+    /// default of client agents, `leave_on_terminate`), so its node's sessions are destroyed
+    /// ([`ConsulFake::leave`]), then it listens again on the same port and rejoins.
+    pub async fn restart_agent(&mut self) {
+        self.stop();
+        self.leave();
+        self.restart().await;
+    }
+
     /// Stops and starts listening again on the same port with the same data, as a Consul
     /// agent restart would (open connections break).
     pub async fn restart(&mut self) {
@@ -244,6 +307,9 @@ impl ConsulFake {
 impl Drop for ConsulFake {
     fn drop(&mut self) {
         self.stop();
+        for o in &self.others {
+            o.abort();
+        }
         self.ticker.abort();
     }
 }

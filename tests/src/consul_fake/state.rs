@@ -91,6 +91,8 @@ pub(crate) struct State {
     pub catalog_index: u64,
     pub node: String,
     pub node_id: String,
+    /// Nodes of the other agents ([`super::ConsulFake::add_agent`]).
+    pub other_nodes: std::collections::BTreeSet<String>,
     pub time_scale: f64,
 }
 
@@ -137,6 +139,7 @@ impl State {
             catalog_index: 5,
             node: "shoal-fake".into(),
             node_id: uuid::Uuid::new_v4().to_string(),
+            other_nodes: Default::default(),
             time_scale,
         }
     }
