@@ -269,6 +269,8 @@ async fn handle(
         )
     } else if path == "/v1/txn" {
         (&[Method::PUT], Route::Txn)
+    } else if path == "/v1/status/leader" {
+        (&[Method::GET], Route::StatusLeader)
     } else if let Some(rest) = path.strip_prefix("/v1/session/") {
         let (op, arg) = rest.split_once('/').unwrap_or((rest, ""));
         let arg = percent_decode(arg);
@@ -296,9 +298,16 @@ async fn handle(
         );
         return allow(resp, allowed);
     }
+    if let Route::Kv(key) = &route
+        && !(req.method == Method::GET && (req.has("recurse") || req.has("keys")))
+        && !shared.kv_allowed(key)
+    {
+        return text(StatusCode::FORBIDDEN, "Permission denied");
+    }
     match route {
         Route::Kv(key) => kv(&shared, &req, &key).await,
         Route::Txn => txn(&shared, &req),
+        Route::StatusLeader => ok_json(&json!("127.0.0.1:8300")),
         Route::SessionCreate => session_create(&shared, &req),
         Route::SessionRenew(id) => session_renew(&shared, &id),
         Route::SessionDestroy(id) => {
@@ -359,6 +368,7 @@ fn not_recognized() -> Response {
 pub(crate) enum Route {
     Kv(String),
     Txn,
+    StatusLeader,
     SessionCreate,
     SessionRenew(String),
     SessionDestroy(String),
@@ -392,7 +402,7 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Response {
             blocking(shared, req, move |st| {
                 if keys {
                     let mut out: Vec<String> = Vec::new();
-                    for (k, _) in st.list(&key) {
+                    for (k, _) in st.list(&key).into_iter().filter(|(k, _)| shared.kv_allowed(k)) {
                         let cut = separator
                             .as_deref()
                             .filter(|s| !s.is_empty())
@@ -413,7 +423,8 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Response {
                     return (ok_json(&json!(out)), idx);
                 }
                 if recurse {
-                    let list = st.list(&key);
+                    let mut list = st.list(&key);
+                    list.retain(|(k, _)| shared.kv_allowed(k));
                     let idx = st.prefix_index(&key);
                     if list.is_empty() {
                         return (reply(StatusCode::NOT_FOUND, None, Vec::new()), idx);
@@ -610,6 +621,10 @@ fn txn(shared: &Arc<Shared>, req: &Req) -> Response {
             _ => None,
         };
         let key = s("Key").unwrap_or_default();
+        if !shared.kv_allowed(&key) {
+            // Simplification: Consul reports a denied op as a rollback error.
+            return text(StatusCode::FORBIDDEN, "Permission denied");
+        }
         if let Some(v) = &value
             && v.len() > max_value
         {

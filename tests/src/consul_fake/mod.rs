@@ -33,6 +33,10 @@ pub struct FakeOptions {
     pub kv_max_value_size: usize,
     /// When set, every request must carry this ACL token (else 403 `Permission denied`).
     pub acl_token: Option<String>,
+    /// With `acl_token`: the token's policy is `key_prefix "<this>" { policy = "write" }`
+    /// (plus session writes). Other keys give 403 `Permission denied`, and recurse and
+    /// `?keys` lists leave them out silently, as Consul filters results by ACL.
+    pub acl_kv_prefix: Option<String>,
 }
 
 impl Default for FakeOptions {
@@ -42,6 +46,7 @@ impl Default for FakeOptions {
             max_txn_ops: 64,
             kv_max_value_size: 512 * 1024,
             acl_token: None,
+            acl_kv_prefix: None,
         }
     }
 }
@@ -59,6 +64,14 @@ impl Shared {
     /// Locks the state (a poisoned lock still holds usable data in a test fake).
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the ACL policy lets the caller touch `key` (see [`FakeOptions::acl_kv_prefix`]).
+    pub(crate) fn kv_allowed(&self, key: &str) -> bool {
+        match (&self.options.acl_token, &self.options.acl_kv_prefix) {
+            (Some(_), Some(prefix)) => key.starts_with(prefix.as_str()),
+            _ => true,
+        }
     }
 
     /// Wakes blocking queries.
