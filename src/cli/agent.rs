@@ -38,9 +38,12 @@ pub struct AgentArgs {
     /// Host name reported for the node (default: this host's).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Address other hosts reach this node's tasks on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub address: String,
+    /// Address other hosts reach this node's tasks on (advertised in the node record and the
+    /// Consul registrations). Default: the source address of the default route, else the
+    /// first non-loopback interface address; a loopback address is refused while the store
+    /// or Consul is on another host, unless given here.
+    #[arg(long)]
+    pub address: Option<String>,
     /// Node label `key=value` (repeatable), for placement constraints.
     #[arg(long = "label", value_parser = crate::cli::parse_label)]
     pub labels: Vec<(String, String)>,
@@ -140,7 +143,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     if let Some(h) = args.hostname {
         config.hostname = h;
     }
-    config.address = args.address;
+    let (address, source) = shoal_agent::address::choose(args.address.as_deref());
+    let mut remotes = shoal_agent::address::url_hosts(&args.store.store);
+    if let Some(c) = &args.consul.consul_address {
+        remotes.push(shoal_agent::address::host_of(c));
+    }
+    shoal_agent::address::check(&address, &source, &remotes)?;
+    println!("node {} address {address} ({source})", args.node_id);
+    tracing::info!(node = %args.node_id, %address, %source, "node address");
+    config.address = address;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.lease_ttl = args.lease_ttl;
     config.hollow_nodes = args.hollow_nodes;
@@ -208,7 +219,7 @@ mod tests {
         let config = args.consul.config().expect("discovery is on");
         assert_eq!(config.address, "127.0.0.1:8500");
         assert_eq!(config.token.as_deref(), Some("secret"));
-        assert_eq!(args.address, "10.0.0.7");
+        assert_eq!(args.address.as_deref(), Some("10.0.0.7"));
 
         let cli = Cli::try_parse_from(["shoal", "dev", "--consul", "127.0.0.1:8500"])
             .expect("dev flags parse");
