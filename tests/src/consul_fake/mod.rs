@@ -107,6 +107,14 @@ impl ConsulFake {
 
     /// Starts a fake with the given options on an ephemeral port.
     pub async fn start_with(options: FakeOptions) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake Consul");
+        Self::start_on(listener, options)
+    }
+
+    /// Starts a fake with the given options on `listener`.
+    pub fn start_on(listener: tokio::net::TcpListener, options: FakeOptions) -> Self {
         let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(options.time_scale)),
@@ -114,9 +122,6 @@ impl ConsulFake {
             options,
             failures: Mutex::new((0, 500)),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake Consul");
         let addr = listener.local_addr().expect("local address");
         let server = Some(Self::serve(Arc::clone(&shared), listener));
         let weak = Arc::downgrade(&shared);
