@@ -19,7 +19,7 @@ async fn consul_env() -> (ConsulFake, Env) {
         .with_env_filter("shoal_controller=debug,shoal_agent=info")
         .try_init();
     let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.1,
+        time_scale: TIME_SCALE,
         ..FakeOptions::default()
     })
     .await;
@@ -113,3 +113,56 @@ on_consul!(
     swarm_constraint_walkthrough,
     scaling_by_a_hundred_replicas_at_once_commits_in_batches,
 );
+
+/// The fake's clock: a tenth of Consul's.
+const TIME_SCALE: f64 = 0.1;
+
+/// Measures node loss on Consul (printed in Consul time: the fake's elapsed time ÷ its time
+/// scale). Consul ends a session about 2 × TTL (10 s minimum) after its last renewal, and the
+/// controller then waits the node grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_loss_on_consul_is_measured() {
+    let (_fake, env) = consul_env().await;
+    let mut agents = vec![
+        Agent::start(&env, "n1", &[]).await,
+        Agent::start(&env, "n2", &[]).await,
+        Agent::start(&env, "n3", &[]).await,
+    ];
+    let c = env.controller("c1", TTL);
+    env.put_service("web", "  replicas: 3\n").await;
+    env.wait_running("web", 3).await;
+    tokio::time::sleep(GRACE * 2).await;
+    let keys = env.keys.clone();
+    let killed = std::time::Instant::now();
+    agents.pop().expect("n3").kill();
+    wait_for("n3's record gone", || async {
+        env.store.get(&keys.node("n3")).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let record_gone = killed.elapsed();
+    wait_for("n3's task orphaned", || async {
+        env.tasks()
+            .await
+            .iter()
+            .any(|(t, _)| t.node_id == "n3" && t.orphaned)
+            .then_some(())
+    })
+    .await;
+    let orphaned = killed.elapsed();
+    wait_for("replaced on the other nodes", || async {
+        let r = env.running("web").await;
+        (!r.contains_key("n3") && r.values().sum::<usize>() == 3).then_some(())
+    })
+    .await;
+    let replaced = killed.elapsed();
+    let consul = |d: Duration| d.as_secs_f64() / TIME_SCALE;
+    println!(
+        "node loss on Consul (fake clock x{TIME_SCALE}, session TTL 10 s, node grace 10 s): \
+         record gone {:.1} s, tasks orphaned {:.1} s, replacements running {:.1} s (Consul time)",
+        consul(record_gone),
+        consul(orphaned),
+        consul(replaced)
+    );
+    assert!(orphaned >= record_gone, "the grace is waited");
+    c.stop().await;
+}

@@ -56,7 +56,10 @@ pub struct AgentArgs {
     /// Memory offered, e.g. 8Gi (default: detected).
     #[arg(long)]
     pub memory: Option<ByteSize>,
-    /// Time to live of the node lease.
+    /// Time to live of the node lease: the node is lost about one TTL after the agent dies.
+    /// On Consul a lease is a session: its TTL is at least 10s and Consul ends it about 2×TTL
+    /// after the last renewal, so with the defaults a node's record goes after ~20s, and the
+    /// controller's --node-grace (10s on Consul) follows: node loss takes ~30s on Consul.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
     /// Register this many hollow nodes (`<ID>-0000` …) sharing one lease (sim runtime only).
