@@ -71,10 +71,7 @@ pub fn default_route_address() -> Option<IpAddr> {
 pub fn first_interface_address() -> Option<(String, IpAddr)> {
     let addrs = nix::ifaddrs::getifaddrs().ok()?;
     let mut found: Vec<(String, IpAddr)> = addrs
-        .filter(|a| {
-            a.flags
-                .contains(nix::net::if_::InterfaceFlags::IFF_UP)
-        })
+        .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
         .filter_map(|a| {
             let addr = a.address?;
             let ip = if let Some(v4) = addr.as_sockaddr_in() {
@@ -115,7 +112,11 @@ pub fn choose(flag: Option<&str>) -> (String, AddressSource) {
 
 /// Refuses a loopback `address` that was not given explicitly while one of `remotes` (hosts
 /// of the store and of Consul) is not on this host.
-pub fn check(address: &str, source: &AddressSource, remotes: &[String]) -> Result<(), AddressError> {
+pub fn check(
+    address: &str,
+    source: &AddressSource,
+    remotes: &[String],
+) -> Result<(), AddressError> {
     if *source == AddressSource::Flag || !is_loopback_host(address) {
         return Ok(());
     }
@@ -131,8 +132,7 @@ pub fn check(address: &str, source: &AddressSource, remotes: &[String]) -> Resul
 /// Whether `host` (a name or an address, IPv6 possibly in brackets) is this host's loopback.
 pub fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost")
-        || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The hosts of a store URL (`etcd://h1:2379,h2:2379`, `consul://h:8500?token=…`); none for
@@ -209,6 +209,9 @@ mod tests {
             !is_loopback_host(&address) || source == AddressSource::Loopback,
             "{address} from {source}"
         );
-        assert_eq!(choose(Some("10.1.2.3")), ("10.1.2.3".into(), AddressSource::Flag));
+        assert_eq!(
+            choose(Some("10.1.2.3")),
+            ("10.1.2.3".into(), AddressSource::Flag)
+        );
     }
 }

@@ -136,7 +136,12 @@ async fn node_loss_on_consul_is_measured() {
     let killed = std::time::Instant::now();
     agents.pop().expect("n3").kill();
     wait_for("n3's record gone", || async {
-        env.store.get(&keys.node("n3")).await.ok()?.is_none().then_some(())
+        env.store
+            .get(&keys.node("n3"))
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
     })
     .await;
     let record_gone = killed.elapsed();

@@ -452,7 +452,11 @@ fn consul_meta_follows_consuls_rules() {
     s.spec.discovery = one("team", &"v".repeat(512));
     assert_eq!(paths(&s), Vec::<String>::new());
     for (key, value, path) in [
-        ("app.version", "1", "spec.discovery.consul.meta[\"app.version\"]"),
+        (
+            "app.version",
+            "1",
+            "spec.discovery.consul.meta[\"app.version\"]",
+        ),
         ("consul-x", "1", "spec.discovery.consul.meta.consul-x"),
         ("shoal-task", "1", "spec.discovery.consul.meta.shoal-task"),
         ("", "1", "spec.discovery.consul.meta[\"\"]"),

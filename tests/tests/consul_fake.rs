@@ -497,7 +497,10 @@ async fn service_meta_breaking_consuls_rules_is_refused() {
             (resp.status().as_u16(), resp.text().await.unwrap())
         }
     };
-    assert_eq!(register(serde_json::json!({"app_version": "1"})).await.0, 200);
+    assert_eq!(
+        register(serde_json::json!({"app_version": "1"})).await.0,
+        200
+    );
     let (status, body) = register(serde_json::json!({"app.version": "1"})).await;
     assert_eq!(status, 400);
     assert_eq!(
@@ -531,8 +534,15 @@ async fn an_agent_restart_destroys_its_nodes_sessions() {
     assert!(c.kv_acquire("n/1", b"x".to_vec(), &sid).await.unwrap());
     fake.restart_agent().await;
     // No check failed and the TTL is an hour away: the node left, so its sessions went.
-    assert!(fake.sessions().is_empty(), "sessions: {:?}", fake.sessions());
-    assert!(!fake.keys().contains(&"n/1".to_string()), "the held key is deleted");
+    assert!(
+        fake.sessions().is_empty(),
+        "sessions: {:?}",
+        fake.sessions()
+    );
+    assert!(
+        !fake.keys().contains(&"n/1".to_string()),
+        "the held key is deleted"
+    );
     assert!(
         matches!(c.session_renew(&sid).await, Ok(None)),
         "renewing a destroyed session is a 404"

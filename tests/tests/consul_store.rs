@@ -93,7 +93,10 @@ async fn a_token_scoped_to_the_prefix_is_enough() {
     let store = shoal_store::open_store(&url)
         .await
         .expect("connects with a token that can only use shoal/");
-    let rev = store.put("/shoal/a", b"1".to_vec(), None).await.expect("put");
+    let rev = store
+        .put("/shoal/a", b"1".to_vec(), None)
+        .await
+        .expect("put");
     let deleted = store
         .txn(Txn {
             compares: vec![Compare::ModRevision {
@@ -107,11 +110,17 @@ async fn a_token_scoped_to_the_prefix_is_enough() {
         .await
         .expect("txn");
     assert!(deleted.succeeded);
-    let put = store.put("/shoal/b", b"2".to_vec(), None).await.expect("put");
+    let put = store
+        .put("/shoal/b", b"2".to_vec(), None)
+        .await
+        .expect("put");
     let list = store.list("/shoal/").await.expect("list");
     assert_eq!(list.kvs.len(), 1);
     assert!(list.revision >= put);
-    let lease = store.grant_lease(Duration::from_secs(10)).await.expect("lease");
+    let lease = store
+        .grant_lease(Duration::from_secs(10))
+        .await
+        .expect("lease");
     store
         .put("/shoal/c", b"3".to_vec(), Some(lease))
         .await

@@ -158,9 +158,7 @@ impl Term {
         let started = std::time::Instant::now();
         self.metrics.reconciles.inc();
         let seed = rand::rng().random();
-        let mut input = self
-            .cache()
-            .input(s, Timestamp::now(), &self.grace, seed);
+        let mut input = self.cache().input(s, Timestamp::now(), &self.grace, seed);
         let mut plan = reconcile(&input);
         // Plans that place tasks are decided and committed one at a time, on a fresh view,
         // so two services never take the same host port or the last free memory of a node.
@@ -168,9 +166,7 @@ impl Term {
             None
         } else {
             let guard = self.placement.lock().await;
-            input = self
-                .cache()
-                .input(s, Timestamp::now(), &self.grace, seed);
+            input = self.cache().input(s, Timestamp::now(), &self.grace, seed);
             plan = reconcile(&input);
             Some(guard)
         };

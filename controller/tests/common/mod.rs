@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_agent::node::Registrar;
 use shoal_controller::{Controller, ControllerConfig};
 use shoal_core::Keys;
 use shoal_core::manifest::{RuntimeKind, ServiceRef};
@@ -15,7 +16,6 @@ use shoal_core::model::{
     self, Capacity, DesiredState, NodeInfo, ServiceStatus, Task, TaskState, TaskStatus, Timestamp,
 };
 use shoal_core::units::ByteSize;
-use shoal_agent::node::Registrar;
 use shoal_store::{EmbeddedStore, Store};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;

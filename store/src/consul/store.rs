@@ -227,10 +227,7 @@ impl ConsulStore {
     /// The KV table's current index, read beside the Consul key `near` (one of Shoal's).
     async fn current_index(&self, near: &str) -> Result<Revision, StoreError> {
         let probe = format!("{}{INDEX_PROBE_SUFFIX}", near.trim_end_matches('/'));
-        let (entry, index) = self
-            .client
-            .kv_get(&probe, QueryOptions::default())
-            .await?;
+        let (entry, index) = self.client.kv_get(&probe, QueryOptions::default()).await?;
         Ok(entry.map(|e| e.modify_index).unwrap_or(index).max(index) as Revision)
     }
 

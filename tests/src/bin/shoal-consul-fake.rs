@@ -11,7 +11,10 @@ use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
 
 /// Flags of `shoal-consul-fake`.
 #[derive(Debug, Parser)]
-#[command(version, about = "An in-memory stand-in for a Consul agent's HTTP API, for trying Shoal")]
+#[command(
+    version,
+    about = "An in-memory stand-in for a Consul agent's HTTP API, for trying Shoal"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8500")]
@@ -46,7 +49,11 @@ async fn main() -> anyhow::Result<ExitCode> {
             ..FakeOptions::default()
         },
     );
-    println!("consul fake listening on {} (use --store {})", fake.addr(), fake.store_url());
+    println!(
+        "consul fake listening on {} (use --store {})",
+        fake.addr(),
+        fake.store_url()
+    );
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;

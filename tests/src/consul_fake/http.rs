@@ -402,7 +402,11 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Response {
             blocking(shared, req, move |st| {
                 if keys {
                     let mut out: Vec<String> = Vec::new();
-                    for (k, _) in st.list(&key).into_iter().filter(|(k, _)| shared.kv_allowed(k)) {
+                    for (k, _) in st
+                        .list(&key)
+                        .into_iter()
+                        .filter(|(k, _)| shared.kv_allowed(k))
+                    {
                         let cut = separator
                             .as_deref()
                             .filter(|s| !s.is_empty())
