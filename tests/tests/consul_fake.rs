@@ -548,3 +548,32 @@ async fn an_agent_restart_destroys_its_nodes_sessions() {
         "renewing a destroyed session is a 404"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_are_reaped_after_the_tombstone_ttl_on_the_fakes_clock() {
+    // 15 min × 0.0001 = 90 ms.
+    let fake = ConsulFake::start_with(FakeOptions {
+        time_scale: 0.0001,
+        ..FakeOptions::default()
+    })
+    .await;
+    let c = client(&fake);
+    c.kv_put("r/a", b"1".to_vec(), &PutOptions::default())
+        .await
+        .unwrap();
+    c.kv_put("r/b", b"1".to_vec(), &PutOptions::default())
+        .await
+        .unwrap();
+    c.kv_delete("r/b", None).await.unwrap();
+    let (_, with_tomb) = c.kv_list("r/", QueryOptions::default()).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let (_, now) = c.kv_list("r/", QueryOptions::default()).await.unwrap();
+        if now < with_tomb {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the tombstone is never reaped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("tombstone reaped after {:?} (ttl 90 ms)", start.elapsed());
+}
