@@ -160,6 +160,8 @@ impl Cluster {
             &store,
             "--node-id",
             &node,
+            "--address",
+            "127.0.0.1",
             "--runtime",
             "docker",
             "--data-dir",

@@ -165,6 +165,8 @@ impl Cluster {
         args.extend([
             "--node-id".into(),
             node.into(),
+            "--address".into(),
+            "127.0.0.1".into(),
             "--runtime".into(),
             "process".into(),
             "--data-dir".into(),

@@ -26,6 +26,7 @@
 //! registered in that (local) Consul agent and deregistered before they stop; see
 //! [`discovery`]. Consul being unreachable never holds a task up.
 
+pub mod address;
 pub mod discovery;
 pub mod network;
 pub mod node;

@@ -172,6 +172,8 @@ impl Cluster {
             self.store_url.clone(),
             "--node-id".into(),
             id.to_string(),
+            "--address".into(),
+            "127.0.0.1".into(),
             "--runtime".into(),
             "sim".into(),
             "--hollow-nodes".into(),

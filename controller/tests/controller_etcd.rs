@@ -111,6 +111,7 @@ on_etcd!(
     swarm_constraint_walkthrough,
     task_statuses_are_left_to_their_agent_which_deletes_them_when_it_returns,
     a_node_down_past_node_gone_after_loses_its_tasks_statuses_and_settings,
+    scaling_by_a_hundred_replicas_at_once_commits_in_batches,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -579,6 +579,7 @@ fn check_discovery(s: &Service, v: &mut Errors) {
             "the consul service name must not be empty (omit it to use the service's name)",
         );
     }
+    check_consul_meta(&consul.meta, v);
     if let Some(check) = &consul.check {
         let path = "spec.discovery.consul.check";
         match (&check.http, check.tcp) {
@@ -598,6 +599,73 @@ fn check_discovery(s: &Service, v: &mut Errors) {
         }
         if check.timeout.is_zero() {
             v.push(format!("{path}.timeout"), "timeout must be more than 0");
+        }
+    }
+}
+
+/// Meta keys the agent adds to every Consul registration (the service, node and task).
+pub const CONSUL_META_RESERVED: [&str; 3] = ["shoal-service", "shoal-node", "shoal-task"];
+
+/// Consul's limits on service meta (`validateMetaPair` and `ValidateServiceMetadata` in
+/// Consul's `agent/structs/structs.go`): at most 64 pairs, keys of 1–128 characters from
+/// `[A-Za-z0-9_-]` not starting with `consul-`, values of at most 512 characters. Consul
+/// refuses the whole registration with 400 otherwise.
+const CONSUL_META_MAX_PAIRS: usize = 64;
+const CONSUL_META_KEY_MAX: usize = 128;
+const CONSUL_META_VALUE_MAX: usize = 512;
+
+/// Why `key: value` would make Consul refuse a registration, if it would.
+pub fn consul_meta_problem(key: &str, value: &str) -> Option<String> {
+    if key.is_empty() {
+        return Some("a meta key must not be empty".into());
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Some(format!(
+            "invalid meta key {key:?}: Consul accepts only letters, digits, '_' and '-'"
+        ));
+    }
+    if key.len() > CONSUL_META_KEY_MAX {
+        return Some(format!(
+            "meta key is too long: Consul accepts at most {CONSUL_META_KEY_MAX} characters"
+        ));
+    }
+    if key.starts_with("consul-") {
+        return Some(format!(
+            "invalid meta key {key:?}: the prefix 'consul-' is reserved by Consul"
+        ));
+    }
+    if CONSUL_META_RESERVED.contains(&key) {
+        return Some(format!(
+            "invalid meta key {key:?}: the agent sets it on every registration"
+        ));
+    }
+    if value.chars().count() > CONSUL_META_VALUE_MAX {
+        return Some(format!(
+            "meta value of {key:?} is too long: Consul accepts at most {CONSUL_META_VALUE_MAX} characters"
+        ));
+    }
+    None
+}
+
+fn check_consul_meta(meta: &std::collections::BTreeMap<String, String>, v: &mut Errors) {
+    let path = "spec.discovery.consul.meta";
+    let room = CONSUL_META_MAX_PAIRS - CONSUL_META_RESERVED.len();
+    if meta.len() > room {
+        v.push(
+            path,
+            format!(
+                "{} meta pairs: Consul accepts {CONSUL_META_MAX_PAIRS} and the agent adds {}, so at most {room}",
+                meta.len(),
+                CONSUL_META_RESERVED.len()
+            ),
+        );
+    }
+    for (key, value) in meta {
+        if let Some(p) = consul_meta_problem(key, value) {
+            v.push(key_path(path, key), p);
         }
     }
 }

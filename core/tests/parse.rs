@@ -89,6 +89,16 @@ fn unknown_field_in_a_nested_struct() {
 }
 
 #[test]
+fn a_consul_meta_key_consul_refuses_is_located() {
+    let e = one(&format!(
+        "{BASE}  ports: [{{target: 80}}]\n  discovery:\n    consul:\n      meta:\n        app.version: \"2\"\n"
+    ));
+    assert_eq!(e.line, 11, "{}", e.render());
+    assert!(e.message.contains("app.version"), "{}", e.message);
+    assert!(e.message.contains("only letters, digits"), "{}", e.message);
+}
+
+#[test]
 fn bad_duration_points_at_the_value() {
     let e = one(&format!(
         "{BASE}  restart:\n    condition: any\n    delay: 5 sec\n"

@@ -466,6 +466,52 @@ fn consul_discovery() {
 }
 
 #[test]
+fn consul_meta_follows_consuls_rules() {
+    let mut s = base();
+    s.spec.ports = vec![port(8000, None, Protocol::Tcp)];
+    let with_meta = |pairs: Vec<(String, String)>| {
+        Some(Discovery {
+            consul: Some(ConsulDiscovery {
+                name: None,
+                tags: vec![],
+                meta: pairs.into_iter().collect(),
+                port: None,
+                check: None,
+            }),
+        })
+    };
+    let one = |k: &str, v: &str| with_meta(vec![(k.to_string(), v.to_string())]);
+    for ok in ["team", "app_version", "app-version", "A1"] {
+        s.spec.discovery = one(ok, "x");
+        assert_eq!(paths(&s), Vec::<String>::new(), "{ok}");
+    }
+    s.spec.discovery = one("team", &"v".repeat(512));
+    assert_eq!(paths(&s), Vec::<String>::new());
+    for (key, value, path) in [
+        (
+            "app.version",
+            "1",
+            "spec.discovery.consul.meta[\"app.version\"]",
+        ),
+        ("consul-x", "1", "spec.discovery.consul.meta.consul-x"),
+        ("shoal-task", "1", "spec.discovery.consul.meta.shoal-task"),
+        ("", "1", "spec.discovery.consul.meta[\"\"]"),
+    ] {
+        s.spec.discovery = one(key, value);
+        assert_eq!(paths(&s), vec![path], "{key}");
+    }
+    s.spec.discovery = one("k".repeat(129).as_str(), "1");
+    assert_eq!(paths(&s).len(), 1);
+    s.spec.discovery = one("team", &"v".repeat(513));
+    assert_eq!(problems(&s)[0].0, "spec.discovery.consul.meta.team");
+    assert!(problems(&s)[0].1.contains("512"), "{:?}", problems(&s));
+    s.spec.discovery = with_meta((0..62).map(|i| (format!("k{i}"), "v".into())).collect());
+    assert_eq!(paths(&s), vec!["spec.discovery.consul.meta"]);
+    s.spec.discovery = with_meta((0..61).map(|i| (format!("k{i}"), "v".into())).collect());
+    assert_eq!(paths(&s), Vec::<String>::new());
+}
+
+#[test]
 fn errors_are_sorted_by_path() {
     let mut s = base();
     s.spec.image = None;

@@ -57,9 +57,12 @@ pub struct AgentArgs {
     /// Host name reported for the node (default: this host's).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Address other hosts reach this node's tasks on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub address: String,
+    /// Address other hosts reach this node's tasks on (advertised in the node record and the
+    /// Consul registrations). Default: the source address of the default route, else the
+    /// first non-loopback interface address; a loopback address is refused while the store
+    /// or Consul is on another host, unless given here.
+    #[arg(long)]
+    pub address: Option<String>,
     /// Serve `/metrics` (Prometheus) and `/healthz` on this address (`127.0.0.1:9465`).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
@@ -78,7 +81,10 @@ pub struct AgentArgs {
     /// Memory offered, e.g. 8Gi (default: detected).
     #[arg(long)]
     pub memory: Option<ByteSize>,
-    /// Time to live of the node lease.
+    /// Time to live of the node lease: the node is lost about one TTL after the agent dies.
+    /// On Consul a lease is a session: its TTL is at least 10s and Consul ends it about 2×TTL
+    /// after the last renewal, so with the defaults a node's record goes after ~20s, and the
+    /// controller's --node-grace (10s on Consul) follows: node loss takes ~30s on Consul.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
     /// Register this many hollow nodes (`<ID>-0000` …) sharing one lease (sim runtime only).
@@ -206,12 +212,20 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     if let Some(h) = args.hostname {
         config.hostname = h;
     }
+    let (address, source) = shoal_agent::address::choose(args.address.as_deref());
+    let mut remotes = shoal_agent::address::url_hosts(&args.store.store);
+    if let Some(c) = &args.consul.consul_address {
+        remotes.push(shoal_agent::address::host_of(c));
+    }
+    shoal_agent::address::check(&address, &source, &remotes)?;
+    println!("node {} address {address} ({source})", args.node_id);
+    tracing::info!(node = %args.node_id, %address, %source, "node address");
     config.network = if args.hollow_nodes > 0 || args.runtime != RuntimeFlag::Docker {
         None
     } else {
-        args.network.config(&args.address)?
+        args.network.config(&address)?
     };
-    config.address = args.address;
+    config.address = address;
     config.role = args.role.as_str().to_string();
     config.instance_id = shoal_agent::node::instance_id_in(&args.data_dir).with_context(|| {
         format!(
@@ -307,7 +321,7 @@ mod tests {
         let config = args.consul.config().expect("discovery is on");
         assert_eq!(config.address, "127.0.0.1:8500");
         assert_eq!(config.token.as_deref(), Some("secret"));
-        assert_eq!(args.address, "10.0.0.7");
+        assert_eq!(args.address.as_deref(), Some("10.0.0.7"));
 
         let cli = Cli::try_parse_from(["shoal", "dev", "--consul", "127.0.0.1:8500"])
             .expect("dev flags parse");

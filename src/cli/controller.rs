@@ -11,6 +11,9 @@ use shoal_core::units::Dur;
 
 use crate::cli::StoreArgs;
 
+/// Default node grace on Consul: its shortest session TTL, so at least one agent lease TTL.
+const CONSUL_NODE_GRACE: Duration = shoal_store::consul::store::MIN_SESSION_TTL;
+
 /// Flags of `shoal controller`.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
@@ -26,10 +29,14 @@ pub struct ControllerArgs {
     /// Every service is reconciled at least this often, changes or not.
     #[arg(long, default_value = "60s")]
     pub resync: Dur,
-    /// After taking the lead, how long a node without a record keeps its tasks before it is
-    /// declared lost (set it to the agents' --lease-ttl).
-    #[arg(long, default_value = "5s")]
-    pub node_grace: Dur,
+    /// How long a node without a record keeps its tasks before it is declared lost: after
+    /// this controller takes the lead, and (on Consul) after a node's record disappears, as
+    /// it does when the node's Consul agent restarts. Default: 5s (the agents' default
+    /// --lease-ttl) at take-over and 0 after a record goes on etcd and embedded (a record
+    /// only goes after a TTL of silence there); 10s (Consul's shortest session TTL) for both
+    /// on Consul. Given explicitly, it applies to both.
+    #[arg(long)]
+    pub node_grace: Option<Dur>,
     /// A node down this long is gone for good: its tasks, their statuses and its settings are
     /// deleted (`shoal node rm` does it at once).
     #[arg(long, default_value = "24h")]
@@ -58,11 +65,20 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         lease_ttl: args.lease_ttl.get(),
         workers: args.workers.max(1),
         resync_interval: args.resync.get().max(Duration::from_secs(1)),
-        node_grace: args.node_grace.get(),
         node_gone_after: args.node_gone_after.get(),
         history_revisions: args.history_revisions.max(0),
         compact_interval: args.compact_every.get().max(Duration::from_secs(1)),
         ..ControllerConfig::default()
+    };
+    let (node_grace, node_record_grace) = match (args.node_grace, store.backend()) {
+        (Some(g), _) => (g.get(), g.get()),
+        (None, "consul") => (CONSUL_NODE_GRACE, CONSUL_NODE_GRACE),
+        (None, _) => (config.node_grace, Duration::ZERO),
+    };
+    let config = ControllerConfig {
+        node_grace,
+        node_record_grace,
+        ..config
     };
     tracing::info!(store = %args.store.shown_url(), prefix = %args.store.prefix, identity = %config.identity, "starting controller");
     let controller = Controller::new(store, Keys::new(&args.store.prefix), config);

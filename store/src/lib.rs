@@ -225,7 +225,8 @@ pub trait Store: Send + Sync + 'static {
     /// Short backend name for messages and metrics (`embedded`, `etcd`, `consul`).
     fn backend(&self) -> &'static str;
 
-    /// Most ops one transaction may carry (etcd 128, Consul 64).
+    /// Most entries one transaction may carry, compares and ops together (etcd 128, Consul
+    /// 64: Consul counts its checks as operations).
     fn max_txn_ops(&self) -> usize;
 
     /// Most bytes of keys and values one transaction may carry (see [`TxnOp::bytes`]; etcd

@@ -481,3 +481,99 @@ async fn acl_token_is_required_when_configured() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_meta_breaking_consuls_rules_is_refused() {
+    let fake = ConsulFake::start().await;
+    let register = |meta: serde_json::Value| {
+        let url = format!("{}/v1/agent/service/register", fake.http_url());
+        async move {
+            let resp = reqwest::Client::new()
+                .put(url)
+                .json(&serde_json::json!({"ID": "t1", "Name": "web", "Port": 80, "Meta": meta}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        register(serde_json::json!({"app_version": "1"})).await.0,
+        200
+    );
+    let (status, body) = register(serde_json::json!({"app.version": "1"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        "Invalid Service Meta: Couldn't load metadata pair ('app.version', '1'): Key contains invalid characters"
+    );
+    let (status, body) = register(serde_json::json!({"consul-x": "1"})).await;
+    assert_eq!((status, body.contains("reserved")), (400, true), "{body}");
+    let (status, body) = register(serde_json::json!({"k": "v".repeat(513)})).await;
+    assert_eq!((status, body.contains("Value is too long")), (400, true));
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
+    let (status, body) = register(serde_json::Value::Object(many)).await;
+    assert_eq!((status, body.contains("64 key/value pairs")), (400, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_destroys_its_nodes_sessions() {
+    let mut fake = ConsulFake::start().await;
+    let c = client(&fake);
+    let sid = c
+        .session_create(&SessionRequest {
+            ttl: Some(Duration::from_secs(3600)),
+            behavior: SessionBehavior::Delete,
+            lock_delay: Some(Duration::ZERO),
+            node_checks: Some(vec![]),
+            ..SessionRequest::default()
+        })
+        .await
+        .unwrap();
+    assert!(c.kv_acquire("n/1", b"x".to_vec(), &sid).await.unwrap());
+    fake.restart_agent().await;
+    // No check failed and the TTL is an hour away: the node left, so its sessions went.
+    assert!(
+        fake.sessions().is_empty(),
+        "sessions: {:?}",
+        fake.sessions()
+    );
+    assert!(
+        !fake.keys().contains(&"n/1".to_string()),
+        "the held key is deleted"
+    );
+    assert!(
+        matches!(c.session_renew(&sid).await, Ok(None)),
+        "renewing a destroyed session is a 404"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_are_reaped_after_the_tombstone_ttl_on_the_fakes_clock() {
+    // 15 min × 0.0001 = 90 ms.
+    let fake = ConsulFake::start_with(FakeOptions {
+        time_scale: 0.0001,
+        ..FakeOptions::default()
+    })
+    .await;
+    let c = client(&fake);
+    c.kv_put("r/a", b"1".to_vec(), &PutOptions::default())
+        .await
+        .unwrap();
+    c.kv_put("r/b", b"1".to_vec(), &PutOptions::default())
+        .await
+        .unwrap();
+    c.kv_delete("r/b", None).await.unwrap();
+    let (_, with_tomb) = c.kv_list("r/", QueryOptions::default()).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let (_, now) = c.kv_list("r/", QueryOptions::default()).await.unwrap();
+        if now < with_tomb {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the tombstone is never reaped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("tombstone reaped after {:?} (ttl 90 ms)", start.elapsed());
+}

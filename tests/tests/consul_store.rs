@@ -78,3 +78,54 @@ async fn watch_survives_index_reset_and_server_errors() {
     let events = collect_events(&mut watch, 1).await;
     assert_eq!(events.iter().map(event_key).collect::<Vec<_>>(), ["/r/c"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_scoped_to_the_prefix_is_enough() {
+    use shoal_store::{Compare, Txn, TxnOp};
+    use shoal_tests::consul_fake::FakeOptions;
+    let fake = ConsulFake::start_with(FakeOptions {
+        acl_token: Some("t0k3n".into()),
+        acl_kv_prefix: Some("shoal/".into()),
+        ..FakeOptions::default()
+    })
+    .await;
+    let url = format!("{}?token=t0k3n", fake.store_url());
+    let store = shoal_store::open_store(&url)
+        .await
+        .expect("connects with a token that can only use shoal/");
+    let rev = store
+        .put("/shoal/a", b"1".to_vec(), None)
+        .await
+        .expect("put");
+    let deleted = store
+        .txn(Txn {
+            compares: vec![Compare::ModRevision {
+                key: "/shoal/a".into(),
+                revision: rev,
+            }],
+            ops: vec![TxnOp::Delete {
+                key: "/shoal/a".into(),
+            }],
+        })
+        .await
+        .expect("txn");
+    assert!(deleted.succeeded);
+    let put = store
+        .put("/shoal/b", b"2".to_vec(), None)
+        .await
+        .expect("put");
+    let list = store.list("/shoal/").await.expect("list");
+    assert_eq!(list.kvs.len(), 1);
+    assert!(list.revision >= put);
+    let lease = store
+        .grant_lease(Duration::from_secs(10))
+        .await
+        .expect("lease");
+    store
+        .put("/shoal/c", b"3".to_vec(), Some(lease))
+        .await
+        .expect("leased put");
+    // The policy is enforced: a key outside the prefix is refused.
+    let err = store.get("/other/x").await.expect_err("outside the prefix");
+    assert!(err.to_string().contains("Permission denied"), "{err}");
+}

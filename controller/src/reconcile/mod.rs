@@ -109,6 +109,11 @@ pub struct ReconcileInput {
     /// a newly leading controller gives every node one lease TTL to show up, since a missing
     /// record at its first list may only mean the node has not registered again yet.
     pub nodes_lost_after: Timestamp,
+    /// Per node whose record disappeared while this controller led: the end of its grace
+    /// (`--node-grace` after the record went). A Consul agent that restarts destroys its
+    /// node's sessions, so the record goes and comes back at once: the same node, its tasks
+    /// kept.
+    pub node_lost_after: BTreeMap<String, Timestamp>,
     /// Seed for new task id suffixes.
     pub seed: u64,
 }
@@ -117,7 +122,16 @@ impl ReconcileInput {
     /// Whether `node` has no record but is still within the grace of a new leader: its
     /// tasks are neither orphaned nor moved yet.
     pub fn node_in_grace(&self, node: &str) -> bool {
-        self.now < self.nodes_lost_after && !self.nodes.get(node).is_some_and(|n| n.ready)
+        self.now < self.node_grace_end(node) && !self.nodes.get(node).is_some_and(|n| n.ready)
+    }
+
+    /// When the grace of `node` (without a record) ends: the later of the term's grace and
+    /// the grace after its record disappeared.
+    pub fn node_grace_end(&self, node: &str) -> Timestamp {
+        self.node_lost_after
+            .get(node)
+            .copied()
+            .map_or(self.nodes_lost_after, |t| t.max(self.nodes_lost_after))
     }
 }
 

@@ -178,7 +178,7 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
 
     // Node loss: unfinished tasks on nodes that are down are orphaned (and replaced).
     let mut down: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut held_by_grace = false;
+    let mut grace_ends: Option<Timestamp> = None;
     for i in 0..n {
         let e = w.entry(i);
         if e.task.orphaned && e.wants_running() {
@@ -189,7 +189,8 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
         if !w.entry(i).is_dead() && !w.node_ok(i) {
             if input.node_in_grace(&w.entry(i).task.node_id) {
                 // A new leader's grace: the node may only not have registered again yet.
-                held_by_grace = true;
+                let end = input.node_grace_end(&w.entry(i).task.node_id);
+                grace_ends = Some(grace_ends.map_or(end, |g| g.min(end)));
                 continue;
             }
             w.orphaned[i] = true;
@@ -616,9 +617,9 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     };
     status::set_condition(&mut st, now, "Available", running >= desired, reason, &msg);
     w.plan.status = Some(status::finish(st, input.previous.as_ref(), now));
-    if held_by_grace {
+    if let Some(end) = grace_ends {
         // Look again when the grace ends: the node is lost then if it has not come back.
-        let d = input.nodes_lost_after.since(now);
+        let d = end.since(now);
         requeue = Some(requeue.map_or(d, |r| r.min(d)));
     }
     w.plan.requeue_after = requeue;

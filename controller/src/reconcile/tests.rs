@@ -16,6 +16,7 @@ pub(crate) struct Sim {
     pub(crate) previous: Option<ServiceStatus>,
     pub(crate) now: Timestamp,
     pub(crate) nodes_lost_after: Timestamp,
+    pub(crate) node_lost_after: BTreeMap<String, Timestamp>,
     pub(crate) seed: u64,
     pub(crate) endpoints: Option<shoal_core::endpoints::Endpoints>,
 }
@@ -32,6 +33,7 @@ impl Sim {
             previous: None,
             now: Timestamp(1_000_000),
             nodes_lost_after: Timestamp(0),
+            node_lost_after: BTreeMap::new(),
             seed: 1,
             endpoints: None,
         }
@@ -52,6 +54,7 @@ impl Sim {
             taken_addresses: Default::default(),
             now: self.now,
             nodes_lost_after: self.nodes_lost_after,
+            node_lost_after: self.node_lost_after.clone(),
             seed: self.seed,
         }
     }
@@ -640,4 +643,30 @@ fn endpoints_follow_running_tasks_and_drop_stopped_ones_in_the_stopping_plan() {
     sim.svc = ServiceInput::Deleted;
     sim.step();
     assert!(sim.endpoints.is_none());
+}
+
+#[test]
+fn a_node_record_that_disappears_keeps_its_tasks_for_the_node_grace() {
+    for mode in ["  replicas: 3\n", "  mode: global\n"] {
+        let mut sim = Sim::new(service("web", mode), three_nodes());
+        sim.settle();
+        // In steady state n1's record goes (its Consul agent restarted): within the grace
+        // nothing moves, and the service is looked at again when it ends.
+        sim.nodes.get_mut("n1").unwrap().ready = false;
+        let end = sim.now.plus(std::time::Duration::from_secs(10));
+        sim.node_lost_after.insert("n1".into(), end);
+        let plan = sim.step();
+        assert!(
+            plan.orphans.is_empty() && plan.stops.is_empty() && plan.creates.is_empty(),
+            "{mode}: nothing changes within the grace: {plan:?}"
+        );
+        assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(10)));
+        // The record comes back within the grace: the same node, nothing restarted.
+        sim.nodes.get_mut("n1").unwrap().ready = true;
+        assert!(sim.step().is_quiet(), "{mode}");
+        // Had it stayed away, the node is lost when the grace ends.
+        sim.nodes.get_mut("n1").unwrap().ready = false;
+        sim.now = end;
+        assert_eq!(sim.step().orphans.len(), 1, "{mode}");
+    }
 }

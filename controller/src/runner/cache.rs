@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use shoal_core::endpoints::Endpoints;
 use shoal_core::manifest::{Mode, Service, ServiceRef};
@@ -64,6 +65,26 @@ pub(crate) struct Touched {
     pub(crate) nodes_changed: bool,
 }
 
+/// How long nodes without a record keep their tasks (`--node-grace`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeGrace {
+    /// End of the grace a new leader gives every node without a record.
+    pub term_until: Timestamp,
+    /// Grace after the record of a node disappears while this controller leads.
+    pub after_record_gone: Duration,
+}
+
+impl NodeGrace {
+    /// No grace at all (tests of the cache).
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
+        NodeGrace {
+            term_until: Timestamp(0),
+            after_record_gone: Duration::ZERO,
+        }
+    }
+}
+
 /// The cache.
 #[derive(Debug)]
 pub(crate) struct Cache {
@@ -74,6 +95,8 @@ pub(crate) struct Cache {
     statuses: BTreeMap<ServiceRef, ServiceStatus>,
     infos: BTreeMap<String, NodeInfo>,
     ready: BTreeSet<String>,
+    /// When the record of a node that was ready disappeared (until it comes back).
+    gone_at: BTreeMap<String, Timestamp>,
     configs: BTreeMap<String, NodeConfig>,
     tasks: BTreeMap<(String, String), Task>,
     task_status: BTreeMap<(String, String), TaskStatus>,
@@ -98,6 +121,7 @@ impl Cache {
             statuses: BTreeMap::new(),
             infos: BTreeMap::new(),
             ready: BTreeSet::new(),
+            gone_at: BTreeMap::new(),
             configs: BTreeMap::new(),
             tasks: BTreeMap::new(),
             task_status: BTreeMap::new(),
@@ -190,6 +214,7 @@ impl Cache {
                     Some(Ok(info)) => {
                         self.infos.insert(id.clone(), info);
                         self.ready.insert(id.clone());
+                        self.gone_at.remove(&id);
                     }
                     Some(Err(e)) => {
                         warn!(node = %id, error = %e, "ignoring unreadable node record");
@@ -197,7 +222,9 @@ impl Cache {
                     }
                     None => {
                         // Keep the last record: the node is down, not forgotten.
-                        self.ready.remove(&id);
+                        if self.ready.remove(&id) {
+                            self.gone_at.insert(id.clone(), Timestamp::now());
+                        }
                     }
                 }
                 self.node_touched(&id, &mut touched);
@@ -474,7 +501,7 @@ impl Cache {
         &mut self,
         sref: &ServiceRef,
         now: Timestamp,
-        nodes_lost_after: Timestamp,
+        grace: &NodeGrace,
         seed: u64,
     ) -> ReconcileInput {
         let service = match self.services.get(sref) {
@@ -543,7 +570,13 @@ impl Cache {
                 .map(|(_, e)| e.address)
                 .collect(),
             now,
-            nodes_lost_after,
+            nodes_lost_after: grace.term_until,
+            node_lost_after: self
+                .gone_at
+                .iter()
+                .map(|(id, at)| (id.clone(), at.plus(grace.after_record_gone)))
+                .filter(|(_, until)| *until > now)
+                .collect(),
             seed,
         }
     }
@@ -630,7 +663,7 @@ mod tests {
         // A late watch event for revision 5 arrives after the delete at 7.
         assert!(c.apply(&k, Some(&model::encode(&t)), 5).services.is_empty());
         assert!(
-            c.input(&svc.id(), Timestamp(0), Timestamp(0), 0)
+            c.input(&svc.id(), Timestamp(0), &NodeGrace::none(), 0)
                 .tasks
                 .is_empty()
         );
@@ -689,7 +722,7 @@ mod tests {
         let sref = svc.id();
         let text = serde_json::to_string(&svc).unwrap();
         c.apply(&keys.service(&sref), Some(text.as_bytes()), 3);
-        match c.input(&sref, Timestamp(0), Timestamp(0), 0).service {
+        match c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service {
             ServiceInput::Invalid { error, generation } => {
                 assert_eq!(generation, 3);
                 assert!(
@@ -707,18 +740,18 @@ mod tests {
         );
         c.apply(&keys.config("other", "app"), Some(b"{}"), 5);
         assert!(
-            matches!(c.input(&sref, Timestamp(0), Timestamp(0), 0).service, ServiceInput::Invalid { error, .. } if !error.contains("secret")),
+            matches!(c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service, ServiceInput::Invalid { error, .. } if !error.contains("secret")),
             "a config in another namespace does not count"
         );
         c.apply(&keys.config("default", "app"), Some(b"{}"), 6);
         assert!(matches!(
-            c.input(&sref, Timestamp(0), Timestamp(0), 0).service,
+            c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
             ServiceInput::Present { .. }
         ));
         let touched = c.apply(&keys.secret("default", "db-password"), None, 7);
         assert!(touched.services.contains(&sref));
         assert!(matches!(
-            c.input(&sref, Timestamp(0), Timestamp(0), 0).service,
+            c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
             ServiceInput::Invalid { .. }
         ));
     }
@@ -733,7 +766,7 @@ mod tests {
         };
         let text = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  replicas: lots\n";
         c.apply(&keys.service(&sref), Some(text.as_bytes()), 9);
-        match c.input(&sref, Timestamp(0), Timestamp(0), 0).service {
+        match c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service {
             ServiceInput::Invalid { error, generation } => {
                 assert_eq!(generation, 9);
                 assert!(error.contains(":6:"), "{error}");
@@ -744,7 +777,7 @@ mod tests {
             "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: api\nspec:\n  image: x\n";
         c.apply(&keys.service(&sref), Some(other.as_bytes()), 10);
         assert!(matches!(
-            c.input(&sref, Timestamp(0), Timestamp(0), 0).service,
+            c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
             ServiceInput::Invalid { .. }
         ));
     }

@@ -27,7 +27,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
 use crate::reconcile::{ServiceInput, gone, reconcile};
-use cache::Cache;
+use cache::{Cache, NodeGrace};
 use commit::{CommitError, commit, oversized_task, plan_ops};
 use leader::{Fence, Leadership, campaign};
 use queue::{Backoff, WorkQueue};
@@ -69,6 +69,11 @@ pub struct ControllerConfig {
     pub history_revisions: i64,
     /// How often the leader compacts.
     pub compact_interval: Duration,
+    /// How long a node whose record disappears while this controller leads keeps its tasks
+    /// before it is declared lost. 0 on etcd and embedded, where a record only goes after a
+    /// lease TTL of silence; one session TTL on Consul, where a restarting Consul agent
+    /// destroys its node's sessions and the agent registers again at once.
+    pub node_record_grace: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -91,6 +96,7 @@ impl Default for ControllerConfig {
             node_gone_after: Duration::from_secs(24 * 3600),
             history_revisions: 10_000,
             compact_interval: Duration::from_secs(60),
+            node_record_grace: Duration::ZERO,
         }
     }
 }
@@ -131,8 +137,8 @@ struct Term {
     metrics: Metrics,
     deposed: watch::Sender<bool>,
     placement: tokio::sync::Mutex<()>,
-    /// End of the term's grace for nodes without a record (see [`ControllerConfig::node_grace`]).
-    nodes_lost_after: Timestamp,
+    /// Grace for nodes without a record (see [`ControllerConfig::node_grace`]).
+    grace: NodeGrace,
 }
 
 impl Term {
@@ -163,9 +169,7 @@ impl Term {
         let started = std::time::Instant::now();
         self.metrics.reconciles.inc();
         let seed = rand::rng().random();
-        let mut input = self
-            .cache()
-            .input(s, Timestamp::now(), self.nodes_lost_after, seed);
+        let mut input = self.cache().input(s, Timestamp::now(), &self.grace, seed);
         let mut plan = reconcile(&input);
         // Plans that place tasks are decided and committed one at a time, on a fresh view,
         // so two services never take the same host port or the last free memory of a node.
@@ -173,9 +177,7 @@ impl Term {
             None
         } else {
             let guard = self.placement.lock().await;
-            input = self
-                .cache()
-                .input(s, Timestamp::now(), self.nodes_lost_after, seed);
+            input = self.cache().input(s, Timestamp::now(), &self.grace, seed);
             plan = reconcile(&input);
             Some(guard)
         };
@@ -545,7 +547,10 @@ impl Controller {
             metrics: self.metrics.clone(),
             deposed,
             placement: tokio::sync::Mutex::new(()),
-            nodes_lost_after: Timestamp::now().plus(self.config.node_grace),
+            grace: NodeGrace {
+                term_until: Timestamp::now().plus(self.config.node_grace),
+                after_record_gone: self.config.node_record_grace,
+            },
         });
         let revision = term.relist().await?;
         let mut tasks = JoinSet::new();

@@ -1,5 +1,5 @@
 //! End-to-end controller scenarios with simulated agents, written once and run against every
-//! store backend (`controller_embedded.rs`, `controller_etcd.rs`).
+//! store backend (`controller_embedded.rs`, `controller_etcd.rs`, `controller_consul.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -467,5 +467,19 @@ pub async fn a_node_down_past_node_gone_after_loses_its_tasks_statuses_and_setti
     );
     let per_node = env.wait_running("web", 3).await;
     assert!(!per_node.contains_key("n3"));
+    c.stop().await;
+}
+
+/// See the test of the same name.
+pub async fn scaling_by_a_hundred_replicas_at_once_commits_in_batches(env: Env) {
+    let _agents = three_agents(&env).await;
+    let c = env.controller("c1", TTL);
+    env.put_service("web", "  replicas: 1\n").await;
+    env.wait_running("web", 1).await;
+    // 99 new tasks at once: more than one transaction of any backend (Consul takes 64
+    // entries, the fence included).
+    env.put_service("web", "  replicas: 100\n").await;
+    let per_node = env.wait_running("web", 100).await;
+    assert_eq!(per_node.len(), 3, "spread over the nodes: {per_node:?}");
     c.stop().await;
 }

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_agent::node::Registrar;
 use shoal_controller::{Controller, ControllerConfig};
 use shoal_core::Keys;
 use shoal_core::manifest::{RuntimeKind, ServiceRef};
@@ -62,6 +63,10 @@ where
 pub struct Env {
     pub store: Arc<dyn Store>,
     pub keys: Keys,
+    /// The controllers' grace for nodes without a record when they take the lead.
+    pub node_grace: Duration,
+    /// The controllers' grace after a node record disappears (`--node-grace` on Consul).
+    pub node_record_grace: Duration,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -79,6 +84,9 @@ impl Env {
         Env {
             store: Arc::new(store),
             keys: Keys::new("/shoal"),
+            // The simulated agents' leases last 1s.
+            node_grace: Duration::from_secs(1),
+            node_record_grace: Duration::ZERO,
             _dir: Some(dir),
         }
     }
@@ -88,6 +96,8 @@ impl Env {
         Env {
             store: wrap(self.store),
             keys: self.keys,
+            node_grace: self.node_grace,
+            node_record_grace: self.node_record_grace,
             _dir: self._dir,
         }
     }
@@ -97,6 +107,9 @@ impl Env {
         Env {
             store,
             keys: Keys::new("/shoal"),
+            // The simulated agents' leases last 1s.
+            node_grace: Duration::from_secs(1),
+            node_record_grace: Duration::ZERO,
             _dir: None,
         }
     }
@@ -241,8 +254,8 @@ impl Env {
             identity: name.to_string(),
             lease_ttl: ttl,
             resync_interval: Duration::from_secs(2),
-            // The simulated agents' leases last 1s.
-            node_grace: Duration::from_secs(1),
+            node_grace: self.node_grace,
+            node_record_grace: self.node_record_grace,
             ..ControllerConfig::default()
         };
         tweak(&mut config);
@@ -314,26 +327,30 @@ impl Agent {
             agent_version: "sim".into(),
             started_at: Timestamp::now(),
         };
-        let lease = store
-            .grant_lease(Duration::from_secs(1))
-            .await
-            .expect("lease");
-        store
-            .put(&keys.node(id), model::encode(&info), Some(lease))
-            .await
-            .expect("register node");
+        // The agent's own registrar: the record is bound to a lease kept alive every TTL/3,
+        // and written again at once under a new lease when the lease is lost.
+        let registrar = Registrar::new(
+            store.clone(),
+            keys.clone(),
+            vec![info],
+            Duration::from_secs(1),
+        );
+        let (registered_tx, mut registered) = watch::channel(false);
         let node = id.to_string();
         let handle = tokio::spawn(async move {
-            let mut tick = 0u64;
-            loop {
-                if tick.is_multiple_of(3) {
-                    let _ = store.keep_alive(lease).await;
+            let (_shutdown, shutdown_rx) = watch::channel(false);
+            let steps = async {
+                loop {
+                    let _ = step(&store, &keys, &node).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tick += 1;
-                let _ = step(&store, &keys, &node).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            };
+            tokio::join!(registrar.run(shutdown_rx, registered_tx), steps);
         });
+        registered
+            .wait_for(|r| *r)
+            .await
+            .expect("the node registers");
         Agent {
             id: id.to_string(),
             handle,

@@ -529,6 +529,16 @@ impl ConsulClient {
         reply.json()
     }
 
+    /// The address of the cluster's raft leader (`/v1/status/leader`, which needs no ACL
+    /// permission): a reachability check that reads nothing.
+    pub async fn status_leader(&self) -> Result<String, ConsulError> {
+        let reply = self
+            .call(Method::GET, "/v1/status/leader", &[], None, self.timeout)
+            .await?;
+        Self::not_found(&reply)?;
+        reply.json()
+    }
+
     // ---- agent ----
 
     /// Registers (or replaces) a service on the local agent, replacing its earlier checks.

@@ -73,8 +73,10 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(10);
 /// Longest session TTL Consul accepts.
 pub const MAX_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// A Consul key Shoal never writes, read to learn the KV table's current index.
-const INDEX_PROBE_KEY: &str = "_shoal/index-probe";
+/// Suffix of the key Shoal reads (and never writes) next to a key it uses, to learn the KV
+/// table's current index: a missing key answers with the table index. Reading beside its own
+/// keys keeps Shoal inside its prefix, where a prefix-scoped ACL token lets it read.
+const INDEX_PROBE_SUFFIX: &str = "/.index-probe";
 
 /// Tuning of a [`ConsulStore`].
 #[derive(Debug, Clone)]
@@ -107,6 +109,11 @@ pub struct ConsulStore {
     options: ConsulStoreOptions,
     leases: Arc<Mutex<BTreeMap<LeaseId, String>>>,
     snapshots: Arc<Mutex<Snapshots>>,
+}
+
+/// The key of a transaction's first op (every Shoal transaction has one).
+fn first_key(ops: &[TxnKvOp]) -> &str {
+    ops.first().map_or("", |op| op.key.as_str())
 }
 
 /// The lease ID Shoal uses for a Consul session: the session UUID's first 63 bits.
@@ -206,7 +213,9 @@ impl ConsulStore {
         }
         let client = ConsulClient::new(config).map_err(|e| invalid(e.to_string()))?;
         let store = Self::new(client, ConsulStoreOptions::default());
-        store.current_index().await?;
+        // Check the agent answers and the token is known, reading no key: a token may only
+        // grant Shoal's own prefix, which the URL does not name.
+        store.client.status_leader().await?;
         Ok(store)
     }
 
@@ -215,12 +224,10 @@ impl ConsulStore {
         &self.client
     }
 
-    /// The KV table's current index.
-    async fn current_index(&self) -> Result<Revision, StoreError> {
-        let (entry, index) = self
-            .client
-            .kv_get(INDEX_PROBE_KEY, QueryOptions::default())
-            .await?;
+    /// The KV table's current index, read beside the Consul key `near` (one of Shoal's).
+    async fn current_index(&self, near: &str) -> Result<Revision, StoreError> {
+        let probe = format!("{}{INDEX_PROBE_SUFFIX}", near.trim_end_matches('/'));
+        let (entry, index) = self.client.kv_get(&probe, QueryOptions::default()).await?;
         Ok(entry.map(|e| e.modify_index).unwrap_or(index).max(index) as Revision)
     }
 
@@ -419,7 +426,7 @@ impl Store for ConsulStore {
                     self.put_detached(ckey, value, entry).await
                 }
                 Some(entry) => Ok(entry.modify_index as Revision),
-                None => self.current_index().await,
+                None => self.current_index(ckey).await,
             },
             TxnOutcome::RolledBack(errors) => Err(StoreError::Backend {
                 backend: BACKEND,
@@ -465,7 +472,7 @@ impl Store for ConsulStore {
                 TxnOutcome::Committed(entries) => {
                     let revision = match entries.iter().map(|e| e.modify_index).max() {
                         Some(r) => r as Revision,
-                        None => self.current_index().await?,
+                        None => self.current_index(first_key(&ops)).await?,
                     };
                     return Ok(TxnResult {
                         succeeded: true,
@@ -477,7 +484,7 @@ impl Store for ConsulStore {
             if errors.iter().any(|e| e.op_index < txn.compares.len()) {
                 return Ok(TxnResult {
                     succeeded: false,
-                    revision: self.current_index().await?,
+                    revision: self.current_index(first_key(&ops)).await?,
                 });
             }
             let mut retry = false;

@@ -322,6 +322,38 @@ fn dur_field(v: &Value, camel: &str, snake: &str) -> Result<Option<Duration>, St
     }
 }
 
+/// Consul's service meta rules (`ValidateServiceMetadata` and `validateMetaPair` in
+/// `agent/structs/structs.go`), with its messages.
+fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
+    if meta.len() > 64 {
+        return Err("Node metadata cannot contain more than 64 key/value pairs".into());
+    }
+    for (key, value) in meta {
+        let problem = if key.is_empty() {
+            Some("Key cannot be blank".to_string())
+        } else if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            Some("Key contains invalid characters".into())
+        } else if key.len() > 128 {
+            Some("Key is too long (limit: 128 characters)".into())
+        } else if key.starts_with("consul-") {
+            Some("Key prefix 'consul-' is reserved for internal use".into())
+        } else if value.len() > 512 {
+            Some("Value is too long (limit: 512 characters)".into())
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return Err(format!(
+                "Couldn't load metadata pair ('{key}', '{value}'): {p}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn register(shared: &Arc<Shared>, req: &Req) -> Response {
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
@@ -359,8 +391,11 @@ fn register(shared: &Arc<Shared>, req: &Req) -> Response {
                 .collect()
         })
         .unwrap_or_default();
-    if meta.keys().any(|k| k.is_empty() || k.len() > 128) {
-        return text(StatusCode::BAD_REQUEST, "Invalid Service Meta: invalid key");
+    if let Err(e) = validate_meta(&meta) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid Service Meta: {e}"),
+        );
     }
     let port = field(&body, "Port", "port")
         .and_then(Value::as_u64)

@@ -20,13 +20,18 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::state::{KvOp, Session, State, entry_json};
 
-/// The fake's router: one fallback that routes by hand, as Consul's mux does.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(handle).with_state(shared)
+/// The fake's router for the agent of `node`: one fallback that routes by hand, as Consul's
+/// mux does.
+pub(crate) fn router(shared: Arc<Shared>, node: String) -> Router {
+    Router::new()
+        .fallback(handle)
+        .with_state((shared, Arc::<str>::from(node)))
 }
 
 /// A parsed request.
 pub(crate) struct Req {
+    /// The node of the agent the request came through.
+    pub node: Arc<str>,
     pub method: Method,
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
@@ -201,7 +206,10 @@ where
     }
 }
 
-async fn handle(AxState(shared): AxState<Arc<Shared>>, request: Request) -> Response {
+async fn handle(
+    AxState((shared, node)): AxState<(Arc<Shared>, Arc<str>)>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let raw_path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query().unwrap_or(""));
@@ -209,6 +217,7 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, request: Request) -> Resp
         .await
         .unwrap_or_default();
     let req = Req {
+        node,
         method: parts.method.clone(),
         query,
         headers: parts.headers,
@@ -260,6 +269,8 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, request: Request) -> Resp
         )
     } else if path == "/v1/txn" {
         (&[Method::PUT], Route::Txn)
+    } else if path == "/v1/status/leader" {
+        (&[Method::GET], Route::StatusLeader)
     } else if let Some(rest) = path.strip_prefix("/v1/session/") {
         let (op, arg) = rest.split_once('/').unwrap_or((rest, ""));
         let arg = percent_decode(arg);
@@ -287,9 +298,16 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, request: Request) -> Resp
         );
         return allow(resp, allowed);
     }
+    if let Route::Kv(key) = &route
+        && !(req.method == Method::GET && (req.has("recurse") || req.has("keys")))
+        && !shared.kv_allowed(key)
+    {
+        return text(StatusCode::FORBIDDEN, "Permission denied");
+    }
     match route {
         Route::Kv(key) => kv(&shared, &req, &key).await,
         Route::Txn => txn(&shared, &req),
+        Route::StatusLeader => ok_json(&json!("127.0.0.1:8300")),
         Route::SessionCreate => session_create(&shared, &req),
         Route::SessionRenew(id) => session_renew(&shared, &id),
         Route::SessionDestroy(id) => {
@@ -350,6 +368,7 @@ fn not_recognized() -> Response {
 pub(crate) enum Route {
     Kv(String),
     Txn,
+    StatusLeader,
     SessionCreate,
     SessionRenew(String),
     SessionDestroy(String),
@@ -383,7 +402,11 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Response {
             blocking(shared, req, move |st| {
                 if keys {
                     let mut out: Vec<String> = Vec::new();
-                    for (k, _) in st.list(&key) {
+                    for (k, _) in st
+                        .list(&key)
+                        .into_iter()
+                        .filter(|(k, _)| shared.kv_allowed(k))
+                    {
                         let cut = separator
                             .as_deref()
                             .filter(|s| !s.is_empty())
@@ -404,7 +427,8 @@ async fn kv(shared: &Arc<Shared>, req: &Req, key: &str) -> Response {
                     return (ok_json(&json!(out)), idx);
                 }
                 if recurse {
-                    let list = st.list(&key);
+                    let mut list = st.list(&key);
+                    list.retain(|(k, _)| shared.kv_allowed(k));
                     let idx = st.prefix_index(&key);
                     if list.is_empty() {
                         return (reply(StatusCode::NOT_FOUND, None, Vec::new()), idx);
@@ -601,6 +625,10 @@ fn txn(shared: &Arc<Shared>, req: &Req) -> Response {
             _ => None,
         };
         let key = s("Key").unwrap_or_default();
+        if !shared.kv_allowed(&key) {
+            // Simplification: Consul reports a denied op as a rollback error.
+            return text(StatusCode::FORBIDDEN, "Permission denied");
+        }
         if let Some(v) = &value
             && v.len() > max_value
         {
@@ -678,12 +706,13 @@ fn session_create(shared: &Arc<Shared>, req: &Req) -> Response {
         }
     };
     let mut st = shared.lock();
+    // A session is bound to a registered node: the agent's own unless the body names one.
     let node = body
         .get("Node")
         .and_then(Value::as_str)
-        .unwrap_or(&st.node)
+        .unwrap_or(&req.node)
         .to_string();
-    if node != st.node {
+    if node != st.node && !st.other_nodes.contains(&node) {
         return text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("Missing node registration for {node:?}"),

@@ -25,21 +25,28 @@ pub struct FakeOptions {
     /// Factor applied to Consul's own timers (session TTLs, lock-delay, TTL checks, critical
     /// service reaping): 0.1 makes a 10 s session TTL expire after 1–2 s.
     pub time_scale: f64,
-    /// Ops accepted in one transaction (128 since Consul 1.14, 64 before).
+    /// Entries accepted in one transaction, checks (`check-index`, ...) counted as ops like
+    /// every other entry (`agent/txn_endpoint.go`). 64 by default: the limit Shoal relies on,
+    /// accepted by every Consul version (1.14 and later accept 128).
     pub max_txn_ops: usize,
     /// `kv_max_value_size` (512 KiB by default).
     pub kv_max_value_size: usize,
     /// When set, every request must carry this ACL token (else 403 `Permission denied`).
     pub acl_token: Option<String>,
+    /// With `acl_token`: the token's policy is `key_prefix "<this>" { policy = "write" }`
+    /// (plus session writes). Other keys give 403 `Permission denied`, and recurse and
+    /// `?keys` lists leave them out silently, as Consul filters results by ACL.
+    pub acl_kv_prefix: Option<String>,
 }
 
 impl Default for FakeOptions {
     fn default() -> Self {
         Self {
             time_scale: 1.0,
-            max_txn_ops: 128,
+            max_txn_ops: 64,
             kv_max_value_size: 512 * 1024,
             acl_token: None,
+            acl_kv_prefix: None,
         }
     }
 }
@@ -59,6 +66,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the ACL policy lets the caller touch `key` (see [`FakeOptions::acl_kv_prefix`]).
+    pub(crate) fn kv_allowed(&self, key: &str) -> bool {
+        match (&self.options.acl_token, &self.options.acl_kv_prefix) {
+            (Some(_), Some(prefix)) => key.starts_with(prefix.as_str()),
+            _ => true,
+        }
+    }
+
     /// Wakes blocking queries.
     pub(crate) fn notify(&self) {
         let index = self.lock().index;
@@ -71,6 +86,8 @@ pub struct ConsulFake {
     shared: Arc<Shared>,
     addr: SocketAddr,
     server: Option<JoinHandle<()>>,
+    /// Servers of the other agents ([`ConsulFake::add_agent`]).
+    others: Vec<JoinHandle<()>>,
     ticker: JoinHandle<()>,
 }
 
@@ -90,6 +107,14 @@ impl ConsulFake {
 
     /// Starts a fake with the given options on an ephemeral port.
     pub async fn start_with(options: FakeOptions) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake Consul");
+        Self::start_on(listener, options)
+    }
+
+    /// Starts a fake with the given options on `listener`.
+    pub fn start_on(listener: tokio::net::TcpListener, options: FakeOptions) -> Self {
         let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(options.time_scale)),
@@ -97,9 +122,6 @@ impl ConsulFake {
             options,
             failures: Mutex::new((0, 500)),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake Consul");
         let addr = listener.local_addr().expect("local address");
         let server = Some(Self::serve(Arc::clone(&shared), listener));
         let weak = Arc::downgrade(&shared);
@@ -116,12 +138,22 @@ impl ConsulFake {
             shared,
             addr,
             server,
+            others: Vec::new(),
             ticker,
         }
     }
 
     fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> JoinHandle<()> {
-        let app = http::router(shared);
+        let node = shared.lock().node.clone();
+        Self::serve_as(shared, listener, node)
+    }
+
+    fn serve_as(
+        shared: Arc<Shared>,
+        listener: tokio::net::TcpListener,
+        node: String,
+    ) -> JoinHandle<()> {
+        let app = http::router(shared, node);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         })
@@ -220,6 +252,57 @@ impl ConsulFake {
         }
     }
 
+    /// Starts another Consul agent of the same cluster, on node `node` and its own port:
+    /// sessions created through it are bound to `node`, so they outlive a
+    /// [`ConsulFake::leave`] of this agent (as a controller's session on another host does).
+    /// Returns its `http://` URL. It stops with the fake.
+    pub async fn add_agent(&mut self, node: &str) -> String {
+        self.shared.lock().other_nodes.insert(node.to_string());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the other fake Consul agent");
+        let addr = listener.local_addr().expect("local address");
+        self.others.push(Self::serve_as(
+            Arc::clone(&self.shared),
+            listener,
+            node.to_string(),
+        ));
+        format!("http://{addr}")
+    }
+
+    /// The agent's node leaves the cluster: Consul deregisters the node, and deregistering
+    /// a node destroys every session bound to it, whatever its `NodeChecks`
+    /// (`agent/consul/state/catalog.go` deleteNodeTxn → `deleteSessionTxn` in
+    /// `agent/consul/state/session.go`). Their keys are released or deleted as on expiry.
+    /// Returns how many sessions went.
+    pub fn leave(&self) -> usize {
+        let gone = {
+            let mut st = self.shared.lock();
+            let node = st.node.clone();
+            let ids: Vec<String> = st
+                .sessions
+                .values()
+                .filter(|s| s.node == node)
+                .map(|s| s.id.clone())
+                .collect();
+            for id in &ids {
+                st.invalidate_session(id);
+            }
+            ids.len()
+        };
+        self.shared.notify();
+        gone
+    }
+
+    /// A routine restart of the Consul agent: it leaves gracefully on the way down (the
+    /// default of client agents, `leave_on_terminate`), so its node's sessions are destroyed
+    /// ([`ConsulFake::leave`]), then it listens again on the same port and rejoins.
+    pub async fn restart_agent(&mut self) {
+        self.stop();
+        self.leave();
+        self.restart().await;
+    }
+
     /// Stops and starts listening again on the same port with the same data, as a Consul
     /// agent restart would (open connections break).
     pub async fn restart(&mut self) {
@@ -242,6 +325,9 @@ impl ConsulFake {
 impl Drop for ConsulFake {
     fn drop(&mut self) {
         self.stop();
+        for o in &self.others {
+            o.abort();
+        }
         self.ticker.abort();
     }
 }

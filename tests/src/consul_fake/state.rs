@@ -82,6 +82,11 @@ pub(crate) struct State {
     pub index: u64,
     pub kv: BTreeMap<String, Entry>,
     pub tombstones: BTreeMap<String, u64>,
+    /// When the raft index reached each value (sampled by the ticker), to reap tombstones
+    /// older than the tombstone TTL.
+    pub index_times: std::collections::VecDeque<(Instant, u64)>,
+    /// `tombstone_ttl` (15 min in Consul, before scaling).
+    pub tombstone_ttl: Duration,
     pub kv_index: u64,
     pub sessions: BTreeMap<String, Session>,
     pub session_index: u64,
@@ -91,6 +96,8 @@ pub(crate) struct State {
     pub catalog_index: u64,
     pub node: String,
     pub node_id: String,
+    /// Nodes of the other agents ([`super::ConsulFake::add_agent`]).
+    pub other_nodes: std::collections::BTreeSet<String>,
     pub time_scale: f64,
 }
 
@@ -128,6 +135,8 @@ impl State {
             index: 5,
             kv: BTreeMap::new(),
             tombstones: BTreeMap::new(),
+            index_times: Default::default(),
+            tombstone_ttl: Duration::from_secs(15 * 60),
             kv_index: 0,
             sessions: BTreeMap::new(),
             session_index: 0,
@@ -137,6 +146,7 @@ impl State {
             catalog_index: 5,
             node: "shoal-fake".into(),
             node_id: uuid::Uuid::new_v4().to_string(),
+            other_nodes: Default::default(),
             time_scale,
         }
     }
@@ -433,10 +443,33 @@ impl State {
         })
     }
 
+    /// Reaps tombstones older than the tombstone TTL, as Consul's tombstone GC does
+    /// (`tombstone_ttl`, 15 min, `agent/consul/config.go`): prefix indexes may then go back.
+    fn reap_old_tombstones(&mut self, now: Instant) -> bool {
+        if self.index_times.back().is_none_or(|(_, i)| *i < self.index) {
+            self.index_times.push_back((now, self.index));
+        }
+        let Some(horizon) = now.checked_sub(self.scaled(self.tombstone_ttl)) else {
+            return false;
+        };
+        let mut reap_to = None;
+        while let Some(&(t, i)) = self.index_times.front() {
+            if t > horizon {
+                break;
+            }
+            reap_to = Some(i);
+            self.index_times.pop_front();
+        }
+        let Some(reap_to) = reap_to else { return false };
+        let before = self.tombstones.len();
+        self.tombstones.retain(|_, at| *at > reap_to);
+        self.tombstones.len() != before
+    }
+
     /// Runs the timers: session TTLs, TTL checks, critical-service reaping. Returns whether
     /// anything changed.
     pub(crate) fn tick(&mut self, now: Instant) -> bool {
-        let mut changed = false;
+        let mut changed = self.reap_old_tombstones(now);
         let expired: Vec<String> = self
             .sessions
             .values()
