@@ -27,7 +27,9 @@ use tokio::sync::watch;
 
 pub use spec::container_name;
 
-use super::{Existing, Exit, Handle, LABEL_NODE, LABEL_TASK, Runtime, RuntimeError, TaskFiles};
+use super::{
+    Existing, Exit, Handle, LABEL_CLUSTER, LABEL_NODE, LABEL_TASK, Runtime, RuntimeError, TaskFiles,
+};
 use spec::classify;
 
 type Exits = Arc<Mutex<HashMap<String, watch::Sender<Option<Exit>>>>>;
@@ -35,6 +37,8 @@ type Exits = Arc<Mutex<HashMap<String, watch::Sender<Option<Exit>>>>>;
 /// Runs tasks as Docker containers.
 pub struct DockerRuntime {
     docker: Docker,
+    /// Labelled on every container created (`io.shoal.cluster`).
+    cluster: std::sync::OnceLock<String>,
     exits: Exits,
     resync: watch::Receiver<u64>,
     events: tokio::task::JoinHandle<()>,
@@ -126,6 +130,7 @@ impl DockerRuntime {
         ));
         Ok(DockerRuntime {
             docker,
+            cluster: std::sync::OnceLock::new(),
             exits,
             resync,
             events,
@@ -157,12 +162,23 @@ impl DockerRuntime {
         }
     }
 
+    /// The create body, labelled with the cluster id.
+    fn body(&self, task: &Task, files: &TaskFiles) -> bollard::models::ContainerCreateBody {
+        let mut body = spec::create_body(task, files);
+        if let Some(c) = self.cluster.get() {
+            body.labels
+                .get_or_insert_default()
+                .insert(LABEL_CLUSTER.to_string(), c.clone());
+        }
+        body
+    }
+
     async fn create(&self, task: &Task, files: &TaskFiles) -> Result<String, RuntimeError> {
         let name = container_name(&task.id);
         let opts = || CreateContainerOptionsBuilder::default().name(&name).build();
         match self
             .docker
-            .create_container(Some(opts()), spec::create_body(task, files))
+            .create_container(Some(opts()), self.body(task, files))
             .await
         {
             Ok(r) => Ok(r.id),
@@ -171,7 +187,7 @@ impl DockerRuntime {
                 tracing::info!(task = %task.id, "removing a leftover container of this task");
                 self.force_remove(&name).await?;
                 self.docker
-                    .create_container(Some(opts()), spec::create_body(task, files))
+                    .create_container(Some(opts()), self.body(task, files))
                     .await
                     .map(|r| r.id)
                     .map_err(classify)
@@ -193,6 +209,10 @@ impl Runtime for DockerRuntime {
 
     fn tasks_outlive_agent(&self) -> bool {
         true
+    }
+
+    fn set_cluster(&self, cluster: &str) {
+        let _ = self.cluster.set(cluster.to_string());
     }
 
     async fn prepare(&self, task: &Task) -> Result<(), RuntimeError> {
@@ -341,6 +361,7 @@ impl Runtime for DockerRuntime {
                         host_ports: spec::all_host_ports(&i),
                     },
                     exit: spec::exit_of(&i),
+                    cluster: labels.get(LABEL_CLUSTER).cloned(),
                 });
             }
         }
