@@ -80,10 +80,11 @@ fn state(s: &ServiceResource) -> String {
     if st.observed_generation < s.revision {
         return "Pending".into();
     }
-    if st.running == st.desired {
-        "Converged".into()
-    } else {
-        "Progressing".into()
+    // The same decision `apply --wait` and `rollout status` make.
+    match super::wait::judge(Some(st), s.revision) {
+        super::wait::Verdict::Converged => "Converged".into(),
+        super::wait::Verdict::Failed(_) => "Failed".into(),
+        super::wait::Verdict::Progressing(_) => "Progressing".into(),
     }
 }
 
@@ -526,4 +527,32 @@ pub(crate) fn rollout_lines(r: &shoal_core::model::RolloutStatus) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_api::types::ServiceResource;
+    use shoal_core::ServiceStatus;
+
+    /// `get` says Converged exactly when `--wait` would return 0: all running *and* updated.
+    #[test]
+    fn get_and_wait_agree_on_converged() {
+        let status = |running, updated| ServiceStatus {
+            observed_generation: 3,
+            desired: 2,
+            running,
+            updated,
+            ..Default::default()
+        };
+        let resource = |st: ServiceStatus| {
+            let mut v = serde_json::json!({
+                "namespace": "default", "name": "web", "revision": 3, "manifest": "",
+            });
+            v["status"] = serde_json::to_value(st).unwrap();
+            serde_json::from_value::<ServiceResource>(v).unwrap()
+        };
+        assert_eq!(super::state(&resource(status(2, 2))), "Converged");
+        assert_eq!(super::state(&resource(status(2, 1))), "Progressing");
+        assert_eq!(super::state(&resource(status(1, 2))), "Progressing");
+    }
 }
