@@ -27,6 +27,7 @@
 //! [`discovery`]. Consul being unreachable never holds a task up.
 
 pub mod address;
+pub mod cluster;
 pub mod discovery;
 pub mod network;
 pub mod node;
@@ -69,6 +70,9 @@ pub enum AgentError {
     /// Another live agent holds this node id.
     #[error(transparent)]
     Register(#[from] node::RegisterError),
+    /// The store is not the cluster of this node's containers.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     /// The runtime could not be opened.
     #[error("cannot open the {runtime} runtime: {source}")]
     Runtime {
@@ -147,6 +151,9 @@ pub struct AgentConfig {
     /// Identifies this agent to its node records ([`node::instance_id_in`] keeps one in the
     /// data directory across restarts; a fresh one per process otherwise).
     pub instance_id: String,
+    /// On a store without a cluster id, take the cluster id of the node's containers instead
+    /// of refusing to start (`--adopt-orphans`).
+    pub adopt_orphans: bool,
 }
 
 /// How the agent reaches the API: its URL and the node's own token (`None` for an API
@@ -239,6 +246,7 @@ impl AgentConfig {
             role: "worker".to_string(),
             network: None,
             instance_id: node::new_instance_id(),
+            adopt_orphans: false,
         }
     }
 
@@ -462,9 +470,22 @@ impl Agent {
                 infos,
                 self.config.lease_ttl,
             );
+            // Learn which cluster this is before touching anything on the node.
+            let mut outer = shutdown.clone();
+            let cluster_id = tokio::select! {
+                r = cluster::resolve(
+                    self.store.as_ref(),
+                    &self.keys,
+                    self.runtime.as_ref(),
+                    &nodes,
+                    self.config.adopt_orphans,
+                ) => r?,
+                _ = outer.wait_for(|s| *s) => return Ok(()),
+            };
+            tracing::info!(cluster = %cluster_id, "serving cluster");
+            self.runtime.set_cluster(&cluster_id);
             // Claim the node before running anything: a node id held by another live agent
             // must not run its tasks a second time.
-            let mut outer = shutdown.clone();
             let lease = tokio::select! {
                 r = registrar.claim() => r?,
                 _ = outer.wait_for(|s| *s) => return Ok(()),
@@ -513,7 +534,8 @@ impl Agent {
             ctx.delivery = delivery.clone();
             let worker =
                 worker::Worker::new(self.store.clone(), self.keys.clone(), nodes.clone(), ctx)
-                    .with_stale_cleanup(ready_tx);
+                    .with_stale_cleanup(ready_tx)
+                    .with_cluster(cluster_id);
             worker.run(shutdown.clone()).await;
             // The worker (and its runners) are gone: tasks that outlive the agent keep running.
             if !self.runtime.tasks_outlive_agent() {

@@ -108,6 +108,8 @@ pub struct Worker {
     discovery_ready: Option<watch::Sender<bool>>,
     /// Assigned tasks that have not ended, as of the first list.
     live: BTreeSet<String>,
+    /// The cluster this agent serves: only its containers are ever removed.
+    cluster: Option<String>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -176,7 +178,24 @@ impl Worker {
             adoptable: BTreeMap::new(),
             discovery_ready: None,
             live: BTreeSet::new(),
+            cluster: None,
         }
+    }
+
+    /// Removes only containers labelled with `cluster` (none without it): those of another
+    /// cluster, or with no label, are left alone.
+    pub fn with_cluster(mut self, cluster: String) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Whether a container found on the node may be removed by this agent.
+    fn ours(&self, ex: &Existing) -> bool {
+        let ours = self.cluster.is_some() && ex.cluster == self.cluster;
+        if !ours {
+            tracing::warn!(task = %ex.task_id, container = %ex.handle.id, cluster = ex.cluster.as_deref().unwrap_or("<none>"), "leaving a container of another cluster alone");
+        }
+        ours
     }
 
     /// Cleans up this node's stale Consul registrations after the first list, then opens
@@ -251,8 +270,10 @@ impl Worker {
                     drop
                 }
             };
-            tracing::info!(task = %drop.task_id, container = %drop.handle.id, "removing a duplicate container of a task");
-            self.remove_orphan(String::new(), drop.handle);
+            if self.ours(&drop) {
+                tracing::info!(task = %drop.task_id, container = %drop.handle.id, "removing a duplicate container of a task");
+                self.remove_orphan(String::new(), drop.handle);
+            }
         }
         let (tasks_prefix, status_prefix) = self.prefixes();
         let Some(mut side) = self.side.take() else {
@@ -302,6 +323,9 @@ impl Worker {
             if first {
                 first = false;
                 for (_, ex) in std::mem::take(&mut self.adoptable) {
+                    if !self.ours(&ex) {
+                        continue;
+                    }
                     tracing::info!(task = %ex.task_id, container = %ex.handle.id, "removing a container whose task is no longer assigned");
                     if let Some(delivery) = &self.ctx.delivery {
                         delivery.discard(&ex.node_id, &ex.task_id);

@@ -273,10 +273,16 @@ async fn restarted_agent_adopts_its_container_and_removes_unassigned_ones() {
     let started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
     a.stop().await.unwrap();
 
-    // A Shoal container of this node whose task is not assigned.
+    // A Shoal container of this node and cluster whose task is not assigned.
+    let cluster = shoal_store::cluster::cluster_id(ts.store.as_ref(), &ts.keys)
+        .await
+        .unwrap()
+        .expect("the agent's cluster id");
     let stray = docker(&[
         "run",
         "-d",
+        "--label",
+        &format!("io.shoal.cluster={cluster}"),
         "--label",
         &format!("{LABEL_NODE}={node}"),
         "--label",

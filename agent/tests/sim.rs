@@ -545,3 +545,123 @@ async fn a_node_id_that_is_not_a_dns_label_is_refused() {
         .to_string();
     assert!(err.contains("not a DNS label"), "{err}");
 }
+
+/// A node's containers belong to the cluster (store) that started them. Pointed at another
+/// store — a wrong prefix, a store restored from nothing — the agent never removes them: on an
+/// empty store it refuses to start, on another cluster's store it leaves them alone; only
+/// `--adopt-orphans` makes the empty store their cluster.
+#[tokio::test]
+async fn containers_of_another_cluster_are_never_removed() {
+    let first = store().await;
+    let rt = Arc::new(SimRuntime::new());
+    let a = agent(&first, "n1", rt.clone());
+    let t = task(
+        "w.1.x",
+        "w",
+        "n1",
+        template(RuntimeKind::Docker, Some("img"), &[]),
+    );
+    first.assign(&t).await;
+    first
+        .wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    a.stop().await.expect("agent stops");
+    let nodes: std::collections::BTreeSet<String> = ["n1".to_string()].into();
+    let cluster = shoal_store::cluster::cluster_id(first.store.as_ref(), &first.keys)
+        .await
+        .unwrap()
+        .expect("the first store has a cluster id");
+    assert_eq!(
+        rt.list(&nodes).await.unwrap()[0].cluster,
+        Some(cluster.clone())
+    );
+
+    // An empty store: the agent refuses to start, the container stays.
+    let empty = store().await;
+    let mut cfg = AgentConfig::new("n1");
+    cfg.lease_ttl = Duration::from_secs(2);
+    let err = Agent::new(
+        empty.store.clone(),
+        empty.keys.clone(),
+        cfg.clone(),
+        rt.clone(),
+    )
+    .run(std::future::pending())
+    .await
+    .expect_err("refuses an empty store")
+    .to_string();
+    assert!(
+        err.contains(&cluster) && err.contains("--adopt-orphans"),
+        "{err}"
+    );
+    assert_eq!(rt.len(), 1);
+
+    // Another cluster's store: the agent runs, and leaves the container alone.
+    let other = store().await;
+    shoal_store::cluster::ensure_cluster_id(other.store.as_ref(), &other.keys, None)
+        .await
+        .unwrap();
+    let b = agent(&other, "n1", rt.clone());
+    b.registered().wait_for(|r| *r).await.unwrap();
+    let u = task(
+        "v.1.x",
+        "v",
+        "n1",
+        template(RuntimeKind::Docker, Some("img"), &[]),
+    );
+    other.assign(&u).await;
+    other
+        .wait_status(&u, "running", |s| s.state == TaskState::Running)
+        .await;
+    let ids: Vec<String> = rt
+        .list(&nodes)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.task_id)
+        .collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "the other cluster's container is still there: {ids:?}"
+    );
+    assert!(ids.contains(&"w.1.x".to_string()));
+    other.unassign(&u).await;
+    eventually("its own unassigned container is removed", || async {
+        rt.len() == 1
+    })
+    .await;
+    b.stop().await.unwrap();
+
+    // --adopt-orphans on an empty store: it becomes the containers' cluster, and what it does
+    // not assign is removed as usual.
+    let adopting = store().await;
+    let mut cfg = AgentConfig::new("n1");
+    cfg.lease_ttl = Duration::from_secs(2);
+    cfg.adopt_orphans = true;
+    let c = Agent::new(
+        adopting.store.clone(),
+        adopting.keys.clone(),
+        cfg,
+        rt.clone(),
+    )
+    .spawn();
+    eventually(
+        "the adopted cluster's unassigned container is removed",
+        || async {
+            rt.list(&nodes)
+                .await
+                .unwrap()
+                .iter()
+                .all(|e| e.task_id != "w.1.x")
+        },
+    )
+    .await;
+    assert_eq!(
+        shoal_store::cluster::cluster_id(adopting.store.as_ref(), &adopting.keys)
+            .await
+            .unwrap(),
+        Some(cluster)
+    );
+    c.stop().await.unwrap();
+}

@@ -31,27 +31,42 @@ pub struct WatchQuery {
     pub service: Option<String>,
 }
 
-/// Which events a client asked for.
-#[derive(Debug, Clone)]
+/// Which events a client asked for. Task statuses and task deletions carry no service, so
+/// the filter remembers which service each task belongs to (from the task records it has
+/// seen) and fills the event's namespace and service in from that.
+#[derive(Debug, Clone, Default)]
 struct Filter {
     service: Option<(String, String)>,
+    owners: std::collections::HashMap<String, (String, String)>,
 }
 
 impl Filter {
-    fn keep(&self, ev: &WatchEvent) -> bool {
+    /// Completes `ev` with its task's service, then says whether the client wants it.
+    fn keep(&mut self, ev: &mut WatchEvent) -> bool {
+        if matches!(ev.kind, WatchKind::Task | WatchKind::TaskStatus)
+            && let Some(task) = ev.task.clone()
+        {
+            match (&ev.namespace, &ev.service) {
+                (Some(ns), Some(name)) if !ev.deleted => {
+                    self.owners.insert(task, (ns.clone(), name.clone()));
+                }
+                _ => {
+                    let owner = if ev.deleted && ev.kind == WatchKind::Task {
+                        self.owners.remove(&task)
+                    } else {
+                        self.owners.get(&task).cloned()
+                    };
+                    if let Some((ns, name)) = owner {
+                        ev.namespace = Some(ns);
+                        ev.service = Some(name);
+                    }
+                }
+            }
+        }
         let Some((ns, name)) = &self.service else {
             return true;
         };
-        match ev.kind {
-            WatchKind::ServiceStatus | WatchKind::Task => {
-                ev.namespace.as_deref() == Some(ns.as_str())
-                    && ev.service.as_deref() == Some(name.as_str())
-            }
-            WatchKind::TaskStatus => ev
-                .task
-                .as_deref()
-                .is_some_and(|t| t.starts_with(&format!("{name}."))),
-        }
+        ev.namespace.as_deref() == Some(ns.as_str()) && ev.service.as_deref() == Some(name.as_str())
     }
 }
 
@@ -131,16 +146,32 @@ pub async fn watch(
         ),
         None => None,
     };
-    let filter = Filter { service };
+    let mut filter = Filter {
+        service,
+        ..Filter::default()
+    };
     let prefix = format!("{}/", st.keys.prefix());
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
     let start = match from {
-        Some(r) => r + 1,
+        Some(r) => {
+            // Resuming: learn the services of the tasks that exist now.
+            for kv in st.store.list(&st.keys.tasks_prefix()).await?.kvs {
+                if let Some(mut ev) = to_event(&st, &kv.key, Some(&kv), kv.mod_revision) {
+                    filter.keep(&mut ev);
+                }
+            }
+            r + 1
+        }
         None => {
             let list = st.store.list(&prefix).await?;
-            for kv in &list.kvs {
-                if let Some(ev) = to_event(&st, &kv.key, Some(kv), list.revision)
-                    && filter.keep(&ev)
+            // Tasks first, so their statuses find their service.
+            let (tasks, rest): (Vec<_>, Vec<_>) = list
+                .kvs
+                .iter()
+                .partition(|kv| matches!(st.keys.parse(&kv.key), Some(Key::Task { .. })));
+            for kv in tasks.into_iter().chain(rest) {
+                if let Some(mut ev) = to_event(&st, &kv.key, Some(kv), list.revision)
+                    && filter.keep(&mut ev)
                     && tx.send(sse(&ev)).await.is_err()
                 {
                     break;
@@ -171,8 +202,8 @@ pub async fn watch(
                         to_event(&st, key, None, *mod_revision)
                     }
                 };
-                if let Some(out) = out
-                    && filter.keep(&out)
+                if let Some(mut out) = out
+                    && filter.keep(&mut out)
                     && tx.send(sse(&out)).await.is_err()
                 {
                     return;

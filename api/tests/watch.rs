@@ -129,3 +129,59 @@ async fn client_keeps_the_server_message() {
             .is_none()
     );
 }
+
+/// A watch of one service gets its tasks' statuses and deletions — and nothing of a service
+/// with the same name in another namespace.
+#[tokio::test]
+async fn a_service_watch_keeps_its_task_statuses_and_deletions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let keys = Keys::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(shoal_api::serve_listener(
+        ApiState::new(store.clone(), keys.clone()),
+        listener,
+        std::future::pending(),
+    ));
+    let client = Client::new(&format!("http://{addr}"), None);
+    let mut events = client.watch(Some("a/web"), None).await.unwrap();
+    let task =
+        |ns: &str| format!(r#"{{"service":{{"namespace":"{ns}","name":"web"}}}}"#).into_bytes();
+    store
+        .put(&keys.task("n1", "web.1.a"), task("a"), None)
+        .await
+        .unwrap();
+    store
+        .put(&keys.task("n1", "web.1.b"), task("b"), None)
+        .await
+        .unwrap();
+    store
+        .put(&keys.task_status("n1", "web.1.b"), b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    store
+        .put(&keys.task_status("n1", "web.1.a"), b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    store.delete(&keys.task("n1", "web.1.b")).await.unwrap();
+    store.delete(&keys.task("n1", "web.1.a")).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let ev = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("an event")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.namespace.as_deref(), Some("a"), "{ev:?}");
+        seen.push((ev.kind, ev.task.unwrap(), ev.deleted));
+    }
+    assert_eq!(
+        seen,
+        [
+            (WatchKind::Task, "web.1.a".to_string(), false),
+            (WatchKind::TaskStatus, "web.1.a".to_string(), false),
+            (WatchKind::Task, "web.1.a".to_string(), true),
+        ]
+    );
+}

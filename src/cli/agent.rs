@@ -66,6 +66,10 @@ pub struct AgentArgs {
     /// Serve `/metrics` (Prometheus) and `/healthz` on this address (`127.0.0.1:9465`).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
+    /// On a store without a cluster id, make it the cluster of this node's containers instead
+    /// of refusing to start (their unassigned containers are then removed).
+    #[arg(long)]
+    pub adopt_orphans: bool,
     /// The node's role for `node.role` constraints, as in Swarm.
     #[arg(long, value_enum, default_value_t = RoleFlag::Worker)]
     pub role: RoleFlag,
@@ -227,6 +231,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     };
     config.address = address;
     config.role = args.role.as_str().to_string();
+    config.adopt_orphans = args.adopt_orphans;
     config.instance_id = shoal_agent::node::instance_id_in(&args.data_dir).with_context(|| {
         format!(
             "cannot keep the agent's instance id in {}",

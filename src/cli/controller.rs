@@ -81,7 +81,21 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         ..config
     };
     tracing::info!(store = %args.store.shown_url(), prefix = %args.store.prefix, identity = %config.identity, "starting controller");
-    let controller = Controller::new(store, Keys::new(&args.store.prefix), config);
+    let keys = Keys::new(&args.store.prefix);
+    // The cluster id agents label containers with: written once, by the first controller.
+    loop {
+        match shoal_store::cluster::ensure_cluster_id(store.as_ref(), &keys, None).await {
+            Ok(cluster) => {
+                tracing::info!(%cluster, "cluster id");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read or write the cluster id; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let controller = Controller::new(store, keys, config);
     let mut registry = prometheus_client::registry::Registry::default();
     controller.metrics().register(&mut registry);
     crate::cli::serve_ops(args.listen, registry, "controller").await?;

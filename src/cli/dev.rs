@@ -42,6 +42,10 @@ pub struct DevArgs {
     /// Runtime of the local agent.
     #[arg(long, value_enum, default_value_t = DevRuntime::Auto)]
     pub runtime: DevRuntime,
+    /// On a fresh store, make it the cluster of this node's containers instead of refusing to
+    /// start (see `shoal agent --adopt-orphans`).
+    #[arg(long)]
+    pub adopt_orphans: bool,
     /// Node id of the local agent, a DNS label (default: this host's name made one).
     #[arg(long, value_parser = crate::cli::parse_node_id)]
     pub node_id: Option<String>,
@@ -88,6 +92,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     // Agent runtime: docker when it answers.
     let mut config = AgentConfig::new(args.node_id.as_deref().unwrap_or("local"));
     config.instance_id = shoal_agent::node::instance_id_in(&data_dir)?;
+    config.adopt_orphans = args.adopt_orphans;
     if args.node_id.is_none() {
         // The host name as a DNS label (node ids are segments of store keys).
         let label: String = config

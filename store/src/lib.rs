@@ -5,6 +5,7 @@
 //! keys vanish when they expire. Backends: embedded (redb), etcd, and Consul (emulated on
 //! `ModifyIndex`, blocking queries, `/v1/txn` and sessions).
 
+pub mod cluster;
 pub mod consul;
 pub mod embedded;
 pub mod etcd;

@@ -30,7 +30,8 @@ use tokio::sync::watch;
 pub use spec::container_name;
 
 use super::{
-    Existing, Exit, Handle, LABEL_NODE, LABEL_SERVICE, LABEL_TASK, Runtime, RuntimeError, TaskFiles,
+    Existing, Exit, Handle, LABEL_CLUSTER, LABEL_NODE, LABEL_SERVICE, LABEL_TASK, Runtime,
+    RuntimeError, TaskFiles,
 };
 use crate::network::Network;
 use spec::classify;
@@ -41,6 +42,8 @@ type Exits = Arc<Mutex<HashMap<String, watch::Sender<Option<Exit>>>>>;
 pub struct DockerRuntime {
     docker: Docker,
     node: String,
+    /// Labelled on every container created (`io.shoal.cluster`).
+    cluster: std::sync::OnceLock<String>,
     exits: Exits,
     resync: watch::Receiver<u64>,
     events: tokio::task::JoinHandle<()>,
@@ -185,6 +188,7 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             docker,
             node: node.to_string(),
+            cluster: std::sync::OnceLock::new(),
             exits,
             resync,
             events,
@@ -218,13 +222,29 @@ impl DockerRuntime {
         }
     }
 
+    /// The create body, labelled with the cluster id.
+    fn body(
+        &self,
+        task: &Task,
+        files: &TaskFiles,
+        wiring: &spec::Wiring,
+    ) -> bollard::models::ContainerCreateBody {
+        let mut body = spec::create_body(task, files, wiring);
+        if let Some(c) = self.cluster.get() {
+            body.labels
+                .get_or_insert_default()
+                .insert(LABEL_CLUSTER.to_string(), c.clone());
+        }
+        body
+    }
+
     async fn create(&self, task: &Task, files: &TaskFiles) -> Result<String, RuntimeError> {
         let name = container_name(&task.id);
         let wiring = self.wiring.get().cloned().unwrap_or_default();
         let opts = || CreateContainerOptionsBuilder::default().name(&name).build();
         match self
             .docker
-            .create_container(Some(opts()), spec::create_body(task, files, &wiring))
+            .create_container(Some(opts()), self.body(task, files, &wiring))
             .await
         {
             Ok(r) => Ok(r.id),
@@ -233,7 +253,7 @@ impl DockerRuntime {
                 tracing::info!(task = %task.id, "removing a leftover container of this task");
                 self.force_remove(&name).await?;
                 self.docker
-                    .create_container(Some(opts()), spec::create_body(task, files, &wiring))
+                    .create_container(Some(opts()), self.body(task, files, &wiring))
                     .await
                     .map(|r| r.id)
                     .map_err(classify)
@@ -255,6 +275,10 @@ impl Runtime for DockerRuntime {
 
     fn tasks_outlive_agent(&self) -> bool {
         true
+    }
+
+    fn set_cluster(&self, cluster: &str) {
+        let _ = self.cluster.set(cluster.to_string());
     }
 
     async fn prepare(&self, task: &Task) -> Result<(), RuntimeError> {
@@ -432,6 +456,7 @@ impl Runtime for DockerRuntime {
                         host_ports: spec::all_host_ports(&i),
                     },
                     exit: spec::exit_of(&i),
+                    cluster: labels.get(LABEL_CLUSTER).cloned(),
                 });
             }
         }

@@ -25,6 +25,8 @@ pub const LABEL_TASK: &str = "io.shoal.task";
 pub const LABEL_SERVICE: &str = "io.shoal.service";
 /// Label carrying the node id the container was started for.
 pub const LABEL_NODE: &str = "io.shoal.node";
+/// Label carrying the id of the cluster (store) the container was started for.
+pub const LABEL_CLUSTER: &str = "io.shoal.cluster";
 
 /// Why a runtime step failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +76,8 @@ pub struct Existing {
     pub handle: Handle,
     /// `None` while it runs; how it ended otherwise.
     pub exit: Option<Exit>,
+    /// The cluster it was started for (`None`: no label, e.g. started by an older agent).
+    pub cluster: Option<String>,
 }
 
 /// One delivered file: where it lies on the node (an in-memory filesystem) and where the
@@ -118,6 +122,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Whether tasks outlive the agent process (and can therefore be adopted on restart).
     /// When false, the agent stops every task when it shuts down.
     fn tasks_outlive_agent(&self) -> bool;
+
+    /// The cluster id to label what this runtime starts from now on (runtimes whose tasks
+    /// end with the agent need none).
+    fn set_cluster(&self, _cluster: &str) {}
 
     /// Makes sure everything needed to start the task is present (pulls the image only when
     /// it is absent).

@@ -69,6 +69,11 @@ impl Runtime for MultiRuntime {
         false
     }
 
+    fn set_cluster(&self, cluster: &str) {
+        self.docker.set_cluster(cluster);
+        self.process.set_cluster(cluster);
+    }
+
     async fn prepare(&self, task: &Task) -> Result<(), RuntimeError> {
         self.for_task(task).prepare(task).await
     }

@@ -462,6 +462,8 @@ impl Runtime for ProcessRuntime {
                     host_ports: e.host_ports.clone(),
                 },
                 exit: e.exit.borrow().clone(),
+                // Host processes end with the agent: only this process's own are listed.
+                cluster: None,
             })
             .collect();
         out.sort_by(|a, b| a.handle.id.cmp(&b.handle.id));

@@ -38,10 +38,13 @@ struct Entry {
     host_ports: Box<[PortBinding]>,
     health: Option<Health>,
     exit: Option<Box<Exit>>,
+    cluster: Option<Arc<str>>,
 }
 
 #[derive(Default)]
 struct State {
+    /// Labelled on every task started from now on.
+    cluster: Option<Arc<str>>,
     /// Tasks by the number in their handle id.
     entries: HashMap<u64, Entry>,
     /// Node ids, interned.
@@ -161,6 +164,10 @@ impl Runtime for SimRuntime {
         true
     }
 
+    fn set_cluster(&self, cluster: &str) {
+        self.shared.lock().cluster = Some(Arc::from(cluster));
+    }
+
     async fn prepare(&self, task: &Task) -> Result<(), RuntimeError> {
         let img = image(task);
         if img.starts_with("missing/") {
@@ -210,6 +217,7 @@ impl Runtime for SimRuntime {
                     n
                 }
             };
+            let cluster = st.cluster.clone();
             st.entries.insert(
                 n,
                 Entry {
@@ -218,6 +226,7 @@ impl Runtime for SimRuntime {
                     host_ports: host_ports.clone().into_boxed_slice(),
                     health,
                     exit: None,
+                    cluster,
                 },
             );
         }
@@ -316,6 +325,7 @@ impl Runtime for SimRuntime {
                     host_ports: e.host_ports.to_vec(),
                 },
                 exit: e.exit.as_deref().cloned(),
+                cluster: e.cluster.as_deref().map(str::to_string),
             })
             .collect();
         out.sort_by(|a, b| a.handle.id.cmp(&b.handle.id));

@@ -49,7 +49,38 @@ fn replicas(s: &ServiceResource) -> (String, u64, u64) {
 }
 
 fn state(s: &ServiceResource) -> String {
-    s.phase()
+    if s.error.is_some() {
+        return "Invalid".into();
+    }
+    let Some(st) = &s.status else {
+        return "Pending".into();
+    };
+    if st.error.is_some() {
+        return "Invalid".into();
+    }
+    if st.unschedulable.is_some() {
+        return "Unschedulable".into();
+    }
+    if let Some(r) = &st.rollout
+        && !matches!(r.state, shoal_core::model::RolloutState::Completed)
+    {
+        let name = format!("{:?}", r.state);
+        // After an automatic rollback the tasks do not run what the manifest says.
+        return if r.state.is_rollback() {
+            format!("{name} (manifest not running)")
+        } else {
+            name
+        };
+    }
+    if st.observed_generation < s.revision {
+        return "Pending".into();
+    }
+    // The same decision `apply --wait` and `rollout status` make.
+    match super::wait::judge(Some(st), s.revision) {
+        super::wait::Verdict::Converged => "Converged".into(),
+        super::wait::Verdict::Failed(_) => "Failed".into(),
+        super::wait::Verdict::Progressing(_) => "Progressing".into(),
+    }
 }
 
 fn service_rows(list: &[ServiceResource], wide: bool) -> String {
@@ -536,4 +567,32 @@ fn endpoint_lines(s: &shoal_api::types::ServiceResource) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_api::types::ServiceResource;
+    use shoal_core::ServiceStatus;
+
+    /// `get` says Converged exactly when `--wait` would return 0: all running *and* updated.
+    #[test]
+    fn get_and_wait_agree_on_converged() {
+        let status = |running, updated| ServiceStatus {
+            observed_generation: 3,
+            desired: 2,
+            running,
+            updated,
+            ..Default::default()
+        };
+        let resource = |st: ServiceStatus| {
+            let mut v = serde_json::json!({
+                "namespace": "default", "name": "web", "revision": 3, "manifest": "",
+            });
+            v["status"] = serde_json::to_value(st).unwrap();
+            serde_json::from_value::<ServiceResource>(v).unwrap()
+        };
+        assert_eq!(super::state(&resource(status(2, 2))), "Converged");
+        assert_eq!(super::state(&resource(status(2, 1))), "Progressing");
+        assert_eq!(super::state(&resource(status(1, 2))), "Progressing");
+    }
 }
