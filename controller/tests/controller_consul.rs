@@ -112,6 +112,8 @@ on_consul!(
     services_sharing_a_host_port_never_share_a_node,
     swarm_constraint_walkthrough,
     scaling_by_a_hundred_replicas_at_once_commits_in_batches,
+    task_statuses_are_left_to_their_agent_which_deletes_them_when_it_returns,
+    a_node_down_past_node_gone_after_loses_its_tasks_statuses_and_settings,
 );
 
 /// The fake's clock: a tenth of Consul's.

@@ -345,7 +345,9 @@ impl Agent {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             };
-            tokio::join!(registrar.run(shutdown_rx, registered_tx), steps);
+            let lease = registrar.claim().await.expect("the node is claimed");
+            let (run, ()) = tokio::join!(registrar.run(lease, shutdown_rx, registered_tx), steps);
+            run.expect("the registrar runs");
         });
         registered
             .wait_for(|r| *r)
