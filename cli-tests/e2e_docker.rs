@@ -43,9 +43,17 @@ fn spawn(args: &[&str], log: &Path) -> Proc {
 fn agent(store: &str, node: &str, dir: &Path) -> Proc {
     let data = dir.join(node);
     std::fs::create_dir_all(&data).unwrap();
+    // Each agent on its own loopback address, as hosts of a cluster would be.
+    let address = if node == NODES[0] {
+        "127.0.31.1"
+    } else {
+        "127.0.31.2"
+    };
     spawn(
         &[
             "agent",
+            "--address",
+            address,
             "--store",
             store,
             "--node-id",

@@ -31,15 +31,23 @@ fn spawn(args: &[&str]) -> Proc {
     )
 }
 
-/// The last word of the first stdout line: the URL the process serves on.
+/// The last word of the first stdout line that names a URL: the URL the process serves on
+/// (an agent first prints its node address).
 fn first_url(p: &mut Proc) -> String {
-    let mut line = String::new();
-    BufReader::new(p.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "first line {line:?}");
-    url
+    let mut out = BufReader::new(p.0.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!("no URL printed; stdout was {seen:?}");
+        }
+        let word = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        if word.starts_with("http://") {
+            assert!(word.starts_with("http://127.0.0.1:"), "line {line:?}");
+            return word;
+        }
+        seen.push(line);
+    }
 }
 
 fn signal(p: &Proc, sig: &str) {

@@ -355,8 +355,12 @@ async fn adoption_keeps_the_running_duplicate_not_the_exited_one() {
         "n1",
         template(RuntimeKind::Docker, Some("img"), &[]),
     );
-    // Two containers for one task, left by an earlier agent: the first runs, the second
-    // (whose id sorts last) has exited.
+    // Two containers for one task, left by an earlier agent of this cluster: the first runs,
+    // the second (whose id sorts last) has exited.
+    let cluster = shoal_store::cluster::ensure_cluster_id(ts.store.as_ref(), &ts.keys, None)
+        .await
+        .unwrap();
+    rt.set_cluster(&cluster);
     let files = shoal_agent::runtime::TaskFiles::default();
     let running = rt.start(&t, &files).await.expect("first container");
     let exited = rt.start(&t, &files).await.expect("second container");

@@ -257,6 +257,7 @@ pub async fn node(a: NodeArgs) -> CmdResult {
                     ""
                 }
             );
+            println!("{}", rbac_hint(&node));
             return Ok(EXIT_OK);
         }
         NodeCmd::Drain { node } => (
@@ -321,8 +322,24 @@ pub async fn node(a: NodeArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
+/// What `node rm` reminds the operator of: on a secured etcd the node's store user outlives it.
+fn rbac_hint(node: &str) -> String {
+    format!(
+        "on an etcd secured with `shoal rbac apply`, run it again with --prune and the remaining \
+         --nodes to remove the store user {}",
+        shoal_store::etcd::rbac::agent_user(node)
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn node_rm_says_to_prune_the_nodes_store_user() {
+        let hint = super::rbac_hint("core-02");
+        assert!(hint.contains("--prune"), "{hint}");
+        assert!(hint.contains("shoal-agent-core-02"), "{hint}");
+    }
+
     use shoal_api::manifest::set_replicas_in_text;
 
     #[test]
