@@ -88,6 +88,20 @@ pub fn plan_ops(keys: &Keys, input: &ReconcileInput, plan: &Plan) -> Vec<TxnOp> 
     ops
 }
 
+/// Moves the fence after a write whose outcome is unknown (the store did not answer): the
+/// leader record is rewritten unchanged, so that write — which may still be applied later,
+/// e.g. a request stuck on a connection to an unreachable member that arrives when the
+/// network heals — now fails its compare instead of landing after the leader acted as if it
+/// had failed. Returns the new fence revision.
+pub async fn refence(store: &dyn Store, fence: &Fence) -> Result<Revision, CommitError> {
+    let res = store.txn(fence.rewrite()).await?;
+    if !res.succeeded {
+        return Err(CommitError::Fenced);
+    }
+    fence.moved_to(res.revision);
+    Ok(res.revision)
+}
+
 /// Writes `ops` in fenced transactions of at most `store.max_txn_ops()` ops. Calls
 /// `applied(ops, revision)` after each committed batch.
 pub async fn commit(

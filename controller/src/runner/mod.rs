@@ -12,6 +12,7 @@ pub mod leader;
 pub mod queue;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::metrics::Metrics;
 use crate::reconcile::{gone, reconcile};
 use cache::Cache;
-use commit::{CommitError, commit, plan_ops};
+use commit::{CommitError, commit, plan_ops, refence};
 use leader::{Fence, Leadership, campaign};
 use queue::{Backoff, WorkQueue};
 
@@ -126,6 +127,11 @@ struct Term {
     placement: tokio::sync::Mutex<()>,
     /// End of the term's grace for nodes without a record (see [`ControllerConfig::node_grace`]).
     nodes_lost_after: Timestamp,
+    /// A write failed without an answer: it may still land, so the fence must move (and the
+    /// cache catch up) before the next decision.
+    unsure: AtomicBool,
+    /// The store revision the cache has seen through the watch (or the last list).
+    watched: watch::Sender<i64>,
 }
 
 impl Term {
@@ -151,9 +157,45 @@ impl Term {
         }
     }
 
+    /// After a write whose outcome is unknown: moves the fence, so that write can no longer
+    /// land, then waits until the watch has brought the cache up to the fence's new revision,
+    /// so it holds whatever the write did if it landed before. Nothing to do otherwise.
+    async fn settle(&self) -> Result<(), CommitError> {
+        if !self.unsure.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let revision = refence(self.store.as_ref(), &self.fence).await?;
+        self.unsure.store(false, Ordering::SeqCst);
+        info!(revision, "a write went unanswered: fence moved");
+        let mut seen = self.watched.subscribe();
+        let caught_up = seen.wait_for(|r| *r >= revision);
+        match tokio::time::timeout(Duration::from_secs(10), caught_up).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(CommitError::Store(StoreError::Unavailable(format!(
+                "the watch has not reached revision {revision} yet"
+            )))),
+        }
+    }
+
+    /// Commits `ops` under the fence (see [`commit`]), settling first; a store error marks
+    /// the outcome unknown.
+    async fn write(
+        &self,
+        ops: Vec<TxnOp>,
+        applied: impl FnMut(&[TxnOp], shoal_store::Revision),
+    ) -> Result<(), CommitError> {
+        self.settle().await?;
+        let res = commit(self.store.as_ref(), &self.fence, ops, applied).await;
+        if matches!(res, Err(CommitError::Store(_))) {
+            self.unsure.store(true, Ordering::SeqCst);
+        }
+        res
+    }
+
     /// Reconciles one service and commits the plan.
     async fn reconcile_one(&self, s: &ServiceRef) -> Result<Option<Duration>, ControllerError> {
         let started = std::time::Instant::now();
+        self.settle().await?;
         self.metrics.reconciles.inc();
         let seed = rand::rng().random();
         let mut input = self
@@ -182,7 +224,7 @@ impl Term {
                 ops = ops.len(),
                 "committing plan"
             );
-            commit(self.store.as_ref(), &self.fence, ops, |batch, rev| {
+            self.write(ops, |batch, rev| {
                 let mut c = self.cache();
                 for op in batch {
                     match op {
@@ -230,7 +272,9 @@ impl Term {
     fn leader_record_lost(&self, ev: &WatchEvent) -> bool {
         match ev {
             WatchEvent::Put(kv) => {
-                kv.key == self.fence.key && kv.mod_revision != self.fence.revision
+                kv.key == self.fence.key
+                    && kv.mod_revision != self.fence.revision()
+                    && !self.fence.is_own_record(&kv.value)
             }
             WatchEvent::Delete { key, .. } => *key == self.fence.key,
         }
@@ -245,6 +289,7 @@ impl Term {
             fresh.apply(&kv.key, Some(&kv.value), kv.mod_revision);
         }
         *self.cache() = fresh;
+        self.watched.send_replace(list.revision);
         self.enqueue_all();
         info!(
             keys = list.kvs.len(),
@@ -296,6 +341,7 @@ impl Term {
                             revision = revision.max(b.revision);
                             c.prune(revision);
                         }
+                        self.watched.send_replace(revision);
                         self.enqueue_touched(touched);
                     }
                     Err(StoreError::Compacted { .. }) => {
@@ -347,7 +393,7 @@ impl Term {
                 info!(node = %node, keys = keys.len(), reason = why, "node gone for good: deleting its tasks, statuses and settings");
                 let ops = keys.into_iter().map(|key| TxnOp::Delete { key }).collect();
                 let mut touched = cache::Touched::default();
-                let res = commit(self.store.as_ref(), &self.fence, ops, |batch, rev| {
+                let res = self.write(ops, |batch, rev| {
                     let mut c = self.cache();
                     for op in batch {
                         if let TxnOp::Delete { key } = op {
@@ -498,6 +544,8 @@ impl Controller {
             deposed,
             placement: tokio::sync::Mutex::new(()),
             nodes_lost_after: Timestamp::now().plus(self.config.node_grace),
+            unsure: AtomicBool::new(false),
+            watched: watch::channel(0).0,
         });
         let revision = term.relist().await?;
         let mut tasks = JoinSet::new();
