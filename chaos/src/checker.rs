@@ -73,6 +73,28 @@ impl Disturbance {
 
 type SlotKey = (String, Slot);
 
+/// Seconds a stale copy kept running after its node was whole again: since the later of the
+/// nemesis' last heal of that host and the return of its node record. `None` when the node is
+/// cut off again at that moment (a new fault, or its record gone): the copy stopped while
+/// its node was disturbed anew, so the time since an earlier heal does not measure Shoal.
+fn stale_stop_after(
+    cut_off: bool,
+    healed: Option<Instant>,
+    back: Option<Instant>,
+    now: Instant,
+) -> Option<f64> {
+    if cut_off {
+        return None;
+    }
+    Some(
+        healed
+            .into_iter()
+            .chain(back)
+            .max()
+            .map_or(0.0, |h| now.saturating_duration_since(h).as_secs_f64()),
+    )
+}
+
 /// Whether Shoal itself holds `node` down (its record is gone) or saw it return less than
 /// [`STALE_BOUND`] ago: a copy there may be stale without any nemesis fault on that host (its
 /// agent lost the store through an isolated etcd member, for instance).
@@ -111,6 +133,7 @@ struct State {
     events: u64,
     violations: Vec<Violation>,
     stale_stop_s: Vec<f64>,
+    stale_stopped_cut_off: u64,
     max_live_per_slot: usize,
 }
 
@@ -124,6 +147,8 @@ pub struct Findings {
     pub violations: Vec<Violation>,
     /// Seconds each stale copy kept running after its node healed.
     pub stale_stop_s: Vec<f64>,
+    /// Stale copies that stopped while their node was cut off again (no time measured).
+    pub stale_stopped_cut_off: u64,
     /// Most live tasks seen in one slot (stale copies included).
     pub max_live_per_slot: usize,
     /// Tasks orphaned (node declared down) on a node the nemesis did not touch.
@@ -168,6 +193,7 @@ impl Checker {
             events_checked: st.events,
             violations: st.violations.clone(),
             stale_stop_s: st.stale_stop_s.clone(),
+            stale_stopped_cut_off: st.stale_stopped_cut_off,
             max_live_per_slot: st.max_live_per_slot,
             spurious_orphans: st.spurious_orphans.len() as u64,
         }
@@ -278,22 +304,17 @@ impl Checker {
             set.remove(task);
             if let Some(n) = st.stale.remove(task) {
                 let dist = self.disturbance.lock().expect("disturbance");
-                let nemesis = match (dist.active.get(&n), dist.healed.get(&n)) {
-                    (Some(a), Some(h)) if *a == 0 => Some(*h),
-                    _ => None,
-                };
-                let back = if st.node_down.contains(&n) {
-                    None
-                } else {
-                    st.node_back.get(&n).copied()
-                };
-                let after_heal = nemesis
-                    .into_iter()
-                    .chain(back)
-                    .max()
-                    .map(|h| h.elapsed().as_secs_f64())
-                    .unwrap_or(0.0);
-                st.stale_stop_s.push(after_heal);
+                let after = stale_stop_after(
+                    dist.active.get(&n).copied().unwrap_or(0) > 0 || st.node_down.contains(&n),
+                    dist.healed.get(&n).copied(),
+                    st.node_back.get(&n).copied(),
+                    Instant::now(),
+                );
+                drop(dist);
+                match after {
+                    Some(s) => st.stale_stop_s.push(s),
+                    None => st.stale_stopped_cut_off += 1,
+                }
             }
             return;
         }
@@ -354,5 +375,24 @@ impl Checker {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_copy_is_timed_from_when_its_node_was_last_whole() {
+        let now = Instant::now();
+        let ago = |s| now - Duration::from_secs(s);
+        // Healed 10 s ago, record back 4 s ago: 4 s.
+        let t = stale_stop_after(false, Some(ago(10)), Some(ago(4)), now).unwrap();
+        assert!((t - 4.0).abs() < 0.01, "{t}");
+        // Record back 130 s ago, but the host is cut off by a new fault now: the copy stopped
+        // during that fault, not 130 s after a heal.
+        assert_eq!(stale_stop_after(true, Some(ago(200)), Some(ago(130)), now), None);
+        // Never disturbed nor back: stopped at once.
+        assert_eq!(stale_stop_after(false, None, None, now), Some(0.0));
     }
 }
