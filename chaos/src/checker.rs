@@ -75,8 +75,9 @@ type SlotKey = (String, Slot);
 
 /// Seconds a stale copy kept running after its node was whole again: since the later of the
 /// nemesis' last heal of that host and the return of its node record. `None` when the node is
-/// cut off again at that moment (a new fault, or its record gone): the copy stopped while
-/// its node was disturbed anew, so the time since an earlier heal does not measure Shoal.
+/// not whole at that moment (a fault still or again active, or its record absent): the copy
+/// stopped before its node was back, and the time since an earlier heal — possibly minutes
+/// before a new fault — does not measure how fast Shoal stops stale copies.
 fn stale_stop_after(
     cut_off: bool,
     healed: Option<Instant>,
@@ -147,7 +148,8 @@ pub struct Findings {
     pub violations: Vec<Violation>,
     /// Seconds each stale copy kept running after its node healed.
     pub stale_stop_s: Vec<f64>,
-    /// Stale copies that stopped while their node was cut off again (no time measured).
+    /// Stale copies that stopped while their node was not whole (disturbed, or its record
+    /// absent): no time after heal is measured for them.
     pub stale_stopped_cut_off: u64,
     /// Most live tasks seen in one slot (stale copies included).
     pub max_live_per_slot: usize,
@@ -391,7 +393,10 @@ mod tests {
         assert!((t - 4.0).abs() < 0.01, "{t}");
         // Record back 130 s ago, but the host is cut off by a new fault now: the copy stopped
         // during that fault, not 130 s after a heal.
-        assert_eq!(stale_stop_after(true, Some(ago(200)), Some(ago(130)), now), None);
+        assert_eq!(
+            stale_stop_after(true, Some(ago(200)), Some(ago(130)), now),
+            None
+        );
         // Never disturbed nor back: stopped at once.
         assert_eq!(stale_stop_after(false, None, None, now), Some(0.0));
     }

@@ -53,9 +53,10 @@ impl Store for LoseFirstCreate {
         self.inner.delete(key).await
     }
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
-        let creates_task = txn.ops.iter().any(
-            |op| matches!(op, TxnOp::Put { key, .. } if key.starts_with(&self.tasks_prefix)),
-        );
+        let creates_task = txn
+            .ops
+            .iter()
+            .any(|op| matches!(op, TxnOp::Put { key, .. } if key.starts_with(&self.tasks_prefix)));
         if creates_task && self.armed.swap(false, Ordering::SeqCst) {
             *self.held.lock().unwrap() = Some(txn);
             return Err(StoreError::Unavailable(

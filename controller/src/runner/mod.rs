@@ -12,7 +12,7 @@ pub mod leader;
 pub mod queue;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -130,6 +130,8 @@ struct Term {
     /// A write failed without an answer: it may still land, so the fence must move (and the
     /// cache catch up) before the next decision.
     unsure: AtomicBool,
+    /// The fence's revision after the last move: decisions wait until the watch reached it.
+    barrier: AtomicI64,
     /// The store revision the cache has seen through the watch (or the last list).
     watched: watch::Sender<i64>,
 }
@@ -161,12 +163,22 @@ impl Term {
     /// land, then waits until the watch has brought the cache up to the fence's new revision,
     /// so it holds whatever the write did if it landed before. Nothing to do otherwise.
     async fn settle(&self) -> Result<(), CommitError> {
-        if !self.unsure.load(Ordering::SeqCst) {
+        // Cleared before the move: a write failing meanwhile sets it again for another move.
+        if self.unsure.swap(false, Ordering::SeqCst) {
+            let moved = match refence(self.store.as_ref(), &self.fence).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.unsure.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            };
+            self.barrier.fetch_max(moved, Ordering::SeqCst);
+            info!(revision = moved, "a write went unanswered: fence moved");
+        }
+        let revision = self.barrier.load(Ordering::SeqCst);
+        if *self.watched.borrow() >= revision {
             return Ok(());
         }
-        let revision = refence(self.store.as_ref(), &self.fence).await?;
-        self.unsure.store(false, Ordering::SeqCst);
-        info!(revision, "a write went unanswered: fence moved");
         let mut seen = self.watched.subscribe();
         let caught_up = seen.wait_for(|r| *r >= revision);
         match tokio::time::timeout(Duration::from_secs(10), caught_up).await {
@@ -393,17 +405,18 @@ impl Term {
                 info!(node = %node, keys = keys.len(), reason = why, "node gone for good: deleting its tasks, statuses and settings");
                 let ops = keys.into_iter().map(|key| TxnOp::Delete { key }).collect();
                 let mut touched = cache::Touched::default();
-                let res = self.write(ops, |batch, rev| {
-                    let mut c = self.cache();
-                    for op in batch {
-                        if let TxnOp::Delete { key } = op {
-                            let t = c.apply(key, None, rev);
-                            touched.services.extend(t.services);
-                            touched.nodes_changed |= t.nodes_changed;
+                let res = self
+                    .write(ops, |batch, rev| {
+                        let mut c = self.cache();
+                        for op in batch {
+                            if let TxnOp::Delete { key } = op {
+                                let t = c.apply(key, None, rev);
+                                touched.services.extend(t.services);
+                                touched.nodes_changed |= t.nodes_changed;
+                            }
                         }
-                    }
-                })
-                .await;
+                    })
+                    .await;
                 self.enqueue_touched(touched);
                 match res {
                     Ok(()) => {}
@@ -545,6 +558,7 @@ impl Controller {
             placement: tokio::sync::Mutex::new(()),
             nodes_lost_after: Timestamp::now().plus(self.config.node_grace),
             unsure: AtomicBool::new(false),
+            barrier: AtomicI64::new(0),
             watched: watch::channel(0).0,
         });
         let revision = term.relist().await?;
