@@ -73,18 +73,18 @@ impl Disturbance {
 
 type SlotKey = (String, Slot);
 
-/// Seconds a stale copy kept running after its node was whole again: since the later of the
-/// nemesis' last heal of that host and the return of its node record. `None` when the node is
-/// not whole at that moment (a fault still or again active, or its record absent): the copy
-/// stopped before its node was back, and the time since an earlier heal — possibly minutes
-/// before a new fault — does not measure how fast Shoal stops stale copies.
+/// Seconds a stale copy kept running after its node was back: since the later of the
+/// nemesis' last heal of that host and the return of its node record (when present). `None`
+/// when a nemesis fault is active on the host at that moment: the copy stopped before the
+/// heal, or during a new fault, and the time since an earlier heal or record return —
+/// possibly minutes before — does not measure how fast Shoal stops stale copies.
 fn stale_stop_after(
-    cut_off: bool,
+    disturbed: bool,
     healed: Option<Instant>,
     back: Option<Instant>,
     now: Instant,
 ) -> Option<f64> {
-    if cut_off {
+    if disturbed {
         return None;
     }
     Some(
@@ -148,8 +148,8 @@ pub struct Findings {
     pub violations: Vec<Violation>,
     /// Seconds each stale copy kept running after its node healed.
     pub stale_stop_s: Vec<f64>,
-    /// Stale copies that stopped while their node was not whole (disturbed, or its record
-    /// absent): no time after heal is measured for them.
+    /// Stale copies that stopped while a nemesis fault was active on their host: no time
+    /// after heal is measured for them.
     pub stale_stopped_cut_off: u64,
     /// Most live tasks seen in one slot (stale copies included).
     pub max_live_per_slot: usize,
@@ -306,10 +306,16 @@ impl Checker {
             set.remove(task);
             if let Some(n) = st.stale.remove(task) {
                 let dist = self.disturbance.lock().expect("disturbance");
+                // A record that is gone again does not say when the node was back.
+                let back = if st.node_down.contains(&n) {
+                    None
+                } else {
+                    st.node_back.get(&n).copied()
+                };
                 let after = stale_stop_after(
-                    dist.active.get(&n).copied().unwrap_or(0) > 0 || st.node_down.contains(&n),
+                    dist.active.get(&n).copied().unwrap_or(0) > 0,
                     dist.healed.get(&n).copied(),
-                    st.node_back.get(&n).copied(),
+                    back,
                     Instant::now(),
                 );
                 drop(dist);
@@ -391,7 +397,7 @@ mod tests {
         // Healed 10 s ago, record back 4 s ago: 4 s.
         let t = stale_stop_after(false, Some(ago(10)), Some(ago(4)), now).unwrap();
         assert!((t - 4.0).abs() < 0.01, "{t}");
-        // Record back 130 s ago, but the host is cut off by a new fault now: the copy stopped
+        // Record back 130 s ago, but a new fault is active on the host now: the copy stopped
         // during that fault, not 130 s after a heal.
         assert_eq!(
             stale_stop_after(true, Some(ago(200)), Some(ago(130)), now),

@@ -56,8 +56,7 @@ pub struct RunResult {
     pub stale_copies: u64,
     /// Longest time a stale copy ran after its node healed.
     pub stale_stop_max_s: f64,
-    /// Stale copies that stopped while their node was not whole (disturbed, or its record
-    /// absent): not timed.
+    /// Stale copies that stopped while a nemesis fault was active on their host: not timed.
     pub stale_stopped_cut_off: u64,
     /// Tasks orphaned (their node declared down) on hosts the nemesis did not touch.
     pub spurious_orphans: u64,
@@ -130,7 +129,7 @@ pub fn render_matrix(jsonl: &str) -> Result<String, String> {
         }
     }
     let cut_off = match v["stale_stopped_cut_off"].as_u64() {
-        Some(n) => format!("; {n} more stopped before their node was whole"),
+        Some(n) => format!("; {n} more stopped while a fault was active on their host"),
         None => String::new(),
     };
     out.push_str(&format!(
