@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Agent, Env};
+use shoal_controller::runner::commit::{CommitError, commit, refence};
+use shoal_controller::runner::leader::{Fence, campaign};
 use shoal_core::model::DesiredState;
 use shoal_store::{
     KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult, WatchStream,
@@ -124,4 +126,90 @@ async fn a_plan_whose_answer_was_lost_cannot_land_after_the_leader_retried() {
     assert_eq!(wanted, 2, "one task per slot");
     env.wait_running("web", 2).await;
     c1.stop().await;
+}
+
+/// A store that moves `fence` (as another writer of the same leader would after an
+/// unanswered write) just before it applies the next transaction.
+struct MoveFenceFirst {
+    inner: Arc<dyn Store>,
+    fence: Fence,
+    armed: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for MoveFenceFirst {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn max_txn_ops(&self) -> usize {
+        self.inner.max_txn_ops()
+    }
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, StoreError> {
+        self.inner.put(key, value, lease).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            refence(self.inner.as_ref(), &self.fence)
+                .await
+                .expect("fence moved");
+        }
+        self.inner.txn(txn).await
+    }
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+        self.inner.watch(prefix, from).await
+    }
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.inner.revoke_lease(lease).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_in_flight_while_the_leader_moves_its_fence_is_retried_not_taken_for_a_lost_lead() {
+    let env = Env::embedded().await;
+    let (_tx, mut stop) = tokio::sync::watch::channel(false);
+    let leader = campaign(&env.store, &env.keys, "c1", TTL, &mut stop)
+        .await
+        .unwrap()
+        .expect("won");
+    let store = MoveFenceFirst {
+        inner: env.store.clone(),
+        fence: leader.fence.clone(),
+        armed: AtomicBool::new(true),
+    };
+    let op = || {
+        vec![TxnOp::Put {
+            key: env.keys.task("n1", "web.1.a"),
+            value: b"{}".to_vec(),
+            lease: None,
+        }]
+    };
+    let res = commit(&store, &leader.fence, op(), |_, _| {}).await;
+    assert!(
+        matches!(res, Err(CommitError::FenceMoved)),
+        "refused, and not as a lost leadership: {res:?}"
+    );
+    commit(&store, &leader.fence, op(), |_, _| {})
+        .await
+        .expect("written under the moved fence");
+    leader.resign().await;
 }

@@ -17,6 +17,10 @@ pub enum CommitError {
     /// The fence compare failed: another controller leads now.
     #[error("write refused: this controller is no longer the leader")]
     Fenced,
+    /// The fence moved (after an unanswered write) while this write was in flight: it was
+    /// refused and nothing was written; it is tried again under the new fence.
+    #[error("write refused: the fence moved while it was in flight; retrying")]
+    FenceMoved,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -114,6 +118,7 @@ pub async fn commit(
     let mut ops = ops.into_iter().peekable();
     while ops.peek().is_some() {
         let batch: Vec<TxnOp> = ops.by_ref().take(max).collect();
+        let fenced_at = fence.revision();
         let res = store
             .txn(Txn {
                 compares: vec![fence.compare()],
@@ -121,6 +126,9 @@ pub async fn commit(
             })
             .await?;
         if !res.succeeded {
+            if fence.revision() != fenced_at {
+                return Err(CommitError::FenceMoved);
+            }
             return Err(CommitError::Fenced);
         }
         applied(&batch, res.revision);
