@@ -3,6 +3,8 @@
 //! leader must not let such a write land after it has acted as if it failed: here the first
 //! plan of a service (its creates) "fails", the controller creates the tasks again, and the
 //! lost request then arrives — it must be refused, or each slot would get a second task.
+//! And a write in flight while the leader moves its own fence is retried, not taken for a
+//! lost leadership.
 
 mod common;
 
