@@ -73,6 +73,29 @@ impl Disturbance {
 
 type SlotKey = (String, Slot);
 
+/// Seconds a stale copy kept running after its node was back: since the later of the
+/// nemesis' last heal of that host and the return of its node record (when present). `None`
+/// when a nemesis fault is active on the host at that moment: the copy stopped before the
+/// heal, or during a new fault, and the time since an earlier heal or record return —
+/// possibly minutes before — does not measure how fast Shoal stops stale copies.
+fn stale_stop_after(
+    disturbed: bool,
+    healed: Option<Instant>,
+    back: Option<Instant>,
+    now: Instant,
+) -> Option<f64> {
+    if disturbed {
+        return None;
+    }
+    Some(
+        healed
+            .into_iter()
+            .chain(back)
+            .max()
+            .map_or(0.0, |h| now.saturating_duration_since(h).as_secs_f64()),
+    )
+}
+
 /// Whether Shoal itself holds `node` down (its record is gone) or saw it return less than
 /// [`STALE_BOUND`] ago: a copy there may be stale without any nemesis fault on that host (its
 /// agent lost the store through an isolated etcd member, for instance).
@@ -111,6 +134,7 @@ struct State {
     events: u64,
     violations: Vec<Violation>,
     stale_stop_s: Vec<f64>,
+    stale_stopped_cut_off: u64,
     max_live_per_slot: usize,
 }
 
@@ -124,6 +148,9 @@ pub struct Findings {
     pub violations: Vec<Violation>,
     /// Seconds each stale copy kept running after its node healed.
     pub stale_stop_s: Vec<f64>,
+    /// Stale copies that stopped while a nemesis fault was active on their host: no time
+    /// after heal is measured for them.
+    pub stale_stopped_cut_off: u64,
     /// Most live tasks seen in one slot (stale copies included).
     pub max_live_per_slot: usize,
     /// Tasks orphaned (node declared down) on a node the nemesis did not touch.
@@ -168,6 +195,7 @@ impl Checker {
             events_checked: st.events,
             violations: st.violations.clone(),
             stale_stop_s: st.stale_stop_s.clone(),
+            stale_stopped_cut_off: st.stale_stopped_cut_off,
             max_live_per_slot: st.max_live_per_slot,
             spurious_orphans: st.spurious_orphans.len() as u64,
         }
@@ -278,22 +306,23 @@ impl Checker {
             set.remove(task);
             if let Some(n) = st.stale.remove(task) {
                 let dist = self.disturbance.lock().expect("disturbance");
-                let nemesis = match (dist.active.get(&n), dist.healed.get(&n)) {
-                    (Some(a), Some(h)) if *a == 0 => Some(*h),
-                    _ => None,
-                };
+                // A record that is gone again does not say when the node was back.
                 let back = if st.node_down.contains(&n) {
                     None
                 } else {
                     st.node_back.get(&n).copied()
                 };
-                let after_heal = nemesis
-                    .into_iter()
-                    .chain(back)
-                    .max()
-                    .map(|h| h.elapsed().as_secs_f64())
-                    .unwrap_or(0.0);
-                st.stale_stop_s.push(after_heal);
+                let after = stale_stop_after(
+                    dist.active.get(&n).copied().unwrap_or(0) > 0,
+                    dist.healed.get(&n).copied(),
+                    back,
+                    Instant::now(),
+                );
+                drop(dist);
+                match after {
+                    Some(s) => st.stale_stop_s.push(s),
+                    None => st.stale_stopped_cut_off += 1,
+                }
             }
             return;
         }
@@ -354,5 +383,27 @@ impl Checker {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_copy_is_timed_from_when_its_node_was_last_whole() {
+        let now = Instant::now();
+        let ago = |s| now - Duration::from_secs(s);
+        // Healed 10 s ago, record back 4 s ago: 4 s.
+        let t = stale_stop_after(false, Some(ago(10)), Some(ago(4)), now).unwrap();
+        assert!((t - 4.0).abs() < 0.01, "{t}");
+        // Record back 130 s ago, but a new fault is active on the host now: the copy stopped
+        // during that fault, not 130 s after a heal.
+        assert_eq!(
+            stale_stop_after(true, Some(ago(200)), Some(ago(130)), now),
+            None
+        );
+        // Never disturbed nor back: stopped at once.
+        assert_eq!(stale_stop_after(false, None, None, now), Some(0.0));
     }
 }

@@ -56,6 +56,8 @@ pub struct RunResult {
     pub stale_copies: u64,
     /// Longest time a stale copy ran after its node healed.
     pub stale_stop_max_s: f64,
+    /// Stale copies that stopped while a nemesis fault was active on their host: not timed.
+    pub stale_stopped_cut_off: u64,
     /// Tasks orphaned (their node declared down) on hosts the nemesis did not touch.
     pub spurious_orphans: u64,
     /// Recovery per fault kind.
@@ -126,8 +128,12 @@ pub fn render_matrix(jsonl: &str) -> Result<String, String> {
             ));
         }
     }
+    let cut_off = match v["stale_stopped_cut_off"].as_u64() {
+        Some(n) => format!("; {n} more stopped while a fault was active on their host"),
+        None => String::new(),
+    };
     out.push_str(&format!(
-        "\nstale copies stopped: {} (longest {} s after their node was back) · tasks orphaned on untouched hosts: {} · requests: {} · latency injected: {}\n",
+        "\nstale copies stopped: {} (longest {} s after their node was back{cut_off}) · tasks orphaned on untouched hosts: {} · requests: {} · latency injected: {}\n",
         v["stale_copies"], v["stale_stop_max_s"], v["spurious_orphans"], v["requests"], v["netem"]
     ));
     Ok(out)

@@ -328,6 +328,7 @@ async fn finish(
         requests,
         stale_copies: f.stale_stop_s.len() as u64,
         stale_stop_max_s: stale_max,
+        stale_stopped_cut_off: f.stale_stopped_cut_off,
         spurious_orphans: f.spurious_orphans,
         ..RunResult::default()
     }

@@ -17,6 +17,10 @@ pub enum CommitError {
     /// The fence compare failed: another controller leads now.
     #[error("write refused: this controller is no longer the leader")]
     Fenced,
+    /// The fence moved (after an unanswered write) while this write was in flight: it was
+    /// refused and nothing was written; it is tried again under the new fence.
+    #[error("write refused: the fence moved while it was in flight; retrying")]
+    FenceMoved,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -104,6 +108,20 @@ pub fn oversized_task(ops: &[TxnOp], max_bytes: usize) -> Option<String> {
     ))
 }
 
+/// Moves the fence after a write whose outcome is unknown (the store did not answer): the
+/// leader record is rewritten unchanged, so that write — which may still be applied later,
+/// e.g. a request stuck on a connection to an unreachable member that arrives when the
+/// network heals — now fails its compare instead of landing after the leader acted as if it
+/// had failed. Returns the new fence revision.
+pub async fn refence(store: &dyn Store, fence: &Fence) -> Result<Revision, CommitError> {
+    let res = store.txn(fence.rewrite()).await?;
+    if !res.succeeded {
+        return Err(CommitError::Fenced);
+    }
+    fence.moved_to(res.revision);
+    Ok(res.revision)
+}
+
 /// Writes `ops` in fenced transactions of at most `store.max_txn_ops()` ops (one less for
 /// the fence) and `store.max_txn_bytes()` bytes. Calls `applied(ops, revision)` after each
 /// committed batch.
@@ -116,6 +134,7 @@ pub async fn commit(
     let max_ops = store.max_txn_ops().saturating_sub(1).max(1);
     let max_bytes = store.max_txn_bytes().saturating_sub(fence.key.len());
     for batch in split_ops(ops, max_ops, max_bytes) {
+        let fenced_at = fence.revision();
         let res = store
             .txn(Txn {
                 compares: vec![fence.compare()],
@@ -123,6 +142,9 @@ pub async fn commit(
             })
             .await?;
         if !res.succeeded {
+            if fence.revision() != fenced_at {
+                return Err(CommitError::FenceMoved);
+            }
             return Err(CommitError::Fenced);
         }
         applied(&batch, res.revision);

@@ -4,13 +4,14 @@
 //! leader's late writes fail.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use shoal_core::Keys;
 use shoal_core::model::Timestamp;
-use shoal_store::{Compare, LeaseId, Revision, Store, StoreError, WatchEvent};
+use shoal_store::{Compare, LeaseId, Revision, Store, StoreError, Txn, TxnOp, WatchEvent};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -25,22 +26,65 @@ pub struct LeaderRecord {
 }
 
 /// The compare every leader write carries: the leader key still has the revision it had
-/// when this controller won.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// when this controller won, or when it last rewrote its own record ([`Fence::moved_to`]).
+///
+/// Clones share the revision: a move is seen by every writer of the term at once.
+#[derive(Debug, Clone)]
 pub struct Fence {
     /// Leader key.
     pub key: String,
-    /// Its revision when won.
-    pub revision: Revision,
+    revision: Arc<AtomicI64>,
+    /// The record as written (rewritten unchanged to move the fence).
+    record: Vec<u8>,
+    /// The lease the record is bound to.
+    lease: Option<LeaseId>,
 }
 
 impl Fence {
+    /// The fence of a record `record` written at `revision`, bound to `lease`.
+    pub fn new(key: String, revision: Revision, record: Vec<u8>, lease: Option<LeaseId>) -> Self {
+        Fence {
+            key,
+            revision: Arc::new(AtomicI64::new(revision)),
+            record,
+            lease,
+        }
+    }
+
+    /// The leader key's revision writes compare against now.
+    pub fn revision(&self) -> Revision {
+        self.revision.load(Ordering::SeqCst)
+    }
+
     /// The transaction compare.
     pub fn compare(&self) -> Compare {
         Compare::ModRevision {
             key: self.key.clone(),
-            revision: self.revision,
+            revision: self.revision(),
         }
+    }
+
+    /// Whether `value` is this leader's own record (a rewrite of it is no loss).
+    pub fn is_own_record(&self, value: &[u8]) -> bool {
+        value == self.record.as_slice()
+    }
+
+    /// The write that moves the fence: the record rewritten unchanged, if the fence holds.
+    pub fn rewrite(&self) -> Txn {
+        Txn {
+            compares: vec![self.compare()],
+            ops: vec![TxnOp::Put {
+                key: self.key.clone(),
+                value: self.record.clone(),
+                lease: self.lease,
+            }],
+        }
+    }
+
+    /// The record was rewritten at `revision`: writes compare against it from now on, and a
+    /// write still carrying the old revision is refused wherever and whenever it arrives.
+    pub fn moved_to(&self, revision: Revision) {
+        self.revision.fetch_max(revision, Ordering::SeqCst);
     }
 }
 
@@ -109,13 +153,16 @@ pub async fn campaign(
                     since: Timestamp::now(),
                 };
                 let value = serde_json::to_vec(&record).unwrap_or_default();
-                match store.compare_and_put(&key, value, 0, Some(lease)).await {
+                match store
+                    .compare_and_put(&key, value.clone(), 0, Some(lease))
+                    .await
+                {
                     Ok(Some(revision)) => {
                         info!(identity, revision, "elected leader");
                         let (tx, lost) = watch::channel(false);
                         let keepalive = tokio::spawn(keep_alive(store.clone(), lease, ttl, tx));
                         return Ok(Some(Leadership {
-                            fence: Fence { key, revision },
+                            fence: Fence::new(key, revision, value, Some(lease)),
                             lease,
                             lost,
                             keepalive,

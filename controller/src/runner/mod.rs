@@ -12,6 +12,7 @@ pub mod leader;
 pub mod queue;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::metrics::Metrics;
 use crate::reconcile::{ServiceInput, gone, reconcile};
 use cache::{Cache, NodeGrace};
-use commit::{CommitError, commit, oversized_task, plan_ops};
+use commit::{CommitError, commit, oversized_task, plan_ops, refence};
 use leader::{Fence, Leadership, campaign};
 use queue::{Backoff, WorkQueue};
 
@@ -139,6 +140,13 @@ struct Term {
     placement: tokio::sync::Mutex<()>,
     /// Grace for nodes without a record (see [`ControllerConfig::node_grace`]).
     grace: NodeGrace,
+    /// A write failed without an answer: it may still land, so the fence must move (and the
+    /// cache catch up) before the next decision.
+    unsure: AtomicBool,
+    /// The fence's revision after the last move: decisions wait until the watch reached it.
+    barrier: AtomicI64,
+    /// The store revision the cache has seen through the watch (or the last list).
+    watched: watch::Sender<i64>,
 }
 
 impl Term {
@@ -164,9 +172,55 @@ impl Term {
         }
     }
 
+    /// After a write whose outcome is unknown: moves the fence, so that write can no longer
+    /// land, then waits until the watch has brought the cache up to the fence's new revision,
+    /// so it holds whatever the write did if it landed before. Nothing to do otherwise.
+    async fn settle(&self) -> Result<(), CommitError> {
+        // Cleared before the move: a write failing meanwhile sets it again for another move.
+        if self.unsure.swap(false, Ordering::SeqCst) {
+            let moved = match refence(self.store.as_ref(), &self.fence).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.unsure.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            };
+            self.barrier.fetch_max(moved, Ordering::SeqCst);
+            info!(revision = moved, "a write went unanswered: fence moved");
+        }
+        let revision = self.barrier.load(Ordering::SeqCst);
+        if *self.watched.borrow() >= revision {
+            return Ok(());
+        }
+        let mut seen = self.watched.subscribe();
+        let caught_up = seen.wait_for(|r| *r >= revision);
+        match tokio::time::timeout(Duration::from_secs(10), caught_up).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(CommitError::Store(StoreError::Unavailable(format!(
+                "the watch has not reached revision {revision} yet"
+            )))),
+        }
+    }
+
+    /// Commits `ops` under the fence (see [`commit`]), settling first; a store error marks
+    /// the outcome unknown.
+    async fn write(
+        &self,
+        ops: Vec<TxnOp>,
+        applied: impl FnMut(&[TxnOp], shoal_store::Revision),
+    ) -> Result<(), CommitError> {
+        self.settle().await?;
+        let res = commit(self.store.as_ref(), &self.fence, ops, applied).await;
+        if matches!(res, Err(CommitError::Store(_))) {
+            self.unsure.store(true, Ordering::SeqCst);
+        }
+        res
+    }
+
     /// Reconciles one service and commits the plan.
     async fn reconcile_one(&self, s: &ServiceRef) -> Result<Option<Duration>, ControllerError> {
         let started = std::time::Instant::now();
+        self.settle().await?;
         self.metrics.reconciles.inc();
         let seed = rand::rng().random();
         let mut input = self.cache().input(s, Timestamp::now(), &self.grace, seed);
@@ -202,7 +256,7 @@ impl Term {
                 ops = ops.len(),
                 "committing plan"
             );
-            commit(self.store.as_ref(), &self.fence, ops, |batch, rev| {
+            self.write(ops, |batch, rev| {
                 let mut c = self.cache();
                 for op in batch {
                     match op {
@@ -250,7 +304,9 @@ impl Term {
     fn leader_record_lost(&self, ev: &WatchEvent) -> bool {
         match ev {
             WatchEvent::Put(kv) => {
-                kv.key == self.fence.key && kv.mod_revision != self.fence.revision
+                kv.key == self.fence.key
+                    && kv.mod_revision != self.fence.revision()
+                    && !self.fence.is_own_record(&kv.value)
             }
             WatchEvent::Delete { key, .. } => *key == self.fence.key,
         }
@@ -265,6 +321,7 @@ impl Term {
             fresh.apply(&kv.key, Some(&kv.value), kv.mod_revision);
         }
         *self.cache() = fresh;
+        self.watched.send_replace(list.revision);
         self.enqueue_all();
         info!(
             keys = list.kvs.len(),
@@ -316,6 +373,7 @@ impl Term {
                             revision = revision.max(b.revision);
                             c.prune(revision);
                         }
+                        self.watched.send_replace(revision);
                         self.enqueue_touched(touched);
                     }
                     Err(StoreError::Compacted { .. }) => {
@@ -367,17 +425,18 @@ impl Term {
                 info!(node = %node, keys = keys.len(), reason = why, "node gone for good: deleting its tasks, statuses and settings");
                 let ops = keys.into_iter().map(|key| TxnOp::Delete { key }).collect();
                 let mut touched = cache::Touched::default();
-                let res = commit(self.store.as_ref(), &self.fence, ops, |batch, rev| {
-                    let mut c = self.cache();
-                    for op in batch {
-                        if let TxnOp::Delete { key } = op {
-                            let t = c.apply(key, None, rev);
-                            touched.services.extend(t.services);
-                            touched.nodes_changed |= t.nodes_changed;
+                let res = self
+                    .write(ops, |batch, rev| {
+                        let mut c = self.cache();
+                        for op in batch {
+                            if let TxnOp::Delete { key } = op {
+                                let t = c.apply(key, None, rev);
+                                touched.services.extend(t.services);
+                                touched.nodes_changed |= t.nodes_changed;
+                            }
                         }
-                    }
-                })
-                .await;
+                    })
+                    .await;
                 self.enqueue_touched(touched);
                 match res {
                     Ok(()) => {}
@@ -551,6 +610,9 @@ impl Controller {
                 term_until: Timestamp::now().plus(self.config.node_grace),
                 after_record_gone: self.config.node_record_grace,
             },
+            unsure: AtomicBool::new(false),
+            barrier: AtomicI64::new(0),
+            watched: watch::channel(0).0,
         });
         let revision = term.relist().await?;
         let mut tasks = JoinSet::new();
