@@ -39,6 +39,9 @@ impl Store for LoseFirstCreate {
     fn max_txn_ops(&self) -> usize {
         self.inner.max_txn_ops()
     }
+    fn max_txn_bytes(&self) -> usize {
+        self.inner.max_txn_bytes()
+    }
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         self.inner.get(key).await
     }
@@ -145,6 +148,9 @@ impl Store for MoveFenceFirst {
     }
     fn max_txn_ops(&self) -> usize {
         self.inner.max_txn_ops()
+    }
+    fn max_txn_bytes(&self) -> usize {
+        self.inner.max_txn_bytes()
     }
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         self.inner.get(key).await
