@@ -529,9 +529,20 @@ pub(crate) fn rollout_lines(r: &shoal_core::model::RolloutStatus) -> String {
     out
 }
 
-/// The `Endpoints:` section of `describe service`: names, address, ports and the tasks that
-/// receive new connections.
+/// The `Endpoints:` section of `describe service`: names, address, ports, the tasks that
+/// receive new connections, and the nodes where the service's tasks get no names (with the
+/// agent's reason).
 fn endpoint_lines(s: &shoal_api::types::ServiceResource) -> String {
+    let mut out = published_endpoint_lines(s);
+    for (node, why) in &s.names_unavailable {
+        out.push_str(&format!(
+            "  Unavailable: names, service addresses and ingress on {node}: {why}\n"
+        ));
+    }
+    out
+}
+
+fn published_endpoint_lines(s: &shoal_api::types::ServiceResource) -> String {
     let Some(e) = &s.endpoints else {
         return "Endpoints:     not published yet (the controller writes them once it has seen the service)\n"
             .to_string();
@@ -594,5 +605,32 @@ mod tests {
         assert_eq!(super::state(&resource(status(2, 2))), "Converged");
         assert_eq!(super::state(&resource(status(2, 1))), "Progressing");
         assert_eq!(super::state(&resource(status(1, 2))), "Progressing");
+    }
+
+    /// `describe service` says on which nodes the service's tasks get no names, and why.
+    #[test]
+    fn describe_shows_nodes_without_names_and_why() {
+        let mut s = serde_json::from_value::<ServiceResource>(serde_json::json!({
+            "namespace": "default", "name": "web", "revision": 3, "manifest": "",
+            "endpoints": {
+                "service": {"namespace": "default", "name": "web"},
+                "address": "127.64.0.7", "ports": [], "tasks": [],
+            },
+        }))
+        .unwrap();
+        assert!(!super::endpoint_lines(&s).contains("Unavailable"));
+        s.names_unavailable.insert(
+            "n2".into(),
+            "the agent lacks CAP_NET_ADMIN (iptables cannot read the nat table)".into(),
+        );
+        let out = super::endpoint_lines(&s);
+        assert!(out.starts_with("Endpoints:     127.64.0.7 (names web,"), "{out}");
+        assert!(
+            out.contains(
+                "  Unavailable: names, service addresses and ingress on n2: the agent lacks \
+                 CAP_NET_ADMIN (iptables cannot read the nat table)\n"
+            ),
+            "{out}"
+        );
     }
 }
