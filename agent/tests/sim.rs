@@ -733,7 +733,10 @@ async fn an_agent_lacking_a_network_privilege_publishes_why_in_its_node_record()
     println!("published: {why}");
     if running_as_root() {
         assert!(why.contains("lacks CAP_NET_ADMIN"), "{why}");
-        assert!(why.contains("Permission denied"), "iptables' own words: {why}");
+        assert!(
+            why.contains("Permission denied"),
+            "iptables' own words: {why}"
+        );
     } else {
         assert!(why.contains("lacks CAP_SYS_ADMIN"), "{why}");
     }

@@ -619,7 +619,11 @@ fn web_task(node: &str, id: &str) -> shoal_core::Task {
 async fn service_read_names_nodes_without_names_and_why() {
     let api = Api::new().await;
     let (s, _) = api
-        .json("PUT", "/v1/services/default/web", &manifest("web", "app: web", 3))
+        .json(
+            "PUT",
+            "/v1/services/default/web",
+            &manifest("web", "app: web", 3),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let why = "the agent lacks CAP_NET_ADMIN (iptables cannot read the nat table)";

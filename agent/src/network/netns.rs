@@ -104,7 +104,13 @@ fn open(w: Want) -> io::Result<Opened> {
 /// (enters its own on a thread) and read the nat table with the `iptables` command. The error
 /// is a sentence naming what the agent lacks; agents publish it in their node record.
 pub fn check_privilege(iptables: &Path) -> Result<(), String> {
-    open_in(Path::new("/proc/self/ns/net"), Vec::new(), iptables, Vec::new()).map_err(|e| {
+    open_in(
+        Path::new("/proc/self/ns/net"),
+        Vec::new(),
+        iptables,
+        Vec::new(),
+    )
+    .map_err(|e| {
         format!(
             "the agent lacks CAP_SYS_ADMIN (cannot enter network namespaces: {e}); run it as root"
         )

@@ -6,8 +6,8 @@
 //! tasks to create (already placed), tasks to stop, to mark orphaned and to delete, the new
 //! status, and when to look again. It performs no I/O; randomness comes from `seed`.
 
-pub mod gone;
 mod endpoints;
+pub mod gone;
 mod ids;
 mod progress;
 pub mod rollout;

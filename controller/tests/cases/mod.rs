@@ -337,8 +337,11 @@ pub async fn services_sharing_a_host_port_never_share_a_node(env: Env) {
     let _agents = three_agents(&env).await;
     let c = env.controller("c1", TTL);
     for name in ["a", "b", "c"] {
-        env.put_service(name, "  ports: [{target: 80, published: 8080, mode: host}]\n")
-            .await;
+        env.put_service(
+            name,
+            "  ports: [{target: 80, published: 8080, mode: host}]\n",
+        )
+        .await;
     }
     for name in ["a", "b", "c"] {
         env.wait_running(name, 1).await;
@@ -350,8 +353,11 @@ pub async fn services_sharing_a_host_port_never_share_a_node(env: Env) {
         .map(|(t, _)| t.node_id)
         .collect();
     assert_eq!(nodes.len(), 3, "one per node: {nodes:?}");
-    env.put_service("d", "  ports: [{target: 80, published: 8080, mode: host}]\n")
-        .await;
+    env.put_service(
+        "d",
+        "  ports: [{target: 80, published: 8080, mode: host}]\n",
+    )
+    .await;
     let msg = wait_for("d unschedulable", || async {
         env.status("d").await.and_then(|s| s.unschedulable)
     })

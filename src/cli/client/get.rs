@@ -628,7 +628,10 @@ mod tests {
             .unwrap()
         };
         let out = super::node_rows(
-            &[node("n1", None), node("n2", Some("the agent lacks CAP_NET_ADMIN"))],
+            &[
+                node("n1", None),
+                node("n2", Some("the agent lacks CAP_NET_ADMIN")),
+            ],
             true,
         );
         let lines: Vec<&str> = out.lines().collect();
@@ -657,7 +660,10 @@ mod tests {
             "the agent lacks CAP_NET_ADMIN (iptables cannot read the nat table)".into(),
         );
         let out = super::endpoint_lines(&s);
-        assert!(out.starts_with("Endpoints:     127.64.0.7 (names web,"), "{out}");
+        assert!(
+            out.starts_with("Endpoints:     127.64.0.7 (names web,"),
+            "{out}"
+        );
         assert!(
             out.contains(
                 "  Unavailable: names, service addresses and ingress on n2: the agent lacks \
