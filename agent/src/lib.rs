@@ -267,6 +267,9 @@ pub struct Agent {
     config: AgentConfig,
     runtime: Arc<dyn Runtime>,
     network: Option<network::Network>,
+    /// Why service networking is configured but cannot run here (published in the node
+    /// record).
+    network_unavailable: Option<String>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -334,6 +337,7 @@ impl Agent {
         config: AgentConfig,
         runtime: Arc<dyn Runtime>,
     ) -> Self {
+        let mut network_unavailable = None;
         let network = match &config.network {
             Some(n)
                 if config.hollow_nodes == 0
@@ -344,8 +348,10 @@ impl Agent {
                 match network::Network::new(n.clone()) {
                     Ok(net) => Some(net),
                     Err(why) => {
-                        // Said once; tasks still run, without names.
+                        // Said once; tasks still run, without names, and the node record
+                        // carries the reason for `shoal describe`.
                         tracing::warn!(node = %config.node_id, "service networking is off: {why}");
+                        network_unavailable = Some(why);
                         None
                     }
                 }
@@ -358,6 +364,7 @@ impl Agent {
             config,
             runtime,
             network,
+            network_unavailable,
         }
     }
 
@@ -389,6 +396,7 @@ impl Agent {
                 instance: c.instance_id.clone(),
                 agent_version: AGENT_VERSION.to_string(),
                 started_at,
+                network_unavailable: self.network_unavailable.clone(),
             })
             .collect()
     }

@@ -145,6 +145,10 @@ async fn hollow_nodes_register_and_run_their_tasks() {
         vec![RuntimeKind::Docker, RuntimeKind::Process]
     );
     assert_eq!(first.role, "worker");
+    assert_eq!(
+        first.network_unavailable, None,
+        "no networking problem without networking"
+    );
     let last: NodeInfo = model::decode("node", &list.kvs[299].value).unwrap();
     assert_eq!(last.id, "hollow-0299");
     assert!(
@@ -668,4 +672,77 @@ async fn containers_of_another_cluster_are_never_removed() {
         Some(cluster)
     );
     c.stop().await.unwrap();
+}
+
+/// Whether the test runs as root (it can enter network namespaces, so the iptables check is
+/// the one that fails).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        == Some("0")
+}
+
+/// An agent whose `iptables` cannot read the nat table (as for an agent without
+/// CAP_NET_ADMIN) keeps running tasks and publishes why names are unavailable in its node
+/// record, for `shoal describe`.
+#[tokio::test]
+async fn an_agent_lacking_a_network_privilege_publishes_why_in_its_node_record() {
+    let ts = store().await;
+    let dir = tempfile::tempdir().unwrap();
+    // What iptables says to a process without CAP_NET_ADMIN.
+    let iptables = dir.path().join("iptables");
+    std::fs::write(
+        &iptables,
+        "#!/bin/sh\necho 'iptables v1.8.9 (legacy): can'\\''t initialize iptables table `nat'\\'': \
+         Permission denied (you must be root)' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &iptables,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut cfg = AgentConfig::new("n2");
+    cfg.lease_ttl = Duration::from_secs(2);
+    let mut net = shoal_agent::network::NetworkConfig::new(
+        "127.0.0.1".parse().unwrap(),
+        vec!["127.0.0.1:53".parse().unwrap()],
+    );
+    net.iptables = iptables;
+    cfg.network = Some(net);
+    let agent = Agent::new(
+        ts.store.clone(),
+        ts.keys.clone(),
+        cfg,
+        Arc::new(SimRuntime::new()),
+    );
+    assert!(agent.network().is_none(), "networking is off");
+    let a = agent.spawn();
+    let t = task(
+        "web.1.a",
+        "web",
+        "n2",
+        template(RuntimeKind::Docker, Some("nginx:1.27"), &[]),
+    );
+    ts.assign(&t).await;
+    ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    let why = holder(&ts, "n2")
+        .await
+        .network_unavailable
+        .expect("the node record says why names are unavailable");
+    println!("published: {why}");
+    if running_as_root() {
+        assert!(why.contains("lacks CAP_NET_ADMIN"), "{why}");
+        assert!(
+            why.contains("Permission denied"),
+            "iptables' own words: {why}"
+        );
+    } else {
+        assert!(why.contains("lacks CAP_SYS_ADMIN"), "{why}");
+    }
+    a.stop().await.expect("agent stops");
 }

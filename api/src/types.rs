@@ -36,6 +36,10 @@ pub struct ServiceResource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub endpoints: Option<shoal_core::endpoints::Endpoints>,
+    /// Nodes holding tasks of this service whose agents cannot give them names and service
+    /// addresses, with the agent's reason (node id to reason); only on single-service reads.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub names_unavailable: BTreeMap<String, String>,
 }
 
 impl ServiceResource {

@@ -576,3 +576,84 @@ async fn a_list_of_manifests_stores_each_element_alone() {
     let text = d["manifest"].as_str().unwrap();
     assert!(text.contains("redis") && !text.contains("nginx"), "{text}");
 }
+
+/// A docker task of `default/web` on `node`.
+fn web_task(node: &str, id: &str) -> shoal_core::Task {
+    use shoal_core::manifest::RuntimeKind;
+    use shoal_core::model::{DesiredState, Slot, TaskTemplate, Timestamp};
+    let template = TaskTemplate {
+        runtime: RuntimeKind::Docker,
+        image: Some("nginx".into()),
+        command: Vec::new(),
+        env: Default::default(),
+        ports: Vec::new(),
+        limits: Default::default(),
+        reservations: Default::default(),
+        mounts: Vec::new(),
+        healthcheck: None,
+        stop_signal: "SIGTERM".into(),
+        stop_grace_period: shoal_core::units::Dur::secs(1),
+        consul: None,
+        constraints: Vec::new(),
+        secrets: Vec::new(),
+        configs: Vec::new(),
+    };
+    shoal_core::Task {
+        id: id.into(),
+        service: web(),
+        slot: Slot::Replica(1),
+        node_id: node.into(),
+        generation: 1,
+        template_hash: template.hash(),
+        template,
+        desired_state: DesiredState::Running,
+        attempt: 0,
+        orphaned: false,
+        created_at: Timestamp::now(),
+    }
+}
+
+/// A service read names the nodes holding its tasks whose agents published why names are
+/// unavailable there, and no other node.
+#[tokio::test]
+async fn service_read_names_nodes_without_names_and_why() {
+    let api = Api::new().await;
+    let (s, _) = api
+        .json(
+            "PUT",
+            "/v1/services/default/web",
+            &manifest("web", "app: web", 3),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let why = "the agent lacks CAP_NET_ADMIN (iptables cannot read the nat table)";
+    for (node, problem) in [("n1", None), ("n2", Some(why)), ("n3", Some(why))] {
+        let mut info = serde_json::json!({"id":node,"hostname":node,"address":"10.0.0.1",
+            "runtimes":["docker"],"capacity":{"cpus":2.0,"memory":"1Gi"},"agentVersion":"0.1.0",
+            "startedAt":"2026-01-01T00:00:00Z"});
+        if let Some(p) = problem {
+            info["networkUnavailable"] = p.into();
+        }
+        api.store
+            .put(&api.keys.node(node), info.to_string().into_bytes(), None)
+            .await
+            .unwrap();
+    }
+    // n3 has the problem but none of web's tasks.
+    for (node, id) in [("n1", "web.1.a"), ("n2", "web.2.b")] {
+        let t = web_task(node, id);
+        api.store
+            .put(
+                &api.keys.task(node, id),
+                shoal_core::model::encode(&t),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let (s, v) = api.json("GET", "/v1/services/default/web", "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["namesUnavailable"], serde_json::json!({"n2": why}), "{v}");
+    let (_, list) = api.json("GET", "/v1/services", "").await;
+    assert!(list[0].get("namesUnavailable").is_none(), "{list}");
+}

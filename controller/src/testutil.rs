@@ -25,6 +25,7 @@ pub(crate) fn node(id: &str, labels: &[(&str, &str)]) -> Node {
             role: "worker".to_string(),
             instance: String::new(),
             agent_version: "test".to_string(),
+            network_unavailable: None,
             started_at: Timestamp(0),
         },
         config: NodeConfig {

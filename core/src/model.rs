@@ -180,6 +180,10 @@ pub struct NodeInfo {
     pub agent_version: String,
     /// When the agent registered.
     pub started_at: Timestamp,
+    /// Why service names and addresses are unavailable to this node's tasks, naming the
+    /// privilege or command the agent lacks (absent when they work or networking is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_unavailable: Option<String>,
 }
 
 fn default_role() -> String {

@@ -57,6 +57,9 @@ pub struct NetworkConfig {
     pub address: IpAddr,
     /// Resolvers names outside `.shoal` are forwarded to.
     pub upstream: Vec<SocketAddr>,
+    /// The `iptables` command that adds the redirect rule in containers' namespaces (found on
+    /// `PATH` unless a path is given).
+    pub iptables: PathBuf,
 }
 
 impl NetworkConfig {
@@ -70,7 +73,11 @@ impl NetworkConfig {
         } else {
             upstream
         };
-        NetworkConfig { address, upstream }
+        NetworkConfig {
+            address,
+            upstream,
+            iptables: PathBuf::from("iptables"),
+        }
     }
 }
 
@@ -148,10 +155,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Network {
-    /// Networking for `config`, or why this process cannot provide it (a missing privilege,
-    /// named).
+    /// Networking for `config`, or why this process cannot provide it (a sentence naming the
+    /// missing privilege or command).
     pub fn new(config: NetworkConfig) -> Result<Self, String> {
-        netns::check_privilege()?;
+        netns::check_privilege(&config.iptables)?;
         Ok(Network {
             inner: Arc::new(Inner {
                 config,
@@ -206,6 +213,7 @@ impl Network {
         let dns_addr = SocketAddr::from((RESOLVER_ADDRESS, 53));
         let proxy_addr = SocketAddr::from((RESOLVER_ADDRESS, REDIRECT_PORT));
         let path = ns_path.to_owned();
+        let iptables = self.inner.config.iptables.clone();
         let opened = tokio::task::spawn_blocking(move || {
             netns::open_in(
                 &path,
@@ -214,6 +222,7 @@ impl Network {
                     Want::Tcp(dns_addr),
                     Want::Tcp(proxy_addr),
                 ],
+                &iptables,
                 redirect_rule(),
             )
         })

@@ -31,10 +31,17 @@ pub enum Opened {
 }
 
 /// Opens every socket of `wants` inside the namespace at `ns`, then makes sure the NAT rule
-/// `redirect` (iptables arguments after `-t nat`, without `-A`/`-C`) is present there.
-/// Fails when the namespace cannot be entered, a socket cannot be opened or the rule added.
-pub fn open_in(ns: &Path, wants: Vec<Want>, redirect: Vec<String>) -> io::Result<Vec<Opened>> {
+/// `redirect` (arguments of the `iptables` command after `-t nat`, without `-A`/`-C`) is
+/// present there. Fails when the namespace cannot be entered, a socket cannot be opened or
+/// the rule added.
+pub fn open_in(
+    ns: &Path,
+    wants: Vec<Want>,
+    iptables: &Path,
+    redirect: Vec<String>,
+) -> io::Result<Vec<Opened>> {
     let ns: PathBuf = ns.to_owned();
+    let iptables = iptables.to_owned();
     std::thread::Builder::new()
         .name("shoal-netns".into())
         .spawn(move || {
@@ -45,7 +52,7 @@ pub fn open_in(ns: &Path, wants: Vec<Want>, redirect: Vec<String>) -> io::Result
                 .map(open)
                 .collect::<io::Result<Vec<_>>>()?;
             if !redirect.is_empty() {
-                ensure_rule(&redirect)?;
+                ensure_rule(&iptables, &redirect)?;
             }
             Ok(opened)
         })?
@@ -55,9 +62,9 @@ pub fn open_in(ns: &Path, wants: Vec<Want>, redirect: Vec<String>) -> io::Result
 
 /// Adds the NAT rule unless it is there (a restarted agent finds it in adopted containers).
 /// The child inherits the calling thread's network namespace.
-fn ensure_rule(rule: &[String]) -> io::Result<()> {
+fn ensure_rule(iptables: &Path, rule: &[String]) -> io::Result<()> {
     let run = |op: &str| {
-        std::process::Command::new("iptables")
+        std::process::Command::new(iptables)
             .args(["-w", "-t", "nat", op])
             .args(rule)
             .stdout(std::process::Stdio::null())
@@ -93,26 +100,33 @@ fn open(w: Want) -> io::Result<Opened> {
     }
 }
 
-/// Whether this process may enter network namespaces: enters its own on a thread. The error
-/// names the missing privilege.
-pub fn check_privilege() -> Result<(), String> {
-    open_in(Path::new("/proc/self/ns/net"), Vec::new(), Vec::new()).map_err(|e| {
+/// Whether this process may do what service networking needs: enter network namespaces
+/// (enters its own on a thread) and read the nat table with the `iptables` command. The error
+/// is a sentence naming what the agent lacks; agents publish it in their node record.
+pub fn check_privilege(iptables: &Path) -> Result<(), String> {
+    open_in(
+        Path::new("/proc/self/ns/net"),
+        Vec::new(),
+        iptables,
+        Vec::new(),
+    )
+    .map_err(|e| {
         format!(
-            "cannot enter network namespaces ({e}): service names and the routing mesh need \
-             CAP_SYS_ADMIN (run the agent as root)"
+            "the agent lacks CAP_SYS_ADMIN (cannot enter network namespaces: {e}); run it as root"
         )
     })?;
-    match std::process::Command::new("iptables")
+    match std::process::Command::new(iptables)
         .args(["-w", "-t", "nat", "-S", "OUTPUT"])
         .output()
     {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(format!(
-            "iptables cannot read the nat table ({}): service addresses need CAP_NET_ADMIN",
+            "the agent lacks CAP_NET_ADMIN (iptables cannot read the nat table: {})",
             String::from_utf8_lossy(&o.stderr).trim()
         )),
         Err(e) => Err(format!(
-            "iptables is not available ({e}): service addresses need it (apt-get install iptables)"
+            "the agent lacks the iptables command ({}: {e}); install it (apt-get install iptables)",
+            iptables.display()
         )),
     }
 }

@@ -111,6 +111,7 @@ pub(crate) fn resource(
         error,
         status,
         endpoints: None,
+        names_unavailable: std::collections::BTreeMap::new(),
     }
 }
 

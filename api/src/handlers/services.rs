@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use shoal_core::{Key, ServiceRef, ServiceStatus};
+use shoal_core::{Key, NodeInfo, ServiceRef, ServiceStatus, Task};
 use shoal_store::Revision;
 use utoipa::IntoParams;
 
@@ -112,7 +112,35 @@ pub(crate) async fn load_one(st: &ApiState, r: &ServiceRef) -> Result<ServiceRes
         Some(e) => decode(&e).ok(),
         None => None,
     };
+    res.names_unavailable = names_unavailable(st, r).await?;
     Ok(res)
+}
+
+/// The nodes holding tasks of `r` whose agents published why service networking cannot run
+/// there (`NodeInfo::network_unavailable`), with that reason.
+async fn names_unavailable(
+    st: &ApiState,
+    r: &ServiceRef,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    for kv in st.store.list(&st.keys.nodes_prefix()).await?.kvs {
+        let Ok(info) = decode::<NodeInfo>(&kv) else {
+            continue;
+        };
+        let Some(why) = info.network_unavailable else {
+            continue;
+        };
+        let tasks = st.store.list(&st.keys.node_tasks_prefix(&info.id)).await?;
+        let holds = tasks
+            .kvs
+            .iter()
+            .filter_map(|kv| decode::<Task>(kv).ok())
+            .any(|t| &t.service == r);
+        if holds {
+            out.insert(info.id, why);
+        }
+    }
+    Ok(out)
 }
 
 /// Creates or replaces one service's manifest (YAML or JSON). Honors `If-Match: <revision>`.

@@ -479,6 +479,7 @@ impl Cache {
                     role: "worker".to_string(),
                     instance: String::new(),
                     agent_version: String::new(),
+                    network_unavailable: None,
                     started_at: Timestamp(0),
                 });
                 let config = self.configs.get(id).cloned().unwrap_or_default();

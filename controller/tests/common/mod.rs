@@ -325,6 +325,7 @@ impl Agent {
             role: "worker".into(),
             instance: String::new(),
             agent_version: "sim".into(),
+            network_unavailable: None,
             started_at: Timestamp::now(),
         };
         // The agent's own registrar: the record is bound to a lease kept alive every TTL/3,

@@ -21,6 +21,7 @@ fn node(id: &str, ready: bool) -> Node {
             capacity: Capacity::default(),
             role: "worker".into(),
             agent_version: "t".into(),
+            network_unavailable: None,
             started_at: Timestamp(0),
             instance: String::new(),
         },

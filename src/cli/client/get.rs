@@ -199,7 +199,7 @@ fn task_rows(list: &[TaskView], wide: bool) -> String {
 fn node_rows(list: &[NodeView], wide: bool) -> String {
     let mut header = vec!["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ADDRESS"];
     if wide {
-        header.extend(["RUNTIMES", "CPUS", "MEMORY", "LABELS", "VERSION"]);
+        header.extend(["RUNTIMES", "CPUS", "MEMORY", "LABELS", "VERSION", "NAMES"]);
     }
     let rows: Vec<Vec<String>> = list
         .iter()
@@ -235,6 +235,11 @@ fn node_rows(list: &[NodeView], wide: bool) -> String {
                     .join(",");
                 row.push(if l.is_empty() { "<none>".into() } else { l });
                 row.push(info.map_or("-".into(), |i| i.agent_version.clone()));
+                // Why the node's tasks get no names, as its agent published it.
+                row.push(
+                    info.and_then(|i| i.network_unavailable.as_ref())
+                        .map_or("-".into(), |why| format!("unavailable: {why}")),
+                );
             }
             row
         })
@@ -529,9 +534,20 @@ pub(crate) fn rollout_lines(r: &shoal_core::model::RolloutStatus) -> String {
     out
 }
 
-/// The `Endpoints:` section of `describe service`: names, address, ports and the tasks that
-/// receive new connections.
+/// The `Endpoints:` section of `describe service`: names, address, ports, the tasks that
+/// receive new connections, and the nodes where the service's tasks get no names (with the
+/// agent's reason).
 fn endpoint_lines(s: &shoal_api::types::ServiceResource) -> String {
+    let mut out = published_endpoint_lines(s);
+    for (node, why) in &s.names_unavailable {
+        out.push_str(&format!(
+            "  Unavailable: names, service addresses and ingress on {node}: {why}\n"
+        ));
+    }
+    out
+}
+
+fn published_endpoint_lines(s: &shoal_api::types::ServiceResource) -> String {
     let Some(e) = &s.endpoints else {
         return "Endpoints:     not published yet (the controller writes them once it has seen the service)\n"
             .to_string();
@@ -594,5 +610,66 @@ mod tests {
         assert_eq!(super::state(&resource(status(2, 2))), "Converged");
         assert_eq!(super::state(&resource(status(2, 1))), "Progressing");
         assert_eq!(super::state(&resource(status(1, 2))), "Progressing");
+    }
+
+    /// `get nodes -o wide` says which nodes give their tasks no names, and why.
+    #[test]
+    fn wide_node_rows_show_why_names_are_unavailable() {
+        let node = |id: &str, why: Option<&str>| {
+            let mut info = serde_json::json!({"id":id,"hostname":id,"address":"10.0.0.1",
+                "runtimes":["docker"],"capacity":{"cpus":2.0,"memory":"1Gi"},
+                "agentVersion":"0.1.0","startedAt":"2026-01-01T00:00:00Z"});
+            if let Some(w) = why {
+                info["networkUnavailable"] = w.into();
+            }
+            serde_json::from_value::<shoal_api::types::NodeView>(serde_json::json!({
+                "id": id, "info": info, "config": {}, "ready": true, "configRevision": 0,
+            }))
+            .unwrap()
+        };
+        let out = super::node_rows(
+            &[
+                node("n1", None),
+                node("n2", Some("the agent lacks CAP_NET_ADMIN")),
+            ],
+            true,
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].trim_end().ends_with("NAMES"), "{out}");
+        assert!(lines[1].trim_end().ends_with(" -"), "{out}");
+        assert!(
+            lines[2].ends_with("unavailable: the agent lacks CAP_NET_ADMIN"),
+            "{out}"
+        );
+    }
+
+    /// `describe service` says on which nodes the service's tasks get no names, and why.
+    #[test]
+    fn describe_shows_nodes_without_names_and_why() {
+        let mut s = serde_json::from_value::<ServiceResource>(serde_json::json!({
+            "namespace": "default", "name": "web", "revision": 3, "manifest": "",
+            "endpoints": {
+                "service": {"namespace": "default", "name": "web"},
+                "address": "127.64.0.7", "ports": [], "tasks": [],
+            },
+        }))
+        .unwrap();
+        assert!(!super::endpoint_lines(&s).contains("Unavailable"));
+        s.names_unavailable.insert(
+            "n2".into(),
+            "the agent lacks CAP_NET_ADMIN (iptables cannot read the nat table)".into(),
+        );
+        let out = super::endpoint_lines(&s);
+        assert!(
+            out.starts_with("Endpoints:     127.64.0.7 (names web,"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "  Unavailable: names, service addresses and ingress on n2: the agent lacks \
+                 CAP_NET_ADMIN (iptables cannot read the nat table)\n"
+            ),
+            "{out}"
+        );
     }
 }
