@@ -46,9 +46,13 @@ fn start() -> Server {
 }
 
 fn shoal(s: &Server, args: &[&str], stdin: Option<&str>) -> Output {
+    shoal_at(&s.url, args, stdin)
+}
+
+fn shoal_at(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut c = Command::new(BIN)
         .args(args)
-        .env("SHOAL_SERVER", &s.url)
+        .env("SHOAL_SERVER", url)
         .env_remove("SHOAL_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -527,4 +531,91 @@ fn apply_wait_follows_the_watch_across_an_api_restart_without_polling() {
     println!("after the restart: {watches} watch request(s), {status_gets} status GET(s)");
     assert!(watches >= 1, "the wait reopened the watch:\n{metrics}");
     assert_eq!(status_gets, 0, "the wait polled the status:\n{metrics}");
+}
+
+/// `get services --watch` prints again when the service changes (it follows the watch) and
+/// reads nothing while nothing changes.
+#[test]
+fn get_watch_prints_changes_and_reads_nothing_while_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    let mut dev = Command::new(BIN)
+        .args(["dev", "--runtime", "process", "--node-id", "get-watch-node"])
+        .arg("--data-dir")
+        .arg(dir.path().join("dev"))
+        .args(["--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let metrics = || {
+        rt.block_on(async { reqwest::get(format!("{url}/metrics")).await?.text().await })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while metrics().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "shoal dev did not start");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let sleeper = |replicas: u64| {
+        format!(
+            "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: sleeper\nspec:\n  runtime: process\n  command: [sleep, \"600\"]\n  replicas: {replicas}\n  stopGracePeriod: 1s\n"
+        )
+    };
+    let o = shoal_at(&url, &["apply", "-f", "-", "--wait"], Some(&sleeper(1)));
+    assert_eq!(code(&o), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut watch = Command::new(BIN)
+        .args(["get", "services", "sleeper", "--watch"])
+        .env("SHOAL_SERVER", &url)
+        .env_remove("SHOAL_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_line = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains("sleeper") && l.contains(want) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {want:?}: {e}"),
+            }
+        }
+    };
+    wait_line("1/1");
+    // Idle: the watch is open, nothing changes, nothing is read.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = requests(&metrics(), "/v1/services/{ns}/{name}", "GET");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = requests(&metrics(), "/v1/services/{ns}/{name}", "GET");
+    println!("get --watch read the service {} time(s) in 3 s idle", after - before);
+    assert_eq!(before, after, "get --watch polled while nothing changed");
+    let changed = std::time::Instant::now();
+    let o = shoal_at(&url, &["scale", "sleeper=2"], None);
+    assert_eq!(code(&o), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_line("2/2");
+    println!("get --watch printed 2/2 {:?} after the scale", changed.elapsed());
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let _ = Command::new("kill")
+        .args(["-INT", &dev.id().to_string()])
+        .status();
+    let _ = dev.wait();
 }
