@@ -502,7 +502,13 @@ fn apply_wait_follows_the_watch_across_an_api_restart_without_polling() {
     api.wait().unwrap();
     // The API comes back, now with a controller and an agent.
     let mut dev = Command::new(BIN)
-        .args(["dev", "--runtime", "process", "--node-id", "wait-watch-node"])
+        .args([
+            "dev",
+            "--runtime",
+            "process",
+            "--node-id",
+            "wait-watch-node",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .args(["--listen", &listen])
@@ -561,7 +567,10 @@ fn get_watch_prints_changes_and_reads_nothing_while_idle() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while metrics().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "shoal dev did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shoal dev did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let sleeper = |replicas: u64| {
@@ -605,13 +614,19 @@ fn get_watch_prints_changes_and_reads_nothing_while_idle() {
     let before = requests(&metrics(), "/v1/services/{ns}/{name}", "GET");
     std::thread::sleep(std::time::Duration::from_secs(3));
     let after = requests(&metrics(), "/v1/services/{ns}/{name}", "GET");
-    println!("get --watch read the service {} time(s) in 3 s idle", after - before);
+    println!(
+        "get --watch read the service {} time(s) in 3 s idle",
+        after - before
+    );
     assert_eq!(before, after, "get --watch polled while nothing changed");
     let changed = std::time::Instant::now();
     let o = shoal_at(&url, &["scale", "sleeper=2"], None);
     assert_eq!(code(&o), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     wait_line("2/2");
-    println!("get --watch printed 2/2 {:?} after the scale", changed.elapsed());
+    println!(
+        "get --watch printed 2/2 {:?} after the scale",
+        changed.elapsed()
+    );
     let _ = watch.kill();
     let _ = watch.wait();
     let _ = Command::new("kill")

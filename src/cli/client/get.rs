@@ -6,8 +6,8 @@ use clap::{Args, ValueEnum};
 use shoal_api::types::{NodeView, ServiceResource, TaskView};
 use shoal_core::manifest::{Mode, PortMode};
 
-use super::table::{Output, json, render, yaml};
 use super::follow::{Followed, Follower};
+use super::table::{Output, json, render, yaml};
 use super::{CmdResult, ConnArgs, EXIT_OK, EXIT_UNREACHABLE, Failure};
 
 /// What `get` lists.
