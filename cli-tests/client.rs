@@ -539,8 +539,8 @@ fn apply_wait_follows_the_watch_across_an_api_restart_without_polling() {
     assert_eq!(status_gets, 0, "the wait polled the status:\n{metrics}");
 }
 
-/// `get services --watch` prints again when the service changes (it follows the watch) and
-/// reads nothing while nothing changes.
+/// `get services --watch` prints again when the service changes (it follows the watch),
+/// reads nothing while nothing changes, and carries on after the API restarts.
 #[test]
 fn get_watch_prints_changes_and_reads_nothing_while_idle() {
     let dir = tempfile::tempdir().unwrap();
@@ -551,28 +551,48 @@ fn get_watch_prints_changes_and_reads_nothing_while_idle() {
         .port();
     let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}");
-    let mut dev = Command::new(BIN)
-        .args(["dev", "--runtime", "process", "--node-id", "get-watch-node"])
-        .arg("--data-dir")
-        .arg(dir.path().join("dev"))
-        .args(["--listen", &listen])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let start_dev = || {
+        Command::new(BIN)
+            .args(["dev", "--runtime", "process", "--node-id", "get-watch-node"])
+            .arg("--data-dir")
+            .arg(dir.path().join("dev"))
+            .args(["--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let stop_dev = |dev: &mut std::process::Child| {
+        let _ = Command::new("kill")
+            .args(["-INT", &dev.id().to_string()])
+            .status();
+        let _ = dev.wait();
+    };
+    // Up once its node is registered and ready.
+    let dev_ready = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let o = shoal_at(&url, &["get", "nodes"], None);
+            if text(&o)
+                .lines()
+                .any(|l| l.starts_with("get-watch-node") && l.contains(" Ready"))
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "shoal dev did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let mut dev = start_dev();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let metrics = || {
         rt.block_on(async { reqwest::get(format!("{url}/metrics")).await?.text().await })
             .unwrap_or_default()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while metrics().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "shoal dev did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    dev_ready();
     let sleeper = |replicas: u64| {
         format!(
             "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: sleeper\nspec:\n  runtime: process\n  command: [sleep, \"600\"]\n  replicas: {replicas}\n  stopGracePeriod: 1s\n"
@@ -627,10 +647,14 @@ fn get_watch_prints_changes_and_reads_nothing_while_idle() {
         "get --watch printed 2/2 {:?} after the scale",
         changed.elapsed()
     );
+    // The API goes away and comes back: the watch is reopened and the next change printed.
+    stop_dev(&mut dev);
+    dev = start_dev();
+    dev_ready();
+    let o = shoal_at(&url, &["scale", "sleeper=3"], None);
+    assert_eq!(code(&o), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_line("3/3");
     let _ = watch.kill();
     let _ = watch.wait();
-    let _ = Command::new("kill")
-        .args(["-INT", &dev.id().to_string()])
-        .status();
-    let _ = dev.wait();
+    stop_dev(&mut dev);
 }
