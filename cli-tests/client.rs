@@ -46,9 +46,13 @@ fn start() -> Server {
 }
 
 fn shoal(s: &Server, args: &[&str], stdin: Option<&str>) -> Output {
+    shoal_at(&s.url, args, stdin)
+}
+
+fn shoal_at(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut c = Command::new(BIN)
         .args(args)
-        .env("SHOAL_SERVER", &s.url)
+        .env("SHOAL_SERVER", url)
         .env_remove("SHOAL_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -431,4 +435,226 @@ fn apply_wait_retries_an_unreachable_api_until_the_timeout() {
         err.contains("timed out") && err.contains("API unavailable"),
         "{err}"
     );
+}
+
+/// Sums the API's request counter for one route and method from its `/metrics` text.
+fn requests(metrics: &str, route: &str, method: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("shoal_api_requests_total{"))
+        .filter(|l| {
+            l.contains(&format!("route=\"{route}\"")) && l.contains(&format!("method=\"{method}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `apply --wait` follows the API's watch: it rides out the API going away and coming back
+/// (as `shoal dev`, with a controller and an agent, on the same store and address), sees the
+/// service converge on the new stream, and never asks for the service's status by polling.
+#[test]
+fn apply_wait_follows_the_watch_across_an_api_restart_without_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    // First only the API, on the store `shoal dev` uses: nothing converges yet.
+    let mut api = Command::new(BIN)
+        .args(["api", "--listen", &listen, "--store"])
+        .arg(format!("file://{}", data.join("store").display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(api.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let manifest = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: sleeper\nspec:\n  runtime: process\n  command: [sleep, \"600\"]\n  replicas: 2\n  stopGracePeriod: 1s\n";
+    let started = std::time::Instant::now();
+    let mut wait = Command::new(BIN)
+        .args(["apply", "-f", "-", "--wait", "--timeout", "120s"])
+        .env("SHOAL_SERVER", &url)
+        .env_remove("SHOAL_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait.stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    let mut out = BufReader::new(wait.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "service/sleeper created\n");
+    let mut second = String::new();
+    out.read_line(&mut second).unwrap();
+    assert!(second.contains("waiting for the controller"), "{second}");
+    api.kill().unwrap();
+    api.wait().unwrap();
+    // The API comes back, now with a controller and an agent.
+    let mut dev = Command::new(BIN)
+        .args([
+            "dev",
+            "--runtime",
+            "process",
+            "--node-id",
+            "wait-watch-node",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let o = wait.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    let metrics = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { reqwest::get(format!("{url}/metrics")).await?.text().await })
+        .unwrap_or_default();
+    let _ = Command::new("kill")
+        .args(["-INT", &dev.id().to_string()])
+        .status();
+    let _ = dev.wait();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{first}{second}{rest}\n{err}");
+    assert!(rest.contains("service/sleeper: converged"), "{rest}");
+    println!("apply --wait converged {elapsed:?} after the apply, across one API restart");
+    let status_gets = requests(&metrics, "/v1/services/{ns}/{name}/status", "GET");
+    let watches = requests(&metrics, "/v1/watch", "GET");
+    println!("after the restart: {watches} watch request(s), {status_gets} status GET(s)");
+    assert!(watches >= 1, "the wait reopened the watch:\n{metrics}");
+    assert_eq!(status_gets, 0, "the wait polled the status:\n{metrics}");
+}
+
+/// `get services --watch` prints again when the service changes (it follows the watch),
+/// reads nothing while nothing changes, and carries on after the API restarts.
+#[test]
+fn get_watch_prints_changes_and_reads_nothing_while_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    let start_dev = || {
+        Command::new(BIN)
+            .args(["dev", "--runtime", "process", "--node-id", "get-watch-node"])
+            .arg("--data-dir")
+            .arg(dir.path().join("dev"))
+            .args(["--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let stop_dev = |dev: &mut std::process::Child| {
+        let _ = Command::new("kill")
+            .args(["-INT", &dev.id().to_string()])
+            .status();
+        let _ = dev.wait();
+    };
+    // Up once its node is registered and ready.
+    let dev_ready = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let o = shoal_at(&url, &["get", "nodes"], None);
+            if text(&o)
+                .lines()
+                .any(|l| l.starts_with("get-watch-node") && l.contains(" Ready"))
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "shoal dev did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let mut dev = start_dev();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let metrics = || {
+        rt.block_on(async { reqwest::get(format!("{url}/metrics")).await?.text().await })
+            .unwrap_or_default()
+    };
+    dev_ready();
+    let sleeper = |replicas: u64| {
+        format!(
+            "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: sleeper\nspec:\n  runtime: process\n  command: [sleep, \"600\"]\n  replicas: {replicas}\n  stopGracePeriod: 1s\n"
+        )
+    };
+    let o = shoal_at(&url, &["apply", "-f", "-", "--wait"], Some(&sleeper(1)));
+    assert_eq!(code(&o), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut watch = Command::new(BIN)
+        .args(["get", "services", "sleeper", "--watch"])
+        .env("SHOAL_SERVER", &url)
+        .env_remove("SHOAL_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_line = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains("sleeper") && l.contains(want) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {want:?}: {e}"),
+            }
+        }
+    };
+    wait_line("1/1");
+    // Idle: the watch is open, nothing changes, nothing is read.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = requests(&metrics(), "/v1/services/{ns}/{name}", "GET");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = requests(&metrics(), "/v1/services/{ns}/{name}", "GET");
+    println!(
+        "get --watch read the service {} time(s) in 3 s idle",
+        after - before
+    );
+    assert_eq!(before, after, "get --watch polled while nothing changed");
+    let changed = std::time::Instant::now();
+    let o = shoal_at(&url, &["scale", "sleeper=2"], None);
+    assert_eq!(code(&o), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_line("2/2");
+    println!(
+        "get --watch printed 2/2 {:?} after the scale",
+        changed.elapsed()
+    );
+    // The API goes away and comes back: the watch is reopened and the next change printed.
+    stop_dev(&mut dev);
+    dev = start_dev();
+    dev_ready();
+    let o = shoal_at(&url, &["scale", "sleeper=3"], None);
+    assert_eq!(code(&o), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_line("3/3");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    stop_dev(&mut dev);
 }

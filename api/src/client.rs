@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 
+use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, IF_MATCH};
@@ -578,30 +579,22 @@ impl Client {
         }
         let (url, b) = self.req_stream(reqwest::Method::GET, "/v1/watch");
         let resp = self.send(&url, b.query(&query)).await?;
-        let mut bytes = resp.bytes_stream();
+        let mut events = resp.bytes_stream().eventsource();
         let stream = async_stream(move |tx| async move {
-            let mut buf = String::new();
-            while let Some(chunk) = bytes.next().await {
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(ClientError::Decode {
-                                url: url.clone(),
-                                message: e.to_string(),
-                            }))
-                            .await;
-                        return;
-                    }
+            while let Some(item) = events.next().await {
+                let item = match item {
+                    Ok(ev) => match decode_event(&ev, &url) {
+                        Some(item) => item,
+                        None => continue,
+                    },
+                    Err(e) => Err(ClientError::Decode {
+                        url: url.clone(),
+                        message: e.to_string(),
+                    }),
                 };
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buf.find("\n\n") {
-                    let frame: String = buf.drain(..end + 2).collect();
-                    if let Some(item) = parse_frame(&frame, &url)
-                        && tx.send(item).await.is_err()
-                    {
-                        return;
-                    }
+                let last = item.is_err();
+                if tx.send(item).await.is_err() || last {
+                    return;
                 }
             }
         });
@@ -609,24 +602,18 @@ impl Client {
     }
 }
 
-/// Parses one SSE frame into an event (`None` for comments and keep-alives).
-fn parse_frame(frame: &str, url: &str) -> Option<Result<WatchEvent, ClientError>> {
-    let mut event = None;
-    let mut data = String::new();
-    for line in frame.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            event = Some(v.trim().to_string());
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push_str(v.strip_prefix(' ').unwrap_or(v));
-        }
-    }
-    if data.is_empty() {
+/// Turns one SSE event into a watch event (`None` for events without data).
+fn decode_event(
+    ev: &eventsource_stream::Event,
+    url: &str,
+) -> Option<Result<WatchEvent, ClientError>> {
+    if ev.data.is_empty() {
         return None;
     }
-    if event.as_deref() == Some("error") {
-        let msg = serde_json::from_str::<ErrorBody>(&data)
+    if ev.event == "error" {
+        let msg = serde_json::from_str::<ErrorBody>(&ev.data)
             .map(|b| b.error)
-            .unwrap_or(data);
+            .unwrap_or_else(|_| ev.data.clone());
         return Some(Err(ClientError::Api {
             status: 200,
             message: msg,
@@ -635,7 +622,7 @@ fn parse_frame(frame: &str, url: &str) -> Option<Result<WatchEvent, ClientError>
         }));
     }
     Some(
-        serde_json::from_str(&data).map_err(|e| ClientError::Decode {
+        serde_json::from_str(&ev.data).map_err(|e| ClientError::Decode {
             url: url.to_string(),
             message: e.to_string(),
         }),

@@ -6,8 +6,9 @@ use clap::{Args, ValueEnum};
 use shoal_api::types::{NodeView, ServiceResource, TaskView};
 use shoal_core::manifest::{Mode, PortMode};
 
+use super::follow::{Followed, Follower};
 use super::table::{Output, json, render, yaml};
-use super::{CmdResult, ConnArgs, EXIT_OK, Failure};
+use super::{CmdResult, ConnArgs, EXIT_OK, EXIT_UNREACHABLE, Failure};
 
 /// What `get` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -319,15 +320,52 @@ pub async fn get(a: GetArgs) -> CmdResult {
     if !a.watch {
         return Ok(EXIT_OK);
     }
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = render_once(&a).await?;
-        if now != last {
-            println!();
-            print!("{now}");
-            last = now;
+    // Node records are not on the watch: nodes are read again every second.
+    if a.kind == Kind::Nodes {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            reprint(&a, &mut last).await?;
         }
     }
+    let service = a.name.as_ref().map(|n| {
+        if n.contains('/') {
+            n.clone()
+        } else {
+            format!("{}/{n}", a.conn.ns())
+        }
+    });
+    let mut follower = Follower::new(a.conn.client(), service);
+    loop {
+        if let Followed::Lost(_) = follower.next().await? {
+            continue;
+        }
+        // A burst of changes (a rollout step, the records of a fresh stream) prints once.
+        while let Ok(step) = tokio::time::timeout(SETTLE, follower.next()).await {
+            if let Followed::Lost(_) = step? {
+                break;
+            }
+        }
+        reprint(&a, &mut last).await?;
+    }
+}
+
+/// How long `get --watch` lets a burst of changes settle before it reads again.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Reads again and prints when the output changed; an API that is briefly unreachable is
+/// skipped over rather than ending the watch.
+async fn reprint(a: &GetArgs, last: &mut String) -> Result<(), Failure> {
+    let now = match render_once(a).await {
+        Ok(now) => now,
+        Err(f) if f.code == EXIT_UNREACHABLE => return Ok(()),
+        Err(f) => return Err(f),
+    };
+    if now != *last {
+        println!();
+        print!("{now}");
+        *last = now;
+    }
+    Ok(())
 }
 
 /// Flags of `shoal describe`.

@@ -8,6 +8,7 @@
 
 mod apply;
 mod files;
+mod follow;
 mod get;
 mod ops;
 mod secrets;

@@ -1,15 +1,17 @@
-//! Waiting for services to converge (`apply --wait`, `rollout status`), with a progress bar
-//! per service on a terminal and plain lines otherwise.
+//! Waiting for services to converge (`apply --wait`, `rollout status`) by following the
+//! API's watch, with a progress bar per service on a terminal and plain lines otherwise.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use shoal_api::Client;
+use shoal_api::types::WatchKind;
 use shoal_core::ServiceStatus;
 use shoal_core::model::RolloutState;
 
+use super::follow::{Followed, Follower};
 use super::{CmdResult, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT};
 
 /// A service to wait for, and the manifest revision it must have observed.
@@ -77,103 +79,157 @@ pub fn judge(status: Option<&ServiceStatus>, revision: i64) -> Verdict {
     ))
 }
 
-/// Polls every target's status until all converge, one fails, or `timeout` passes.
+/// Follows every target's status on the API's watch until all converge, one fails, or
+/// `timeout` passes. A lost watch (the API restarting or unreachable) is reopened and resumed
+/// until the timeout; it never counts as a failed rollout.
 pub async fn wait_for(client: &Client, targets: Vec<Target>, timeout: Duration) -> CmdResult {
-    let tty = std::io::stdout().is_terminal();
-    let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    let mut bars = BTreeMap::new();
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
-    let mut done: BTreeMap<String, bool> = BTreeMap::new();
-    for t in &targets {
-        let id = format!("{}/{}", t.namespace, t.name);
-        if tty {
-            let b = multi.add(ProgressBar::new(0));
-            b.set_style(style.clone());
-            b.set_prefix(t.name.clone());
-            bars.insert(id.clone(), b);
-        }
-        done.insert(id, false);
-    }
-    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut progress = Progress::new(&targets);
+    // One service: let the API filter; several: one stream, filtered here.
+    let only = match targets.as_slice() {
+        [t] => Some(format!("{}/{}", t.namespace, t.name)),
+        _ => None,
+    };
+    let mut follower = Follower::new(client.clone(), only);
+    let mut statuses: BTreeMap<String, ServiceStatus> = BTreeMap::new();
+    let mut unavailable: Option<String> = None;
     loop {
-        for t in &targets {
-            let id = format!("{}/{}", t.namespace, t.name);
-            if done[&id] {
-                continue;
-            }
-            let left = timeout.saturating_sub(start.elapsed());
-            let status = match tokio::time::timeout(
-                left,
-                client.service_status(&t.namespace, &t.name),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                // An API that is restarting or briefly unreachable is not a failed rollout:
-                // keep asking until the timeout.
-                Ok(Err(e)) if e.is_transient() => {
-                    last.insert(id.clone(), format!("API unavailable: {e}"));
+        if let Some(code) = progress.judge_all(&targets, &statuses, unavailable.as_deref()) {
+            return Ok(code);
+        }
+        let step = tokio::select! {
+            step = follower.next() => step?,
+            () = tokio::time::sleep_until(deadline) => return Ok(progress.timed_out(timeout)),
+        };
+        match step {
+            Followed::Event(ev) => {
+                unavailable = None;
+                if ev.kind != WatchKind::ServiceStatus {
                     continue;
                 }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => continue,
-            };
-            let verdict = judge(status.as_ref(), t.revision);
-            if let (Some(b), Some(s)) = (bars.get(&id), &status) {
+                let (Some(ns), Some(name)) = (&ev.namespace, &ev.service) else {
+                    continue;
+                };
+                let id = format!("{ns}/{name}");
+                if !progress.done.contains_key(&id) {
+                    continue;
+                }
+                match ev.value.and_then(|v| serde_json::from_value(v).ok()) {
+                    Some(s) if !ev.deleted => statuses.insert(id, s),
+                    _ => statuses.remove(&id),
+                };
+            }
+            Followed::Lost(e) => unavailable = Some(format!("API unavailable: {e}")),
+        }
+    }
+}
+
+/// What the user sees while waiting: a bar per service on a terminal, lines otherwise.
+struct Progress {
+    /// Keeps the bars drawn together.
+    _multi: MultiProgress,
+    bars: BTreeMap<String, ProgressBar>,
+    last: BTreeMap<String, String>,
+    done: BTreeMap<String, bool>,
+}
+
+impl Progress {
+    fn new(targets: &[Target]) -> Self {
+        let tty = std::io::stdout().is_terminal();
+        let multi = MultiProgress::new();
+        let style = ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let mut bars = BTreeMap::new();
+        let mut done = BTreeMap::new();
+        for t in targets {
+            let id = format!("{}/{}", t.namespace, t.name);
+            if tty {
+                let b = multi.add(ProgressBar::new(0));
+                b.set_style(style.clone());
+                b.set_prefix(t.name.clone());
+                bars.insert(id.clone(), b);
+            }
+            done.insert(id, false);
+        }
+        Progress {
+            _multi: multi,
+            bars,
+            last: BTreeMap::new(),
+            done,
+        }
+    }
+
+    /// Judges every unfinished target; `Some(exit code)` when the wait is over.
+    fn judge_all(
+        &mut self,
+        targets: &[Target],
+        statuses: &BTreeMap<String, ServiceStatus>,
+        unavailable: Option<&str>,
+    ) -> Option<u8> {
+        for t in targets {
+            let id = format!("{}/{}", t.namespace, t.name);
+            if self.done[&id] {
+                continue;
+            }
+            let status = statuses.get(&id);
+            let verdict = judge(status, t.revision);
+            if let (Some(b), Some(s)) = (self.bars.get(&id), status) {
                 b.set_length(s.desired);
                 b.set_position(s.running.min(s.desired));
             }
-            let line = match &verdict {
-                Verdict::Progressing(m) => m.clone(),
-                Verdict::Converged => "converged".to_string(),
-                Verdict::Failed(m) => m.clone(),
+            let line = match (&verdict, unavailable) {
+                (Verdict::Progressing(_), Some(why)) => why.to_string(),
+                (Verdict::Progressing(m) | Verdict::Failed(m), _) => m.clone(),
+                (Verdict::Converged, _) => "converged".to_string(),
             };
-            if let Some(b) = bars.get(&id) {
+            if let Some(b) = self.bars.get(&id) {
                 b.set_message(line.clone());
-            } else if last.get(&id) != Some(&line) {
+            } else if self.last.get(&id) != Some(&line) {
                 println!("service/{}: {line}", t.name);
             }
-            last.insert(id.clone(), line);
+            self.last.insert(id.clone(), line);
             match verdict {
                 Verdict::Converged => {
-                    if let Some(b) = bars.get(&id) {
+                    if let Some(b) = self.bars.get(&id) {
                         b.finish_with_message("converged");
                     }
-                    done.insert(id, true);
+                    self.done.insert(id, true);
                 }
                 Verdict::Failed(why) => {
-                    for b in bars.values() {
-                        b.abandon();
-                    }
+                    self.abandon();
                     eprintln!("error: service {id} failed: {why}");
-                    return Ok(EXIT_FAILED);
+                    return Some(EXIT_FAILED);
                 }
                 Verdict::Progressing(_) => {}
             }
         }
-        if done.values().all(|d| *d) {
-            return Ok(EXIT_OK);
+        self.done.values().all(|d| *d).then_some(EXIT_OK)
+    }
+
+    fn timed_out(&self, timeout: Duration) -> u8 {
+        self.abandon();
+        let pending: Vec<String> = self
+            .done
+            .iter()
+            .filter(|(_, d)| !**d)
+            .map(|(id, _)| {
+                let why = self.last.get(id).cloned().unwrap_or_default();
+                format!("{id} ({why})")
+            })
+            .collect();
+        eprintln!(
+            "error: timed out after {} waiting for: {}",
+            humantime::format_duration(timeout),
+            pending.join(", ")
+        );
+        EXIT_TIMEOUT
+    }
+
+    fn abandon(&self) {
+        for b in self.bars.values() {
+            b.abandon();
         }
-        if start.elapsed() >= timeout {
-            for b in bars.values() {
-                b.abandon();
-            }
-            let pending: Vec<String> = done
-                .iter()
-                .filter(|(_, d)| !**d)
-                .map(|(id, _)| format!("{id} ({})", last.get(id).cloned().unwrap_or_default()))
-                .collect();
-            eprintln!(
-                "error: timed out after {} waiting for: {}",
-                humantime::format_duration(timeout),
-                pending.join(", ")
-            );
-            return Ok(EXIT_TIMEOUT);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
