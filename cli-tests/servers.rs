@@ -41,7 +41,12 @@ fn first_url(p: &mut Proc) -> String {
         if out.read_line(&mut line).unwrap() == 0 {
             panic!("no URL printed; stdout was {seen:?}");
         }
-        let word = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        let word = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         if word.starts_with("http://") {
             assert!(word.starts_with("http://127.0.0.1:"), "line {line:?}");
             return word;
