@@ -83,12 +83,72 @@ impl ServiceResource {
         if st.observed_generation < self.revision {
             return "Pending".into();
         }
-        if st.running == st.desired {
-            "Converged".into()
-        } else {
-            "Progressing".into()
+        // The same decision `apply --wait` and `rollout status` make.
+        match judge(Some(st), self.revision) {
+            Verdict::Converged => "Converged".into(),
+            Verdict::Failed(_) => "Failed".into(),
+            Verdict::Progressing(_) => "Progressing".into(),
         }
     }
+}
+
+/// Where one service stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Still converging; the text says how far.
+    Progressing(String),
+    /// Done.
+    Converged,
+    /// Will not converge without a change; the text says why.
+    Failed(String),
+}
+
+/// Judges a status against the revision the user applied.
+pub fn judge(status: Option<&shoal_core::ServiceStatus>, revision: i64) -> Verdict {
+    let Some(s) = status else {
+        return Verdict::Progressing("waiting for the controller to observe the service".into());
+    };
+    if s.observed_generation < revision {
+        return Verdict::Progressing(format!(
+            "waiting for the controller to observe revision {revision} (at {})",
+            s.observed_generation
+        ));
+    }
+    if let Some(e) = &s.error {
+        return Verdict::Failed(format!("invalid manifest: {e}"));
+    }
+    if let Some(r) = &s.rollout {
+        let why = r.message.clone().unwrap_or_default();
+        match r.state {
+            shoal_core::model::RolloutState::Paused => {
+                return Verdict::Failed(format!("rollout paused: {why}"));
+            }
+            shoal_core::model::RolloutState::RolledBack => {
+                return Verdict::Failed(format!("rollout rolled back: {why}"));
+            }
+            shoal_core::model::RolloutState::RollbackPaused => {
+                return Verdict::Failed(format!("rollback paused: {why}"));
+            }
+            _ => {}
+        }
+    }
+    if let Some(u) = &s.unschedulable {
+        return Verdict::Failed(format!("unschedulable: {u}"));
+    }
+    let rolling = s.rollout.as_ref().is_some_and(|r| {
+        matches!(
+            r.state,
+            shoal_core::model::RolloutState::Updating
+                | shoal_core::model::RolloutState::RollingBack
+        )
+    });
+    if s.running == s.desired && s.updated == s.desired && !rolling {
+        return Verdict::Converged;
+    }
+    Verdict::Progressing(format!(
+        "{}/{} running, {} updated",
+        s.running, s.desired, s.updated
+    ))
 }
 
 /// What happened to one service in a write.

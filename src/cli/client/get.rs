@@ -50,38 +50,7 @@ fn replicas(s: &ServiceResource) -> (String, u64, u64) {
 }
 
 fn state(s: &ServiceResource) -> String {
-    if s.error.is_some() {
-        return "Invalid".into();
-    }
-    let Some(st) = &s.status else {
-        return "Pending".into();
-    };
-    if st.error.is_some() {
-        return "Invalid".into();
-    }
-    if st.unschedulable.is_some() {
-        return "Unschedulable".into();
-    }
-    if let Some(r) = &st.rollout
-        && !matches!(r.state, shoal_core::model::RolloutState::Completed)
-    {
-        let name = format!("{:?}", r.state);
-        // After an automatic rollback the tasks do not run what the manifest says.
-        return if r.state.is_rollback() {
-            format!("{name} (manifest not running)")
-        } else {
-            name
-        };
-    }
-    if st.observed_generation < s.revision {
-        return "Pending".into();
-    }
-    // The same decision `apply --wait` and `rollout status` make.
-    match super::wait::judge(Some(st), s.revision) {
-        super::wait::Verdict::Converged => "Converged".into(),
-        super::wait::Verdict::Failed(_) => "Failed".into(),
-        super::wait::Verdict::Progressing(_) => "Progressing".into(),
-    }
+    s.phase()
 }
 
 fn service_rows(list: &[ServiceResource], wide: bool) -> String {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use shoal_api::Client;
 use shoal_api::types::WatchKind;
+pub use shoal_api::types::{Verdict, judge};
 use shoal_core::ServiceStatus;
-use shoal_core::model::RolloutState;
 
 use super::follow::{Followed, Follower};
 use super::{CmdResult, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT};
@@ -23,60 +23,6 @@ pub struct Target {
     pub name: String,
     /// Manifest revision the status must reflect.
     pub revision: i64,
-}
-
-/// Where one service stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Still converging; the text says how far.
-    Progressing(String),
-    /// Done.
-    Converged,
-    /// Will not converge without a change; the text says why.
-    Failed(String),
-}
-
-/// Judges a status against the revision the user applied.
-pub fn judge(status: Option<&ServiceStatus>, revision: i64) -> Verdict {
-    let Some(s) = status else {
-        return Verdict::Progressing("waiting for the controller to observe the service".into());
-    };
-    if s.observed_generation < revision {
-        return Verdict::Progressing(format!(
-            "waiting for the controller to observe revision {revision} (at {})",
-            s.observed_generation
-        ));
-    }
-    if let Some(e) = &s.error {
-        return Verdict::Failed(format!("invalid manifest: {e}"));
-    }
-    if let Some(r) = &s.rollout {
-        let why = r.message.clone().unwrap_or_default();
-        match r.state {
-            RolloutState::Paused => return Verdict::Failed(format!("rollout paused: {why}")),
-            RolloutState::RolledBack => {
-                return Verdict::Failed(format!("rollout rolled back: {why}"));
-            }
-            RolloutState::RollbackPaused => {
-                return Verdict::Failed(format!("rollback paused: {why}"));
-            }
-            _ => {}
-        }
-    }
-    if let Some(u) = &s.unschedulable {
-        return Verdict::Failed(format!("unschedulable: {u}"));
-    }
-    let rolling = s
-        .rollout
-        .as_ref()
-        .is_some_and(|r| matches!(r.state, RolloutState::Updating | RolloutState::RollingBack));
-    if s.running == s.desired && s.updated == s.desired && !rolling {
-        return Verdict::Converged;
-    }
-    Verdict::Progressing(format!(
-        "{}/{} running, {} updated",
-        s.running, s.desired, s.updated
-    ))
 }
 
 /// Follows every target's status on the API's watch until all converge, one fails, or
