@@ -32,7 +32,10 @@ fn spawn(args: &[&str], log: &Path) -> Proc {
     Proc(
         Command::new(BIN)
             .args(args)
-            .env("RUST_LOG", "shoal=debug")
+            .env(
+                "RUST_LOG",
+                "shoal=debug,shoal_controller=debug,shoal_agent=debug,shoal_store=info",
+            )
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
@@ -138,6 +141,29 @@ where
     panic!("timed out after {DEADLINE:?} waiting for: {what}");
 }
 
+/// Prints the tail of every component's log in `dir` when the test fails, so a failure says
+/// what the controller and the agents were doing.
+struct DumpLogsOnFailure<'a>(&'a Path);
+
+impl Drop for DumpLogsOnFailure<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.0) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("==== {} (last 60 lines)", e.path().display());
+            for l in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
     ensure_test_image().expect("the test image builds (Docker is required)");
@@ -153,6 +179,7 @@ async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
     let keys = Keys::default();
     let url = etcd.url();
     let dir = tempfile::tempdir().unwrap();
+    let _dump = DumpLogsOnFailure(dir.path());
     let _controller = spawn(
         &[
             "controller",
@@ -167,6 +194,18 @@ async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
     );
     let _a = agent(&url, NODES[0], dir.path());
     let b = agent(&url, NODES[1], dir.path());
+    // Both nodes registered before the service exists: placement spreads over the nodes it
+    // knows and does not rebalance later (as in Swarm), so a late agent would get nothing.
+    wait_for("both nodes registered", || async {
+        let mut n = 0;
+        for node in NODES {
+            if store.get(&keys.node(node)).await.ok().flatten().is_some() {
+                n += 1;
+            }
+        }
+        n == NODES.len()
+    })
+    .await;
     let manifest = format!(
         "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: sleeper\nspec:\n  image: {TEST_IMAGE}\n  command: [sleep, \"3600\"]\n  replicas: 2\n  stopGracePeriod: 1s\n  restart: {{delay: 1s}}\n"
     );
