@@ -3,7 +3,7 @@
 #   make test   run the whole test suite (real etcd, real Docker containers)
 #   make chaos  30 minutes of faults across hosts in network namespaces (root; see RELIABILITY.md)
 # Both install what is missing first (Debian packages: protobuf-compiler, etcd-server,
-# busybox-static, and chromium with chromium-driver for the dashboard's browser tests) and
+# busybox-static, wget for the resolver test image, and chromium with chromium-driver for the dashboard's browser tests) and
 # build the local test image (no registry is needed).
 
 SHELL := /bin/bash
@@ -21,6 +21,7 @@ deps:
 	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	[ -x /usr/bin/wget ] || missing="$$missing wget"; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || missing="$$missing busybox-static"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
@@ -28,7 +29,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	else echo "deps: protoc, etcd, ip, iptables, busybox-static, chromium and chromedriver are present"; fi
+	else echo "deps: protoc, etcd, ip, iptables, wget, busybox-static, chromium and chromedriver are present"; fi
 
 -include mk/image.mk
 
