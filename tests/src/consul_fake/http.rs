@@ -190,6 +190,7 @@ where
     }
     let deadline = Instant::now() + wait;
     let mut rx = shared.changed.subscribe();
+    let _counted = (index > 0).then(|| super::conn::BlockingGuard::enter(&shared.conns));
     loop {
         let (resp, idx) = {
             let st = shared.lock();

@@ -5,6 +5,7 @@
 //! timers and failure modes through its hooks.
 
 mod agent;
+mod conn;
 mod harness;
 mod http;
 mod state;
@@ -37,6 +38,9 @@ pub struct FakeOptions {
     /// (plus session writes). Other keys give 403 `Permission denied`, and recurse and
     /// `?keys` lists leave them out silently, as Consul filters results by ACL.
     pub acl_kv_prefix: Option<String>,
+    /// `limits.http_max_conns_per_client` (200 by default): open connections allowed per
+    /// client IP; more are answered 429 and closed.
+    pub max_conns_per_client: usize,
 }
 
 impl Default for FakeOptions {
@@ -47,6 +51,7 @@ impl Default for FakeOptions {
             kv_max_value_size: 512 * 1024,
             acl_token: None,
             acl_kv_prefix: None,
+            max_conns_per_client: 200,
         }
     }
 }
@@ -58,6 +63,8 @@ pub(crate) struct Shared {
     pub options: FakeOptions,
     /// Injected failures: (remaining count, status).
     pub failures: Mutex<(usize, u16)>,
+    /// Connections per client IP and blocking queries in flight.
+    pub conns: conn::Counts,
 }
 
 impl Shared {
@@ -121,6 +128,7 @@ impl ConsulFake {
             changed,
             options,
             failures: Mutex::new((0, 500)),
+            conns: Default::default(),
         });
         let addr = listener.local_addr().expect("local address");
         let server = Some(Self::serve(Arc::clone(&shared), listener));
@@ -153,6 +161,11 @@ impl ConsulFake {
         listener: tokio::net::TcpListener,
         node: String,
     ) -> JoinHandle<()> {
+        let listener = conn::LimitedListener {
+            inner: listener,
+            counts: Arc::clone(&shared.conns),
+            limit: shared.options.max_conns_per_client,
+        };
         let app = http::router(shared, node);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -192,6 +205,32 @@ impl ConsulFake {
     /// Every registered service ID, sorted.
     pub fn services(&self) -> Vec<String> {
         self.shared.lock().services.keys().cloned().collect()
+    }
+
+    /// Connections open now from `ip`.
+    pub fn connections_from(&self, ip: std::net::IpAddr) -> usize {
+        conn::open_from(&self.shared.conns, ip)
+    }
+
+    /// Connections refused with 429 so far (over `max_conns_per_client`).
+    pub fn refused_connections(&self) -> usize {
+        conn::snapshot(&self.shared.conns).0
+    }
+
+    /// Blocking queries (watches) in flight now.
+    pub fn blocking_queries(&self) -> usize {
+        conn::snapshot(&self.shared.conns).1
+    }
+
+    /// Most blocking queries in flight at once since the start or the last
+    /// [`ConsulFake::reset_blocking_peak`].
+    pub fn blocking_queries_peak(&self) -> usize {
+        conn::snapshot(&self.shared.conns).2
+    }
+
+    /// Restarts the peak of blocking queries from those in flight now.
+    pub fn reset_blocking_peak(&self) {
+        conn::reset_peak(&self.shared.conns);
     }
 
     /// Invalidates a session now, as if its TTL ran out; returns whether it existed.

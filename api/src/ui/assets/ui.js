@@ -59,7 +59,7 @@
   function connect() {
     es = new EventSource(url());
     var onEvent = function (e) { if (e.lastEventId) { lastId = e.lastEventId; } schedule(); };
-    ["serviceStatus", "task", "taskStatus"].forEach(function (k) { es.addEventListener(k, onEvent); });
+    ["serviceStatus", "task", "taskStatus", "node", "nodeConfig"].forEach(function (k) { es.addEventListener(k, onEvent); });
     es.addEventListener("error", function (e) {
       if (e.data) {
         // The API reported a broken watch (e.g. the revision was compacted): start over.
@@ -96,10 +96,5 @@
     if (e.persisted && !es) { connect(); schedule(); }
   });
 
-  // Nodes are not on the watch stream: pages showing them also look again now and then.
-  if (document.getElementById("nodes-table") || document.getElementById("node-summary") ||
-      document.getElementById("node-counts")) {
-    setInterval(schedule, 10000);
-  }
   connect();
 })();
