@@ -1,13 +1,16 @@
 //! An in-process fake of a Consul agent's HTTP API (a single dev-mode server), faithful to
 //! `shared/reference/consul-http-api.md`: KV with a raft-like global index and tombstones,
 //! blocking queries, `/v1/txn`, sessions with TTL and lock-delay, agent services and
-//! checks, catalog and health. Tests start it with [`ConsulFake::start`] and drive its
+//! checks (HTTP and TCP checks run for real against their targets, and a service whose check
+//! stays critical past `DeregisterCriticalServiceAfter` is reaped), catalog and health, and
+//! Consul's limit of connections per client IP. Tests start it with [`ConsulFake::start`] and drive its
 //! timers and failure modes through its hooks.
 
 mod agent;
 mod conn;
 mod harness;
 mod http;
+mod probe;
 mod state;
 
 use std::net::SocketAddr;
@@ -96,6 +99,8 @@ pub struct ConsulFake {
     /// Servers of the other agents ([`ConsulFake::add_agent`]).
     others: Vec<JoinHandle<()>>,
     ticker: JoinHandle<()>,
+    /// Runs the HTTP and TCP checks.
+    prober: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for ConsulFake {
@@ -142,12 +147,14 @@ impl ConsulFake {
                 }
             }
         });
+        let prober = tokio::spawn(probe::run(Arc::downgrade(&shared)));
         Self {
             shared,
             addr,
             server,
             others: Vec::new(),
             ticker,
+            prober,
         }
     }
 
@@ -275,6 +282,75 @@ impl ConsulFake {
         found
     }
 
+    /// The services reaped so far for a check critical past its
+    /// `DeregisterCriticalServiceAfter`, in order.
+    pub fn reaped_services(&self) -> Vec<String> {
+        self.shared.lock().reaped.clone()
+    }
+
+    /// The status of a check (`passing`, `warning`, `critical`), if it exists.
+    pub fn check_status(&self, check_id: &str) -> Option<String> {
+        self.shared.lock().checks.get(check_id).map(|c| c.status.clone())
+    }
+
+    /// Deregisters a service behind its registrant's back, as an operator's
+    /// `consul services deregister` would; returns whether it existed.
+    pub fn remove_service(&self, id: &str) -> bool {
+        let existed = {
+            let mut st = self.shared.lock();
+            let existed = st.remove_service(id);
+            if existed {
+                st.bump_catalog();
+            }
+            existed
+        };
+        self.shared.notify();
+        existed
+    }
+
+    /// Registers a service directly in the agent's state (as any other client of the Consul
+    /// agent could), with `meta`, no check.
+    pub fn add_service(&self, id: &str, name: &str, port: u64, meta: &[(&str, &str)]) {
+        {
+            let mut st = self.shared.lock();
+            st.bump_catalog();
+            let at = st.index;
+            st.services.insert(
+                id.to_string(),
+                state::Service {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                    tags: Vec::new(),
+                    address: "127.0.0.1".into(),
+                    port,
+                    meta: meta
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    create_index: at,
+                    modify_index: at,
+                },
+            );
+        }
+        self.shared.notify();
+    }
+
+    /// The agent loses its local state (restarted without its data directory, or a `-dev`
+    /// agent restarted): every service and check registered through it is gone. Returns
+    /// how many services went.
+    pub fn lose_agent_state(&self) -> usize {
+        let gone = {
+            let mut st = self.shared.lock();
+            let n = st.services.len();
+            st.services.clear();
+            st.checks.clear();
+            st.bump_catalog();
+            n
+        };
+        self.shared.notify();
+        gone
+    }
+
     /// Makes the next `count` requests fail with `status` (text body `injected failure`).
     pub fn fail_next_requests(&self, count: usize, status: u16) {
         *self
@@ -368,5 +444,6 @@ impl Drop for ConsulFake {
             o.abort();
         }
         self.ticker.abort();
+        self.prober.abort();
     }
 }
