@@ -354,7 +354,6 @@ async fn follow(hub: Weak<Hub>, mut stop: watch::Receiver<()>, mut revision: Rev
                     let Some(h) = hub.upgrade() else { return };
                     h.relisted(&list.kvs, list.revision);
                     revision = list.revision;
-                    relist = false;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "watch hub cannot list the store; retrying");
