@@ -62,8 +62,11 @@
     ["serviceStatus", "task", "taskStatus", "node", "nodeConfig"].forEach(function (k) { es.addEventListener(k, onEvent); });
     es.addEventListener("error", function (e) {
       if (e.data) {
-        // The API reported a broken watch (e.g. the revision was compacted): start over.
+        // The API no longer holds the changes after the revision asked for (it restarted,
+        // or the page fell far behind): start over from the current state, and look again.
         lastId = null;
+        es.close();
+        setTimeout(function () { connect(); schedule(); }, 0);
       }
     });
     es.onopen = function () {
