@@ -65,7 +65,15 @@ struct Inner {
 impl Inner {
     /// Records `events` (sorted by revision) as the changes up to `revision`.
     fn record(&mut self, events: Vec<WatchEvent>, revision: Revision) {
-        for ev in events {
+        let floor = self.revision;
+        let mut top = revision;
+        for mut ev in events {
+            // Revisions only go forward on the stream, even if the store's went back (a
+            // Consul index reset): a change at or below what clients saw would be skipped.
+            if ev.revision <= floor {
+                ev.revision = floor + 1;
+            }
+            top = top.max(ev.revision);
             let ev = Arc::new(ev);
             let key = event_key(&ev);
             if ev.deleted {
@@ -75,7 +83,7 @@ impl Inner {
             }
             self.history.push_back(ev);
         }
-        self.revision = self.revision.max(revision);
+        self.revision = self.revision.max(top);
         while self.history.len() > HISTORY {
             if let Some(old) = self.history.pop_front() {
                 self.covered_from = self.covered_from.max(old.revision);
@@ -296,8 +304,11 @@ impl Hub {
     fn relisted(&self, kvs: &[KeyValue], revision: Revision) {
         let mut inner = self.lock();
         let events = self.diff(&inner.current, kvs, revision);
-        let revision = revision.max(inner.revision);
+        if events.is_empty() {
+            return;
+        }
         inner.record(events, revision);
+        let revision = inner.revision;
         drop(inner);
         self.changed.send_replace(revision);
     }
