@@ -127,7 +127,7 @@ pub struct Hub {
     /// The hub's revision, for clients waiting on changes.
     changed: watch::Sender<Revision>,
     /// Serialises the start.
-    start: tokio::sync::Mutex<()>,
+    starting: tokio::sync::Mutex<()>,
     /// Dropped with the hub, which stops its follower.
     stop: watch::Sender<()>,
 }
@@ -159,7 +159,7 @@ impl Hub {
             keys,
             inner: Mutex::new(Inner::default()),
             changed: watch::channel(0).0,
-            start: tokio::sync::Mutex::new(()),
+            starting: tokio::sync::Mutex::new(()),
             stop: watch::channel(()).0,
         }
     }
@@ -174,7 +174,7 @@ impl Hub {
         if self.lock().started {
             return Ok(());
         }
-        let _guard = self.start.lock().await;
+        let _guard = self.starting.lock().await;
         if self.lock().started {
             return Ok(());
         }
