@@ -86,12 +86,7 @@ impl axum::serve::Listener for LimitedListener {
                 }
             };
             if !admitted {
-                tokio::spawn(async move {
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                        .await;
-                    let _ = stream.shutdown().await;
-                });
+                tokio::spawn(refuse(stream));
                 continue;
             }
             let counted = Counted {
@@ -106,6 +101,26 @@ impl axum::serve::Listener for LimitedListener {
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
     }
+}
+
+/// Answers a connection over the limit with 429 and closes it. The request is read first
+/// (and whatever follows until the client closes, for a second at most), so closing does not
+/// reset the connection before the client read the answer.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let wait = std::time::Duration::from_secs(1);
+    let mut buf = [0u8; 8192];
+    let _ = tokio::time::timeout(wait, stream.read(&mut buf)).await;
+    let _ = stream
+        .write_all(
+            b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(wait, async {
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 impl AsyncRead for Counted {
