@@ -687,3 +687,38 @@ async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
     assert_eq!(last.container_id, first.container_id, "never restarted");
     a.stop().await.expect("agent stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_record_lost_with_its_consul_session_comes_back_at_once() {
+    // The agent's store is the fake Consul; its lease (a session) renews every 10 s.
+    let fake = ConsulFake::start().await;
+    let store = shoal_store::open_store(&fake.store_url())
+        .await
+        .expect("consul store");
+    let keys = Keys::default();
+    let mut cfg = AgentConfig::new("n1");
+    cfg.lease_ttl = Duration::from_secs(30);
+    let a = Agent::new(store.clone(), keys.clone(), cfg, Arc::new(SimRuntime::new())).spawn();
+    let record = || async { store.get(&keys.node("n1")).await.ok().flatten() };
+    eventually("the node is registered", || async { record().await.is_some() }).await;
+    let before = record().await.expect("record").lease;
+
+    // The Consul agent leaves (a routine restart): its node's sessions, and with them the
+    // node record, are gone.
+    let left = Instant::now();
+    assert!(fake.leave() >= 1, "the agent's session went");
+    eventually("the record is back under a new session", || async {
+        record().await.is_some_and(|kv| kv.lease.is_some() && kv.lease != before)
+    })
+    .await;
+    println!(
+        "node record back {:?} after the Consul agent left (renewals every 10 s)",
+        left.elapsed()
+    );
+    assert_eq!(
+        fake.renewals_of_missing_sessions(),
+        0,
+        "the agent registered again on seeing its record go, not after a failed renewal"
+    );
+    a.stop().await.expect("agent stops");
+}

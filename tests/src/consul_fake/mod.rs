@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub failures: Mutex<(usize, u16)>,
     /// Connections per client IP and blocking queries in flight.
     pub conns: conn::Counts,
+    /// Renewals of sessions that do not exist (answered 404).
+    pub renew_misses: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -134,6 +136,7 @@ impl ConsulFake {
             options,
             failures: Mutex::new((0, 500)),
             conns: Default::default(),
+            renew_misses: Default::default(),
         });
         let addr = listener.local_addr().expect("local address");
         let server = Some(Self::serve(Arc::clone(&shared), listener));
@@ -212,6 +215,14 @@ impl ConsulFake {
     /// Every registered service ID, sorted.
     pub fn services(&self) -> Vec<String> {
         self.shared.lock().services.keys().cloned().collect()
+    }
+
+    /// How many renewals named a session that does not exist (404): a client that learns of
+    /// its session's end another way renews none.
+    pub fn renewals_of_missing_sessions(&self) -> usize {
+        self.shared
+            .renew_misses
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Connections open now from `ip`.
