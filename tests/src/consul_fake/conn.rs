@@ -65,7 +65,7 @@ impl axum::serve::Listener for LimitedListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let (mut stream, addr) = match self.inner.accept().await {
+            let (stream, addr) = match self.inner.accept().await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(error = %e, "fake consul accept failed");
