@@ -367,11 +367,17 @@ async fn the_dashboard_of_shoal_dev_follows_a_scale_live_and_after_an_api_restar
     visit(&b, &url, "/ui/nodes", "nodes").await;
     // Node changes are on the watch stream: a drain from the CLI shows on the open page.
     let row = "#nodes tr[data-node=ui-dev]";
-    assert!(b.text(row).await.contains("active"), "{}", b.text(row).await);
+    assert!(
+        b.text(row).await.contains("active"),
+        "{}",
+        b.text(row).await
+    );
     b.js("window.shoalNoReload = true; return null;").await;
     shoal(&url, None, &["node", "drain", "ui-dev"]);
     let took = b.wait_text(row, "drain").await;
-    println!("shoal node drain ui-dev -> the open nodes page shows it drained after {took:?} (goal 2 s)");
+    println!(
+        "shoal node drain ui-dev -> the open nodes page shows it drained after {took:?} (goal 2 s)"
+    );
     assert_eq!(
         b.js("return window.shoalNoReload === true;").await,
         json!(true),
@@ -382,7 +388,9 @@ async fn the_dashboard_of_shoal_dev_follows_a_scale_live_and_after_an_api_restar
     b.js("window.shoalNoReload = true; return null;").await;
     shoal(&url, None, &["node", "activate", "ui-dev"]);
     let took = b.wait_text("#availability", "active").await;
-    println!("shoal node activate ui-dev -> the open node page shows it active after {took:?} (goal 2 s)");
+    println!(
+        "shoal node activate ui-dev -> the open node page shows it active after {took:?} (goal 2 s)"
+    );
     assert_eq!(
         b.js("return window.shoalNoReload === true;").await,
         json!(true),

@@ -222,9 +222,9 @@ impl Registrar {
                         break;
                     }
                 };
-                let deleted = batch.events.iter().any(|ev| {
-                    matches!(ev, shoal_store::WatchEvent::Delete { key: k, .. } if k == key)
-                });
+                let deleted = batch.events.iter().any(
+                    |ev| matches!(ev, shoal_store::WatchEvent::Delete { key: k, .. } if k == key),
+                );
                 if deleted {
                     return Ok(());
                 }

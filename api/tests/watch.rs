@@ -263,7 +263,10 @@ async fn resuming_before_the_apis_history_is_an_error_event() {
         .expect("an item");
     match first {
         Err(shoal_api::ClientError::Api { message, .. }) => {
-            assert!(message.contains("older than the API's watch history"), "{message}");
+            assert!(
+                message.contains("older than the API's watch history"),
+                "{message}"
+            );
         }
         other => panic!("expected an error event, got {other:?}"),
     }

@@ -595,7 +595,13 @@ async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
     cfg.address = "127.0.0.1".into();
     cfg.consul = Some(ConsulConfig::new(fake.http_url()));
     cfg.consul_sync_interval = Duration::from_millis(300);
-    let a = Agent::new(ts.store.clone(), ts.keys.clone(), cfg, Arc::new(SimRuntime::new())).spawn();
+    let a = Agent::new(
+        ts.store.clone(),
+        ts.keys.clone(),
+        cfg,
+        Arc::new(SimRuntime::new()),
+    )
+    .spawn();
 
     // The task publishes the port the health endpoint listens on, so Consul's HTTP check
     // reaches a real server.
@@ -615,15 +621,22 @@ async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
         .wait_status(&t, "running", |s| s.state == TaskState::Running)
         .await;
     let check_id = format!("service:{}", t.id);
-    eventually("the task is registered and its real check passes", || async {
-        registered(&c, &t.id).await && fake.check_status(&check_id).as_deref() == Some("passing")
-    })
+    eventually(
+        "the task is registered and its real check passes",
+        || async {
+            registered(&c, &t.id).await
+                && fake.check_status(&check_id).as_deref() == Some("passing")
+        },
+    )
     .await;
 
     // 1. Removed behind Shoal's back: it comes back.
     let removed = Instant::now();
     assert!(fake.remove_service(&t.id));
-    eventually("the removed registration comes back", || registered(&c, &t.id)).await;
+    eventually("the removed registration comes back", || {
+        registered(&c, &t.id)
+    })
+    .await;
     println!(
         "a registration removed behind Shoal's back was back after {:?}",
         removed.elapsed()
@@ -632,9 +645,10 @@ async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
     // 2. The task stops answering its check: Consul reaps the registration while the task
     //    runs; once the check passes again the registration is back and stays.
     endpoint.set(false);
-    eventually("consul reaps the registration of the failing task", || async {
-        fake.reaped_services().contains(&t.id)
-    })
+    eventually(
+        "consul reaps the registration of the failing task",
+        || async { fake.reaped_services().contains(&t.id) },
+    )
     .await;
     endpoint.set(true);
     let healed = Instant::now();
@@ -657,9 +671,10 @@ async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
 
     // 3. The Consul agent loses its state: everything comes back.
     assert_eq!(fake.lose_agent_state(), 1);
-    eventually("the registration comes back after consul lost its state", || {
-        registered(&c, &t.id)
-    })
+    eventually(
+        "the registration comes back after consul lost its state",
+        || registered(&c, &t.id),
+    )
     .await;
 
     // 4. A registration under this node's name that is no task of this agent goes; another
@@ -677,8 +692,14 @@ async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
     })
     .await;
     let services = c.agent_services().await.expect("services");
-    assert!(services.contains_key("web.8.other"), "another node's is kept");
-    assert!(services.contains_key("legacy"), "one Shoal did not make is kept");
+    assert!(
+        services.contains_key("web.8.other"),
+        "another node's is kept"
+    );
+    assert!(
+        services.contains_key("legacy"),
+        "one Shoal did not make is kept"
+    );
     assert!(services.contains_key(&t.id), "the task's own is kept");
 
     // Through all of it the task kept running, untouched.
@@ -698,9 +719,18 @@ async fn a_node_record_lost_with_its_consul_session_comes_back_at_once() {
     let keys = Keys::default();
     let mut cfg = AgentConfig::new("n1");
     cfg.lease_ttl = Duration::from_secs(30);
-    let a = Agent::new(store.clone(), keys.clone(), cfg, Arc::new(SimRuntime::new())).spawn();
+    let a = Agent::new(
+        store.clone(),
+        keys.clone(),
+        cfg,
+        Arc::new(SimRuntime::new()),
+    )
+    .spawn();
     let record = || async { store.get(&keys.node("n1")).await.ok().flatten() };
-    eventually("the node is registered", || async { record().await.is_some() }).await;
+    eventually("the node is registered", || async {
+        record().await.is_some()
+    })
+    .await;
     let before = record().await.expect("record").lease;
 
     // The Consul agent leaves (a routine restart): its node's sessions, and with them the
@@ -708,7 +738,9 @@ async fn a_node_record_lost_with_its_consul_session_comes_back_at_once() {
     let left = Instant::now();
     assert!(fake.leave() >= 1, "the agent's session went");
     eventually("the record is back under a new session", || async {
-        record().await.is_some_and(|kv| kv.lease.is_some() && kv.lease != before)
+        record()
+            .await
+            .is_some_and(|kv| kv.lease.is_some() && kv.lease != before)
     })
     .await;
     println!(

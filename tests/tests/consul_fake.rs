@@ -667,7 +667,10 @@ async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_re
     .await;
     let services = c.agent_services().await.unwrap();
     assert!(!services.contains_key("http") && !services.contains_key("closed"));
-    assert!(services.contains_key("tcp"), "the passing TCP check keeps its service");
+    assert!(
+        services.contains_key("tcp"),
+        "the passing TCP check keeps its service"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -690,7 +693,10 @@ async fn connections_over_the_per_client_limit_get_429() {
     assert_eq!(resp.status(), 429, "a fifth connection is refused");
     assert_eq!(fake.refused_connections(), 1);
     drop(held);
-    wait_until("the connections are closed", || fake.connections_from(ip) == 0).await;
+    wait_until("the connections are closed", || {
+        fake.connections_from(ip) == 0
+    })
+    .await;
     let resp = raw(&fake, "GET", "/v1/status/leader").await;
     assert_eq!(resp.status(), 200, "below the limit again");
 }

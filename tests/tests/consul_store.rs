@@ -169,7 +169,11 @@ async fn many_watch_clients_of_the_api_share_one_consul_watch() {
     };
     let written = std::time::Instant::now();
     let rev = store
-        .put(&keys.service_status(&web), b"{\"running\":1}".to_vec(), None)
+        .put(
+            &keys.service_status(&web),
+            b"{\"running\":1}".to_vec(),
+            None,
+        )
         .await
         .expect("put");
     let all = futures::future::join_all(streams.iter_mut().map(|s| async {
@@ -191,7 +195,11 @@ async fn many_watch_clients_of_the_api_share_one_consul_watch() {
         written.elapsed()
     );
     assert_eq!(all.len(), CLIENTS, "every client got the change");
-    assert_eq!(fake.refused_connections(), 0, "no connection refused with 429");
+    assert_eq!(
+        fake.refused_connections(),
+        0,
+        "no connection refused with 429"
+    );
     assert!(
         fake.blocking_queries_peak() <= 1,
         "the API held one watch on Consul, not one per client: peak {}",
@@ -220,15 +228,24 @@ async fn a_watch_resuming_past_the_tombstone_reap_horizon_is_compacted() {
             ..ConsulStoreOptions::default()
         },
     );
-    store.put("/shoal/t/a", b"1".to_vec(), None).await.expect("put");
+    store
+        .put("/shoal/t/a", b"1".to_vec(), None)
+        .await
+        .expect("put");
     // The consumer knows both keys at `seen` (a revision learnt from a write, so no list
     // snapshot of it is remembered).
-    let seen = store.put("/shoal/t/b", b"1".to_vec(), None).await.expect("put");
+    let seen = store
+        .put("/shoal/t/b", b"1".to_vec(), None)
+        .await
+        .expect("put");
     assert!(store.delete("/shoal/t/b").await.expect("delete"));
     // The tombstone of b is reaped: the prefix index goes back below `seen`.
     let start = std::time::Instant::now();
     while fake_prefix_index(&fake, "shoal/t/").await > seen as u64 {
-        assert!(start.elapsed() < Duration::from_secs(60), "tombstone never reaped");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "tombstone never reaped"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("tombstone reaped after {:?}", start.elapsed());
@@ -248,15 +265,26 @@ async fn a_watch_resuming_past_the_tombstone_reap_horizon_is_compacted() {
     assert_eq!(keys, ["/shoal/t/a"], "the relist shows the delete");
 
     // A resume from a revision seen within the horizon still works without a relist.
-    let recent = store.put("/shoal/t/c", b"1".to_vec(), None).await.expect("put");
+    let recent = store
+        .put("/shoal/t/c", b"1".to_vec(), None)
+        .await
+        .expect("put");
     let mut w = store.watch("/shoal/t/", recent + 1).await.expect("watch");
-    store.put("/shoal/t/d", b"1".to_vec(), None).await.expect("put");
+    store
+        .put("/shoal/t/d", b"1".to_vec(), None)
+        .await
+        .expect("put");
     let batch = tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(&mut w))
         .await
         .expect("an answer")
         .expect("an item")
         .expect("a batch, not compacted");
-    assert!(batch.events.iter().any(|e| matches!(e, WatchEvent::Put(kv) if kv.key == "/shoal/t/d")));
+    assert!(
+        batch
+            .events
+            .iter()
+            .any(|e| matches!(e, WatchEvent::Put(kv) if kv.key == "/shoal/t/d"))
+    );
 }
 
 /// The prefix's `X-Consul-Index` as the fake answers it now.

@@ -191,9 +191,7 @@ impl Hub {
         self.changed.send_replace(revision);
         let weak = Arc::downgrade(self);
         let stop = self.stop.subscribe();
-        tokio::spawn(
-            follow(weak, stop, revision).instrument(tracing::info_span!("watch_hub")),
-        );
+        tokio::spawn(follow(weak, stop, revision).instrument(tracing::info_span!("watch_hub")));
         Ok(())
     }
 

@@ -301,7 +301,11 @@ impl ConsulFake {
 
     /// The status of a check (`passing`, `warning`, `critical`), if it exists.
     pub fn check_status(&self, check_id: &str) -> Option<String> {
-        self.shared.lock().checks.get(check_id).map(|c| c.status.clone())
+        self.shared
+            .lock()
+            .checks
+            .get(check_id)
+            .map(|c| c.status.clone())
     }
 
     /// Deregisters a service behind its registrant's back, as an operator's
