@@ -141,10 +141,9 @@ async fn many_watch_clients_of_the_api_share_one_consul_watch() {
         ..Default::default()
     })
     .await;
-    let store: std::sync::Arc<dyn shoal_store::Store> = shoal_store::open_store(&fake.store_url())
+    let store = shoal_store::open_store(&fake.store_url())
         .await
-        .expect("open")
-        .into();
+        .expect("open");
     let keys = shoal_core::Keys::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
