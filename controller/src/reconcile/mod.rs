@@ -6,12 +6,16 @@
 //! tasks to create (already placed), tasks to stop, to mark orphaned and to delete, the new
 //! status, and when to look again. It performs no I/O; randomness comes from `seed`.
 
+mod classify;
 mod endpoints;
 pub mod gone;
+mod history;
 mod ids;
+mod place;
 mod progress;
 pub mod rollout;
 mod service;
+mod slots;
 mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -283,6 +287,9 @@ fn a_panicking_reconcile_fails_its_service_only() {
 
 #[cfg(test)]
 mod proptests;
+
+#[cfg(test)]
+mod legacy;
 
 #[cfg(test)]
 mod rollout_tests;

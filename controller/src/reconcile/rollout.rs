@@ -15,12 +15,16 @@
 //!   once the healthcheck had time to pass (start period + interval × retries) and `monitor`
 //!   elapsed.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shoal_core::manifest::UpdateConfig;
-use shoal_core::model::{Health, TaskState, Timestamp};
+use shoal_core::manifest::{FailureAction, UpdateConfig};
+use shoal_core::model::{Health, ServiceStatus, Slot, TaskState, Timestamp};
 
 use super::TaskEntry;
+use super::classify::Tasks;
+use super::progress;
+use super::slots::Filled;
 
 /// One slot whose task runs an older template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +160,159 @@ pub fn ratio_exceeded(failed: usize, total: u64, update: &UpdateConfig) -> bool 
     }
     let total = total.max(1) as f64;
     failed as f64 / total > update.max_failure_ratio
+}
+
+/// What the rollout step sees of the service after the slots phase.
+pub(super) struct Stage<'a, 'b> {
+    /// The classified tasks.
+    pub(super) tasks: &'a Tasks<'b>,
+    /// What the slots phase decided.
+    pub(super) filled: &'a Filled,
+    /// The tasks that keep running after the slots phase (keepers and spares).
+    pub(super) live: &'a BTreeSet<usize>,
+    /// The update (or rollback) policy followed.
+    pub(super) policy: &'a UpdateConfig,
+    /// The template the service runs.
+    pub(super) hash: &'a str,
+    /// Whether an automatic rollback is under way.
+    pub(super) rollback_mode: bool,
+    /// Slots wanted.
+    pub(super) desired: u64,
+}
+
+/// What the rollout step decided.
+pub(super) struct Step {
+    /// Keepers on an older template to replace now (stop-first: stopped; start-first: their
+    /// replacement starts beside them).
+    pub(super) batch: Vec<usize>,
+    /// The failures just recorded start an automatic rollback.
+    pub(super) rollback_now: bool,
+    /// When a watched task is to be looked at again.
+    pub(super) wake: Option<Timestamp>,
+    /// Slots whose new task failed and that the rollout moves past (`continue`).
+    pub(super) failed_slots: u64,
+    /// No slot runs or stops an older template any more.
+    pub(super) all_current: bool,
+    /// When the last new task's monitor window ends.
+    pub(super) monitor_until: Option<Timestamp>,
+}
+
+/// What watching the rollout's new tasks found.
+#[derive(Default)]
+struct Watched {
+    failures: Vec<(String, String)>,
+    failed_slots: BTreeSet<Slot>,
+    in_delay: usize,
+    monitor_until: Option<Timestamp>,
+    wake: Option<Timestamp>,
+}
+
+/// Watches the new tasks, records their failures in the status (which may start a rollback)
+/// and picks the next batch of slots to replace.
+pub(super) fn step(stage: &Stage<'_, '_>, st: &mut ServiceStatus) -> Step {
+    let now = stage.tasks.input().now;
+    let counted: BTreeSet<String> = st
+        .rollout
+        .as_ref()
+        .map(|r| r.failed_tasks.iter().cloned().collect())
+        .unwrap_or_default();
+    let mut seen = watch_new_tasks(stage, &progress::watch(st, stage.rollback_mode), &counted);
+    seen.failures.sort();
+    let failures = std::mem::take(&mut seen.failures);
+    let rollback_now = progress::record_failures(st, now, failures, stage.policy, stage.desired);
+    let moving_past = stage.policy.failure_action == FailureAction::Continue;
+    let (tasks, hash) = (stage.tasks, stage.hash);
+    let outdated_all: Vec<OutdatedSlot> = stage
+        .filled
+        .keepers
+        .iter()
+        .copied()
+        .filter(|&i| tasks.entry(i).task.template_hash != hash)
+        .map(|i| OutdatedSlot {
+            task: i,
+            running: tasks.entry(i).state() == TaskState::Running,
+        })
+        .collect();
+    let all_current = outdated_all.is_empty() && stage.filled.waiting == 0;
+    let outdated: Vec<OutdatedSlot> = outdated_all
+        .into_iter()
+        .filter(|o| !seen.failed_slots.contains(&tasks.entry(o.task).task.slot))
+        .collect();
+    let starting = stage.filled.keepers.iter().filter(|&&i| {
+        let e = tasks.entry(i);
+        e.task.template_hash == hash && !is_up(e) && !(moving_past && counted.contains(&e.task.id))
+    });
+    let in_flight =
+        stage.filled.waiting + stage.filled.pending.len() + seen.in_delay + starting.count();
+    let batch = if rollback_now || !progress::may_advance(st) {
+        Vec::new()
+    } else {
+        next_batch(&RolloutInput {
+            update: stage.policy,
+            in_flight,
+            outdated,
+        })
+    };
+    Step {
+        batch,
+        rollback_now,
+        wake: seen.wake,
+        failed_slots: if moving_past {
+            seen.failed_slots.len() as u64
+        } else {
+            0
+        },
+        all_current,
+        monitor_until: seen.monitor_until,
+    }
+}
+
+/// Looks at the tasks on the target template created since the rollout started: failures
+/// (new ones while the rollout is active, and those already counted), the ones within
+/// `delay` of coming up, and when their monitor windows end.
+fn watch_new_tasks(
+    stage: &Stage<'_, '_>,
+    watch: &progress::Watch,
+    counted: &BTreeSet<String>,
+) -> Watched {
+    let mut seen = Watched::default();
+    let Some(since) = watch.since else {
+        return seen;
+    };
+    let tasks = stage.tasks;
+    let now = tasks.input().now;
+    let (policy, delay) = (stage.policy, stage.policy.delay.get());
+    for i in tasks.all() {
+        let e = tasks.entry(i);
+        if e.task.template_hash != stage.hash || e.task.created_at < since {
+            continue;
+        }
+        if counted.contains(&e.task.id) {
+            seen.failed_slots.insert(e.task.slot.clone());
+            continue;
+        }
+        if watch.active {
+            if let Some(why) = task_failure(e, policy, now) {
+                seen.failures.push((e.task.id.clone(), why));
+                seen.failed_slots.insert(e.task.slot.clone());
+                continue;
+            }
+            if let Some(t) = watch_deadline(e, policy) {
+                seen.wake = Some(seen.wake.map_or(t, |x| x.min(t)));
+            }
+        }
+        if is_up(e) && stage.live.contains(&i) {
+            let up = up_at(e);
+            if up.plus(delay) > now {
+                seen.in_delay += 1;
+                let t = up.plus(delay);
+                seen.wake = Some(seen.wake.map_or(t, |x| x.min(t)));
+            }
+            let m = up.plus(policy.monitor.get());
+            seen.monitor_until = Some(seen.monitor_until.map_or(m, |x| x.max(m)));
+        }
+    }
+    seen
 }
 
 #[cfg(test)]
