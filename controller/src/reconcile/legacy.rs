@@ -715,7 +715,13 @@ mod diff {
             )
     }
 
-    fn spec_yaml(mode: u8, extras: &[bool; 6], update: &str, restart: &str, _image: &str) -> String {
+    fn spec_yaml(
+        mode: u8,
+        extras: &[bool; 6],
+        update: &str,
+        restart: &str,
+        _image: &str,
+    ) -> String {
         let mut y = format!(
             "  restart: {restart}\n  update: {update}\n  rollback: {{parallelism: 1, monitor: 1s}}\n"
         );
@@ -757,7 +763,13 @@ mod diff {
         y
     }
 
-    fn svc(mode: u8, extras: &[bool; 6], update: &str, restart: &str, image: &str) -> shoal_core::manifest::Service {
+    fn svc(
+        mode: u8,
+        extras: &[bool; 6],
+        update: &str,
+        restart: &str,
+        image: &str,
+    ) -> shoal_core::manifest::Service {
         let mut s = service("web", &spec_yaml(mode, extras, update, restart, image));
         s.spec.image = Some(image.to_string());
         s

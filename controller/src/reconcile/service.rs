@@ -110,16 +110,11 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     let target = slots::target(&goal.spec, &tasks, &placer);
     let filled = slots::fill(svc, &tasks, &target, &goal.hash, goal.start_first());
     push_events(&mut st, input.now, "Normal", "Restarting", &filled.restarts);
-    let mut live: BTreeSet<usize> = filled
-        .keepers
-        .iter()
-        .chain(&filled.spares)
-        .copied()
-        .collect();
+    let live_after_slots = filled.live();
     let stage = Stage {
         tasks: &tasks,
         filled: &filled,
-        live: &live,
+        live: &live_after_slots,
         policy: goal.policy,
         hash: &goal.hash,
         rollback_mode: goal.rollback_mode,
@@ -127,6 +122,7 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     };
     let step = rollout::step(&stage, &mut st);
     let (batch_stops, batch_pending) = replace_batch(&tasks, &goal, &step.batch);
+    let mut live = filled.live();
     live.retain(|i| !batch_stops.contains(i));
     let blueprint = Blueprint {
         svc,
@@ -135,27 +131,17 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
         generation,
         desired: target.len(),
     };
-    let pending = filled
-        .pending
-        .iter()
-        .cloned()
-        .chain(batch_pending)
-        .collect();
-    let placed = place::place(placer, &tasks, &live, pending, &blueprint);
-    let deletes = history::deletes(
+    let pending = filled.pending.iter().cloned().chain(batch_pending);
+    let placed = place::place(placer, &tasks, &live, pending.collect(), &blueprint);
+    let window = goal.spec.restart.window;
+    let deletes = history::deletes(&tasks, &target, &live, &placed.slots, window);
+    let migrations: Vec<usize> = tasks.of(Class::Migrating).collect();
+    let mut plan = plan_of(
         &tasks,
-        &target,
-        &live,
-        &placed.slots,
-        goal.spec.restart.window,
+        &[&loss.stops, &migrations, &filled.stops, &batch_stops],
+        &loss.orphans,
+        &deletes,
     );
-    let stops = [
-        &loss.stops,
-        &tasks.of(Class::Migrating).collect(),
-        &filled.stops,
-        &batch_stops,
-    ];
-    let mut plan = plan_of(&tasks, &stops, &loss.orphans, &deletes);
     let facts = Facts {
         goal: &goal,
         tasks: &tasks,
@@ -166,14 +152,9 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     let (status, requeue) = finish_status(st, &facts, &step, &placed);
     plan.creates = placed.creates;
     plan.status = Some(status);
-    plan.requeue_after = [
-        filled_requeue(&filled, &step, input.now),
-        requeue,
-        loss.grace_ends.map(|end| end.since(input.now)),
-    ]
-    .into_iter()
-    .flatten()
-    .min();
+    let grace = loss.grace_ends.map(|end| end.since(input.now));
+    let rollout = filled_requeue(&filled, &step, input.now);
+    plan.requeue_after = [rollout, requeue, grace].into_iter().flatten().min();
     plan
 }
 
@@ -240,7 +221,7 @@ fn filled_requeue(filled: &Filled, step: &Step, now: Timestamp) -> Option<Durati
 
 /// The task writes of the plan: `stops` (per phase, in order) and `orphans`, without the
 /// tasks it deletes.
-fn plan_of(tasks: &Tasks<'_>, stops: &[&Vec<usize>], orphans: &[usize], deletes: &[usize]) -> Plan {
+fn plan_of(tasks: &Tasks<'_>, stops: &[&[usize]], orphans: &[usize], deletes: &[usize]) -> Plan {
     let task_ref = |&i: &usize| TaskRef::of(&tasks.entry(i).task);
     let deletes: Vec<TaskRef> = deletes.iter().map(task_ref).collect();
     let deleted: BTreeSet<&TaskRef> = deletes.iter().collect();

@@ -40,6 +40,13 @@ pub(super) struct Filled {
     pub(super) restarts: Vec<String>,
 }
 
+impl Filled {
+    /// The tasks that keep running after the slots phase: keepers and spares.
+    pub(super) fn live(&self) -> BTreeSet<usize> {
+        self.keepers.iter().chain(&self.spares).copied().collect()
+    }
+}
+
 /// The slots the service fills: replicas `1..=n`, or one per node that accepts the service,
 /// plus the nodes that keep a live task of it (paused, or within a new leader's grace).
 pub(super) fn target(spec: &ServiceSpec, tasks: &Tasks<'_>, placer: &Placer<'_>) -> BTreeSet<Slot> {
