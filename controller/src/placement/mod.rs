@@ -266,3 +266,6 @@ impl<'a> Placer<'a> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;
