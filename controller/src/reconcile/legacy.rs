@@ -365,7 +365,7 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     // Rollout: watch the new tasks, then replace tasks on an older template a batch at a
     // time.
     let desired = target.len() as u64;
-    let watch = progress::watch(&st, rollback_mode);
+    let monitoring = progress::monitoring(&st, rollback_mode);
     let counted: BTreeSet<String> = st
         .rollout
         .as_ref()
@@ -377,7 +377,7 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     let mut in_delay = 0usize;
     let mut monitor_until: Option<Timestamp> = None;
     let mut wake: Option<Timestamp> = None;
-    if let Some(since) = watch.since {
+    if let Some(since) = monitoring.since {
         for i in 0..n {
             let e = w.entry(i);
             if e.task.template_hash != hash || e.task.created_at < since {
@@ -387,13 +387,13 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
                 failed_slots.insert(e.task.slot.clone());
                 continue;
             }
-            if watch.active {
+            if monitoring.active {
                 if let Some(why) = rollout::task_failure(e, policy, now) {
                     failures.push((e.task.id.clone(), why));
                     failed_slots.insert(e.task.slot.clone());
                     continue;
                 }
-                if let Some(t) = rollout::watch_deadline(e, policy) {
+                if let Some(t) = rollout::recheck_at(e, policy) {
                     wake = Some(wake.map_or(t, |x| x.min(t)));
                 }
             }

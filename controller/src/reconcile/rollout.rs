@@ -1,5 +1,5 @@
 //! The rollout step: which slots on an older template to replace now, and which tasks on the
-//! new template failed while they were being watched.
+//! new template failed while they were monitored.
 //!
 //! Everything here is derived from what the store holds — tasks with their template hash,
 //! their agent's report (state, health, `startedAt`, `finishedAt`), the rollout record in the
@@ -10,7 +10,7 @@
 //!   new task is created (start-first) until the new task is up (running, and healthy when
 //!   the service has a healthcheck) **plus `delay`**: like Swarm's update workers, each of
 //!   the `parallelism` workers waits `delay` after a slot before taking the next.
-//! - A new task is *watched* for `monitor` after it starts. It fails the rollout when it is
+//! - A new task is *monitored* for `monitor` after it starts. It fails the rollout when it is
 //!   rejected, fails or exits within that window, reports unhealthy, or is still not healthy
 //!   once the healthcheck had time to pass (start period + interval × retries) and `monitor`
 //!   elapsed.
@@ -99,7 +99,7 @@ fn health_deadline(e: &TaskEntry, update: &UpdateConfig) -> Duration {
     }
 }
 
-/// Why a task on the new template failed during its watch, if it did.
+/// Why a task on the new template failed while it was monitored, if it did.
 pub fn task_failure(e: &TaskEntry, update: &UpdateConfig, now: Timestamp) -> Option<String> {
     let s = e.status.as_ref()?;
     let msg = |what: &str| {
@@ -138,8 +138,8 @@ pub fn task_failure(e: &TaskEntry, update: &UpdateConfig, now: Timestamp) -> Opt
     }
 }
 
-/// When a task still being watched should be looked at again (its health deadline).
-pub fn watch_deadline(e: &TaskEntry, update: &UpdateConfig) -> Option<Timestamp> {
+/// When a task still monitored should be looked at again (its health deadline).
+pub fn recheck_at(e: &TaskEntry, update: &UpdateConfig) -> Option<Timestamp> {
     let s = e.status.as_ref()?;
     if s.state != TaskState::Running {
         return None;
@@ -187,7 +187,7 @@ pub(super) struct Step {
     pub(super) batch: Vec<usize>,
     /// The failures just recorded start an automatic rollback.
     pub(super) rollback_now: bool,
-    /// When a watched task is to be looked at again.
+    /// When a monitored task is to be looked at again.
     pub(super) wake: Option<Timestamp>,
     /// Slots whose new task failed and that the rollout moves past (`continue`).
     pub(super) failed_slots: u64,
@@ -197,9 +197,9 @@ pub(super) struct Step {
     pub(super) monitor_until: Option<Timestamp>,
 }
 
-/// What watching the rollout's new tasks found.
+/// What monitoring the rollout's new tasks found.
 #[derive(Default)]
-struct Watched {
+struct Monitored {
     failures: Vec<(String, String)>,
     failed_slots: BTreeSet<Slot>,
     in_delay: usize,
@@ -207,7 +207,7 @@ struct Watched {
     wake: Option<Timestamp>,
 }
 
-/// Watches the new tasks, records their failures in the status (which may start a rollback)
+/// Monitors the new tasks, records their failures in the status (which may start a rollback)
 /// and picks the next batch of slots to replace.
 pub(super) fn step(stage: &Stage<'_, '_>, st: &mut ServiceStatus) -> Step {
     let now = stage.tasks.input().now;
@@ -216,7 +216,11 @@ pub(super) fn step(stage: &Stage<'_, '_>, st: &mut ServiceStatus) -> Step {
         .as_ref()
         .map(|r| r.failed_tasks.iter().cloned().collect())
         .unwrap_or_default();
-    let mut seen = watch_new_tasks(stage, &progress::watch(st, stage.rollback_mode), &counted);
+    let mut seen = monitor_new_tasks(
+        stage,
+        &progress::monitoring(st, stage.rollback_mode),
+        &counted,
+    );
     seen.failures.sort();
     let failures = std::mem::take(&mut seen.failures);
     let rollback_now = progress::record_failures(st, now, failures, stage.policy, stage.desired);
@@ -270,13 +274,13 @@ pub(super) fn step(stage: &Stage<'_, '_>, st: &mut ServiceStatus) -> Step {
 /// Looks at the tasks on the target template created since the rollout started: failures
 /// (new ones while the rollout is active, and those already counted), the ones within
 /// `delay` of coming up, and when their monitor windows end.
-fn watch_new_tasks(
+fn monitor_new_tasks(
     stage: &Stage<'_, '_>,
-    watch: &progress::Watch,
+    monitoring: &progress::Monitoring,
     counted: &BTreeSet<String>,
-) -> Watched {
-    let mut seen = Watched::default();
-    let Some(since) = watch.since else {
+) -> Monitored {
+    let mut seen = Monitored::default();
+    let Some(since) = monitoring.since else {
         return seen;
     };
     let tasks = stage.tasks;
@@ -291,13 +295,13 @@ fn watch_new_tasks(
             seen.failed_slots.insert(e.task.slot.clone());
             continue;
         }
-        if watch.active {
+        if monitoring.active {
             if let Some(why) = task_failure(e, policy, now) {
                 seen.failures.push((e.task.id.clone(), why));
                 seen.failed_slots.insert(e.task.slot.clone());
                 continue;
             }
-            if let Some(t) = watch_deadline(e, policy) {
+            if let Some(t) = recheck_at(e, policy) {
                 seen.wake = Some(seen.wake.map_or(t, |x| x.min(t)));
             }
         }

@@ -206,7 +206,7 @@ fn replace_batch(
 }
 
 /// When the slots and the rollout want another look: the earliest restart delay (right away
-/// when a rollback just started), or a watched task's deadline.
+/// when a rollback just started), or a monitored task's health deadline.
 fn filled_requeue(filled: &Filled, step: &Step, now: Timestamp) -> Option<Duration> {
     let base = if step.rollback_now {
         Some(Duration::from_millis(10))
