@@ -329,7 +329,6 @@ fn binpack_ties_between_different_nodes_go_to_the_smaller_id() {
         [p.place().unwrap(), p.place().unwrap()],
         ["a-small", "b-big"]
     );
-    let mut small = small;
     small.info.id = "z-small".into();
     let nodes: BTreeMap<String, Node> = [small, big]
         .into_iter()

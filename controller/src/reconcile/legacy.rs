@@ -814,7 +814,7 @@ mod diff {
                 7 if e.state() == TaskState::Assigned => sim.set_state(&id, TaskState::Rejected),
                 8 if hc && e.state() == TaskState::Running => {
                     let s = sim.tasks.get_mut(&id).unwrap().status.as_mut().unwrap();
-                    s.health = Some(if choices.next().unwrap_or(0) % 3 == 0 {
+                    s.health = Some(if choices.next().unwrap_or(0).is_multiple_of(3) {
                         Health::Unhealthy
                     } else {
                         Health::Healthy

@@ -110,11 +110,12 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     let target = slots::target(&goal.spec, &tasks, &placer);
     let filled = slots::fill(svc, &tasks, &target, &goal.hash, goal.start_first());
     push_events(&mut st, input.now, "Normal", "Restarting", &filled.restarts);
-    let live_after_slots = filled.live();
+    // The tasks that keep running: keepers and spares, less the rollout batch stopped.
+    let mut live = filled.live();
     let stage = Stage {
         tasks: &tasks,
         filled: &filled,
-        live: &live_after_slots,
+        live: &live,
         policy: goal.policy,
         hash: &goal.hash,
         rollback_mode: goal.rollback_mode,
@@ -122,7 +123,6 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     };
     let step = rollout::step(&stage, &mut st);
     let (batch_stops, batch_pending) = replace_batch(&tasks, &goal, &step.batch);
-    let mut live = filled.live();
     live.retain(|i| !batch_stops.contains(i));
     let blueprint = Blueprint {
         svc,
