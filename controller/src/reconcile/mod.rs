@@ -296,7 +296,4 @@ fn a_panicking_reconcile_fails_its_service_only() {
 mod proptests;
 
 #[cfg(test)]
-mod legacy;
-
-#[cfg(test)]
 mod rollout_tests;
