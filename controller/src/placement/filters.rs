@@ -129,15 +129,11 @@ pub fn static_filter(
     runtime: RuntimeKind,
     constraints: &[Constraint],
 ) -> Option<Reason> {
-    if !node.ready {
-        return Some(Reason::NotReady);
+    // A paused node keeps its tasks and takes no new one: the one difference with keeping.
+    if node.ready && node.config.availability == Availability::Pause {
+        return Some(Reason::Paused);
     }
-    match node.config.availability {
-        Availability::Active => {}
-        Availability::Pause => return Some(Reason::Paused),
-        Availability::Drain => return Some(Reason::Drained),
-    }
-    spec_filter(node, runtime, constraints)
+    keep_filter(node, runtime, constraints)
 }
 
 /// The filters a node must pass to keep running the tasks of a service it already has:
