@@ -129,11 +129,13 @@ pub fn static_filter(
     runtime: RuntimeKind,
     constraints: &[Constraint],
 ) -> Option<Reason> {
-    // A paused node keeps its tasks and takes no new one: the one difference with keeping.
-    if node.ready && node.config.availability == Availability::Pause {
-        return Some(Reason::Paused);
-    }
-    keep_filter(node, runtime, constraints)
+    pause_filter(node).or_else(|| keep_filter(node, runtime, constraints))
+}
+
+/// A ready node that is paused keeps its tasks but takes no new one: the one filter a node
+/// passes to keep tasks and fails to take new ones.
+pub fn pause_filter(node: &Node) -> Option<Reason> {
+    (node.ready && node.config.availability == Availability::Pause).then_some(Reason::Paused)
 }
 
 /// The filters a node must pass to keep running the tasks of a service it already has:

@@ -128,11 +128,12 @@ impl<'a> Placer<'a> {
                     *ids.entry(value).or_insert(next)
                 })
                 .collect();
+            let keep = filters::keep_filter(node, spec.runtime, &constraints);
             index.insert(id.as_str(), candidates.len());
             candidates.push(Candidate {
                 node,
-                blocked: filters::static_filter(node, spec.runtime, &constraints),
-                keep: filters::keep_filter(node, spec.runtime, &constraints),
+                blocked: filters::pause_filter(node).or_else(|| keep.clone()),
+                keep,
                 usage: usage.get(id).cloned().unwrap_or_default(),
                 own: 0,
                 groups,
