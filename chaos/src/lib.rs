@@ -10,10 +10,12 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod delay;
 pub mod nemesis;
 pub mod netns;
 pub mod report;
 pub mod runner;
+pub mod timeline;
 pub mod verify;
 pub mod workload;
 

@@ -30,7 +30,7 @@ pub enum FaultKind {
     PartitionPair,
     /// One host cannot reach any etcd client port; its tasks keep running.
     AgentCutOff,
-    /// Latency (when the kernel has netem) and packet loss on one host's link.
+    /// Latency (NFQUEUE delay) and packet loss on one host's link.
     Degrade,
     /// An etcd member stopped, its data wiped, removed and added back as a new member.
     EtcdReplace,
@@ -121,6 +121,23 @@ impl Fault {
             Fault::Degrade { host, .. } => vec![*host],
             Fault::PartitionPair(a, b) => vec![*a, *b],
             Fault::PauseLeader | Fault::EtcdReplace(_) => Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = self.kind().name();
+        match self {
+            Fault::Kill(role) => write!(f, "{kind}({role})"),
+            Fault::PauseLeader => f.write_str(kind),
+            Fault::PartitionMinority(h)
+            | Fault::AgentCutOff(h)
+            | Fault::Degrade { host: h, .. } => {
+                write!(f, "{kind}(h{h})")
+            }
+            Fault::PartitionPair(a, b) => write!(f, "{kind}(h{a},h{b})"),
+            Fault::EtcdReplace(h) => write!(f, "{kind}(etcd-{h})"),
         }
     }
 }
@@ -217,8 +234,6 @@ pub struct Applied {
     pub fault: Fault,
     /// The controller paused by [`Fault::PauseLeader`].
     pub paused: Option<Role>,
-    /// A note for the fault matrix (e.g. "loss only: no netem in this kernel").
-    pub note: Option<String>,
 }
 
 /// Applies a fault. `leader` is the controller holding the leader key, when known.
@@ -230,7 +245,6 @@ pub async fn apply(
     let mut applied = Applied {
         fault: fault.clone(),
         paused: None,
-        note: None,
     };
     match fault {
         Fault::Kill(role) => cluster.kill9(*role),
@@ -250,11 +264,7 @@ pub async fn apply(
             host,
             delay_ms,
             loss_pct,
-        } => {
-            if !cluster.net.degrade(*host, *delay_ms, *loss_pct)? {
-                applied.note = Some("loss only: this kernel has no netem".into());
-            }
-        }
+        } => cluster.net.degrade(*host, *delay_ms, *loss_pct)?,
         Fault::EtcdReplace(h) => cluster.replace_etcd_member(*h).await?,
     }
     Ok(applied)
