@@ -153,15 +153,7 @@ impl Checker {
         disturbance: Arc<Mutex<Disturbance>>,
         lease_ttl: Duration,
     ) -> Self {
-        let checker = Checker {
-            state: Arc::new(Mutex::new(State {
-                started: Some(Instant::now()),
-                ..State::default()
-            })),
-            disturbance,
-            keys: Keys::default(),
-            lease_ttl,
-        };
+        let checker = Checker::new(disturbance, lease_ttl);
         let c = checker.clone();
         let prefix = format!("{}/", c.keys.prefix());
         tokio::spawn(async move {
@@ -171,6 +163,19 @@ impl Checker {
             }
         });
         checker
+    }
+
+    /// A checker fed by [`Checker::on_event`] (what [`Checker::spawn`] does from the watch).
+    fn new(disturbance: Arc<Mutex<Disturbance>>, lease_ttl: Duration) -> Self {
+        Checker {
+            state: Arc::new(Mutex::new(State {
+                started: Some(Instant::now()),
+                ..State::default()
+            })),
+            disturbance,
+            keys: Keys::default(),
+            lease_ttl,
+        }
     }
 
     /// What the checker has found so far.
@@ -193,18 +198,21 @@ impl Checker {
             Event::Init(list) => {
                 st.events += list.len() as u64;
                 st.live.clear();
-                st.leader_present = false;
+                // A listing is one instant: whether a leader record exists is known from the
+                // whole list (`endpoints/` sorts before `leader`), and no key in it is a write
+                // the fence can be checked against.
+                st.leader_present = list.iter().any(|(k, _, _)| *k == self.keys.leader());
                 for (k, v, _) in list {
-                    self.apply(&mut st, &k, Some(&v));
+                    self.apply(&mut st, &k, Some(&v), false);
                 }
             }
             Event::Apply(k, v, _) => {
                 st.events += 1;
-                self.apply(&mut st, &k, Some(&v));
+                self.apply(&mut st, &k, Some(&v), true);
             }
             Event::Delete(k) => {
                 st.events += 1;
-                self.apply(&mut st, &k, None);
+                self.apply(&mut st, &k, None, true);
             }
         }
         self.check_stale_bounds(&mut st);
@@ -224,13 +232,14 @@ impl Checker {
         });
     }
 
-    fn apply(&self, st: &mut State, key: &str, value: Option<&[u8]>) {
+    /// Applies one key's change; `write`: it is a change seen on the watch (not a listing).
+    fn apply(&self, st: &mut State, key: &str, value: Option<&[u8]>, write: bool) {
         let controller_key = key.starts_with(&self.keys.endpoints_prefix())
             || matches!(
                 self.keys.parse(key),
                 Some(Key::Task { .. } | Key::ServiceStatus(_))
             );
-        if controller_key && !st.leader_present {
+        if write && controller_key && !st.leader_present {
             Self::violation(
                 st,
                 "fence",
@@ -374,6 +383,25 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_with_controller_keys_and_a_leader_record_is_no_fence_violation() {
+        let c = Checker::new(Arc::default(), Duration::from_secs(5));
+        let keys = Keys::default();
+        let endpoints = format!("{}chaos/svc-00", keys.endpoints_prefix());
+        // Listed in key order: the endpoints record comes before the leader record.
+        c.on_event(Event::Init(vec![
+            (endpoints.clone(), b"{}".to_vec(), 3),
+            (keys.leader(), b"{}".to_vec(), 2),
+        ]));
+        assert!(c.findings().violations.is_empty(), "{:?}", c.findings());
+        // A write after the leader record went is one.
+        c.on_event(Event::Delete(keys.leader()));
+        c.on_event(Event::Apply(endpoints, b"{}".to_vec(), 5));
+        let v = c.findings().violations;
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].invariant, "fence");
+    }
 
     #[test]
     fn a_stale_copy_is_timed_from_when_its_node_was_last_whole() {

@@ -113,6 +113,20 @@ impl Fault {
         )
     }
 
+    /// Whether the fault can keep agents on hosts it does not disturb from the store: it
+    /// takes an etcd member out, cuts it off or slows it, so requests sent through that member
+    /// (or forwarded by it to the raft leader) can go unanswered.
+    pub fn disturbs_store(&self) -> bool {
+        matches!(
+            self,
+            Fault::Kill(Role::Etcd(_))
+                | Fault::PartitionMinority(_)
+                | Fault::PartitionPair(..)
+                | Fault::Degrade { .. }
+                | Fault::EtcdReplace(_)
+        )
+    }
+
     /// Hosts whose agent may be unable to report while the fault lasts.
     pub fn disturbed_hosts(&self, agent_host: impl Fn(Role) -> Option<usize>) -> Vec<usize> {
         match self {

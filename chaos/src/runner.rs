@@ -212,11 +212,11 @@ async fn run_nemesis(
                 .into_iter()
                 .map(node_id)
                 .collect();
-            let id = ctx
-                .disturbance
-                .lock()
-                .expect("disturbance")
-                .begin(f.to_string(), nodes);
+            let id = ctx.disturbance.lock().expect("disturbance").begin(
+                f.to_string(),
+                nodes,
+                f.disturbs_store(),
+            );
             tracing::info!(fault = %f, hold = ?step.hold, "fault");
             let a = nemesis::apply(cluster, f, leader).await?;
             applied.push((a, id));

@@ -30,6 +30,8 @@ pub struct FaultId(usize);
 struct Span {
     label: String,
     nodes: Vec<String>,
+    /// Whether it can keep agents on other hosts from the store.
+    store: bool,
     began: Instant,
     healed: Option<Instant>,
 }
@@ -53,18 +55,24 @@ pub enum Cause {
     /// A fault on the node's own host: its agent killed, its host partitioned or cut off from
     /// etcd, its link degraded.
     FaultOnHost,
-    /// No fault on its host, but faults elsewhere in the window (named in the record).
+    /// No fault on its host, but faults elsewhere in the window that can keep an agent from
+    /// the store (named in the record).
     FaultElsewhere,
-    /// No fault anywhere in the window.
+    /// No fault in the window that can explain it (faults that cannot — a controller or the
+    /// API killed, a leader paused — are still named).
     NoFault,
 }
 
 impl Disturbance {
-    /// A fault called `label` began, disturbing the agents of `nodes`.
-    pub fn begin(&mut self, label: String, nodes: Vec<String>) -> FaultId {
+    /// A fault called `label` began, disturbing the agents of `nodes`; `store`: it can keep
+    /// agents on other hosts from the store too (an etcd member killed, replaced, partitioned
+    /// or degraded: requests through that member, or from it to the raft leader, go
+    /// unanswered).
+    pub fn begin(&mut self, label: String, nodes: Vec<String>, store: bool) -> FaultId {
         self.spans.push(Span {
             label,
             nodes,
+            store,
             began: Instant::now(),
             healed: None,
         });
@@ -120,11 +128,17 @@ impl Disturbance {
         if !on_host.is_empty() {
             return (Cause::FaultOnHost, on_host);
         }
-        if window.is_empty() {
-            return (Cause::NoFault, Vec::new());
+        let labels = |store: bool| {
+            window
+                .iter()
+                .filter(|s| s.store == store)
+                .map(|s| s.label.clone())
+                .collect::<Vec<_>>()
+        };
+        match labels(true) {
+            l if l.is_empty() => (Cause::NoFault, labels(false)),
+            l => (Cause::FaultElsewhere, l),
         }
-        let labels = window.iter().map(|s| s.label.clone()).collect();
-        (Cause::FaultElsewhere, labels)
     }
 }
 
@@ -138,7 +152,8 @@ pub struct NodeLoss {
     pub node: String,
     /// Why.
     pub cause: Cause,
-    /// The faults active in the window before (empty for [`Cause::NoFault`]).
+    /// The faults active in the window before: those that can explain it, or for
+    /// [`Cause::NoFault`] those that cannot.
     pub faults: Vec<String>,
     /// Tasks orphaned on it (moved elsewhere).
     pub tasks: u64,
@@ -225,8 +240,9 @@ mod tests {
     fn a_lost_node_is_explained_by_the_faults_in_its_last_lease() {
         let ttl = Duration::from_secs(5);
         let mut d = Disturbance::default();
-        let cut = d.begin("agent_cut_off(h1)".into(), vec!["h1".into()]);
-        let etcd = d.begin("kill(etcd-0)".into(), Vec::new());
+        let cut = d.begin("agent_cut_off(h1)".into(), vec!["h1".into()], false);
+        let etcd = d.begin("kill(etcd-0)".into(), Vec::new(), true);
+        let api = d.begin("kill(api)".into(), Vec::new(), false);
         let now = Instant::now();
         assert_eq!(
             d.explain("h1", now, ttl),
@@ -234,15 +250,22 @@ mod tests {
         );
         assert_eq!(
             d.explain("h2", now, ttl),
+            (Cause::FaultElsewhere, vec!["kill(etcd-0)".to_string()])
+        );
+        d.end(etcd);
+        // Healed longer than a lease (and the slack) before the loss: not a cause. Only
+        // faults that cannot end another host's lease are left: unexplained, and named.
+        let later = Instant::now() + ttl + SLACK + Duration::from_secs(1);
+        assert_eq!(
+            d.explain("h2", later, ttl),
             (
-                Cause::FaultElsewhere,
-                vec!["agent_cut_off(h1)".to_string(), "kill(etcd-0)".to_string()]
+                Cause::NoFault,
+                vec!["agent_cut_off(h1)".to_string(), "kill(api)".to_string()]
             )
         );
         d.end(cut);
-        d.end(etcd);
-        // Healed longer than a lease (and the slack) before the loss: not a cause.
-        let later = now + ttl + SLACK + Duration::from_secs(1);
+        d.end(api);
+        let later = Instant::now() + ttl + SLACK + Duration::from_secs(1);
         assert_eq!(d.explain("h2", later, ttl), (Cause::NoFault, Vec::new()));
         assert!(
             d.excused("h1", later),
@@ -255,7 +278,7 @@ mod tests {
     fn moves_are_counted_per_cause_and_losses_elsewhere_listed() {
         let ttl = Duration::from_secs(5);
         let mut d = Disturbance::default();
-        d.begin("partition_minority(h0)".into(), vec!["h0".into()]);
+        d.begin("partition_minority(h0)".into(), vec!["h0".into()], true);
         let mut log = MoveLog::default();
         let now = Instant::now();
         log.node_lost(&d, "h0", now, 10.0, ttl);
