@@ -609,6 +609,7 @@ fn web_task(node: &str, id: &str) -> shoal_core::Task {
         desired_state: DesiredState::Running,
         attempt: 0,
         orphaned: false,
+        run: None,
         created_at: Timestamp::now(),
     }
 }

@@ -9,6 +9,8 @@
 mod endpoints;
 pub mod gone;
 mod ids;
+mod job;
+mod job_schedule;
 mod progress;
 pub mod rollout;
 mod service;
@@ -116,6 +118,8 @@ pub struct ReconcileInput {
     pub node_lost_after: BTreeMap<String, Timestamp>,
     /// Seed for new task id suffixes.
     pub seed: u64,
+    /// The last `shoal job run` request for the service (jobs only).
+    pub run_request: Option<shoal_core::job::RunRequest>,
 }
 
 impl ReconcileInput {
@@ -194,7 +198,11 @@ pub fn reconcile(input: &ReconcileInput) -> Plan {
             service,
             generation,
         } => contained(input, *generation, || {
-            service::reconcile_present(input, service, *generation)
+            if service.spec.mode.is_job() {
+                job::reconcile_job(input, service, *generation)
+            } else {
+                service::reconcile_present(input, service, *generation)
+            }
         }),
         ServiceInput::Invalid { error, generation } => reconcile_invalid(input, error, *generation),
         ServiceInput::Deleted => reconcile_deleted(input),
@@ -286,3 +294,6 @@ mod proptests;
 
 #[cfg(test)]
 mod rollout_tests;
+
+#[cfg(test)]
+mod job_tests;

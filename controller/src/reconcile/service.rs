@@ -212,10 +212,10 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
             .push(i);
     }
     let target: BTreeSet<Slot> = match spec.mode {
-        Mode::Replicated => (1..=spec.desired_replicas().unwrap_or(1))
+        Mode::Replicated | Mode::ReplicatedJob => (1..=spec.desired_replicas().unwrap_or(1))
             .map(Slot::Replica)
             .collect(),
-        Mode::Global => input
+        Mode::Global | Mode::GlobalJob => input
             .nodes
             .iter()
             .filter(|(id, node)| {
@@ -506,6 +506,7 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
             desired_state: DesiredState::Running,
             attempt: p.attempt,
             orphaned: false,
+            run: None,
             created_at: now,
         };
         debug!(service = %input.service_ref, task = %task.id, node = %task.node_id, "placing task");

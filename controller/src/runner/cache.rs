@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::endpoints::Endpoints;
-use shoal_core::manifest::{Mode, Service, ServiceRef};
+use shoal_core::manifest::{Service, ServiceRef};
 use shoal_core::model::{
     self, Capacity, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp,
 };
@@ -406,7 +406,7 @@ impl Cache {
         let mut out: BTreeSet<ServiceRef> = self
             .services
             .iter()
-            .filter(|(_, m)| m.parsed.as_ref().is_ok_and(|s| s.spec.mode == Mode::Global))
+            .filter(|(_, m)| m.parsed.as_ref().is_ok_and(|s| s.spec.mode.is_global()))
             .map(|(k, _)| k.clone())
             .collect();
         out.extend(
@@ -579,6 +579,7 @@ impl Cache {
                 .filter(|(_, until)| *until > now)
                 .collect(),
             seed,
+            run_request: None,
         }
     }
 
@@ -648,6 +649,7 @@ mod tests {
             desired_state: DesiredState::Running,
             attempt: 0,
             orphaned: false,
+            run: None,
             created_at: Timestamp(0),
         }
     }
