@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::endpoints::Endpoints;
+use shoal_core::job::RunRequest;
 use shoal_core::manifest::{Service, ServiceRef};
 use shoal_core::model::{
     self, Capacity, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp,
@@ -93,6 +94,8 @@ pub(crate) struct Cache {
     tombstones: BTreeMap<Revision, Vec<String>>,
     services: BTreeMap<ServiceRef, ManifestEntry>,
     statuses: BTreeMap<ServiceRef, ServiceStatus>,
+    /// The last `shoal job run` request per job.
+    run_requests: BTreeMap<ServiceRef, RunRequest>,
     infos: BTreeMap<String, NodeInfo>,
     ready: BTreeSet<String>,
     /// When the record of a node that was ready disappeared (until it comes back).
@@ -119,6 +122,7 @@ impl Cache {
             tombstones: BTreeMap::new(),
             services: BTreeMap::new(),
             statuses: BTreeMap::new(),
+            run_requests: BTreeMap::new(),
             infos: BTreeMap::new(),
             ready: BTreeSet::new(),
             gone_at: BTreeMap::new(),
@@ -307,6 +311,20 @@ impl Cache {
                         touched.services.insert(sref);
                     }
                 }
+            }
+            Key::JobRun(sref) => {
+                match value.map(|v| model::decode::<RunRequest>("job run request", v)) {
+                    Some(Ok(r)) => {
+                        self.run_requests.insert(sref.clone(), r);
+                    }
+                    Some(Err(e)) => {
+                        warn!(service = %sref, error = %e, "ignoring unreadable job run request");
+                    }
+                    None => {
+                        self.run_requests.remove(&sref);
+                    }
+                }
+                touched.services.insert(sref);
             }
             Key::Secret { namespace, name } => self.file_touched(
                 FileKind::Secret,
@@ -579,7 +597,7 @@ impl Cache {
                 .filter(|(_, until)| *until > now)
                 .collect(),
             seed,
-            run_request: None,
+            run_request: self.run_requests.get(sref).cloned(),
         }
     }
 
