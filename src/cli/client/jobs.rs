@@ -219,3 +219,61 @@ async fn wait_for_run(
     };
     wait_for(client, vec![target], left).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::job::{RunState, RunTrigger};
+    use shoal_core::model::ServiceStatus;
+
+    fn run(number: u64, state: RunState, succeeded: u64) -> JobRun {
+        JobRun {
+            number,
+            generation: 1,
+            template_hash: "abc".into(),
+            trigger: RunTrigger::Schedule,
+            state,
+            reason: (state == RunState::Failed).then(|| "BackoffLimitExceeded".into()),
+            message: None,
+            started_at: Timestamp(1_000_000),
+            scheduled_for: Some(Timestamp(1_000_000)),
+            finished_at: None,
+            completions: 6,
+            succeeded,
+            failed: 0,
+            succeeded_tasks: vec![],
+            failed_tasks: vec![],
+            done_nodes: vec![],
+            cleaned: false,
+        }
+    }
+
+    #[test]
+    fn get_jobs_shows_the_last_run() {
+        let text = "apiVersion: shoal/v1\nkind: Service\nmetadata: {name: convert}\nspec:\n  image: busybox\n  mode: replicated-job\n  job: {completions: 6}\n";
+        let svc = shoal_core::parse(text, "t.yaml").unwrap().remove(0).service;
+        let status = ServiceStatus {
+            job: Some(JobStatus {
+                runs: vec![run(1, RunState::Failed, 1), run(2, RunState::Running, 3)],
+                ..JobStatus::default()
+            }),
+            ..ServiceStatus::default()
+        };
+        let res = ServiceResource {
+            namespace: "default".into(),
+            name: "convert".into(),
+            revision: 1,
+            manifest: text.into(),
+            service: Some(svc),
+            error: None,
+            status: Some(status),
+            endpoints: None,
+            names_unavailable: Default::default(),
+        };
+        let out = job_rows(&[res], Timestamp(1_090_000));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{out}");
+        let cols: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(cols, ["convert", "3/6", "1m30s", "Running", "1m30s", "ago"], "{out}");
+    }
+}
