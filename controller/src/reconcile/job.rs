@@ -354,13 +354,29 @@ fn retries_waiting(w: &mut JobWork<'_>, tasks: &[usize]) -> u64 {
     waiting
 }
 
-/// Starts the run's missing tasks: up to `parallelism` live, no more than the completions
-/// still needed (replicated), one per eligible node not done yet (global).
-fn start_tasks(w: &mut JobWork<'_>, placer: &mut Placer<'_>, ids: &mut IdGen, run: &JobRun) {
-    let tasks = w.run_tasks(run.number);
+/// The slots the run starts tasks in now: up to `parallelism` live, no more than the
+/// completions still needed (replicated), one per eligible node not done yet (global).
+fn new_slots(w: &mut JobWork<'_>, placer: &Placer<'_>, run: &JobRun, tasks: &[usize]) -> Vec<Slot> {
     let live: Vec<usize> = tasks.iter().copied().filter(|&i| w.live(i)).collect();
-    let waiting = retries_waiting(w, &tasks);
+    let waiting = retries_waiting(w, tasks);
     let room = w.parallelism().saturating_sub(live.len() as u64 + waiting);
+    if is_global(w) {
+        let busy: BTreeSet<&str> = live
+            .iter()
+            .map(|&i| w.entry(i).task.node_id.as_str())
+            .collect();
+        let delayed = delayed_nodes(w, tasks);
+        return w
+            .input
+            .nodes
+            .keys()
+            .filter(|id| placer.eligible(id))
+            .filter(|id| !run.done_nodes.contains(id) && !busy.contains(id.as_str()))
+            .filter(|id| !delayed.contains(id.as_str()))
+            .take(usize::try_from(room).unwrap_or(usize::MAX))
+            .map(|id| Slot::Node(id.clone()))
+            .collect();
+    }
     let mut next_slot = tasks
         .iter()
         .filter_map(|&i| match w.entry(i).task.slot {
@@ -369,32 +385,21 @@ fn start_tasks(w: &mut JobWork<'_>, placer: &mut Placer<'_>, ids: &mut IdGen, ru
         })
         .max()
         .unwrap_or(0);
-    let slots: Vec<Slot> = if is_global(w) {
-        let busy: BTreeSet<&str> = live
-            .iter()
-            .map(|&i| w.entry(i).task.node_id.as_str())
-            .collect();
-        let delayed = delayed_nodes(w, &tasks);
-        w.input
-            .nodes
-            .keys()
-            .filter(|id| placer.eligible(id))
-            .filter(|id| !run.done_nodes.contains(id) && !busy.contains(id.as_str()))
-            .filter(|id| !delayed.contains(id.as_str()))
-            .take(usize::try_from(room).unwrap_or(usize::MAX))
-            .map(|id| Slot::Node(id.clone()))
-            .collect()
-    } else {
-        let needed = run
-            .completions
-            .saturating_sub(run.succeeded + live.len() as u64);
-        (0..needed.min(room))
-            .map(|_| {
-                next_slot += 1;
-                Slot::Replica(next_slot)
-            })
-            .collect()
-    };
+    let needed = run
+        .completions
+        .saturating_sub(run.succeeded + live.len() as u64);
+    (0..needed.min(room))
+        .map(|_| {
+            next_slot += 1;
+            Slot::Replica(next_slot)
+        })
+        .collect()
+}
+
+/// Starts the run's missing tasks (see [`new_slots`]), placed.
+fn start_tasks(w: &mut JobWork<'_>, placer: &mut Placer<'_>, ids: &mut IdGen, run: &JobRun) {
+    let tasks = w.run_tasks(run.number);
+    let slots = new_slots(w, placer, run, &tasks);
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
     for slot in slots {
         let node = match &slot {

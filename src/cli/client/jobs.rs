@@ -274,6 +274,10 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{out}");
         let cols: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(cols, ["convert", "3/6", "1m30s", "Running", "1m30s", "ago"], "{out}");
+        assert_eq!(
+            cols,
+            ["convert", "3/6", "1m30s", "Running", "1m30s", "ago"],
+            "{out}"
+        );
     }
 }
