@@ -421,6 +421,7 @@ async fn openapi_lists_the_paths() {
     for p in [
         "/v1/services",
         "/v1/services/{ns}/{name}",
+        "/v1/services/{ns}/{name}/run",
         "/v1/apply",
         "/v1/watch",
         "/v1/nodes/{id}",

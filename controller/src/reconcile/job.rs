@@ -203,9 +203,10 @@ fn count(w: &JobWork<'_>, run: &mut JobRun) {
         let e = w.entry(i);
         let id = &e.task.id;
         if e.state() == TaskState::Complete {
-            if run.succeeded_tasks.contains(id)
-                || run.succeeded >= run.completions.max(1) && !is_global(w)
-            {
+            // Successes beyond the completions (a lost task that finished after all) do not
+            // count.
+            let enough = !is_global(w) && run.succeeded >= run.completions.max(1);
+            if run.succeeded_tasks.contains(id) || enough {
                 continue;
             }
             if is_global(w) {
@@ -494,7 +495,8 @@ fn clean_up(w: &mut JobWork<'_>, js: &mut JobStatus) {
             None => true,
         };
         let node_known = w.input.nodes.contains_key(&e.task.node_id);
-        if !gone && !(e.is_dead() && !node_known) {
+        let lost_for_good = e.is_dead() && !node_known;
+        if !gone && !lost_for_good {
             continue;
         }
         if e.state().is_terminal() || !node_known || (e.task.orphaned && !w.node_ok(i)) {
