@@ -232,7 +232,7 @@ fn is_global(w: &JobWork<'_>) -> bool {
 fn global_target(w: &JobWork<'_>, placer: &Placer<'_>, run: &JobRun) -> u64 {
     let mut nodes: BTreeSet<&str> = run.done_nodes.iter().map(String::as_str).collect();
     for id in w.input.nodes.keys() {
-        if placer.eligible(id) {
+        if placer.accepts(id) {
             nodes.insert(id);
         }
     }
@@ -371,7 +371,7 @@ fn new_slots(w: &mut JobWork<'_>, placer: &Placer<'_>, run: &JobRun, tasks: &[us
             .input
             .nodes
             .keys()
-            .filter(|id| placer.eligible(id))
+            .filter(|id| placer.accepts(id))
             .filter(|id| !run.done_nodes.contains(id) && !busy.contains(id.as_str()))
             .filter(|id| !delayed.contains(id.as_str()))
             .take(usize::try_from(room).unwrap_or(usize::MAX))
