@@ -407,6 +407,21 @@ impl Client {
         self.json(&url, b).await
     }
 
+    /// Asks the controller to start a run of a job now (`shoal job run`); with `force`, even
+    /// while a run is active (which is stopped).
+    pub async fn run_job(
+        &self,
+        ns: &str,
+        name: &str,
+        force: bool,
+    ) -> Result<crate::handlers::jobrun::RunAccepted, ClientError> {
+        let (url, b) = self.req(
+            reqwest::Method::POST,
+            &format!("/v1/services/{ns}/{name}/run?force={force}"),
+        );
+        self.json(&url, b).await
+    }
+
     /// Reads a service's status (`None` before the controller has observed it).
     pub async fn service_status(
         &self,

@@ -122,6 +122,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/services/{ns}/{name}/rollback",
             post(handlers::rollback::rollback),
         )
+        .route("/v1/services/{ns}/{name}/run", post(handlers::jobrun::run))
         .route("/v1/apply", post(apply::apply))
         .route("/v1/tasks", get(cluster::tasks))
         .route("/v1/nodes", get(cluster::nodes))

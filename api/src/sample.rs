@@ -175,6 +175,7 @@ pub async fn write_sample(
                 desired_state: DesiredState::Running,
                 attempt: 0,
                 orphaned: false,
+                run: None,
                 created_at: now,
             };
             let failed = paused && slot % 3 == 0;

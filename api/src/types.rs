@@ -117,6 +117,9 @@ pub fn judge(status: Option<&shoal_core::ServiceStatus>, revision: i64) -> Verdi
     if let Some(e) = &s.error {
         return Verdict::Failed(format!("invalid manifest: {e}"));
     }
+    if let Some(job) = &s.job {
+        return judge_job(job, s.unschedulable.as_deref());
+    }
     if let Some(r) = &s.rollout {
         let why = r.message.clone().unwrap_or_default();
         match r.state {
@@ -149,6 +152,31 @@ pub fn judge(status: Option<&shoal_core::ServiceStatus>, revision: i64) -> Verdi
         "{}/{} running, {} updated",
         s.running, s.desired, s.updated
     ))
+}
+
+/// A job is done when its last run finished: converged when it completed, failed when it
+/// failed. A scheduled job without runs yet has nothing to wait for.
+fn judge_job(job: &shoal_core::job::JobStatus, unschedulable: Option<&str>) -> Verdict {
+    use shoal_core::job::RunState;
+    let Some(run) = job.last() else {
+        return Verdict::Converged;
+    };
+    match run.state {
+        RunState::Complete => Verdict::Converged,
+        RunState::Failed => Verdict::Failed(format!(
+            "job run {} failed ({}): {}",
+            run.number,
+            run.reason.as_deref().unwrap_or("unknown"),
+            run.message.as_deref().unwrap_or("")
+        )),
+        RunState::Running => match unschedulable {
+            Some(u) => Verdict::Failed(format!("unschedulable: {u}")),
+            None => Verdict::Progressing(format!(
+                "run {}: {}/{} succeeded, {} failed",
+                run.number, run.succeeded, run.completions, run.failed
+            )),
+        },
+    }
 }
 
 /// What happened to one service in a write.

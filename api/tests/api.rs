@@ -421,6 +421,7 @@ async fn openapi_lists_the_paths() {
     for p in [
         "/v1/services",
         "/v1/services/{ns}/{name}",
+        "/v1/services/{ns}/{name}/run",
         "/v1/apply",
         "/v1/watch",
         "/v1/nodes/{id}",
@@ -609,6 +610,7 @@ fn web_task(node: &str, id: &str) -> shoal_core::Task {
         desired_state: DesiredState::Running,
         attempt: 0,
         orphaned: false,
+        run: None,
         created_at: Timestamp::now(),
     }
 }

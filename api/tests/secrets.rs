@@ -79,6 +79,7 @@ fn task(node: &str, id: &str, secret: &str, desired: DesiredState) -> Task {
         desired_state: desired,
         attempt: 0,
         orphaned: false,
+        run: None,
         created_at: Timestamp::now(),
     }
 }

@@ -11,6 +11,7 @@
 //! | `leader` | controller (leased) |
 //! | `secrets/<ns>/<name>` | API (encrypted value and metadata; immutable) |
 //! | `configs/<ns>/<name>` | API (value and metadata; immutable) |
+//! | `jobruns/<ns>/<name>` | API (`shoal job run`: the last request to start a job run) |
 
 use crate::manifest::ServiceRef;
 
@@ -60,6 +61,8 @@ pub enum Key {
     },
     /// `endpoints/<ns>/<service>`.
     Endpoints(ServiceRef),
+    /// `jobruns/<ns>/<name>`.
+    JobRun(ServiceRef),
 }
 
 /// Builds and parses keys under one prefix.
@@ -190,6 +193,11 @@ impl Keys {
         self.join(&format!("endpoints/{}/{}", s.namespace, s.name))
     }
 
+    /// `jobruns/<ns>/<name>`: the last request to start a run of a job now.
+    pub fn job_run(&self, s: &ServiceRef) -> String {
+        self.join(&format!("jobruns/{}/{}", s.namespace, s.name))
+    }
+
     /// `cluster` (cluster id, created once).
     pub fn cluster(&self) -> String {
         self.join("cluster")
@@ -229,6 +237,7 @@ impl Keys {
                 name: name.to_string(),
             }),
             ["endpoints", ns, name] => Some(Key::Endpoints(sref(ns, name))),
+            ["jobruns", ns, name] => Some(Key::JobRun(sref(ns, name))),
             _ => None,
         }
     }
@@ -280,6 +289,7 @@ mod tests {
                 },
             ),
             (k.endpoints(&web), Key::Endpoints(web.clone())),
+            (k.job_run(&web), Key::JobRun(web.clone())),
         ];
         for (s, key) in all {
             assert_eq!(k.parse(&s), Some(key), "{s}");

@@ -5,10 +5,12 @@
 
 pub mod constraint;
 pub mod endpoints;
+pub mod job;
 pub mod keys;
 pub mod manifest;
 pub mod model;
 pub mod parse;
+pub mod schedule;
 pub mod schema;
 pub mod secret;
 pub mod units;

@@ -89,6 +89,33 @@ pub enum Mode {
     Replicated,
     /// One task on every eligible node.
     Global,
+    /// A job: one run to `job.completions` successes, at most `job.parallelism` tasks at once.
+    ReplicatedJob,
+    /// A job: one run to completion on every eligible node, including nodes that join while
+    /// the run is active.
+    GlobalJob,
+}
+
+impl Mode {
+    /// Whether tasks run to completion (a job) rather than forever (a service).
+    pub fn is_job(self) -> bool {
+        matches!(self, Mode::ReplicatedJob | Mode::GlobalJob)
+    }
+
+    /// Whether the mode runs one task per eligible node.
+    pub fn is_global(self) -> bool {
+        matches!(self, Mode::Global | Mode::GlobalJob)
+    }
+
+    /// The name written in manifests (`replicated`, `global-job`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Replicated => "replicated",
+            Mode::Global => "global",
+            Mode::ReplicatedJob => "replicated-job",
+            Mode::GlobalJob => "global-job",
+        }
+    }
 }
 
 /// What runs a task on a node. Nodes advertise the runtimes they offer.
@@ -128,7 +155,7 @@ impl std::fmt::Display for RuntimeKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
-    /// `replicated` (default) or `global`.
+    /// `replicated` (default), `global`, `replicated-job` or `global-job`.
     #[serde(default)]
     pub mode: Mode,
     /// Number of tasks for a replicated service (default 1). Not allowed with `global`.
@@ -185,6 +212,9 @@ pub struct ServiceSpec {
     /// Service discovery registration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<Discovery>,
+    /// Job settings (only with `mode: replicated-job` or `global-job`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<crate::job::JobSpec>,
 }
 
 impl ServiceSpec {
@@ -192,7 +222,7 @@ impl ServiceSpec {
     pub fn desired_replicas(&self) -> Option<u64> {
         match self.mode {
             Mode::Replicated => Some(self.replicas.unwrap_or(1)),
-            Mode::Global => None,
+            Mode::Global | Mode::ReplicatedJob | Mode::GlobalJob => None,
         }
     }
 }

@@ -464,6 +464,9 @@ pub struct Task {
     /// Set by the controller when the node is gone.
     #[serde(default)]
     pub orphaned: bool,
+    /// The job run the task belongs to (jobs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
     /// When the controller created the task.
     pub created_at: Timestamp,
 }
@@ -702,6 +705,9 @@ pub struct ServiceStatus {
     /// The last few rollouts, oldest first (the current one last).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollout_history: Vec<RolloutRecord>,
+    /// Runs of a job (jobs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<crate::job::JobStatus>,
     /// When the status was written.
     #[serde(default)]
     pub updated_at: Timestamp,

@@ -49,6 +49,7 @@ fn sleeper(id: &str) -> Task {
         desired_state: DesiredState::Running,
         attempt: 0,
         orphaned: false,
+        run: None,
         created_at: Timestamp::now(),
     }
 }

@@ -55,6 +55,7 @@ fn task(id: &str, consul: Option<ConsulDiscovery>) -> Task {
         desired_state: DesiredState::Running,
         attempt: 0,
         orphaned: false,
+        run: None,
         created_at: Timestamp(0),
     }
 }

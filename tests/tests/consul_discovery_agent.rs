@@ -164,6 +164,7 @@ fn task(id: &str, service: &str, node: &str, image: &str) -> Task {
         desired_state: DesiredState::Running,
         attempt: 0,
         orphaned: false,
+        run: None,
         created_at: Timestamp::now(),
     }
 }

@@ -5,6 +5,8 @@
 //! - `missing/...`: prepare fails permanently (as if the image did not exist),
 //! - `fail/...`: start fails permanently,
 //! - `crash/...`: the task exits with code 1 shortly after it starts,
+//! - `done/...`: the task exits with code 0 after the duration its tag names (`done/job:2s`;
+//!   [`CRASH_AFTER`] without a tag), as a job's task does,
 //! - `unhealthy/...`: with a healthcheck, the task never becomes healthy.
 //!
 //! State lives in this process only; an agent restarted with the same [`SimRuntime`] value
@@ -235,6 +237,18 @@ impl Runtime for SimRuntime {
             tokio::spawn(async move {
                 tokio::time::sleep(CRASH_AFTER).await;
                 shared.exit(n, 1);
+            });
+        }
+        if img.starts_with("done/") {
+            let after = img
+                .rsplit_once(':')
+                .and_then(|(_, tag)| tag.parse::<shoal_core::units::Dur>().ok())
+                .map(shoal_core::units::Dur::get)
+                .unwrap_or(CRASH_AFTER);
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                shared.exit(n, 0);
             });
         }
         Ok(Handle { id, host_ports })

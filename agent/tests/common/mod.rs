@@ -74,6 +74,7 @@ pub fn task(id: &str, service: &str, node: &str, template: TaskTemplate) -> Task
         desired_state: DesiredState::Running,
         attempt: 0,
         orphaned: false,
+        run: None,
         created_at: Timestamp::now(),
     }
 }

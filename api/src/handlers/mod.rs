@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod jobrun;
 pub mod rollback;
 pub mod services;
 

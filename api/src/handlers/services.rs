@@ -272,6 +272,8 @@ pub async fn delete(
             current: now,
         });
     }
+    // A job's last run request goes with it (a job created again later starts afresh).
+    st.store.delete(&st.keys.job_run(&r)).await?;
     let revision = st
         .store
         .list(&key)

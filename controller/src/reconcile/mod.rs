@@ -18,6 +18,8 @@ mod endpoints;
 pub mod gone;
 mod history;
 mod ids;
+mod job;
+mod job_schedule;
 mod place;
 mod progress;
 pub mod rollout;
@@ -127,6 +129,8 @@ pub struct ReconcileInput {
     pub node_lost_after: BTreeMap<String, Timestamp>,
     /// Seed for new task id suffixes.
     pub seed: u64,
+    /// The last `shoal job run` request for the service (jobs only).
+    pub run_request: Option<shoal_core::job::RunRequest>,
 }
 
 impl ReconcileInput {
@@ -205,7 +209,11 @@ pub fn reconcile(input: &ReconcileInput) -> Plan {
             service,
             generation,
         } => contained(input, *generation, || {
-            service::reconcile_present(input, service, *generation)
+            if service.spec.mode.is_job() {
+                job::reconcile_job(input, service, *generation)
+            } else {
+                service::reconcile_present(input, service, *generation)
+            }
         }),
         ServiceInput::Invalid { error, generation } => reconcile_invalid(input, error, *generation),
         ServiceInput::Deleted => reconcile_deleted(input),
@@ -297,3 +305,6 @@ mod proptests;
 
 #[cfg(test)]
 mod rollout_tests;
+
+#[cfg(test)]
+mod job_tests;

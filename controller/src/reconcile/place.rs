@@ -115,6 +115,7 @@ fn new_task(
         desired_state: DesiredState::Running,
         attempt: p.attempt,
         orphaned: false,
+        run: None,
         created_at: input.now,
     }
 }

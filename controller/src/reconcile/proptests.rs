@@ -113,6 +113,7 @@ fn build(
             },
             attempt: g.attempt,
             orphaned: g.orphaned,
+            run: None,
             created_at: Timestamp(sim.now.millis() - g.age_ms),
         };
         sim.tasks

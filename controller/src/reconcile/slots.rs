@@ -51,10 +51,10 @@ impl Filled {
 /// plus the nodes that keep a live task of it (paused, or within a new leader's grace).
 pub(super) fn target(spec: &ServiceSpec, tasks: &Tasks<'_>, placer: &Placer<'_>) -> BTreeSet<Slot> {
     match spec.mode {
-        Mode::Replicated => (1..=spec.desired_replicas().unwrap_or(1))
+        Mode::Replicated | Mode::ReplicatedJob => (1..=spec.desired_replicas().unwrap_or(1))
             .map(Slot::Replica)
             .collect(),
-        Mode::Global => {
+        Mode::Global | Mode::GlobalJob => {
             let input = tasks.input();
             let keeps_live = |id: &str| {
                 (input.node_in_grace(id) || placer.keep_filter(id).is_none())

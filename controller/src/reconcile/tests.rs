@@ -19,6 +19,7 @@ pub(crate) struct Sim {
     pub(crate) node_lost_after: BTreeMap<String, Timestamp>,
     pub(crate) seed: u64,
     pub(crate) endpoints: Option<shoal_core::endpoints::Endpoints>,
+    pub(crate) run_request: Option<shoal_core::job::RunRequest>,
 }
 
 impl Sim {
@@ -36,6 +37,7 @@ impl Sim {
             node_lost_after: BTreeMap::new(),
             seed: 1,
             endpoints: None,
+            run_request: None,
         }
     }
 
@@ -56,6 +58,7 @@ impl Sim {
             nodes_lost_after: self.nodes_lost_after,
             node_lost_after: self.node_lost_after.clone(),
             seed: self.seed,
+            run_request: self.run_request.clone(),
         }
     }
 

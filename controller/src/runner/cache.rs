@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::endpoints::Endpoints;
-use shoal_core::manifest::{Mode, Service, ServiceRef};
+use shoal_core::job::RunRequest;
+use shoal_core::manifest::{Service, ServiceRef};
 use shoal_core::model::{
     self, Capacity, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp,
 };
@@ -93,6 +94,8 @@ pub(crate) struct Cache {
     tombstones: BTreeMap<Revision, Vec<String>>,
     services: BTreeMap<ServiceRef, ManifestEntry>,
     statuses: BTreeMap<ServiceRef, ServiceStatus>,
+    /// The last `shoal job run` request per job.
+    run_requests: BTreeMap<ServiceRef, RunRequest>,
     infos: BTreeMap<String, NodeInfo>,
     ready: BTreeSet<String>,
     /// When the record of a node that was ready disappeared (until it comes back).
@@ -119,6 +122,7 @@ impl Cache {
             tombstones: BTreeMap::new(),
             services: BTreeMap::new(),
             statuses: BTreeMap::new(),
+            run_requests: BTreeMap::new(),
             infos: BTreeMap::new(),
             ready: BTreeSet::new(),
             gone_at: BTreeMap::new(),
@@ -308,6 +312,20 @@ impl Cache {
                     }
                 }
             }
+            Key::JobRun(sref) => {
+                match value.map(|v| model::decode::<RunRequest>("job run request", v)) {
+                    Some(Ok(r)) => {
+                        self.run_requests.insert(sref.clone(), r);
+                    }
+                    Some(Err(e)) => {
+                        warn!(service = %sref, error = %e, "ignoring unreadable job run request");
+                    }
+                    None => {
+                        self.run_requests.remove(&sref);
+                    }
+                }
+                touched.services.insert(sref);
+            }
             Key::Secret { namespace, name } => self.file_touched(
                 FileKind::Secret,
                 namespace,
@@ -406,7 +424,7 @@ impl Cache {
         let mut out: BTreeSet<ServiceRef> = self
             .services
             .iter()
-            .filter(|(_, m)| m.parsed.as_ref().is_ok_and(|s| s.spec.mode == Mode::Global))
+            .filter(|(_, m)| m.parsed.as_ref().is_ok_and(|s| s.spec.mode.is_global()))
             .map(|(k, _)| k.clone())
             .collect();
         out.extend(
@@ -579,6 +597,7 @@ impl Cache {
                 .filter(|(_, until)| *until > now)
                 .collect(),
             seed,
+            run_request: self.run_requests.get(sref).cloned(),
         }
     }
 
@@ -648,6 +667,7 @@ mod tests {
             desired_state: DesiredState::Running,
             attempt: 0,
             orphaned: false,
+            run: None,
             created_at: Timestamp(0),
         }
     }

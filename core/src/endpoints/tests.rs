@@ -77,6 +77,7 @@ fn task(id: &str, node: &str, health: bool, desired: DesiredState, orphaned: boo
         desired_state: desired,
         attempt: 0,
         orphaned,
+        run: None,
         created_at: Timestamp(0),
     }
 }

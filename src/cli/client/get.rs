@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use shoal_api::types::{NodeView, ServiceResource, TaskView};
-use shoal_core::manifest::{Mode, PortMode};
+use shoal_core::manifest::PortMode;
 
 use super::follow::{Followed, Follower};
 use super::table::{Output, json, render, yaml};
@@ -22,6 +22,9 @@ pub enum Kind {
     /// Nodes.
     #[value(alias = "node")]
     Nodes,
+    /// Jobs (services with mode replicated-job or global-job) and their last run.
+    #[value(alias = "job")]
+    Jobs,
 }
 
 /// Flags of `shoal get`.
@@ -62,13 +65,7 @@ fn service_rows(list: &[ServiceResource], wide: bool) -> String {
         .iter()
         .map(|s| {
             let spec = s.service.as_ref().map(|x| &x.spec);
-            let mode = spec.map_or("-", |p| {
-                if p.mode == Mode::Global {
-                    "global"
-                } else {
-                    "replicated"
-                }
-            });
+            let mode = spec.map_or("-", |p| p.mode.as_str());
             let image = spec
                 .and_then(|p| p.image.clone())
                 .unwrap_or_else(|| "-".into());
@@ -264,6 +261,27 @@ async fn render_once(a: &GetArgs) -> Result<String, Failure> {
                 _ => task_rows(&list, wide),
             }
         }
+        Kind::Jobs => {
+            let mut list = match &a.name {
+                Some(n) => vec![
+                    client
+                        .get_service(ns, n)
+                        .await?
+                        .ok_or_else(|| Failure::failed(format!("job {ns}/{n} not found")))?,
+                ],
+                None => {
+                    client
+                        .list_services(Some(ns), a.selector.as_deref())
+                        .await?
+                }
+            };
+            list.retain(|s| s.service.as_ref().is_some_and(|x| x.spec.mode.is_job()));
+            match a.output {
+                Output::Json => json(&list),
+                Output::Yaml => yaml(&list),
+                _ => super::jobs::job_rows(&list, shoal_core::Timestamp::now()),
+            }
+        }
         Kind::Nodes => {
             let mut list = client.nodes().await?;
             if let Some(n) = &a.name {
@@ -335,9 +353,9 @@ async fn reprint(a: &GetArgs, last: &mut String) -> Result<(), Failure> {
 /// Flags of `shoal describe`.
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
-    /// `service`.
+    /// `service` or `job`.
     pub kind: String,
-    /// Service name.
+    /// Service or job name.
     pub name: String,
     #[command(flatten)]
     conn: ConnArgs,
@@ -345,9 +363,10 @@ pub struct DescribeArgs {
 
 /// Runs `shoal describe service NAME`.
 pub async fn describe(a: DescribeArgs) -> CmdResult {
-    if !matches!(a.kind.as_str(), "service" | "services" | "svc") {
+    let job = matches!(a.kind.as_str(), "job" | "jobs");
+    if !job && !matches!(a.kind.as_str(), "service" | "services" | "svc") {
         return Err(Failure::invalid(format!(
-            "cannot describe {:?}: only `service NAME`",
+            "cannot describe {:?}: only `service NAME` or `job NAME`",
             a.kind
         )));
     }
@@ -357,6 +376,12 @@ pub async fn describe(a: DescribeArgs) -> CmdResult {
         .get_service(ns, &a.name)
         .await?
         .ok_or_else(|| Failure::failed(format!("service {ns}/{} not found", a.name)))?;
+    if job && !s.service.as_ref().is_some_and(|x| x.spec.mode.is_job()) {
+        return Err(Failure::failed(format!(
+            "{ns}/{} is a service, not a job: use `shoal describe service {}`",
+            a.name, a.name
+        )));
+    }
     let tasks = client
         .tasks(Some(&format!("{ns}/{}", a.name)), None)
         .await?;
@@ -386,7 +411,7 @@ pub async fn describe(a: DescribeArgs) -> CmdResult {
         let spec = &svc.spec;
         let mode = match spec.desired_replicas() {
             Some(n) => format!("replicated ({n} replicas)"),
-            None => "global".into(),
+            None => spec.mode.as_str().into(),
         };
         out.push_str(&format!(
             "Mode:          {mode}\nRuntime:       {}\n",
@@ -431,6 +456,7 @@ pub async fn describe(a: DescribeArgs) -> CmdResult {
             }
         }
     }
+    out.push_str(&super::jobs::job_lines(&s, shoal_core::Timestamp::now()));
     out.push_str(&endpoint_lines(&s));
     let history = s
         .status

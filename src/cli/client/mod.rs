@@ -2,7 +2,8 @@
 //! rollout status, node operations, secrets and configs.
 //!
 //! Exit codes are for pipelines, one table for every command (the README's): 0 success
-//! (converged, no difference), 1 a verdict (rollout paused or rolled back, unschedulable,
+//! (converged, a job run completed, no difference), 1 a verdict (rollout paused or rolled
+//! back, a job run failed, unschedulable,
 //! difference found, the server refused), 2 invalid input (manifest, flags, arguments),
 //! 3 timeout, 4 the API could not be reached or answered 5xx after retries.
 
@@ -10,6 +11,7 @@ mod apply;
 mod files;
 mod follow;
 mod get;
+mod jobs;
 mod ops;
 mod secrets;
 pub(crate) mod table;
@@ -33,7 +35,7 @@ pub const EXIT_TIMEOUT: u8 = 3;
 pub const EXIT_UNREACHABLE: u8 = 4;
 
 /// The exit code table, shown by `--help` (and in the README).
-pub const EXIT_HELP: &str = "Exit codes: 0 success/converged/no difference, 1 failed (rollout paused or rolled back, unschedulable, difference found, refused), 2 invalid input, 3 timeout, 4 API unreachable or 5xx.";
+pub const EXIT_HELP: &str = "Exit codes: 0 success/converged/job completed/no difference, 1 failed (rollout paused or rolled back, job run failed, unschedulable, difference found, refused), 2 invalid input, 3 timeout, 4 API unreachable or 5xx.";
 
 /// How to reach the API server; accepted by every client command.
 #[derive(Debug, Clone, Args)]
@@ -97,7 +99,8 @@ pub enum ClientCommand {
     /// List services, tasks or nodes.
     #[command(after_help = EXIT_HELP)]
     Get(get::GetArgs),
-    /// Show a service in detail: spec, tasks, rollout, scheduling problems, events.
+    /// Show a service or job in detail: spec, tasks, rollout or runs, scheduling problems,
+    /// events.
     #[command(after_help = EXIT_HELP)]
     Describe(get::DescribeArgs),
     /// Delete services by name or by manifest.
@@ -109,6 +112,9 @@ pub enum ClientCommand {
     /// Follow rollouts.
     #[command(after_help = EXIT_HELP)]
     Rollout(ops::RolloutArgs),
+    /// Start job runs: `shoal job run NAME [--force] [--wait]`.
+    #[command(after_help = EXIT_HELP)]
+    Job(jobs::JobArgs),
     /// List nodes and change their availability or labels.
     #[command(after_help = EXIT_HELP)]
     Node(ops::NodeArgs),
@@ -185,6 +191,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Delete(a) => apply::delete(a).await,
         ClientCommand::Scale(a) => ops::scale(a).await,
         ClientCommand::Rollout(a) => ops::rollout(a).await,
+        ClientCommand::Job(a) => jobs::job(a).await,
         ClientCommand::Node(a) => ops::node(a).await,
         ClientCommand::Secret(a) => secrets::secret(a).await,
         ClientCommand::Config(a) => secrets::config(a).await,

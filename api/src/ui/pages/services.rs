@@ -5,7 +5,6 @@ use axum::extract::{Path, Query, State};
 use maud::{Markup, html};
 use serde::Deserialize;
 use shoal_core::ServiceRef;
-use shoal_core::manifest::Mode;
 
 use super::{Nav, PageQuery, layout, pager, seg};
 use crate::ApiState;
@@ -37,8 +36,7 @@ fn href(ns: &str, name: &str) -> String {
 
 fn mode(s: &ServiceResource) -> &'static str {
     match s.service.as_ref().map(|x| x.spec.mode) {
-        Some(Mode::Global) => "global",
-        Some(_) => "replicated",
+        Some(m) => m.as_str(),
         None => "-",
     }
 }

@@ -1,0 +1,145 @@
+//! A job with real containers: an embedded store, the controller in-process and one agent on
+//! the docker runtime run `job: {completions: 6, parallelism: 2}` of busybox tasks that sleep
+//! a second and exit 0. Docker, sampled throughout, never shows more than 2 of the job's
+//! containers running, and at the end shows exactly 6 exited with code 0.
+//!
+//! The test fails with a clear message when Docker is not reachable, and removes every
+//! container of its node (a node id unique to the run) even when it fails.
+
+mod common;
+mod rollout;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Env, wait_for_within};
+use shoal_agent::runtime::LABEL_NODE;
+use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
+use shoal_agent::{Agent, AgentConfig, AgentHandle, RuntimeChoice};
+use shoal_core::job::RunState;
+use shoal_core::model::Timestamp;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// `docker ps` ids of the node's containers, with extra filters.
+fn containers(node: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["ps", "-q", "--no-trunc", "--filter"];
+    let label = format!("label={LABEL_NODE}={node}");
+    args.push(&label);
+    args.extend_from_slice(extra);
+    let out = Command::new("docker")
+        .args(&args)
+        .output()
+        .expect("docker ps runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn exit_code(id: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.ExitCode}}", id])
+        .output()
+        .expect("docker inspect runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_job_runs_six_containers_two_at_a_time() {
+    ensure_test_image().unwrap_or_else(|e| {
+        panic!("this test runs real containers and needs a reachable Docker: {e}")
+    });
+    let node = format!("job-dk-{}-{}", std::process::id(), Timestamp::now().0);
+    let guard = ContainerGuard::new(format!("{LABEL_NODE}={node}"));
+    guard.cleanup();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(&node));
+    guard.cleanup();
+}
+
+async fn docker_agent(env: &Env, node: &str) -> AgentHandle {
+    let runtime = shoal_agent::open_runtime(RuntimeChoice::Docker, node, std::env::temp_dir())
+        .await
+        .unwrap_or_else(|e| panic!("Docker must be reachable for this test: {e}"));
+    let handle = Agent::new(
+        env.store.clone(),
+        env.keys.clone(),
+        AgentConfig::new(node),
+        runtime,
+    )
+    .spawn();
+    let mut reg = handle.registered();
+    wait_for_within("the docker agent registers", DEADLINE, || {
+        let ok = *reg.borrow_and_update();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    handle
+}
+
+async fn run(node: &str) {
+    let env = Env::embedded().await;
+    let _agent = docker_agent(&env, node).await;
+    let controller = env.controller("c1", Duration::from_secs(2));
+    let most = Arc::new(AtomicUsize::new(0));
+    let samples = Arc::new(AtomicUsize::new(0));
+    let (m, s, n) = (most.clone(), samples.clone(), node.to_string());
+    let sampler = std::thread::spawn(move || {
+        while s.load(Ordering::Relaxed) != usize::MAX {
+            let running = containers(&n, &["--filter", "status=running"]).len();
+            m.fetch_max(running, Ordering::Relaxed);
+            s.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let started = Instant::now();
+    let body = format!(
+        "  mode: replicated-job\n  image: {TEST_IMAGE}\n  command: [sh, -c, \"sleep 1\"]\n  \
+         job:\n    completions: 6\n    parallelism: 2\n"
+    );
+    rollout::put(&env, "convert", &body).await;
+    let run = wait_for_within("the job completes", DEADLINE, || async {
+        let st = env.status("convert").await?;
+        let run = st.job?.runs.pop()?;
+        (run.state != RunState::Running).then_some(run)
+    })
+    .await;
+    let took = started.elapsed();
+    let seen = samples.swap(usize::MAX, Ordering::Relaxed);
+    sampler.join().expect("the sampler ends");
+    println!(
+        "6 one-second containers, parallelism 2: {} in {took:?} (goal about 3 s plus start-up), \
+         at most {} running in {seen} docker ps samples",
+        run.state,
+        most.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        (run.state, run.succeeded, run.failed),
+        (RunState::Complete, 6, 0),
+        "{run:?}"
+    );
+    let most = most.load(Ordering::Relaxed);
+    assert!(
+        seen > 10 && most >= 1,
+        "docker was sampled ({seen} samples, at most {most})"
+    );
+    assert!(
+        most <= 2,
+        "Docker showed {most} of the job's containers running at once"
+    );
+    let exited = containers(node, &["-a", "--filter", "status=exited"]);
+    let codes: Vec<String> = exited.iter().map(|id| exit_code(id)).collect();
+    assert_eq!(codes.len(), 6, "six exited containers: {codes:?}");
+    assert!(
+        codes.iter().all(|c| c == "0"),
+        "every container exited 0: {codes:?}"
+    );
+    controller.stop().await;
+}
