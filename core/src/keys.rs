@@ -193,6 +193,11 @@ impl Keys {
         self.join(&format!("endpoints/{}/{}", s.namespace, s.name))
     }
 
+    /// `jobruns/` (the API's requests to start job runs).
+    pub fn job_runs_prefix(&self) -> String {
+        self.join("jobruns/")
+    }
+
     /// `jobruns/<ns>/<name>`: the last request to start a run of a job now.
     pub fn job_run(&self, s: &ServiceRef) -> String {
         self.join(&format!("jobruns/{}/{}", s.namespace, s.name))

@@ -6,7 +6,7 @@
 //! | user (= role) | reads | writes |
 //! |---|---|---|
 //! | `shoal-controller` | everything under the prefix (it lists and watches the whole prefix) | `status/services/`, `tasks/`, `taskstatus/` and `nodeconfig/` (of nodes gone for good), `leader`, `endpoints/`, `cluster` |
-//! | `shoal-api` | everything under the prefix (its watch lists the whole prefix) | `services/`, `nodeconfig/`, `secrets/`, `configs/`, `cluster` |
+//! | `shoal-api` | everything under the prefix (its watch lists the whole prefix) | `services/`, `nodeconfig/`, `secrets/`, `configs/`, `jobruns/`, `cluster` |
 //! | `shoal-agent-<node>` | `tasks/<node>/`, `nodeconfig/<node>`, `endpoints/`, `cluster` | `nodes/<node>`, `taskstatus/<node>/` |
 //!
 //! [`plan`] computes the roles (pure); [`apply`] makes etcd match it: missing roles, users and
@@ -171,6 +171,7 @@ pub fn plan(keys: &Keys, nodes: &[String]) -> Vec<RoleSpec> {
                 Grant::prefix(ReadWrite, keys.node_config_prefix()),
                 Grant::prefix(ReadWrite, keys.secrets_prefix()),
                 Grant::prefix(ReadWrite, keys.configs_prefix()),
+                Grant::prefix(ReadWrite, keys.job_runs_prefix()),
                 Grant::key(ReadWrite, keys.cluster()),
             ],
         ),
@@ -723,6 +724,9 @@ mod tests {
         let api = grants_of(&roles, "shoal-api").join("\n");
         assert!(api.contains("readwrite /shoal/services/*"), "{api}");
         assert!(api.contains("readwrite /shoal/secrets/*"), "{api}");
+        // `shoal job run` writes a request the controller only reads.
+        assert!(api.contains("readwrite /shoal/jobruns/*"), "{api}");
+        assert!(!controller.contains("readwrite /shoal/jobruns/"), "{controller}");
         assert!(!api.contains("readwrite /shoal/tasks/"), "{api}");
     }
 
