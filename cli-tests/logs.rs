@@ -6,7 +6,7 @@
 //! What a user must see: the lines of every task of a service, prefixed with task and node,
 //! stderr marked and on stderr; `--tail`, `--since`, `--no-prefix`, `--timestamps`; `-f`
 //! picking up a task that starts later (the delay is measured and printed) and Ctrl-C leaving
-//! no stream open on any agent; the output of a task that was shut down; a process task's
+//! no stream open on any agent; the output of a task that finished; a process task's
 //! output; the agent refusing requests without the agent token and the API refusing a token
 //! without the read role; a stopped agent reported as `node … unreachable: …` with exit 4.
 
@@ -35,6 +35,18 @@ spec:
   command: [sh, -c, "echo hello-from-task; echo trouble >&2; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.5; done"]
   replicas: 2
   stopGracePeriod: 1s
+"#;
+
+const ONCE: &str = r#"apiVersion: shoal/v1
+kind: Service
+metadata:
+  name: once
+spec:
+  image: IMAGE
+  command: [sh, -c, "echo done-once"]
+  replicas: 1
+  restart:
+    condition: on-failure
 "#;
 
 const PROC: &str = r#"apiVersion: shoal/v1
@@ -73,7 +85,13 @@ impl Cluster {
         let admin = shoal_token(&tokens, &["--role", "admin"]);
         let reader = shoal_token(&tokens, &["--role", "read"]);
         let node_token = shoal_token(&tokens, &["--role", "node", "--node", "somewhere"]);
-        let agent_token = format!("agent-token-{pid}-{}", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos());
+        let agent_token = format!(
+            "agent-token-{pid}-{}",
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
         let agent_token_file = dir.path().join("agent-token");
         std::fs::write(&agent_token_file, format!("{agent_token}\n")).unwrap();
         let store = etcd.url();
@@ -130,7 +148,10 @@ impl Cluster {
                 "--agent-token-file",
                 agent_token_file.to_str().unwrap(),
             ]);
-            agents.insert(node.clone(), spawn(&args, &log(node), Stdio::null(), RUST_LOG));
+            agents.insert(
+                node.clone(),
+                spawn(&args, &log(node), Stdio::null(), RUST_LOG),
+            );
         }
         let c = Cluster {
             _etcd: etcd,
@@ -164,7 +185,11 @@ impl Cluster {
             out.push_str(&format!("--- {node}\n{}\n", log_tail(&p.log, 20)));
         }
         for p in &self.procs {
-            out.push_str(&format!("--- {}\n{}\n", p.log.display(), log_tail(&p.log, 20)));
+            out.push_str(&format!(
+                "--- {}\n{}\n",
+                p.log.display(),
+                log_tail(&p.log, 20)
+            ));
         }
         out
     }
@@ -241,8 +266,12 @@ fn text(b: &[u8]) -> String {
 fn per_task(out: &str) -> BTreeMap<String, Vec<String>> {
     let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for l in out.lines() {
-        let Some((prefix, _)) = l.split_once(' ') else { continue };
-        let Some((task, _node)) = prefix.split_once('@') else { continue };
+        let Some((prefix, _)) = l.split_once(' ') else {
+            continue;
+        };
+        let Some((task, _node)) = prefix.split_once('@') else {
+            continue;
+        };
         m.entry(task.to_string()).or_default().push(l.to_string());
     }
     m
@@ -251,8 +280,10 @@ fn per_task(out: &str) -> BTreeMap<String, Vec<String>> {
 #[test]
 fn logs_follow_tasks_across_agents() {
     let c = Cluster::start();
-    let talk = TALK.replace("IMAGE", TEST_IMAGE);
-    let applied = c.shoal_as(Some(&c.admin), &["apply", "-f", "-"], &(talk + "---\n" + PROC));
+    let manifests = [TALK, ONCE, PROC]
+        .join("---\n")
+        .replace("IMAGE", TEST_IMAGE);
+    let applied = c.shoal_as(Some(&c.admin), &["apply", "-f", "-"], &manifests);
     assert!(applied.status.success(), "{}", text(&applied.stderr));
 
     // Both docker tasks, one per node, have written a few lines.
@@ -262,49 +293,83 @@ fn logs_follow_tasks_across_agents() {
         let tasks = per_task(&stdout);
         let ok = o.status.success()
             && tasks.len() == 2
-            && tasks.values().all(|v| v.iter().any(|l| l.ends_with("| tick-3")))
-            && c.docker_nodes.iter().all(|n| stdout.contains(&format!("@{n} | ")));
+            && tasks
+                .values()
+                .all(|v| v.iter().any(|l| l.ends_with("| tick-3")))
+            && c.docker_nodes
+                .iter()
+                .all(|n| stdout.contains(&format!("@{n} | ")));
         ok.then_some(o)
     });
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     for (task, lines) in per_task(&stdout) {
-        assert!(lines[0].ends_with("| hello-from-task"), "{task} starts at its first line: {lines:?}");
+        assert!(
+            lines[0].ends_with("| hello-from-task"),
+            "{task} starts at its first line: {lines:?}"
+        );
         let ticks: Vec<u32> = lines
             .iter()
             .filter_map(|l| l.rsplit_once("| tick-")?.1.parse().ok())
             .collect();
-        assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{task}'s lines in order: {ticks:?}");
+        assert!(
+            ticks.windows(2).all(|w| w[1] == w[0] + 1),
+            "{task}'s lines in order: {ticks:?}"
+        );
         assert!(
             stderr.contains(&format!("{task}@")) && stderr.contains(" ! trouble"),
             "stderr lines marked, on stderr: {stderr}"
         );
     }
-    assert!(!stdout.contains("trouble"), "no stderr line on stdout: {stdout}");
+    assert!(
+        !stdout.contains("trouble"),
+        "no stderr line on stdout: {stdout}"
+    );
 
     // --tail: the last N lines of each task.
     let o = c.shoal(&["logs", "talk", "--tail", "2"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let tails = per_task(&text(&o.stdout));
     assert_eq!(tails.len(), 2, "{tails:?}");
-    assert!(tails.values().all(|v| v.len() == 2 && v.iter().all(|l| l.contains("| tick-"))), "{tails:?}");
+    assert!(
+        tails
+            .values()
+            .all(|v| v.len() == 2 && v.iter().all(|l| l.contains("| tick-"))),
+        "{tails:?}"
+    );
 
     // --since: nothing older, and the first lines are long gone.
     let since = SystemTime::now();
     std::thread::sleep(Duration::from_secs(2));
     let stamp = humantime::format_rfc3339_nanos(since).to_string();
-    let o = c.shoal(&["logs", "talk", "--since", &stamp, "--timestamps", "--no-prefix"]);
+    let o = c.shoal(&[
+        "logs",
+        "talk",
+        "--since",
+        &stamp,
+        "--timestamps",
+        "--no-prefix",
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let lines: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
-    assert!(lines.len() >= 4, "two seconds of ticks of two tasks: {lines:?}");
+    assert!(
+        lines.len() >= 4,
+        "two seconds of ticks of two tasks: {lines:?}"
+    );
     for l in &lines {
         let (t, rest) = l.split_once(' ').unwrap();
         let t = humantime::parse_rfc3339_weak(t).unwrap_or_else(|e| panic!("{l:?}: {e}"));
         assert!(t >= since, "{l:?} is older than --since {stamp}");
-        assert!(rest.starts_with("tick-"), "--no-prefix prints the line alone: {l:?}");
+        assert!(
+            rest.starts_with("tick-"),
+            "--no-prefix prints the line alone: {l:?}"
+        );
     }
     let o = c.shoal(&["logs", "talk", "--since", "10m"]);
-    assert!(text(&o.stdout).contains("| hello-from-task"), "--since 10m reaches the start");
+    assert!(
+        text(&o.stdout).contains("| hello-from-task"),
+        "--since 10m reaches the start"
+    );
 
     // -f: a task started by a scale-up joins the stream.
     let before: Vec<String> = c.tasks("talk").into_iter().map(|t| t.0).collect();
@@ -326,10 +391,23 @@ fn logs_follow_tasks_across_agents() {
     });
     c.wait("the followed stream to show both tasks", || {
         let seen = seen.lock().unwrap();
-        (per_task(&seen.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>().join("\n")).len() == 2)
+        (per_task(
+            &seen
+                .iter()
+                .map(|(_, l)| l.clone())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .len()
+            == 2)
             .then_some(())
     });
-    assert!(c.agents.keys().filter(|n| **n != c.process_node).all(|n| c.open_streams(n) == Some(1)));
+    assert!(
+        c.agents
+            .keys()
+            .filter(|n| **n != c.process_node)
+            .all(|n| c.open_streams(n) == Some(1))
+    );
     let scaled = c.shoal_as(Some(&c.admin), &["scale", "talk=3"], "");
     assert!(scaled.status.success(), "{}", text(&scaled.stderr));
     let (new_task, started) = c.wait("the new task to start", || {
@@ -356,22 +434,31 @@ fn logs_follow_tasks_across_agents() {
     harness::signal(&follow, "INT");
     let status = follow.wait().unwrap();
     reader.join().unwrap();
-    assert!(status.success(), "Ctrl-C ends `shoal logs -f` cleanly: {status:?}");
+    assert!(
+        status.success(),
+        "Ctrl-C ends `shoal logs -f` cleanly: {status:?}"
+    );
     for n in &c.docker_nodes {
-        c.wait(&format!("no log stream left open on {n}"), || (c.open_streams(n) == Some(0)).then_some(()));
+        c.wait(&format!("no log stream left open on {n}"), || {
+            (c.open_streams(n) == Some(0)).then_some(())
+        });
     }
 
-    // A task that was shut down keeps its output while it is in the task history.
-    let scaled = c.shoal_as(Some(&c.admin), &["scale", "talk=2"], "");
-    assert!(scaled.status.success(), "{}", text(&scaled.stderr));
-    let gone = c.wait("a talk task shut down", || {
-        c.tasks("talk").into_iter().find(|t| t.2 == "shutdown").map(|t| t.0)
+    // A task that finished keeps its output while it is in the task history.
+    let done = c.wait("the once task to complete", || {
+        c.tasks("once")
+            .into_iter()
+            .find(|t| t.2 == "complete")
+            .map(|t| t.0)
     });
-    let o = c.shoal(&["logs", &gone]);
+    let o = c.shoal(&["logs", &done]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let tasks = per_task(&text(&o.stdout));
-    assert_eq!(tasks.keys().collect::<Vec<_>>(), [&gone], "only that task");
-    assert!(tasks[&gone].iter().any(|l| l.contains("| tick-")), "{tasks:?}");
+    assert_eq!(tasks.keys().collect::<Vec<_>>(), [&done], "only that task");
+    assert!(
+        tasks[&done].iter().any(|l| l.ends_with("| done-once")),
+        "{tasks:?}"
+    );
 
     // A process task's output, from its log file.
     let o = c.wait("the process task's output", || {
@@ -382,11 +469,19 @@ fn logs_follow_tasks_across_agents() {
     assert!(tasks.values().all(|v| v.len() <= 3), "{tasks:?}");
     assert!(text(&o.stdout).contains(&format!("@{} | proc-tick", c.process_node)));
     let o = c.shoal(&["logs", "proc"]);
-    assert!(text(&o.stderr).contains(" ! proc-trouble"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(" ! proc-trouble"),
+        "{}",
+        text(&o.stderr)
+    );
 
     // The agent serves nobody without the agent token; the API needs the read role.
     let node = &c.docker_nodes[0];
-    let (task, _, _, _, _) = c.tasks("talk").into_iter().find(|t| &t.1 == node && t.3 == "running").unwrap();
+    let (task, _, _, _, _) = c
+        .tasks("talk")
+        .into_iter()
+        .find(|t| &t.1 == node && t.3 == "running")
+        .unwrap();
     let url = format!("{}/v1/tasks/{task}/logs?tail=1", c.agent_url(node));
     assert_eq!(http_get(&url, None).0, 401, "no token");
     assert_eq!(http_get(&url, Some("wrong")).0, 401, "wrong token");
@@ -398,9 +493,18 @@ fn logs_follow_tasks_across_agents() {
     let o = c.shoal_as(Some(&c.node_token), &["logs", "talk"], "");
     assert_eq!(o.status.code(), Some(1), "node token: {}", text(&o.stderr));
     assert!(text(&o.stderr).contains("node role"), "{}", text(&o.stderr));
-    for log in c.agents.values().map(|p| &p.log).chain(c.procs.iter().map(|p| &p.log)) {
+    for log in c
+        .agents
+        .values()
+        .map(|p| &p.log)
+        .chain(c.procs.iter().map(|p| &p.log))
+    {
         let content = std::fs::read_to_string(log).unwrap_or_default();
-        assert!(!content.contains(&c.agent_token), "the agent token in {}", log.display());
+        assert!(
+            !content.contains(&c.agent_token),
+            "the agent token in {}",
+            log.display()
+        );
     }
 
     // A stopped agent: its part is reported, the rest is printed, exit 4.
@@ -414,9 +518,19 @@ fn logs_follow_tasks_across_agents() {
         .env("SHOAL_TOKEN", &c.reader)
         .output()
         .unwrap();
-    println!("measured: `shoal logs` with one agent stopped answered in {} ms", start.elapsed().as_millis());
+    println!(
+        "measured: `shoal logs` with one agent stopped answered in {} ms",
+        start.elapsed().as_millis()
+    );
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
-    assert!(err.contains(&format!("node {stopped} unreachable: ")), "{err}");
-    assert!(text(&o.stdout).contains(&format!("@{} | tick-", c.docker_nodes[0])), "the other node's part: {}", text(&o.stdout));
+    assert!(
+        err.contains(&format!("node {stopped} unreachable: ")),
+        "{err}"
+    );
+    assert!(
+        text(&o.stdout).contains(&format!("@{} | tick-", c.docker_nodes[0])),
+        "the other node's part: {}",
+        text(&o.stdout)
+    );
 }

@@ -123,7 +123,10 @@ async fn httpd_on_a_dynamic_port_is_reachable_and_labelled() {
     ts.wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
         .await;
     // Stopped, it stays (its output is there for `shoal logs`) as long as its assignment.
-    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &id]), "false");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &id]),
+        "false"
+    );
     ts.unassign(&t).await;
     eventually("the container is removed with its assignment", || {
         let out = Command::new("docker")

@@ -644,12 +644,13 @@ impl Client {
                 pending.extend_from_slice(&chunk);
                 while let Some(i) = pending.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=i).collect();
-                    let item = serde_json::from_slice::<shoal_core::logs::LogEvent>(&line).map_err(
-                        |e| ClientError::Decode {
-                            url: url.clone(),
-                            message: e.to_string(),
-                        },
-                    );
+                    let item =
+                        serde_json::from_slice::<shoal_core::logs::LogEvent>(&line).map_err(|e| {
+                            ClientError::Decode {
+                                url: url.clone(),
+                                message: e.to_string(),
+                            }
+                        });
                     let last = item.is_err();
                     if tx.send(item).await.is_err() || last {
                         return;

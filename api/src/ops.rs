@@ -101,7 +101,8 @@ impl AgentToken {
             path: path.display().to_string(),
             message,
         };
-        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+        let text =
+            zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
         let line = text
             .lines()
             .map(str::trim)
@@ -284,9 +285,15 @@ mod tests {
             guarded: Some(Router::new()),
             ..OpsOptions::default()
         };
-        assert!(matches!(check_listen(addr, &o), Err(OpsError::NoToken { .. })));
+        assert!(matches!(
+            check_listen(addr, &o),
+            Err(OpsError::NoToken { .. })
+        ));
         assert!(check_listen("127.0.0.1:9465".parse().unwrap(), &o).is_ok());
         o.token = Some(AgentToken::new("t").unwrap());
-        assert!(matches!(check_listen(addr, &o), Err(OpsError::Cleartext { .. })));
+        assert!(matches!(
+            check_listen(addr, &o),
+            Err(OpsError::Cleartext { .. })
+        ));
     }
 }

@@ -109,7 +109,9 @@ pub fn shoal_token(file: &Path, args: &[&str]) -> String {
 /// `GET url` (plain HTTP) with an optional bearer token: the status and the body.
 pub fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
     let rest = url.trim_start_matches("http://");
-    let (addr, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let (addr, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
     let Ok(mut s) = TcpStream::connect(addr) else {
         return (0, String::new());
     };

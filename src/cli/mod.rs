@@ -205,7 +205,11 @@ pub fn serve_ops_on(
     options: shoal_api::ops::OpsOptions,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
-    let scheme = if options.tls.is_some() { "https" } else { "http" };
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let what = if options.guarded.is_some() {
         "/metrics, /healthz and task output"
     } else {

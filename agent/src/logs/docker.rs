@@ -25,7 +25,10 @@ async fn container_of(
 ) -> Result<Option<String>, RuntimeError> {
     let filters = HashMap::from([(
         "label",
-        vec![format!("{LABEL_TASK}={task}"), format!("{LABEL_NODE}={node}")],
+        vec![
+            format!("{LABEL_TASK}={task}"),
+            format!("{LABEL_NODE}={node}"),
+        ],
     )]);
     let opts = ListContainersOptionsBuilder::default()
         .all(true)
@@ -74,7 +77,11 @@ pub async fn read(
         .stdout(true)
         .stderr(true)
         .timestamps(true)
-        .tail(&query.tail.map_or_else(|| "all".to_string(), |t| t.to_string()));
+        .tail(
+            &query
+                .tail
+                .map_or_else(|| "all".to_string(), |t| t.to_string()),
+        );
     if let Some(since) = query.since {
         // Docker takes whole seconds; the exact bound is applied to each line below.
         opts = opts.since(i32::try_from(unix_seconds(since)).unwrap_or(i32::MAX));

@@ -174,7 +174,8 @@ pub async fn read(
     query: LogQuery,
     closed: Option<watch::Receiver<bool>>,
 ) -> Result<Option<Lines>, RuntimeError> {
-    let io = |e: std::io::Error| RuntimeError::Temporary(format!("cannot read the task's log: {e}"));
+    let io =
+        |e: std::io::Error| RuntimeError::Temporary(format!("cannot read the task's log: {e}"));
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -337,6 +338,9 @@ mod tests {
             assert_eq!(l.stream, OutputStream::Stderr);
         }
         open_tx.send_replace(true);
-        assert!(lines.next().await.is_none(), "the stream ends with the output");
+        assert!(
+            lines.next().await.is_none(),
+            "the stream ends with the output"
+        );
     }
 }

@@ -284,7 +284,10 @@ async fn read_task(
             Ok(c) => c,
             Err(e) => {
                 let _ = tx
-                    .send(missing(format!("unreachable: the stream was cut: {}", error_chain(&e))))
+                    .send(missing(format!(
+                        "unreachable: the stream was cut: {}",
+                        error_chain(&e)
+                    )))
                     .await;
                 return;
             }

@@ -49,9 +49,10 @@ impl LogParams {
     pub fn query(&self) -> Result<LogQuery, String> {
         let tail = match self.tail.as_deref().map(str::trim) {
             None | Some("all") | Some("") => None,
-            Some(t) => Some(t.parse::<u64>().map_err(|_| {
-                format!("tail {t:?} is not a number of lines (or `all`)")
-            })?),
+            Some(t) => Some(
+                t.parse::<u64>()
+                    .map_err(|_| format!("tail {t:?} is not a number of lines (or `all`)"))?,
+            ),
         };
         let since = match &self.since {
             None => None,
