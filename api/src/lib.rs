@@ -53,6 +53,10 @@ pub struct ApiState {
     pub ui: Arc<ui::session::Sessions>,
     /// How task output is asked of the agents (their client and the agent token).
     pub agents: Arc<logs::Agents>,
+    /// The one watch of the store that every `/v1/watch` client reads from.
+    pub watch_hub: Arc<watch::hub::Hub>,
+    /// Whether the API is served over TLS (the dashboard's cookie is then `Secure`).
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -70,6 +74,8 @@ impl ApiState {
     /// A state over `store` with keys under `keys`, no authentication and no extra metrics.
     pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
         ApiState {
+            watch_hub: Arc::new(watch::hub::Hub::new(Arc::clone(&store), keys.clone())),
+            tls: false,
             store,
             keys,
             tokens: None,
