@@ -29,6 +29,7 @@
 pub mod address;
 pub mod cluster;
 pub mod discovery;
+pub mod logs;
 pub mod network;
 pub mod node;
 pub mod runner;
@@ -157,6 +158,9 @@ pub struct AgentConfig {
     /// On a store without a cluster id, take the cluster id of the node's containers instead
     /// of refusing to start (`--adopt-orphans`).
     pub adopt_orphans: bool,
+    /// Where this agent serves its tasks' output (`http://ADDR:PORT`), advertised in its node
+    /// record so the API can reach it; `None` when it does not listen.
+    pub agent_url: Option<String>,
 }
 
 /// How the agent reaches the API: its URL and the node's own token (`None` for an API
@@ -195,6 +199,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("secrets_dir", &self.secrets_dir)
             .field("role", &self.role)
             .field("network", &self.network)
+            .field("agent_url", &self.agent_url)
             .finish()
     }
 }
@@ -223,6 +228,7 @@ impl PartialEq for AgentConfig {
             && self.api == other.api
             && self.secrets_dir == other.secrets_dir
             && self.network == other.network
+            && self.agent_url == other.agent_url
     }
 }
 
@@ -251,6 +257,7 @@ impl AgentConfig {
             network: None,
             instance_id: node::new_instance_id(),
             adopt_orphans: false,
+            agent_url: None,
         }
     }
 
@@ -401,6 +408,7 @@ impl Agent {
                 agent_version: AGENT_VERSION.to_string(),
                 started_at,
                 network_unavailable: self.network_unavailable.clone(),
+                agent_url: (!hollow).then(|| c.agent_url.clone()).flatten(),
             })
             .collect()
     }

@@ -703,9 +703,16 @@ impl Runner {
         } else {
             self.forget();
         }
-        self.remove().await;
-        if matches!(i, Interrupt::Shutdown) {
-            self.wait_deleted().await;
+        self.remove_when_deleted(matches!(i, Interrupt::Shutdown))
+            .await;
+    }
+
+    /// Removes the task's container, at once when its assignment is gone, else (a shut down
+    /// task) once the assignment leaves the task history: until then the stopped container
+    /// keeps the task's output for `shoal logs`.
+    async fn remove_when_deleted(&mut self, shut_down: bool) {
+        if !shut_down || self.wait_deleted().await {
+            self.remove().await;
         }
     }
 
@@ -729,19 +736,20 @@ impl Runner {
         if matches!(i, Interrupt::Deleted) {
             self.forget();
         }
-        self.remove().await;
-        if matches!(i, Interrupt::Shutdown) {
-            self.wait_deleted().await;
-        }
+        self.remove_when_deleted(matches!(i, Interrupt::Shutdown))
+            .await;
     }
 
-    async fn wait_deleted(&mut self) {
+    /// Waits until the assignment is deleted and forgets the task (true), or until the agent
+    /// stops (false).
+    async fn wait_deleted(&mut self) -> bool {
         while !self.control.borrow_and_update().deleted {
             if self.control.changed().await.is_err() {
-                return;
+                return false;
             }
         }
         self.forget();
+        true
     }
 }
 

@@ -122,7 +122,13 @@ async fn httpd_on_a_dynamic_port_is_reachable_and_labelled() {
     ts.shut_down(&t).await;
     ts.wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
         .await;
-    eventually("the container is removed", || {
+    // Stopped, it stays (its output is there for `shoal logs`) as long as its assignment.
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &id]),
+        "false"
+    );
+    ts.unassign(&t).await;
+    eventually("the container is removed with its assignment", || {
         let out = Command::new("docker")
             .args(["inspect", &id])
             .output()

@@ -125,6 +125,11 @@ impl CaBundle {
         Self::from_pem(&pem, &path.display().to_string())
     }
 
+    /// The certificates, for another client that trusts them alone.
+    pub fn certificates(&self) -> Vec<reqwest::Certificate> {
+        self.certs.clone()
+    }
+
     /// The PEM certificates in `pem` (named `source` in messages).
     pub fn from_pem(pem: &[u8], source: &str) -> Result<Self, ClientError> {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -616,6 +621,65 @@ impl Client {
         Ok(stream)
     }
 }
+
+impl Client {
+    /// Streams task output: of a service (`Selector::Service`) or one task, as `params` ask;
+    /// heartbeats are passed on too (the caller skips them). The stream ends when the server
+    /// ends it; an error item is the last.
+    pub async fn logs(
+        &self,
+        selector: &crate::logs::Selector,
+        params: &crate::logs::LogParams,
+    ) -> Result<LogEventStream, ClientError> {
+        let path = match selector {
+            crate::logs::Selector::Service(s) => {
+                format!("/v1/services/{}/{}/logs", s.namespace, s.name)
+            }
+            crate::logs::Selector::Task(id) => format!("/v1/tasks/{id}/logs"),
+        };
+        let (url, b) = self.req_stream(reqwest::Method::GET, &path);
+        let resp = self.send(&url, b.query(params)).await?;
+        let mut body = resp.bytes_stream();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(ClientError::Decode {
+                                url: url.clone(),
+                                message: format!("the stream was cut: {e}"),
+                            }))
+                            .await;
+                        return;
+                    }
+                };
+                pending.extend_from_slice(&chunk);
+                while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=i).collect();
+                    let item =
+                        serde_json::from_slice::<shoal_core::logs::LogEvent>(&line).map_err(|e| {
+                            ClientError::Decode {
+                                url: url.clone(),
+                                message: e.to_string(),
+                            }
+                        });
+                    let last = item.is_err();
+                    if tx.send(item).await.is_err() || last {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+/// A stream of task output events.
+pub type LogEventStream =
+    Pin<Box<dyn Stream<Item = Result<shoal_core::logs::LogEvent, ClientError>> + Send>>;
 
 /// Turns one SSE event into a watch event (`None` for events without data).
 fn decode_event(

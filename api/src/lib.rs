@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub(crate) mod handlers;
+pub mod logs;
 pub mod manifest;
 pub mod metrics;
 pub mod openapi;
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub secret_keys: Option<Arc<secrets::crypto::KeyRing>>,
     /// Dashboard sessions (and the CSRF token of an API without tokens).
     pub ui: Arc<ui::session::Sessions>,
+    /// How task output is asked of the agents (their client and the agent token).
+    pub agents: Arc<logs::Agents>,
     /// The one watch of the store that every `/v1/watch` client reads from.
     pub watch_hub: Arc<watch::hub::Hub>,
     /// Whether the API is served over TLS (the dashboard's cookie is then `Secure`).
@@ -79,7 +82,14 @@ impl ApiState {
             metrics: Arc::new(metrics::ApiMetrics::default()),
             secret_keys: None,
             ui: Arc::new(ui::session::Sessions::new()),
+            agents: Arc::new(logs::Agents::default()),
         }
+    }
+
+    /// Asks agents for task output with `agents` (the agent token, the agents' CA).
+    pub fn with_agents(mut self, agents: logs::Agents) -> Self {
+        self.agents = Arc::new(agents);
+        self
     }
 
     /// Seals and opens secrets with `keys` (the `--secret-key-file`).
@@ -118,6 +128,8 @@ pub fn router(state: ApiState) -> Router {
                 .delete(services::delete),
         )
         .route("/v1/services/{ns}/{name}/status", get(services::status))
+        .route("/v1/services/{ns}/{name}/logs", get(logs::service_logs))
+        .route("/v1/tasks/{id}/logs", get(logs::task_logs))
         .route(
             "/v1/services/{ns}/{name}/rollback",
             post(handlers::rollback::rollback),

@@ -88,6 +88,7 @@ fn node_info(id: &str, now: Timestamp) -> NodeInfo {
         role: "worker".into(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         network_unavailable: None,
+        agent_url: None,
         started_at: now,
         instance: format!("sample-{id}"),
     }

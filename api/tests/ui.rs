@@ -458,6 +458,109 @@ async fn pages_forbid_other_origins_and_the_assets_are_embedded() {
 }
 
 #[tokio::test]
+async fn a_service_page_shows_the_last_lines_of_each_task_from_its_agent() {
+    use axum::extract::{Path, Query};
+    use shoal_api::logs::LogParams;
+    use shoal_core::logs::{LogEvent, LogLine, OutputStream};
+    // One node's agent serves its tasks' output (the agents' route and NDJSON events).
+    let asked: std::sync::Arc<std::sync::Mutex<Vec<LogParams>>> = Default::default();
+    let seen = asked.clone();
+    let agent = axum::Router::new().route(
+        "/v1/tasks/{id}/logs",
+        axum::routing::get(move |Path(id): Path<String>, Query(q): Query<LogParams>| {
+            seen.lock().unwrap().push(q);
+            async move {
+                let line = |stream, text: String| {
+                    LogEvent::Line(LogLine {
+                        task: id.clone(),
+                        node: String::new(),
+                        stream,
+                        time: None,
+                        line: text,
+                    })
+                    .to_ndjson()
+                };
+                let mut body = line(OutputStream::Stdout, format!("serving <b>{id}</b>"));
+                body.push_str(&line(OutputStream::Stderr, "slow disk".to_string()));
+                body
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, agent).await });
+
+    let api = Api::new().await;
+    let c = sample(&api, 1, 4, 2).await;
+    let svc = &c.services[0];
+    let nodes = api.store.list(&api.keys.nodes_prefix()).await.unwrap();
+    let mut info: shoal_core::NodeInfo = serde_json::from_slice(&nodes.kvs[0].value).unwrap();
+    info.agent_url = Some(format!("http://{addr}"));
+    let served = info.id.clone();
+    api.store
+        .put(&nodes.kvs[0].key, serde_json::to_vec(&info).unwrap(), None)
+        .await
+        .unwrap();
+    let (_, tasks) = api
+        .json("GET", &format!("/v1/tasks?service={svc}"), "")
+        .await;
+    let on = |served_here: bool| -> Vec<(String, String)> {
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| (t["task"]["nodeId"] == served.as_str()) == served_here)
+            .map(|t| {
+                (
+                    t["task"]["id"].as_str().unwrap().to_string(),
+                    t["task"]["nodeId"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (here, elsewhere) = (on(true), on(false));
+    assert!(!here.is_empty() && !elsewhere.is_empty(), "{tasks}");
+
+    let (s, doc) = page(
+        &api,
+        &format!("/ui/services/{}/{}", svc.namespace, svc.name),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    for (id, _) in &here {
+        let out = texts(&doc, &format!("#output pre[data-task=\"{id}\"]"));
+        assert_eq!(
+            out,
+            [format!("serving <b>{id}</b>\n! slow disk")],
+            "the task's lines, escaped, stderr marked"
+        );
+    }
+    assert_eq!(
+        doc.select(&sel("#output pre.output")).count(),
+        here.len(),
+        "one block per task of the serving node"
+    );
+    assert_eq!(doc.select(&sel("#output span.stderr")).count(), here.len());
+    let other = &elsewhere[0].1;
+    let notes = texts(&doc, "#output p.missing");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with(&format!("node {other} unreachable: "))),
+        "the node whose agent does not listen is named: {notes:?}"
+    );
+    let asked = asked.lock().unwrap();
+    assert_eq!(asked.len(), here.len());
+    assert!(
+        asked
+            .iter()
+            .all(|q| q.tail.as_deref() == Some("10") && q.follow.is_none()),
+        "{asked:?}"
+    );
+}
+
+#[tokio::test]
 async fn over_tls_the_session_cookie_is_secure() {
     let mut t = TokenTable::new();
     let read = token(&mut t, "r0", Role::Read);

@@ -26,6 +26,7 @@ pub(crate) fn node(id: &str, labels: &[(&str, &str)]) -> Node {
             instance: String::new(),
             agent_version: "test".to_string(),
             network_unavailable: None,
+            agent_url: None,
             started_at: Timestamp(0),
         },
         config: NodeConfig {

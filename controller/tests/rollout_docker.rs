@@ -401,14 +401,15 @@ async fn wait_serves(port: u16, page: &str) {
     }
 }
 
-/// Waits until the service's containers on `node` are exactly three, all on `image`.
+/// Waits until the service's running containers on `node` are exactly three, all on `image`
+/// (stopped ones stay while their tasks are in the task history).
 async fn wait_containers_only_on(image: &str, node: &str) {
     wait_for_within(
         &format!("the containers of {SERVICE} on {node} are three, all on {image}"),
         DEADLINE,
         || async {
             let out = Command::new("docker")
-                .args(["ps", "-a", "--format", "{{.Image}}"])
+                .args(["ps", "--format", "{{.Image}}"])
                 .args(["--filter", &format!("label={LABEL_NODE}={node}")])
                 .args([
                     "--filter",

@@ -7,6 +7,7 @@ pub mod constraint;
 pub mod endpoints;
 pub mod job;
 pub mod keys;
+pub mod logs;
 pub mod manifest;
 pub mod model;
 pub mod parse;

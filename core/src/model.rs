@@ -184,6 +184,10 @@ pub struct NodeInfo {
     /// privilege or command the agent lacks (absent when they work or networking is off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_unavailable: Option<String>,
+    /// Where the agent serves its tasks' output (`http://ADDR:PORT` or `https://…`, from
+    /// `shoal agent --listen`); absent when it does not listen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_url: Option<String>,
 }
 
 fn default_role() -> String {

@@ -63,9 +63,25 @@ pub struct AgentArgs {
     /// or Consul is on another host, unless given here.
     #[arg(long)]
     pub address: Option<String>,
-    /// Serve `/metrics` (Prometheus) and `/healthz` on this address (`127.0.0.1:9465`).
+    /// Serve `/metrics` (Prometheus), `/healthz` and the node's task output (for the API,
+    /// advertised in the node record) on this address (`127.0.0.1:9465`). Beyond loopback it
+    /// needs --agent-token-file and --tls-cert/--tls-key.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
+    /// File holding the cluster's agent token (one line; the same file as the API's
+    /// --agent-token-file): requests for task output without it are refused.
+    #[arg(long, env = "SHOAL_AGENT_TOKEN_FILE", value_name = "FILE")]
+    pub agent_token_file: Option<PathBuf>,
+    /// PEM certificate chain to serve --listen over HTTPS with (with --tls-key).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Most disk one task's output may take (process runtime: the current log file and the
+    /// previous one, each half of it).
+    #[arg(long, default_value = "20Mi", value_name = "SIZE")]
+    pub task_log_max_size: ByteSize,
     /// On a store without a cluster id, make it the cluster of this node's containers instead
     /// of refusing to start (their unassigned containers are then removed).
     #[arg(long)]
@@ -260,20 +276,70 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             memory: args.memory.unwrap_or(detected.memory),
         });
     }
-    let choice = match args.runtime {
-        RuntimeFlag::Docker => RuntimeChoice::Docker,
-        RuntimeFlag::Process => RuntimeChoice::Process,
-        RuntimeFlag::Sim => RuntimeChoice::Sim,
+    let runtime: std::sync::Arc<dyn shoal_agent::runtime::Runtime> = match args.runtime {
+        RuntimeFlag::Docker => {
+            shoal_agent::open_runtime(RuntimeChoice::Docker, &args.node_id, &args.data_dir).await?
+        }
+        RuntimeFlag::Process => std::sync::Arc::new(
+            shoal_agent::runtime::process::ProcessRuntime::new(&args.data_dir)
+                .with_log_max_bytes(args.task_log_max_size.0 / 2),
+        ),
+        RuntimeFlag::Sim => {
+            shoal_agent::open_runtime(RuntimeChoice::Sim, &args.node_id, &args.data_dir).await?
+        }
     };
-    let runtime = shoal_agent::open_runtime(choice, &args.node_id, &args.data_dir).await?;
+    let logs = shoal_agent::logs::http::LogService::new(runtime.clone(), &args.node_id);
+    let options = shoal_api::ops::OpsOptions {
+        // Hollow nodes run nothing: they have no output to serve.
+        guarded: (args.hollow_nodes == 0).then(|| logs.router()),
+        token: match &args.agent_token_file {
+            Some(path) => Some(shoal_api::ops::AgentToken::load(path)?),
+            None => None,
+        },
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| shoal_api::server::TlsFiles { cert, key }),
+    };
+    let listener = crate::cli::bind_ops(args.listen, &options).await?;
     let mut registry = agent_registry(&config, runtime.name());
+    logs.register(&mut registry);
+    if let Some(l) = &listener {
+        config.agent_url = Some(agent_url(l, &config.address, options.tls.is_some())?);
+    }
     let agent = Agent::new(store, keys, config, runtime);
     if let Some(n) = agent.network() {
         n.metrics().register(&mut registry);
     }
-    crate::cli::serve_ops(args.listen, registry, "agent").await?;
+    if let Some(listener) = listener {
+        crate::cli::serve_ops_on(listener, registry, "agent", options)?;
+    }
     agent.run(stop).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The URL the API reaches the listener at: its own address, or the node's address when it
+/// listens on every address.
+fn agent_url(
+    listener: &tokio::net::TcpListener,
+    address: &str,
+    tls: bool,
+) -> anyhow::Result<String> {
+    let local = listener.local_addr()?;
+    let scheme = if tls { "https" } else { "http" };
+    let host = if local.ip().is_unspecified() {
+        match address.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => address.to_string(),
+        }
+    } else {
+        match local.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    };
+    Ok(format!("{scheme}://{host}:{}", local.port()))
 }
 
 /// The agent's metrics: `shoal_agent_info{node,role,runtime} 1`.

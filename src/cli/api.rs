@@ -47,6 +47,14 @@ pub struct ApiArgs {
     /// neither created nor delivered (everything else works).
     #[arg(long, env = "SHOAL_SECRET_KEY_FILE", value_name = "FILE")]
     secret_key_file: Option<PathBuf>,
+    /// File holding the cluster's agent token (one line), presented to agents when asking
+    /// them for task output (`shoal logs`); the agents take the same file.
+    #[arg(long, env = "SHOAL_AGENT_TOKEN_FILE", value_name = "FILE")]
+    agent_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the agents' --tls-cert (trusted alone for `https://`
+    /// agents).
+    #[arg(long, env = "SHOAL_AGENT_CA", value_name = "FILE")]
+    agent_ca: Option<PathBuf>,
 }
 
 /// Runs `shoal api` until interrupted.
@@ -57,6 +65,17 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.token_file {
         state = state.with_tokens(Tokens::watch_file(path)?);
     }
+    let agent_token = match &args.agent_token_file {
+        Some(path) => Some(shoal_api::ops::AgentToken::load(path)?),
+        None => None,
+    };
+    let agent_ca = match &args.agent_ca {
+        Some(path) => shoal_api::client::CaBundle::load(path)?.certificates(),
+        None => Vec::new(),
+    };
+    state = state.with_agents(
+        shoal_api::logs::Agents::new(agent_token, agent_ca).map_err(anyhow::Error::msg)?,
+    );
     let options = ServeOptions {
         tls: args
             .tls_cert

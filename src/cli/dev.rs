@@ -136,8 +136,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    // The local agent serves its tasks' output to the API (`shoal logs`) on a loopback port.
+    let logs = shoal_agent::logs::http::LogService::new(runtime.clone(), &node_id);
+    let logs_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot listen for the local agent's task output")?;
+    config.agent_url = Some(format!("http://{}", logs_listener.local_addr()?));
+    let logs_router = logs.router();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(logs_listener, logs_router).await {
+            tracing::warn!(error = %e, "the local agent's task output endpoint stopped");
+        }
+    });
     let agent = Agent::new(store.clone(), keys.clone(), config, runtime.clone());
     let mut registry = prometheus_client::registry::Registry::default();
+    logs.register(&mut registry);
     if let Some(n) = agent.network() {
         n.metrics().register(&mut registry);
     }

@@ -166,27 +166,63 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     }
 }
 
-/// Serves `/metrics` (from `registry`) and `/healthz` on `addr` when one is given, for as long
-/// as the process runs; prints the address it serves on (port 0 picks one).
+/// Serves `/metrics` and `/healthz` on `addr`, if given, in the background.
 pub async fn serve_ops(
     addr: Option<std::net::SocketAddr>,
     registry: prometheus_client::registry::Registry,
     component: &str,
 ) -> anyhow::Result<()> {
+    let options = shoal_api::ops::OpsOptions::default();
+    if let Some(listener) = bind_ops(addr, &options).await? {
+        serve_ops_on(listener, registry, component, options)?;
+    }
+    Ok(())
+}
+
+/// Binds the operations endpoint's `addr`, if given, refusing what `options` may not serve
+/// there.
+pub async fn bind_ops(
+    addr: Option<std::net::SocketAddr>,
+    options: &shoal_api::ops::OpsOptions,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     use anyhow::Context as _;
     let Some(addr) = addr else {
-        return Ok(());
+        return Ok(None);
     };
+    shoal_api::ops::check_listen(addr, options)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    Ok(Some(listener))
+}
+
+/// Serves the operations endpoint (and `options`' guarded routes) on `listener` in the
+/// background.
+pub fn serve_ops_on(
+    listener: tokio::net::TcpListener,
+    registry: prometheus_client::registry::Registry,
+    component: &str,
+    options: shoal_api::ops::OpsOptions,
+) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
-    println!("shoal {component} serving /metrics and /healthz on http://{local}");
-    tracing::info!(listen = %local, "serving /metrics and /healthz");
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let what = if options.guarded.is_some() {
+        "/metrics, /healthz and task output"
+    } else {
+        "/metrics and /healthz"
+    };
+    println!("shoal {component} serving {what} on {scheme}://{local}");
+    tracing::info!(listen = %local, tls = options.tls.is_some(), token = options.token.is_some(), "serving {what}");
     tokio::spawn(async move {
         let registry = std::sync::Arc::new(registry);
-        if let Err(e) = shoal_api::ops::serve(listener, registry, std::future::pending()).await {
-            tracing::warn!(error = %e, "the /metrics endpoint stopped");
+        let served =
+            shoal_api::ops::serve_with(listener, registry, options, std::future::pending()).await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "the operations endpoint stopped");
         }
     });
     Ok(())

@@ -426,6 +426,15 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
+    async fn logs(
+        &self,
+        node_id: &str,
+        task_id: &str,
+        query: &shoal_core::logs::LogQuery,
+    ) -> Result<Option<crate::logs::Lines>, RuntimeError> {
+        crate::logs::docker::read(&self.docker, node_id, task_id, query).await
+    }
+
     async fn list(&self, nodes: &BTreeSet<String>) -> Result<Vec<Existing>, RuntimeError> {
         let mut out = Vec::new();
         for node in nodes {

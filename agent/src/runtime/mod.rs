@@ -174,6 +174,18 @@ pub trait Runtime: Send + Sync + 'static {
     /// The task's assignment was deleted (its record left the task history): drop what the
     /// runtime keeps of it beyond [`Runtime::remove`], such as its logs.
     async fn discard(&self, _node_id: &str, _task_id: &str) {}
+
+    /// The output of task `task_id` of node `node_id` that `query` asks for; `None` when this
+    /// runtime has none of it (not a task of this node, or its output is gone). The default:
+    /// none (the sim runtime runs nothing).
+    async fn logs(
+        &self,
+        _node_id: &str,
+        _task_id: &str,
+        _query: &shoal_core::logs::LogQuery,
+    ) -> Result<Option<crate::logs::Lines>, RuntimeError> {
+        Ok(None)
+    }
 }
 
 /// Parses a stop signal as written in manifests (`SIGTERM`, `TERM`, `15`).

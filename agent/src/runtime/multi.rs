@@ -135,4 +135,17 @@ impl Runtime for MultiRuntime {
             self.docker.shutdown().await;
         }
     }
+
+    async fn logs(
+        &self,
+        node_id: &str,
+        task_id: &str,
+        query: &shoal_core::logs::LogQuery,
+    ) -> Result<Option<crate::logs::Lines>, RuntimeError> {
+        // A task's output is in one runtime or the other: its log file, else its container.
+        match self.process.logs(node_id, task_id, query).await? {
+            Some(lines) => Ok(Some(lines)),
+            None => self.docker.logs(node_id, task_id, query).await,
+        }
+    }
 }

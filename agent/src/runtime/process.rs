@@ -1,9 +1,10 @@
 //! The `process` runtime: runs a task's `command` as a host process, for hosts without
 //! Docker.
 //!
-//! stdout and stderr are appended to `<data-dir>/logs/<task>.log`, rotated by size (the
-//! previous file kept as `<task>.log.1`, [`LOG_MAX_BYTES`] each) and deleted once the task's
-//! assignment is deleted (its record has left the task history). Each task runs in its own
+//! stdout and stderr are appended to `<data-dir>/logs/<task>.log` line by line, each line with
+//! its time and stream (see [`crate::logs::file`]), rotated by size (the previous file kept as
+//! `<task>.log.1`, [`LOG_MAX_BYTES`] each unless set) and deleted once the task's assignment
+//! is deleted (its record has left the task history). Each task runs in its own
 //! process group so the stop signal reaches the whole tree (`sh -c ...`). Healthchecks run on
 //! the host at the configured interval with Docker's semantics (timeout, retries, start
 //! period). Processes do not outlive the agent: they cannot be adopted after a restart, so the
@@ -26,6 +27,9 @@ use shoal_core::model::{Health, PortBinding, Task};
 use tokio::sync::watch;
 
 use super::{Existing, Exit, Handle, Runtime, RuntimeError, TaskFiles, parse_signal};
+use crate::logs::Lines;
+use crate::logs::file::{LogWriter, OutputOpen, copy_lines, rotated_path};
+use shoal_core::logs::{LogQuery, OutputStream};
 
 struct Entry {
     task_id: String,
@@ -44,6 +48,8 @@ pub struct ProcessRuntime {
     data_dir: PathBuf,
     entries: Arc<Mutex<HashMap<String, Entry>>>,
     log_max_bytes: u64,
+    /// Per task whose output is being written: turns true once the process's output closed.
+    output_closed: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
 }
 
 impl std::fmt::Debug for ProcessRuntime {
@@ -64,10 +70,12 @@ impl ProcessRuntime {
             data_dir,
             entries: Arc::new(Mutex::new(HashMap::new())),
             log_max_bytes: LOG_MAX_BYTES,
+            output_closed: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Rotates task logs at `bytes` instead of [`LOG_MAX_BYTES`].
+    /// Rotates task logs at `bytes` instead of [`LOG_MAX_BYTES`] (a task's logs then take at
+    /// most twice that: the current file and the previous one).
     pub fn with_log_max_bytes(mut self, bytes: u64) -> Self {
         self.log_max_bytes = bytes.max(1);
         self
@@ -131,65 +139,6 @@ pub fn reap_leftovers(dir: &Path) -> usize {
         let _ = std::fs::remove_file(e.path());
     }
     killed
-}
-
-/// The rotated log of a task (`<task>.log.1`).
-fn rotated_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".1");
-    PathBuf::from(p)
-}
-
-/// A task's log file, rotated when it passes `max` bytes.
-struct RotatingLog {
-    path: PathBuf,
-    file: std::fs::File,
-    size: u64,
-    max: u64,
-}
-
-impl RotatingLog {
-    fn open(path: PathBuf, max: u64) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
-        let size = file.metadata()?.len();
-        Ok(RotatingLog {
-            path,
-            file,
-            size,
-            max,
-        })
-    }
-
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
-        if self.size > 0 && self.size + buf.len() as u64 > self.max {
-            std::fs::rename(&self.path, rotated_path(&self.path))?;
-            *self = RotatingLog::open(self.path.clone(), self.max)?;
-        }
-        self.file.write_all(buf)?;
-        self.size += buf.len() as u64;
-        Ok(())
-    }
-}
-
-/// Copies one output stream of a process into its log until the stream ends.
-async fn copy_to_log(mut from: impl tokio::io::AsyncRead + Unpin, log: Arc<Mutex<RotatingLog>>) {
-    use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-                if let Err(e) = log.write(&buf[..n]) {
-                    tracing::warn!(log = %log.path.display(), error = %e, "cannot write a task's log");
-                }
-            }
-        }
-    }
 }
 
 fn exit_of(status: std::process::ExitStatus) -> Exit {
@@ -307,7 +256,7 @@ impl Runtime for ProcessRuntime {
             ));
         };
         let path = self.log_path(&task.id);
-        let log = RotatingLog::open(path.clone(), self.log_max_bytes).map_err(|e| {
+        let log = LogWriter::open(path.clone(), self.log_max_bytes).map_err(|e| {
             RuntimeError::Temporary(format!("cannot open log {}: {e}", path.display()))
         })?;
         let log = Arc::new(Mutex::new(log));
@@ -321,11 +270,22 @@ impl Runtime for ProcessRuntime {
             .process_group(0)
             .spawn()
             .map_err(|e| RuntimeError::Permanent(format!("cannot run {prog:?}: {e}")))?;
+        let (closed_tx, closed_rx) = watch::channel(false);
+        let open = Arc::new(OutputOpen(closed_tx));
+        self.output_closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task.id.clone(), closed_rx);
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(copy_to_log(out, log.clone()));
+            tokio::spawn(copy_lines(
+                out,
+                OutputStream::Stdout,
+                log.clone(),
+                open.clone(),
+            ));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(copy_to_log(err, log));
+            tokio::spawn(copy_lines(err, OutputStream::Stderr, log, open));
         }
         let Some(pid) = child.id() else {
             return Err(RuntimeError::Permanent(format!("{prog:?} exited at once")));
@@ -436,7 +396,30 @@ impl Runtime for ProcessRuntime {
         Ok(())
     }
 
+    async fn logs(
+        &self,
+        _node_id: &str,
+        task_id: &str,
+        query: &LogQuery,
+    ) -> Result<Option<Lines>, RuntimeError> {
+        // Only this runtime's own files: the node's tasks, nothing else.
+        if task_id.is_empty() || task_id.contains(['/', '\\']) || task_id.starts_with('.') {
+            return Ok(None);
+        }
+        let closed = self
+            .output_closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(task_id)
+            .cloned();
+        crate::logs::file::read(self.log_path(task_id), query.clone(), closed).await
+    }
+
     async fn discard(&self, _node_id: &str, task_id: &str) {
+        self.output_closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(task_id);
         let path = self.log_path(task_id);
         for p in [rotated_path(&path), path] {
             match tokio::fs::remove_file(&p).await {

@@ -498,6 +498,7 @@ impl Cache {
                     instance: String::new(),
                     agent_version: String::new(),
                     network_unavailable: None,
+                    agent_url: None,
                     started_at: Timestamp(0),
                 });
                 let config = self.configs.get(id).cloned().unwrap_or_default();

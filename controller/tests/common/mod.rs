@@ -326,6 +326,7 @@ impl Agent {
             instance: String::new(),
             agent_version: "sim".into(),
             network_unavailable: None,
+            agent_url: None,
             started_at: Timestamp::now(),
         };
         // The agent's own registrar: the record is bound to a lease kept alive every TTL/3,

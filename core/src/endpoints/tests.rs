@@ -22,6 +22,7 @@ fn node(id: &str, ready: bool) -> Node {
             role: "worker".into(),
             agent_version: "t".into(),
             network_unavailable: None,
+            agent_url: None,
             started_at: Timestamp(0),
             instance: String::new(),
         },

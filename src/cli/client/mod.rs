@@ -1,17 +1,19 @@
-//! Client subcommands that talk to the API server: apply, diff, get, describe, delete, scale,
+//! Client subcommands that talk to the API server: apply, diff, get, describe, logs, delete, scale,
 //! rollout status, node operations, secrets and configs.
 //!
 //! Exit codes are for pipelines, one table for every command (the README's): 0 success
 //! (converged, a job run completed, no difference), 1 a verdict (rollout paused or rolled
 //! back, a job run failed, unschedulable,
 //! difference found, the server refused), 2 invalid input (manifest, flags, arguments),
-//! 3 timeout, 4 the API could not be reached or answered 5xx after retries.
+//! 3 timeout, 4 the API could not be reached or answered 5xx after retries (`logs`: a part of
+//! the output could not be read).
 
 mod apply;
 mod files;
 mod follow;
 mod get;
 mod jobs;
+mod logs;
 mod ops;
 mod secrets;
 pub(crate) mod table;
@@ -35,7 +37,7 @@ pub const EXIT_TIMEOUT: u8 = 3;
 pub const EXIT_UNREACHABLE: u8 = 4;
 
 /// The exit code table, shown by `--help` (and in the README).
-pub const EXIT_HELP: &str = "Exit codes: 0 success/converged/job completed/no difference, 1 failed (rollout paused or rolled back, job run failed, unschedulable, difference found, refused), 2 invalid input, 3 timeout, 4 API unreachable or 5xx.";
+pub const EXIT_HELP: &str = "Exit codes: 0 success/converged/job completed/no difference, 1 failed (rollout paused or rolled back, job run failed, unschedulable, difference found, refused), 2 invalid input, 3 timeout, 4 API unreachable or 5xx (logs: a node's part missing).";
 
 /// How to reach the API server; accepted by every client command.
 #[derive(Debug, Clone, Args)]
@@ -103,6 +105,9 @@ pub enum ClientCommand {
     /// events.
     #[command(after_help = EXIT_HELP)]
     Describe(get::DescribeArgs),
+    /// Print the output of a service's tasks (or one task), merged from their nodes.
+    #[command(after_help = EXIT_HELP)]
+    Logs(logs::LogsArgs),
     /// Delete services by name or by manifest.
     #[command(after_help = EXIT_HELP)]
     Delete(apply::DeleteArgs),
@@ -188,6 +193,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Diff(a) => apply::diff(a).await,
         ClientCommand::Get(a) => get::get(a).await,
         ClientCommand::Describe(a) => get::describe(a).await,
+        ClientCommand::Logs(a) => logs::logs(a).await,
         ClientCommand::Delete(a) => apply::delete(a).await,
         ClientCommand::Scale(a) => ops::scale(a).await,
         ClientCommand::Rollout(a) => ops::rollout(a).await,

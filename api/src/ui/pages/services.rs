@@ -1,5 +1,6 @@
 //! The services table (`/ui/services`, filterable like `shoal get services -n NS -l SEL`)
-//! and one service's page: status, spec, tasks, rollout, placement, events and actions.
+//! and one service's page: status, spec, tasks, the last lines of each task's output,
+//! rollout, placement, events and actions.
 
 use axum::extract::{Path, Query, State};
 use maud::{Markup, html};
@@ -149,6 +150,7 @@ pub async fn service(
                 (pager(page, &href(&r.namespace, &r.name), ""))
             }
         }
+        (output(&st, &r).await)
         (events(&s))
         section aria-labelledby="spec-h" {
             h2 #spec-h { "Manifest" }
@@ -164,6 +166,41 @@ pub async fn service(
         Some((live, revision)),
         body,
     ))
+}
+
+/// Lines of output shown per task on a service's page.
+const OUTPUT_LINES: u64 = 10;
+
+/// How long a service's page waits for its tasks' output.
+const OUTPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The last lines of each task's output, asked of the agents as `shoal logs --tail` does.
+async fn output(st: &ApiState, r: &ServiceRef) -> Markup {
+    let (lines, missing) = crate::logs::fanout::recent(st, r, OUTPUT_LINES, OUTPUT_WAIT).await;
+    html! {
+        section #output aria-labelledby="output-h" {
+            h2 #output-h { "Output" }
+            p.hint { "The last " (OUTPUT_LINES) " lines of each task (" code { "shoal logs " (r.name) " --tail " (OUTPUT_LINES) } "); stderr lines are marked !." }
+            @for m in &missing {
+                p.note.missing { (m) }
+            }
+            @if lines.is_empty() && missing.is_empty() {
+                p.empty { "No output yet." }
+            }
+            @for (task, task_lines) in &lines {
+                @let node = task_lines.first().map(|l| l.node.as_str()).unwrap_or("");
+                h3 data-task=(task) { (task) " on " (node) }
+                pre.output data-task=(task) tabindex="0" aria-label={ "Output of " (task) } {
+                    @for l in task_lines {
+                        @match l.stream {
+                            shoal_core::logs::OutputStream::Stderr => span.stderr { "! " (l.line) "\n" },
+                            shoal_core::logs::OutputStream::Stdout => span.stdout { (l.line) "\n" },
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn summary(s: &ServiceResource, tasks: &[TaskView]) -> Markup {
