@@ -287,8 +287,8 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
     let nodes = shoal_agent::node::hollow_ids("h", 10).into_iter().collect();
     let worker = Worker::new(ts.store.clone(), ts.keys.clone(), nodes, ctx);
     let stats = worker.stats();
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let join = tokio::spawn(worker.run(shutdown));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let join = tokio::spawn(worker.run(stop.clone()));
 
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -330,7 +330,7 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
     })
     .await;
     eventually("the others stay parked", || async { stats.parked() == 197 }).await;
-    stop.send_replace(true);
+    stop.cancel();
     join.await.expect("worker ends");
 }
 

@@ -11,7 +11,6 @@ use shoal_controller::runner::leader::campaign;
 use shoal_store::{
     KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult, WatchStream,
 };
-use tokio::sync::watch;
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -39,8 +38,8 @@ async fn one_leader_and_a_standby_takes_over_when_it_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deposed_leaders_writes_fail() {
     let env = Env::embedded().await;
-    let (_tx, mut stop) = watch::channel(false);
-    let old = campaign(&env.store, &env.keys, "old", TTL, &mut stop)
+    let stop = tokio_util::sync::CancellationToken::new();
+    let old = campaign(&env.store, &env.keys, "old", TTL, &stop)
         .await
         .unwrap()
         .expect("won");
@@ -48,10 +47,10 @@ async fn a_deposed_leaders_writes_fail() {
     // The old leader stops refreshing its lease (a long pause), and loses it.
     old.abandon();
     let new = wait_for("new leader elected", || async {
-        let (_tx, mut stop) = watch::channel(false);
+        let stop = tokio_util::sync::CancellationToken::new();
         tokio::time::timeout(
             Duration::from_millis(500),
-            campaign(&env.store, &env.keys, "new", TTL, &mut stop),
+            campaign(&env.store, &env.keys, "new", TTL, &stop),
         )
         .await
         .ok()

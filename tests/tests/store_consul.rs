@@ -24,6 +24,24 @@ async fn get_put_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_init_apply_delete() {
+    let mut h = ConsulHarness::new().await;
+    conformance::reflector_init_apply_delete(&mut h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_relists_after_compaction() {
+    let mut h = ConsulHarness::new().await;
+    conformance::reflector_relists_after_compaction(&mut h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_batches_reach_revisions() {
+    let mut h = ConsulHarness::new().await;
+    conformance::reflector_batches_reach_revisions(&mut h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_ordering_and_revision() {
     let mut h = ConsulHarness::new().await;
     conformance::list_ordering_and_revision(&mut h).await;
