@@ -291,6 +291,9 @@ impl Worker {
                 })
                 .await;
             let Some(batch) = next else {
+                if !shutdown.is_cancelled() {
+                    tracing::error!("the assignment watch ended; the worker stops");
+                }
                 return;
             };
             for event in batch.events {
