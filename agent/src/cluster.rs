@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shoal_core::Keys;
 use shoal_store::cluster::{cluster_id, ensure_cluster_id};
-use shoal_store::{Store, StoreError};
+use shoal_store::{Backoff, Store, StoreError};
 
 use crate::runtime::Runtime;
 
@@ -47,7 +47,7 @@ pub async fn resolve(
     nodes: &BTreeSet<String>,
     adopt_orphans: bool,
 ) -> Result<String, ClusterError> {
-    let mut delay = Duration::from_millis(200);
+    let mut delays = Backoff::new(Duration::from_millis(200), Duration::from_secs(2)).delays();
     loop {
         match attempt(store, keys, runtime, nodes, adopt_orphans).await {
             Ok(Ok(id)) => return Ok(id),
@@ -57,8 +57,7 @@ pub async fn resolve(
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the cluster id; retrying"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(delays.next_delay()).await;
     }
 }
 

@@ -41,7 +41,6 @@ pub mod test_support;
 pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +50,7 @@ use shoal_core::model::{Capacity, NodeInfo, Timestamp};
 use shoal_store::Store;
 use shoal_store::consul::{ConsulClient, ConsulConfig};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::runner::RunnerContext;
@@ -295,7 +295,7 @@ impl std::fmt::Debug for Agent {
 /// A running agent started by [`Agent::spawn`].
 #[derive(Debug)]
 pub struct AgentHandle {
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
     registered: watch::Receiver<bool>,
     join: tokio::task::JoinHandle<Result<(), AgentError>>,
 }
@@ -308,7 +308,7 @@ impl AgentHandle {
 
     /// Stops the agent and waits for it (tasks that outlive the agent are left running).
     pub async fn stop(self) -> Result<(), AgentError> {
-        self.shutdown.send_replace(true);
+        self.shutdown.cancel();
         match self.join.await {
             Ok(r) => r,
             Err(e) => Err(AgentError::Config(format!(
@@ -415,9 +415,9 @@ impl Agent {
 
     /// Starts the agent on the current runtime; stop it with [`AgentHandle::stop`].
     pub fn spawn(self) -> AgentHandle {
-        let (shutdown, rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let (reg_tx, registered) = watch::channel(false);
-        let join = tokio::spawn(self.run_inner(rx, reg_tx));
+        let join = tokio::spawn(self.run_inner(shutdown.clone(), reg_tx));
         AgentHandle {
             shutdown,
             registered,
@@ -425,23 +425,15 @@ impl Agent {
         }
     }
 
-    /// Runs until `shutdown` resolves.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), AgentError> {
-        let (tx, rx) = watch::channel(false);
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let (reg_tx, _reg) = watch::channel(false);
-        let run = self.run_inner(rx, reg_tx);
-        tokio::pin!(run);
-        tokio::select! {
-            r = &mut run => return r,
-            _ = shutdown => {}
-        }
-        tx.send_replace(true);
-        run.await
+        self.run_inner(shutdown, reg_tx).await
     }
 
     async fn run_inner(
         self,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
         registered: watch::Sender<bool>,
     ) -> Result<(), AgentError> {
         if self.config.hollow_nodes > 0 && self.runtime.name() != "sim" {
@@ -494,7 +486,6 @@ impl Agent {
                 self.config.lease_ttl,
             );
             // Learn which cluster this is before touching anything on the node.
-            let mut outer = shutdown.clone();
             let cluster_id = tokio::select! {
                 r = cluster::resolve(
                     self.store.as_ref(),
@@ -503,7 +494,7 @@ impl Agent {
                     &nodes,
                     self.config.adopt_orphans,
                 ) => r?,
-                _ = outer.wait_for(|s| *s) => return Ok(()),
+                () = shutdown.cancelled() => return Ok(()),
             };
             tracing::info!(cluster = %cluster_id, "serving cluster");
             self.runtime.set_cluster(&cluster_id);
@@ -511,27 +502,17 @@ impl Agent {
             // must not run its tasks a second time.
             let lease = tokio::select! {
                 r = registrar.claim() => r?,
-                _ = outer.wait_for(|s| *s) => return Ok(()),
+                () = shutdown.cancelled() => return Ok(()),
             };
-            let (stop_tx, stop_rx) = watch::channel(false);
-            let stop_tx = Arc::new(stop_tx);
-            let forward = {
-                let stop_tx = stop_tx.clone();
-                let mut outer = shutdown.clone();
-                tokio::spawn(async move {
-                    let _ = outer.wait_for(|s| *s).await;
-                    stop_tx.send_replace(true);
-                })
-            };
-            let shutdown = stop_rx;
+            // Stops with the agent, or on its own when the node is taken by another agent.
+            let shutdown = shutdown.child_token();
             let reg = {
-                let stop_tx = stop_tx.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(
                     async move {
-                        let r = registrar.run(lease, shutdown, registered).await;
+                        let r = registrar.run(lease, shutdown.clone(), registered).await;
                         if r.is_err() {
-                            stop_tx.send_replace(true);
+                            shutdown.cancel();
                         }
                         r
                     }
@@ -574,7 +555,6 @@ impl Agent {
                 tracing::warn!("some task statuses could not be written before shutdown");
             }
             writer.abort();
-            forward.abort();
             if let Some(net) = net {
                 let _ = net.await;
             }

@@ -22,8 +22,9 @@ use std::time::Duration;
 use shoal_core::keys::Keys;
 use shoal_core::model::{self, Capacity, NodeInfo};
 use shoal_core::units::ByteSize;
-use shoal_store::{Compare, LeaseId, Store, StoreError, Txn, TxnOp};
+use shoal_store::{Backoff, Compare, LeaseId, Store, StoreError, Txn, TxnOp};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// CPUs and memory of this host: CPUs from the available parallelism, memory from
 /// `/proc/meminfo` (`MemTotal`).
@@ -145,15 +146,14 @@ impl Registrar {
     pub async fn claim(&self) -> Result<LeaseId, RegisterError> {
         let patience = self.ttl + self.ttl / 2;
         let mut held_since: Option<tokio::time::Instant> = None;
-        let mut delay = Duration::from_millis(200);
+        let mut delays = self.retry().delays();
         loop {
             let claim = match self.try_claim().await {
                 Ok(c) => c,
                 // An unreachable store is waited out (tasks already running keep running).
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot register the node; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min((self.ttl / 3).max(Duration::from_millis(200)));
+                    tokio::time::sleep(delays.next_delay()).await;
                     continue;
                 }
             };
@@ -182,6 +182,13 @@ impl Registrar {
                 }
             }
         }
+    }
+
+    /// Retries of a registration the store did not answer: from 200 ms up to a third of the
+    /// lease TTL (the keep-alive period).
+    fn retry(&self) -> Backoff {
+        let max = (self.ttl / 3).max(Duration::from_millis(200));
+        Backoff::new(Duration::from_millis(200), max)
     }
 
     /// Resolves when this agent's (first) node record is deleted. A watch that cannot be
@@ -277,16 +284,16 @@ impl Registrar {
         Ok(Claim::Ours(lease))
     }
 
-    /// Registers and keeps the lease alive until `shutdown` becomes true; `registered` turns
+    /// Registers and keeps the lease alive until `shutdown` is cancelled; `registered` turns
     /// true while the records are in the store under a live lease.
     pub async fn run(
         self,
         lease: LeaseId,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
         registered: watch::Sender<bool>,
     ) -> Result<(), RegisterError> {
         let period = self.ttl / 3;
-        let mut delay = Duration::from_millis(200);
+        let mut delays = self.retry().delays();
         let mut lease = Some(lease);
         loop {
             let lease_now = match lease.take() {
@@ -294,7 +301,7 @@ impl Registrar {
                 None => {
                     let claimed = tokio::select! {
                         r = self.claim() => r,
-                        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                        () = shutdown.cancelled() => return Ok(()),
                     };
                     match claimed {
                         Ok(l) => l,
@@ -305,17 +312,15 @@ impl Registrar {
                         Err(e) => {
                             registered.send_replace(false);
                             tracing::warn!(error = %e, "cannot register the node; retrying");
-                            tokio::select! {
-                                _ = tokio::time::sleep(delay) => {}
-                                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                            if !delays.sleep(&shutdown).await {
+                                return Ok(());
                             }
-                            delay = (delay * 2).min(period.max(Duration::from_millis(200)));
                             continue;
                         }
                     }
                 }
             };
-            delay = Duration::from_millis(200);
+            delays.reset();
             registered.send_replace(true);
             let gone = self.record_gone(period);
             tokio::pin!(gone);
@@ -330,7 +335,7 @@ impl Registrar {
                         registered.send_replace(false);
                         break;
                     }
-                    _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                    () = shutdown.cancelled() => return Ok(()),
                 }
                 let refresh = shoal_store::refresh_lease(
                     self.store.as_ref(),

@@ -32,9 +32,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable};
+use backon::Retryable;
 use shoal_core::keys::Keys;
 use shoal_core::model::{self, DesiredState, Health, Task, TaskState, TaskStatus, Timestamp};
+use shoal_store::retry::{Backoff, Delays};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -254,12 +255,11 @@ pub fn resume(
     .instrument(span)
 }
 
-fn backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
+/// Retries of runtime steps (pull, create, start, ...).
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+
+fn backoff() -> Delays {
+    RETRY.delays()
 }
 
 impl Runner {
@@ -358,7 +358,7 @@ impl Runner {
             return None;
         };
         // Retried more often than runtime steps: the task starts soon after the API is back.
-        let mut delays = backoff().with_max_delay(DELIVERY_RETRY_MAX).build();
+        let mut delays = RETRY.with_max(DELIVERY_RETRY_MAX).delays();
         loop {
             let res = tokio::select! {
                 r = delivery.deliver(task) => r,
@@ -386,7 +386,7 @@ impl Runner {
                 self.status.message = Some(message);
                 self.write();
             }
-            let delay = delays.next().unwrap_or(Duration::from_secs(30));
+            let delay = delays.next_delay();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 i = Self::interrupted(&mut self.control) => {

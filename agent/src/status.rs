@@ -10,10 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use shoal_core::keys::{Key, Keys};
-use shoal_store::{Compare, Store, StoreError, Txn, TxnOp};
+use shoal_store::{Backoff, Compare, Store, StoreError, Txn, TxnOp};
 use tokio::sync::mpsc;
 
 /// One request to the reporter.
@@ -140,7 +139,7 @@ async fn drop_deleted_tasks(
 async fn run(store: Arc<dyn Store>, keys: Keys, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut pending: BTreeMap<String, Write> = BTreeMap::new();
     let mut flushes: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
-    let mut delay = Duration::from_millis(100);
+    let mut delays = Backoff::STORE.delays();
     loop {
         if pending.is_empty() {
             for f in flushes.drain(..) {
@@ -172,7 +171,7 @@ async fn run(store: Arc<dyn Store>, keys: Keys, mut rx: mpsc::UnboundedReceiver<
         match res {
             Ok(false) => {}
             Ok(true) => {
-                delay = Duration::from_millis(100);
+                delays.reset();
                 for (k, w) in batch {
                     // Only drop what was written: a newer value queued meanwhile stays.
                     if pending.get(&k) == Some(&w) {
@@ -182,9 +181,8 @@ async fn run(store: Arc<dyn Store>, keys: Keys, mut rx: mpsc::UnboundedReceiver<
             }
             Err(e) => {
                 tracing::warn!(error = %e, pending = pending.len(), "cannot write task statuses; retrying");
-                let sleep = tokio::time::sleep(delay);
+                let sleep = tokio::time::sleep(delays.next_delay());
                 tokio::pin!(sleep);
-                delay = (delay * 2).min(Duration::from_secs(5));
                 // Keep absorbing while waiting so memory stays one record per task.
                 loop {
                     tokio::select! {

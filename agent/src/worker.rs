@@ -3,9 +3,11 @@
 //! desired-state changes and deletions on, and adopts the containers the runtime already runs
 //! when the agent starts.
 //!
-//! The watch is the reflector pattern: list, then watch from the list's revision + 1; on
-//! compaction or a broken stream, list again. While the store is unreachable nothing is
-//! stopped: runners keep their tasks and the worker catches up when the store returns.
+//! The assignments come from the store's [`reflector`]: a list (again after the watch fell
+//! behind compaction), then every change. With each list the worker also reads the nodes'
+//! task statuses (a new runner starts from its task's last status) and deletes those left
+//! without an assignment. While the store is unreachable nothing is stopped: runners keep
+//! their tasks and the worker catches up when the store returns.
 //!
 //! On a runtime that reports exits itself (sim), runners of simply running tasks park (see
 //! [`runner`](crate::runner)): the worker keeps their compact record and resumes a runner when
@@ -25,8 +27,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use shoal_core::keys::{Key, Keys};
 use shoal_core::model::{self, DesiredState, Task, TaskStatus};
-use shoal_store::{ListResult, Store, StoreError, WatchEvent};
+use shoal_store::reflector::{self, Event};
+use shoal_store::{Backoff, ListResult, Revision, Store};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use tracing::Instrument;
 
@@ -148,12 +152,8 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     }
 }
 
-async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = shutdown.wait_for(|s| *s) => true,
-    }
-}
+/// An assignment as listed or watched: key, raw value, revision.
+type Assignment = (String, Vec<u8>, Revision);
 
 impl Worker {
     /// A worker for `nodes`.
@@ -242,9 +242,9 @@ impl Worker {
         }
     }
 
-    /// Runs until `shutdown` becomes true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let Some(existing) = self.list_runtime(&mut shutdown).await else {
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let Some(existing) = self.list_runtime(&shutdown).await else {
             return;
         };
         if let Some(delivery) = &self.ctx.delivery {
@@ -279,133 +279,109 @@ impl Worker {
         let Some(mut side) = self.side.take() else {
             return;
         };
-        let store = self.store.clone();
+        let mut batches = reflector::batches(self.store.clone(), &tasks_prefix, |_, v| v.to_vec());
         let mut first = true;
-        let mut delay = Duration::from_millis(200);
         loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            let listed = async {
-                let tasks = store.list(&tasks_prefix).await?;
-                let statuses = store.list(&status_prefix).await?;
-                Ok::<_, StoreError>((tasks, statuses))
-            };
-            let mut sd = shutdown.clone();
-            let listed = self
+            let next = self
                 .serve(&mut side, async {
                     tokio::select! {
-                        r = listed => Some(r),
-                        _ = sd.wait_for(|s| *s) => None,
+                        batch = batches.next() => batch,
+                        () = shutdown.cancelled() => None,
                     }
                 })
                 .await;
-            let Some(listed) = listed else {
+            let Some(batch) = next else {
+                if !shutdown.is_cancelled() {
+                    tracing::error!("the assignment watch ended; the worker stops");
+                }
                 return;
             };
-            let (tasks, statuses) = match listed {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list assignments; tasks keep running, retrying");
-                    if self
-                        .serve(&mut side, sleep_or_shutdown(delay, &mut shutdown))
-                        .await
-                    {
-                        return;
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            delay = Duration::from_millis(200);
-            let revision = tasks.revision;
-            self.apply_list(tasks, statuses);
-            if first {
-                first = false;
-                for (_, ex) in std::mem::take(&mut self.adoptable) {
-                    if !self.ours(&ex) {
-                        continue;
-                    }
-                    tracing::info!(task = %ex.task_id, container = %ex.handle.id, "removing a container whose task is no longer assigned");
-                    if let Some(delivery) = &self.ctx.delivery {
-                        delivery.discard(&ex.node_id, &ex.task_id);
-                    }
-                    self.remove_orphan(ex.task_id, ex.handle);
-                }
-                if let (Some(ready), Some(registrar)) =
-                    (self.discovery_ready.take(), self.ctx.discovery.clone())
-                {
-                    let live = std::mem::take(&mut self.live);
-                    tokio::spawn(
-                        crate::discovery::clean_up_stale(registrar, live, ready, shutdown.clone())
-                            .in_current_span(),
-                    );
-                }
-            }
-            let mut sd = shutdown.clone();
-            let watched = self
-                .serve(&mut side, async {
-                    tokio::select! {
-                        r = store.watch(&tasks_prefix, revision + 1) => Some(r),
-                        _ = sd.wait_for(|s| *s) => None,
-                    }
-                })
-                .await;
-            let mut stream = match watched {
-                None => return,
-                Some(Ok(s)) => s,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot watch assignments; retrying");
-                    if self
-                        .serve(&mut side, sleep_or_shutdown(delay, &mut shutdown))
-                        .await
-                    {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            loop {
-                let mut sd = shutdown.clone();
-                let next = self
-                    .serve(&mut side, async {
-                        tokio::select! {
-                            n = stream.next() => Some(n),
-                            _ = sd.wait_for(|s| *s) => None,
-                        }
-                    })
-                    .await;
-                let Some(next) = next else {
-                    return;
-                };
-                match next {
-                    Some(Ok(batch)) => {
-                        for ev in batch.events {
-                            self.apply_event(ev);
-                        }
-                    }
-                    Some(Err(StoreError::Compacted { .. })) => {
-                        tracing::info!("assignment watch fell behind compaction; listing again");
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "assignment watch failed; listing again");
-                        if self
-                            .serve(&mut side, sleep_or_shutdown(delay, &mut shutdown))
+            for event in batch.events {
+                match event {
+                    Event::Init(tasks) => {
+                        let Some(statuses) = self
+                            .list_statuses(&mut side, &status_prefix, &shutdown)
                             .await
-                        {
+                        else {
                             return;
+                        };
+                        self.apply_list(tasks, statuses);
+                        if std::mem::take(&mut first) {
+                            self.after_first_list(&shutdown);
                         }
-                        break;
                     }
-                    None => break,
+                    Event::Apply(key, value, _) => {
+                        if let Some(id) = self.parse_task_key(&key) {
+                            self.apply_put(id, &key, &value, None);
+                        }
+                    }
+                    Event::Delete(key, _) => {
+                        if let Some(id) = self.parse_task_key(&key) {
+                            self.delete(&id);
+                        }
+                    }
                 }
             }
         }
     }
 
-    async fn list_runtime(&self, shutdown: &mut watch::Receiver<bool>) -> Option<Vec<Existing>> {
-        let mut delay = Duration::from_millis(200);
+    /// Reads the nodes' task statuses (with each list of assignments), retrying with backoff
+    /// while serving the side channels; `None` on shutdown.
+    async fn list_statuses(
+        &mut self,
+        side: &mut Side,
+        prefix: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<ListResult> {
+        let store = self.store.clone();
+        let mut delays = Backoff::STORE.delays();
+        loop {
+            let listed = self
+                .serve(side, async {
+                    tokio::select! {
+                        listed = store.list(prefix) => Some(listed),
+                        () = shutdown.cancelled() => None,
+                    }
+                })
+                .await?;
+            match listed {
+                Ok(statuses) => return Some(statuses),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list task statuses; tasks keep running, retrying");
+                    if !self.serve(side, delays.sleep(shutdown)).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Once the first list is applied: removes the containers of tasks no longer assigned and
+    /// starts the cleanup of stale Consul registrations.
+    fn after_first_list(&mut self, shutdown: &CancellationToken) {
+        for (_, ex) in std::mem::take(&mut self.adoptable) {
+            if !self.ours(&ex) {
+                continue;
+            }
+            tracing::info!(task = %ex.task_id, container = %ex.handle.id, "removing a container whose task is no longer assigned");
+            if let Some(delivery) = &self.ctx.delivery {
+                delivery.discard(&ex.node_id, &ex.task_id);
+            }
+            self.remove_orphan(ex.task_id, ex.handle);
+        }
+        if let (Some(ready), Some(registrar)) =
+            (self.discovery_ready.take(), self.ctx.discovery.clone())
+        {
+            let live = std::mem::take(&mut self.live);
+            tokio::spawn(
+                crate::discovery::clean_up_stale(registrar, live, ready, shutdown.clone())
+                    .in_current_span(),
+            );
+        }
+    }
+
+    async fn list_runtime(&self, shutdown: &CancellationToken) -> Option<Vec<Existing>> {
+        let mut delays = Backoff::new(Duration::from_millis(200), Duration::from_secs(5)).delays();
         loop {
             match self.ctx.runtime.list(&self.nodes).await {
                 Ok(v) => return Some(v),
@@ -415,10 +391,9 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list the runtime's tasks; retrying");
-                    if sleep_or_shutdown(delay, shutdown).await {
+                    if !delays.sleep(shutdown).await {
                         return None;
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -431,7 +406,7 @@ impl Worker {
         }
     }
 
-    fn apply_list(&mut self, tasks: ListResult, statuses: ListResult) {
+    fn apply_list(&mut self, tasks: Vec<Assignment>, statuses: ListResult) {
         let mut prior: BTreeMap<(String, String), TaskStatus> = BTreeMap::new();
         for kv in statuses.kvs {
             if let Some(Key::TaskStatus { node, task }) = self.keys.parse(&kv.key) {
@@ -449,8 +424,8 @@ impl Worker {
             }
         }
         let mut seen = BTreeSet::new();
-        for kv in tasks.kvs {
-            let Some(id) = self.parse_task_key(&kv.key) else {
+        for (key, value, _) in tasks {
+            let Some(id) = self.parse_task_key(&key) else {
                 continue;
             };
             seen.insert(id.clone());
@@ -459,7 +434,7 @@ impl Worker {
             {
                 self.live.insert(id.1.clone());
             }
-            self.apply_put(id, &kv.key, &kv.value, st);
+            self.apply_put(id, &key, &value, st);
         }
         // Statuses left without an assignment (their task was deleted while this agent was
         // away, or by an older controller that did not leave them to the agent): the agent is
@@ -476,21 +451,6 @@ impl Worker {
             .collect();
         for id in gone {
             self.delete(&id);
-        }
-    }
-
-    fn apply_event(&mut self, ev: WatchEvent) {
-        match ev {
-            WatchEvent::Put(kv) => {
-                if let Some(id) = self.parse_task_key(&kv.key) {
-                    self.apply_put(id, &kv.key, &kv.value, None);
-                }
-            }
-            WatchEvent::Delete { key, .. } => {
-                if let Some(id) = self.parse_task_key(&key) {
-                    self.delete(&id);
-                }
-            }
         }
     }
 

@@ -287,8 +287,8 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
     let nodes = shoal_agent::node::hollow_ids("h", 10).into_iter().collect();
     let worker = Worker::new(ts.store.clone(), ts.keys.clone(), nodes, ctx);
     let stats = worker.stats();
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let join = tokio::spawn(worker.run(shutdown));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let join = tokio::spawn(worker.run(stop.clone()));
 
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -330,7 +330,7 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
     })
     .await;
     eventually("the others stay parked", || async { stats.parked() == 197 }).await;
-    stop.send_replace(true);
+    stop.cancel();
     join.await.expect("worker ends");
 }
 
@@ -503,9 +503,12 @@ async fn a_second_agent_with_the_same_node_id_gives_up_naming_the_holder() {
     reg.wait_for(|r| *r).await.unwrap();
     let started = std::time::Instant::now();
     let second = agent_as(&ts, "n1", "instance-b", ttl);
-    let result = tokio::time::timeout(Duration::from_secs(60), second.run(std::future::pending()))
-        .await
-        .expect("the second agent gives up");
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        second.run(tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("the second agent gives up");
     println!("second agent gave up after {:?}", started.elapsed());
     let err = result
         .expect_err("the second agent must not run")
@@ -547,7 +550,7 @@ async fn a_restarted_agent_takes_its_registration_back_at_once() {
 async fn a_node_id_that_is_not_a_dns_label_is_refused() {
     let ts = store().await;
     let err = agent_as(&ts, "a/b", "i", Duration::from_secs(2))
-        .run(std::future::pending())
+        .run(tokio_util::sync::CancellationToken::new())
         .await
         .expect_err("refused")
         .to_string();
@@ -594,7 +597,7 @@ async fn containers_of_another_cluster_are_never_removed() {
         cfg.clone(),
         rt.clone(),
     )
-    .run(std::future::pending())
+    .run(tokio_util::sync::CancellationToken::new())
     .await
     .expect_err("refuses an empty store")
     .to_string();

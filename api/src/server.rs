@@ -177,17 +177,15 @@ async fn serve_cleartext(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let stopped = stopping.clone();
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
         shutdown.await;
-        let _ = stopping.send(());
+        stopping.cancel();
     });
     let grace = async {
-        if stopped.await.is_ok() {
-            tokio::time::sleep(GRACE).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
+        stopped.cancelled().await;
+        tokio::time::sleep(GRACE).await;
     };
     tokio::select! {
         done = server.into_future() => done,

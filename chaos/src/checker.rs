@@ -210,7 +210,7 @@ impl Checker {
                 st.events += 1;
                 self.apply(&mut st, &k, Some(&v), true);
             }
-            Event::Delete(k) => {
+            Event::Delete(k, _) => {
                 st.events += 1;
                 self.apply(&mut st, &k, None, true);
             }

@@ -12,10 +12,10 @@
 //! # async fn demo(store: std::sync::Arc<dyn shoal_store::Store>) {
 //! use shoal_controller::{Controller, ControllerConfig};
 //! let controller = Controller::new(store, shoal_core::Keys::default(), ControllerConfig::default());
-//! let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-//! let handle = tokio::spawn(controller.run(async move { let _ = rx.await; }));
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! let handle = tokio::spawn(controller.run(stop.clone()));
 //! // ... later:
-//! let _ = tx.send(());
+//! stop.cancel();
 //! let _ = handle.await;
 //! # }
 //! ```

@@ -194,8 +194,8 @@ impl Store for MoveFenceFirst {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_in_flight_while_the_leader_moves_its_fence_is_retried_not_taken_for_a_lost_lead() {
     let env = Env::embedded().await;
-    let (_tx, mut stop) = tokio::sync::watch::channel(false);
-    let leader = campaign(&env.store, &env.keys, "c1", TTL, &mut stop)
+    let stop = tokio_util::sync::CancellationToken::new();
+    let leader = campaign(&env.store, &env.keys, "c1", TTL, &stop)
         .await
         .unwrap()
         .expect("won");

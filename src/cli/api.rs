@@ -108,6 +108,6 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         "http"
     };
     println!("shoal api listening on {scheme}://{addr}");
-    shoal_api::server::serve_with(state, listener, options, stop).await?;
+    shoal_api::server::serve_with(state, listener, options, stop.cancelled_owned()).await?;
     Ok(ExitCode::SUCCESS)
 }

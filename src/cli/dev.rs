@@ -158,11 +158,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     let controller = Controller::new(store.clone(), keys.clone(), ControllerConfig::default());
     controller.metrics().register(&mut registry);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let controller_task = tokio::spawn(controller.run(stopped(stop_rx.clone())));
+    let controller_task = tokio::spawn(controller.run(stop.clone()));
 
     let state = ApiState::new(store.clone(), keys.clone())
         .with_registry(Arc::new(registry))
@@ -176,11 +172,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             None => String::new(),
         }
     );
-    let api_task = tokio::spawn(shoal_api::serve_listener(state, listener, stopped(stop_rx)));
+    let api_task = tokio::spawn(shoal_api::serve_listener(
+        state,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
 
-    stop.await;
+    stop.cancelled().await;
     tracing::info!("shoal dev: stopping (tasks keep running; they are adopted on the next start)");
-    stop_tx.send_replace(true);
     let _ = api_task.await;
     match controller_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "controller stopped with an error"),

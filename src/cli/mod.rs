@@ -144,14 +144,16 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM.
+pub fn shutdown_signal() -> tokio_util::sync::CancellationToken {
     use tokio::signal::unix::{SignalKind, signal};
     // Registered now, not when first awaited: a signal that arrives while the process is still
     // starting is not lost (nor left to the default action, which kills it).
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    async move {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
         match (term, int) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
@@ -163,7 +165,9 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
-    }
+        token.cancel();
+    });
+    stop
 }
 
 /// Serves `/metrics` and `/healthz` on `addr`, if given, in the background.

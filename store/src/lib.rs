@@ -10,11 +10,13 @@ pub mod consul;
 pub mod embedded;
 pub mod etcd;
 pub mod reflector;
+pub mod retry;
 pub mod url;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use etcd::{Credentials, EtcdOptions, EtcdStore, EtcdTls};
 pub use reflector::{Reader, Reflector};
+pub use retry::Backoff;
 pub use url::{StoreOptions, open_etcd, open_store, open_store_with, redact_url};
 
 use std::pin::Pin;

@@ -1,11 +1,15 @@
 //! Typed watchers and reflector caches over a [`Store`] prefix (kube-runtime's ideas, not its
-//! code).
+//! code). Every component that follows the store runs on them: the controller's cache, the
+//! agent's assignments and its service networking.
 //!
-//! [`watcher`] lists a prefix, then watches from the list's revision + 1, decoding every value
-//! with a caller-supplied function. It emits [`Event::Init`] with the full list (which
-//! replaces whatever came before), then [`Event::Apply`] and [`Event::Delete`]. When the watch
-//! falls behind compaction it lists again and emits a new `Init`; other failures are retried
-//! with backoff and jitter, resuming from the last revision seen.
+//! [`batches`] lists a prefix, then watches from the list's revision + 1, decoding every value
+//! with a caller-supplied function. It delivers [`Batch`]es: first one holding an
+//! [`Event::Init`] with the full list (which replaces whatever came before), then one per
+//! watch response with its [`Event::Apply`] and [`Event::Delete`] events, each batch with the
+//! store revision it brings the watcher up to. When the watch falls behind compaction it
+//! lists again and delivers a new `Init`; other failures are retried with
+//! [`Backoff::STORE`], resuming from the last revision seen (nothing is missed or repeated).
+//! [`watcher`] is the same, one event at a time.
 //!
 //! Decoding is infallible from the watcher's point of view: a caller that can meet invalid
 //! values (a manifest written with `etcdctl put`) decodes to a `Result`, so invalid values
@@ -19,14 +23,13 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{Stream, StreamExt};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
+use crate::retry::Backoff;
 use crate::{Revision, Store, StoreError, WatchEvent};
 
 /// One change seen by a [`watcher`].
@@ -35,62 +38,118 @@ pub enum Event<T> {
     /// A full list of the prefix (key, value, mod revision), sorted by key. It replaces
     /// everything seen before.
     Init(Vec<(String, T, Revision)>),
-    /// A key was created or updated.
+    /// A key was created or updated (at the given revision).
     Apply(String, T, Revision),
-    /// A key was deleted.
-    Delete(String),
+    /// A key was deleted (at the given revision).
+    Delete(String, Revision),
 }
 
-/// A watcher event with the store revision it brings the watcher up to.
-type Revisioned<T> = (Event<T>, Revision);
+/// The events of one store step, with the store revision the watcher is up to after them:
+/// a list (one [`Event::Init`], alone in its batch) or one watch response (its `Apply` and
+/// `Delete` events, in store order). A consumer that applies a whole batch has seen every
+/// change up to `revision`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch<T> {
+    /// The events, in order.
+    pub events: Vec<Event<T>>,
+    /// The store revision reached: the list's revision, or the watch response's.
+    pub revision: Revision,
+}
 
 /// A stream of decoded events for one prefix; it never ends on its own.
 pub type EventStream<T> = Pin<Box<dyn Stream<Item = Event<T>> + Send>>;
+
+/// A stream of decoded batches for one prefix; it never ends on its own.
+pub type BatchStream<T> = Pin<Box<dyn Stream<Item = Batch<T>> + Send>>;
 
 /// Decodes a raw value; infallible here (decode into a `Result` to keep invalid values).
 pub trait Decode<T>: Fn(&str, &[u8]) -> T + Send + Sync + 'static {}
 
 impl<T, F: Fn(&str, &[u8]) -> T + Send + Sync + 'static> Decode<T> for F {}
 
-fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-/// Watches `prefix` of `store`, decoding values with `decode`. See the module docs.
+/// Watches `prefix` of `store` one event at a time. See the module docs.
 pub fn watcher<T, D>(store: Arc<dyn Store>, prefix: &str, decode: D) -> EventStream<T>
 where
     T: Send + 'static,
     D: Decode<T>,
 {
-    Box::pin(revisioned(store, prefix.to_string(), decode).map(|(event, _)| event))
+    Box::pin(batches(store, prefix, decode).flat_map(|batch| futures::stream::iter(batch.events)))
 }
 
-fn revisioned<T, D>(
-    store: Arc<dyn Store>,
-    prefix: String,
-    decode: D,
-) -> ReceiverStream<Revisioned<T>>
+/// Watches `prefix` of `store` one store step at a time. See the module docs. The background
+/// task stops when the stream is dropped.
+pub fn batches<T, D>(store: Arc<dyn Store>, prefix: &str, decode: D) -> BatchStream<T>
 where
     T: Send + 'static,
     D: Decode<T>,
 {
+    let prefix = prefix.to_string();
     let (tx, rx) = mpsc::channel(64);
     let span = tracing::info_span!("reflector", prefix = %prefix, backend = store.backend());
     tokio::spawn(run_watcher(store, prefix, decode, tx).instrument(span));
-    ReceiverStream::new(rx)
+    Box::pin(ReceiverStream::new(rx))
 }
 
 /// Sleeps for the next backoff delay; false when the consumer went away meanwhile.
-async fn pause<T>(delays: &mut impl Iterator<Item = Duration>, tx: &mpsc::Sender<T>) -> bool {
-    let delay = delays.next().unwrap_or(Duration::from_secs(10));
+async fn pause<T>(delays: &mut crate::retry::Delays, tx: &mpsc::Sender<T>) -> bool {
     tokio::select! {
-        () = tokio::time::sleep(delay) => true,
+        () = tokio::time::sleep(delays.next_delay()) => true,
         () = tx.closed() => false,
+    }
+}
+
+/// Lists `prefix` into an `Init` batch, retrying with backoff; `None` when the consumer went
+/// away.
+async fn list<T, D: Decode<T>>(
+    store: &dyn Store,
+    prefix: &str,
+    decode: &D,
+    delays: &mut crate::retry::Delays,
+    tx: &mpsc::Sender<Batch<T>>,
+) -> Option<Batch<T>> {
+    loop {
+        match store.list(prefix).await {
+            Ok(list) => {
+                let items = list
+                    .kvs
+                    .into_iter()
+                    .map(|kv| {
+                        let value = decode(&kv.key, &kv.value);
+                        (kv.key, value, kv.mod_revision)
+                    })
+                    .collect();
+                tracing::debug!(revision = list.revision, "listed");
+                return Some(Batch {
+                    events: vec![Event::Init(items)],
+                    revision: list.revision,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listing failed; retrying");
+                if !pause(delays, tx).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes one watch response into a batch.
+fn decode_batch<T, D: Decode<T>>(decode: &D, batch: crate::WatchBatch) -> Batch<T> {
+    let events = batch
+        .events
+        .into_iter()
+        .map(|event| match event {
+            WatchEvent::Put(kv) => {
+                let value = decode(&kv.key, &kv.value);
+                Event::Apply(kv.key, value, kv.mod_revision)
+            }
+            WatchEvent::Delete { key, mod_revision } => Event::Delete(key, mod_revision),
+        })
+        .collect();
+    Batch {
+        events,
+        revision: batch.revision,
     }
 }
 
@@ -98,36 +157,20 @@ async fn run_watcher<T, D>(
     store: Arc<dyn Store>,
     prefix: String,
     decode: D,
-    tx: mpsc::Sender<Revisioned<T>>,
+    tx: mpsc::Sender<Batch<T>>,
 ) where
     T: Send + 'static,
     D: Decode<T>,
 {
-    let mut delays = backoff();
+    let mut delays = Backoff::STORE.delays();
     'relist: loop {
-        let list = match store.list(&prefix).await {
-            Ok(list) => list,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing failed; retrying");
-                if !pause(&mut delays, &tx).await {
-                    return;
-                }
-                continue 'relist;
-            }
+        let Some(listed) = list(store.as_ref(), &prefix, &decode, &mut delays, &tx).await else {
+            return;
         };
-        let items = list
-            .kvs
-            .into_iter()
-            .map(|kv| {
-                let value = decode(&kv.key, &kv.value);
-                (kv.key, value, kv.mod_revision)
-            })
-            .collect();
-        let mut revision = list.revision;
-        if tx.send((Event::Init(items), revision)).await.is_err() {
+        let mut revision = listed.revision;
+        if tx.send(listed).await.is_err() {
             return;
         }
-        tracing::debug!(revision, "listed");
         loop {
             let mut stream = match store.watch(&prefix, revision + 1).await {
                 Ok(stream) => stream,
@@ -146,20 +189,12 @@ async fn run_watcher<T, D>(
                 };
                 match item {
                     Some(Ok(batch)) => {
-                        delays = backoff();
-                        for event in batch.events {
-                            let out = match event {
-                                WatchEvent::Put(kv) => {
-                                    let value = decode(&kv.key, &kv.value);
-                                    Event::Apply(kv.key, value, kv.mod_revision)
-                                }
-                                WatchEvent::Delete { key, .. } => Event::Delete(key),
-                            };
-                            if tx.send((out, batch.revision)).await.is_err() {
-                                return;
-                            }
+                        delays.reset();
+                        let reached = batch.revision;
+                        if tx.send(decode_batch(&decode, batch)).await.is_err() {
+                            return;
                         }
-                        revision = revision.max(batch.revision);
+                        revision = revision.max(reached);
                     }
                     Some(Err(StoreError::Compacted {
                         requested,
@@ -339,7 +374,7 @@ impl<T> Reader<T> {
         self.shared.changes.subscribe()
     }
 
-    fn apply(&self, event: Event<T>, revision: Revision) {
+    fn apply(&self, batch: Batch<T>) {
         let mut changes = Vec::new();
         {
             let mut map = self
@@ -347,54 +382,13 @@ impl<T> Reader<T> {
                 .map
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match event {
-                Event::Init(items) => {
-                    let fresh: BTreeMap<String, Entry<T>> = items
-                        .into_iter()
-                        .map(|(k, v, rev)| {
-                            (
-                                k,
-                                Entry {
-                                    value: Arc::new(v),
-                                    mod_revision: rev,
-                                },
-                            )
-                        })
-                        .collect();
-                    for (key, old) in map.iter() {
-                        match fresh.get(key) {
-                            None => changes.push(Change::Deleted(key.clone())),
-                            Some(new) if new.mod_revision != old.mod_revision => {
-                                changes.push(Change::Applied(key.clone()));
-                            }
-                            Some(_) => {}
-                        }
-                    }
-                    for key in fresh.keys() {
-                        if !map.contains_key(key) {
-                            changes.push(Change::Applied(key.clone()));
-                        }
-                    }
-                    *map = fresh;
-                }
-                Event::Apply(key, value, rev) => {
-                    map.insert(
-                        key.clone(),
-                        Entry {
-                            value: Arc::new(value),
-                            mod_revision: rev,
-                        },
-                    );
-                    changes.push(Change::Applied(key));
-                }
-                Event::Delete(key) => {
-                    if map.remove(&key).is_some() {
-                        changes.push(Change::Deleted(key));
-                    }
-                }
+            for event in batch.events {
+                Self::apply_event(&mut map, event, &mut changes);
             }
         }
-        self.shared.revision.fetch_max(revision, Ordering::AcqRel);
+        self.shared
+            .revision
+            .fetch_max(batch.revision, Ordering::AcqRel);
         changes.sort_by(|a, b| a.key().cmp(b.key()));
         for change in changes {
             // No subscriber is fine.
@@ -405,6 +399,59 @@ impl<T> Reader<T> {
         self.shared
             .ready
             .send_if_modified(|ready| !std::mem::replace(ready, true));
+    }
+
+    fn apply_event(
+        map: &mut BTreeMap<String, Entry<T>>,
+        event: Event<T>,
+        changes: &mut Vec<Change>,
+    ) {
+        match event {
+            Event::Init(items) => {
+                let fresh: BTreeMap<String, Entry<T>> = items
+                    .into_iter()
+                    .map(|(k, v, rev)| {
+                        (
+                            k,
+                            Entry {
+                                value: Arc::new(v),
+                                mod_revision: rev,
+                            },
+                        )
+                    })
+                    .collect();
+                for (key, old) in map.iter() {
+                    match fresh.get(key) {
+                        None => changes.push(Change::Deleted(key.clone())),
+                        Some(new) if new.mod_revision != old.mod_revision => {
+                            changes.push(Change::Applied(key.clone()));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for key in fresh.keys() {
+                    if !map.contains_key(key) {
+                        changes.push(Change::Applied(key.clone()));
+                    }
+                }
+                *map = fresh;
+            }
+            Event::Apply(key, value, rev) => {
+                map.insert(
+                    key.clone(),
+                    Entry {
+                        value: Arc::new(value),
+                        mod_revision: rev,
+                    },
+                );
+                changes.push(Change::Applied(key));
+            }
+            Event::Delete(key, _) => {
+                if map.remove(&key).is_some() {
+                    changes.push(Change::Deleted(key));
+                }
+            }
+        }
     }
 }
 
@@ -427,10 +474,10 @@ impl<T: Send + Sync + 'static> Reflector<T> {
     pub fn spawn<D: Decode<T>>(store: Arc<dyn Store>, prefix: &str, decode: D) -> Self {
         let reader = Reader::new();
         let writer = reader.clone();
-        let mut events = revisioned(store, prefix.to_string(), decode);
+        let mut stream = batches(store, prefix, decode);
         let task = tokio::spawn(async move {
-            while let Some((event, revision)) = events.next().await {
-                writer.apply(event, revision);
+            while let Some(batch) = stream.next().await {
+                writer.apply(batch);
             }
         });
         Self { reader, task }
@@ -456,10 +503,14 @@ mod tests {
     fn init_reports_changed_keys_in_order() {
         let reader: Reader<u32> = Reader::new();
         let mut changes = reader.subscribe();
-        reader.apply(Event::Init(vec![("b".into(), 1, 2), ("a".into(), 1, 3)]), 3);
+        let init = |items, revision| Batch {
+            events: vec![Event::Init(items)],
+            revision,
+        };
+        reader.apply(init(vec![("b".into(), 1, 2), ("a".into(), 1, 3)], 3));
         assert!(reader.is_ready());
         assert_eq!(reader.keys(), ["a", "b"]);
-        reader.apply(Event::Init(vec![("a".into(), 1, 3), ("c".into(), 5, 9)]), 9);
+        reader.apply(init(vec![("a".into(), 1, 3), ("c".into(), 5, 9)], 9));
         let got: Vec<Change> = std::iter::from_fn(|| changes.try_recv().ok()).collect();
         assert_eq!(
             got,

@@ -14,7 +14,7 @@ use shoal_core::Keys;
 use shoal_store::consul::ConsulStore;
 use shoal_store::{Store, TxnOp};
 use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 const TTL: Duration = Duration::from_secs(10);
 /// The fake's clock runs this many times slower than real time (0.5: twice as fast).
@@ -49,8 +49,8 @@ async fn a_standby_takes_over_when_the_leaders_session_expires_and_old_writes_ar
     let a = store(&fake).await;
     let b = store(&fake).await;
 
-    let (_stop_a, mut rx_a) = watch::channel(false);
-    let leader = campaign(&a, &keys, "controller-a", TTL, &mut rx_a)
+    let stop_a = CancellationToken::new();
+    let leader = campaign(&a, &keys, "controller-a", TTL, &stop_a)
         .await
         .expect("campaign")
         .expect("controller-a leads");
@@ -58,11 +58,11 @@ async fn a_standby_takes_over_when_the_leaders_session_expires_and_old_writes_ar
     assert!(String::from_utf8_lossy(&record.value).contains("controller-a"));
 
     // The standby campaigns in the background: it must not win while the leader lives.
-    let (_stop_b, mut rx_b) = watch::channel(false);
+    let stop_b = CancellationToken::new();
     let keys_b = keys.clone();
     let b2 = b.clone();
     let standby =
-        tokio::spawn(async move { campaign(&b2, &keys_b, "controller-b", TTL, &mut rx_b).await });
+        tokio::spawn(async move { campaign(&b2, &keys_b, "controller-b", TTL, &stop_b).await });
     // Watch for longer than a session lives unrenewed: the leader's session is still the one it
     // was elected with, so it was renewed, and the standby never won meanwhile.
     let sessions = fake.sessions();

@@ -97,3 +97,9 @@ async fn reflector_relists_after_compaction() {
     let mut h = EmbeddedHarness::new().await;
     conformance::reflector_relists_after_compaction(&mut h).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_batches_reach_revisions() {
+    let mut h = EmbeddedHarness::new().await;
+    conformance::reflector_batches_reach_revisions(&mut h).await;
+}

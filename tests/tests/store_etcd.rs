@@ -99,6 +99,12 @@ async fn reflector_relists_after_compaction() {
     conformance::reflector_relists_after_compaction(&mut h).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_batches_reach_revisions() {
+    let mut h = EtcdHarness::new().await;
+    conformance::reflector_batches_reach_revisions(&mut h).await;
+}
+
 /// A dead etcd answers `Unavailable` (within the client's timeouts) instead of hanging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_etcd_is_unavailable() {

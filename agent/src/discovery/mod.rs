@@ -22,8 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use shoal_core::model::{PortBinding, Task};
+use shoal_store::Backoff;
 use shoal_store::consul::{AgentServiceCheck, AgentServiceRegistration, ConsulClient, ConsulError};
 
 /// Meta key naming the Shoal service (`ns/name`) of a registration.
@@ -226,16 +228,16 @@ impl ConsulRegistrar {
 }
 
 /// Removes this node's stale registrations (those whose ID is not in `running`), retrying
-/// with backoff until Consul answers or `shutdown` turns true, then opens `ready` so the
+/// with backoff until Consul answers or `shutdown` is cancelled, then opens `ready` so the
 /// tasks' registrations may go ahead, and from then on keeps Consul's registrations in line
 /// with the tasks ([`sync::keep_in_sync`]) until `shutdown`.
 pub async fn clean_up_stale(
     registrar: Arc<ConsulRegistrar>,
     running: BTreeSet<String>,
     ready: watch::Sender<bool>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(200);
+    let mut delays = Backoff::new(Duration::from_millis(200), Duration::from_secs(30)).delays();
     loop {
         match registrar.remove_stale(&running).await {
             Ok(removed) => {
@@ -247,12 +249,10 @@ pub async fn clean_up_stale(
                 break;
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot clean up stale consul registrations; retrying (tasks are not affected)");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.wait_for(|s| *s) => break,
+                tracing::warn!(error = %e, "cannot clean up stale consul registrations; retrying (tasks are not affected)");
+                if !delays.sleep(&shutdown).await {
+                    break;
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }

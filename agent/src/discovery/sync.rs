@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{ConsulRegistrar, DiscoveryError};
 
@@ -63,14 +63,14 @@ impl ConsulRegistrar {
     }
 }
 
-/// Runs [`ConsulRegistrar::sync`] every sync interval until `shutdown` turns true; a pass
+/// Runs [`ConsulRegistrar::sync`] every sync interval until `shutdown` is cancelled; a pass
 /// that fails (Consul unreachable) is tried again at the next interval.
-pub async fn keep_in_sync(registrar: Arc<ConsulRegistrar>, mut shutdown: watch::Receiver<bool>) {
+pub async fn keep_in_sync(registrar: Arc<ConsulRegistrar>, shutdown: CancellationToken) {
     let interval = registrar.sync_interval;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            () = shutdown.cancelled() => return,
         }
         match registrar.sync().await {
             Ok(r) if r.registered.is_empty() && r.removed.is_empty() => {

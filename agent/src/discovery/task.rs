@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::model::{PortBinding, Task};
+use shoal_store::Backoff;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -25,8 +26,8 @@ pub const DEREGISTER_WAIT: Duration = Duration::from_secs(5);
 /// clean up.
 const ORPHAN_DEREGISTER_ATTEMPTS: u32 = 25;
 
-const MIN_RETRY: Duration = Duration::from_millis(200);
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Retries of a registration or deregistration Consul refused.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
 
 /// What the runner wants Consul to hold for its task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +134,7 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self) {
-        let mut delay = MIN_RETRY;
+        let mut delays = RETRY.delays();
         let mut orphan_attempts = 0u32;
         loop {
             let want = self.want.borrow_and_update().clone();
@@ -180,12 +181,11 @@ impl Worker {
             };
             match result {
                 Some(Ok(())) => {
-                    delay = MIN_RETRY;
+                    delays.reset();
                     continue;
                 }
                 Some(Err(())) => {
-                    let wait = jitter(delay);
-                    delay = (delay * 2).min(MAX_RETRY);
+                    let wait = delays.next_delay();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         r = self.want.changed() => {
@@ -244,14 +244,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// `d` scaled by a factor in [0.5, 1.0), so many tasks retrying at once spread out.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let frac = 0.5 + f64::from(nanos % 1000) / 2000.0;
-    d.mul_f64(frac)
 }

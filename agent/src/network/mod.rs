@@ -38,6 +38,7 @@ use shoal_store::Store;
 use shoal_store::reflector::{Event, watcher};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use metrics::NetMetrics;
 use netns::{Opened, Want};
@@ -322,7 +323,7 @@ impl Network {
             Event::Apply(k, Some(v), _) => {
                 recs.insert(k, v);
             }
-            Event::Apply(k, None, _) | Event::Delete(k) => {
+            Event::Apply(k, None, _) | Event::Delete(k, _) => {
                 recs.remove(&k);
             }
         }
@@ -331,9 +332,9 @@ impl Network {
         *self.inner.table.write().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
-    /// Follows `endpoints/` until `shutdown`, keeping the table, the containers' listeners and
+    /// Follows `endpoints/` until `shutdown` is cancelled, keeping the table, the containers' listeners and
     /// the ingress listeners up to date. Everything opened is closed when it returns.
-    pub async fn run(self, store: Arc<dyn Store>, keys: Keys, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, store: Arc<dyn Store>, keys: Keys, shutdown: CancellationToken) {
         let mut events =
             watcher(
                 store,
@@ -354,12 +355,7 @@ impl Network {
                     self.sync_mesh();
                     self.inner.changed.send_modify(|n| *n += 1);
                 }
-                r = shutdown.changed() => {
-                    let stop = r.is_err() || *shutdown.borrow();
-                    if stop {
-                        break;
-                    }
-                }
+                () = shutdown.cancelled() => break,
             }
         }
         lock(&self.inner.sandboxes).clear();

@@ -122,7 +122,8 @@ fn exit_sender(exits: &Exits, id: &str) -> watch::Sender<Option<Exit>> {
 
 /// Follows Docker's `die` events for `node`'s containers until the runtime is dropped.
 async fn follow_events(docker: Docker, node: String, exits: Exits, resync: watch::Sender<u64>) {
-    let mut delay = Duration::from_millis(200);
+    let retry = shoal_store::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut delays = retry.delays();
     loop {
         let filters = HashMap::from([
             ("type", vec!["container".to_string()]),
@@ -136,7 +137,7 @@ async fn follow_events(docker: Docker, node: String, exits: Exits, resync: watch
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(msg) => {
-                    delay = Duration::from_millis(200);
+                    delays.reset();
                     let Some(actor) = msg.actor else { continue };
                     let Some(id) = actor.id else { continue };
                     let attrs = actor.attributes.unwrap_or_default();
@@ -162,8 +163,7 @@ async fn follow_events(docker: Docker, node: String, exits: Exits, resync: watch
                 }
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(delays.next_delay()).await;
     }
 }
 

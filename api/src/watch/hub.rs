@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use shoal_core::{Key, Keys};
-use shoal_store::{KeyValue, Revision, Store, WatchEvent as StoreEvent};
+use shoal_store::{Backoff, KeyValue, Revision, Store, WatchEvent as StoreEvent};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -347,7 +347,7 @@ impl Hub {
 /// Follows the store from `revision` until the hub is dropped, listing again whenever the
 /// store's watch breaks.
 async fn follow(hub: Weak<Hub>, mut stop: watch::Receiver<()>, mut revision: Revision) {
-    let mut delay = Duration::from_millis(200);
+    let mut delays = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).delays();
     let mut relist = false;
     loop {
         let Some(h) = hub.upgrade() else { return };
@@ -365,12 +365,12 @@ async fn follow(hub: Weak<Hub>, mut stop: watch::Receiver<()>, mut revision: Rev
                     revision = list.revision;
                 }
                 Err(e) => {
+                    let delay = delays.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "watch hub cannot list the store; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => return,
                     }
-                    delay = (delay * 2).min(Duration::from_secs(10));
                     continue;
                 }
             }
@@ -393,7 +393,7 @@ async fn follow(hub: Weak<Hub>, mut stop: watch::Receiver<()>, mut revision: Rev
                     let Some(h) = hub.upgrade() else { return };
                     h.apply(&batch);
                     revision = revision.max(batch.revision);
-                    delay = Duration::from_millis(200);
+                    delays.reset();
                 }
                 Some(Err(e)) => {
                     tracing::info!(error = %e, "the store's watch broke; the watch hub lists again");

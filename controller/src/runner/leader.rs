@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use shoal_core::Keys;
 use shoal_core::model::Timestamp;
 use shoal_store::{Compare, LeaseId, Revision, Store, StoreError, Txn, TxnOp, WatchEvent};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// The leader record (`leader`).
@@ -88,15 +88,15 @@ impl Fence {
     }
 }
 
-/// A won election. Leadership ends when `lost` turns true (keep-alive failed) or when
+/// A won election. Leadership ends when `lost` is cancelled (keep-alive failed) or when
 /// [`Leadership::resign`] is called.
 pub struct Leadership {
     /// The fence for writes.
     pub fence: Fence,
     /// The lease the record is bound to.
     pub lease: LeaseId,
-    /// Turns true when the lease could not be kept alive.
-    pub lost: watch::Receiver<bool>,
+    /// Cancelled when the lease could not be kept alive.
+    pub lost: CancellationToken,
     keepalive: tokio::task::JoinHandle<()>,
     store: Arc<dyn Store>,
 }
@@ -132,17 +132,17 @@ impl Drop for Leadership {
     }
 }
 
-/// Campaigns until this controller leads, or `shutdown` turns true (then `Ok(None)`).
+/// Campaigns until this controller leads, or `shutdown` is cancelled (then `Ok(None)`).
 pub async fn campaign(
     store: &Arc<dyn Store>,
     keys: &Keys,
     identity: &str,
     ttl: Duration,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> Result<Option<Leadership>, StoreError> {
     let key = keys.leader();
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return Ok(None);
         }
         match store.get(&key).await? {
@@ -159,8 +159,9 @@ pub async fn campaign(
                 {
                     Ok(Some(revision)) => {
                         info!(identity, revision, "elected leader");
-                        let (tx, lost) = watch::channel(false);
-                        let keepalive = tokio::spawn(keep_alive(store.clone(), lease, ttl, tx));
+                        let lost = CancellationToken::new();
+                        let keepalive =
+                            tokio::spawn(keep_alive(store.clone(), lease, ttl, lost.clone()));
                         return Ok(Some(Leadership {
                             fence: Fence::new(key, revision, value, Some(lease)),
                             lease,
@@ -198,7 +199,7 @@ pub async fn campaign(
                 tokio::select! {
                     _ = gone => {}
                     _ = tokio::time::sleep(ttl) => {}
-                    _ = shutdown.changed() => {}
+                    () = shutdown.cancelled() => {}
                 }
             }
         }
@@ -207,12 +208,7 @@ pub async fn campaign(
 
 /// Keeps the lease alive every TTL/3; reports loss when the lease is gone or a whole TTL
 /// passed without a successful refresh.
-async fn keep_alive(
-    store: Arc<dyn Store>,
-    lease: LeaseId,
-    ttl: Duration,
-    lost: watch::Sender<bool>,
-) {
+async fn keep_alive(store: Arc<dyn Store>, lease: LeaseId, ttl: Duration, lost: CancellationToken) {
     let period = ttl / 3;
     let mut last_ok = tokio::time::Instant::now();
     loop {
@@ -222,13 +218,13 @@ async fn keep_alive(
             Ok(()) => last_ok = tokio::time::Instant::now(),
             Err(StoreError::LeaseNotFound(_)) => {
                 warn!(lease, "leader lease expired");
-                let _ = lost.send(true);
+                lost.cancel();
                 return;
             }
             Err(e) => {
                 warn!(lease, error = %e, "leader keep-alive failed");
                 if last_ok.elapsed() >= ttl {
-                    let _ = lost.send(true);
+                    lost.cancel();
                     return;
                 }
             }

@@ -1,17 +1,18 @@
-//! The runner: campaigns for leadership, then lists and watches the store into one cache,
-//! queues the services that changed, reconciles them with several workers (one per service
-//! at a time) and commits each plan in fenced, batched transactions.
+//! The runner: campaigns for leadership, then follows the store into one cache (the
+//! store's [`reflector`] batches: a list, then every change, again a list after the watch fell
+//! behind compaction), queues the services that changed, reconciles them with several workers
+//! (one per service at a time) and commits each plan in fenced, batched transactions.
 //!
 //! A term's tasks (watcher, resync, workers) run for as long as the term: when one panics or
 //! ends, the term ends too — the leader steps down, releases its lease and campaigns again
-//! with a fresh cache, rather than leading without seeing or reconciling anything.
+//! with a fresh cache, rather than leading without seeing or reconciling anything. Every
+//! stop (shutdown, lost lease, deposed by a fenced write) is a [`CancellationToken`].
 
 mod cache;
 pub mod commit;
 pub mod leader;
 pub mod queue;
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,9 +22,11 @@ use rand::Rng;
 use shoal_core::Keys;
 use shoal_core::manifest::ServiceRef;
 use shoal_core::model::Timestamp;
-use shoal_store::{Revision, Store, StoreError, TxnOp, WatchEvent};
+use shoal_store::reflector::{self, Batch, BatchStream, Event};
+use shoal_store::{Backoff, Revision, Store, StoreError, TxnOp};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
@@ -31,7 +34,7 @@ use crate::reconcile::{ServiceInput, gone, reconcile};
 use cache::{Cache, NodeGrace};
 use commit::{CommitError, commit, oversized_task, plan_ops, refence};
 use leader::{Fence, Leadership, campaign};
-use queue::{Backoff, WorkQueue};
+use queue::WorkQueue;
 
 /// Errors of the runner.
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +92,7 @@ impl Default for ControllerConfig {
             workers: 4,
             debounce: Duration::from_millis(20),
             resync_interval: Duration::from_secs(60),
-            backoff: Backoff {
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(30),
-            },
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
             node_grace: Duration::from_secs(5),
             node_gone_after: Duration::from_secs(24 * 3600),
             history_revisions: 10_000,
@@ -136,7 +136,8 @@ struct Term {
     queue: WorkQueue,
     fence: Fence,
     metrics: Metrics,
-    deposed: watch::Sender<bool>,
+    /// Cancelled when a write was fenced off or the leader record changed hands.
+    deposed: CancellationToken,
     placement: tokio::sync::Mutex<()>,
     /// Grace for nodes without a record (see [`ControllerConfig::node_grace`]).
     grace: NodeGrace,
@@ -292,7 +293,7 @@ impl Term {
                     self.metrics.errors.inc();
                     warn!(service = %s, error = %e, "reconcile failed");
                     if matches!(e, ControllerError::Commit(CommitError::Fenced)) {
-                        let _ = self.deposed.send(true);
+                        self.deposed.cancel();
                     }
                     self.queue.done(&s, Err(()));
                 }
@@ -300,106 +301,63 @@ impl Term {
         }
     }
 
-    /// Whether a watch event shows the leader record deleted or rewritten by someone else.
-    fn leader_record_lost(&self, ev: &WatchEvent) -> bool {
-        match ev {
-            WatchEvent::Put(kv) => {
-                kv.key == self.fence.key
-                    && kv.mod_revision != self.fence.revision()
-                    && !self.fence.is_own_record(&kv.value)
+    /// Whether a change shows the leader record deleted (`value` `None`) or rewritten by
+    /// someone else.
+    fn leader_record_lost(&self, key: &str, value: Option<&[u8]>, revision: Revision) -> bool {
+        key == self.fence.key
+            && value
+                .is_none_or(|v| revision != self.fence.revision() && !self.fence.is_own_record(v))
+    }
+
+    /// Applies one batch of the store's changes to the cache and queues what it touched: a
+    /// list replaces the cache and queues every service.
+    fn apply_batch(&self, batch: Batch<Vec<u8>>) {
+        let mut touched = cache::Touched::default();
+        let mut listed = None;
+        {
+            let mut c = self.cache();
+            for event in batch.events {
+                let (key, value, revision) = match event {
+                    Event::Init(items) => {
+                        let mut fresh = Cache::new(self.keys.clone());
+                        for (key, value, revision) in &items {
+                            fresh.apply(key, Some(value), *revision);
+                        }
+                        *c = fresh;
+                        listed = Some(items.len());
+                        continue;
+                    }
+                    Event::Apply(key, value, revision) => (key, Some(value), revision),
+                    Event::Delete(key, revision) => (key, None, revision),
+                };
+                if self.leader_record_lost(&key, value.as_deref(), revision) {
+                    warn!("the leader record changed under this controller; stepping down");
+                    self.deposed.cancel();
+                }
+                let t = c.apply(&key, value.as_deref(), revision);
+                touched.services.extend(t.services);
+                touched.nodes_changed |= t.nodes_changed;
             }
-            WatchEvent::Delete { key, .. } => *key == self.fence.key,
+            c.prune(batch.revision);
+        }
+        self.watched.send_if_modified(|seen| {
+            let newer = batch.revision > *seen;
+            *seen = (*seen).max(batch.revision);
+            newer
+        });
+        match listed {
+            Some(keys) => {
+                self.enqueue_all();
+                info!(keys, revision = batch.revision, "cache loaded");
+            }
+            None => self.enqueue_touched(touched),
         }
     }
 
-    /// Lists everything into a fresh cache; returns the list revision.
-    async fn relist(&self) -> Result<i64, StoreError> {
-        let root = format!("{}/", self.keys.prefix());
-        let list = self.store.list(&root).await?;
-        let mut fresh = Cache::new(self.keys.clone());
-        for kv in &list.kvs {
-            fresh.apply(&kv.key, Some(&kv.value), kv.mod_revision);
-        }
-        *self.cache() = fresh;
-        self.watched.send_replace(list.revision);
-        self.enqueue_all();
-        info!(
-            keys = list.kvs.len(),
-            revision = list.revision,
-            "cache loaded"
-        );
-        Ok(list.revision)
-    }
-
-    async fn watcher(self: Arc<Self>, mut revision: i64) {
-        let root = format!("{}/", self.keys.prefix());
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let stream = match self.store.watch(&root, revision + 1).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "watch failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            let mut stream = stream;
-            while let Some(batch) = stream.next().await {
-                match batch {
-                    Ok(b) => {
-                        delay = Duration::from_millis(100);
-                        let mut touched = cache::Touched::default();
-                        {
-                            let mut c = self.cache();
-                            for ev in &b.events {
-                                if self.leader_record_lost(ev) {
-                                    warn!(
-                                        "the leader record changed under this controller; stepping down"
-                                    );
-                                    let _ = self.deposed.send(true);
-                                }
-                                let t = match ev {
-                                    WatchEvent::Put(kv) => {
-                                        c.apply(&kv.key, Some(&kv.value), kv.mod_revision)
-                                    }
-                                    WatchEvent::Delete { key, mod_revision } => {
-                                        c.apply(key, None, *mod_revision)
-                                    }
-                                };
-                                touched.services.extend(t.services);
-                                touched.nodes_changed |= t.nodes_changed;
-                            }
-                            revision = revision.max(b.revision);
-                            c.prune(revision);
-                        }
-                        self.watched.send_replace(revision);
-                        self.enqueue_touched(touched);
-                    }
-                    Err(StoreError::Compacted { .. }) => {
-                        warn!(revision, "watch fell behind compaction; listing again");
-                        loop {
-                            match self.relist().await {
-                                Ok(r) => {
-                                    revision = r;
-                                    break;
-                                }
-                                Err(e) => {
-                                    warn!(error = %e, "list failed; retrying");
-                                    tokio::time::sleep(delay).await;
-                                    delay = (delay * 2).min(Duration::from_secs(5));
-                                }
-                            }
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "watch broke; resuming");
-                        tokio::time::sleep(delay).await;
-                        break;
-                    }
-                }
-            }
+    /// Applies the store's changes for as long as the term lasts.
+    async fn follow(self: Arc<Self>, mut batches: BatchStream<Vec<u8>>) {
+        while let Some(batch) = batches.next().await {
+            self.apply_batch(batch);
         }
     }
 
@@ -440,9 +398,7 @@ impl Term {
                 self.enqueue_touched(touched);
                 match res {
                     Ok(()) => {}
-                    Err(CommitError::Fenced) => {
-                        let _ = self.deposed.send(true);
-                    }
+                    Err(CommitError::Fenced) => self.deposed.cancel(),
                     Err(e) => {
                         warn!(node = %node, error = %e, "cannot delete the keys of a node gone for good; retrying")
                     }
@@ -523,23 +479,13 @@ impl Controller {
 
     /// Runs until `shutdown` completes: campaigns, leads, and campaigns again after losing
     /// leadership. On shutdown the leader lease is revoked so a standby takes over at once.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ControllerError> {
-        let (stop_tx, mut stop) = watch::channel(false);
-        let stopper = tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ControllerError> {
         let identity = self.config.identity.clone();
         let span = info_span!("controller", identity = %identity);
-        let res = self.run_inner(&mut stop).instrument(span).await;
-        stopper.abort();
-        res
+        self.run_inner(&shutdown).instrument(span).await
     }
 
-    async fn run_inner(&self, stop: &mut watch::Receiver<bool>) -> Result<(), ControllerError> {
+    async fn run_inner(&self, stop: &CancellationToken) -> Result<(), ControllerError> {
         loop {
             let leadership = match campaign(
                 &self.store,
@@ -556,13 +502,13 @@ impl Controller {
                     warn!(error = %e, "campaign failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(self.config.lease_ttl / 3) => continue,
-                        _ = stop.changed() => return Ok(()),
+                        () = stop.cancelled() => return Ok(()),
                     }
                 }
             };
             self.metrics.leader.set(1);
             let _ = self.leading.send(true);
-            let end = self.term(&leadership, stop.clone()).await;
+            let end = self.term(&leadership, stop).await;
             self.metrics.leader.set(0);
             let _ = self.leading.send(false);
             match end {
@@ -580,7 +526,7 @@ impl Controller {
                     // A fault that repeats must not spin: give a standby a chance meanwhile.
                     tokio::select! {
                         _ = tokio::time::sleep(self.config.lease_ttl / 3) => {}
-                        _ = stop.changed() => return Ok(()),
+                        () = stop.cancelled() => return Ok(()),
                     }
                 }
                 Err(e) => {
@@ -594,9 +540,8 @@ impl Controller {
     async fn term(
         &self,
         leadership: &Leadership,
-        mut stop: watch::Receiver<bool>,
+        stop: &CancellationToken,
     ) -> Result<TermEnd, ControllerError> {
-        let (deposed, mut deposed_rx) = watch::channel(false);
         let term = Arc::new(Term {
             store: self.store.clone(),
             keys: self.keys.clone(),
@@ -604,7 +549,7 @@ impl Controller {
             queue: WorkQueue::new(self.config.debounce, self.config.backoff),
             fence: leadership.fence.clone(),
             metrics: self.metrics.clone(),
-            deposed,
+            deposed: CancellationToken::new(),
             placement: tokio::sync::Mutex::new(()),
             grace: NodeGrace {
                 term_until: Timestamp::now().plus(self.config.node_grace),
@@ -614,11 +559,22 @@ impl Controller {
             barrier: AtomicI64::new(0),
             watched: watch::channel(0).0,
         });
-        let revision = term.relist().await?;
+        let root = format!("{}/", self.keys.prefix());
+        let mut batches = reflector::batches(self.store.clone(), &root, |_, v| v.to_vec());
+        // The first batch is the list: the cache is loaded before anything is decided.
+        let listed = tokio::select! {
+            listed = batches.next() => listed,
+            () = stop.cancelled() => return Ok(TermEnd::Shutdown),
+            () = leadership.lost.cancelled() => return Ok(TermEnd::Lost),
+        };
+        let Some(listed) = listed else {
+            return Ok(TermEnd::Broken("the store watch ended".to_string()));
+        };
+        term.apply_batch(listed);
         let mut tasks = JoinSet::new();
         tasks.spawn(
             term.clone()
-                .watcher(revision)
+                .follow(batches)
                 .instrument(info_span!("watcher")),
         );
         tasks.spawn(
@@ -641,12 +597,11 @@ impl Controller {
         for _ in 0..self.config.workers.max(1) {
             tasks.spawn(term.clone().worker());
         }
-        let mut lost = leadership.lost.clone();
         // Every task of the term loops for ever: one that returns or panics breaks the term.
         let end = tokio::select! {
-            _ = stop.wait_for(|s| *s) => TermEnd::Shutdown,
-            _ = lost.wait_for(|l| *l) => TermEnd::Lost,
-            _ = deposed_rx.wait_for(|d| *d) => TermEnd::Lost,
+            () = stop.cancelled() => TermEnd::Shutdown,
+            () = leadership.lost.cancelled() => TermEnd::Lost,
+            () = term.deposed.cancelled() => TermEnd::Lost,
             Some(res) = tasks.join_next() => TermEnd::Broken(match res {
                 Ok(()) => "a task ended".to_string(),
                 Err(e) if e.is_panic() => format!("a task panicked: {}", panic_message(e.into_panic())),

@@ -1,12 +1,13 @@
 //! The work queue: service keys, de-duplicated and debounced, at most one reconcile per
-//! service at a time, with per-service exponential backoff and jitter after errors.
+//! service at a time, with per-service exponential backoff and jitter after errors
+//! ([`Backoff::delay`] of the service's consecutive failures).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rand::Rng;
 use shoal_core::manifest::ServiceRef;
+use shoal_store::Backoff;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -20,15 +21,6 @@ struct State {
     again: BTreeMap<ServiceRef, Instant>,
     /// Consecutive failures per service.
     failures: BTreeMap<ServiceRef, u32>,
-}
-
-/// Backoff bounds.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    /// First retry delay.
-    pub base: Duration,
-    /// Longest retry delay.
-    pub max: Duration,
 }
 
 /// The queue.
@@ -129,10 +121,7 @@ impl WorkQueue {
             Err(()) => {
                 let n = st.failures.entry(s.clone()).or_default();
                 *n = n.saturating_add(1);
-                let exp = self.backoff.base.saturating_mul(1u32 << (*n - 1).min(16));
-                let capped = exp.min(self.backoff.max);
-                let jitter = rand::rng().random_range(0.5..1.0);
-                let at = now + capped.mul_f64(jitter);
+                let at = now + self.backoff.delay(*n);
                 next = Some(next.map_or(at, |n| n.max(at)));
             }
         }

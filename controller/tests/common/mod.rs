@@ -17,8 +17,9 @@ use shoal_core::model::{
 };
 use shoal_core::units::ByteSize;
 use shoal_store::{EmbeddedStore, Store};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// How long conditions are waited for.
 pub const DEADLINE: Duration = Duration::from_secs(45);
@@ -261,13 +262,11 @@ impl Env {
         tweak(&mut config);
         let c = Controller::new(self.store.clone(), self.keys.clone(), config);
         let leading = c.leading();
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(c.run(async move {
-            let _ = rx.await;
-        }));
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(c.run(stop.clone()));
         RunningController {
             leading,
-            stop: Some(tx),
+            stop,
             handle,
         }
     }
@@ -276,7 +275,7 @@ impl Env {
 /// A controller running in the test process.
 pub struct RunningController {
     pub leading: watch::Receiver<bool>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
     handle: JoinHandle<Result<(), shoal_controller::ControllerError>>,
 }
 
@@ -291,10 +290,8 @@ impl RunningController {
     }
 
     /// Stops it cleanly.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+    pub async fn stop(self) {
+        self.stop.cancel();
         let _ = self.handle.await;
     }
 }
@@ -340,7 +337,7 @@ impl Agent {
         let (registered_tx, mut registered) = watch::channel(false);
         let node = id.to_string();
         let handle = tokio::spawn(async move {
-            let (_shutdown, shutdown_rx) = watch::channel(false);
+            let shutdown = CancellationToken::new();
             let steps = async {
                 loop {
                     let _ = step(&store, &keys, &node).await;
@@ -348,7 +345,7 @@ impl Agent {
                 }
             };
             let lease = registrar.claim().await.expect("the node is claimed");
-            let (run, ()) = tokio::join!(registrar.run(lease, shutdown_rx, registered_tx), steps);
+            let (run, ()) = tokio::join!(registrar.run(lease, shutdown, registered_tx), steps);
             run.expect("the registrar runs");
         });
         registered

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::client::{ConsulClient, IndexTracker, QueryOptions};
 use super::store::{ConsulStoreOptions, to_kv};
 use super::types::KvEntry;
+use crate::retry::Backoff;
 use crate::{Revision, StoreError, WatchBatch, WatchEvent, WatchStream};
 
 /// Key → `ModifyIndex` of everything under a prefix at one index.
@@ -153,20 +154,17 @@ struct Gone;
 impl Watcher {
     /// Reads the prefix, retrying transient failures with backoff.
     async fn read(&self, opts: QueryOptions) -> Result<(Vec<KvEntry>, u64), StoreError> {
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = Backoff::STORE.with_max(self.options.max_backoff).delays();
         loop {
             match self.client.kv_list(&self.prefix, opts).await {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(prefix = %self.prefix, error = %e, ?backoff, "consul watch read failed; retrying");
+                    let delay = delays.next_delay();
+                    tracing::warn!(prefix = %self.prefix, error = %e, ?delay, "consul watch read failed; retrying");
                     if self.tx.is_closed() {
                         return Err(StoreError::Unavailable("watch dropped".into()));
                     }
-                    let jitter = Duration::from_millis(rand::random_range(
-                        0..=backoff.as_millis() as u64 / 4,
-                    ));
-                    tokio::time::sleep(backoff + jitter).await;
-                    backoff = (backoff * 2).min(self.options.max_backoff);
+                    tokio::time::sleep(delay).await;
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -7,9 +7,6 @@
 //! refused, because its auth token had expired or predates a change of users and roles is
 //! re-created with a new token.
 
-use std::time::Duration;
-
-use backon::{BackoffBuilder, ExponentialBuilder};
 use etcd_client::{Client, EventType, WatchOptions, WatchResponse};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,6 +14,7 @@ use tracing::Instrument;
 
 use super::auth::{self, Auth};
 use super::{MAX_DECODING_MESSAGE, convert_kv, map_err};
+use crate::retry::Backoff;
 use crate::{Revision, StoreError, WatchBatch, WatchEvent, WatchStream};
 use std::sync::Arc;
 
@@ -45,15 +43,6 @@ pub(super) fn spawn(
     Box::pin(ReceiverStream::new(rx))
 }
 
-fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 struct Watch {
     client: Client,
     auth: Arc<Auth>,
@@ -75,7 +64,7 @@ enum Ended {
 
 impl Watch {
     async fn run(&mut self) {
-        let mut delays = backoff();
+        let mut delays = Backoff::STORE.delays();
         let mut attempt = 0u32;
         // A refused token is renewed and the watch re-created at once, but only once between
         // two working sessions, so a token etcd keeps refusing falls back to the backoff.
@@ -111,11 +100,11 @@ impl Watch {
                 Ended::Done => return,
                 Ended::StaleToken(reason) | Ended::Broken(reason) => {
                     if healthy {
-                        delays = backoff();
+                        delays.reset();
                         attempt = 0;
                     }
                     attempt += 1;
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    let delay = delays.next_delay();
                     tracing::warn!(
                         next_revision = self.next,
                         attempt,

@@ -9,7 +9,10 @@ mod embedded;
 mod reflector;
 
 pub use embedded::EmbeddedHarness;
-pub use reflector::{reflector_init_apply_delete, reflector_relists_after_compaction};
+pub use reflector::{
+    reflector_batches_reach_revisions, reflector_init_apply_delete,
+    reflector_relists_after_compaction,
+};
 
 use std::sync::Arc;
 use std::time::Duration;

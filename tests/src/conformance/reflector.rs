@@ -1,5 +1,6 @@
 //! Reflector cases of the conformance suite: the typed watcher's Init/Apply/Delete over a
-//! real backend, invalid values passed through as data, and a relist after the watch fell
+//! real backend, invalid values passed through as data, batches that carry the revision they
+//! reach (what the controller's write barrier relies on), and a relist after the watch fell
 //! behind a real compaction.
 
 use std::sync::Arc;
@@ -7,9 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use shoal_store::reflector::{Change, Event, EventStream, Reflector, watcher};
+use shoal_store::reflector::{
+    Batch, BatchStream, Change, Event, EventStream, Reflector, batches, watcher,
+};
 use shoal_store::{
-    KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnResult, WatchStream,
+    KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult, WatchStream,
 };
 
 use super::{Compactor, DEADLINE, Harness, wait_until};
@@ -31,6 +34,14 @@ async fn next_event<T: std::fmt::Debug>(events: &mut EventStream<T>) -> Event<T>
         Ok(Some(event)) => event,
         Ok(None) => panic!("the watcher stream ended"),
         Err(_) => panic!("no watcher event within {DEADLINE:?}"),
+    }
+}
+
+async fn next_batch<T: std::fmt::Debug>(batches: &mut BatchStream<T>) -> Batch<T> {
+    match tokio::time::timeout(DEADLINE, batches.next()).await {
+        Ok(Some(batch)) => batch,
+        Ok(None) => panic!("the batch stream ended"),
+        Err(_) => panic!("no batch within {DEADLINE:?}"),
     }
 }
 
@@ -97,7 +108,10 @@ pub async fn reflector_init_apply_delete<H: Harness>(h: &mut H) {
 
     assert!(s.delete("/ri/a").await.expect("delete"));
     match next_event(&mut events).await {
-        Event::Delete(key) => assert_eq!(key, "/ri/a"),
+        Event::Delete(key, rev) => {
+            assert_eq!(key, "/ri/a");
+            assert!(rev > rb, "the delete's revision follows the put before it");
+        }
         other => panic!("expected Delete, got {other:?}"),
     }
     assert_eq!(
@@ -190,22 +204,31 @@ pub async fn reflector_relists_after_compaction<H: Harness>(h: &mut H) {
         compactor: h.compactor(),
         armed: AtomicBool::new(true),
     });
-    let mut events = watcher(Arc::clone(&wrapped), "/rc/", decode_text);
-    let keys = |event: Event<String>| -> Vec<String> {
-        match event {
-            Event::Init(items) => items.into_iter().map(|(k, _, _)| k).collect(),
-            other => panic!("expected Init, got {other:?}"),
+    let mut stream = batches(Arc::clone(&wrapped), "/rc/", decode_text);
+    let keys = |batch: Batch<String>| -> (Vec<String>, Revision) {
+        match <[Event<String>; 1]>::try_from(batch.events) {
+            Ok([Event::Init(items)]) => (
+                items.into_iter().map(|(k, _, _)| k).collect(),
+                batch.revision,
+            ),
+            other => panic!("expected an Init alone in its batch, got {other:?}"),
         }
     };
-    assert_eq!(keys(next_event(&mut events).await), ["/rc/a", "/rc/b"]);
-    assert_eq!(
-        keys(next_event(&mut events).await),
-        ["/rc/a", "/rc/during-gap", "/rc/last"]
+    let (first, _) = keys(next_batch(&mut stream).await);
+    assert_eq!(first, ["/rc/a", "/rc/b"]);
+    let (relisted, relist_revision) = keys(next_batch(&mut stream).await);
+    assert_eq!(relisted, ["/rc/a", "/rc/during-gap", "/rc/last"]);
+    let last = s.get("/rc/last").await.expect("get").expect("written");
+    assert!(
+        relist_revision >= last.mod_revision,
+        "the relist reaches the writes made during the gap"
     );
     let rc = s.put("/rc/c", b"c".to_vec(), None).await.expect("put");
-    match next_event(&mut events).await {
-        Event::Apply(key, value, rev) => {
-            assert_eq!((key.as_str(), value.as_str(), rev), ("/rc/c", "c", rc))
+    let applied = next_batch(&mut stream).await;
+    match applied.events.as_slice() {
+        [Event::Apply(key, value, rev)] => {
+            assert_eq!((key.as_str(), value.as_str(), *rev), ("/rc/c", "c", rc));
+            assert!(applied.revision >= rc);
         }
         other => panic!("expected Apply after the relist, got {other:?}"),
     }
@@ -227,5 +250,93 @@ pub async fn reflector_relists_after_compaction<H: Harness>(h: &mut H) {
     assert_eq!(
         reader.keys(),
         ["/rc/a", "/rc/c", "/rc/during-gap", "/rc/last"]
+    );
+}
+
+/// Batches: the list comes alone in the first batch with the list's revision; each later
+/// batch carries the revision it reaches, and once a consumer has applied the batches up to
+/// a write's revision it has seen everything that write did (all ops of a transaction), with
+/// each event's own revision, deletes included.
+pub async fn reflector_batches_reach_revisions<H: Harness>(h: &mut H) {
+    let s = h.store();
+    let seeded = s.put("/rb/a", b"1".to_vec(), None).await.expect("put");
+    let mut stream = batches(Arc::clone(&s), "/rb/", decode_text);
+    let first = next_batch(&mut stream).await;
+    assert!(first.revision >= seeded, "the list reaches the seeded put");
+    match first.events.as_slice() {
+        [Event::Init(items)] => {
+            assert_eq!(items, &[("/rb/a".to_string(), "1".to_string(), seeded)])
+        }
+        other => panic!("expected one Init alone in the first batch, got {other:?}"),
+    }
+
+    let txn = Txn {
+        compares: vec![],
+        ops: ["/rb/b", "/rb/c", "/rb/d"]
+            .into_iter()
+            .map(|key| TxnOp::Put {
+                key: key.to_string(),
+                value: key.as_bytes().to_vec(),
+                lease: None,
+            })
+            .collect(),
+    };
+    let written = s.txn(txn).await.expect("txn");
+    assert!(written.succeeded);
+    assert!(s.delete("/rb/a").await.expect("delete"));
+    let after_delete = s.list("/rb/").await.expect("list").revision;
+
+    let mut seen: Vec<(String, Revision)> = Vec::new();
+    let mut reached = first.revision;
+    while reached < written.revision || !seen.iter().any(|(k, _)| k == "-/rb/a") {
+        let batch = next_batch(&mut stream).await;
+        assert!(
+            batch.revision >= reached,
+            "batch revisions never go back: {} after {reached}",
+            batch.revision
+        );
+        for event in batch.events {
+            match event {
+                Event::Apply(key, value, rev) => {
+                    assert_eq!(value, key, "the value decoded");
+                    assert!(rev <= batch.revision, "an event is within its batch");
+                    seen.push((key, rev));
+                }
+                Event::Delete(key, rev) => {
+                    assert!(rev <= batch.revision, "an event is within its batch");
+                    seen.push((format!("-{key}"), rev));
+                }
+                Event::Init(_) => panic!("no relist expected here"),
+            }
+        }
+        reached = batch.revision;
+        if reached >= written.revision {
+            let puts: Vec<&str> = seen
+                .iter()
+                .filter(|(k, _)| !k.starts_with('-'))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            assert_eq!(
+                puts,
+                ["/rb/b", "/rb/c", "/rb/d"],
+                "every op of the transaction is seen once its revision is reached"
+            );
+        }
+    }
+    assert!(
+        seen.iter()
+            .filter(|(k, _)| !k.starts_with('-'))
+            .all(|(_, rev)| *rev == written.revision),
+        "the transaction's puts carry its revision: {seen:?}"
+    );
+    let delete_rev = seen
+        .iter()
+        .find(|(k, _)| k == "-/rb/a")
+        .map(|(_, rev)| *rev)
+        .expect("the delete was seen");
+    assert!(
+        delete_rev > written.revision && delete_rev <= after_delete,
+        "the delete carries its own revision: {delete_rev} (txn at {}, list after at {after_delete})",
+        written.revision
     );
 }
