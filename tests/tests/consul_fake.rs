@@ -8,8 +8,7 @@ use shoal_store::consul::{
     PutOptions, QueryOptions, SessionBehavior, SessionRequest, TxnKvOp, TxnOutcome, TxnVerb,
 };
 use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
-
-const DEADLINE: Duration = Duration::from_secs(30);
+use shoal_tests::wait::eventually;
 
 fn client(fake: &ConsulFake) -> ConsulClient {
     ConsulClient::new(ConsulConfig::new(fake.http_url())).expect("client")
@@ -25,14 +24,6 @@ async fn raw(fake: &ConsulFake, method: &str, path: &str) -> reqwest::Response {
         .send()
         .await
         .expect("request")
-}
-
-async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +304,10 @@ async fn session_expiry_deletes_held_keys() {
     assert_eq!(e.unwrap().session.as_deref(), Some(sid.as_str()));
     assert!(c.session_renew(&sid).await.unwrap().is_some());
     // Scaled: 2 x 10 s x 0.1 = 2 s after the last renewal.
-    wait_until("the session expired", || fake.sessions().is_empty()).await;
+    eventually("the session expired", || {
+        std::future::ready(fake.sessions().is_empty())
+    })
+    .await;
     assert!(
         c.kv_get("s/held", QueryOptions::default())
             .await
@@ -566,14 +560,10 @@ async fn tombstones_are_reaped_after_the_tombstone_ttl_on_the_fakes_clock() {
         .unwrap();
     c.kv_delete("r/b", None).await.unwrap();
     let (_, with_tomb) = c.kv_list("r/", QueryOptions::default()).await.unwrap();
-    let start = Instant::now();
-    loop {
+    let took = eventually("the tombstone is reaped", || async {
         let (_, now) = c.kv_list("r/", QueryOptions::default()).await.unwrap();
-        if now < with_tomb {
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "the tombstone is never reaped");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    println!("tombstone reaped after {:?} (ttl 90 ms)", start.elapsed());
+        now < with_tomb
+    })
+    .await;
+    println!("tombstone reaped after {took:?} (ttl 90 ms)");
 }
