@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shoal_core::keys::Keys;
-use shoal_core::manifest::{RuntimeKind, ServiceRef};
+use shoal_core::manifest::{ConsulCheck, RuntimeKind, ServiceRef};
 use shoal_core::model::{self, DesiredState, Slot, Task, TaskStatus, TaskTemplate, Timestamp};
 use shoal_core::units::Dur;
 use shoal_store::{EmbeddedStore, Store};
@@ -40,6 +40,18 @@ pub fn template(runtime: RuntimeKind, image: Option<&str>, command: &[&str]) -> 
         constraints: Vec::new(),
         secrets: Vec::new(),
         configs: Vec::new(),
+    }
+}
+
+/// A Consul HTTP check of `/health` every 10 s (2 s timeout), deregistering the service
+/// after a minute critical.
+pub fn http_check() -> ConsulCheck {
+    ConsulCheck {
+        http: Some("/health".into()),
+        tcp: false,
+        interval: Dur::secs(10),
+        timeout: Dur::secs(2),
+        deregister_critical_service_after: Dur::secs(60),
     }
 }
 

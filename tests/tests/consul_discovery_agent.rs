@@ -10,26 +10,15 @@ use std::time::Duration;
 use shoal_agent::runtime::sim::SimRuntime;
 use shoal_agent::runtime::{Existing, Exit, Handle, Runtime, RuntimeError, TaskFiles};
 use shoal_agent::{Agent, AgentConfig, AgentHandle};
-use shoal_core::manifest::{ConsulCheck, ConsulDiscovery, PortSpec, Protocol, RuntimeKind};
+use shoal_core::manifest::{ConsulDiscovery, PortSpec, Protocol, RuntimeKind};
 use shoal_core::model::{Health, Task, TaskState};
-use shoal_core::units::Dur;
 use shoal_store::consul::{AgentServiceRegistration, ConsulClient, ConsulConfig};
 use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
-use shoal_tests::tasks::{self, TestStore, template};
+use shoal_tests::tasks::{self, TestStore, http_check, template};
 use shoal_tests::wait::eventually;
 
 /// Address the test node reports for its tasks.
 const NODE_ADDRESS: &str = "10.0.0.7";
-
-fn http_check() -> ConsulCheck {
-    ConsulCheck {
-        http: Some("/health".into()),
-        tcp: false,
-        interval: Dur::secs(10),
-        timeout: Dur::secs(2),
-        deregister_critical_service_after: Dur::secs(60),
-    }
-}
 
 /// A task of `default/<service>` on `node` publishing target port 80 (dynamic host port)
 /// and registered in Consul as `<service>-public`.
@@ -79,6 +68,16 @@ struct RecordingRuntime {
 }
 
 impl RecordingRuntime {
+    /// Records stops on the sim runtime, asking `consul` for the registration.
+    fn new(consul: &ConsulClient) -> Arc<Self> {
+        Arc::new(RecordingRuntime {
+            inner: Arc::new(SimRuntime::new()),
+            consul: consul.clone(),
+            stops: Mutex::new(Vec::new()),
+            started: Mutex::new(Vec::new()),
+        })
+    }
+
     fn stops(&self) -> Vec<(String, bool)> {
         self.stops.lock().expect("lock").clone()
     }
@@ -143,12 +142,7 @@ async fn running_task_is_registered_and_deregistered_before_it_stops() {
     let fake = ConsulFake::start().await;
     let c = client(&fake);
     let ts = TestStore::open().await;
-    let rt = Arc::new(RecordingRuntime {
-        inner: Arc::new(SimRuntime::new()),
-        consul: c.clone(),
-        stops: Mutex::new(Vec::new()),
-        started: Mutex::new(Vec::new()),
-    });
+    let rt = RecordingRuntime::new(&c);
     let a = agent(&ts, "n1", rt.clone(), &fake);
     let t = task("web.1.abc", "web", "n1", "nginx:1.27");
     ts.assign(&t).await;
@@ -201,12 +195,7 @@ async fn deleted_assignment_is_deregistered_before_its_container_stops() {
     let fake = ConsulFake::start().await;
     let c = client(&fake);
     let ts = TestStore::open().await;
-    let rt = Arc::new(RecordingRuntime {
-        inner: Arc::new(SimRuntime::new()),
-        consul: c.clone(),
-        stops: Mutex::new(Vec::new()),
-        started: Mutex::new(Vec::new()),
-    });
+    let rt = RecordingRuntime::new(&c);
     let a = agent(&ts, "n1", rt.clone(), &fake);
     let t = task("api.1.abc", "api", "n1", "nginx:1.27");
     ts.assign(&t).await;
