@@ -4,17 +4,29 @@
 //! A test implements [`Intercept`] for its fault, overriding only the calls it changes (each
 //! gets the inner store to delegate to), and wraps a store in [`Intercepted`]:
 //!
-//! ```ignore
+//! ```
+//! use std::sync::Arc;
+//!
+//! use shoal_store::{Revision, Store, StoreError, WatchStream};
+//! use shoal_tests::intercept::{Intercept, Intercepted};
+//!
 //! struct PanicOnWatch;
 //!
 //! #[async_trait::async_trait]
 //! impl Intercept for PanicOnWatch {
-//!     async fn watch(&self, _: &dyn Store, _: &str, _: Revision) -> Result<WatchStream, StoreError> {
+//!     async fn watch(
+//!         &self,
+//!         _: &dyn Store,
+//!         _: &str,
+//!         _: Revision,
+//!     ) -> Result<WatchStream, StoreError> {
 //!         panic!("injected watcher fault")
 //!     }
 //! }
 //!
-//! let store = Intercepted::new(inner, PanicOnWatch);
+//! fn wrap(inner: Arc<dyn Store>) -> Arc<dyn Store> {
+//!     Arc::new(Intercepted::new(inner, PanicOnWatch))
+//! }
 //! ```
 
 use std::sync::Arc;
