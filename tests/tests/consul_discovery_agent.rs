@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_agent::runtime::sim::SimRuntime;
 use shoal_agent::runtime::{Existing, Exit, Handle, Runtime, RuntimeError, TaskFiles};

@@ -641,18 +641,20 @@ async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_re
     ))
     .await
     .unwrap();
-    wait_until("the HTTP and TCP checks pass against the real port", || {
-        fake.check_status("service:http").as_deref() == Some("passing")
-            && fake.check_status("service:tcp").as_deref() == Some("passing")
+    eventually("the HTTP and TCP checks pass against the real port", || {
+        std::future::ready(
+            fake.check_status("service:http").as_deref() == Some("passing")
+                && fake.check_status("service:tcp").as_deref() == Some("passing"),
+        )
     })
     .await;
-    wait_until("the service on a closed port is reaped", || {
-        fake.reaped_services() == ["closed"]
+    eventually("the service on a closed port is reaped", || {
+        std::future::ready(fake.reaped_services() == ["closed"])
     })
     .await;
     healthy.store(false, std::sync::atomic::Ordering::SeqCst);
-    wait_until("the failing HTTP service is reaped", || {
-        fake.reaped_services().contains(&"http".to_string())
+    eventually("the failing HTTP service is reaped", || {
+        std::future::ready(fake.reaped_services().contains(&"http".to_string()))
     })
     .await;
     let services = c.agent_services().await.unwrap();
@@ -675,16 +677,16 @@ async fn connections_over_the_per_client_limit_get_429() {
     for _ in 0..4 {
         held.push(tokio::net::TcpStream::connect(fake.addr()).await.unwrap());
     }
-    wait_until("the four connections are counted", || {
-        fake.connections_from(ip) == 4
+    eventually("the four connections are counted", || {
+        std::future::ready(fake.connections_from(ip) == 4)
     })
     .await;
     let resp = raw(&fake, "GET", "/v1/status/leader").await;
     assert_eq!(resp.status(), 429, "a fifth connection is refused");
     assert_eq!(fake.refused_connections(), 1);
     drop(held);
-    wait_until("the connections are closed", || {
-        fake.connections_from(ip) == 0
+    eventually("the connections are closed", || {
+        std::future::ready(fake.connections_from(ip) == 0)
     })
     .await;
     let resp = raw(&fake, "GET", "/v1/status/leader").await;
