@@ -7,7 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use shoal_tests::process::interrupt;
+use shoal_tests::wait::blocking_eventually;
+
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+/// How long a step may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(120);
 const NODE: &str = "dev-restart-node";
 /// The agent's and the controller's default lease TTL.
 const TTL: Duration = Duration::from_secs(5);
@@ -25,18 +30,7 @@ fn start_dev(data: &Path, port: u16) -> Child {
 }
 
 fn stop_dev(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    interrupt(child, Duration::from_secs(30));
 }
 
 /// Stops `shoal dev` and removes the containers of its node, whatever the test's outcome.
@@ -71,17 +65,6 @@ fn shoal(url: &str, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// Every task record: (id, attempt, state, container id).
@@ -135,7 +118,7 @@ fn dev_stopped_longer_than_the_ttl_keeps_the_same_containers_and_restarts_nothin
         "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: sleeper\nspec:\n  image: shoal-test/busybox:latest\n  command: [sleep, \"3600\"]\n  replicas: 2\n  stopGracePeriod: 1s\n",
     )
     .unwrap();
-    wait_for("the API", || {
+    blocking_eventually("the API", DEADLINE, || {
         shoal(&url, &["get", "nodes"]).status.success()
     });
     let o = shoal(
@@ -151,7 +134,7 @@ fn dev_stopped_longer_than_the_ttl_keeps_the_same_containers_and_restarts_nothin
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut before = Vec::new();
-    wait_for("two running tasks", || {
+    blocking_eventually("two running tasks", DEADLINE, || {
         before = tasks(&url);
         before.len() == 2 && before.iter().all(|t| t.2 == "running" && !t.3.is_empty())
     });
@@ -161,7 +144,7 @@ fn dev_stopped_longer_than_the_ttl_keeps_the_same_containers_and_restarts_nothin
     std::thread::sleep(2 * TTL);
     let started = Instant::now();
     guard.0 = Some(start_dev(&data, port));
-    wait_for("the API again", || {
+    blocking_eventually("the API again", DEADLINE, || {
         shoal(&url, &["get", "nodes"]).status.success()
     });
     // Past the new leader's grace and a few reconciles more.

@@ -6,13 +6,14 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
 use shoal_core::keys::Keys;
 use shoal_core::model::{self, Task, TaskState, TaskStatus};
 use shoal_store::Store;
 use shoal_tests::etcd::EtcdFixture;
+use shoal_tests::wait::eventually_within;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -125,22 +126,6 @@ async fn running(store: &Arc<dyn Store>, keys: &Keys) -> Vec<String> {
     nodes
 }
 
-async fn wait_for<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        if cond().await {
-            println!("{what}: {:?}", start.elapsed());
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("timed out after {DEADLINE:?} waiting for: {what}");
-}
-
 /// Prints the tail of every component's log in `dir` when the test fails, so a failure says
 /// what the controller and the agents were doing.
 struct DumpLogsOnFailure<'a>(&'a Path);
@@ -196,7 +181,7 @@ async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
     let b = agent(&url, NODES[1], dir.path());
     // Both nodes registered before the service exists: placement spreads over the nodes it
     // knows and does not rebalance later (as in Swarm), so a late agent would get nothing.
-    wait_for("both nodes registered", || async {
+    eventually_within("both nodes registered", DEADLINE, || async {
         let mut n = 0;
         for node in NODES {
             if store.get(&keys.node(node)).await.ok().flatten().is_some() {
@@ -222,7 +207,7 @@ async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
         .unwrap();
 
     // Spread: one running container on each node.
-    wait_for("one task running on each node", || async {
+    eventually_within("one task running on each node", DEADLINE, || async {
         running(&store, &keys).await == NODES
     })
     .await;
@@ -233,8 +218,9 @@ async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
 
     // Node loss: b's agent dies; its container runs on, its task is replaced on a.
     drop(b);
-    wait_for(
+    eventually_within(
         "the lost node's task replaced on the other node",
+        DEADLINE,
         || async { running(&store, &keys).await == [NODES[0], NODES[0]] },
     )
     .await;
@@ -247,9 +233,11 @@ async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
 
     // Return: b's agent stops and removes its stale container; nothing moves back.
     let _b = agent(&url, NODES[1], dir.path());
-    wait_for("the returning node's stale container removed", || async {
-        containers(NODES[1]).is_empty()
-    })
+    eventually_within(
+        "the returning node's stale container removed",
+        DEADLINE,
+        || async { containers(NODES[1]).is_empty() },
+    )
     .await;
     let gone = Command::new("docker")
         .args([
@@ -261,7 +249,7 @@ async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
         .output()
         .unwrap();
     assert!(gone.stdout.is_empty(), "removed, not only stopped");
-    wait_for("the stale task record deleted", || async {
+    eventually_within("the stale task record deleted", DEADLINE, || async {
         tasks(&store, &keys)
             .await
             .iter()

@@ -7,9 +7,14 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use shoal_tests::process::interrupt;
+use shoal_tests::wait::blocking_eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+/// How long a step may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 struct Dev {
     child: Child,
@@ -20,18 +25,7 @@ struct Dev {
 impl Drop for Dev {
     fn drop(&mut self) {
         // SIGINT lets the agent stop its host processes on the way out.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        interrupt(&mut self.child, Duration::from_secs(30));
     }
 }
 
@@ -57,7 +51,7 @@ fn start_dev() -> Dev {
         url,
         _dir: dir,
     };
-    wait_for("the node to register", || {
+    blocking_eventually("the node to register", DEADLINE, || {
         let o = shoal(&dev, &["get", "nodes", "-o", "json"]);
         o.status.success() && text(&o).contains("gitops-node")
     });
@@ -76,17 +70,6 @@ fn shoal(dev: &Dev, args: &[&str]) -> Output {
 
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn write_manifest(dir: &Path, name: &str, managed: bool) {
@@ -234,7 +217,7 @@ fn pipeline_applies_a_directory_with_prune_and_wait() {
     );
 
     assert_eq!(service_names(&dev), ["api", "reports", "worker"]);
-    wait_for("cron's task to stop", || {
+    blocking_eventually("cron's task to stop", DEADLINE, || {
         running_tasks_of(&dev, "cron") == 0
     });
     assert_eq!(running_tasks_of(&dev, "api"), 1);

@@ -16,8 +16,12 @@ use shoal_store::{Store, StoreError, StoreOptions};
 use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
 use shoal_tests::etcd::{EtcdFixture, EtcdSecurity};
 use shoal_tests::pki::{CertFiles, Pki};
+use shoal_tests::process::interrupt;
+use shoal_tests::wait::blocking_eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+/// How long a step may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(90);
 const JWT_TTL: Duration = Duration::from_secs(2);
 const ACL_TOKEN: &str = "acl-5d1c0e7a-8f7e-4c55-9a63-secret";
 
@@ -30,21 +34,7 @@ struct Proc {
 
 impl Proc {
     fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        interrupt(&mut self.child, Duration::from_secs(20));
     }
 }
 
@@ -262,17 +252,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(90) {
-        if cond() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn per_node(tasks: &[(String, String)]) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();
     for (_, node) in tasks {
@@ -379,7 +358,7 @@ impl Cluster {
 
     /// Waits until `node` is registered.
     fn wait_node(&self, token: &str, node: &str) -> Duration {
-        wait_for(&format!("{node} to register"), || {
+        blocking_eventually(&format!("{node} to register"), DEADLINE, || {
             let o = self.client(token, &["get", "nodes", "-o", "json"]);
             o.status.success() && stdout(&o).contains(&format!("\"{node}\""))
         })
@@ -527,7 +506,7 @@ async fn a_secured_cluster_runs_with_least_privilege_and_leaks_nothing() {
     tokio::task::block_in_place(|| {
         let o = c.client(&admin, &["delete", "service", "web"]);
         assert!(o.status.success(), "{}", stderr(&o));
-        wait_for("the tasks to stop", || c.tasks(&read).is_empty());
+        blocking_eventually("the tasks to stop", DEADLINE, || c.tasks(&read).is_empty());
         let mut procs = std::mem::take(&mut c.procs);
         procs.iter_mut().for_each(Proc::stop);
         for p in &procs {

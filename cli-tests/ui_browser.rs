@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+use shoal_tests::wait::eventually_within;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 /// Generous: the machine may be busy; the time things took is printed.
@@ -93,23 +94,9 @@ async fn get_json(url: &str, token: Option<&str>) -> Option<Value> {
     r.send().await.ok()?.json().await.ok()
 }
 
-/// Waits until `check` holds; returns how long it took.
-async fn wait_for<F, Fut>(what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    start.elapsed()
-}
-
 async fn wait_ready(url: &str) {
     let probe = format!("{url}/readyz");
-    wait_for("the API to answer", || async {
+    eventually_within("the API to answer", DEADLINE, || async {
         reqwest::get(&probe)
             .await
             .is_ok_and(|r| r.status().is_success())
@@ -196,7 +183,7 @@ impl Browser {
     }
 
     async fn wait_text(&self, css: &str, want: &str) -> Duration {
-        wait_for(&format!("{css} to read {want:?}"), || async {
+        eventually_within(&format!("{css} to read {want:?}"), DEADLINE, || async {
             self.text(css).await.contains(want)
         })
         .await
@@ -300,7 +287,7 @@ async fn the_dashboard_of_shoal_dev_follows_a_scale_live_and_after_an_api_restar
     let file = dir.path().join("web.yaml");
     std::fs::write(&file, process_manifest("web", 1)).unwrap();
     shoal(&url, None, &["apply", "-f", file.to_str().unwrap()]);
-    wait_for("web to run 1 task", || async {
+    eventually_within("web to run 1 task", DEADLINE, || async {
         running_tasks(&url, "default/web", None).await == 1
     })
     .await;
@@ -399,7 +386,7 @@ async fn the_dashboard_of_shoal_dev_follows_a_scale_live_and_after_an_api_restar
     b.close().await;
 
     shoal(&url, None, &["scale", "web=0"]);
-    wait_for("web to stop its tasks", || async {
+    eventually_within("web to stop its tasks", DEADLINE, || async {
         running_tasks(&url, "default/web", None).await == 0
     })
     .await;
@@ -487,7 +474,7 @@ async fn a_read_token_sees_no_buttons_and_an_admin_drains_a_node_from_its_page()
         &dir.path().join("agent.log"),
     );
     wait_ready(&url).await;
-    wait_for("node ui-n1 to register", || async {
+    eventually_within("node ui-n1 to register", DEADLINE, || async {
         get_json(&format!("{url}/v1/nodes/ui-n1"), Some(&admin))
             .await
             .is_some_and(|v| v["ready"] == true)

@@ -2,19 +2,18 @@
 //! (built locally when absent). These tests fail, with a clear message, when Docker is not
 //! reachable. Every test removes its containers (by node label) even when it fails.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::*;
 use shoal_agent::runtime::{LABEL_NODE, LABEL_SERVICE, LABEL_TASK, Runtime};
 use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
 use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_core::manifest::{Healthcheck, PortSpec, Protocol, RuntimeKind};
 use shoal_core::model::{Health, TaskState};
 use shoal_core::units::Dur;
+use shoal_tests::tasks::{TestStore, task, template};
+use shoal_tests::wait::eventually;
 
 /// A node id unique to this test run, and a guard removing its containers.
 fn node(name: &str) -> (String, ContainerGuard) {
@@ -71,7 +70,7 @@ fn busybox(command: &[&str]) -> shoal_core::model::TaskTemplate {
 #[tokio::test]
 async fn httpd_on_a_dynamic_port_is_reachable_and_labelled() {
     let (node, _guard) = node("httpd");
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let a = agent(&ts, &node, runtime(&node).await);
     let mut tpl = busybox(&["httpd", "-f", "-p", "8080", "-h", "/www"]);
     tpl.ports = vec![PortSpec {
@@ -142,7 +141,7 @@ async fn httpd_on_a_dynamic_port_is_reachable_and_labelled() {
 #[tokio::test]
 async fn stop_sends_the_stop_signal_and_waits_for_the_grace_period() {
     let (node, _guard) = node("grace");
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let a = agent(&ts, &node, runtime(&node).await);
     // Traps SIGTERM and exits 0 after a second: within the 20 s grace period, so no SIGKILL.
     let mut polite = busybox(&[
@@ -182,7 +181,7 @@ async fn stop_sends_the_stop_signal_and_waits_for_the_grace_period() {
 #[tokio::test]
 async fn container_killed_behind_shoals_back_is_reported_failed() {
     let (node, _guard) = node("kill");
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let a = agent(&ts, &node, runtime(&node).await);
     let t = task("victim.1.k", "victim", &node, busybox(&["sleep", "3600"]));
     ts.assign(&t).await;
@@ -201,7 +200,7 @@ async fn container_killed_behind_shoals_back_is_reported_failed() {
 #[tokio::test]
 async fn missing_image_is_rejected_with_dockers_message() {
     let (node, _guard) = node("noimage");
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let a = agent(&ts, &node, runtime(&node).await);
     let t = task(
         "ghost.1.m",
@@ -230,7 +229,7 @@ async fn missing_image_is_rejected_with_dockers_message() {
 #[tokio::test]
 async fn healthchecks_report_healthy_and_unhealthy() {
     let (node, _guard) = node("health");
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let a = agent(&ts, &node, runtime(&node).await);
     let hc = |cmd: &str| Healthcheck {
         test: vec!["CMD-SHELL".into(), cmd.into()],
@@ -268,7 +267,7 @@ async fn healthchecks_report_healthy_and_unhealthy() {
 #[tokio::test]
 async fn restarted_agent_adopts_its_container_and_removes_unassigned_ones() {
     let (node, _guard) = node("adopt");
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let a = agent(&ts, &node, runtime(&node).await);
     let t = task("kept.1.a", "kept", &node, busybox(&["sleep", "3600"]));
     ts.assign(&t).await;

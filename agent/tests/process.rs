@@ -3,14 +3,13 @@
 //! host healthcheck drives the task's health; processes left by an agent killed with -9 are
 //! killed by the next one on the same data directory.
 
-mod common;
-
-use common::*;
 use shoal_agent::runtime::process::ProcessRuntime;
 use shoal_agent::{Agent, AgentConfig};
 use shoal_core::manifest::{Healthcheck, RuntimeKind};
 use shoal_core::model::{Health, TaskState};
 use shoal_core::units::Dur;
+use shoal_tests::tasks::{TestStore, task, template};
+use shoal_tests::wait::eventually;
 use std::sync::Arc;
 
 fn agent(ts: &TestStore, rt: Arc<ProcessRuntime>) -> shoal_agent::AgentHandle {
@@ -32,7 +31,7 @@ fn pid_alive(pid: i32) -> bool {
 
 #[tokio::test]
 async fn sleeping_task_stops_with_sigterm_within_its_grace_period() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let dir = tempfile::tempdir().unwrap();
     let rt = Arc::new(ProcessRuntime::new(dir.path()));
     let a = agent(&ts, rt);
@@ -61,7 +60,7 @@ async fn sleeping_task_stops_with_sigterm_within_its_grace_period() {
 
 #[tokio::test]
 async fn failing_command_reports_its_exit_code_and_logs_land_in_the_file() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let dir = tempfile::tempdir().unwrap();
     let rt = Arc::new(ProcessRuntime::new(dir.path()));
     let a = agent(&ts, rt.clone());
@@ -113,7 +112,7 @@ async fn failing_command_reports_its_exit_code_and_logs_land_in_the_file() {
 
 #[tokio::test]
 async fn host_healthcheck_drives_health() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let dir = tempfile::tempdir().unwrap();
     let rt = Arc::new(ProcessRuntime::new(dir.path()));
     let a = agent(&ts, rt);
@@ -145,7 +144,7 @@ async fn host_healthcheck_drives_health() {
 
 #[tokio::test]
 async fn logs_rotate_by_size_and_go_when_the_assignment_is_deleted() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let dir = tempfile::tempdir().unwrap();
     let rt = Arc::new(ProcessRuntime::new(dir.path()).with_log_max_bytes(64 * 1024));
     let a = agent(&ts, rt.clone());

@@ -4,13 +4,10 @@
 //! never reach the agent's data directory, and a task waits in `preparing` (saying why)
 //! while the API is down, then starts when it answers, without disturbing running tasks.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use shoal_agent::runtime::process::ProcessRuntime;
 use shoal_agent::{Agent, AgentConfig, ApiEndpoint};
 use shoal_api::ApiState;
@@ -18,6 +15,8 @@ use shoal_api::secrets::crypto::KeyRing;
 use shoal_core::manifest::RuntimeKind;
 use shoal_core::model::{TaskState, TaskTemplate};
 use shoal_core::secret::{FileKind, FileMode, FileRef};
+use shoal_tests::tasks::{TestStore, task, template};
+use shoal_tests::wait::eventually;
 
 const VALUE: &str = "pr0cess-secret-7d2e";
 
@@ -94,26 +93,50 @@ fn reader(out: &Path) -> TaskTemplate {
     t
 }
 
-fn agent(
-    ts: &TestStore,
-    node: &str,
-    data: &Path,
-    shm: &Path,
-    api: &str,
-) -> shoal_agent::AgentHandle {
-    let mut config = AgentConfig::new(node);
+/// One node of a secrets test: a store, an API server holding the cluster key and some
+/// files, and an agent running host processes whose files live under `/dev/shm`.
+struct Node {
+    agent: shoal_agent::AgentHandle,
+    api: ApiServer,
+    ts: TestStore,
+    /// The API's key directory.
+    _keys: tempfile::TempDir,
+    /// The agent's data directory.
+    data: tempfile::TempDir,
+    /// The agent's secrets directory.
+    shm: tempfile::TempDir,
+    /// Where the tasks copy what they read.
+    out: tempfile::TempDir,
+}
+
+/// Starts node `name` with an API server holding `files` (kind, name, value).
+async fn node(name: &str, files: &[(FileKind, &str, &str)]) -> Node {
+    let ts = TestStore::open().await;
+    let keys = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let api = ApiServer::start(&ts, keys.path(), 0).await;
+    for (kind, file, value) in files {
+        create(&api, *kind, file, value).await;
+    }
+    let mut config = AgentConfig::new(name);
     config.api = Some(ApiEndpoint {
-        url: api.to_string(),
+        url: api.url.clone(),
         token: None,
     });
-    config.secrets_dir = shm.to_path_buf();
-    Agent::new(
-        ts.store.clone(),
-        ts.keys.clone(),
-        config,
-        Arc::new(ProcessRuntime::new(data)),
-    )
-    .spawn()
+    config.secrets_dir = shm.path().to_path_buf();
+    let runtime = Arc::new(ProcessRuntime::new(data.path()));
+    let agent = Agent::new(ts.store.clone(), ts.keys.clone(), config, runtime).spawn();
+    Node {
+        agent,
+        api,
+        ts,
+        _keys: keys,
+        data,
+        shm,
+        out,
+    }
 }
 
 fn files_with(dir: &Path, needle: &str) -> Vec<String> {
@@ -137,26 +160,24 @@ async fn create(api: &ApiServer, kind: FileKind, name: &str, value: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_host_process_reads_its_files_from_its_in_memory_directories() {
-    let ts = store().await;
-    let keys = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let api = ApiServer::start(&ts, keys.path(), 0).await;
-    create(&api, FileKind::Secret, "db-password", VALUE).await;
-    create(&api, FileKind::Config, "app", "listen 8080\n").await;
-    let a = agent(&ts, "sp1", data.path(), shm.path(), &api.url);
-
+    let n = node(
+        "sp1",
+        &[
+            (FileKind::Secret, "db-password", VALUE),
+            (FileKind::Config, "app", "listen 8080\n"),
+        ],
+    )
+    .await;
     let t = task(
         "reader.1.a",
         "reader",
         "sp1",
-        reader(&out.path().join("seen")),
+        reader(&n.out.path().join("seen")),
     );
-    ts.assign(&t).await;
-    ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
+    n.ts.assign(&t).await;
+    n.ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
         .await;
-    let seen = out.path().join("seen");
+    let seen = n.out.path().join("seen");
     eventually("the process copied its files", || {
         let ok = seen.exists();
         async move { ok }
@@ -168,49 +189,57 @@ async fn a_host_process_reads_its_files_from_its_in_memory_directories() {
     );
 
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = shm.path().join("sp1").join("reader.1.a");
+    let dir = n.shm.path().join("sp1").join("reader.1.a");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&dir.join("secrets/db_password")), 0o400);
     assert_eq!(mode(&dir.join("configs/etc/app.conf")), 0o440);
     assert_eq!(mode(&dir), 0o700, "the task's directory is private");
     assert!(
-        files_with(data.path(), VALUE).is_empty(),
+        files_with(n.data.path(), VALUE).is_empty(),
         "the agent's data dir holds no value"
     );
 
-    ts.shut_down(&t).await;
-    ts.wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
+    n.ts.shut_down(&t).await;
+    n.ts.wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
         .await;
     assert!(!dir.exists(), "the task's files are gone once it stopped");
-    assert!(files_with(shm.path(), VALUE).is_empty());
-    assert!(files_with(data.path(), VALUE).is_empty());
-    a.stop().await.unwrap();
+    assert!(files_with(n.shm.path(), VALUE).is_empty());
+    assert!(files_with(n.data.path(), VALUE).is_empty());
+    n.agent.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_waits_in_preparing_while_the_api_is_down_and_running_tasks_carry_on() {
-    let ts = store().await;
-    let keys = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let api = ApiServer::start(&ts, keys.path(), 0).await;
-    create(&api, FileKind::Secret, "db-password", VALUE).await;
-    create(&api, FileKind::Config, "app", "conf\n").await;
-    let a = agent(&ts, "sp2", data.path(), shm.path(), &api.url);
+    let n = node(
+        "sp2",
+        &[
+            (FileKind::Secret, "db-password", VALUE),
+            (FileKind::Config, "app", "conf\n"),
+        ],
+    )
+    .await;
+    let first = task(
+        "reader.1.a",
+        "reader",
+        "sp2",
+        reader(&n.out.path().join("a")),
+    );
+    n.ts.assign(&first).await;
+    let running =
+        n.ts.wait_status(&first, "running", |s| s.state == TaskState::Running)
+            .await;
 
-    let first = task("reader.1.a", "reader", "sp2", reader(&out.path().join("a")));
-    ts.assign(&first).await;
-    let running = ts
-        .wait_status(&first, "running", |s| s.state == TaskState::Running)
-        .await;
-
-    let (state, port) = api.kill().await;
-    let mut second = task("reader.2.b", "reader", "sp2", reader(&out.path().join("b")));
+    let (state, port) = n.api.kill().await;
+    let mut second = task(
+        "reader.2.b",
+        "reader",
+        "sp2",
+        reader(&n.out.path().join("b")),
+    );
     second.slot = shoal_core::model::Slot::Replica(2);
-    ts.assign(&second).await;
-    let waiting = ts
-        .wait_status(&second, "waiting in preparing", |s| {
+    n.ts.assign(&second).await;
+    let waiting =
+        n.ts.wait_status(&second, "waiting in preparing", |s| {
             s.state == TaskState::Preparing && s.message.is_some()
         })
         .await;
@@ -220,9 +249,9 @@ async fn a_task_waits_in_preparing_while_the_api_is_down_and_running_tasks_carry
         "{why}"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let still = ts.status(&second).await.unwrap();
+    let still = n.ts.status(&second).await.unwrap();
     assert_eq!(still.state, TaskState::Preparing, "it keeps waiting");
-    let first_now = ts.status(&first).await.unwrap();
+    let first_now = n.ts.status(&first).await.unwrap();
     assert_eq!(
         first_now.state,
         TaskState::Running,
@@ -232,9 +261,9 @@ async fn a_task_waits_in_preparing_while_the_api_is_down_and_running_tasks_carry
 
     let back = Instant::now();
     let _api = ApiServer::serve(state, port).await;
-    let s = ts
-        .wait_status(&second, "running", |s| s.state == TaskState::Running)
-        .await;
+    let s =
+        n.ts.wait_status(&second, "running", |s| s.state == TaskState::Running)
+            .await;
     println!(
         "task started {:?} after the API came back (retries at most every {:?})",
         back.elapsed(),
@@ -242,12 +271,12 @@ async fn a_task_waits_in_preparing_while_the_api_is_down_and_running_tasks_carry
     );
     assert_eq!(s.message, None, "the waiting reason is cleared");
     assert!(back.elapsed() < Duration::from_secs(30));
-    a.stop().await.unwrap();
+    n.agent.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn without_an_api_a_task_using_secrets_is_rejected_naming_the_flag() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let a = Agent::new(
@@ -268,47 +297,49 @@ async fn without_an_api_a_task_using_secrets_is_rejected_naming_the_flag() {
 
 #[tokio::test]
 async fn a_secret_that_is_gone_rejects_the_task_with_the_api_message() {
-    let ts = store().await;
-    let keys = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let api = ApiServer::start(&ts, keys.path(), 0).await;
-    create(&api, FileKind::Config, "app", "conf\n").await;
-    let a = agent(&ts, "sp4", data.path(), shm.path(), &api.url);
-    let t = task("reader.1.a", "reader", "sp4", reader(&out.path().join("x")));
-    ts.assign(&t).await;
-    let s = ts
-        .wait_status(&t, "rejected", |s| s.state == TaskState::Rejected)
-        .await;
+    let n = node("sp4", &[(FileKind::Config, "app", "conf\n")]).await;
+    let t = task(
+        "reader.1.a",
+        "reader",
+        "sp4",
+        reader(&n.out.path().join("x")),
+    );
+    n.ts.assign(&t).await;
+    let s =
+        n.ts.wait_status(&t, "rejected", |s| s.state == TaskState::Rejected)
+            .await;
     let why = s.message.unwrap();
     assert!(
         why.contains("secret default/db-password not found"),
         "{why}"
     );
-    assert!(!shm.path().join("sp4").join("reader.1.a").exists());
-    a.stop().await.unwrap();
+    assert!(!n.shm.path().join("sp4").join("reader.1.a").exists());
+    n.agent.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stopping_the_agent_removes_the_files_of_its_host_processes() {
-    let ts = store().await;
-    let keys = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let api = ApiServer::start(&ts, keys.path(), 0).await;
-    create(&api, FileKind::Secret, "db-password", VALUE).await;
-    create(&api, FileKind::Config, "app", "conf\n").await;
-    let a = agent(&ts, "sp5", data.path(), shm.path(), &api.url);
-    let t = task("reader.1.a", "reader", "sp5", reader(&out.path().join("x")));
-    ts.assign(&t).await;
-    ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
+    let n = node(
+        "sp5",
+        &[
+            (FileKind::Secret, "db-password", VALUE),
+            (FileKind::Config, "app", "conf\n"),
+        ],
+    )
+    .await;
+    let t = task(
+        "reader.1.a",
+        "reader",
+        "sp5",
+        reader(&n.out.path().join("x")),
+    );
+    n.ts.assign(&t).await;
+    n.ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
         .await;
-    let dir = shm.path().join("sp5").join("reader.1.a");
+    let dir = n.shm.path().join("sp5").join("reader.1.a");
     assert!(dir.join("secrets/db_password").exists());
     // Host processes end with the agent, and so do their files.
-    a.stop().await.unwrap();
+    n.agent.stop().await.unwrap();
     assert!(!dir.exists(), "the stopped process's files are gone");
-    assert!(files_with(shm.path(), VALUE).is_empty());
+    assert!(files_with(n.shm.path(), VALUE).is_empty());
 }

@@ -1,18 +1,17 @@
 //! The agent on the sim runtime: state walk, shutdown, failure injection, hollow nodes and
 //! adoption across an agent restart.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use shoal_agent::runtime::Runtime;
 use shoal_agent::runtime::sim::SimRuntime;
 use shoal_agent::{Agent, AgentConfig};
 use shoal_core::manifest::{Healthcheck, PortSpec, Protocol, RuntimeKind};
 use shoal_core::model::{self, Health, NodeInfo, TaskState};
 use shoal_core::units::Dur;
+use shoal_tests::tasks::{TestStore, docker_task, task, template};
+use shoal_tests::wait::eventually;
 
 fn agent(ts: &TestStore, node: &str, rt: Arc<SimRuntime>) -> shoal_agent::AgentHandle {
     let mut cfg = AgentConfig::new(node);
@@ -22,7 +21,7 @@ fn agent(ts: &TestStore, node: &str, rt: Arc<SimRuntime>) -> shoal_agent::AgentH
 
 #[tokio::test]
 async fn task_walks_to_running_then_shutdown_when_desired() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let rt = Arc::new(SimRuntime::new());
     let a = agent(&ts, "n1", rt.clone());
     let mut tpl = template(RuntimeKind::Docker, Some("nginx:1.27"), &[]);
@@ -56,27 +55,12 @@ async fn task_walks_to_running_then_shutdown_when_desired() {
 
 #[tokio::test]
 async fn injected_failures_end_tasks_with_a_message() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let rt = Arc::new(SimRuntime::new());
     let a = agent(&ts, "n1", rt.clone());
-    let missing = task(
-        "a.1.x",
-        "a",
-        "n1",
-        template(RuntimeKind::Docker, Some("missing/img"), &[]),
-    );
-    let fail = task(
-        "b.1.x",
-        "b",
-        "n1",
-        template(RuntimeKind::Docker, Some("fail/img"), &[]),
-    );
-    let crash = task(
-        "c.1.x",
-        "c",
-        "n1",
-        template(RuntimeKind::Docker, Some("crash/img"), &[]),
-    );
+    let missing = docker_task("a.1.x", "a", "n1", "missing/img");
+    let fail = docker_task("b.1.x", "b", "n1", "fail/img");
+    let crash = docker_task("c.1.x", "c", "n1", "crash/img");
     let mut unhealthy_tpl = template(RuntimeKind::Docker, Some("unhealthy/img"), &[]);
     unhealthy_tpl.healthcheck = Some(Healthcheck {
         test: vec!["CMD".into(), "true".into()],
@@ -119,7 +103,7 @@ async fn injected_failures_end_tasks_with_a_message() {
 
 #[tokio::test]
 async fn hollow_nodes_register_and_run_their_tasks() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let rt = Arc::new(SimRuntime::new());
     let mut cfg = AgentConfig::new("hollow");
     cfg.hollow_nodes = 300;
@@ -177,12 +161,7 @@ async fn hollow_nodes_register_and_run_their_tasks() {
     }
     assert_eq!(rt.len(), 30);
     // A task for a node this process does not host is left alone.
-    let stranger = task(
-        "x.1.x",
-        "x",
-        "elsewhere",
-        template(RuntimeKind::Docker, Some("i"), &[]),
-    );
+    let stranger = docker_task("x.1.x", "x", "elsewhere", "i");
     ts.assign(&stranger).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(ts.status(&stranger).await.is_none());
@@ -191,21 +170,11 @@ async fn hollow_nodes_register_and_run_their_tasks() {
 
 #[tokio::test]
 async fn restarted_agent_adopts_running_tasks_and_removes_unassigned_ones() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let rt = Arc::new(SimRuntime::new());
     let a = agent(&ts, "n1", rt.clone());
-    let keep = task(
-        "k.1.x",
-        "k",
-        "n1",
-        template(RuntimeKind::Docker, Some("img"), &[]),
-    );
-    let drop = task(
-        "d.1.x",
-        "d",
-        "n1",
-        template(RuntimeKind::Docker, Some("img"), &[]),
-    );
+    let keep = docker_task("k.1.x", "k", "n1", "img");
+    let drop = docker_task("d.1.x", "d", "n1", "img");
     ts.assign(&keep).await;
     ts.assign(&drop).await;
     let before = ts
@@ -246,7 +215,7 @@ async fn restarted_agent_adopts_running_tasks_and_removes_unassigned_ones() {
 
 #[tokio::test]
 async fn lost_lease_is_replaced_and_the_node_registered_again() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let a = agent(&ts, "n1", Arc::new(SimRuntime::new()));
     let key = ts.keys.node("n1");
     let store = ts.store.clone();
@@ -280,7 +249,7 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
     use shoal_agent::runner::RunnerContext;
     use shoal_agent::worker::Worker;
 
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let rt = Arc::new(SimRuntime::new());
     let (sink, _writer) = shoal_agent::status::spawn(ts.store.clone(), ts.keys.clone());
     let ctx = RunnerContext::new(rt.clone(), sink, ts.keys.clone());
@@ -291,14 +260,7 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
     let join = tokio::spawn(worker.run(stop.clone()));
 
     let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            task(
-                &format!("p.{i}.x"),
-                "p",
-                &format!("h-{:04}", i % 10),
-                template(RuntimeKind::Docker, Some("img"), &[]),
-            )
-        })
+        .map(|i| docker_task(&format!("p.{i}.x"), "p", &format!("h-{:04}", i % 10), "img"))
         .collect();
     for t in &tasks {
         ts.assign(t).await;
@@ -337,7 +299,7 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
 /// `--role manager` reaches the node record, so `node.role == manager` constraints can match.
 #[tokio::test]
 async fn the_node_record_carries_the_configured_role() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let rt = Arc::new(SimRuntime::new());
     let mut cfg = AgentConfig::new("boss-1");
     cfg.role = "manager".to_string();
@@ -351,14 +313,9 @@ async fn the_node_record_carries_the_configured_role() {
 }
 #[tokio::test]
 async fn adoption_keeps_the_running_duplicate_not_the_exited_one() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let rt = Arc::new(SimRuntime::new());
-    let t = task(
-        "dup.1.x",
-        "dup",
-        "n1",
-        template(RuntimeKind::Docker, Some("img"), &[]),
-    );
+    let t = docker_task("dup.1.x", "dup", "n1", "img");
     // Two containers for one task, left by an earlier agent of this cluster: the first runs,
     // the second (whose id sorts last) has exited.
     let cluster = shoal_store::cluster::ensure_cluster_id(ts.store.as_ref(), &ts.keys, None)
@@ -394,15 +351,10 @@ async fn adoption_keeps_the_running_duplicate_not_the_exited_one() {
 
 #[tokio::test]
 async fn the_agent_deletes_the_status_of_a_deleted_assignment_and_never_recreates_it() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let rt = Arc::new(SimRuntime::new());
     let a = agent(&ts, "n1", rt.clone());
-    let t = task(
-        "s.1.x",
-        "s",
-        "n1",
-        template(RuntimeKind::Docker, Some("img"), &[]),
-    );
+    let t = docker_task("s.1.x", "s", "n1", "img");
     ts.assign(&t).await;
     ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
         .await;
@@ -430,7 +382,7 @@ async fn the_agent_deletes_the_status_of_a_deleted_assignment_and_never_recreate
 
 #[tokio::test]
 async fn statuses_left_without_an_assignment_are_collected_when_the_agent_starts() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let orphan = ts.keys.task_status("n1", "gone.1.x");
     ts.store
         .put(&orphan, model::encode(&ts_status("gone.1.x")), None)
@@ -496,7 +448,7 @@ async fn holder(ts: &TestStore, node: &str) -> NodeInfo {
 /// one TTL for the first's registration to go, then stops with an error naming the holder.
 #[tokio::test]
 async fn a_second_agent_with_the_same_node_id_gives_up_naming_the_holder() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let ttl = Duration::from_secs(2);
     let first = agent_as(&ts, "n1", "instance-a", ttl).spawn();
     let mut reg = first.registered();
@@ -526,7 +478,7 @@ async fn a_second_agent_with_the_same_node_id_gives_up_naming_the_holder() {
 /// once, without waiting for its previous lease to expire.
 #[tokio::test]
 async fn a_restarted_agent_takes_its_registration_back_at_once() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let ttl = Duration::from_secs(30);
     let first = agent_as(&ts, "n1", "instance-a", ttl).spawn();
     first.registered().wait_for(|r| *r).await.unwrap();
@@ -548,7 +500,7 @@ async fn a_restarted_agent_takes_its_registration_back_at_once() {
 
 #[tokio::test]
 async fn a_node_id_that_is_not_a_dns_label_is_refused() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let err = agent_as(&ts, "a/b", "i", Duration::from_secs(2))
         .run(tokio_util::sync::CancellationToken::new())
         .await
@@ -563,15 +515,10 @@ async fn a_node_id_that_is_not_a_dns_label_is_refused() {
 /// `--adopt-orphans` makes the empty store their cluster.
 #[tokio::test]
 async fn containers_of_another_cluster_are_never_removed() {
-    let first = store().await;
+    let first = TestStore::open().await;
     let rt = Arc::new(SimRuntime::new());
     let a = agent(&first, "n1", rt.clone());
-    let t = task(
-        "w.1.x",
-        "w",
-        "n1",
-        template(RuntimeKind::Docker, Some("img"), &[]),
-    );
+    let t = docker_task("w.1.x", "w", "n1", "img");
     first.assign(&t).await;
     first
         .wait_status(&t, "running", |s| s.state == TaskState::Running)
@@ -588,7 +535,7 @@ async fn containers_of_another_cluster_are_never_removed() {
     );
 
     // An empty store: the agent refuses to start, the container stays.
-    let empty = store().await;
+    let empty = TestStore::open().await;
     let mut cfg = AgentConfig::new("n1");
     cfg.lease_ttl = Duration::from_secs(2);
     let err = Agent::new(
@@ -608,18 +555,13 @@ async fn containers_of_another_cluster_are_never_removed() {
     assert_eq!(rt.len(), 1);
 
     // Another cluster's store: the agent runs, and leaves the container alone.
-    let other = store().await;
+    let other = TestStore::open().await;
     shoal_store::cluster::ensure_cluster_id(other.store.as_ref(), &other.keys, None)
         .await
         .unwrap();
     let b = agent(&other, "n1", rt.clone());
     b.registered().wait_for(|r| *r).await.unwrap();
-    let u = task(
-        "v.1.x",
-        "v",
-        "n1",
-        template(RuntimeKind::Docker, Some("img"), &[]),
-    );
+    let u = docker_task("v.1.x", "v", "n1", "img");
     other.assign(&u).await;
     other
         .wait_status(&u, "running", |s| s.state == TaskState::Running)
@@ -646,7 +588,7 @@ async fn containers_of_another_cluster_are_never_removed() {
 
     // --adopt-orphans on an empty store: it becomes the containers' cluster, and what it does
     // not assign is removed as usual.
-    let adopting = store().await;
+    let adopting = TestStore::open().await;
     let mut cfg = AgentConfig::new("n1");
     cfg.lease_ttl = Duration::from_secs(2);
     cfg.adopt_orphans = true;
@@ -693,7 +635,7 @@ fn running_as_root() -> bool {
 /// record, for `shoal describe`.
 #[tokio::test]
 async fn an_agent_lacking_a_network_privilege_publishes_why_in_its_node_record() {
-    let ts = store().await;
+    let ts = TestStore::open().await;
     let dir = tempfile::tempdir().unwrap();
     // What iptables says to a process without CAP_NET_ADMIN.
     let iptables = dir.path().join("iptables");
@@ -724,12 +666,7 @@ async fn an_agent_lacking_a_network_privilege_publishes_why_in_its_node_record()
     );
     assert!(agent.network().is_none(), "networking is off");
     let a = agent.spawn();
-    let t = task(
-        "web.1.a",
-        "web",
-        "n2",
-        template(RuntimeKind::Docker, Some("nginx:1.27"), &[]),
-    );
+    let t = docker_task("web.1.a", "web", "n2", "nginx:1.27");
     ts.assign(&t).await;
     ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
         .await;

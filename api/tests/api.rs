@@ -1,12 +1,12 @@
 //! The API router against a real embedded store: what a user of the REST API would notice.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::{Api, manifest};
 use serde_json::Value;
 use shoal_api::{ApiState, TokenTable};
 use shoal_core::ServiceRef;
+use shoal_core::manifest::RuntimeKind;
+use shoal_tests::api::{Api, manifest};
+use shoal_tests::tasks::{task, template};
 
 fn web() -> ServiceRef {
     ServiceRef {
@@ -31,13 +31,7 @@ async fn put_invalid_yaml_is_400_with_location_and_stores_nothing() {
         v["error"].as_str().unwrap().contains("invalid manifest"),
         "{v}"
     );
-    assert!(
-        api.store
-            .get(&api.keys.service(&web()))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(api.stored(&api.keys.service(&web())).await.is_none());
 }
 
 #[tokio::test]
@@ -192,13 +186,7 @@ async fn dry_run_writes_nothing() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["dryRun"], true);
     assert_eq!(v["results"][0]["action"], "created");
-    assert!(
-        api.store
-            .get(&api.keys.service(&web()))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(api.stored(&api.keys.service(&web())).await.is_none());
 }
 
 #[tokio::test]
@@ -215,13 +203,7 @@ async fn apply_with_an_invalid_document_writes_nothing() {
         v["details"][0]["line"].as_u64().unwrap() > 9,
         "line counts from the body start: {v}"
     );
-    assert!(
-        api.store
-            .get(&api.keys.service(&web()))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(api.stored(&api.keys.service(&web())).await.is_none());
 }
 
 #[tokio::test]
@@ -247,10 +229,8 @@ async fn patch_node_drains_and_labels() {
     let api = Api::new().await;
     let info = serde_json::json!({"id":"n1","hostname":"h1","address":"10.0.0.1","runtimes":["docker"],
         "capacity":{"cpus":2.0,"memory":"1Gi"},"agentVersion":"0.1.0","startedAt":"2026-01-01T00:00:00Z"});
-    api.store
-        .put(&api.keys.node("n1"), info.to_string().into_bytes(), None)
-        .await
-        .unwrap();
+    api.put_stored(&api.keys.node("n1"), info.to_string().into_bytes())
+        .await;
     let (s, v) = api
         .json(
             "PATCH",
@@ -282,15 +262,11 @@ async fn node_rm_is_refused_while_ready_unless_forced_and_lists_down_nodes() {
     let api = Api::new().await;
     let info = serde_json::json!({"id":"n1","hostname":"h1","address":"10.0.0.1","runtimes":["docker"],
         "capacity":{"cpus":2.0,"memory":"1Gi"},"agentVersion":"0.1.0","startedAt":"2026-01-01T00:00:00Z"});
-    api.store
-        .put(&api.keys.node("n1"), info.to_string().into_bytes(), None)
-        .await
-        .unwrap();
+    api.put_stored(&api.keys.node("n1"), info.to_string().into_bytes())
+        .await;
     // n2 is known only from a task: its agent is gone, and it is listed as down.
-    api.store
-        .put(&api.keys.task("n2", "web.1.x"), b"{}".to_vec(), None)
-        .await
-        .unwrap();
+    api.put_stored(&api.keys.task("n2", "web.1.x"), b"{}".to_vec())
+        .await;
     let (_, v) = api.json("GET", "/v1/nodes", "").await;
     let ids: Vec<(&str, bool)> = v
         .as_array()
@@ -303,13 +279,7 @@ async fn node_rm_is_refused_while_ready_unless_forced_and_lists_down_nodes() {
     let (s, v) = api.json("DELETE", "/v1/nodes/n1", "").await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(v["error"].as_str().unwrap().contains("--force"), "{v}");
-    assert!(
-        api.store
-            .get(&api.keys.node_config("n1"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(api.stored(&api.keys.node_config("n1")).await.is_none());
 
     let (s, v) = api.json("DELETE", "/v1/nodes/n2", "").await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -323,10 +293,8 @@ async fn node_rm_is_refused_while_ready_unless_forced_and_lists_down_nodes() {
 #[tokio::test]
 async fn concurrent_node_patches_keep_every_label() {
     let api = std::sync::Arc::new(Api::new().await);
-    api.store
-        .put(&api.keys.node_config("n1"), b"{}".to_vec(), None)
-        .await
-        .unwrap();
+    api.put_stored(&api.keys.node_config("n1"), b"{}".to_vec())
+        .await;
     let mut handles = Vec::new();
     for i in 0..8 {
         let api = api.clone();
@@ -421,7 +389,6 @@ async fn openapi_lists_the_paths() {
     for p in [
         "/v1/services",
         "/v1/services/{ns}/{name}",
-        "/v1/services/{ns}/{name}/run",
         "/v1/apply",
         "/v1/watch",
         "/v1/nodes/{id}",
@@ -580,39 +547,9 @@ async fn a_list_of_manifests_stores_each_element_alone() {
 
 /// A docker task of `default/web` on `node`.
 fn web_task(node: &str, id: &str) -> shoal_core::Task {
-    use shoal_core::manifest::RuntimeKind;
-    use shoal_core::model::{DesiredState, Slot, TaskTemplate, Timestamp};
-    let template = TaskTemplate {
-        runtime: RuntimeKind::Docker,
-        image: Some("nginx".into()),
-        command: Vec::new(),
-        env: Default::default(),
-        ports: Vec::new(),
-        limits: Default::default(),
-        reservations: Default::default(),
-        mounts: Vec::new(),
-        healthcheck: None,
-        stop_signal: "SIGTERM".into(),
-        stop_grace_period: shoal_core::units::Dur::secs(1),
-        consul: None,
-        constraints: Vec::new(),
-        secrets: Vec::new(),
-        configs: Vec::new(),
-    };
-    shoal_core::Task {
-        id: id.into(),
-        service: web(),
-        slot: Slot::Replica(1),
-        node_id: node.into(),
-        generation: 1,
-        template_hash: template.hash(),
-        template,
-        desired_state: DesiredState::Running,
-        attempt: 0,
-        orphaned: false,
-        run: None,
-        created_at: Timestamp::now(),
-    }
+    let mut template = template(RuntimeKind::Docker, Some("nginx"), &[]);
+    template.stop_grace_period = shoal_core::units::Dur::secs(1);
+    task(id, "web", node, template)
 }
 
 /// A service read names the nodes holding its tasks whose agents published why names are
@@ -636,10 +573,8 @@ async fn service_read_names_nodes_without_names_and_why() {
         if let Some(p) = problem {
             info["networkUnavailable"] = p.into();
         }
-        api.store
-            .put(&api.keys.node(node), info.to_string().into_bytes(), None)
-            .await
-            .unwrap();
+        api.put_stored(&api.keys.node(node), info.to_string().into_bytes())
+            .await;
     }
     // n3 has the problem but none of web's tasks.
     for (node, id) in [("n1", "web.1.a"), ("n2", "web.2.b")] {

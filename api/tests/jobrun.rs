@@ -1,13 +1,11 @@
 //! `POST /v1/services/{ns}/{name}/run` against a real embedded store: a request is written for
 //! the controller, refused while a run is active unless forced, and only for jobs.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::{Api, manifest};
 use shoal_core::job::{JobRun, JobStatus, RunRequest, RunState, RunTrigger};
 use shoal_core::model::{Timestamp, decode, encode};
 use shoal_core::{ServiceRef, ServiceStatus};
+use shoal_tests::api::{Api, manifest};
 
 fn sref(name: &str) -> ServiceRef {
     ServiceRef {

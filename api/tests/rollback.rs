@@ -1,12 +1,10 @@
 //! `POST /v1/services/{ns}/{name}/rollback` against a real embedded store: the previous spec
 //! from the status becomes the manifest again, with its metadata, under a revision check.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::{Api, manifest};
 use shoal_core::model::encode;
 use shoal_core::{ServiceRef, ServiceStatus};
+use shoal_tests::api::{Api, manifest};
 
 fn web() -> ServiceRef {
     ServiceRef {
@@ -25,10 +23,8 @@ async fn status_with_previous(api: &Api, previous_manifest: &str) {
         previous_spec: Some(prev.service.spec),
         ..Default::default()
     };
-    api.store
-        .put(&api.keys.service_status(&web()), encode(&status), None)
-        .await
-        .unwrap();
+    api.put_stored(&api.keys.service_status(&web()), encode(&status))
+        .await;
 }
 
 #[tokio::test]

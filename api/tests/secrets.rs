@@ -3,18 +3,17 @@
 //! and name limits, removal refused while in use, a node reading only what its tasks use,
 //! re-sealing under a new key, and an API without a key still serving everything else.
 
-mod common;
-
 use axum::http::StatusCode;
 use base64::Engine as _;
-use common::Api;
 use shoal_api::auth::{Principal, Role, Token, Tokens};
 use shoal_api::secrets::crypto::KeyRing;
 use shoal_api::{ApiState, TokenTable};
-use shoal_core::manifest::{RuntimeKind, ServiceRef};
-use shoal_core::model::{self, DesiredState, Slot, Task, TaskTemplate, Timestamp};
+use shoal_core::manifest::RuntimeKind;
+use shoal_core::model::{self, DesiredState, Task};
 use shoal_core::secret::FileRef;
 use shoal_core::units::Dur;
+use shoal_tests::api::Api;
+use shoal_tests::tasks::{self, template};
 
 const VALUE: &str = "s3cr3t-Value-4f1c9a";
 
@@ -42,53 +41,23 @@ fn web_manifest(secret: &str) -> String {
 }
 
 fn task(node: &str, id: &str, secret: &str, desired: DesiredState) -> Task {
-    let template = TaskTemplate {
-        runtime: RuntimeKind::Docker,
-        image: Some("nginx".into()),
-        command: Vec::new(),
-        env: Default::default(),
-        ports: Vec::new(),
-        limits: Default::default(),
-        reservations: Default::default(),
-        mounts: Vec::new(),
-        healthcheck: None,
-        stop_signal: "SIGTERM".into(),
-        stop_grace_period: Dur::secs(1),
-        consul: None,
-        constraints: Vec::new(),
-        secrets: vec![FileRef {
-            source: secret.into(),
-            target: None,
-            mode: None,
-            uid: None,
-            gid: None,
-        }],
-        configs: Vec::new(),
-    };
-    Task {
-        id: id.into(),
-        service: ServiceRef {
-            namespace: "default".into(),
-            name: "web".into(),
-        },
-        slot: Slot::Replica(1),
-        node_id: node.into(),
-        generation: 1,
-        template_hash: template.hash(),
-        template,
-        desired_state: desired,
-        attempt: 0,
-        orphaned: false,
-        run: None,
-        created_at: Timestamp::now(),
-    }
+    let mut template = template(RuntimeKind::Docker, Some("nginx"), &[]);
+    template.stop_grace_period = Dur::secs(1);
+    template.secrets = vec![FileRef {
+        source: secret.into(),
+        target: None,
+        mode: None,
+        uid: None,
+        gid: None,
+    }];
+    let mut task = tasks::task(id, "web", node, template);
+    task.desired_state = desired;
+    task
 }
 
 async fn assign(api: &Api, t: &Task) {
-    api.store
-        .put(&api.keys.task(&t.node_id, &t.id), model::encode(t), None)
-        .await
-        .unwrap();
+    api.put_stored(&api.keys.task(&t.node_id, &t.id), model::encode(t))
+        .await;
 }
 
 #[tokio::test]

@@ -1,18 +1,16 @@
 //! The dashboard's pages on the router over a real embedded store: the HTML is parsed with
 //! `scraper` and its figures are compared with what `/v1` (and so `shoal get`) reports.
 
-mod common;
-
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
-use common::Api;
 use scraper::{Html, Selector};
 use serde_json::Value;
 use shoal_api::TokenTable;
 use shoal_api::auth::{Principal, Role, Token, Tokens};
 use shoal_api::sample::{SampleCluster, SampleSize, write_sample};
 use shoal_api::types::ServiceResource;
+use shoal_tests::api::Api;
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 

@@ -8,9 +8,9 @@ use clap::Parser;
 use serde_json::json;
 use shoal_bench::calibrate::calibrate;
 use shoal_bench::cluster::{Cluster, proc_stats};
-use shoal_bench::etcd::EtcdServer;
 use shoal_bench::report::{Report, RunContext};
 use shoal_bench::scenarios::{Bench, Sizes};
+use shoal_tests::etcd::EtcdFixture;
 
 /// Hollow-node cluster benchmark against a real etcd.
 #[derive(Debug, Parser)]
@@ -86,14 +86,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
 
-    let etcd = EtcdServer::start().await.context("starting etcd")?;
-    println!("etcd {} on {}", etcd.version, etcd.endpoint);
+    let etcd = tokio::task::spawn_blocking(EtcdFixture::start_large)
+        .await?
+        .context("starting etcd")?;
+    let etcd_version = etcd.version().await.context("asking etcd its version")?;
+    let endpoint = etcd.endpoint();
+    println!("etcd {etcd_version} on {endpoint}");
     let per = Duration::from_secs(if args.full { 10 } else { 4 });
-    let cal0 = calibrate(&etcd.endpoint, "/calibration", 64, 128, per).await?;
+    let cal0 = calibrate(&endpoint, "/calibration", 64, 128, per).await?;
     println!("calibration: {cal0:?}");
     let ctx = RunContext {
         git_revision: git_revision(),
-        etcd_version: etcd.version.clone(),
+        etcd_version,
         run: if args.full {
             "full".into()
         } else {
@@ -119,14 +123,9 @@ async fn main() -> anyhow::Result<()> {
     let logs = tempfile::Builder::new()
         .prefix("shoal-bench-logs")
         .tempdir()?;
-    let cluster = Cluster::new(
-        &args.binary,
-        &etcd.store_url(),
-        logs.path(),
-        &args.lease_ttl,
-    );
+    let cluster = Cluster::new(&args.binary, &etcd.url(), logs.path(), &args.lease_ttl);
     let mut bench = Bench {
-        endpoint: etcd.endpoint.clone(),
+        endpoint: endpoint.clone(),
         cluster: &cluster,
         report: &mut report,
         calibration: cal0,
@@ -210,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
     bench.report.figure(
         "footprint",
         "etcd_rss",
-        proc_stats(etcd.pid()).rss as f64,
+        proc_stats(etcd.pid().context("etcd is not running")?).rss as f64,
         "bytes",
         json!({}),
     );
@@ -223,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(agents);
     drop(extra_agents);
-    let cal1 = calibrate(&etcd.endpoint, "/calibration", 64, 128, per).await?;
+    let cal1 = calibrate(&endpoint, "/calibration", 64, 128, per).await?;
     for (n, v, u) in [
         ("L_seq", cal1.l_seq, "txn/s"),
         ("L_par", cal1.l_par, "txn/s"),

@@ -4,8 +4,8 @@
 use anyhow::Context;
 use clap::Parser;
 use shoal_api::sample::SampleSize;
-use shoal_bench::etcd::EtcdServer;
 use shoal_bench::report::{Report, RunContext};
+use shoal_tests::etcd::EtcdFixture;
 
 /// Dashboard rendering benchmark.
 #[derive(Debug, Parser)]
@@ -30,8 +30,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let etcd = EtcdServer::start().await.context("starting etcd")?;
-    println!("etcd {} on {}", etcd.version, etcd.endpoint);
+    let etcd = tokio::task::spawn_blocking(EtcdFixture::start_large)
+        .await?
+        .context("starting etcd")?;
+    let etcd_version = etcd.version().await.context("asking etcd its version")?;
+    let endpoint = etcd.endpoint();
+    println!("etcd {etcd_version} on {endpoint}");
     let git = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
@@ -39,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     let ctx = RunContext {
         git_revision: git,
-        etcd_version: etcd.version.clone(),
+        etcd_version,
         run: "ui".into(),
         calibration_start: None,
         calibration_end: None,
@@ -50,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         replicas: args.replicas,
         nodes: args.nodes,
     };
-    let timings = shoal_bench::ui::run(&etcd.store_url(), size, args.rounds, &mut report).await?;
+    let timings = shoal_bench::ui::run(&etcd.url(), size, args.rounds, &mut report).await?;
     println!(
         "\n{:<20} {:>9} {:>9} {:>9} {:>9}",
         "page", "p50 ms", "p95 ms", "max ms", "KiB"

@@ -396,7 +396,7 @@ mod tests {
         ]));
         assert!(c.findings().violations.is_empty(), "{:?}", c.findings());
         // A write after the leader record went is one.
-        c.on_event(Event::Delete(keys.leader()));
+        c.on_event(Event::Delete(keys.leader(), 4));
         c.on_event(Event::Apply(endpoints, b"{}".to_vec(), 5));
         let v = c.findings().violations;
         assert_eq!(v.len(), 1, "{v:?}");

@@ -3,13 +3,13 @@
 
 mod cases;
 mod common;
-mod rollout;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Agent, Env, wait_for};
 use shoal_store::Store;
+use shoal_tests::cluster::{per_slot_image, sim_agent, spec, up_on, wait_rollout};
 use shoal_tests::etcd::EtcdFixture;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -48,13 +48,13 @@ async fn standby_takes_over_on_etcd() {
     let (_etcd, env) = etcd_env().await;
     let _a = Agent::start(&env, "n1", &[]).await;
     let c1 = env.controller("c1", TTL);
-    wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
+    c1.wait_leading().await;
     let c2 = env.controller("c2", TTL);
     env.put_service("web", "  replicas: 1\n").await;
     env.wait_running("web", 1).await;
     assert!(!c2.is_leader());
     c1.kill();
-    wait_for("c2 leads", || async { c2.is_leader().then_some(()) }).await;
+    c2.wait_leading().await;
     env.put_service("web", "  replicas: 2\n").await;
     env.wait_running("web", 2).await;
     c2.stop().await;
@@ -64,19 +64,20 @@ async fn standby_takes_over_on_etcd() {
 async fn a_rollout_pauses_then_completes_on_etcd() {
     use shoal_core::model::RolloutState;
     let (_etcd, env) = etcd_env().await;
-    let _agent = rollout::sim_agent(&env, 3).await;
+    let _agent = sim_agent(&env, 3).await;
     let c = env.controller("c1", TTL);
     let extra = "  update: {parallelism: 1, delay: 1s, monitor: 1s}\n";
-    rollout::put(&env, "web", &rollout::spec(3, "nginx:1", extra)).await;
+    env.put_spec("web", &spec(3, "nginx:1", extra)).await;
     env.wait_running("web", 3).await;
-    rollout::put(&env, "web", &rollout::spec(3, "missing/nginx:2", extra)).await;
-    let msg = rollout::wait_rollout(&env, "web", RolloutState::Paused).await;
+    env.put_spec("web", &spec(3, "missing/nginx:2", extra))
+        .await;
+    let msg = wait_rollout(&env, "web", RolloutState::Paused).await;
     assert!(msg.is_some_and(|m| m.contains("No such image")));
-    rollout::put(&env, "web", &rollout::spec(3, "nginx:3", extra)).await;
-    rollout::wait_rollout(&env, "web", RolloutState::Completed).await;
+    env.put_spec("web", &spec(3, "nginx:3", extra)).await;
+    wait_rollout(&env, "web", RolloutState::Completed).await;
     let tasks = env.tasks().await;
-    assert_eq!(rollout::up_on(&tasks, "nginx:3"), 3);
-    for ((slot, image), n) in rollout::per_slot_image(&tasks) {
+    assert_eq!(up_on(&tasks, "nginx:3"), 3);
+    for ((slot, image), n) in per_slot_image(&tasks) {
         assert!(
             image != "nginx:3" || n == 1,
             "slot {slot} updated {n} times"

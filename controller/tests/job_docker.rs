@@ -6,20 +6,18 @@
 //! The test fails with a clear message when Docker is not reachable, and removes every
 //! container of its node (a node id unique to the run) even when it fails.
 
-mod common;
-mod rollout;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Env, wait_for_within};
 use shoal_agent::runtime::LABEL_NODE;
 use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
 use shoal_agent::{Agent, AgentConfig, AgentHandle, RuntimeChoice};
 use shoal_core::job::RunState;
 use shoal_core::model::Timestamp;
+use shoal_tests::cluster::Env;
+use shoal_tests::wait::wait_for_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -104,7 +102,7 @@ async fn run(node: &str) {
         "  mode: replicated-job\n  image: {TEST_IMAGE}\n  command: [sh, -c, \"sleep 1\"]\n  \
          job:\n    completions: 6\n    parallelism: 2\n"
     );
-    rollout::put(&env, "convert", &body).await;
+    env.put_spec("convert", &body).await;
     let run = wait_for_within("the job completes", DEADLINE, || async {
         let st = env.status("convert").await?;
         let run = st.job?.runs.pop()?;

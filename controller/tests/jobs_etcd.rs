@@ -3,18 +3,16 @@
 //! and an unchanged finished job starts no new run on re-apply or controller restart, also
 //! after `ttlAfterFinished` removed its tasks.
 
-mod common;
-mod rollout;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Env, wait_for};
 use shoal_core::job::{JobRun, RunState};
 use shoal_core::model::{DesiredState, TaskState};
 use shoal_store::Store;
+use shoal_tests::cluster::{Env, sim_agent};
 use shoal_tests::etcd::EtcdFixture;
+use shoal_tests::wait::wait_for;
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -76,14 +74,13 @@ fn watch_most_running(env: &Env, name: &str) -> (Arc<AtomicUsize>, tokio::task::
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_completes_exactly_once_across_a_leader_kill_on_etcd() {
     let (_etcd, env) = etcd_env().await;
-    let _agent = rollout::sim_agent(&env, 3).await;
+    let _agent = sim_agent(&env, 3).await;
     let c1 = env.controller("c1", TTL);
     wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
     let c2 = env.controller("c2", TTL);
     let (most, watcher) = watch_most_running(&env, "batch");
     let started = std::time::Instant::now();
-    rollout::put(
-        &env,
+    env.put_spec(
         "batch",
         &job_manifest("    completions: 6\n    parallelism: 2\n"),
     )
@@ -127,10 +124,10 @@ async fn a_job_completes_exactly_once_across_a_leader_kill_on_etcd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_finished_job_does_not_run_again_on_reapply_or_restart_after_its_ttl_on_etcd() {
     let (_etcd, env) = etcd_env().await;
-    let _agent = rollout::sim_agent(&env, 2).await;
+    let _agent = sim_agent(&env, 2).await;
     let c1 = env.controller("c1", TTL);
     let body = job_manifest("    completions: 2\n    parallelism: 2\n    ttlAfterFinished: 1s\n");
-    rollout::put(&env, "report", &body).await;
+    env.put_spec("report", &body).await;
     wait_run(&env, "report", 1, RunState::Complete).await;
     wait_for("the run's tasks are removed after the ttl", || async {
         let left = env
@@ -147,7 +144,7 @@ async fn a_finished_job_does_not_run_again_on_reapply_or_restart_after_its_ttl_o
     })
     .await;
     // Re-apply the same manifest (a new revision) and restart the controller.
-    rollout::put(&env, "report", &body).await;
+    env.put_spec("report", &body).await;
     c1.stop().await;
     let c2 = env.controller("c2", TTL);
     wait_for("c2 leads", || async { c2.is_leader().then_some(()) }).await;
@@ -175,12 +172,12 @@ async fn a_finished_job_does_not_run_again_on_reapply_or_restart_after_its_ttl_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduled_job_every_second_with_forbid_never_overlaps_on_etcd() {
     let (_etcd, env) = etcd_env().await;
-    let _agent = rollout::sim_agent(&env, 1).await;
+    let _agent = sim_agent(&env, 1).await;
     let c = env.controller("c1", TTL);
     // Each run takes 2.5s, the schedule ticks every second: Forbid skips the ticks that find
     // a run active.
     let body = "  mode: replicated-job\n  image: done/job:2500ms\n  job:\n    schedule: \"@every 1s\"\n    concurrencyPolicy: Forbid\n    historyLimit: 10\n";
-    rollout::put(&env, "tick", body).await;
+    env.put_spec("tick", body).await;
     let (most, watcher) = watch_most_running(&env, "tick");
     wait_run(&env, "tick", 3, RunState::Complete).await;
     watcher.abort();

@@ -6,60 +6,30 @@
 //! And a write in flight while the leader moves its own fence is retried, not taken for a
 //! lost leadership.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Agent, Env};
 use shoal_controller::runner::commit::{CommitError, commit, refence};
 use shoal_controller::runner::leader::{Fence, campaign};
 use shoal_core::model::DesiredState;
-use shoal_store::{
-    KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult, WatchStream,
-};
+use shoal_store::{Store, StoreError, Txn, TxnOp, TxnResult};
+use shoal_tests::cluster::{Agent, Env};
+use shoal_tests::intercept::{Intercept, Intercepted};
 
 const TTL: Duration = Duration::from_secs(2);
 
 /// A store that answers the first transaction creating a task with an error without
 /// applying it, and keeps it so the test can deliver it later.
 struct LoseFirstCreate {
-    inner: Arc<dyn Store>,
     tasks_prefix: String,
     armed: AtomicBool,
     held: Arc<Mutex<Option<Txn>>>,
 }
 
 #[async_trait::async_trait]
-impl Store for LoseFirstCreate {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn max_txn_ops(&self) -> usize {
-        self.inner.max_txn_ops()
-    }
-    fn max_txn_bytes(&self) -> usize {
-        self.inner.max_txn_bytes()
-    }
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<Revision, StoreError> {
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+impl Intercept for LoseFirstCreate {
+    async fn txn(&self, inner: &dyn Store, txn: Txn) -> Result<TxnResult, StoreError> {
         let creates_task = txn
             .ops
             .iter()
@@ -70,19 +40,7 @@ impl Store for LoseFirstCreate {
                 "injected: the answer was lost".into(),
             ));
         }
-        self.inner.txn(txn).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.revoke_lease(lease).await
+        inner.txn(txn).await
     }
 }
 
@@ -94,18 +52,20 @@ async fn a_plan_whose_answer_was_lost_cannot_land_after_the_leader_retried() {
     let tasks_prefix = env.keys.tasks_prefix();
     let env = env.wrapped(|inner| {
         *inner_slot.lock().unwrap() = Some(inner.clone());
-        Arc::new(LoseFirstCreate {
+        Arc::new(Intercepted::new(
             inner,
-            tasks_prefix,
-            armed: AtomicBool::new(true),
-            held: held.clone(),
-        })
+            LoseFirstCreate {
+                tasks_prefix,
+                armed: AtomicBool::new(true),
+                held: held.clone(),
+            },
+        ))
     });
     let inner = inner_slot.lock().unwrap().clone().expect("wrapped");
     let _a = Agent::start(&env, "n1", &[]).await;
     let _b = Agent::start(&env, "n2", &[]).await;
     let c1 = env.controller("c1", TTL);
-    common::wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
+    c1.wait_leading().await;
 
     env.put_service("web", "  replicas: 2\n").await;
     env.wait_running("web", 2).await;
@@ -136,58 +96,17 @@ async fn a_plan_whose_answer_was_lost_cannot_land_after_the_leader_retried() {
 /// A store that moves `fence` (as another writer of the same leader would after an
 /// unanswered write) just before it applies the next transaction.
 struct MoveFenceFirst {
-    inner: Arc<dyn Store>,
     fence: Fence,
     armed: AtomicBool,
 }
 
 #[async_trait::async_trait]
-impl Store for MoveFenceFirst {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn max_txn_ops(&self) -> usize {
-        self.inner.max_txn_ops()
-    }
-    fn max_txn_bytes(&self) -> usize {
-        self.inner.max_txn_bytes()
-    }
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<Revision, StoreError> {
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+impl Intercept for MoveFenceFirst {
+    async fn txn(&self, inner: &dyn Store, txn: Txn) -> Result<TxnResult, StoreError> {
         if self.armed.swap(false, Ordering::SeqCst) {
-            refence(self.inner.as_ref(), &self.fence)
-                .await
-                .expect("fence moved");
+            refence(inner, &self.fence).await.expect("fence moved");
         }
-        self.inner.txn(txn).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.revoke_lease(lease).await
+        inner.txn(txn).await
     }
 }
 
@@ -199,11 +118,13 @@ async fn a_write_in_flight_while_the_leader_moves_its_fence_is_retried_not_taken
         .await
         .unwrap()
         .expect("won");
-    let store = MoveFenceFirst {
-        inner: env.store.clone(),
-        fence: leader.fence.clone(),
-        armed: AtomicBool::new(true),
-    };
+    let store = Intercepted::new(
+        env.store.clone(),
+        MoveFenceFirst {
+            fence: leader.fence.clone(),
+            armed: AtomicBool::new(true),
+        },
+    );
     let op = || {
         vec![TxnOp::Put {
             key: env.keys.task("n1", "web.1.a"),

@@ -1,16 +1,14 @@
 //! Leader election and fencing: one leader among several controllers, a standby takes over
 //! when the leader dies, and a deposed leader's writes are refused.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Agent, Env, wait_for};
 use shoal_controller::runner::commit::{CommitError, commit};
 use shoal_controller::runner::leader::campaign;
-use shoal_store::{
-    KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult, WatchStream,
-};
+use shoal_store::{Revision, Store, StoreError, TxnOp, WatchStream};
+use shoal_tests::cluster::{Agent, Env};
+use shoal_tests::intercept::{Intercept, Intercepted};
+use shoal_tests::wait::wait_for;
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -20,7 +18,7 @@ async fn one_leader_and_a_standby_takes_over_when_it_dies() {
     let _a = Agent::start(&env, "n1", &[]).await;
     let _b = Agent::start(&env, "n2", &[]).await;
     let c1 = env.controller("c1", TTL);
-    wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
+    c1.wait_leading().await;
     let c2 = env.controller("c2", TTL);
     env.put_service("web", "  replicas: 2\n").await;
     env.wait_running("web", 2).await;
@@ -29,7 +27,7 @@ async fn one_leader_and_a_standby_takes_over_when_it_dies() {
 
     // The leader dies without resigning: its lease expires and c2 takes over.
     c1.kill();
-    wait_for("c2 leads", || async { c2.is_leader().then_some(()) }).await;
+    c2.wait_leading().await;
     env.put_service("web", "  replicas: 4\n").await;
     env.wait_running("web", 4).await;
     c2.stop().await;
@@ -87,7 +85,7 @@ async fn a_leader_whose_record_is_taken_steps_down() {
     let env = Env::embedded().await;
     let _a = Agent::start(&env, "n1", &[]).await;
     let c1 = env.controller("c1", TTL);
-    wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
+    c1.wait_leading().await;
     let c2 = env.controller("c2", TTL);
     env.put_service("web", "  replicas: 1\n").await;
     env.wait_running("web", 1).await;
@@ -117,72 +115,37 @@ async fn a_leader_whose_record_is_taken_steps_down() {
 /// A store whose first watch of a whole prefix (the controller's) panics, as a bug in a
 /// watcher would; later calls, and the agents' watches of their own node record, delegate.
 struct PanicOnFirstWatch {
-    inner: std::sync::Arc<dyn Store>,
     armed: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
-impl Store for PanicOnFirstWatch {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn max_txn_ops(&self) -> usize {
-        self.inner.max_txn_ops()
-    }
-    fn max_txn_bytes(&self) -> usize {
-        self.inner.max_txn_bytes()
-    }
-    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.inner.compact(revision).await
-    }
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn put(
+impl Intercept for PanicOnFirstWatch {
+    async fn watch(
         &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<Revision, StoreError> {
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
-        self.inner.txn(txn).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+        inner: &dyn Store,
+        prefix: &str,
+        from: Revision,
+    ) -> Result<WatchStream, StoreError> {
         if prefix.ends_with('/') && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             panic!("injected watcher fault");
         }
-        self.inner.watch(prefix, from).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.revoke_lease(lease).await
+        inner.watch(prefix, from).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_whose_watcher_panics_steps_down_and_leads_again_with_a_new_watch() {
     let env = Env::embedded().await.wrapped(|inner| {
-        std::sync::Arc::new(PanicOnFirstWatch {
+        std::sync::Arc::new(Intercepted::new(
             inner,
-            armed: std::sync::atomic::AtomicBool::new(true),
-        })
+            PanicOnFirstWatch {
+                armed: std::sync::atomic::AtomicBool::new(true),
+            },
+        ))
     });
     let _a = Agent::start(&env, "n1", &[]).await;
     let c1 = env.controller("c1", TTL);
-    wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
+    c1.wait_leading().await;
     let leader_key = env.keys.leader();
     // A service written after the first term began: only a live watch (or a new term's list)
     // brings it to the controller.

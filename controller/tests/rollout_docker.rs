@@ -14,23 +14,20 @@
 //! The test fails with a clear message when Docker is not reachable, and removes every
 //! container of its node (a node id unique to the run) even when it fails.
 
-mod common;
-mod rollout;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Env, wait_for_within};
-use rollout::put;
 use shoal_agent::runtime::{LABEL_NODE, LABEL_SERVICE};
 use shoal_agent::test_support::{APPLETS, BUSYBOX, ContainerGuard, ensure_test_image};
 use shoal_agent::{Agent, AgentConfig, AgentHandle, RuntimeChoice};
 use shoal_core::model::{
     DesiredState, RolloutState, RolloutStatus, Task, TaskState, TaskStatus, Timestamp,
 };
+use shoal_tests::cluster::Env;
+use shoal_tests::wait::wait_for_within;
 
 /// How long each step may take with real containers.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -69,7 +66,7 @@ async fn walkthrough(node: &str, v1: &str, v2: &str) {
     let controller = env.controller("c1", CONTROLLER_TTL);
 
     // 1. Three tasks on v1, each serving its page.
-    put(&env, SERVICE, &manifest(v1, "")).await;
+    env.put_spec(SERVICE, &manifest(v1, "")).await;
     wait_up_on(&env, v1, 3).await;
     for port in host_ports(&env.tasks().await, v1) {
         wait_serves(port, "shoal web v1").await;
@@ -77,7 +74,7 @@ async fn walkthrough(node: &str, v1: &str, v2: &str) {
 
     // 2. The update to v2, one slot at a time with the delay in between.
     let (sampler, samples) = sample_slots(&env);
-    put(&env, SERVICE, &manifest(v2, "")).await;
+    env.put_spec(SERVICE, &manifest(v2, "")).await;
     let r = wait_rollout(&env, v2, RolloutState::Completed).await;
     sampler.abort();
     let (min_up, seen) = *samples.lock().unwrap();
@@ -122,7 +119,7 @@ async fn walkthrough(node: &str, v1: &str, v2: &str) {
     // 3. A missing image pauses the rollout after one slot.
     let before: BTreeSet<String> = running_ids(&env.tasks().await, v2);
     assert_eq!(before.len(), 3, "three v2 tasks before the bad update");
-    put(&env, SERVICE, &manifest(MISSING, "")).await;
+    env.put_spec(SERVICE, &manifest(MISSING, "")).await;
     let r = wait_rollout(&env, MISSING, RolloutState::Paused).await;
     let msg = r.message.clone().unwrap_or_default();
     eprintln!("paused: {msg}");
@@ -162,10 +159,10 @@ async fn walkthrough(node: &str, v1: &str, v2: &str) {
 
     // 4. Back to v2 with `failureAction: rollback`, then the same bad update is rolled back.
     let rollback = "    failureAction: rollback\n";
-    put(&env, SERVICE, &manifest(v2, rollback)).await;
+    env.put_spec(SERVICE, &manifest(v2, rollback)).await;
     wait_rollout(&env, v2, RolloutState::Completed).await;
     wait_up_on(&env, v2, 3).await;
-    put(&env, SERVICE, &manifest(MISSING, rollback)).await;
+    env.put_spec(SERVICE, &manifest(MISSING, rollback)).await;
     let r = wait_rollout(&env, MISSING, RolloutState::RolledBack).await;
     assert_eq!(r.previous_image.as_deref(), Some(v2), "{r:?}");
     let tasks = wait_up_on(&env, v2, 3).await;

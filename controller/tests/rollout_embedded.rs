@@ -2,14 +2,13 @@
 //! agent with its sim runtime (`missing/` images are rejected, `fail/` fail to start,
 //! `unhealthy/` never pass their healthcheck).
 
-mod common;
-mod rollout;
-
 use std::time::Duration;
 
-use common::{Env, wait_for};
-use rollout::{per_slot_image, put, sim_agent, spec, up_on, wait_rollout, watch_min_up};
 use shoal_core::model::RolloutState;
+use shoal_tests::cluster::{
+    Env, per_slot_image, sim_agent, spec, up_on, wait_rollout, watch_min_up,
+};
+use shoal_tests::wait::wait_for;
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -19,10 +18,10 @@ async fn stop_first_replaces_one_slot_at_a_time_with_the_delay() {
     let _agent = sim_agent(&env, 3).await;
     let c = env.controller("c1", TTL);
     let extra = "  update: {parallelism: 1, delay: 1s, monitor: 1s}\n";
-    put(&env, "web", &spec(3, "nginx:1", extra)).await;
+    env.put_spec("web", &spec(3, "nginx:1", extra)).await;
     env.wait_running("web", 3).await;
     let (min_up, watcher) = watch_min_up(&env);
-    put(&env, "web", &spec(3, "nginx:2", extra)).await;
+    env.put_spec("web", &spec(3, "nginx:2", extra)).await;
     wait_rollout(&env, "web", RolloutState::Completed).await;
     watcher.abort();
     assert!(
@@ -64,10 +63,10 @@ async fn start_first_never_drops_below_the_replicas() {
     let _agent = sim_agent(&env, 3).await;
     let c = env.controller("c1", TTL);
     let extra = "  update: {parallelism: 2, order: start-first, monitor: 1s}\n";
-    put(&env, "web", &spec(3, "nginx:1", extra)).await;
+    env.put_spec("web", &spec(3, "nginx:1", extra)).await;
     env.wait_running("web", 3).await;
     let (min_up, watcher) = watch_min_up(&env);
-    put(&env, "web", &spec(3, "nginx:2", extra)).await;
+    env.put_spec("web", &spec(3, "nginx:2", extra)).await;
     wait_rollout(&env, "web", RolloutState::Completed).await;
     watcher.abort();
     assert_eq!(*min_up.lock().unwrap(), 3, "a slot went down");
@@ -80,9 +79,9 @@ async fn a_missing_image_pauses_with_the_reason() {
     let env = Env::embedded().await;
     let _agent = sim_agent(&env, 3).await;
     let c = env.controller("c1", TTL);
-    put(&env, "web", &spec(3, "nginx:1", "")).await;
+    env.put_spec("web", &spec(3, "nginx:1", "")).await;
     env.wait_running("web", 3).await;
-    put(&env, "web", &spec(3, "missing/nginx:2", "")).await;
+    env.put_spec("web", &spec(3, "missing/nginx:2", "")).await;
     let msg = wait_rollout(&env, "web", RolloutState::Paused).await;
     assert!(
         msg.as_deref().is_some_and(|m| m.contains("No such image")),
@@ -94,7 +93,7 @@ async fn a_missing_image_pauses_with_the_reason() {
         "only one slot touched"
     );
     // A new manifest resumes (here: a fixed image).
-    put(&env, "web", &spec(3, "nginx:3", "")).await;
+    env.put_spec("web", &spec(3, "nginx:3", "")).await;
     wait_rollout(&env, "web", RolloutState::Completed).await;
     assert_eq!(up_on(&env.tasks().await, "nginx:3"), 3);
     c.stop().await;
@@ -106,9 +105,9 @@ async fn failure_action_rollback_runs_the_old_template_again() {
     let _agent = sim_agent(&env, 3).await;
     let c = env.controller("c1", TTL);
     let extra = "  update: {failureAction: rollback, monitor: 1s}\n  rollback: {parallelism: 0, monitor: 1s}\n";
-    put(&env, "web", &spec(3, "nginx:1", extra)).await;
+    env.put_spec("web", &spec(3, "nginx:1", extra)).await;
     env.wait_running("web", 3).await;
-    put(&env, "web", &spec(3, "fail/nginx:2", extra)).await;
+    env.put_spec("web", &spec(3, "fail/nginx:2", extra)).await;
     wait_rollout(&env, "web", RolloutState::RolledBack).await;
     wait_for("three tasks on the old template", || async {
         (up_on(&env.tasks().await, "nginx:1") == 3).then_some(())
@@ -127,9 +126,10 @@ async fn a_healthcheck_that_never_passes_pauses_the_rollout() {
     let _agent = sim_agent(&env, 2).await;
     let c = env.controller("c1", TTL);
     let extra = "  healthcheck: {test: [CMD, 'true'], interval: 1s, timeout: 1s, retries: 1}\n  update: {monitor: 1s}\n";
-    put(&env, "web", &spec(2, "nginx:1", extra)).await;
+    env.put_spec("web", &spec(2, "nginx:1", extra)).await;
     env.wait_running("web", 2).await;
-    put(&env, "web", &spec(2, "unhealthy/nginx:2", extra)).await;
+    env.put_spec("web", &spec(2, "unhealthy/nginx:2", extra))
+        .await;
     let msg = wait_rollout(&env, "web", RolloutState::Paused).await;
     assert!(
         msg.as_deref().is_some_and(|m| m.contains("unhealthy")),
@@ -155,9 +155,9 @@ async fn rollout_undo_through_the_api_restores_the_previous_image() {
     ));
     let client = shoal_api::Client::new(&url, None);
     let extra = "  update: {monitor: 1s}\n";
-    put(&env, "web", &spec(3, "nginx:1", extra)).await;
+    env.put_spec("web", &spec(3, "nginx:1", extra)).await;
     env.wait_running("web", 3).await;
-    put(&env, "web", &spec(3, "nginx:2", extra)).await;
+    env.put_spec("web", &spec(3, "nginx:2", extra)).await;
     wait_rollout(&env, "web", RolloutState::Completed).await;
     let res = client
         .rollback_service("default", "web", None)
@@ -185,9 +185,9 @@ async fn a_new_leader_continues_a_rollout_without_updating_a_slot_twice() {
     let _agent = sim_agent(&env, 4).await;
     let c1 = env.controller("c1", TTL);
     let extra = "  update: {parallelism: 1, delay: 2s, monitor: 1s}\n";
-    put(&env, "web", &spec(4, "nginx:1", extra)).await;
+    env.put_spec("web", &spec(4, "nginx:1", extra)).await;
     env.wait_running("web", 4).await;
-    put(&env, "web", &spec(4, "nginx:2", extra)).await;
+    env.put_spec("web", &spec(4, "nginx:2", extra)).await;
     wait_for("one slot updated", || async {
         (up_on(&env.tasks().await, "nginx:2") >= 1).then_some(())
     })
@@ -217,7 +217,8 @@ async fn an_unhealthy_running_task_is_stopped_and_replaced_under_the_restart_pol
     let _agent = sim_agent(&env, 2).await;
     let c = env.controller("c1", TTL);
     let extra = "  restart: {condition: on-failure, delay: 1s}\n  healthcheck: {test: [CMD, \"true\"], interval: 1s, retries: 1}\n";
-    put(&env, "web", &spec(1, "unhealthy/nginx:1", extra)).await;
+    env.put_spec("web", &spec(1, "unhealthy/nginx:1", extra))
+        .await;
     // As in Swarm: the unhealthy task fails (its container stopped) and a new task takes its
     // slot, again and again under the restart policy.
     let tasks = wait_for("the unhealthy task is replaced", || async {

@@ -1,6 +1,7 @@
-//! A real etcd for tests: [`EtcdFixture`] runs Debian's `etcd` on free loopback ports with a
-//! temporary data directory, waits until it answers, can restart it on the same ports and
-//! data, compacts its history, and kills it when dropped. With [`EtcdSecurity`] it serves
+//! A real etcd for tests and benchmarks: [`EtcdFixture`] runs Debian's `etcd` on free
+//! loopback ports with a temporary data directory, waits until it answers, can restart it on
+//! the same ports and data, compacts its history, reports its version, process and database
+//! size, and kills it when dropped. With [`EtcdSecurity`] it serves
 //! TLS (certificates from [`crate::pki`]), can require client certificates, issues JWT auth
 //! tokens with a short lifetime, and [`EtcdFixture::enable_auth`] turns authentication on
 //! with a `root` user.
@@ -93,6 +94,8 @@ pub struct EtcdFixture {
     /// A client certificate for the fixture's own connections (with `client_cert_auth`).
     admin_cert: Option<CertFiles>,
     root_password: Option<String>,
+    /// `--quota-backend-bytes` when etcd's default (2 GiB) is too small.
+    quota_backend_bytes: Option<u64>,
     child: Option<Child>,
 }
 
@@ -104,6 +107,19 @@ impl EtcdFixture {
 
     /// Starts etcd with TLS and authentication settings.
     pub fn start_with(security: EtcdSecurity) -> Result<Self, FixtureError> {
+        Self::start_configured(security, None)
+    }
+
+    /// Starts etcd with room for a large cluster's history: an 8 GiB backend quota instead
+    /// of etcd's 2 GiB, which the larger benchmark scenarios fill.
+    pub fn start_large() -> Result<Self, FixtureError> {
+        Self::start_configured(EtcdSecurity::default(), Some(8 << 30))
+    }
+
+    fn start_configured(
+        security: EtcdSecurity,
+        quota_backend_bytes: Option<u64>,
+    ) -> Result<Self, FixtureError> {
         let binary = etcd_binary()?;
         let server_cert = security.tls.as_ref().map(|pki| pki.server("etcd"));
         let admin_cert = match &security.tls {
@@ -130,6 +146,7 @@ impl EtcdFixture {
                 jwt_key: jwt_key.clone(),
                 admin_cert: admin_cert.clone(),
                 root_password: None,
+                quota_backend_bytes,
                 child: None,
             };
             match fixture.launch() {
@@ -208,6 +225,42 @@ impl EtcdFixture {
     /// Creates the `root` user with a random password and turns authentication on.
     pub async fn enable_auth(&mut self) -> Result<(), FixtureError> {
         let password = format!("root-{}", uuid::Uuid::new_v4().simple());
+        let failed = |e| self.failed("enabling auth", e);
+        let mut client = self.admin_client().await.map_err(failed)?;
+        client
+            .user_add("root", password.clone(), None)
+            .await
+            .map_err(failed)?;
+        client
+            .user_grant_role("root", "root")
+            .await
+            .map_err(failed)?;
+        client.auth_enable().await.map_err(failed)?;
+        self.root_password = Some(password);
+        Ok(())
+    }
+
+    /// The version etcd reports (`3.4.30`).
+    pub async fn version(&self) -> Result<String, FixtureError> {
+        let failed = |e| self.failed("reading the version", e);
+        let mut client = self.admin_client().await.map_err(failed)?;
+        let status = client.status().await.map_err(failed)?;
+        Ok(status.version().to_string())
+    }
+
+    /// The etcd process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Size of etcd's database file in bytes (0 before etcd wrote it).
+    pub fn db_size(&self) -> u64 {
+        let db = self.data_dir().join("member/snap/db");
+        std::fs::metadata(db).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// An etcd client as the fixture itself (with its client certificate, without a user).
+    async fn admin_client(&self) -> Result<etcd_client::Client, etcd_client::Error> {
         let mut opts = etcd_client::ConnectOptions::new();
         if let Some(pki) = &self.security.tls {
             let mut tls = etcd_client::TlsOptions::new()
@@ -217,27 +270,15 @@ impl EtcdFixture {
             }
             opts = opts.with_tls(tls);
         }
-        let log = self.log_path();
-        let start = |e: etcd_client::Error| {
-            FixtureError::Start(format!(
-                "enabling auth: {e}; etcd log tail:\n{}",
-                tail_of(&log)
-            ))
-        };
-        let mut client = etcd_client::Client::connect([self.client_url()], Some(opts))
-            .await
-            .map_err(start)?;
-        client
-            .user_add("root", password.clone(), None)
-            .await
-            .map_err(start)?;
-        client
-            .user_grant_role("root", "root")
-            .await
-            .map_err(start)?;
-        client.auth_enable().await.map_err(start)?;
-        self.root_password = Some(password);
-        Ok(())
+        etcd_client::Client::connect([self.client_url()], Some(opts)).await
+    }
+
+    /// A failure talking to etcd while `doing`, with the tail of etcd's log.
+    fn failed(&self, doing: &str, e: etcd_client::Error) -> FixtureError {
+        FixtureError::Start(format!(
+            "{doing}: {e}; etcd log tail:\n{}",
+            tail_of(&self.log_path())
+        ))
     }
 
     fn client_url(&self) -> String {
@@ -306,6 +347,9 @@ impl EtcdFixture {
             .arg(format!("--initial-cluster=shoal-test={peer}"))
             .arg(format!("--listen-metrics-urls={metrics}"))
             .arg("--initial-cluster-state=new");
+        if let Some(bytes) = self.quota_backend_bytes {
+            cmd.arg(format!("--quota-backend-bytes={bytes}"));
+        }
         if let (Some(pki), Some(cert)) = (&self.security.tls, &self.server_cert) {
             cmd.arg(format!("--cert-file={}", cert.cert.display()))
                 .arg(format!("--key-file={}", cert.key.display()));

@@ -1,7 +1,14 @@
-//! shoal-tests: Shoal's test harness — the store conformance suite, a real etcd fixture,
-//! and (from other modules) end-to-end test support.
+//! shoal-tests: Shoal's test kit — the store conformance suite, a real etcd launcher
+//! (shared with the benchmarks), waiting for a condition, a store that intercepts calls to
+//! inject faults, and end-to-end test support.
 
+pub mod api;
+pub mod cluster;
 pub mod conformance;
 pub mod consul_fake;
 pub mod etcd;
+pub mod intercept;
 pub mod pki;
+pub mod process;
+pub mod tasks;
+pub mod wait;

@@ -3,55 +3,24 @@
 //! killed and started again, with a host process as the task.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_core::Keys;
-use shoal_core::manifest::{RuntimeKind, ServiceRef};
-use shoal_core::model::{
-    self, DesiredState, Slot, Task, TaskState, TaskStatus, TaskTemplate, Timestamp,
-};
+use shoal_core::manifest::RuntimeKind;
+use shoal_core::model::{self, Slot, Task, TaskState, TaskStatus};
 use shoal_core::units::Dur;
 use shoal_store::Store;
 use shoal_tests::etcd::EtcdFixture;
+use shoal_tests::tasks::{task, template};
+use shoal_tests::wait::{eventually, wait_for};
 
 const NODE: &str = "outage-node";
 
 fn sleeper(id: &str) -> Task {
-    let template = TaskTemplate {
-        runtime: RuntimeKind::Process,
-        image: None,
-        command: vec!["sleep".into(), "600".into()],
-        env: Default::default(),
-        ports: Vec::new(),
-        limits: Default::default(),
-        reservations: Default::default(),
-        mounts: Vec::new(),
-        healthcheck: None,
-        stop_signal: "SIGTERM".into(),
-        stop_grace_period: Dur::secs(2),
-        consul: None,
-        constraints: Vec::new(),
-        secrets: Vec::new(),
-        configs: Vec::new(),
-    };
-    Task {
-        id: id.into(),
-        service: ServiceRef {
-            namespace: "default".into(),
-            name: "sleeper".into(),
-        },
-        slot: Slot::Replica(1),
-        node_id: NODE.into(),
-        generation: 1,
-        template_hash: template.hash(),
-        template,
-        desired_state: DesiredState::Running,
-        attempt: 0,
-        orphaned: false,
-        run: None,
-        created_at: Timestamp::now(),
-    }
+    let mut template = template(RuntimeKind::Process, None, &["sleep", "600"]);
+    template.stop_grace_period = Dur::secs(2);
+    task(id, "sleeper", NODE, template)
 }
 
 async fn status(store: &Arc<dyn Store>, keys: &Keys, id: &str) -> Option<TaskStatus> {
@@ -60,16 +29,12 @@ async fn status(store: &Arc<dyn Store>, keys: &Keys, id: &str) -> Option<TaskSta
 }
 
 async fn wait_running(store: &Arc<dyn Store>, keys: &Keys, id: &str) -> TaskStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(s) = status(store, keys, id).await
-            && s.state == TaskState::Running
-        {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "task {id} never reached running");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(&format!("task {id} reaches running"), || async {
+        status(store, keys, id)
+            .await
+            .filter(|s| s.state == TaskState::Running)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -108,11 +73,10 @@ async fn tasks_keep_running_while_etcd_is_down_and_the_agent_catches_up() {
 
     // The store returns: the agent re-registers its node and picks up new work.
     etcd.restart().expect("etcd restarts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.get(&keys.node(NODE)).await.ok().flatten().is_none() {
-        assert!(Instant::now() < deadline, "the node never registered again");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("the node registers again", || async {
+        store.get(&keys.node(NODE)).await.ok().flatten().is_some()
+    })
+    .await;
     let mut second = sleeper("sleeper.2.after");
     second.slot = Slot::Replica(2);
     store

@@ -3,61 +3,31 @@
 use std::collections::BTreeSet;
 
 use shoal_agent::discovery::{ConsulRegistrar, DiscoveryError};
-use shoal_core::manifest::{
-    ConsulCheck, ConsulDiscovery, PortSpec, Protocol, RuntimeKind, ServiceRef,
-};
-use shoal_core::model::{DesiredState, PortBinding, Slot, Task, TaskTemplate, Timestamp};
-use shoal_core::units::Dur;
+use shoal_core::manifest::{ConsulCheck, ConsulDiscovery, PortSpec, Protocol, RuntimeKind};
+use shoal_core::model::{PortBinding, Task};
 use shoal_store::consul::{ConsulClient, ConsulConfig, QueryOptions};
 use shoal_tests::consul_fake::ConsulFake;
+use shoal_tests::tasks::{self, http_check, template};
 
+/// A docker task of `default/web` on `n1` publishing port 80 (dynamic) and 9090 (host).
 fn task(id: &str, consul: Option<ConsulDiscovery>) -> Task {
-    Task {
-        id: id.to_string(),
-        service: ServiceRef {
-            namespace: "default".into(),
-            name: "web".into(),
+    let mut template = template(RuntimeKind::Docker, Some("nginx"), &[]);
+    template.ports = vec![
+        PortSpec {
+            target: 80,
+            published: None,
+            protocol: Protocol::Tcp,
+            mode: shoal_core::manifest::PortMode::Ingress,
         },
-        slot: Slot::Replica(1),
-        node_id: "n1".into(),
-        generation: 1,
-        template_hash: "h".into(),
-        template: TaskTemplate {
-            runtime: RuntimeKind::Docker,
-            image: Some("nginx".into()),
-            command: vec![],
-            env: Default::default(),
-            ports: vec![
-                PortSpec {
-                    target: 80,
-                    published: None,
-                    protocol: Protocol::Tcp,
-                    mode: shoal_core::manifest::PortMode::Ingress,
-                },
-                PortSpec {
-                    target: 9090,
-                    published: Some(9090),
-                    protocol: Protocol::Tcp,
-                    mode: shoal_core::manifest::PortMode::Host,
-                },
-            ],
-            limits: Default::default(),
-            reservations: Default::default(),
-            mounts: vec![],
-            healthcheck: None,
-            stop_signal: "SIGTERM".into(),
-            stop_grace_period: Dur::secs(10),
-            consul,
-            constraints: vec![],
-            secrets: Vec::new(),
-            configs: Vec::new(),
+        PortSpec {
+            target: 9090,
+            published: Some(9090),
+            protocol: Protocol::Tcp,
+            mode: shoal_core::manifest::PortMode::Host,
         },
-        desired_state: DesiredState::Running,
-        attempt: 0,
-        orphaned: false,
-        run: None,
-        created_at: Timestamp(0),
-    }
+    ];
+    template.consul = consul;
+    tasks::task(id, "web", "n1", template)
 }
 
 fn discovery(check: Option<ConsulCheck>) -> ConsulDiscovery {
@@ -83,16 +53,6 @@ fn ports() -> Vec<PortBinding> {
             protocol: Protocol::Tcp,
         },
     ]
-}
-
-fn http_check() -> ConsulCheck {
-    ConsulCheck {
-        http: Some("/health".into()),
-        tcp: false,
-        interval: Dur::secs(10),
-        timeout: Dur::secs(2),
-        deregister_critical_service_after: Dur::secs(60),
-    }
 }
 
 fn client(fake: &ConsulFake) -> ConsulClient {

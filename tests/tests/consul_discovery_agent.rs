@@ -12,161 +12,36 @@ use std::time::{Duration, Instant};
 use shoal_agent::runtime::sim::SimRuntime;
 use shoal_agent::runtime::{Existing, Exit, Handle, Runtime, RuntimeError, TaskFiles};
 use shoal_agent::{Agent, AgentConfig, AgentHandle};
-use shoal_core::keys::Keys;
-use shoal_core::manifest::{
-    ConsulCheck, ConsulDiscovery, PortSpec, Protocol, RuntimeKind, ServiceRef,
-};
-use shoal_core::model::{
-    self, DesiredState, Health, Slot, Task, TaskState, TaskStatus, TaskTemplate, Timestamp,
-};
+use shoal_core::Keys;
+use shoal_core::manifest::{ConsulCheck, ConsulDiscovery, PortSpec, Protocol, RuntimeKind};
+use shoal_core::model::{Health, Task, TaskState};
 use shoal_core::units::Dur;
 use shoal_store::consul::{AgentServiceRegistration, ConsulClient, ConsulConfig};
-use shoal_store::{EmbeddedStore, Store};
 use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
-
-/// How long a test waits for a condition.
-const DEADLINE: Duration = Duration::from_secs(60);
+use shoal_tests::tasks::{self, TestStore, http_check, template};
+use shoal_tests::wait::eventually;
 
 /// Address the test node reports for its tasks.
 const NODE_ADDRESS: &str = "10.0.0.7";
 
-/// An embedded store in its own temp dir.
-struct TestStore {
-    store: Arc<dyn Store>,
-    keys: Keys,
-    _dir: tempfile::TempDir,
-}
-
-impl TestStore {
-    async fn open() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = EmbeddedStore::open(dir.path())
-            .await
-            .expect("embedded store opens");
-        TestStore {
-            store: Arc::new(store),
-            keys: Keys::default(),
-            _dir: dir,
-        }
-    }
-
-    async fn assign(&self, t: &Task) {
-        self.store
-            .put(&self.keys.task(&t.node_id, &t.id), model::encode(t), None)
-            .await
-            .expect("assignment written");
-    }
-
-    async fn shut_down(&self, t: &Task) {
-        let mut t = t.clone();
-        t.desired_state = DesiredState::Shutdown;
-        self.assign(&t).await;
-    }
-
-    async fn status(&self, t: &Task) -> Option<TaskStatus> {
-        let kv = self
-            .store
-            .get(&self.keys.task_status(&t.node_id, &t.id))
-            .await
-            .expect("get")?;
-        Some(model::decode("task status", &kv.value).expect("status decodes"))
-    }
-
-    async fn wait_status(
-        &self,
-        t: &Task,
-        what: &str,
-        pred: impl Fn(&TaskStatus) -> bool,
-    ) -> TaskStatus {
-        let start = Instant::now();
-        let mut last = None;
-        while start.elapsed() < DEADLINE {
-            if let Some(s) = self.status(t).await {
-                if pred(&s) {
-                    return s;
-                }
-                last = Some(s);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("task {} never became {what}; last status: {last:?}", t.id);
-    }
-}
-
-/// Polls `cond` until it holds or the deadline passes.
-async fn eventually<F, Fut>(what: &str, cond: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn http_check() -> ConsulCheck {
-    ConsulCheck {
-        http: Some("/health".into()),
-        tcp: false,
-        interval: Dur::secs(10),
-        timeout: Dur::secs(2),
-        deregister_critical_service_after: Dur::secs(60),
-    }
-}
-
 /// A task of `default/<service>` on `node` publishing target port 80 (dynamic host port)
 /// and registered in Consul as `<service>-public`.
 fn task(id: &str, service: &str, node: &str, image: &str) -> Task {
-    let template = TaskTemplate {
-        runtime: RuntimeKind::Docker,
-        image: Some(image.into()),
-        command: vec![],
-        env: Default::default(),
-        ports: vec![PortSpec {
-            target: 80,
-            published: None,
-            protocol: Protocol::Tcp,
-            mode: shoal_core::manifest::PortMode::Ingress,
-        }],
-        limits: Default::default(),
-        reservations: Default::default(),
-        mounts: vec![],
-        healthcheck: None,
-        stop_signal: "SIGTERM".into(),
-        stop_grace_period: Dur::secs(10),
-        consul: Some(ConsulDiscovery {
-            name: Some(format!("{service}-public")),
-            tags: vec!["http".into()],
-            meta: [("team".to_string(), "a".to_string())].into(),
-            port: None,
-            check: Some(http_check()),
-        }),
-        constraints: vec![],
-        secrets: Vec::new(),
-        configs: Vec::new(),
-    };
-    Task {
-        id: id.to_string(),
-        service: ServiceRef {
-            namespace: "default".into(),
-            name: service.into(),
-        },
-        slot: Slot::Replica(1),
-        node_id: node.to_string(),
-        generation: 1,
-        template_hash: template.hash(),
-        template,
-        desired_state: DesiredState::Running,
-        attempt: 0,
-        orphaned: false,
-        run: None,
-        created_at: Timestamp::now(),
-    }
+    let mut template = template(RuntimeKind::Docker, Some(image), &[]);
+    template.ports = vec![PortSpec {
+        target: 80,
+        published: None,
+        protocol: Protocol::Tcp,
+        mode: shoal_core::manifest::PortMode::Ingress,
+    }];
+    template.consul = Some(ConsulDiscovery {
+        name: Some(format!("{service}-public")),
+        tags: vec!["http".into()],
+        meta: [("team".to_string(), "a".to_string())].into(),
+        port: None,
+        check: Some(http_check()),
+    });
+    tasks::task(id, service, node, template)
 }
 
 fn client(fake: &ConsulFake) -> ConsulClient {
@@ -197,6 +72,16 @@ struct RecordingRuntime {
 }
 
 impl RecordingRuntime {
+    /// Records stops on the sim runtime, asking `consul` for the registration.
+    fn new(consul: &ConsulClient) -> Arc<Self> {
+        Arc::new(RecordingRuntime {
+            inner: Arc::new(SimRuntime::new()),
+            consul: consul.clone(),
+            stops: Mutex::new(Vec::new()),
+            started: Mutex::new(Vec::new()),
+        })
+    }
+
     fn stops(&self) -> Vec<(String, bool)> {
         self.stops.lock().expect("lock").clone()
     }
@@ -261,12 +146,7 @@ async fn running_task_is_registered_and_deregistered_before_it_stops() {
     let fake = ConsulFake::start().await;
     let c = client(&fake);
     let ts = TestStore::open().await;
-    let rt = Arc::new(RecordingRuntime {
-        inner: Arc::new(SimRuntime::new()),
-        consul: c.clone(),
-        stops: Mutex::new(Vec::new()),
-        started: Mutex::new(Vec::new()),
-    });
+    let rt = RecordingRuntime::new(&c);
     let a = agent(&ts, "n1", rt.clone(), &fake);
     let t = task("web.1.abc", "web", "n1", "nginx:1.27");
     ts.assign(&t).await;
@@ -319,12 +199,7 @@ async fn deleted_assignment_is_deregistered_before_its_container_stops() {
     let fake = ConsulFake::start().await;
     let c = client(&fake);
     let ts = TestStore::open().await;
-    let rt = Arc::new(RecordingRuntime {
-        inner: Arc::new(SimRuntime::new()),
-        consul: c.clone(),
-        stops: Mutex::new(Vec::new()),
-        started: Mutex::new(Vec::new()),
-    });
+    let rt = RecordingRuntime::new(&c);
     let a = agent(&ts, "n1", rt.clone(), &fake);
     let t = task("api.1.abc", "api", "n1", "nginx:1.27");
     ts.assign(&t).await;

@@ -8,8 +8,7 @@ use shoal_store::consul::{
     PutOptions, QueryOptions, SessionBehavior, SessionRequest, TxnKvOp, TxnOutcome, TxnVerb,
 };
 use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
-
-const DEADLINE: Duration = Duration::from_secs(30);
+use shoal_tests::wait::eventually;
 
 fn client(fake: &ConsulFake) -> ConsulClient {
     ConsulClient::new(ConsulConfig::new(fake.http_url())).expect("client")
@@ -25,14 +24,6 @@ async fn raw(fake: &ConsulFake, method: &str, path: &str) -> reqwest::Response {
         .send()
         .await
         .expect("request")
-}
-
-async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +304,10 @@ async fn session_expiry_deletes_held_keys() {
     assert_eq!(e.unwrap().session.as_deref(), Some(sid.as_str()));
     assert!(c.session_renew(&sid).await.unwrap().is_some());
     // Scaled: 2 x 10 s x 0.1 = 2 s after the last renewal.
-    wait_until("the session expired", || fake.sessions().is_empty()).await;
+    eventually("the session expired", || {
+        std::future::ready(fake.sessions().is_empty())
+    })
+    .await;
     assert!(
         c.kv_get("s/held", QueryOptions::default())
             .await
@@ -566,16 +560,12 @@ async fn tombstones_are_reaped_after_the_tombstone_ttl_on_the_fakes_clock() {
         .unwrap();
     c.kv_delete("r/b", None).await.unwrap();
     let (_, with_tomb) = c.kv_list("r/", QueryOptions::default()).await.unwrap();
-    let start = Instant::now();
-    loop {
+    let took = eventually("the tombstone is reaped", || async {
         let (_, now) = c.kv_list("r/", QueryOptions::default()).await.unwrap();
-        if now < with_tomb {
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "the tombstone is never reaped");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    println!("tombstone reaped after {:?} (ttl 90 ms)", start.elapsed());
+        now < with_tomb
+    })
+    .await;
+    println!("tombstone reaped after {took:?} (ttl 90 ms)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,18 +641,20 @@ async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_re
     ))
     .await
     .unwrap();
-    wait_until("the HTTP and TCP checks pass against the real port", || {
-        fake.check_status("service:http").as_deref() == Some("passing")
-            && fake.check_status("service:tcp").as_deref() == Some("passing")
+    eventually("the HTTP and TCP checks pass against the real port", || {
+        std::future::ready(
+            fake.check_status("service:http").as_deref() == Some("passing")
+                && fake.check_status("service:tcp").as_deref() == Some("passing"),
+        )
     })
     .await;
-    wait_until("the service on a closed port is reaped", || {
-        fake.reaped_services() == ["closed"]
+    eventually("the service on a closed port is reaped", || {
+        std::future::ready(fake.reaped_services() == ["closed"])
     })
     .await;
     healthy.store(false, std::sync::atomic::Ordering::SeqCst);
-    wait_until("the failing HTTP service is reaped", || {
-        fake.reaped_services().contains(&"http".to_string())
+    eventually("the failing HTTP service is reaped", || {
+        std::future::ready(fake.reaped_services().contains(&"http".to_string()))
     })
     .await;
     let services = c.agent_services().await.unwrap();
@@ -685,16 +677,16 @@ async fn connections_over_the_per_client_limit_get_429() {
     for _ in 0..4 {
         held.push(tokio::net::TcpStream::connect(fake.addr()).await.unwrap());
     }
-    wait_until("the four connections are counted", || {
-        fake.connections_from(ip) == 4
+    eventually("the four connections are counted", || {
+        std::future::ready(fake.connections_from(ip) == 4)
     })
     .await;
     let resp = raw(&fake, "GET", "/v1/status/leader").await;
     assert_eq!(resp.status(), 429, "a fifth connection is refused");
     assert_eq!(fake.refused_connections(), 1);
     drop(held);
-    wait_until("the connections are closed", || {
-        fake.connections_from(ip) == 0
+    eventually("the connections are closed", || {
+        std::future::ready(fake.connections_from(ip) == 0)
     })
     .await;
     let resp = raw(&fake, "GET", "/v1/status/leader").await;

@@ -87,14 +87,13 @@ pub async fn logs(a: LogsArgs) -> CmdResult {
         }
     })?;
     let interrupted = crate::cli::shutdown_signal();
-    tokio::pin!(interrupted);
     let mut missing = false;
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     loop {
         let event = tokio::select! {
             e = events.next() => e,
-            () = &mut interrupted => break,
+            () = interrupted.cancelled() => break,
         };
         match event {
             None => break,

@@ -726,7 +726,10 @@ mod tests {
         assert!(api.contains("readwrite /shoal/secrets/*"), "{api}");
         // `shoal job run` writes a request the controller only reads.
         assert!(api.contains("readwrite /shoal/jobruns/*"), "{api}");
-        assert!(!controller.contains("readwrite /shoal/jobruns/"), "{controller}");
+        assert!(
+            !controller.contains("readwrite /shoal/jobruns/"),
+            "{controller}"
+        );
         assert!(!api.contains("readwrite /shoal/tasks/"), "{api}");
     }
 

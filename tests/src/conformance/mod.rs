@@ -66,21 +66,7 @@ pub trait Harness: Send {
     fn watches_survive_restart(&self) -> bool;
 }
 
-/// Polls `cond` until it returns true or [`DEADLINE`] passes (then panics with `what`).
-pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = tokio::time::Instant::now();
-    while !cond().await {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use crate::wait::eventually as wait_until;
 
 /// Reads watch events until `n` have arrived (progress notifications are skipped).
 pub async fn collect_events(stream: &mut WatchStream, n: usize) -> Vec<WatchEvent> {
@@ -504,7 +490,7 @@ pub async fn keep_alive_expired_lease<H: Harness>(h: &mut H) {
         .await
         .expect("put");
     let store = Arc::clone(&s);
-    wait_until("the lease's key is gone", || {
+    crate::wait::eventually("the lease's key is gone", || {
         let store = Arc::clone(&store);
         async move { matches!(store.get("/kx/a").await, Ok(None)) }
     })

@@ -1,51 +1,14 @@
-//! Rollout test support: the real agent with its sim runtime (failures by image name) on
-//! hollow nodes, and views of tasks per slot and template.
-
-#![allow(dead_code)]
+//! Views of a service's rollout: tasks per slot and template, the rollout's state, and the
+//! fewest slots up while it ran.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_agent::{Agent, AgentConfig, AgentHandle, RuntimeChoice, open_runtime};
-use shoal_core::model::{Capacity, DesiredState, RolloutState, Slot, Task, TaskState, TaskStatus};
-use shoal_core::units::ByteSize;
+use shoal_core::model::{DesiredState, RolloutState, Slot, Task, TaskState, TaskStatus};
 
-use crate::common::{Env, wait_for};
-
-/// Starts one agent process-in-test hosting `nodes` hollow nodes with the sim runtime.
-pub async fn sim_agent(env: &Env, nodes: usize) -> AgentHandle {
-    let runtime = open_runtime(RuntimeChoice::Sim, "sim", std::env::temp_dir())
-        .await
-        .expect("sim runtime");
-    let mut config = AgentConfig::new("sim");
-    config.hollow_nodes = nodes;
-    config.lease_ttl = Duration::from_secs(3);
-    config.capacity = Some(Capacity {
-        cpus: 8.0,
-        memory: ByteSize(16 << 30),
-    });
-    let handle = Agent::new(env.store.clone(), env.keys.clone(), config, runtime).spawn();
-    let mut reg = handle.registered();
-    wait_for("the sim agent registers", || {
-        let ok = *reg.borrow_and_update();
-        async move { ok.then_some(()) }
-    })
-    .await;
-    handle
-}
-
-/// A service spec body with `replicas` and extra lines.
-pub fn spec(replicas: u64, image: &str, extra: &str) -> String {
-    format!("  replicas: {replicas}\n  image: {image}\n{extra}")
-}
-
-/// Writes a full manifest with the image given (the default helper fixes `nginx`).
-pub async fn put(env: &Env, name: &str, body: &str) {
-    let yaml =
-        format!("apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{body}");
-    env.put_manifest(name, &yaml).await;
-}
+use super::Env;
+use crate::wait::wait_for;
 
 /// Slots whose wanted task is running on `image`.
 pub fn up_on(tasks: &[(Task, Option<TaskStatus>)], image: &str) -> usize {

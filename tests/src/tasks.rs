@@ -1,19 +1,17 @@
-//! Shared helpers for the agent's tests: an embedded store in a temp dir, task builders, and
-//! polling for a task status.
-
-#![allow(dead_code)]
+//! An agent's view of the cluster for tests that play the controller: an embedded store in a
+//! temporary directory to write assignments to and read task statuses from, and builders of
+//! tasks and templates.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shoal_core::keys::Keys;
-use shoal_core::manifest::{RuntimeKind, ServiceRef};
+use shoal_core::manifest::{ConsulCheck, RuntimeKind, ServiceRef};
 use shoal_core::model::{self, DesiredState, Slot, Task, TaskStatus, TaskTemplate, Timestamp};
 use shoal_core::units::Dur;
 use shoal_store::{EmbeddedStore, Store};
 
-/// How long tests wait for a condition.
-pub const DEADLINE: Duration = Duration::from_secs(60);
+use crate::wait::DEADLINE;
 
 /// A store in its own temp dir (kept alive with the store).
 pub struct TestStore {
@@ -22,19 +20,6 @@ pub struct TestStore {
     /// Key layout.
     pub keys: Keys,
     _dir: tempfile::TempDir,
-}
-
-/// Opens an embedded store in a fresh temp dir.
-pub async fn store() -> TestStore {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = EmbeddedStore::open(dir.path())
-        .await
-        .expect("embedded store opens");
-    TestStore {
-        store: Arc::new(store),
-        keys: Keys::default(),
-        _dir: dir,
-    }
 }
 
 /// A template with Swarm's defaults for `runtime`.
@@ -55,6 +40,18 @@ pub fn template(runtime: RuntimeKind, image: Option<&str>, command: &[&str]) -> 
         constraints: Vec::new(),
         secrets: Vec::new(),
         configs: Vec::new(),
+    }
+}
+
+/// A Consul HTTP check of `/health` every 10 s (2 s timeout), deregistering the service
+/// after a minute critical.
+pub fn http_check() -> ConsulCheck {
+    ConsulCheck {
+        http: Some("/health".into()),
+        tcp: false,
+        interval: Dur::secs(10),
+        timeout: Dur::secs(2),
+        deregister_critical_service_after: Dur::secs(60),
     }
 }
 
@@ -79,7 +76,31 @@ pub fn task(id: &str, service: &str, node: &str, template: TaskTemplate) -> Task
     }
 }
 
+/// A docker task of service `default/<service>` on `node` running `image`, with Swarm's
+/// defaults otherwise.
+pub fn docker_task(id: &str, service: &str, node: &str, image: &str) -> Task {
+    task(
+        id,
+        service,
+        node,
+        template(RuntimeKind::Docker, Some(image), &[]),
+    )
+}
+
 impl TestStore {
+    /// Opens an embedded store in a fresh temp dir.
+    pub async fn open() -> TestStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path())
+            .await
+            .expect("embedded store opens");
+        TestStore {
+            store: Arc::new(store),
+            keys: Keys::default(),
+            _dir: dir,
+        }
+    }
+
     /// Writes (or rewrites) an assignment.
     pub async fn assign(&self, t: &Task) {
         self.store
@@ -129,24 +150,8 @@ impl TestStore {
                 }
                 last = Some(s);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         panic!("task {} never became {what}; last status: {last:?}", t.id);
     }
-}
-
-/// Polls `cond` until it is true or the deadline passes.
-pub async fn eventually<F, Fut>(what: &str, cond: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }

@@ -1,6 +1,5 @@
-//! Test helpers: an API router over a real embedded store in a temporary directory.
-
-#![allow(dead_code)]
+//! The API in-process for tests: its router over a real embedded store in a temporary
+//! directory, called without a network.
 
 use std::sync::Arc;
 
@@ -42,6 +41,20 @@ impl Api {
             router: router(state),
             _dir: dir,
         }
+    }
+
+    /// The value stored at `key`, read past the API.
+    pub async fn stored(&self, key: &str) -> Option<Vec<u8>> {
+        let kv = self.store.get(key).await.expect("store read");
+        kv.map(|kv| kv.value)
+    }
+
+    /// Writes `value` at `key` past the API (as an agent or the controller would).
+    pub async fn put_stored(&self, key: &str, value: impl Into<Vec<u8>>) {
+        self.store
+            .put(key, value.into(), None)
+            .await
+            .expect("store write");
     }
 
     /// Sends one request; returns the status, headers and body text.
