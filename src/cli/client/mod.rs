@@ -197,8 +197,3 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         }
     }))
 }
-
-/// Parses a duration flag (`30s`, `5m`).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
