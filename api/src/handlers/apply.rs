@@ -72,20 +72,7 @@ pub async fn apply(
         }
     }
     super::check_ingress_ports(&st, &docs).await?;
-    let prune = if q.prune {
-        let sel = q.selector.as_deref().unwrap_or("").trim();
-        if sel.is_empty() {
-            return Err(ApiError::BadRequest(
-                "prune needs a label selector (selector=k=v) to bound what it deletes".into(),
-            ));
-        }
-        if let Some(ns) = &q.namespace {
-            principal.require_write(ns)?;
-        }
-        Some(Selector::parse(sel).map_err(|e| ApiError::BadRequest(e.to_string()))?)
-    } else {
-        None
-    };
+    let prune = prune_selector(&q, &principal)?;
     // Read, decide, then write everything in one transaction that compares every revision
     // read; if anything moved in between, decide again.
     let plan = Plan {
@@ -120,6 +107,26 @@ pub async fn apply(
     })
     .await?;
     Ok(Json(response))
+}
+
+/// The selector of `prune`, required with it; pruning in the apply's namespace needs the
+/// right to write there.
+fn prune_selector(q: &ApplyQuery, principal: &Principal) -> Result<Option<Selector>, ApiError> {
+    if !q.prune {
+        return Ok(None);
+    }
+    let sel = q.selector.as_deref().unwrap_or("").trim();
+    if sel.is_empty() {
+        return Err(ApiError::BadRequest(
+            "prune needs a label selector (selector=k=v) to bound what it deletes".into(),
+        ));
+    }
+    if let Some(ns) = &q.namespace {
+        principal.require_write(ns)?;
+    }
+    Selector::parse(sel)
+        .map(Some)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// What an apply writes: its documents, and what it prunes.
