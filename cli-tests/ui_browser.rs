@@ -1,7 +1,8 @@
 //! The dashboard in a real browser (Debian's `chromium` driven through `chromedriver` with
 //! `fantoccini`) against real `shoal dev`, `shoal api` and `shoal agent` processes: pages load
 //! with no console error and no request off the API's origin, a scale shows up without a
-//! reload (also after the API restarted), a read token sees no buttons, and an admin drains a
+//! reload (also after the API restarted), a node drained and activated from the CLI shows on
+//! the open nodes pages without a reload, a read token sees no buttons, and an admin drains a
 //! node from its page. Screenshots of every page go to `target/ui-screenshots/`.
 
 use std::path::{Path, PathBuf};
@@ -361,9 +362,40 @@ async fn the_dashboard_of_shoal_dev_follows_a_scale_live_and_after_an_api_restar
         "only requests to the stopped API may fail: {errors:?}"
     );
 
-    visit(&b, &url, "/ui/nodes", "nodes").await;
     visit(&b, &url, "/ui/nodes/ui-dev", "node").await;
     assert!(b.text("#tasks").await.contains("web"));
+    visit(&b, &url, "/ui/nodes", "nodes").await;
+    // Node changes are on the watch stream: a drain from the CLI shows on the open page.
+    let row = "#nodes tr[data-node=ui-dev]";
+    assert!(
+        b.text(row).await.contains("active"),
+        "{}",
+        b.text(row).await
+    );
+    b.js("window.shoalNoReload = true; return null;").await;
+    shoal(&url, None, &["node", "drain", "ui-dev"]);
+    let took = b.wait_text(row, "drain").await;
+    println!(
+        "shoal node drain ui-dev -> the open nodes page shows it drained after {took:?} (goal 2 s)"
+    );
+    assert_eq!(
+        b.js("return window.shoalNoReload === true;").await,
+        json!(true),
+        "the nodes page reloaded"
+    );
+    b.screenshot("nodes-drained-live").await;
+    visit(&b, &url, "/ui/nodes/ui-dev", "node-drained").await;
+    b.js("window.shoalNoReload = true; return null;").await;
+    shoal(&url, None, &["node", "activate", "ui-dev"]);
+    let took = b.wait_text("#availability", "active").await;
+    println!(
+        "shoal node activate ui-dev -> the open node page shows it active after {took:?} (goal 2 s)"
+    );
+    assert_eq!(
+        b.js("return window.shoalNoReload === true;").await,
+        json!(true),
+        "the node page reloaded"
+    );
     b.close().await;
 
     shoal(&url, None, &["scale", "web=0"]);

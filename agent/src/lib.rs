@@ -174,6 +174,9 @@ pub struct AgentConfig {
     /// The node's local Consul agent, where running tasks with `consul` are registered
     /// (`None`: no discovery). Not available with hollow nodes.
     pub consul: Option<ConsulConfig>,
+    /// How often the Consul registrations are compared with the tasks and repaired
+    /// ([`discovery::sync`]; 30 s by default).
+    pub consul_sync_interval: Duration,
     /// The API that delivers the secrets and configs of this node's tasks, with the node's
     /// token (`None`: tasks that use secrets or configs are rejected).
     pub api: Option<ApiEndpoint>,
@@ -277,6 +280,7 @@ impl AgentConfig {
             lease_ttl: Duration::from_secs(5),
             hollow_nodes: 0,
             consul: None,
+            consul_sync_interval: discovery::SYNC_INTERVAL,
             api: None,
             secrets_dir: PathBuf::from(secrets::DEFAULT_ROOT),
             role: "worker".to_string(),
@@ -488,11 +492,14 @@ impl Agent {
             Some(c) => {
                 let client = ConsulClient::new(c.clone())
                     .map_err(|e| AgentError::Config(format!("consul agent {}: {e}", c.address)))?;
-                Some(Arc::new(discovery::ConsulRegistrar::new(
-                    client,
-                    self.config.node_id.clone(),
-                    self.config.address.clone(),
-                )))
+                Some(Arc::new(
+                    discovery::ConsulRegistrar::new(
+                        client,
+                        self.config.node_id.clone(),
+                        self.config.address.clone(),
+                    )
+                    .with_sync_interval(self.config.consul_sync_interval),
+                ))
             }
             None => None,
         };

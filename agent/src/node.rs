@@ -1,6 +1,8 @@
 //! Node registration and heartbeat: writes `nodes/<id>` bound to a lease and keeps the lease
-//! alive (every TTL/3). When the lease is lost (it expired while the store was away) a new one
-//! is granted and the node records are written again.
+//! alive (every TTL/3). When the lease is lost (it expired while the store was away, or on
+//! Consul its session was destroyed with the Consul agent's node) a new one is granted and the
+//! node records are written again: at once when the agent sees its record deleted (it watches
+//! it), else at the renewal that fails.
 //!
 //! A node id is claimed, not just written: a record is created only where none is, or where
 //! the one there carries this agent's instance id (kept in its data directory, so a restarted
@@ -182,6 +184,54 @@ impl Registrar {
         }
     }
 
+    /// Resolves when this agent's (first) node record is deleted. A watch that cannot be
+    /// opened is tried again every `period` (the renewals notice a lost lease meanwhile).
+    async fn record_gone(&self, period: Duration) {
+        let Some(node) = self.nodes.first() else {
+            return std::future::pending().await;
+        };
+        let key = self.keys.node(&node.id);
+        loop {
+            match self.watch_record(&key).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot watch the node record; trying again");
+                    tokio::time::sleep(period).await;
+                }
+            }
+        }
+    }
+
+    /// Watches `key` from its current revision; `Ok` once it is deleted (or found gone).
+    async fn watch_record(&self, key: &str) -> Result<(), StoreError> {
+        use futures::StreamExt;
+        loop {
+            // A list, then a watch from its revision: exact on every backend (a key is a
+            // prefix too, so other nodes' records may come along; only this one counts).
+            let list = self.store.list(key).await?;
+            if !list.kvs.iter().any(|kv| kv.key == key) {
+                return Ok(());
+            }
+            let mut stream = self.store.watch(key, list.revision + 1).await?;
+            while let Some(batch) = stream.next().await {
+                let batch = match batch {
+                    Ok(b) => b,
+                    // Compacted (or broken): read the key again, unhurried.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
+                };
+                let deleted = batch.events.iter().any(
+                    |ev| matches!(ev, shoal_store::WatchEvent::Delete { key: k, .. } if k == key),
+                );
+                if deleted {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     async fn try_claim(&self) -> Result<Claim, StoreError> {
         let lease = self.store.grant_lease(self.ttl).await?;
         match self.write_records(lease).await {
@@ -267,9 +317,19 @@ impl Registrar {
             };
             delay = Duration::from_millis(200);
             registered.send_replace(true);
+            let gone = self.record_gone(period);
+            tokio::pin!(gone);
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(period) => {}
+                    () = &mut gone => {
+                        // The lease ended without a failed renewal yet (on Consul: the Consul
+                        // agent left and its node's sessions went with it): at once, not at
+                        // the next renewal.
+                        tracing::warn!(lease = lease_now, "node record deleted; registering again");
+                        registered.send_replace(false);
+                        break;
+                    }
                     _ = shutdown.wait_for(|s| *s) => return Ok(()),
                 }
                 let refresh = shoal_store::refresh_lease(

@@ -51,6 +51,10 @@ pub struct ApiState {
     pub secret_keys: Option<Arc<secrets::crypto::KeyRing>>,
     /// Dashboard sessions (and the CSRF token of an API without tokens).
     pub ui: Arc<ui::session::Sessions>,
+    /// The one watch of the store that every `/v1/watch` client reads from.
+    pub watch_hub: Arc<watch::hub::Hub>,
+    /// Whether the API is served over TLS (the dashboard's cookie is then `Secure`).
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -68,6 +72,8 @@ impl ApiState {
     /// A state over `store` with keys under `keys`, no authentication and no extra metrics.
     pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
         ApiState {
+            watch_hub: Arc::new(watch::hub::Hub::new(Arc::clone(&store), keys.clone())),
+            tls: false,
             store,
             keys,
             tokens: None,

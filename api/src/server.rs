@@ -153,6 +153,7 @@ pub async fn serve_with(
             key: tls.key.display().to_string(),
             source,
         })?;
+    let state = ApiState { tls: true, ..state };
     tracing::info!(%addr, backend = state.store.backend(), auth = state.tokens.is_some(), tls = true, "API listening");
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();

@@ -265,6 +265,11 @@ pub enum WatchKind {
     Task,
     /// `taskstatus/<node>/<task>`.
     TaskStatus,
+    /// `nodes/<node>`: the node's record, written by its agent while it is alive (a deletion:
+    /// the node went down).
+    Node,
+    /// `nodeconfig/<node>`: the node's settings (availability, labels).
+    NodeConfig,
 }
 
 impl WatchKind {
@@ -274,6 +279,8 @@ impl WatchKind {
             WatchKind::ServiceStatus => "serviceStatus",
             WatchKind::Task => "task",
             WatchKind::TaskStatus => "taskStatus",
+            WatchKind::Node => "node",
+            WatchKind::NodeConfig => "nodeConfig",
         }
     }
 }
@@ -294,7 +301,7 @@ pub struct WatchEvent {
     /// Service name, for service statuses and tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    /// Node, for tasks and task statuses.
+    /// Node, for tasks, task statuses, nodes and node settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// Task id, for tasks and task statuses.

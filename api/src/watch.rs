@@ -1,11 +1,17 @@
-//! `GET /v1/watch`: Server-Sent Events of service status, task and task status changes.
+//! `GET /v1/watch`: Server-Sent Events of service status, task, task status, node and node
+//! settings changes.
 //!
 //! Each event's SSE `id` is the store revision of the change, so a client that lost the
-//! connection resumes with `Last-Event-ID` (or `?revision=`) and misses nothing that the
-//! store still retains. Without a revision the stream starts with the current records
-//! (all carrying the revision of that read), then follows changes.
+//! connection resumes with `Last-Event-ID` (or `?revision=`) and misses nothing that the API
+//! still holds ([`hub::HISTORY`] changes; older: an `error` event, and the client starts
+//! again without a revision). Without a revision the stream starts with the current records
+//! (all carrying the revision of the hub), then follows changes. Every client reads from one
+//! shared watch of the store per API process ([`hub::Hub`]).
+
+pub mod hub;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -13,8 +19,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use shoal_core::Key;
-use shoal_store::{KeyValue, Revision, WatchEvent as StoreEvent};
+use shoal_store::Revision;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
 
@@ -70,50 +75,10 @@ impl Filter {
     }
 }
 
-/// Builds the watch event of a key, or `None` for keys the watch does not carry.
-fn to_event(
-    st: &ApiState,
-    key: &str,
-    kv: Option<&KeyValue>,
-    revision: Revision,
-) -> Option<WatchEvent> {
-    let value = kv.and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok());
-    let mut ev = WatchEvent {
-        revision,
-        kind: WatchKind::Task,
-        deleted: kv.is_none(),
-        namespace: None,
-        service: None,
-        node: None,
-        task: None,
-        value,
-    };
-    match st.keys.parse(key)? {
-        Key::ServiceStatus(r) => {
-            ev.kind = WatchKind::ServiceStatus;
-            ev.namespace = Some(r.namespace);
-            ev.service = Some(r.name);
-        }
-        Key::Task { node, task } => {
-            ev.kind = WatchKind::Task;
-            if let Some(svc) = ev.value.as_ref().and_then(|v| v.get("service")) {
-                ev.namespace = svc
-                    .get("namespace")
-                    .and_then(|s| s.as_str())
-                    .map(String::from);
-                ev.service = svc.get("name").and_then(|s| s.as_str()).map(String::from);
-            }
-            ev.node = Some(node);
-            ev.task = Some(task);
-        }
-        Key::TaskStatus { node, task } => {
-            ev.kind = WatchKind::TaskStatus;
-            ev.node = Some(node);
-            ev.task = Some(task);
-        }
-        _ => return None,
-    }
-    Some(ev)
+/// The `error` event telling a client that the API no longer holds the changes it asked for.
+fn behind_event(behind: &hub::Behind) -> Event {
+    let msg = serde_json::json!({"error": behind.to_string()}).to_string();
+    Event::default().event("error").data(msg)
 }
 
 fn sse(ev: &WatchEvent) -> Event {
@@ -123,7 +88,7 @@ fn sse(ev: &WatchEvent) -> Event {
         .data(serde_json::to_string(ev).unwrap_or_default())
 }
 
-/// Streams status and task changes as Server-Sent Events.
+/// Streams status, task and node changes as Server-Sent Events.
 #[utoipa::path(get, path = "/v1/watch", params(WatchQuery), responses(
     (status = 200, description = "text/event-stream of WatchEvent (SSE id = revision)", body = WatchEvent)))]
 pub async fn watch(
@@ -150,62 +115,48 @@ pub async fn watch(
         service,
         ..Filter::default()
     };
-    let prefix = format!("{}/", st.keys.prefix());
+    let hub = Arc::clone(&st.watch_hub);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
-    let start = match from {
-        Some(r) => {
-            // Resuming: learn the services of the tasks that exist now.
-            for kv in st.store.list(&st.keys.tasks_prefix()).await?.kvs {
-                if let Some(mut ev) = to_event(&st, &kv.key, Some(&kv), kv.mod_revision) {
-                    filter.keep(&mut ev);
-                }
-            }
-            r + 1
-        }
-        None => {
-            let list = st.store.list(&prefix).await?;
-            // Tasks first, so their statuses find their service.
-            let (tasks, rest): (Vec<_>, Vec<_>) = list
-                .kvs
-                .iter()
-                .partition(|kv| matches!(st.keys.parse(&kv.key), Some(Key::Task { .. })));
-            for kv in tasks.into_iter().chain(rest) {
-                if let Some(mut ev) = to_event(&st, &kv.key, Some(kv), list.revision)
-                    && filter.keep(&mut ev)
-                    && tx.send(sse(&ev)).await.is_err()
-                {
-                    break;
-                }
-            }
-            list.revision + 1
+    let start = match hub.start(from).await? {
+        Ok(start) => start,
+        Err(behind) => {
+            // Said on the stream, as when a client falls behind later: the client starts over.
+            let _ = tx.try_send(behind_event(&behind));
+            drop(tx);
+            let stream = ReceiverStream::new(rx).map(Ok);
+            return Ok(Sse::new(stream).keep_alive(KeepAlive::default()));
         }
     };
-    let mut stream = st.store.watch(&prefix, start).await?;
+    for task in &start.tasks {
+        filter.keep(&mut (**task).clone());
+    }
     tokio::spawn(async move {
+        for mut ev in start.initial {
+            if filter.keep(&mut ev) && tx.send(sse(&ev)).await.is_err() {
+                return;
+            }
+        }
+        let mut after = start.revision;
         // Ends with the client: a closed connection drops the receiver.
-        while let Some(batch) = tokio::select! {
-            b = stream.next() => b,
-            () = tx.closed() => None,
-        } {
-            let batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    let msg = serde_json::json!({"error": e.to_string()}).to_string();
-                    let _ = tx.send(Event::default().event("error").data(msg)).await;
+        loop {
+            let events = match hub.since(after) {
+                Ok(events) => events,
+                Err(behind) => {
+                    let _ = tx.send(behind_event(&behind)).await;
                     return;
                 }
             };
-            for ev in &batch.events {
-                let out = match ev {
-                    StoreEvent::Put(kv) => to_event(&st, &kv.key, Some(kv), kv.mod_revision),
-                    StoreEvent::Delete { key, mod_revision } => {
-                        to_event(&st, key, None, *mod_revision)
-                    }
-                };
-                if let Some(mut out) = out
-                    && filter.keep(&mut out)
-                    && tx.send(sse(&out)).await.is_err()
-                {
+            if events.is_empty() {
+                tokio::select! {
+                    () = hub.wait_past(after) => {}
+                    () = tx.closed() => return,
+                }
+                continue;
+            }
+            for ev in events {
+                after = after.max(ev.revision);
+                let mut out = (*ev).clone();
+                if filter.keep(&mut out) && tx.send(sse(&out)).await.is_err() {
                     return;
                 }
             }

@@ -287,6 +287,7 @@ async fn with_tokens_a_session_cookie_carries_the_role_and_forms_need_its_csrf_t
         !set.contains(&read.reveal()) && !set.contains("r0"),
         "{set}"
     );
+    assert!(!set.contains("Secure"), "served in cleartext: {set}");
     let (s, doc) = page(&api, "/ui/services/default/svc-0000", Some(&cookie)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(doc.select(&sel("details.action")).count(), 0);
@@ -454,4 +455,20 @@ async fn pages_forbid_other_origins_and_the_assets_are_embedded() {
     }
     let (s, _, _) = api.call("GET", "/ui/assets/nope.js", "", &[]).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn over_tls_the_session_cookie_is_secure() {
+    let mut t = TokenTable::new();
+    let read = token(&mut t, "r0", Role::Read);
+    let api = Api::with(|s| shoal_api::ApiState {
+        tls: true,
+        ..s.with_tokens(Tokens::fixed(t))
+    })
+    .await;
+    let (_, set) = sign_in(&api, &read).await;
+    assert!(
+        set.contains("Secure") && set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
 }

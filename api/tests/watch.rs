@@ -185,3 +185,89 @@ async fn a_service_watch_keeps_its_task_statuses_and_deletions_only() {
         ]
     );
 }
+
+/// Node records and node settings are on the stream: a node coming up, being drained and
+/// going down each arrive as an event, to every client of the one shared watch.
+#[tokio::test]
+async fn node_changes_reach_every_client_of_the_shared_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let keys = Keys::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(shoal_api::serve_listener(
+        ApiState::new(store.clone(), keys.clone()),
+        listener,
+        std::future::pending(),
+    ));
+    let client = Client::new(&format!("http://{addr}"), None);
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(client.watch(None, None).await.unwrap());
+    }
+    let up = store
+        .put(&keys.node("n1"), br#"{"id":"n1"}"#.to_vec(), None)
+        .await
+        .unwrap();
+    let drained = store
+        .put(
+            &keys.node_config("n1"),
+            br#"{"availability":"drain"}"#.to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    store.delete(&keys.node("n1")).await.unwrap();
+    for events in &mut streams {
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let ev = tokio::time::timeout(Duration::from_secs(30), events.next())
+                .await
+                .expect("an event")
+                .unwrap()
+                .unwrap();
+            assert_eq!(ev.node.as_deref(), Some("n1"), "{ev:?}");
+            seen.push((ev.kind, ev.deleted, ev.revision));
+        }
+        assert_eq!(seen[0], (WatchKind::Node, false, up));
+        assert_eq!(seen[1], (WatchKind::NodeConfig, false, drained));
+        assert_eq!((seen[2].0, seen[2].1), (WatchKind::Node, true));
+    }
+}
+
+/// A client resuming from a revision older than the API's watch history is told so on the
+/// stream (it then starts over from the current state) instead of missing changes.
+#[tokio::test]
+async fn resuming_before_the_apis_history_is_an_error_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let keys = Keys::default();
+    let old = store
+        .put(&keys.node("n1"), br#"{"id":"n1"}"#.to_vec(), None)
+        .await
+        .unwrap();
+    store.delete(&keys.node("n1")).await.unwrap();
+    // The API starts after those changes: its history begins now.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(shoal_api::serve_listener(
+        ApiState::new(store.clone(), keys.clone()),
+        listener,
+        std::future::pending(),
+    ));
+    let client = Client::new(&format!("http://{addr}"), None);
+    let mut events = client.watch(None, Some(old - 1)).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .expect("an answer")
+        .expect("an item");
+    match first {
+        Err(shoal_api::ClientError::Api { message, .. }) => {
+            assert!(
+                message.contains("older than the API's watch history"),
+                "{message}"
+            );
+        }
+        other => panic!("expected an error event, got {other:?}"),
+    }
+}

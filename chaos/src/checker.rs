@@ -11,6 +11,9 @@
 //! - **the fence holds**: no controller-written key (`tasks/`, `status/`, `endpoints/`) changes
 //!   while no leader record exists — a deposed leader whose lease ended cannot write.
 //!
+//! It also follows every loss of a node (its lease-bound record gone) and the tasks it moved,
+//! explained against the nemesis' timeline ([`crate::timeline`]).
+//!
 //! The final-state checks (acknowledged applies, convergence, processes) are in
 //! [`crate::verify`].
 
@@ -26,6 +29,8 @@ use shoal_core::model::{DesiredState, Slot, Task, TaskState, TaskStatus};
 use shoal_store::Store;
 use shoal_store::reflector::{Event, watcher};
 
+use crate::timeline::{Disturbance, MoveLog, Moves};
+
 /// How long a stale copy may keep running after its node's fault healed.
 pub const STALE_BOUND: Duration = Duration::from_secs(60);
 
@@ -39,36 +44,6 @@ pub struct Violation {
     pub invariant: &'static str,
     /// What was seen.
     pub detail: String,
-}
-
-/// Which nodes the nemesis is disturbing, and when each was last healed.
-#[derive(Debug, Default)]
-pub struct Disturbance {
-    active: HashMap<String, u32>,
-    healed: HashMap<String, Instant>,
-}
-
-impl Disturbance {
-    /// A fault on `node` began.
-    pub fn begin(&mut self, node: &str) {
-        *self.active.entry(node.to_string()).or_insert(0) += 1;
-    }
-
-    /// A fault on `node` healed.
-    pub fn end(&mut self, node: &str) {
-        if let Some(n) = self.active.get_mut(node) {
-            *n = n.saturating_sub(1);
-        }
-        self.healed.insert(node.to_string(), Instant::now());
-    }
-
-    fn excused(&self, node: &str, now: Instant) -> bool {
-        self.active.get(node).is_some_and(|n| *n > 0)
-            || self
-                .healed
-                .get(node)
-                .is_some_and(|h| now.duration_since(*h) < STALE_BOUND)
-    }
 }
 
 type SlotKey = (String, Slot);
@@ -129,8 +104,10 @@ struct State {
     node_down: BTreeSet<String>,
     /// When each node's record last came back.
     node_back: HashMap<String, Instant>,
-    /// Tasks orphaned on nodes the nemesis did not touch (lost their lease all the same).
-    spurious_orphans: BTreeSet<String>,
+    /// Tasks seen orphaned (each counted once).
+    orphaned: BTreeSet<String>,
+    /// Node losses and the tasks they moved, explained against the nemesis' timeline.
+    moves: MoveLog,
     events: u64,
     violations: Vec<Violation>,
     stale_stop_s: Vec<f64>,
@@ -153,8 +130,9 @@ pub struct Findings {
     pub stale_stopped_cut_off: u64,
     /// Most live tasks seen in one slot (stale copies included).
     pub max_live_per_slot: usize,
-    /// Tasks orphaned (node declared down) on a node the nemesis did not touch.
-    pub spurious_orphans: u64,
+    /// Tasks moved (orphaned: their node declared down), per cause, and the node losses not
+    /// caused by a fault on their own host.
+    pub moves: Moves,
 }
 
 /// The running checker.
@@ -163,19 +141,19 @@ pub struct Checker {
     state: Arc<Mutex<State>>,
     disturbance: Arc<Mutex<Disturbance>>,
     keys: Keys,
+    /// The agents' lease TTL (how far back a node's loss can have been caused).
+    lease_ttl: Duration,
 }
 
 impl Checker {
-    /// Starts following `store`; `disturbance` is updated by the nemesis.
-    pub fn spawn(store: Arc<dyn Store>, disturbance: Arc<Mutex<Disturbance>>) -> Self {
-        let checker = Checker {
-            state: Arc::new(Mutex::new(State {
-                started: Some(Instant::now()),
-                ..State::default()
-            })),
-            disturbance,
-            keys: Keys::default(),
-        };
+    /// Starts following `store`; `disturbance` is updated by the nemesis; agents hold their
+    /// node records with leases of `lease_ttl`.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        disturbance: Arc<Mutex<Disturbance>>,
+        lease_ttl: Duration,
+    ) -> Self {
+        let checker = Checker::new(disturbance, lease_ttl);
         let c = checker.clone();
         let prefix = format!("{}/", c.keys.prefix());
         tokio::spawn(async move {
@@ -185,6 +163,19 @@ impl Checker {
             }
         });
         checker
+    }
+
+    /// A checker fed by [`Checker::on_event`] (what [`Checker::spawn`] does from the watch).
+    fn new(disturbance: Arc<Mutex<Disturbance>>, lease_ttl: Duration) -> Self {
+        Checker {
+            state: Arc::new(Mutex::new(State {
+                started: Some(Instant::now()),
+                ..State::default()
+            })),
+            disturbance,
+            keys: Keys::default(),
+            lease_ttl,
+        }
     }
 
     /// What the checker has found so far.
@@ -197,7 +188,7 @@ impl Checker {
             stale_stop_s: st.stale_stop_s.clone(),
             stale_stopped_cut_off: st.stale_stopped_cut_off,
             max_live_per_slot: st.max_live_per_slot,
-            spurious_orphans: st.spurious_orphans.len() as u64,
+            moves: st.moves.moves(),
         }
     }
 
@@ -207,25 +198,32 @@ impl Checker {
             Event::Init(list) => {
                 st.events += list.len() as u64;
                 st.live.clear();
-                st.leader_present = false;
+                // A listing is one instant: whether a leader record exists is known from the
+                // whole list (`endpoints/` sorts before `leader`), and no key in it is a write
+                // the fence can be checked against.
+                st.leader_present = list.iter().any(|(k, _, _)| *k == self.keys.leader());
                 for (k, v, _) in list {
-                    self.apply(&mut st, &k, Some(&v));
+                    self.apply(&mut st, &k, Some(&v), false);
                 }
             }
             Event::Apply(k, v, _) => {
                 st.events += 1;
-                self.apply(&mut st, &k, Some(&v));
+                self.apply(&mut st, &k, Some(&v), true);
             }
             Event::Delete(k) => {
                 st.events += 1;
-                self.apply(&mut st, &k, None);
+                self.apply(&mut st, &k, None, true);
             }
         }
         self.check_stale_bounds(&mut st);
     }
 
+    fn elapsed(st: &State) -> f64 {
+        st.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0)
+    }
+
     fn violation(st: &mut State, invariant: &'static str, detail: String) {
-        let t = st.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let t = Self::elapsed(st);
         tracing::error!(invariant, %detail, "invariant violated");
         st.violations.push(Violation {
             t,
@@ -234,13 +232,14 @@ impl Checker {
         });
     }
 
-    fn apply(&self, st: &mut State, key: &str, value: Option<&[u8]>) {
+    /// Applies one key's change; `write`: it is a change seen on the watch (not a listing).
+    fn apply(&self, st: &mut State, key: &str, value: Option<&[u8]>, write: bool) {
         let controller_key = key.starts_with(&self.keys.endpoints_prefix())
             || matches!(
                 self.keys.parse(key),
                 Some(Key::Task { .. } | Key::ServiceStatus(_))
             );
-        if controller_key && !st.leader_present {
+        if write && controller_key && !st.leader_present {
             Self::violation(
                 st,
                 "fence",
@@ -254,21 +253,20 @@ impl Checker {
                     if st.node_down.remove(&n) {
                         st.node_back.insert(n, Instant::now());
                     }
-                } else {
-                    st.node_down.insert(n);
+                } else if st.node_down.insert(n.clone()) {
+                    let dist = self.disturbance.lock().expect("disturbance");
+                    let t = Self::elapsed(st);
+                    st.moves
+                        .node_lost(&dist, &n, Instant::now(), t, self.lease_ttl);
                 }
             }
             Some(Key::Task { task, node }) => match value {
                 Some(v) => {
                     if let Ok(t) = serde_json::from_slice::<Task>(v) {
                         let current = t.desired_state == DesiredState::Running && !t.orphaned;
-                        let touched = self
-                            .disturbance
-                            .lock()
-                            .expect("disturbance")
-                            .excused(&node, Instant::now());
-                        if t.orphaned && !touched {
-                            st.spurious_orphans.insert(task.clone());
+                        if t.orphaned && st.orphaned.insert(task.clone()) {
+                            let dist = self.disturbance.lock().expect("disturbance");
+                            st.moves.task_moved(&dist, &node, self.lease_ttl);
                         }
                         let slot = (t.service.to_string(), t.slot.clone());
                         st.tasks.insert(
@@ -312,12 +310,8 @@ impl Checker {
                 } else {
                     st.node_back.get(&n).copied()
                 };
-                let after = stale_stop_after(
-                    dist.active.get(&n).copied().unwrap_or(0) > 0,
-                    dist.healed.get(&n).copied(),
-                    back,
-                    Instant::now(),
-                );
+                let after =
+                    stale_stop_after(dist.active_on(&n), dist.healed_at(&n), back, Instant::now());
                 drop(dist);
                 match after {
                     Some(s) => st.stale_stop_s.push(s),
@@ -389,6 +383,25 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_with_controller_keys_and_a_leader_record_is_no_fence_violation() {
+        let c = Checker::new(Arc::default(), Duration::from_secs(5));
+        let keys = Keys::default();
+        let endpoints = format!("{}chaos/svc-00", keys.endpoints_prefix());
+        // Listed in key order: the endpoints record comes before the leader record.
+        c.on_event(Event::Init(vec![
+            (endpoints.clone(), b"{}".to_vec(), 3),
+            (keys.leader(), b"{}".to_vec(), 2),
+        ]));
+        assert!(c.findings().violations.is_empty(), "{:?}", c.findings());
+        // A write after the leader record went is one.
+        c.on_event(Event::Delete(keys.leader()));
+        c.on_event(Event::Apply(endpoints, b"{}".to_vec(), 5));
+        let v = c.findings().violations;
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].invariant, "fence");
+    }
 
     #[test]
     fn a_stale_copy_is_timed_from_when_its_node_was_last_whole() {

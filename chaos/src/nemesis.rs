@@ -30,7 +30,7 @@ pub enum FaultKind {
     PartitionPair,
     /// One host cannot reach any etcd client port; its tasks keep running.
     AgentCutOff,
-    /// Latency (when the kernel has netem) and packet loss on one host's link.
+    /// Latency (NFQUEUE delay) and packet loss on one host's link.
     Degrade,
     /// An etcd member stopped, its data wiped, removed and added back as a new member.
     EtcdReplace,
@@ -113,6 +113,20 @@ impl Fault {
         )
     }
 
+    /// Whether the fault can keep agents on hosts it does not disturb from the store: it
+    /// takes an etcd member out, cuts it off or slows it, so requests sent through that member
+    /// (or forwarded by it to the raft leader) can go unanswered.
+    pub fn disturbs_store(&self) -> bool {
+        matches!(
+            self,
+            Fault::Kill(Role::Etcd(_))
+                | Fault::PartitionMinority(_)
+                | Fault::PartitionPair(..)
+                | Fault::Degrade { .. }
+                | Fault::EtcdReplace(_)
+        )
+    }
+
     /// Hosts whose agent may be unable to report while the fault lasts.
     pub fn disturbed_hosts(&self, agent_host: impl Fn(Role) -> Option<usize>) -> Vec<usize> {
         match self {
@@ -121,6 +135,23 @@ impl Fault {
             Fault::Degrade { host, .. } => vec![*host],
             Fault::PartitionPair(a, b) => vec![*a, *b],
             Fault::PauseLeader | Fault::EtcdReplace(_) => Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = self.kind().name();
+        match self {
+            Fault::Kill(role) => write!(f, "{kind}({role})"),
+            Fault::PauseLeader => f.write_str(kind),
+            Fault::PartitionMinority(h)
+            | Fault::AgentCutOff(h)
+            | Fault::Degrade { host: h, .. } => {
+                write!(f, "{kind}(h{h})")
+            }
+            Fault::PartitionPair(a, b) => write!(f, "{kind}(h{a},h{b})"),
+            Fault::EtcdReplace(h) => write!(f, "{kind}(etcd-{h})"),
         }
     }
 }
@@ -217,8 +248,6 @@ pub struct Applied {
     pub fault: Fault,
     /// The controller paused by [`Fault::PauseLeader`].
     pub paused: Option<Role>,
-    /// A note for the fault matrix (e.g. "loss only: no netem in this kernel").
-    pub note: Option<String>,
 }
 
 /// Applies a fault. `leader` is the controller holding the leader key, when known.
@@ -230,7 +259,6 @@ pub async fn apply(
     let mut applied = Applied {
         fault: fault.clone(),
         paused: None,
-        note: None,
     };
     match fault {
         Fault::Kill(role) => cluster.kill9(*role),
@@ -250,11 +278,7 @@ pub async fn apply(
             host,
             delay_ms,
             loss_pct,
-        } => {
-            if !cluster.net.degrade(*host, *delay_ms, *loss_pct)? {
-                applied.note = Some("loss only: this kernel has no netem".into());
-            }
-        }
+        } => cluster.net.degrade(*host, *delay_ms, *loss_pct)?,
         Fault::EtcdReplace(h) => cluster.replace_etcd_member(*h).await?,
     }
     Ok(applied)

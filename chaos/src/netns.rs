@@ -8,9 +8,13 @@
 //! killed with -9 left behind: namespaces, links and processes of every run whose owning
 //! process is gone (its pid file names it).
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::delay::{DelayLine, DelaySpec, DelayStats};
 
 /// Prefix of every namespace a run creates.
 pub const NS_PREFIX: &str = "shc-";
@@ -64,6 +68,13 @@ pub fn run(program: &str, args: &[&str]) -> Result<Output, NetError> {
     Ok(out)
 }
 
+/// Moves the calling thread (only it) into network namespace `ns` (`/run/netns/<ns>`): the
+/// sockets it opens from then on belong to that namespace.
+pub fn enter(ns: &str) -> std::io::Result<()> {
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+}
+
 /// One host: a namespace with one address on the run's bridge.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -95,6 +106,10 @@ pub struct Net {
     pub observer_ip: Ipv4Addr,
     bridge_ns: String,
     root_link: String,
+    /// The delay running on each degraded host.
+    delays: BTreeMap<usize, DelayLine>,
+    /// Figures of the delays stopped so far.
+    delayed: DelayStats,
 }
 
 fn is_root() -> Result<(), NetError> {
@@ -133,6 +148,8 @@ impl Net {
             observer_ip: Ipv4Addr::new(10, 213, subnet, 254),
             bridge_ns: format!("{NS_PREFIX}{run_id}-net"),
             root_link: format!("shc{run_id}"),
+            delays: BTreeMap::new(),
+            delayed: DelayStats::default(),
         };
         // From here on, Drop cleans up whatever was created.
         let b = net.bridge_ns.clone();
@@ -222,18 +239,38 @@ impl Net {
         Ok(())
     }
 
-    /// Degrades host `h`'s link: delay with `tc netem` when the kernel has it, and random loss.
-    /// Returns whether latency could be added (kernels without `sch_netem` get loss only).
-    pub fn degrade(&self, h: usize, delay_ms: u32, loss_pct: u32) -> Result<bool, NetError> {
-        let host = &self.hosts[h];
-        let delay = format!("{delay_ms}ms");
-        let jitter = format!("{}ms", delay_ms / 4);
-        let netem = host.exec(
-            "tc",
+    /// Degrades host `h`'s link: every packet it sends is held `delay_ms` (± a quarter) by a
+    /// [`DelayLine`] on NFQUEUE `100 + h`, and `loss_pct` % of the packets it sends and
+    /// receives are dropped (iptables `statistic`).
+    pub fn degrade(&mut self, h: usize, delay_ms: u32, loss_pct: u32) -> Result<(), NetError> {
+        let host = self.hosts[h].clone();
+        let queue = 100 + h as u16;
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.delays.entry(h) {
+            let spec = DelaySpec {
+                delay: Duration::from_millis(delay_ms.into()),
+                jitter: Duration::from_millis((delay_ms / 4).into()),
+                seed: u64::from(delay_ms) << 8 | h as u64,
+            };
+            slot.insert(DelayLine::start(&host.ns, queue, spec)?);
+        }
+        let queue = queue.to_string();
+        host.exec(
+            "iptables",
             &[
-                "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", &delay, &jitter,
+                "-A",
+                "OUTPUT",
+                "-o",
+                "eth0",
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                &queue,
+                "--queue-bypass",
             ],
-        );
+        )?;
+        if loss_pct == 0 {
+            return Ok(());
+        }
         let p = format!("{:.3}", f64::from(loss_pct) / 100.0);
         for chain in ["INPUT", "OUTPUT"] {
             host.exec(
@@ -252,23 +289,30 @@ impl Net {
                 ],
             )?;
         }
-        Ok(netem.is_ok())
+        Ok(())
     }
 
-    /// Removes every fault on host `h`'s network.
-    pub fn heal(&self, h: usize) -> Result<(), NetError> {
-        let host = &self.hosts[h];
-        host.exec("iptables", &["-F"])?;
-        let _ = host.exec("tc", &["qdisc", "del", "dev", "eth0", "root"]);
+    /// Removes every fault on host `h`'s network (rules first, then the delay releases what
+    /// it holds).
+    pub fn heal(&mut self, h: usize) -> Result<(), NetError> {
+        self.hosts[h].exec("iptables", &["-F"])?;
+        if let Some(line) = self.delays.remove(&h) {
+            self.delayed.add(line.stop());
+        }
         Ok(())
     }
 
     /// Removes every network fault.
-    pub fn heal_all(&self) -> Result<(), NetError> {
+    pub fn heal_all(&mut self) -> Result<(), NetError> {
         for h in 0..self.hosts.len() {
             self.heal(h)?;
         }
         Ok(())
+    }
+
+    /// Packets delayed so far by degraded links (delays still running not counted).
+    pub fn delayed(&self) -> DelayStats {
+        self.delayed
     }
 }
 

@@ -58,12 +58,13 @@ pub struct RunResult {
     pub stale_stop_max_s: f64,
     /// Stale copies that stopped while a nemesis fault was active on their host: not timed.
     pub stale_stopped_cut_off: u64,
-    /// Tasks orphaned (their node declared down) on hosts the nemesis did not touch.
-    pub spurious_orphans: u64,
+    /// Tasks moved off their node (orphaned: the node's lease expired), per cause, and every
+    /// node loss not caused by a fault on that node's host, with the faults active then.
+    pub moves: crate::timeline::Moves,
     /// Recovery per fault kind.
     pub recovery: BTreeMap<&'static str, Recovery>,
-    /// Whether latency could be added (kernels without netem get loss only).
-    pub netem: bool,
+    /// Packets held by the delay of degraded links, and for how long in total.
+    pub delayed: crate::delay::DelayStats,
 }
 
 impl RunResult {
@@ -133,8 +134,70 @@ pub fn render_matrix(jsonl: &str) -> Result<String, String> {
         None => String::new(),
     };
     out.push_str(&format!(
-        "\nstale copies stopped: {} (longest {} s after their node was back{cut_off}) · tasks orphaned on untouched hosts: {} · requests: {} · latency injected: {}\n",
-        v["stale_copies"], v["stale_stop_max_s"], v["spurious_orphans"], v["requests"], v["netem"]
+        "\nstale copies stopped: {} (longest {} s after their node was back{cut_off}) · {} · requests: {} · {}\n",
+        v["stale_copies"], v["stale_stop_max_s"], moves_line(&v), v["requests"], latency_line(&v)
     ));
+    out.push_str(&losses_table(&v));
     Ok(out)
+}
+
+/// Tasks moved, per cause (older result lines only counted the moves off untouched hosts).
+fn moves_line(v: &serde_json::Value) -> String {
+    let Some(by) = v["moves"]["by_cause"].as_object() else {
+        return format!(
+            "tasks orphaned on untouched hosts: {}",
+            v["spurious_orphans"]
+        );
+    };
+    let n = |k: &str| by.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    format!(
+        "tasks moved: {} (fault on their host: {}, faults elsewhere: {}, no fault: {})",
+        n("fault_on_host") + n("fault_elsewhere") + n("no_fault"),
+        n("fault_on_host"),
+        n("fault_elsewhere"),
+        n("no_fault")
+    )
+}
+
+/// Every node loss not caused by a fault on its own host, with the faults active then.
+fn losses_table(v: &serde_json::Value) -> String {
+    let Some(losses) = v["moves"]["losses"].as_array().filter(|l| !l.is_empty()) else {
+        return String::new();
+    };
+    let mut out = String::from(
+        "\n| t (s) | node lost | tasks moved | cause | faults active in its last lease | load (1 min) |\n|---|---|---|---|---|---|\n",
+    );
+    for l in losses {
+        let faults: Vec<&str> = l["faults"]
+            .as_array()
+            .map(|f| f.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            l["t"],
+            l["node"].as_str().unwrap_or(""),
+            l["tasks"],
+            l["cause"].as_str().unwrap_or(""),
+            if faults.is_empty() {
+                "none".to_string()
+            } else {
+                faults.join(", ")
+            },
+            l["load1"]
+        ));
+    }
+    out
+}
+
+/// The latency added by degraded links (older result lines only said whether netem existed).
+fn latency_line(v: &serde_json::Value) -> String {
+    let d = &v["delayed"];
+    match (d["packets"].as_u64(), d["held_ms"].as_f64()) {
+        (Some(n), Some(ms)) if n > 0 => format!(
+            "latency injected: {n} packets delayed, {:.1} ms each on average",
+            ms / n as f64
+        ),
+        (Some(_), _) => "latency injected: no packet delayed".to_string(),
+        _ => format!("latency injected: {}", v["netem"]),
+    }
 }

@@ -14,11 +14,12 @@ use shoal_controller::runner::leader::LeaderRecord;
 use shoal_core::Keys;
 use shoal_store::{EtcdStore, Store};
 
-use crate::checker::{Checker, Disturbance, Violation};
+use crate::checker::{Checker, Violation};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError, Role, node_id};
 use crate::nemesis::{self, NemesisError, Step};
 use crate::netns::{Net, NetError};
 use crate::report::{Recovery, RunResult, median_max, round};
+use crate::timeline::Disturbance;
 use crate::verify;
 use crate::workload::Workload;
 
@@ -89,7 +90,7 @@ pub async fn run(cfg: Config) -> Result<RunResult, ChaosError> {
         .await
         .map_err(ChaosError::Startup)?;
     let disturbance = Arc::new(Mutex::new(Disturbance::default()));
-    let checker = Checker::spawn(store.clone(), disturbance.clone());
+    let checker = Checker::spawn(store.clone(), disturbance.clone(), cfg.lease_ttl);
 
     let mut workload = Workload::new(cfg.seed, &id, &cluster.api_url(), &cluster.token);
     workload.seed_services().await;
@@ -103,7 +104,7 @@ pub async fn run(cfg: Config) -> Result<RunResult, ChaosError> {
         disturbance: &disturbance,
         bound: cfg.recover_bound,
     };
-    let (recovery, netem) = run_nemesis(&mut cluster, &steps, &ctx).await?;
+    let recovery = run_nemesis(&mut cluster, &steps, &ctx).await?;
     stop.store(true, Ordering::SeqCst);
     let workload = load.await.map_err(|e| ChaosError::Startup(e.to_string()))?;
     cluster.net.heal_all()?;
@@ -116,7 +117,7 @@ pub async fn run(cfg: Config) -> Result<RunResult, ChaosError> {
     result.faults = nemesis::count(&steps);
     result.steps = steps.len() as u64;
     result.recovery = recovery;
-    result.netem = netem;
+    result.delayed = cluster.net.delayed();
     result.duration_s = round(started.elapsed().as_secs_f64());
     let _ = std::fs::write(
         dir.join("requests.json"),
@@ -194,11 +195,10 @@ async fn run_nemesis(
     cluster: &mut Cluster,
     steps: &[Step],
     ctx: &Ctx<'_>,
-) -> Result<(BTreeMap<&'static str, Recovery>, bool), ChaosError> {
+) -> Result<BTreeMap<&'static str, Recovery>, ChaosError> {
     let t0 = Instant::now();
     let mut times: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     let mut rec: BTreeMap<&'static str, Recovery> = BTreeMap::new();
-    let mut netem = true;
     for step in steps {
         if let Some(wait) = step.at.checked_sub(t0.elapsed()) {
             tokio::time::sleep(wait).await;
@@ -207,30 +207,28 @@ async fn run_nemesis(
         let leader = leader_role(cluster, before.as_deref());
         let mut applied = Vec::new();
         for f in &step.faults {
-            for h in f.disturbed_hosts(agent_host) {
-                ctx.disturbance
-                    .lock()
-                    .expect("disturbance")
-                    .begin(&node_id(h));
-            }
-            tracing::info!(fault = ?f, hold = ?step.hold, "fault");
+            let nodes = f
+                .disturbed_hosts(agent_host)
+                .into_iter()
+                .map(node_id)
+                .collect();
+            let id = ctx.disturbance.lock().expect("disturbance").begin(
+                f.to_string(),
+                nodes,
+                f.disturbs_store(),
+            );
+            tracing::info!(fault = %f, hold = ?step.hold, "fault");
             let a = nemesis::apply(cluster, f, leader).await?;
-            netem &= a.note.is_none();
-            applied.push(a);
+            applied.push((a, id));
         }
         tokio::time::sleep(step.hold).await;
-        for a in &applied {
+        for (a, id) in &applied {
             nemesis::heal(cluster, a)?;
-            for h in a.fault.disturbed_hosts(agent_host) {
-                ctx.disturbance
-                    .lock()
-                    .expect("disturbance")
-                    .end(&node_id(h));
-            }
+            ctx.disturbance.lock().expect("disturbance").end(*id);
         }
         let recovered = wait_whole(ctx.client, ctx.store, ctx.bound).await;
         let after = leader_identity(ctx.store).await;
-        for a in &applied {
+        for (a, _) in &applied {
             let r = rec.entry(a.fault.kind().name()).or_default();
             r.count += 1;
             r.leader_changes += u64::from(before != after);
@@ -249,7 +247,7 @@ async fn run_nemesis(
         r.recover_median_s = m;
         r.recover_max_s = x;
     }
-    Ok((rec, netem))
+    Ok(rec)
 }
 
 /// Waits until the API answers, every node is ready and a leader exists; returns seconds.
@@ -329,7 +327,7 @@ async fn finish(
         stale_copies: f.stale_stop_s.len() as u64,
         stale_stop_max_s: stale_max,
         stale_stopped_cut_off: f.stale_stopped_cut_off,
-        spurious_orphans: f.spurious_orphans,
+        moves: f.moves,
         ..RunResult::default()
     }
 }

@@ -1,6 +1,6 @@
 //! The short fixed-seed chaos run of `make test`: the nemesis runs for 75 s over a 3-host
-//! cluster in network namespaces (kills, leader pause, partitions, loss, an etcd member
-//! replaced) and every invariant must hold. It needs root (namespaces, iptables) and etcd:
+//! cluster in network namespaces (kills, leader pause, partitions, latency and loss, an etcd
+//! member replaced) and every invariant must hold. It needs root (namespaces, iptables) and etcd:
 //! without either it fails with the reason, never skips.
 
 use std::time::Duration;
@@ -46,6 +46,12 @@ async fn fixed_seed_short_run_keeps_every_invariant() {
         result.faults.values().sum::<u64>() >= 5,
         "{:?}",
         result.faults
+    );
+    // Its schedule degrades a host: latency was really added (the NFQUEUE delay line).
+    assert!(
+        result.delayed.packets > 0 && result.delayed.mean_ms() > 10.0,
+        "{:?}",
+        result.delayed
     );
     assert!(
         result.requests.get("ok").copied().unwrap_or(0) >= 20,

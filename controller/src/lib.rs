@@ -1,7 +1,8 @@
 //! shoal-controller: turns services into task placements.
 //!
 //! - [`reconcile`]: the pure decision `(service, tasks, nodes, now) → Plan`.
-//! - [`placement`]: filters that explain themselves, spread/binpack ranking.
+//! - [`placement`]: filters that explain themselves (which nodes may take, or keep, a
+//!   service's tasks), spread/binpack ranking.
 //! - [`runner`]: campaigns for leadership, watches the store, queues services, reconciles
 //!   and commits plans in fenced transactions.
 //!

@@ -1,7 +1,9 @@
 //! Consul discovery wired into the agent, end to end on the sim runtime, an embedded store
 //! and the fake Consul: a running task is registered with its reported host port, it is
 //! deregistered before its container is stopped and when it exits on its own, the node's
-//! stale registrations are removed on start, and Consul being down never harms a task.
+//! stale registrations are removed on start, Consul being down never harms a task, and the
+//! agent's periodic sync brings back what Consul dropped (a removed registration, one reaped
+//! for a failing check, an agent that lost its state) and removes foreign ones.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -534,6 +536,221 @@ async fn adopted_task_keeps_its_registration_across_an_agent_restart() {
     assert_eq!(
         after.container_id, status.container_id,
         "the task was adopted"
+    );
+    a.stop().await.expect("agent stops");
+}
+
+/// A health endpoint on a real port of this host whose answer the test switches.
+struct HealthEndpoint {
+    port: u16,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HealthEndpoint {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the health endpoint");
+        let port = listener.local_addr().expect("address").port();
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = healthy.clone();
+        let app = axum::Router::new().route(
+            "/health",
+            axum::routing::get(move || {
+                let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if ok {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    }
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        HealthEndpoint { port, healthy }
+    }
+
+    fn set(&self, healthy: bool) {
+        self.healthy
+            .store(healthy, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
+    // Consul's timers run 100 times faster: the 1 m DeregisterCriticalServiceAfter is 0.6 s.
+    let fake = ConsulFake::start_with(FakeOptions {
+        time_scale: 0.01,
+        ..FakeOptions::default()
+    })
+    .await;
+    let c = client(&fake);
+    let ts = TestStore::open().await;
+    let endpoint = HealthEndpoint::start().await;
+    let mut cfg = AgentConfig::new("n1");
+    cfg.lease_ttl = Duration::from_secs(2);
+    cfg.address = "127.0.0.1".into();
+    cfg.consul = Some(ConsulConfig::new(fake.http_url()));
+    cfg.consul_sync_interval = Duration::from_millis(300);
+    let a = Agent::new(
+        ts.store.clone(),
+        ts.keys.clone(),
+        cfg,
+        Arc::new(SimRuntime::new()),
+    )
+    .spawn();
+
+    // The task publishes the port the health endpoint listens on, so Consul's HTTP check
+    // reaches a real server.
+    let mut t = task("web.1.sync", "web", "n1", "nginx:1.27");
+    t.template.ports[0].published = Some(endpoint.port);
+    t.template.ports[0].mode = shoal_core::manifest::PortMode::Host;
+    if let Some(consul) = t.template.consul.as_mut() {
+        consul.check = Some(ConsulCheck {
+            interval: Dur::millis(200),
+            timeout: Dur::secs(1),
+            ..http_check()
+        });
+    }
+    t.template_hash = t.template.hash();
+    ts.assign(&t).await;
+    let first = ts
+        .wait_status(&t, "running", |s| s.state == TaskState::Running)
+        .await;
+    let check_id = format!("service:{}", t.id);
+    eventually(
+        "the task is registered and its real check passes",
+        || async {
+            registered(&c, &t.id).await
+                && fake.check_status(&check_id).as_deref() == Some("passing")
+        },
+    )
+    .await;
+
+    // 1. Removed behind Shoal's back: it comes back.
+    let removed = Instant::now();
+    assert!(fake.remove_service(&t.id));
+    eventually("the removed registration comes back", || {
+        registered(&c, &t.id)
+    })
+    .await;
+    println!(
+        "a registration removed behind Shoal's back was back after {:?}",
+        removed.elapsed()
+    );
+
+    // 2. The task stops answering its check: Consul reaps the registration while the task
+    //    runs; once the check passes again the registration is back and stays.
+    endpoint.set(false);
+    eventually(
+        "consul reaps the registration of the failing task",
+        || async { fake.reaped_services().contains(&t.id) },
+    )
+    .await;
+    endpoint.set(true);
+    let healed = Instant::now();
+    eventually("the registration is back with a passing check", || async {
+        registered(&c, &t.id).await && fake.check_status(&check_id).as_deref() == Some("passing")
+    })
+    .await;
+    println!(
+        "after the check passed again, the reaped registration was back and passing after {:?}",
+        healed.elapsed()
+    );
+    let reaped = fake.reaped_services().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        fake.reaped_services().len(),
+        reaped,
+        "a passing registration is not reaped again"
+    );
+    assert!(registered(&c, &t.id).await, "and it stays registered");
+
+    // 3. The Consul agent loses its state: everything comes back.
+    assert_eq!(fake.lose_agent_state(), 1);
+    eventually(
+        "the registration comes back after consul lost its state",
+        || registered(&c, &t.id),
+    )
+    .await;
+
+    // 4. A registration under this node's name that is no task of this agent goes; another
+    //    node's and one Shoal did not make stay.
+    fake.add_service(
+        "web.9.foreign",
+        "web-public",
+        31999,
+        &[("shoal-node", "n1"), ("shoal-task", "web.9.foreign")],
+    );
+    fake.add_service("web.8.other", "web-public", 31998, &[("shoal-node", "n2")]);
+    fake.add_service("legacy", "legacy", 31997, &[]);
+    eventually("the foreign registration is removed", || async {
+        !registered(&c, "web.9.foreign").await
+    })
+    .await;
+    let services = c.agent_services().await.expect("services");
+    assert!(
+        services.contains_key("web.8.other"),
+        "another node's is kept"
+    );
+    assert!(
+        services.contains_key("legacy"),
+        "one Shoal did not make is kept"
+    );
+    assert!(services.contains_key(&t.id), "the task's own is kept");
+
+    // Through all of it the task kept running, untouched.
+    let last = ts.status(&t).await.expect("status");
+    assert_eq!(last.state, TaskState::Running);
+    assert_eq!(last.container_id, first.container_id, "never restarted");
+    a.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_record_lost_with_its_consul_session_comes_back_at_once() {
+    // The agent's store is the fake Consul; its lease (a session) renews every 10 s.
+    let fake = ConsulFake::start().await;
+    let store = shoal_store::open_store(&fake.store_url())
+        .await
+        .expect("consul store");
+    let keys = Keys::default();
+    let mut cfg = AgentConfig::new("n1");
+    cfg.lease_ttl = Duration::from_secs(30);
+    let a = Agent::new(
+        store.clone(),
+        keys.clone(),
+        cfg,
+        Arc::new(SimRuntime::new()),
+    )
+    .spawn();
+    let record = || async { store.get(&keys.node("n1")).await.ok().flatten() };
+    eventually("the node is registered", || async {
+        record().await.is_some()
+    })
+    .await;
+    let before = record().await.expect("record").lease;
+
+    // The Consul agent leaves (a routine restart): its node's sessions, and with them the
+    // node record, are gone.
+    let left = Instant::now();
+    assert!(fake.leave() >= 1, "the agent's session went");
+    eventually("the record is back under a new session", || async {
+        record()
+            .await
+            .is_some_and(|kv| kv.lease.is_some() && kv.lease != before)
+    })
+    .await;
+    println!(
+        "node record back {:?} after the Consul agent left (renewals every 10 s)",
+        left.elapsed()
+    );
+    assert_eq!(
+        fake.renewals_of_missing_sessions(),
+        0,
+        "the agent registered again on seeing its record go, not after a failed renewal"
     );
     a.stop().await.expect("agent stops");
 }

@@ -577,3 +577,126 @@ async fn tombstones_are_reaped_after_the_tombstone_ttl_on_the_fakes_clock() {
     }
     println!("tombstone reaped after {:?} (ttl 90 ms)", start.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_reaped() {
+    // Consul's timers 100 times faster: a 1 m DeregisterCriticalServiceAfter is 0.6 s.
+    let fake = ConsulFake::start_with(FakeOptions {
+        time_scale: 0.01,
+        ..FakeOptions::default()
+    })
+    .await;
+    let c = client(&fake);
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = healthy.clone();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if ok {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let reg = |id: &str, check: AgentServiceCheck| AgentServiceRegistration {
+        id: id.into(),
+        name: "web".into(),
+        address: "127.0.0.1".into(),
+        port,
+        checks: vec![AgentServiceCheck {
+            interval: Some("100ms".into()),
+            timeout: Some("1s".into()),
+            deregister_critical_service_after: Some("1m".into()),
+            ..check
+        }],
+        ..AgentServiceRegistration::default()
+    };
+    c.agent_service_register(&reg(
+        "http",
+        AgentServiceCheck {
+            http: Some(format!("http://127.0.0.1:{port}/health")),
+            ..AgentServiceCheck::default()
+        },
+    ))
+    .await
+    .unwrap();
+    c.agent_service_register(&reg(
+        "tcp",
+        AgentServiceCheck {
+            tcp: Some(format!("127.0.0.1:{port}")),
+            ..AgentServiceCheck::default()
+        },
+    ))
+    .await
+    .unwrap();
+    c.agent_service_register(&reg(
+        "closed",
+        AgentServiceCheck {
+            tcp: Some(format!("127.0.0.1:{closed_port}")),
+            ..AgentServiceCheck::default()
+        },
+    ))
+    .await
+    .unwrap();
+    wait_until("the HTTP and TCP checks pass against the real port", || {
+        fake.check_status("service:http").as_deref() == Some("passing")
+            && fake.check_status("service:tcp").as_deref() == Some("passing")
+    })
+    .await;
+    wait_until("the service on a closed port is reaped", || {
+        fake.reaped_services() == ["closed"]
+    })
+    .await;
+    healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_until("the failing HTTP service is reaped", || {
+        fake.reaped_services().contains(&"http".to_string())
+    })
+    .await;
+    let services = c.agent_services().await.unwrap();
+    assert!(!services.contains_key("http") && !services.contains_key("closed"));
+    assert!(
+        services.contains_key("tcp"),
+        "the passing TCP check keeps its service"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_client_limit_get_429() {
+    let fake = ConsulFake::start_with(FakeOptions {
+        max_conns_per_client: 4,
+        ..FakeOptions::default()
+    })
+    .await;
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(fake.addr()).await.unwrap());
+    }
+    wait_until("the four connections are counted", || {
+        fake.connections_from(ip) == 4
+    })
+    .await;
+    let resp = raw(&fake, "GET", "/v1/status/leader").await;
+    assert_eq!(resp.status(), 429, "a fifth connection is refused");
+    assert_eq!(fake.refused_connections(), 1);
+    drop(held);
+    wait_until("the connections are closed", || {
+        fake.connections_from(ip) == 0
+    })
+    .await;
+    let resp = raw(&fake, "GET", "/v1/status/leader").await;
+    assert_eq!(resp.status(), 200, "below the limit again");
+}

@@ -129,3 +129,169 @@ async fn a_token_scoped_to_the_prefix_is_enough() {
     let err = store.get("/other/x").await.expect_err("outside the prefix");
     assert!(err.to_string().contains("Permission denied"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_watch_clients_of_the_api_share_one_consul_watch() {
+    // Consul's per-client limit lowered to 16: forty SSE clients each holding its own
+    // blocking query would be refused with 429.
+    const LIMIT: usize = 16;
+    const CLIENTS: usize = 40;
+    let fake = ConsulFake::start_with(shoal_tests::consul_fake::FakeOptions {
+        max_conns_per_client: LIMIT,
+        ..Default::default()
+    })
+    .await;
+    let store = shoal_store::open_store(&fake.store_url())
+        .await
+        .expect("open");
+    let keys = shoal_core::Keys::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let state = shoal_api::ApiState::new(store.clone(), keys.clone());
+    tokio::spawn(shoal_api::serve_listener(
+        state,
+        listener,
+        std::future::pending(),
+    ));
+    let client = shoal_api::Client::new(&format!("http://{addr}"), None);
+    let mut streams = Vec::new();
+    for _ in 0..CLIENTS {
+        streams.push(client.watch(None, None).await.expect("watch opens"));
+    }
+    fake.reset_blocking_peak();
+
+    let web = shoal_core::ServiceRef {
+        namespace: "default".into(),
+        name: "web".into(),
+    };
+    let written = std::time::Instant::now();
+    let rev = store
+        .put(
+            &keys.service_status(&web),
+            b"{\"running\":1}".to_vec(),
+            None,
+        )
+        .await
+        .expect("put");
+    let all = futures::future::join_all(streams.iter_mut().map(|s| async {
+        use futures::StreamExt;
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(60), s.next())
+                .await
+                .expect("an event within the deadline")
+                .expect("the stream goes on")
+                .expect("an event, not an error");
+            if ev.revision >= rev && ev.service.as_deref() == Some("web") {
+                return ev.revision;
+            }
+        }
+    }))
+    .await;
+    println!(
+        "{CLIENTS} watch clients all got the change {:?} after it was written",
+        written.elapsed()
+    );
+    assert_eq!(all.len(), CLIENTS, "every client got the change");
+    assert_eq!(
+        fake.refused_connections(),
+        0,
+        "no connection refused with 429"
+    );
+    assert!(
+        fake.blocking_queries_peak() <= 1,
+        "the API held one watch on Consul, not one per client: peak {}",
+        fake.blocking_queries_peak()
+    );
+    assert!(
+        fake.connections_from("127.0.0.1".parse().expect("ip")) <= LIMIT,
+        "the API stays within Consul's per-client connection limit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resuming_past_the_tombstone_reap_horizon_is_compacted() {
+    use shoal_store::Store;
+    use shoal_store::consul::{ConsulClient, ConsulConfig, ConsulStore, ConsulStoreOptions};
+    // The fake's clock: its 15 min tombstone TTL is 0.9 s; the store is told the same.
+    let fake = ConsulFake::start_with(shoal_tests::consul_fake::FakeOptions {
+        time_scale: 0.001,
+        ..Default::default()
+    })
+    .await;
+    let store = ConsulStore::new(
+        ConsulClient::new(ConsulConfig::new(fake.http_url())).expect("client"),
+        ConsulStoreOptions {
+            tombstone_ttl: Duration::from_millis(900),
+            ..ConsulStoreOptions::default()
+        },
+    );
+    store
+        .put("/shoal/t/a", b"1".to_vec(), None)
+        .await
+        .expect("put");
+    // The consumer knows both keys at `seen` (a revision learnt from a write, so no list
+    // snapshot of it is remembered).
+    let seen = store
+        .put("/shoal/t/b", b"1".to_vec(), None)
+        .await
+        .expect("put");
+    assert!(store.delete("/shoal/t/b").await.expect("delete"));
+    // The tombstone of b is reaped: the prefix index goes back below `seen`.
+    let start = std::time::Instant::now();
+    while fake_prefix_index(&fake, "shoal/t/").await > seen as u64 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "tombstone never reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("tombstone reaped after {:?}", start.elapsed());
+    // Resuming after `seen` cannot name the delete: the watch says Compacted, so the
+    // consumer lists again instead of keeping a key that is gone.
+    let mut w = store.watch("/shoal/t/", seen + 1).await.expect("watch");
+    let first = tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(&mut w))
+        .await
+        .expect("an answer")
+        .expect("an item");
+    assert!(
+        matches!(first, Err(shoal_store::StoreError::Compacted { .. })),
+        "a resume past the reap horizon is compacted, got {first:?}"
+    );
+    let list = store.list("/shoal/t/").await.expect("relist");
+    let keys: Vec<_> = list.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/shoal/t/a"], "the relist shows the delete");
+
+    // A resume from a revision seen within the horizon still works without a relist.
+    let recent = store
+        .put("/shoal/t/c", b"1".to_vec(), None)
+        .await
+        .expect("put");
+    let mut w = store.watch("/shoal/t/", recent + 1).await.expect("watch");
+    store
+        .put("/shoal/t/d", b"1".to_vec(), None)
+        .await
+        .expect("put");
+    let batch = tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(&mut w))
+        .await
+        .expect("an answer")
+        .expect("an item")
+        .expect("a batch, not compacted");
+    assert!(
+        batch
+            .events
+            .iter()
+            .any(|e| matches!(e, WatchEvent::Put(kv) if kv.key == "/shoal/t/d"))
+    );
+}
+
+/// The prefix's `X-Consul-Index` as the fake answers it now.
+async fn fake_prefix_index(fake: &ConsulFake, prefix: &str) -> u64 {
+    use shoal_store::consul::{ConsulClient, ConsulConfig, QueryOptions};
+    let c = ConsulClient::new(ConsulConfig::new(fake.http_url())).expect("client");
+    c.kv_list(prefix, QueryOptions::default())
+        .await
+        .expect("list")
+        .1
+}

@@ -9,9 +9,12 @@
 //! TCP check with its interval, timeout and `DeregisterCriticalServiceAfter`.
 //!
 //! The agent keeps each task's registration through a [`task::TaskRegistration`] (a
-//! background worker, so Consul being down never holds a task up) and runs
-//! [`clean_up_stale`] once on start.
+//! background worker, so Consul being down never holds a task up), runs [`clean_up_stale`]
+//! once on start, and then keeps Consul in line with its tasks ([`sync`]): Consul itself
+//! drops registrations (a check critical past `DeregisterCriticalServiceAfter`, a Consul
+//! agent that lost its state), and other hands may add or remove some.
 
+pub mod sync;
 pub mod task;
 
 use std::collections::BTreeSet;
@@ -46,12 +49,19 @@ pub enum DiscoveryError {
     },
 }
 
+/// How often the agent compares Consul's registrations with its tasks by default (Consul's
+/// own agents sync their local state with the servers about once a minute).
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Registers this node's tasks in its local Consul agent.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConsulRegistrar {
     client: ConsulClient,
     node_id: String,
     node_address: String,
+    /// The registrations this agent wants, by task id (see [`sync`]).
+    desired: tokio::sync::Mutex<std::collections::BTreeMap<String, AgentServiceRegistration>>,
+    sync_interval: Duration,
 }
 
 fn go_duration(d: Duration) -> String {
@@ -73,7 +83,16 @@ impl ConsulRegistrar {
             client,
             node_id: node_id.into(),
             node_address: node_address.into(),
+            desired: Default::default(),
+            sync_interval: SYNC_INTERVAL,
         }
+    }
+
+    /// Compares Consul's registrations with the tasks every `interval` (default
+    /// [`SYNC_INTERVAL`]).
+    pub fn with_sync_interval(mut self, interval: Duration) -> Self {
+        self.sync_interval = interval;
+        self
     }
 
     /// The registration of a task given its bound ports; `None` when the task asks for no
@@ -157,6 +176,11 @@ impl ConsulRegistrar {
         let Some(reg) = self.registration(task, ports)? else {
             return Ok(false);
         };
+        // Wanted before it is sent, so a sync pass never takes it for a foreign one.
+        self.desired
+            .lock()
+            .await
+            .insert(reg.id.clone(), reg.clone());
         self.client.agent_service_register(&reg).await?;
         tracing::debug!(task = %task.id, service = %reg.name, port = reg.port, "registered in consul");
         Ok(true)
@@ -164,6 +188,8 @@ impl ConsulRegistrar {
 
     /// Deregisters a task; a task that was not registered is not an error.
     pub async fn deregister(&self, task_id: &str) -> Result<(), DiscoveryError> {
+        // No longer wanted before it goes, so a sync pass never brings it back.
+        self.desired.lock().await.remove(task_id);
         match self.client.agent_service_deregister(task_id).await {
             Ok(()) | Err(ConsulError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
@@ -179,12 +205,7 @@ impl ConsulRegistrar {
         let services = self.client.agent_services().await?;
         let mut removed = Vec::new();
         for (id, svc) in services {
-            let owned = svc
-                .meta
-                .as_ref()
-                .and_then(|m| m.get(META_NODE))
-                .is_some_and(|n| *n == self.node_id);
-            if owned && !running.contains(&id) {
+            if self.owns(&svc) && !running.contains(&id) {
                 self.deregister(&id).await?;
                 tracing::info!(task = %id, "removed a stale consul registration");
                 removed.push(id);
@@ -194,9 +215,20 @@ impl ConsulRegistrar {
     }
 }
 
+impl ConsulRegistrar {
+    /// Whether a registration is this node's (Meta `shoal-node` names it).
+    fn owns(&self, svc: &shoal_store::consul::AgentService) -> bool {
+        svc.meta
+            .as_ref()
+            .and_then(|m| m.get(META_NODE))
+            .is_some_and(|n| *n == self.node_id)
+    }
+}
+
 /// Removes this node's stale registrations (those whose ID is not in `running`), retrying
 /// with backoff until Consul answers or `shutdown` turns true, then opens `ready` so the
-/// tasks' registrations may go ahead.
+/// tasks' registrations may go ahead, and from then on keeps Consul's registrations in line
+/// with the tasks ([`sync::keep_in_sync`]) until `shutdown`.
 pub async fn clean_up_stale(
     registrar: Arc<ConsulRegistrar>,
     running: BTreeSet<String>,
@@ -225,4 +257,5 @@ pub async fn clean_up_stale(
         }
     }
     ready.send_replace(true);
+    sync::keep_in_sync(registrar, shutdown).await;
 }

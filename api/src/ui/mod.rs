@@ -204,6 +204,7 @@ async fn login(
     let cookie = Cookie::build((session::COOKIE, value))
         .http_only(true)
         .same_site(SameSite::Strict)
+        .secure(st.tls)
         .path("/ui");
     (jar.add(cookie), Redirect::to("/ui/")).into_response()
 }

@@ -129,20 +129,35 @@ pub fn static_filter(
     runtime: RuntimeKind,
     constraints: &[Constraint],
 ) -> Option<Reason> {
+    pause_filter(node).or_else(|| keep_filter(node, runtime, constraints))
+}
+
+/// A ready node that is paused keeps its tasks but takes no new one: the one filter a node
+/// passes to keep tasks and fails to take new ones.
+pub fn pause_filter(node: &Node) -> Option<Reason> {
+    (node.ready && node.config.availability == Availability::Pause).then_some(Reason::Paused)
+}
+
+/// The filters a node must pass to keep running the tasks of a service it already has:
+/// ready, not drained, runtime, constraints. A paused node keeps its tasks (it only
+/// receives no new ones). `None` when the node may keep them.
+pub fn keep_filter(
+    node: &Node,
+    runtime: RuntimeKind,
+    constraints: &[Constraint],
+) -> Option<Reason> {
     if !node.ready {
         return Some(Reason::NotReady);
     }
-    match node.config.availability {
-        Availability::Active => {}
-        Availability::Pause => return Some(Reason::Paused),
-        Availability::Drain => return Some(Reason::Drained),
+    if node.config.availability == Availability::Drain {
+        return Some(Reason::Drained);
     }
-    eligible_filter(node, runtime, constraints)
+    spec_filter(node, runtime, constraints)
 }
 
-/// Runtime and constraints only: whether the node may run the service at all (a paused node
-/// keeps the tasks that pass this).
-pub fn eligible_filter(
+/// Runtime and constraints only: whether the node may run the service at all, whatever its
+/// readiness and availability.
+pub fn spec_filter(
     node: &Node,
     runtime: RuntimeKind,
     constraints: &[Constraint],

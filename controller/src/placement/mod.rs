@@ -60,8 +60,10 @@ impl fmt::Display for Explanation {
 #[derive(Debug)]
 pub(crate) struct Candidate<'a> {
     pub(crate) node: &'a Node,
-    /// Static filter failure (ready, availability, runtime, constraints).
+    /// Why the node may not receive new tasks (ready, availability, runtime, constraints).
     pub(crate) blocked: Option<Reason>,
+    /// Why the node may not keep the tasks it runs (ready, drain, runtime, constraints).
+    pub(crate) keep: Option<Reason>,
     /// Everything reserved on the node, this service's tasks included.
     pub(crate) usage: NodeUsage,
     /// This service's running-desired tasks on the node.
@@ -126,10 +128,12 @@ impl<'a> Placer<'a> {
                     *ids.entry(value).or_insert(next)
                 })
                 .collect();
+            let keep = filters::keep_filter(node, spec.runtime, &constraints);
             index.insert(id.as_str(), candidates.len());
             candidates.push(Candidate {
                 node,
-                blocked: filters::static_filter(node, spec.runtime, &constraints),
+                blocked: filters::pause_filter(node).or_else(|| keep.clone()),
+                keep,
                 usage: usage.get(id).cloned().unwrap_or_default(),
                 own: 0,
                 groups,
@@ -206,12 +210,22 @@ impl<'a> Placer<'a> {
         }
     }
 
-    /// Whether a node may receive new tasks of this service at all (ready, active, runtime,
-    /// constraints): the global-service eligibility test.
-    pub fn eligible(&self, node: &str) -> bool {
+    /// Whether a node accepts new tasks of this service at all (ready, active, runtime,
+    /// constraints), whatever it already holds: the global-service test.
+    pub fn accepts(&self, node: &str) -> bool {
         self.index
             .get(node)
             .is_some_and(|&i| self.candidates[i].blocked.is_none())
+    }
+
+    /// Why a node may not keep running the tasks of this service it has (not ready, drained,
+    /// without the runtime, not matching a constraint); `None` when it may. A paused node
+    /// keeps its tasks. A node without a record is not ready.
+    pub fn keep_filter(&self, node: &str) -> Option<Reason> {
+        match self.index.get(node) {
+            Some(&i) => self.candidates[i].keep.clone(),
+            None => Some(Reason::NotReady),
+        }
     }
 
     /// Places one task on a given node (global services), accounted immediately.
@@ -253,3 +267,6 @@ impl<'a> Placer<'a> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

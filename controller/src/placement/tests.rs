@@ -274,3 +274,38 @@ fn a_large_batch_is_placed_evenly_with_accounting_as_it_goes() {
         "{zones:?}"
     );
 }
+
+#[test]
+fn a_paused_node_keeps_its_tasks_and_a_drained_down_or_no_longer_matching_one_does_not() {
+    let ssd = [("storage", "ssd")];
+    let mut paused = node("paused", &ssd);
+    paused.config.availability = Availability::Pause;
+    let mut drained = node("drained", &ssd);
+    drained.config.availability = Availability::Drain;
+    let mut down = node("down", &ssd);
+    down.ready = false;
+    let ns = nodes(vec![
+        paused,
+        drained,
+        down,
+        node("hdd", &[("storage", "hdd")]),
+        node("ok", &ssd),
+    ]);
+    let svc = service(
+        "db",
+        "  placement:\n    constraints: [\"node.labels.storage == ssd\"]\n",
+    );
+    let p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let keep = |id: &str| p.keep_filter(id).map(|r| r.to_string());
+    assert_eq!(keep("ok"), None);
+    assert!(p.accepts("ok"));
+    assert_eq!(keep("paused"), None, "a paused node keeps its tasks");
+    assert!(!p.accepts("paused"), "but takes no new one");
+    assert_eq!(keep("drained").as_deref(), Some("drained"));
+    assert_eq!(keep("down").as_deref(), Some("not ready"));
+    assert_eq!(keep("gone").as_deref(), Some("not ready"), "no record");
+    assert_eq!(
+        keep("hdd").as_deref(),
+        Some("not matching node.labels.storage==ssd")
+    );
+}

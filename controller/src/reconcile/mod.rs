@@ -5,13 +5,24 @@
 //! services hold on each node, the previous status and the time — and returns a [`Plan`]:
 //! tasks to create (already placed), tasks to stop, to mark orphaned and to delete, the new
 //! status, and when to look again. It performs no I/O; randomness comes from `seed`.
+//!
+//! A service with a valid manifest is reconciled in phases: its tasks are classified once
+//! (`classify`: finished, lost, orphaned, unreachable, migrating, untainted, stopping,
+//! draining), then node loss, migration, the slots (`slots`: which task keeps each slot,
+//! restarts), the rollout step (`rollout`, `progress`), placement of the new tasks (`place`,
+//! over [`crate::placement`], which also says which nodes may take or keep a task), history
+//! clean-up (`history`) and the status each return their part of the plan (`service`).
 
+mod classify;
 mod endpoints;
 pub mod gone;
+mod history;
 mod ids;
+mod place;
 mod progress;
 pub mod rollout;
 mod service;
+mod slots;
 mod status;
 
 use std::collections::{BTreeMap, BTreeSet};

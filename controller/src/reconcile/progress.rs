@@ -115,27 +115,27 @@ pub(super) fn begin(
     st.current_spec = Some(spec.clone());
 }
 
-/// The window in which new tasks are watched: since when (tasks created earlier belong
+/// The window in which new tasks are monitored: since when (tasks created earlier belong
 /// to something else) and whether failures still count.
-pub(super) struct Watch {
+pub(super) struct Monitoring {
     /// Tasks on the target template created from then on belong to this rollout.
     pub(super) since: Option<Timestamp>,
     /// Whether a failure can still trigger the failure action.
     pub(super) active: bool,
 }
 
-/// The watch window of the current record.
-pub(super) fn watch(st: &ServiceStatus, rollback_mode: bool) -> Watch {
+/// The monitoring window of the current record.
+pub(super) fn monitoring(st: &ServiceStatus, rollback_mode: bool) -> Monitoring {
     match &st.rollout {
-        Some(r) if rollback_mode => Watch {
+        Some(r) if rollback_mode => Monitoring {
             since: r.rollback_started_at.or(Some(r.started_at)),
             active: r.state == RolloutState::RollingBack,
         },
-        Some(r) if !r.state.is_rollback() => Watch {
+        Some(r) if !r.state.is_rollback() => Monitoring {
             since: Some(r.started_at),
             active: r.state == RolloutState::Updating,
         },
-        _ => Watch {
+        _ => Monitoring {
             since: None,
             active: false,
         },

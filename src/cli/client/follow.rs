@@ -73,6 +73,11 @@ impl Follower {
             }
             Some(Err(e)) => {
                 self.stream = None;
+                if matches!(e, ClientError::Api { .. }) {
+                    // The API said the stream cannot go on from there (it no longer holds
+                    // the changes after `last`): start over from the current state.
+                    self.last = None;
+                }
                 Ok(self.lost(e))
             }
             None => {

@@ -289,14 +289,9 @@ pub async fn get(a: GetArgs) -> CmdResult {
     if !a.watch {
         return Ok(EXIT_OK);
     }
-    // Node records are not on the watch: nodes are read again every second.
-    if a.kind == Kind::Nodes {
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            reprint(&a, &mut last).await?;
-        }
-    }
-    let service = a.name.as_ref().map(|n| {
+    // Nodes follow the whole stream (node records and settings are on it); a named service
+    // only its own events.
+    let service = a.name.as_ref().filter(|_| a.kind != Kind::Nodes).map(|n| {
         if n.contains('/') {
             n.clone()
         } else {

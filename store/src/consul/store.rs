@@ -47,8 +47,10 @@
 //!   then watch from `list.revision + 1`"), the watch diffs against that exact snapshot and
 //!   reports every put and delete since, so the caller misses nothing;
 //! - otherwise, if nothing under the prefix changed at or after `from` (the prefix index is
-//!   below `from`) or `from == 1` (the caller knows no key yet), it emits every key whose
-//!   `ModifyIndex >= from` as a `Put`;
+//!   below `from`) and this store saw revision `from - 1` less than Consul's tombstone TTL
+//!   ago ([`ConsulStoreOptions::tombstone_ttl`]: after it, a delete's tombstone may be reaped
+//!   and the prefix index go back, hiding the delete), or `from == 1` (the caller knows no
+//!   key yet), it emits every key whose `ModifyIndex >= from` as a `Put`;
 //! - otherwise a delete at or after `from` may have happened that the watch cannot name, so
 //!   the stream yields [`StoreError::Compacted`] (`compact_revision` = the current prefix
 //!   index) and ends: the caller lists again and watches from the list's revision + 1, which
@@ -60,7 +62,7 @@ use std::time::Duration;
 
 use super::client::{ConsulClient, ConsulConfig, QueryOptions};
 use super::types::{KvEntry, SessionBehavior, SessionRequest, TxnKvOp, TxnOutcome, TxnVerb};
-use super::watch::{self, Snapshots};
+use super::watch::{self, IndexClock, Snapshots};
 use super::{BACKEND, ConsulError, MAX_TXN_BYTES, MAX_TXN_OPS};
 use crate::{
     Compare, KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult,
@@ -89,6 +91,9 @@ pub struct ConsulStoreOptions {
     pub max_backoff: Duration,
     /// How many list snapshots are remembered for exact watch starts.
     pub snapshot_cache: usize,
+    /// Consul's `tombstone_ttl` (15 min): a watch resuming from a revision first seen
+    /// longer ago than this, without a remembered snapshot, is [`StoreError::Compacted`].
+    pub tombstone_ttl: Duration,
 }
 
 impl Default for ConsulStoreOptions {
@@ -98,6 +103,7 @@ impl Default for ConsulStoreOptions {
             watch_min_interval: Duration::from_millis(20),
             max_backoff: Duration::from_secs(5),
             snapshot_cache: 32,
+            tombstone_ttl: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -109,6 +115,7 @@ pub struct ConsulStore {
     options: ConsulStoreOptions,
     leases: Arc<Mutex<BTreeMap<LeaseId, String>>>,
     snapshots: Arc<Mutex<Snapshots>>,
+    clock: Arc<Mutex<IndexClock>>,
 }
 
 /// The key of a transaction's first op (every Shoal transaction has one).
@@ -156,11 +163,20 @@ pub(super) fn to_kv(e: KvEntry) -> KeyValue {
 }
 
 impl ConsulStore {
+    /// Records an index Consul answered with (see [`IndexClock`]).
+    fn observe(&self, index: u64) {
+        if let Ok(mut c) = self.clock.lock() {
+            c.observe(index);
+        }
+    }
+
     /// A store on the given client.
     pub fn new(client: ConsulClient, options: ConsulStoreOptions) -> Self {
         let cache = options.snapshot_cache;
+        let clock = Arc::new(Mutex::new(IndexClock::new(options.tombstone_ttl)));
         Self {
             client,
+            clock,
             options,
             leases: Arc::new(Mutex::new(BTreeMap::new())),
             snapshots: Arc::new(Mutex::new(Snapshots::new(cache))),
@@ -385,6 +401,7 @@ impl Store for ConsulStore {
             .kv_list(cprefix, QueryOptions::default())
             .await?;
         let index = index.max(1);
+        self.observe(index);
         if let Ok(mut snaps) = self.snapshots.lock() {
             snaps.insert(
                 cprefix,
@@ -425,7 +442,10 @@ impl Store for ConsulStore {
                 Some(entry) if entry.session.is_some() => {
                     self.put_detached(ckey, value, entry).await
                 }
-                Some(entry) => Ok(entry.modify_index as Revision),
+                Some(entry) => {
+                    self.observe(entry.modify_index);
+                    Ok(entry.modify_index as Revision)
+                }
                 None => self.current_index(ckey).await,
             },
             TxnOutcome::RolledBack(errors) => Err(StoreError::Backend {
@@ -474,6 +494,7 @@ impl Store for ConsulStore {
                         Some(r) => r as Revision,
                         None => self.current_index(first_key(&ops)).await?,
                     };
+                    self.observe(revision.max(0) as u64);
                     return Ok(TxnResult {
                         succeeded: true,
                         revision,
@@ -539,6 +560,7 @@ impl Store for ConsulStore {
             cprefix,
             from_revision,
             base,
+            Arc::clone(&self.clock),
         )
         .await
     }

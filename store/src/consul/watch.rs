@@ -2,8 +2,8 @@
 //! into put and delete events (see the [`super::store`] docs for the semantics).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -57,6 +57,54 @@ impl Snapshots {
     }
 }
 
+/// When this store first saw each index, to tell whether a revision is older than Consul's
+/// tombstone reap horizon (`tombstone_ttl`, 15 min): a delete after such a revision may have
+/// left no tombstone, so "nothing changed under the prefix since" can no longer be read from
+/// the prefix's index.
+#[derive(Debug)]
+pub(super) struct IndexClock {
+    /// (index, when first seen), by increasing index, younger than `ttl`.
+    seen: VecDeque<(u64, Instant)>,
+    /// Every index up to this one was first seen more than `ttl` ago.
+    old_up_to: u64,
+    ttl: Duration,
+}
+
+impl IndexClock {
+    /// A clock for Consul's `tombstone_ttl` of `ttl`.
+    pub(super) fn new(ttl: Duration) -> Self {
+        Self {
+            seen: VecDeque::new(),
+            old_up_to: 0,
+            // A tenth of margin: a revision learnt from a write is seen a moment after it
+            // was made, and a delete could follow it in between.
+            ttl: ttl.mul_f64(0.9),
+        }
+    }
+
+    /// Records that Consul answered with `index` now.
+    pub(super) fn observe(&mut self, index: u64) {
+        let now = Instant::now();
+        if self.seen.back().is_none_or(|(i, _)| index > *i) && index > self.old_up_to {
+            self.seen.push_back((index, now));
+        }
+        while let Some(&(i, t)) = self.seen.front() {
+            if now.duration_since(t) <= self.ttl {
+                break;
+            }
+            self.old_up_to = self.old_up_to.max(i);
+            self.seen.pop_front();
+        }
+    }
+
+    /// Whether `revision` was first seen (as it or a later index) longer than the tombstone
+    /// TTL ago: deletes after it may have been reaped without trace.
+    pub(super) fn is_past_reap_horizon(&mut self, revision: u64) -> bool {
+        self.observe(0);
+        revision <= self.old_up_to
+    }
+}
+
 /// Starts a watch: reads the prefix now (so every change after this call is reported),
 /// then follows it in a task. `base` is the caller's exact state at `from - 1` when known.
 pub(super) async fn start(
@@ -65,6 +113,7 @@ pub(super) async fn start(
     prefix: String,
     from: Revision,
     base: Option<Arc<KeyIndexes>>,
+    clock: Arc<Mutex<IndexClock>>,
 ) -> Result<WatchStream, StoreError> {
     let (entries, index) = client.kv_list(&prefix, QueryOptions::default()).await?;
     let (tx, rx) = mpsc::channel(16);
@@ -76,6 +125,7 @@ pub(super) async fn start(
             tx,
             known: KeyIndexes::new(),
             last: 0,
+            clock,
         };
         if let Err(e) = w.run(from, base, entries, index).await {
             let _ = w.tx.send(Err(e)).await;
@@ -93,6 +143,8 @@ struct Watcher {
     known: KeyIndexes,
     /// Revision of the last batch sent.
     last: u64,
+    /// When indexes were first seen (shared with the store).
+    clock: Arc<Mutex<IndexClock>>,
 }
 
 /// The consumer dropped the stream.
@@ -137,7 +189,7 @@ impl Watcher {
                 .collect();
         } else if let Some(base) = base {
             self.known = (*base).clone();
-        } else if from == 1 || index < from_u {
+        } else if from == 1 || (index < from_u && !self.past_reap_horizon(from_u - 1)) {
             self.known = entries
                 .iter()
                 .filter(|e| e.modify_index < from_u)
@@ -161,6 +213,9 @@ impl Watcher {
             }
             let opts = QueryOptions::blocking(tracker.index(), self.options.watch_wait);
             let (entries, index) = self.read(opts).await?;
+            if let Ok(mut c) = self.clock.lock() {
+                c.observe(index);
+            }
             if tracker.observe(index) {
                 tracing::info!(prefix = %self.prefix, index, "consul index went backwards; re-reading");
             }
@@ -168,6 +223,14 @@ impl Watcher {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether `revision` is older than Consul's tombstone reap horizon.
+    fn past_reap_horizon(&self, revision: u64) -> bool {
+        self.clock
+            .lock()
+            .map(|mut c| c.is_past_reap_horizon(revision))
+            .unwrap_or(true)
     }
 
     /// Diffs `entries` against what the consumer knows and sends the changes as one batch.

@@ -423,16 +423,19 @@ fn register(shared: &Arc<Shared>, req: &Req) -> Response {
             dur_field(def, c, s)
                 .map_err(|e| text(StatusCode::BAD_REQUEST, format!("Invalid check: {e}")))
         };
-        let (ttl, interval, dcsa) = match (
+        let (ttl, interval, dcsa, timeout) = match (
             parse("TTL", "ttl"),
             parse("Interval", "interval"),
             parse(
                 "DeregisterCriticalServiceAfter",
                 "deregister_critical_service_after",
             ),
+            parse("Timeout", "timeout"),
         ) {
-            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-            (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+            (Err(r), _, _, _) | (_, Err(r), _, _) | (_, _, Err(r), _) | (_, _, _, Err(r)) => {
+                return r;
+            }
         };
         let http = str_field(def, "HTTP", "http");
         let tcp = str_field(def, "TCP", "tcp");
@@ -485,6 +488,9 @@ fn register(shared: &Arc<Shared>, req: &Req) -> Response {
             ttl_deadline: None,
             deregister_after: dcsa,
             critical_since: None,
+            interval: if kind == "ttl" { None } else { interval },
+            timeout,
+            next_run: None,
         });
     }
     let replace_checks = matches!(
@@ -521,6 +527,7 @@ fn register(shared: &Arc<Shared>, req: &Req) -> Response {
                 c.status = old.status.clone();
                 c.output = old.output.clone();
                 c.critical_since = old.critical_since;
+                c.next_run = old.next_run;
             } else if c.status == "critical" {
                 c.critical_since = Some(now);
             }

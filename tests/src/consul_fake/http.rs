@@ -190,6 +190,7 @@ where
     }
     let deadline = Instant::now() + wait;
     let mut rx = shared.changed.subscribe();
+    let _counted = (index > 0).then(|| super::conn::BlockingGuard::enter(&shared.conns));
     loop {
         let (resp, idx) = {
             let st = shared.lock();
@@ -802,6 +803,9 @@ fn session_renew(shared: &Arc<Shared>, id: &str) -> Response {
     let mut st = shared.lock();
     let scale = st.time_scale;
     let Some(s) = st.sessions.get_mut(id) else {
+        shared
+            .renew_misses
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         return text(
             StatusCode::NOT_FOUND,
             format!("Session id '{id}' not found"),

@@ -1,12 +1,16 @@
 //! An in-process fake of a Consul agent's HTTP API (a single dev-mode server), faithful to
 //! `shared/reference/consul-http-api.md`: KV with a raft-like global index and tombstones,
 //! blocking queries, `/v1/txn`, sessions with TTL and lock-delay, agent services and
-//! checks, catalog and health. Tests start it with [`ConsulFake::start`] and drive its
+//! checks (HTTP and TCP checks run for real against their targets, and a service whose check
+//! stays critical past `DeregisterCriticalServiceAfter` is reaped), catalog and health, and
+//! Consul's limit of connections per client IP. Tests start it with [`ConsulFake::start`] and drive its
 //! timers and failure modes through its hooks.
 
 mod agent;
+mod conn;
 mod harness;
 mod http;
+mod probe;
 mod state;
 
 use std::net::SocketAddr;
@@ -37,6 +41,9 @@ pub struct FakeOptions {
     /// (plus session writes). Other keys give 403 `Permission denied`, and recurse and
     /// `?keys` lists leave them out silently, as Consul filters results by ACL.
     pub acl_kv_prefix: Option<String>,
+    /// `limits.http_max_conns_per_client` (200 by default): open connections allowed per
+    /// client IP; more are answered 429 and closed.
+    pub max_conns_per_client: usize,
 }
 
 impl Default for FakeOptions {
@@ -47,6 +54,7 @@ impl Default for FakeOptions {
             kv_max_value_size: 512 * 1024,
             acl_token: None,
             acl_kv_prefix: None,
+            max_conns_per_client: 200,
         }
     }
 }
@@ -58,6 +66,10 @@ pub(crate) struct Shared {
     pub options: FakeOptions,
     /// Injected failures: (remaining count, status).
     pub failures: Mutex<(usize, u16)>,
+    /// Connections per client IP and blocking queries in flight.
+    pub conns: conn::Counts,
+    /// Renewals of sessions that do not exist (answered 404).
+    pub renew_misses: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -89,6 +101,8 @@ pub struct ConsulFake {
     /// Servers of the other agents ([`ConsulFake::add_agent`]).
     others: Vec<JoinHandle<()>>,
     ticker: JoinHandle<()>,
+    /// Runs the HTTP and TCP checks.
+    prober: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for ConsulFake {
@@ -121,6 +135,8 @@ impl ConsulFake {
             changed,
             options,
             failures: Mutex::new((0, 500)),
+            conns: Default::default(),
+            renew_misses: Default::default(),
         });
         let addr = listener.local_addr().expect("local address");
         let server = Some(Self::serve(Arc::clone(&shared), listener));
@@ -134,12 +150,14 @@ impl ConsulFake {
                 }
             }
         });
+        let prober = tokio::spawn(probe::run(Arc::downgrade(&shared)));
         Self {
             shared,
             addr,
             server,
             others: Vec::new(),
             ticker,
+            prober,
         }
     }
 
@@ -153,6 +171,11 @@ impl ConsulFake {
         listener: tokio::net::TcpListener,
         node: String,
     ) -> JoinHandle<()> {
+        let listener = conn::LimitedListener {
+            inner: listener,
+            counts: Arc::clone(&shared.conns),
+            limit: shared.options.max_conns_per_client,
+        };
         let app = http::router(shared, node);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -192,6 +215,40 @@ impl ConsulFake {
     /// Every registered service ID, sorted.
     pub fn services(&self) -> Vec<String> {
         self.shared.lock().services.keys().cloned().collect()
+    }
+
+    /// How many renewals named a session that does not exist (404): a client that learns of
+    /// its session's end another way renews none.
+    pub fn renewals_of_missing_sessions(&self) -> usize {
+        self.shared
+            .renew_misses
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections open now from `ip`.
+    pub fn connections_from(&self, ip: std::net::IpAddr) -> usize {
+        conn::open_from(&self.shared.conns, ip)
+    }
+
+    /// Connections refused with 429 so far (over `max_conns_per_client`).
+    pub fn refused_connections(&self) -> usize {
+        conn::snapshot(&self.shared.conns).0
+    }
+
+    /// Blocking queries (watches) in flight now.
+    pub fn blocking_queries(&self) -> usize {
+        conn::snapshot(&self.shared.conns).1
+    }
+
+    /// Most blocking queries in flight at once since the start or the last
+    /// [`ConsulFake::reset_blocking_peak`].
+    pub fn blocking_queries_peak(&self) -> usize {
+        conn::snapshot(&self.shared.conns).2
+    }
+
+    /// Restarts the peak of blocking queries from those in flight now.
+    pub fn reset_blocking_peak(&self) {
+        conn::reset_peak(&self.shared.conns);
     }
 
     /// Invalidates a session now, as if its TTL ran out; returns whether it existed.
@@ -234,6 +291,79 @@ impl ConsulFake {
         };
         self.shared.notify();
         found
+    }
+
+    /// The services reaped so far for a check critical past its
+    /// `DeregisterCriticalServiceAfter`, in order.
+    pub fn reaped_services(&self) -> Vec<String> {
+        self.shared.lock().reaped.clone()
+    }
+
+    /// The status of a check (`passing`, `warning`, `critical`), if it exists.
+    pub fn check_status(&self, check_id: &str) -> Option<String> {
+        self.shared
+            .lock()
+            .checks
+            .get(check_id)
+            .map(|c| c.status.clone())
+    }
+
+    /// Deregisters a service behind its registrant's back, as an operator's
+    /// `consul services deregister` would; returns whether it existed.
+    pub fn remove_service(&self, id: &str) -> bool {
+        let existed = {
+            let mut st = self.shared.lock();
+            let existed = st.remove_service(id);
+            if existed {
+                st.bump_catalog();
+            }
+            existed
+        };
+        self.shared.notify();
+        existed
+    }
+
+    /// Registers a service directly in the agent's state (as any other client of the Consul
+    /// agent could), with `meta`, no check.
+    pub fn add_service(&self, id: &str, name: &str, port: u64, meta: &[(&str, &str)]) {
+        {
+            let mut st = self.shared.lock();
+            st.bump_catalog();
+            let at = st.index;
+            st.services.insert(
+                id.to_string(),
+                state::Service {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                    tags: Vec::new(),
+                    address: "127.0.0.1".into(),
+                    port,
+                    meta: meta
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    create_index: at,
+                    modify_index: at,
+                },
+            );
+        }
+        self.shared.notify();
+    }
+
+    /// The agent loses its local state (restarted without its data directory, or a `-dev`
+    /// agent restarted): every service and check registered through it is gone. Returns
+    /// how many services went.
+    pub fn lose_agent_state(&self) -> usize {
+        let gone = {
+            let mut st = self.shared.lock();
+            let n = st.services.len();
+            st.services.clear();
+            st.checks.clear();
+            st.bump_catalog();
+            n
+        };
+        self.shared.notify();
+        gone
     }
 
     /// Makes the next `count` requests fail with `status` (text body `injected failure`).
@@ -329,5 +459,6 @@ impl Drop for ConsulFake {
             o.abort();
         }
         self.ticker.abort();
+        self.prober.abort();
     }
 }

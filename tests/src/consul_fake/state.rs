@@ -63,6 +63,11 @@ pub(crate) struct Check {
     pub ttl_deadline: Option<Instant>,
     pub deregister_after: Option<Duration>,
     pub critical_since: Option<Instant>,
+    /// For HTTP and TCP checks: how often the agent runs them, and its timeout.
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    /// When the agent runs it next (`None`: at once).
+    pub next_run: Option<Instant>,
 }
 
 /// A KV operation in the fake's own terms (the HTTP KV verbs map onto these too).
@@ -98,6 +103,8 @@ pub(crate) struct State {
     pub node_id: String,
     /// Nodes of the other agents ([`super::ConsulFake::add_agent`]).
     pub other_nodes: std::collections::BTreeSet<String>,
+    /// Services reaped for a check critical past `DeregisterCriticalServiceAfter`, in order.
+    pub reaped: Vec<String>,
     pub time_scale: f64,
 }
 
@@ -147,6 +154,7 @@ impl State {
             node: "shoal-fake".into(),
             node_id: uuid::Uuid::new_v4().to_string(),
             other_nodes: Default::default(),
+            reaped: Vec::new(),
             time_scale,
         }
     }
@@ -509,7 +517,10 @@ impl State {
             .map(|c| c.service_id.clone())
             .collect();
         for sid in reap {
-            check_changed |= self.remove_service(&sid);
+            if self.remove_service(&sid) {
+                self.reaped.push(sid);
+                check_changed = true;
+            }
         }
         if check_changed {
             self.bump_catalog();

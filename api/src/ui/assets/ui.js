@@ -59,11 +59,14 @@
   function connect() {
     es = new EventSource(url());
     var onEvent = function (e) { if (e.lastEventId) { lastId = e.lastEventId; } schedule(); };
-    ["serviceStatus", "task", "taskStatus"].forEach(function (k) { es.addEventListener(k, onEvent); });
+    ["serviceStatus", "task", "taskStatus", "node", "nodeConfig"].forEach(function (k) { es.addEventListener(k, onEvent); });
     es.addEventListener("error", function (e) {
       if (e.data) {
-        // The API reported a broken watch (e.g. the revision was compacted): start over.
+        // The API no longer holds the changes after the revision asked for (it restarted,
+        // or the page fell far behind): start over from the current state, and look again.
         lastId = null;
+        es.close();
+        setTimeout(function () { connect(); schedule(); }, 0);
       }
     });
     es.onopen = function () {
@@ -96,10 +99,5 @@
     if (e.persisted && !es) { connect(); schedule(); }
   });
 
-  // Nodes are not on the watch stream: pages showing them also look again now and then.
-  if (document.getElementById("nodes-table") || document.getElementById("node-summary") ||
-      document.getElementById("node-counts")) {
-    setInterval(schedule, 10000);
-  }
   connect();
 })();
