@@ -85,15 +85,51 @@ pub enum AgentError {
     },
 }
 
-/// Which runtime an agent uses.
+/// Which runtime an agent uses (`shoal agent --runtime`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeChoice {
-    /// Docker containers.
+    /// Docker containers (the local Docker Engine).
     Docker,
     /// Host processes.
     Process,
-    /// Nothing (hollow nodes).
+    /// Nothing runs (hollow nodes for tests and benchmarks).
     Sim,
+}
+
+impl RuntimeChoice {
+    /// Every choice, by the name `--runtime` takes.
+    pub const NAMES: [&'static str; 3] = ["docker", "process", "sim"];
+
+    /// The name `--runtime` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeChoice::Docker => "docker",
+            RuntimeChoice::Process => "process",
+            RuntimeChoice::Sim => "sim",
+        }
+    }
+}
+
+impl std::fmt::Display for RuntimeChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RuntimeChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "docker" => Ok(RuntimeChoice::Docker),
+            "process" => Ok(RuntimeChoice::Process),
+            "sim" => Ok(RuntimeChoice::Sim),
+            _ => Err(format!(
+                "unknown runtime {s:?}: expected one of {}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
 }
 
 /// Opens a runtime: docker connects to the local engine and follows `node`'s containers;

@@ -13,8 +13,8 @@ use shoal_store::Revision;
 
 use crate::secrets::{FileView, RotateKeyResponse};
 use crate::types::{
-    ApplyResponse, DeleteResponse, ErrorBody, ErrorDetail, NodePatch, NodeView, ServiceResource,
-    TaskView, WatchEvent, WriteResult,
+    ApplyResponse, DeleteResponse, ErrorBody, ErrorDetail, NodeEntry, NodePatch, ServiceResource,
+    TaskEntry, WatchEvent, WriteResult,
 };
 
 /// Why a call failed.
@@ -449,7 +449,7 @@ impl Client {
         &self,
         service: Option<&str>,
         node: Option<&str>,
-    ) -> Result<Vec<TaskView>, ClientError> {
+    ) -> Result<Vec<TaskEntry>, ClientError> {
         let mut query = Vec::new();
         if let Some(s) = service {
             query.push(("service", s));
@@ -462,19 +462,19 @@ impl Client {
     }
 
     /// Lists nodes.
-    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+    pub async fn nodes(&self) -> Result<Vec<NodeEntry>, ClientError> {
         let (url, b) = self.req(reqwest::Method::GET, "/v1/nodes");
         self.json(&url, b).await
     }
 
     /// Changes a node's availability or labels.
-    pub async fn patch_node(&self, id: &str, patch: &NodePatch) -> Result<NodeView, ClientError> {
+    pub async fn patch_node(&self, id: &str, patch: &NodePatch) -> Result<NodeEntry, ClientError> {
         let (url, b) = self.req(reqwest::Method::PATCH, &format!("/v1/nodes/{id}"));
         self.json(&url, b.json(patch)).await
     }
 
     /// Removes a node (`force`: even while its agent is alive).
-    pub async fn remove_node(&self, id: &str, force: bool) -> Result<NodeView, ClientError> {
+    pub async fn remove_node(&self, id: &str, force: bool) -> Result<NodeEntry, ClientError> {
         let (url, b) = self.req(reqwest::Method::DELETE, &format!("/v1/nodes/{id}"));
         self.json(&url, b.query(&[("force", force)])).await
     }

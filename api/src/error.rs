@@ -1,5 +1,9 @@
 //! The API's error type: one variant per way a request fails, each mapped to a status code and
 //! a JSON body `{error, details?, currentRevision?}` that names what failed and why.
+//!
+//! `4xx` means the request can be fixed by whoever sent it (the CLI exits 2 on `400`, "invalid
+//! input"); the server's own faults (the store unavailable or failing, a stored record it
+//! cannot read, an answer it cannot encode) are `5xx`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -65,6 +69,10 @@ pub enum ApiError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The server failed on its own (it could not write what it read back, or encode an
+    /// answer): nothing the request could change.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 fn summary(errors: &[ManifestError]) -> String {
@@ -89,7 +97,7 @@ impl ApiError {
             ApiError::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Corrupt { .. } | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -134,5 +142,42 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_own_faults_are_5xx() {
+        let faults = [
+            ApiError::Store(StoreError::Unavailable("etcd: connection refused".into())),
+            ApiError::Store(StoreError::TooManyOps {
+                ops: 200,
+                max: 128,
+                backend: "etcd",
+            }),
+            ApiError::Store(StoreError::PermissionDenied("read /shoal/services".into())),
+            ApiError::Corrupt {
+                key: "/shoal/nodes/n1".into(),
+                message: "expected value".into(),
+            },
+            ApiError::Internal("cannot encode metrics".into()),
+            ApiError::NoSecretKey,
+        ];
+        for e in faults {
+            assert!(e.status().is_server_error(), "{e}: {}", e.status());
+        }
+        assert_eq!(
+            ApiError::Store(StoreError::Unavailable("x".into())).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        for e in [
+            ApiError::BadRequest("bad selector".into()),
+            ApiError::InvalidManifest(Vec::new()),
+        ] {
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
+        }
     }
 }

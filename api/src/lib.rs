@@ -7,6 +7,7 @@
 //! get the [`router`] (tests drive it with `tower::ServiceExt::oneshot`) or [`serve`] it.
 
 pub mod auth;
+pub mod cas;
 pub mod client;
 pub mod error;
 pub(crate) mod handlers;

@@ -1,87 +1,16 @@
-//! Reading manifests from request bodies (YAML or JSON, one or many documents) and label
-//! selectors.
+//! Request bodies as manifests (parsed by `shoal_core::parse`), putting a manifest into the
+//! namespace an apply names, editing the replica count in place, and label selectors.
 
 use std::collections::BTreeMap;
 
 use shoal_core::{ManifestError, ParsedService};
 
-/// One manifest document of a request body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Document {
-    /// The parsed and validated service.
-    pub parsed: ParsedService,
-    /// The document's own text, as written (what gets stored).
-    pub text: String,
-}
-
-/// Whether a body is JSON: by content type, else by its first non-blank character.
-pub fn is_json(content_type: Option<&str>, body: &str) -> bool {
-    match content_type {
-        Some(ct) if ct.contains("json") => true,
-        Some(ct) if ct.contains("yaml") => false,
-        _ => {
-            let t = body.trim_start();
-            t.starts_with('{') || t.starts_with('[')
-        }
-    }
-}
-
-/// Splits YAML text into documents at `---` lines; returns each document's text and its
-/// 1-based first line. Documents holding only blanks and comments are dropped.
-pub fn split_documents(text: &str) -> Vec<(String, usize)> {
-    let mut docs = Vec::new();
-    let mut current = String::new();
-    let mut start = 1;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let bare = line.trim_end();
-        let is_sep = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
-        if is_sep || bare == "..." {
-            docs.push((std::mem::take(&mut current), start));
-            start = i + 2;
-            continue;
-        }
-        current.push_str(line);
-    }
-    docs.push((current, start));
-    docs.into_iter()
-        .filter(|(d, _)| {
-            d.lines()
-                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        })
-        .collect()
-}
-
-/// Parses and validates every document of a body. Lines and columns in the errors refer to
-/// the whole body.
-pub fn parse_body(
-    body: &str,
-    json: bool,
-    source: &str,
-) -> Result<Vec<Document>, Vec<ManifestError>> {
-    if json {
-        if let Err(e) = serde_json::from_str::<serde_json::Value>(body) {
-            return Err(vec![ManifestError {
-                source: source.to_string(),
-                line: e.line(),
-                column: e.column(),
-                message: format!("invalid JSON: {e}"),
-                snippet: None,
-            }]);
-        }
-        return parse_one(body, 1, source);
-    }
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for (doc, start) in split_documents(body) {
-        match parse_one(&doc, start, source) {
-            Ok(d) => out.extend(d),
-            Err(e) => errors.extend(e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    if out.is_empty() {
+/// Parses and validates every document of a request body with [`shoal_core::parse()`] (YAML
+/// documents, a JSON object, or a list of services; each service keeps its own text, which is
+/// what gets stored). A body without any service is an error.
+pub fn parse_body(body: &str, source: &str) -> Result<Vec<ParsedService>, Vec<ManifestError>> {
+    let services = shoal_core::parse(body, source)?;
+    if services.is_empty() {
         return Err(vec![ManifestError {
             source: source.to_string(),
             line: 0,
@@ -90,30 +19,7 @@ pub fn parse_body(
             snippet: None,
         }]);
     }
-    Ok(out)
-}
-
-fn parse_one(doc: &str, start: usize, source: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
-    match shoal_core::parse(doc, source) {
-        Ok(services) => Ok(services
-            .into_iter()
-            .map(|mut parsed| {
-                // An element of a list is stored with its own text, not the whole list's.
-                parsed.line += start - 1;
-                let text = parsed.text.clone();
-                Document { parsed, text }
-            })
-            .collect()),
-        Err(errs) => Err(errs
-            .into_iter()
-            .map(|mut e| {
-                if e.line > 0 {
-                    e.line += start - 1;
-                }
-                e
-            })
-            .collect()),
-    }
+    Ok(services)
 }
 
 /// Why a document cannot go into the namespace an apply names.
@@ -138,7 +44,7 @@ pub struct NamespaceMismatch {
 /// namespace gets `metadata.namespace: ns` written into its text (so the stored text says where
 /// it lives); one that names `ns` is kept; one that names another namespace is refused.
 pub fn place_in_namespace(
-    doc: &mut Document,
+    doc: &mut ParsedService,
     ns: &str,
     source: &str,
 ) -> Result<(), NamespaceMismatch> {
@@ -150,15 +56,15 @@ pub fn place_in_namespace(
                 .as_str()
                 .map(str::to_owned)
         });
-    let found = doc.parsed.service.metadata.namespace.clone();
+    let found = doc.service.metadata.namespace.clone();
     if named.is_some() || found == ns {
         if found == ns {
             return Ok(());
         }
         return Err(NamespaceMismatch {
             file: source.to_string(),
-            line: doc.parsed.line,
-            name: doc.parsed.service.metadata.name.clone(),
+            line: doc.line,
+            name: doc.service.metadata.name.clone(),
             found,
             wanted: ns.to_string(),
         });
@@ -168,10 +74,9 @@ pub fn place_in_namespace(
         && parsed.len() == 1
     {
         let mut p = parsed.remove(0);
-        p.line = doc.parsed.line;
-        p.text = text.clone();
-        doc.parsed = p;
-        doc.text = text;
+        p.line = doc.line;
+        p.text = text;
+        *doc = p;
     }
     Ok(())
 }
@@ -390,42 +295,32 @@ mod tests {
         assert!(Selector::parse("=x").is_err());
     }
 
-    #[test]
-    fn documents_keep_their_first_line() {
-        let docs = split_documents("# c\n---\na: 1\n---\n# only comment\n---\nb: 2\n");
-        assert_eq!(
-            docs,
-            vec![("a: 1\n".to_string(), 3), ("b: 2\n".to_string(), 7)]
-        );
-    }
-
     const WEB: &str = "apiVersion: shoal/v1\nkind: Service\nmetadata: # who\n    name: web\nspec:\n  image: nginx\n";
 
     #[test]
     fn each_element_of_a_list_keeps_its_own_text() {
         let body = "- apiVersion: shoal/v1\n  kind: Service\n  metadata: {name: a}\n  spec: {image: nginx}\n- apiVersion: shoal/v1\n  kind: Service\n  metadata: {name: b}\n  spec: {image: redis}\n";
-        let docs = parse_body(body, false, "list.yaml").unwrap();
+        let docs = parse_body(body, "list.yaml").unwrap();
         assert_eq!(docs.len(), 2);
         assert!(docs[0].text.contains("name: a") && !docs[0].text.contains("name: b"));
         assert!(docs[1].text.contains("redis") && !docs[1].text.contains("nginx"));
-        assert_eq!(docs[1].parsed.line, 5);
+        assert_eq!(docs[1].line, 5);
         let json = r#"[{"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"a"},"spec":{"image":"nginx"}},
  {"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"b"},"spec":{"image":"redis"}}]"#;
-        assert!(is_json(None, json));
-        let docs = parse_body(json, true, "list.json").unwrap();
+        let docs = parse_body(json, "list.json").unwrap();
         assert_eq!(docs.len(), 2);
         assert!(docs[1].text.contains("redis") && !docs[1].text.contains("nginx"));
         for d in &docs {
-            let again = parse_body(&d.text, true, "again").unwrap();
-            assert_eq!(again[0].parsed.service, d.parsed.service);
+            let again = parse_body(&d.text, "again").unwrap();
+            assert_eq!(again[0].service, d.service);
         }
     }
 
     #[test]
     fn a_namespace_is_written_into_documents_that_name_none() {
-        let mut d = parse_body(WEB, false, "web.yaml").unwrap().remove(0);
+        let mut d = parse_body(WEB, "web.yaml").unwrap().remove(0);
         place_in_namespace(&mut d, "shop", "web.yaml").unwrap();
-        assert_eq!(d.parsed.service.metadata.namespace, "shop");
+        assert_eq!(d.service.metadata.namespace, "shop");
         assert!(
             d.text
                 .contains("metadata: # who\n    namespace: \"shop\"\n    name: web\n"),
@@ -444,18 +339,18 @@ mod tests {
         );
         // JSON and flow-style metadata are written again.
         let json = r#"{"apiVersion":"shoal/v1","kind":"Service","metadata":{"name":"a"},"spec":{"image":"nginx"}}"#;
-        let mut d = parse_body(json, true, "a.json").unwrap().remove(0);
+        let mut d = parse_body(json, "a.json").unwrap().remove(0);
         place_in_namespace(&mut d, "shop", "a.json").unwrap();
-        assert_eq!(d.parsed.service.id().to_string(), "shop/a");
+        assert_eq!(d.service.id().to_string(), "shop/a");
         assert!(d.text.contains("\"namespace\": \"shop\""), "{}", d.text);
         let flow =
             "apiVersion: shoal/v1\nkind: Service\nmetadata: {name: a}\nspec: {image: nginx}\n";
-        let mut d = parse_body(flow, false, "f.yaml").unwrap().remove(0);
+        let mut d = parse_body(flow, "f.yaml").unwrap().remove(0);
         place_in_namespace(&mut d, "shop", "f.yaml").unwrap();
-        assert_eq!(d.parsed.service.id().to_string(), "shop/a");
+        assert_eq!(d.service.id().to_string(), "shop/a");
         // A document naming the default namespace explicitly is not moved.
         let explicit = WEB.replace("    name: web\n", "    name: web\n    namespace: default\n");
-        let mut d = parse_body(&explicit, false, "e.yaml").unwrap().remove(0);
+        let mut d = parse_body(&explicit, "e.yaml").unwrap().remove(0);
         assert!(place_in_namespace(&mut d, "shop", "e.yaml").is_err());
     }
 }

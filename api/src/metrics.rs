@@ -14,10 +14,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use shoal_core::{Key, TaskState, TaskStatus};
+use shoal_core::TaskState;
+use shoal_core::view;
 
 use crate::ApiState;
 use crate::error::ApiError;
+use crate::handlers::cluster::records;
 
 /// Labels of the request counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,46 +97,29 @@ pub async fn render(st: &ApiState) -> Result<String, ApiError> {
             })
             .set(0);
     }
+    let task_list = st.store.list(&st.keys.tasks_prefix()).await?;
     let statuses = st.store.list(&st.keys.task_status_prefix()).await?;
-    let mut state_of = std::collections::BTreeMap::new();
-    for kv in &statuses.kvs {
-        if let Some(Key::TaskStatus { task, .. }) = st.keys.parse(&kv.key)
-            && let Ok(s) = serde_json::from_slice::<TaskStatus>(&kv.value)
-        {
-            state_of.insert(task, s.state);
-        }
-    }
-    for kv in st.store.list(&st.keys.tasks_prefix()).await?.kvs {
-        if let Some(Key::Task { task, .. }) = st.keys.parse(&kv.key) {
-            let state = state_of.get(&task).copied().unwrap_or(TaskState::Assigned);
-            tasks
-                .get_or_create(&StateLabels {
-                    state: state.as_str().to_string(),
-                })
-                .inc();
-        }
+    let joined = view::join_tasks(&st.keys, records(&task_list.kvs), records(&statuses.kvs));
+    for t in &joined.view {
+        tasks
+            .get_or_create(&StateLabels {
+                state: t.state().as_str().to_string(),
+            })
+            .inc();
     }
     let infos = st.store.list(&st.keys.nodes_prefix()).await?;
     let configs = st.store.list(&st.keys.node_config_prefix()).await?;
-    let mut node_state = std::collections::BTreeMap::new();
-    for kv in &infos.kvs {
-        if let Some(Key::Node(id)) = st.keys.parse(&kv.key) {
-            node_state.insert(id, ("ready", "active".to_string()));
-        }
-    }
-    for kv in &configs.kvs {
-        if let Some(Key::NodeConfig(id)) = st.keys.parse(&kv.key) {
-            let avail = serde_json::from_slice::<shoal_core::NodeConfig>(&kv.value)
-                .map(|c| c.availability.to_string())
-                .unwrap_or_else(|_| "active".to_string());
-            node_state.entry(id).or_insert(("down", String::new())).1 = avail;
-        }
-    }
-    for (state, availability) in node_state.into_values() {
+    let joined = view::join_nodes(
+        &st.keys,
+        records(&infos.kvs),
+        records(&configs.kvs),
+        task_list.kvs.iter().map(|kv| kv.key.as_str()),
+    );
+    for n in joined.view.values() {
         nodes
             .get_or_create(&NodeLabels {
-                state: state.to_string(),
-                availability,
+                state: if n.ready { "ready" } else { "down" }.to_string(),
+                availability: n.config.availability.to_string(),
             })
             .inc();
     }
@@ -162,11 +147,11 @@ pub async fn render(st: &ApiState) -> Result<String, ApiError> {
     );
     let mut out = String::new();
     encode(&mut out, &reg)
-        .map_err(|e| ApiError::BadRequest(format!("cannot encode metrics: {e}")))?;
+        .map_err(|e| ApiError::Internal(format!("cannot encode metrics: {e}")))?;
     if let Some(extra) = &st.metrics.extra {
         let mut more = String::new();
         encode(&mut more, extra)
-            .map_err(|e| ApiError::BadRequest(format!("cannot encode metrics: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("cannot encode metrics: {e}")))?;
         if let Some(head) = out.strip_suffix("# EOF\n") {
             out = format!("{head}{more}");
         }

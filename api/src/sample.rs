@@ -39,10 +39,11 @@ pub struct SampleCluster {
 
 const NAMESPACES: [&str; 3] = ["default", "shop", "ops"];
 
-/// The manifest of sample service `name`.
-pub fn sample_manifest(name: &str, replicas: usize) -> String {
+/// The manifest of sample service `r` (naming its namespace, as a stored manifest must).
+pub fn sample_manifest(r: &ServiceRef, replicas: usize) -> String {
+    let (ns, name) = (&r.namespace, &r.name);
     format!(
-        "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: {name}\n  labels: {{app: {name}, tier: web}}\nspec:\n  replicas: {replicas}\n  image: nginx:1.27\n  ports:\n    - target: 80\n  resources: {{reservations: {{cpus: 0.1, memory: 64Mi}}}}\n"
+        "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{app: {name}, tier: web}}\nspec:\n  replicas: {replicas}\n  image: nginx:1.27\n  ports:\n    - target: 80\n  resources: {{reservations: {{cpus: 0.1, memory: 64Mi}}}}\n"
     )
 }
 
@@ -149,7 +150,7 @@ pub async fn write_sample(
             namespace: NAMESPACES[i % NAMESPACES.len()].to_string(),
             name: format!("svc-{i:04}"),
         };
-        let text = sample_manifest(&r.name, size.replicas);
+        let text = sample_manifest(&r, size.replicas);
         let service = shoal_core::parse(&text, "sample")
             .ok()
             .and_then(|mut v| v.pop())

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use shoal_core::model::Availability;
-use shoal_core::{NodeConfig, NodeInfo, Service, ServiceStatus, Task, TaskStatus};
+use shoal_core::{Service, ServiceStatus};
 use shoal_store::Revision;
 use utoipa::ToSchema;
 
@@ -241,37 +241,9 @@ pub struct DeleteResponse {
     pub revision: Revision,
 }
 
-/// A task joined with the status its agent reported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskView {
-    /// The assignment written by the controller.
-    #[schema(value_type = Object)]
-    pub task: Task,
-    /// The agent's report (absent until the agent has seen the task).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub status: Option<TaskStatus>,
-}
-
-/// A node: what its agent reports, what operators set, and whether it is alive.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeView {
-    /// Node id.
-    pub id: String,
-    /// The agent's record (absent when the node's lease has expired).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub info: Option<NodeInfo>,
-    /// Operator settings (defaults when never set).
-    #[schema(value_type = Object)]
-    pub config: NodeConfig,
-    /// Whether the node's agent is alive (its lease-bound record exists).
-    pub ready: bool,
-    /// Revision of `nodeconfig/<id>` (0 when never set).
-    pub config_revision: Revision,
-}
+/// Tasks joined with their statuses and nodes joined with their settings and readiness, as
+/// `GET /v1/tasks` and `GET /v1/nodes` answer them.
+pub use shoal_core::view::{NodeEntry, TaskEntry};
 
 /// Body of `PATCH /v1/nodes/{id}`: only the given fields change.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -62,6 +62,27 @@ impl std::fmt::Display for ServiceRef {
     }
 }
 
+/// Why a string does not name a service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a service is named `namespace/name` or `name` (in namespace `default`), got {0:?}")]
+pub struct ServiceRefError(pub String);
+
+impl std::str::FromStr for ServiceRef {
+    type Err = ServiceRefError;
+
+    /// `namespace/name`, or `name` in namespace `default`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (namespace, name) = s.split_once('/').unwrap_or((DEFAULT_NAMESPACE, s));
+        if namespace.is_empty() || name.is_empty() || name.contains('/') {
+            return Err(ServiceRefError(s.to_string()));
+        }
+        Ok(ServiceRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
 /// Name, namespace and labels of a service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -635,4 +656,21 @@ fn default_consul_timeout() -> Dur {
 }
 fn default_deregister_after() -> Dur {
     Dur::secs(60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceRef;
+
+    #[test]
+    fn service_refs_parse_with_the_default_namespace() {
+        let r: ServiceRef = "shop/web".parse().unwrap();
+        assert_eq!((r.namespace.as_str(), r.name.as_str()), ("shop", "web"));
+        let r: ServiceRef = "web".parse().unwrap();
+        assert_eq!(r.to_string(), "default/web");
+        for bad in ["", "/web", "shop/", "a/b/c"] {
+            let e = bad.parse::<ServiceRef>().unwrap_err();
+            assert!(e.to_string().contains("namespace/name"), "{e}");
+        }
+    }
 }

@@ -3,27 +3,22 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_core::keys::Keys;
 use shoal_core::model::Capacity;
-use shoal_core::units::ByteSize;
+use shoal_core::units::{ByteSize, Dur};
 use shoal_store::consul::ConsulConfig;
 
 use crate::cli::StoreArgs;
 
-/// Runtime flag values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeFlag {
-    /// Docker containers (the local Docker Engine).
-    Docker,
-    /// Host processes.
-    Process,
-    /// Nothing runs (hollow nodes for tests and benchmarks).
-    Sim,
+/// `--runtime` values: the names of [`RuntimeChoice`], listed in `--help`.
+fn runtime_choice() -> impl TypedValueParser<Value = RuntimeChoice> {
+    clap::builder::PossibleValuesParser::new(RuntimeChoice::NAMES)
+        .try_map(|s| s.parse::<RuntimeChoice>())
 }
 
 /// `--role` values (`node.role` in constraints).
@@ -93,8 +88,8 @@ pub struct AgentArgs {
     #[arg(long = "label", value_parser = crate::cli::parse_label)]
     pub labels: Vec<(String, String)>,
     /// Runtime that runs tasks.
-    #[arg(long, value_enum, default_value_t = RuntimeFlag::Docker)]
-    pub runtime: RuntimeFlag,
+    #[arg(long, default_value = "docker", value_parser = runtime_choice())]
+    pub runtime: RuntimeChoice,
     /// CPUs offered (default: detected).
     #[arg(long)]
     pub cpus: Option<f64>,
@@ -105,8 +100,8 @@ pub struct AgentArgs {
     /// On Consul a lease is a session: its TTL is at least 10s and Consul ends it about 2×TTL
     /// after the last renewal, so with the defaults a node's record goes after ~20s, and the
     /// controller's --node-grace (10s on Consul) follows: node loss takes ~30s on Consul.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub lease_ttl: Duration,
+    #[arg(long, default_value = "5s")]
+    pub lease_ttl: Dur,
     /// Register this many hollow nodes (`<ID>-0000` …) sharing one lease (sim runtime only).
     #[arg(long, default_value_t = 0)]
     pub hollow_nodes: usize,
@@ -223,7 +218,7 @@ impl ConsulArgs {
 /// Runs `shoal agent` until Ctrl-C or SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let stop = crate::cli::shutdown_signal();
-    if args.hollow_nodes > 0 && args.runtime != RuntimeFlag::Sim {
+    if args.hollow_nodes > 0 && args.runtime != RuntimeChoice::Sim {
         anyhow::bail!("--hollow-nodes needs --runtime sim");
     }
     let store = args.store.open().await?;
@@ -240,7 +235,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     shoal_agent::address::check(&address, &source, &remotes)?;
     println!("node {} address {address} ({source})", args.node_id);
     tracing::info!(node = %args.node_id, %address, %source, "node address");
-    config.network = if args.hollow_nodes > 0 || args.runtime != RuntimeFlag::Docker {
+    config.network = if args.hollow_nodes > 0 || args.runtime != RuntimeChoice::Docker {
         None
     } else {
         args.network.config(&address)?
@@ -255,7 +250,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
-    config.lease_ttl = args.lease_ttl;
+    config.lease_ttl = args.lease_ttl.get();
     config.hollow_nodes = args.hollow_nodes;
     config.consul = args.consul.config();
     config.secrets_dir = args.secrets_dir;
@@ -277,16 +272,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let runtime: std::sync::Arc<dyn shoal_agent::runtime::Runtime> = match args.runtime {
-        RuntimeFlag::Docker => {
-            shoal_agent::open_runtime(RuntimeChoice::Docker, &args.node_id, &args.data_dir).await?
-        }
-        RuntimeFlag::Process => std::sync::Arc::new(
+        RuntimeChoice::Process => std::sync::Arc::new(
             shoal_agent::runtime::process::ProcessRuntime::new(&args.data_dir)
                 .with_log_max_bytes(args.task_log_max_size.0 / 2),
         ),
-        RuntimeFlag::Sim => {
-            shoal_agent::open_runtime(RuntimeChoice::Sim, &args.node_id, &args.data_dir).await?
-        }
+        choice => shoal_agent::open_runtime(choice, &args.node_id, &args.data_dir).await?,
     };
     let logs = shoal_agent::logs::http::LogService::new(runtime.clone(), &args.node_id);
     let options = shoal_api::ops::OpsOptions {

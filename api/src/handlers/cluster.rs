@@ -1,19 +1,27 @@
 //! `/v1/tasks` and `/v1/nodes`: tasks joined with their status, nodes joined with their
-//! operator settings, and node settings changes.
+//! operator settings and readiness (the views of `shoal_core::view`), and node settings
+//! changes.
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
-use shoal_core::{Key, NodeConfig, NodeInfo, Task, TaskStatus};
+use shoal_core::view::{self, Record};
+use shoal_core::{Key, NodeConfig, ServiceRef};
+use shoal_store::KeyValue;
 use utoipa::IntoParams;
 
 use super::decode;
 use crate::ApiState;
 use crate::auth::Principal;
+use crate::cas::{self, Attempt};
 use crate::error::ApiError;
-use crate::types::{NodePatch, NodeView, TaskView};
+use crate::types::{NodeEntry, NodePatch, TaskEntry};
+
+/// Node settings change rarely and by small patches: decide again more often than for
+/// manifests before giving up.
+const NODE_ATTEMPTS: usize = 32;
 
 /// Query of `GET /v1/tasks`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -26,18 +34,17 @@ pub struct TaskQuery {
 
 /// Lists tasks with their status, sorted by service, slot and creation time.
 #[utoipa::path(get, path = "/v1/tasks", params(TaskQuery), responses(
-    (status = 200, description = "Tasks", body = Vec<TaskView>)))]
+    (status = 200, description = "Tasks", body = Vec<TaskEntry>)))]
 pub async fn tasks(
     State(st): State<ApiState>,
     Query(q): Query<TaskQuery>,
-) -> Result<Json<Vec<TaskView>>, ApiError> {
-    let service = q.service.as_deref().map(|s| match s.split_once('/') {
-        Some((ns, name)) => (ns.to_string(), name.to_string()),
-        None => (
-            shoal_core::manifest::DEFAULT_NAMESPACE.to_string(),
-            s.to_string(),
-        ),
-    });
+) -> Result<Json<Vec<TaskEntry>>, ApiError> {
+    let service: Option<ServiceRef> = q
+        .service
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: shoal_core::ServiceRefError| ApiError::BadRequest(e.to_string()))?;
     let (tprefix, sprefix) = match &q.node {
         Some(n) => (
             st.keys.node_tasks_prefix(n),
@@ -47,76 +54,53 @@ pub async fn tasks(
     };
     let tasks = st.store.list(&tprefix).await?;
     let statuses = st.store.list(&sprefix).await?;
-    let mut by_id: BTreeMap<(String, String), TaskStatus> = BTreeMap::new();
-    for kv in &statuses.kvs {
-        if let Some(Key::TaskStatus { node, task }) = st.keys.parse(&kv.key)
-            && let Ok(s) = decode::<TaskStatus>(kv)
-        {
-            by_id.insert((node, task), s);
-        }
+    let joined = view::join_tasks(&st.keys, records(&tasks.kvs), records(&statuses.kvs));
+    // An unreadable assignment is the server's fault; an unreadable status is left out.
+    if let Some(bad) = joined
+        .unreadable
+        .into_iter()
+        .find(|u| matches!(st.keys.parse(&u.key), Some(Key::Task { .. })))
+    {
+        return Err(ApiError::Corrupt {
+            key: bad.key,
+            message: bad.error.to_string(),
+        });
     }
-    let mut out = Vec::new();
-    for kv in &tasks.kvs {
-        let Some(Key::Task { node, task: id }) = st.keys.parse(&kv.key) else {
-            continue;
-        };
-        let task: Task = decode(kv)?;
-        if let Some((ns, name)) = &service
-            && (&task.service.namespace != ns || &task.service.name != name)
-        {
-            continue;
-        }
-        let status = by_id.remove(&(node, id));
-        out.push(TaskView { task, status });
+    let mut out = joined.view;
+    if let Some(r) = &service {
+        out.retain(|e| &e.task.service == r);
     }
-    out.sort_by(|a, b| {
-        (&a.task.service, &a.task.slot, a.task.created_at, &a.task.id).cmp(&(
-            &b.task.service,
-            &b.task.slot,
-            b.task.created_at,
-            &b.task.id,
-        ))
-    });
     Ok(Json(out))
 }
 
-async fn load_nodes(st: &ApiState) -> Result<BTreeMap<String, NodeView>, ApiError> {
+/// Store records as the views read them.
+pub(crate) fn records(kvs: &[KeyValue]) -> impl Iterator<Item = Record<'_>> {
+    kvs.iter().map(|kv| Record {
+        key: &kv.key,
+        value: &kv.value,
+        revision: kv.mod_revision,
+    })
+}
+
+/// Every node (agent record, settings, readiness), by id; a node known only from its tasks
+/// is down, and still shown (until it is gone for good).
+pub(crate) async fn load_nodes(st: &ApiState) -> Result<BTreeMap<String, NodeEntry>, ApiError> {
     let infos = st.store.list(&st.keys.nodes_prefix()).await?;
     let configs = st.store.list(&st.keys.node_config_prefix()).await?;
-    // A node known only from its tasks is down, and still shown (until it is gone for good).
     let tasks = st.store.list(&st.keys.tasks_prefix()).await?;
-    let mut out: BTreeMap<String, NodeView> = BTreeMap::new();
-    let blank = |id: &str| NodeView {
-        id: id.to_string(),
-        info: None,
-        config: NodeConfig::default(),
-        ready: false,
-        config_revision: 0,
-    };
-    for kv in &infos.kvs {
-        let Some(Key::Node(id)) = st.keys.parse(&kv.key) else {
-            continue;
-        };
-        let info: NodeInfo = decode(kv)?;
-        let v = out.entry(id.clone()).or_insert_with(|| blank(&id));
-        v.info = Some(info);
-        v.ready = true;
+    let joined = view::join_nodes(
+        &st.keys,
+        records(&infos.kvs),
+        records(&configs.kvs),
+        tasks.kvs.iter().map(|kv| kv.key.as_str()),
+    );
+    if let Some(bad) = joined.unreadable.into_iter().next() {
+        return Err(ApiError::Corrupt {
+            key: bad.key,
+            message: bad.error.to_string(),
+        });
     }
-    for kv in &configs.kvs {
-        let Some(Key::NodeConfig(id)) = st.keys.parse(&kv.key) else {
-            continue;
-        };
-        let config: NodeConfig = decode(kv)?;
-        let v = out.entry(id.clone()).or_insert_with(|| blank(&id));
-        v.config = config;
-        v.config_revision = kv.mod_revision;
-    }
-    for kv in &tasks.kvs {
-        if let Some(Key::Task { node, .. }) = st.keys.parse(&kv.key) {
-            out.entry(node.clone()).or_insert_with(|| blank(&node));
-        }
-    }
-    Ok(out)
+    Ok(joined.view)
 }
 
 /// Query of `DELETE /v1/nodes/{id}`.
@@ -131,7 +115,7 @@ pub struct RemoveNodeQuery {
 /// tasks, their statuses and the settings. Refused while the node is ready unless `force`.
 #[utoipa::path(delete, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "Node id"), RemoveNodeQuery),
     responses(
-        (status = 200, description = "The node, marked removed", body = NodeView),
+        (status = 200, description = "The node, marked removed", body = NodeEntry),
         (status = 404, description = "No such node", body = crate::types::ErrorBody),
         (status = 409, description = "The node is ready (use force)", body = crate::types::ErrorBody)))]
 pub async fn remove_node(
@@ -139,7 +123,7 @@ pub async fn remove_node(
     principal: Principal,
     Path(id): Path<String>,
     Query(q): Query<RemoveNodeQuery>,
-) -> Result<Json<NodeView>, ApiError> {
+) -> Result<Json<NodeEntry>, ApiError> {
     principal.require_admin(&format!("remove node {id}"))?;
     let Some(mut view) = load_nodes(&st).await?.remove(&id) else {
         return Err(ApiError::NotFound(format!("node {id}")));
@@ -158,30 +142,27 @@ pub async fn remove_node(
         .await?
         .is_none()
     {
-        return Err(ApiError::Conflict {
-            what: format!("node {id} settings"),
-            expected: view.config_revision,
-            current: st.store.get(&key).await?.map_or(0, |kv| kv.mod_revision),
-        });
+        let what = format!("node {id} settings");
+        return Err(cas::conflict(&*st.store, what, &key, view.config_revision).await);
     }
     tracing::info!(node = %id, ready = view.ready, "node removed");
     Ok(Json(view))
 }
 
 /// Lists nodes (agent record, operator settings, readiness), sorted by id.
-#[utoipa::path(get, path = "/v1/nodes", responses((status = 200, description = "Nodes", body = Vec<NodeView>)))]
-pub async fn nodes(State(st): State<ApiState>) -> Result<Json<Vec<NodeView>>, ApiError> {
+#[utoipa::path(get, path = "/v1/nodes", responses((status = 200, description = "Nodes", body = Vec<NodeEntry>)))]
+pub async fn nodes(State(st): State<ApiState>) -> Result<Json<Vec<NodeEntry>>, ApiError> {
     Ok(Json(load_nodes(&st).await?.into_values().collect()))
 }
 
 /// Reads one node.
 #[utoipa::path(get, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "Node id")), responses(
-    (status = 200, description = "The node", body = NodeView),
+    (status = 200, description = "The node", body = NodeEntry),
     (status = 404, description = "No such node", body = crate::types::ErrorBody)))]
 pub async fn node(
     State(st): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<NodeView>, ApiError> {
+) -> Result<Json<NodeEntry>, ApiError> {
     load_nodes(&st)
         .await?
         .remove(&id)
@@ -194,21 +175,23 @@ pub async fn node(
 #[utoipa::path(patch, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "Node id")),
     request_body = NodePatch,
     responses(
-        (status = 200, description = "The node after the change", body = NodeView),
+        (status = 200, description = "The node after the change", body = NodeEntry),
         (status = 404, description = "No such node", body = crate::types::ErrorBody)))]
 pub async fn patch_node(
     State(st): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     body: bytes::Bytes,
-) -> Result<Json<NodeView>, ApiError> {
+) -> Result<Json<NodeEntry>, ApiError> {
     principal.require_admin(&format!("change node {id}"))?;
     let patch: NodePatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid node patch: {e}")))?;
     let key = st.keys.node_config(&id);
-    for _ in 0..32 {
-        let current = st.store.get(&key).await?;
-        if current.is_none() && st.store.get(&st.keys.node(&id)).await?.is_none() {
+    let what = format!("node {id} settings");
+    let (st, id, key, patch) = (&st, &id, &key, &patch);
+    let availability = cas::retry(&*st.store, &what, NODE_ATTEMPTS, |_| async move {
+        let current = st.store.get(key).await?;
+        if current.is_none() && st.store.get(&st.keys.node(id)).await?.is_none() {
             return Err(ApiError::NotFound(format!("node {id}")));
         }
         let (mut config, rev) = match &current {
@@ -224,24 +207,22 @@ pub async fn patch_node(
                 None => config.labels.remove(k),
             };
         }
-        let value = serde_json::to_vec(&config).unwrap_or_default();
-        if st
-            .store
-            .compare_and_put(&key, value, rev, None)
-            .await?
-            .is_some()
-        {
-            tracing::info!(node = %id, availability = %config.availability, "node settings changed");
-            return load_nodes(&st)
-                .await?
-                .remove(&id)
-                .map(Json)
-                .ok_or_else(|| ApiError::NotFound(format!("node {id}")));
-        }
-    }
-    Err(ApiError::Conflict {
-        what: format!("node {id} settings (kept changing concurrently)"),
-        expected: 0,
-        current: 0,
+        let value = serde_json::to_vec(&config).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(
+            match st.store.compare_and_put(key, value, rev, None).await? {
+                Some(_) => Attempt::Done(config.availability),
+                None => Attempt::Raced {
+                    key: key.clone(),
+                    expected: rev,
+                },
+            },
+        )
     })
+    .await?;
+    tracing::info!(node = %id, %availability, "node settings changed");
+    load_nodes(st)
+        .await?
+        .remove(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("node {id}")))
 }

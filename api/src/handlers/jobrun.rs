@@ -62,8 +62,10 @@ pub async fn run(
         .get(&st.keys.service(&r))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("service {r}")))?;
-    let svc = parse_stored(&kv)
-        .map_err(|e| ApiError::BadRequest(format!("the stored manifest is invalid: {e}")))?;
+    let svc = parse_stored(&r, &kv).map_err(|e| ApiError::Corrupt {
+        key: kv.key.clone(),
+        message: format!("the stored manifest is invalid: {e}"),
+    })?;
     if !svc.spec.mode.is_job() {
         return Err(ApiError::BadRequest(format!(
             "{r} is a {} service, not a job: only jobs have runs",

@@ -43,13 +43,6 @@ pub(crate) fn body_text(body: &Bytes) -> Result<&str, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("request body is not UTF-8: {e}")))
 }
 
-/// The `Content-Type` header.
-pub(crate) fn content_type(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-}
-
 /// The revision in `If-Match` (`"12"`, `12` or `W/"12"`), if any.
 pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<Revision>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
@@ -75,22 +68,13 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T,
     })
 }
 
-/// Parses a stored manifest: the service, or the error text with line and column.
-pub(crate) fn parse_stored(kv: &KeyValue) -> Result<shoal_core::Service, String> {
-    let text = String::from_utf8_lossy(&kv.value);
-    match shoal_core::parse(&text, &kv.key) {
-        Ok(mut v) if v.len() == 1 => Ok(v.remove(0).service),
-        Ok(v) => Err(format!(
-            "{}: holds {} documents, expected one",
-            kv.key,
-            v.len()
-        )),
-        Err(errs) => Err(errs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")),
-    }
+/// Parses the manifest stored for `sref` (the rule the controller applies too): the service,
+/// or the error text with line and column.
+pub(crate) fn parse_stored(
+    sref: &ServiceRef,
+    kv: &KeyValue,
+) -> Result<shoal_core::Service, String> {
+    shoal_core::parse_stored(&kv.key, sref, &kv.value).map_err(|e| e.to_string())
 }
 
 /// Builds the resource view of a stored manifest.
@@ -99,7 +83,7 @@ pub(crate) fn resource(
     kv: &KeyValue,
     status: Option<ServiceStatus>,
 ) -> ServiceResource {
-    let (service, error) = match parse_stored(kv) {
+    let (service, error) = match parse_stored(sref, kv) {
         Ok(s) => (Some(s), None),
         Err(e) => (None, Some(e)),
     };
@@ -120,11 +104,10 @@ pub(crate) fn resource(
 /// earlier in the same body), as Swarm does: one error per port, at its line and column.
 pub(crate) async fn check_ingress_ports(
     st: &ApiState,
-    docs: &[crate::manifest::Document],
+    docs: &[shoal_core::ParsedService],
 ) -> Result<(), ApiError> {
     if docs.iter().all(|d| {
-        d.parsed
-            .service
+        d.service
             .spec
             .ports
             .iter()
@@ -133,32 +116,31 @@ pub(crate) async fn check_ingress_ports(
         return Ok(());
     }
     let in_body: std::collections::BTreeSet<shoal_core::ServiceRef> =
-        docs.iter().map(|d| d.parsed.service.id()).collect();
+        docs.iter().map(|d| d.service.id()).collect();
     let mut others: Vec<shoal_core::Service> = st
         .store
         .list(&st.keys.services_prefix())
         .await?
         .kvs
         .iter()
-        .filter_map(|kv| parse_stored(kv).ok())
+        .filter_map(|kv| match st.keys.parse(&kv.key) {
+            Some(shoal_core::Key::Service(r)) => parse_stored(&r, kv).ok(),
+            _ => None,
+        })
         .filter(|s| !in_body.contains(&s.id()))
         .collect();
     let mut errors = Vec::new();
     for d in docs {
-        let svc = &d.parsed.service;
+        let svc = &d.service;
         for (path, message) in shoal_core::endpoints::ingress_conflicts(svc, others.iter()) {
             let (line, column) = shoal_core::parse::locate(&d.text, &path).unwrap_or((1, 0));
-            let line = line + d.parsed.line.max(1) - 1;
+            let line = line + d.line.max(1) - 1;
             errors.push(shoal_core::parse::ManifestError {
                 source: "body".to_string(),
                 line,
                 column,
                 message: format!("{path}: {message}"),
-                snippet: d
-                    .text
-                    .lines()
-                    .nth(line - d.parsed.line.max(1))
-                    .map(str::to_string),
+                snippet: d.text.lines().nth(line - d.line.max(1)).map(str::to_string),
             });
         }
         others.push(svc.clone());

@@ -12,11 +12,12 @@ use shoal_core::{Key, NodeInfo, ServiceRef, ServiceStatus, Task};
 use shoal_store::Revision;
 use utoipa::IntoParams;
 
-use super::{body_text, content_type, decode, etag, if_match, parse_stored, resource};
+use super::{body_text, decode, etag, if_match, parse_stored, resource};
 use crate::ApiState;
 use crate::auth::Principal;
+use crate::cas::{self, Attempt};
 use crate::error::ApiError;
-use crate::manifest::{Selector, is_json, parse_body};
+use crate::manifest::{Selector, parse_body};
 use crate::types::{Action, DeleteResponse, ServiceResource, WriteResult};
 
 /// Query of `GET /v1/services`.
@@ -163,15 +164,14 @@ pub async fn put(
     principal.require_write(&ns)?;
     let r = sref(ns, name);
     let text = body_text(&body)?;
-    let docs = parse_body(text, is_json(content_type(&headers), text), "body")
-        .map_err(ApiError::InvalidManifest)?;
+    let docs = parse_body(text, "body").map_err(ApiError::InvalidManifest)?;
     let [doc] = docs.as_slice() else {
         return Err(ApiError::BadRequest(format!(
             "the body holds {} manifests; PUT takes one (use POST /v1/apply for several)",
             docs.len()
         )));
     };
-    let id = doc.parsed.service.id();
+    let id = doc.service.id();
     if id != r {
         return Err(ApiError::BadRequest(format!(
             "the manifest is for service {id}, but the path names {r}"
@@ -180,64 +180,58 @@ pub async fn put(
     super::check_ingress_ports(&st, &docs).await?;
     let expected = if_match(&headers)?.or(q.revision);
     let key = st.keys.service(&r);
-    for _ in 0..8 {
-        let current = st.store.get(&key).await?;
+    let what = format!("service {r}");
+    let (st, r, key, what) = (&st, &r, &key, &what);
+    let (action, revision) = cas::retry(&*st.store, what, cas::ATTEMPTS, |_| async move {
+        let current = st.store.get(key).await?;
         let current_rev = current.as_ref().map_or(0, |kv| kv.mod_revision);
         if let Some(e) = expected
             && e != current_rev
         {
             return Err(ApiError::Conflict {
-                what: format!("service {r}"),
+                what: what.clone(),
                 expected: e,
                 current: current_rev,
             });
         }
         let action = match &current {
             None => Action::Created,
-            Some(kv) if parse_stored(kv).is_ok_and(|s| s == doc.parsed.service) => {
-                Action::Unchanged
-            }
+            Some(kv) if parse_stored(r, kv).is_ok_and(|s| s == doc.service) => Action::Unchanged,
             Some(_) => Action::Configured,
         };
-        let revision = if action == Action::Unchanged {
-            current_rev
-        } else {
-            match st
-                .store
-                .compare_and_put(&key, doc.text.clone().into_bytes(), current_rev, None)
-                .await?
-            {
-                Some(rev) => rev,
-                None if expected.is_some() => {
-                    let now = st.store.get(&key).await?.map_or(0, |kv| kv.mod_revision);
-                    return Err(ApiError::Conflict {
-                        what: format!("service {r}"),
-                        expected: current_rev,
-                        current: now,
-                    });
-                }
-                None => continue,
+        if action == Action::Unchanged {
+            return Ok(Attempt::Done((action, current_rev)));
+        }
+        let written = st
+            .store
+            .compare_and_put(key, doc.text.clone().into_bytes(), current_rev, None)
+            .await?;
+        match written {
+            Some(rev) => Ok(Attempt::Done((action, rev))),
+            // The caller asked for this revision: it is gone, deciding again cannot help.
+            None if expected.is_some() => {
+                Err(cas::conflict(&*st.store, what.clone(), key, current_rev).await)
             }
-        };
-        tracing::info!(service = %r, %action, revision, "service written");
-        let code = if action == Action::Created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        let body = WriteResult {
-            namespace: r.namespace.clone(),
-            name: r.name.clone(),
-            action,
-            revision,
-        };
-        return Ok((code, [etag(revision)], Json(body)).into_response());
-    }
-    Err(ApiError::Conflict {
-        what: format!("service {r}"),
-        expected: 0,
-        current: 0,
+            None => Ok(Attempt::Raced {
+                key: key.clone(),
+                expected: current_rev,
+            }),
+        }
     })
+    .await?;
+    tracing::info!(service = %r, %action, revision, "service written");
+    let code = if action == Action::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = WriteResult {
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
+        action,
+        revision,
+    };
+    Ok((code, [etag(revision)], Json(body)).into_response())
 }
 
 /// Deletes one service's manifest. Honors `If-Match: <revision>`.
@@ -265,12 +259,7 @@ pub async fn delete(
         .ok_or_else(|| ApiError::NotFound(format!("service {r}")))?;
     let rev = expected.unwrap_or(current.mod_revision);
     if !st.store.compare_and_delete(&key, rev).await? {
-        let now = st.store.get(&key).await?.map_or(0, |kv| kv.mod_revision);
-        return Err(ApiError::Conflict {
-            what: format!("service {r}"),
-            expected: rev,
-            current: now,
-        });
+        return Err(cas::conflict(&*st.store, format!("service {r}"), &key, rev).await);
     }
     // A job's last run request goes with it (a job created again later starts afresh).
     st.store.delete(&st.keys.job_run(&r)).await?;

@@ -146,7 +146,12 @@ pub(crate) async fn usage(
         }
     };
     for kv in st.store.list(&st.keys.services_prefix()).await?.kvs {
-        let Ok(svc) = parse_stored(&kv) else { continue };
+        let Some(shoal_core::Key::Service(r)) = st.keys.parse(&kv.key) else {
+            continue;
+        };
+        let Ok(svc) = parse_stored(&r, &kv) else {
+            continue;
+        };
         for kind in [FileKind::Secret, FileKind::Config] {
             let names: BTreeSet<&str> = refs_of(kind, &svc.spec.secrets, &svc.spec.configs)
                 .iter()

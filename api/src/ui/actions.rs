@@ -67,7 +67,7 @@ async fn write_replicas(
             .into());
         }
         let (text, _) = crate::manifest::scaled_manifest(&s.manifest, svc, n)
-            .map_err(|e| ApiError::BadRequest(format!("cannot write the manifest: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("cannot write the manifest: {e}")))?;
         let put = services::put(
             State(st.clone()),
             viewer.principal.clone(),

@@ -12,7 +12,7 @@ use shoal_store::Revision;
 use crate::ApiState;
 use crate::error::ApiError;
 use crate::handlers::{cluster, services};
-use crate::types::{NodeView, ServiceResource, TaskView};
+use crate::types::{NodeEntry, ServiceResource, TaskEntry};
 
 /// Rows per page of every table.
 pub const PAGE_SIZE: usize = 50;
@@ -51,7 +51,7 @@ pub async fn tasks(
     st: &ApiState,
     service: Option<&ServiceRef>,
     node: Option<&str>,
-) -> Result<Vec<TaskView>, ApiError> {
+) -> Result<Vec<TaskEntry>, ApiError> {
     let q = cluster::TaskQuery {
         service: service.map(ToString::to_string),
         node: node.map(str::to_string),
@@ -60,12 +60,12 @@ pub async fn tasks(
 }
 
 /// Nodes (`GET /v1/nodes`).
-pub async fn nodes(st: &ApiState) -> Result<Vec<NodeView>, ApiError> {
+pub async fn nodes(st: &ApiState) -> Result<Vec<NodeEntry>, ApiError> {
     Ok(cluster::nodes(State(st.clone())).await?.0)
 }
 
 /// One node (`GET /v1/nodes/{id}`).
-pub async fn node(st: &ApiState, id: &str) -> Result<NodeView, ApiError> {
+pub async fn node(st: &ApiState, id: &str) -> Result<NodeEntry, ApiError> {
     Ok(cluster::node(State(st.clone()), Path(id.to_string()))
         .await?
         .0)
@@ -78,17 +78,13 @@ pub async fn revision(st: &ApiState) -> Result<Revision, ApiError> {
 }
 
 /// The state word of a task, as `shoal get tasks` prints it.
-pub fn task_state(t: &TaskView) -> String {
-    t.status
-        .as_ref()
-        .map_or_else(|| "assigned".to_string(), |s| s.state.to_string())
+pub fn task_state(t: &TaskEntry) -> String {
+    t.state().to_string()
 }
 
 /// Whether a task is running.
-pub fn is_running(t: &TaskView) -> bool {
-    t.status
-        .as_ref()
-        .is_some_and(|s| s.state == TaskState::Running)
+pub fn is_running(t: &TaskEntry) -> bool {
+    t.state() == TaskState::Running
 }
 
 /// The overview's count key of a service: its `shoal get` STATUS word without the rollback
@@ -124,7 +120,7 @@ pub fn count_by<T>(
 }
 
 /// The state word of a node, as `shoal get nodes` prints it.
-pub fn node_state(n: &NodeView) -> &'static str {
+pub fn node_state(n: &NodeEntry) -> &'static str {
     if n.ready { "Ready" } else { "Down" }
 }
 
@@ -173,7 +169,7 @@ pub struct Usage {
 }
 
 /// Usage per node id, from the tasks' reservations.
-pub fn usage_by_node(tasks: &[TaskView]) -> BTreeMap<String, Usage> {
+pub fn usage_by_node(tasks: &[TaskEntry]) -> BTreeMap<String, Usage> {
     let mut out: BTreeMap<String, Usage> = BTreeMap::new();
     for t in tasks {
         let ended = t.status.as_ref().is_some_and(|s| s.state.is_terminal());

@@ -13,9 +13,10 @@ use shoal_core::endpoints::Endpoints;
 use shoal_core::job::RunRequest;
 use shoal_core::manifest::{Service, ServiceRef};
 use shoal_core::model::{
-    self, Capacity, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp,
+    self, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp,
 };
 use shoal_core::secret::{self, FileKind};
+use shoal_core::view::{self, NodeEntry};
 use shoal_core::{Key, Keys};
 use shoal_store::Revision;
 use tracing::warn;
@@ -29,32 +30,6 @@ use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
 pub(crate) struct ManifestEntry {
     pub(crate) revision: Revision,
     pub(crate) parsed: Result<Box<Service>, String>,
-}
-
-/// Parses a stored manifest; any problem becomes the status error text.
-fn parse_manifest(key: &str, sref: &ServiceRef, bytes: &[u8]) -> Result<Box<Service>, String> {
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| format!("{key}: manifest is not UTF-8: {e}"))?;
-    let mut services = shoal_core::parse(text, key).map_err(|errs| {
-        errs.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
-    if services.len() != 1 {
-        return Err(format!(
-            "{key}: expected exactly one Service document, found {}",
-            services.len()
-        ));
-    }
-    let svc = services.remove(0).service;
-    if svc.id() != *sref {
-        return Err(format!(
-            "{key}: manifest names service {} but is stored under {sref}",
-            svc.id()
-        ));
-    }
-    Ok(Box::new(svc))
 }
 
 /// What a change means for the queue.
@@ -189,7 +164,10 @@ impl Cache {
             Key::Service(sref) => {
                 match value {
                     Some(v) => {
-                        let parsed = parse_manifest(key, &sref, v);
+                        // Any problem becomes the status error text.
+                        let parsed = shoal_core::parse_stored(key, &sref, v)
+                            .map(Box::new)
+                            .map_err(|e| e.to_string());
                         self.services
                             .insert(sref.clone(), ManifestEntry { revision, parsed });
                     }
@@ -487,28 +465,15 @@ impl Cache {
         let nodes: BTreeMap<String, Node> = ids
             .into_iter()
             .map(|id| {
-                let info = self.infos.get(id).cloned().unwrap_or_else(|| NodeInfo {
-                    id: id.clone(),
-                    hostname: id.clone(),
-                    address: String::new(),
-                    labels: BTreeMap::new(),
-                    runtimes: Vec::new(),
-                    capacity: Capacity::default(),
-                    role: "worker".to_string(),
-                    instance: String::new(),
-                    agent_version: String::new(),
-                    network_unavailable: None,
-                    agent_url: None,
-                    started_at: Timestamp(0),
-                });
                 let config = self.configs.get(id).cloned().unwrap_or_default();
-                // A node removed with `shoal node rm --force` is treated as down at once.
-                let node = Node {
-                    info,
-                    ready: self.ready.contains(id) && !config.removed,
+                let entry = NodeEntry {
+                    id: id.clone(),
+                    info: self.infos.get(id).cloned(),
+                    ready: view::is_ready(self.ready.contains(id), &config),
                     config,
+                    config_revision: 0,
                 };
-                (id.clone(), node)
+                (id.clone(), entry.to_node())
             })
             .collect();
         let nodes = Arc::new(nodes);

@@ -1,6 +1,6 @@
 //! `shoal apply`, `shoal diff` and `shoal delete`.
 
-use std::time::Duration;
+use shoal_core::units::Dur;
 
 use clap::Args;
 use shoal_api::client::ApplyOptions;
@@ -8,7 +8,7 @@ use shoal_api::types::Action;
 
 use super::files::{join, read_manifests};
 use super::wait::{Target, wait_for};
-use super::{CmdResult, ConnArgs, EXIT_FAILED, EXIT_OK, Failure, parse_duration};
+use super::{CmdResult, ConnArgs, EXIT_FAILED, EXIT_OK, Failure};
 
 /// Flags of `shoal apply`.
 #[derive(Debug, Args)]
@@ -30,8 +30,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub wait: bool,
     /// How long `--wait` waits (exit 3 when it passes).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    pub timeout: Duration,
+    #[arg(long, default_value = "5m")]
+    pub timeout: Dur,
     #[command(flatten)]
     conn: ConnArgs,
 }
@@ -68,7 +68,7 @@ pub async fn apply(a: ApplyArgs) -> CmdResult {
             revision: r.revision,
         })
         .collect();
-    wait_for(&client, targets, a.timeout).await
+    wait_for(&client, targets, a.timeout.get()).await
 }
 
 /// Flags of `shoal diff`.
@@ -87,12 +87,12 @@ pub async fn diff(a: DiffArgs) -> CmdResult {
     let client = a.conn.client();
     let mut differ = false;
     for d in &docs {
-        let id = d.doc.parsed.service.id();
+        let id = d.doc.service.id();
         let live = client.get_service(&id.namespace, &id.name).await?;
         let (old, same) = match &live {
             Some(l) => (
                 l.manifest.clone(),
-                l.service.as_ref() == Some(&d.doc.parsed.service),
+                l.service.as_ref() == Some(&d.doc.service),
             ),
             None => (String::new(), false),
         };
@@ -133,7 +133,7 @@ pub async fn delete(a: DeleteArgs) -> CmdResult {
     let mut ids = Vec::new();
     if !a.files.is_empty() {
         for d in read_manifests(&a.files, a.conn.namespace.as_deref())? {
-            let id = d.doc.parsed.service.id();
+            let id = d.doc.service.id();
             ids.push((id.namespace, id.name));
         }
     } else {

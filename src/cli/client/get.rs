@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use shoal_api::types::{NodeView, ServiceResource, TaskView};
+use shoal_api::types::{NodeEntry, ServiceResource, TaskEntry};
 use shoal_core::manifest::PortMode;
 
 use super::follow::{Followed, Follower};
@@ -117,7 +117,7 @@ fn service_rows(list: &[ServiceResource], wide: bool) -> String {
     render(&header, &rows)
 }
 
-fn task_rows(list: &[TaskView], wide: bool) -> String {
+fn task_rows(list: &[TaskEntry], wide: bool) -> String {
     let mut header = vec![
         "ID", "SERVICE", "SLOT", "NODE", "DESIRED", "STATE", "MESSAGE",
     ];
@@ -163,7 +163,7 @@ fn task_rows(list: &[TaskView], wide: bool) -> String {
     render(&header, &rows)
 }
 
-fn node_rows(list: &[NodeView], wide: bool) -> String {
+fn node_rows(list: &[NodeEntry], wide: bool) -> String {
     let mut header = vec!["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ADDRESS"];
     if wide {
         header.extend(["RUNTIMES", "CPUS", "MEMORY", "LABELS", "VERSION", "NAMES"]);
@@ -650,7 +650,7 @@ mod tests {
             if let Some(w) = why {
                 info["networkUnavailable"] = w.into();
             }
-            serde_json::from_value::<shoal_api::types::NodeView>(serde_json::json!({
+            serde_json::from_value::<shoal_api::types::NodeEntry>(serde_json::json!({
                 "id": id, "info": info, "config": {}, "ready": true, "configRevision": 0,
             }))
             .unwrap()

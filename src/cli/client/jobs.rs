@@ -11,7 +11,7 @@ use shoal_core::model::Timestamp;
 
 use super::table::render;
 use super::wait::{Target, wait_for};
-use super::{CmdResult, ConnArgs, EXIT_OK, Failure, parse_duration};
+use super::{CmdResult, ConnArgs, EXIT_OK, Failure};
 
 fn job_status(s: &ServiceResource) -> Option<&JobStatus> {
     s.status.as_ref().and_then(|st| st.job.as_ref())
@@ -158,8 +158,8 @@ enum JobCommand {
         #[arg(long)]
         wait: bool,
         /// How long `--wait` waits (exit 3 after).
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
-        timeout: Duration,
+        #[arg(long, default_value = "10m")]
+        timeout: shoal_core::units::Dur,
     },
 }
 
@@ -179,7 +179,7 @@ pub async fn job(a: JobArgs) -> CmdResult {
             if !wait {
                 return Ok(EXIT_OK);
             }
-            wait_for_run(&client, ns, &name, accepted.next_run, timeout).await
+            wait_for_run(&client, ns, &name, accepted.next_run, timeout.get()).await
         }
     }
 }

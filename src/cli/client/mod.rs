@@ -211,7 +211,24 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
     }))
 }
 
-/// Parses a duration flag (`30s`, `5m`).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: u16) -> ClientError {
+        ClientError::Api {
+            status,
+            message: format!("the server answered {status}"),
+            details: Vec::new(),
+            current_revision: None,
+        }
+    }
+
+    #[test]
+    fn server_faults_exit_4_and_only_a_400_is_invalid_input() {
+        assert_eq!(Failure::from(answered(503)).code, EXIT_UNREACHABLE);
+        assert_eq!(Failure::from(answered(500)).code, EXIT_UNREACHABLE);
+        assert_eq!(Failure::from(answered(400)).code, EXIT_INVALID);
+        assert_eq!(Failure::from(answered(409)).code, EXIT_FAILED);
+    }
 }

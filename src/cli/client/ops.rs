@@ -1,7 +1,7 @@
 //! `shoal scale`, `shoal rollout status|undo` and `shoal node ...`.
 
+use shoal_core::units::Dur;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use shoal_api::types::NodePatch;
@@ -9,7 +9,7 @@ use shoal_core::model::Availability;
 
 use super::table::{Output, json, render};
 use super::wait::{Target, wait_for};
-use super::{CmdResult, ConnArgs, EXIT_OK, Failure, parse_duration};
+use super::{CmdResult, ConnArgs, EXIT_OK, Failure};
 
 /// Flags of `shoal scale`.
 #[derive(Debug, Args)]
@@ -95,8 +95,8 @@ enum RolloutCmd {
         /// Service name.
         name: String,
         /// How long to wait.
-        #[arg(long, default_value = "5m", value_parser = parse_duration)]
-        timeout: Duration,
+        #[arg(long, default_value = "5m")]
+        timeout: Dur,
     },
     /// Restore the service's previous spec: writes it back as the manifest (metadata kept),
     /// and the controller rolls the tasks back with the service's update policy.
@@ -107,8 +107,8 @@ enum RolloutCmd {
         #[arg(long)]
         wait: bool,
         /// How long to wait with `--wait`.
-        #[arg(long, default_value = "5m", value_parser = parse_duration)]
-        timeout: Duration,
+        #[arg(long, default_value = "5m")]
+        timeout: Dur,
     },
 }
 
@@ -129,7 +129,7 @@ pub async fn rollout(a: RolloutArgs) -> CmdResult {
                     name,
                     revision: s.revision,
                 }],
-                timeout,
+                timeout.get(),
             )
             .await
         }
@@ -158,7 +158,7 @@ pub async fn rollout(a: RolloutArgs) -> CmdResult {
                     name,
                     revision: res.revision,
                 }],
-                timeout,
+                timeout.get(),
             )
             .await
         }

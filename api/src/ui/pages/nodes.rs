@@ -8,13 +8,13 @@ use shoal_core::model::Availability;
 use super::services::task_table;
 use super::{Nav, PageQuery, layout, meter, pager, seg};
 use crate::ApiState;
-use crate::types::NodeView;
+use crate::types::NodeEntry;
 use crate::ui::data::{self, Page, Usage};
 use crate::ui::{UiError, Viewer};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
-fn labels(n: &NodeView) -> String {
+fn labels(n: &NodeEntry) -> String {
     let mut l = n
         .info
         .as_ref()
@@ -27,7 +27,7 @@ fn labels(n: &NodeView) -> String {
         .join(", ")
 }
 
-fn cpu_bar(n: &NodeView, u: Usage) -> Markup {
+fn cpu_bar(n: &NodeEntry, u: Usage) -> Markup {
     let cap = n.info.as_ref().map_or(0.0, |i| i.capacity.cpus);
     meter(
         &format!("CPU reserved on {}", n.id),
@@ -37,7 +37,7 @@ fn cpu_bar(n: &NodeView, u: Usage) -> Markup {
     )
 }
 
-fn memory_bar(n: &NodeView, u: Usage) -> Markup {
+fn memory_bar(n: &NodeEntry, u: Usage) -> Markup {
     let cap = n.info.as_ref().map_or(0, |i| i.capacity.memory.0) as f64 / GIB;
     let used = u.memory as f64 / GIB;
     meter(
@@ -143,7 +143,7 @@ pub async fn node(
     ))
 }
 
-fn actions(n: &NodeView, viewer: &Viewer) -> Markup {
+fn actions(n: &NodeEntry, viewer: &Viewer) -> Markup {
     if !viewer.principal.is_admin() {
         return html! {};
     }

@@ -9,7 +9,7 @@ use shoal_core::ServiceRef;
 
 use super::{Nav, PageQuery, layout, pager, seg};
 use crate::ApiState;
-use crate::types::{ServiceResource, TaskView};
+use crate::types::{ServiceResource, TaskEntry};
 use crate::ui::data::{self, Page};
 use crate::ui::{UiError, Viewer};
 
@@ -203,7 +203,7 @@ async fn output(st: &ApiState, r: &ServiceRef) -> Markup {
     }
 }
 
-fn summary(s: &ServiceResource, tasks: &[TaskView]) -> Markup {
+fn summary(s: &ServiceResource, tasks: &[TaskEntry]) -> Markup {
     let (running, desired) = s.replica_counts();
     let status = s.status.as_ref();
     html! {
@@ -336,7 +336,7 @@ fn events(s: &ServiceResource) -> Markup {
 
 /// The tasks table; `with_node` adds the node column (service pages), else the service
 /// column (node pages).
-pub(crate) fn task_table(tasks: &[TaskView], with_node: bool) -> Markup {
+pub(crate) fn task_table(tasks: &[TaskEntry], with_node: bool) -> Markup {
     html! {
         div.scroll {
             table #tasks {

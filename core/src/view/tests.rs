@@ -1,0 +1,142 @@
+//! Tests of the task and node views.
+
+use super::*;
+use crate::model::{DesiredState, Slot, TaskTemplate};
+
+const WEB: &str =
+    "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  image: nginx\n";
+
+fn task(id: &str, node: &str, slot: u64) -> Task {
+    let service = crate::parse(WEB, "web.yaml").unwrap().remove(0).service;
+    let template = TaskTemplate::from_spec(&service.spec);
+    Task {
+        id: id.into(),
+        service: service.id(),
+        slot: Slot::Replica(slot),
+        node_id: node.into(),
+        generation: 1,
+        template_hash: template.hash(),
+        template,
+        desired_state: DesiredState::Running,
+        attempt: 0,
+        orphaned: false,
+        run: None,
+        created_at: Timestamp(0),
+    }
+}
+
+fn status(id: &str, state: TaskState) -> TaskStatus {
+    serde_json::from_value(serde_json::json!({
+        "taskId": id, "state": state, "hostPorts": [], "updatedAt": Timestamp(0)
+    }))
+    .unwrap()
+}
+
+struct Store(Vec<(String, Vec<u8>, i64)>);
+
+impl Store {
+    fn records(&self) -> impl Iterator<Item = Record<'_>> {
+        self.0.iter().map(|(k, v, r)| Record {
+            key: k,
+            value: v,
+            revision: *r,
+        })
+    }
+}
+
+#[test]
+fn tasks_get_the_status_of_their_own_node_and_id() {
+    let keys = Keys::default();
+    let tasks = Store(vec![
+        (
+            keys.task("n2", "t2"),
+            model::encode(&task("t2", "n2", 2)),
+            1,
+        ),
+        (
+            keys.task("n1", "t1"),
+            model::encode(&task("t1", "n1", 1)),
+            1,
+        ),
+        (keys.task("n1", "bad"), b"{".to_vec(), 1),
+    ]);
+    let statuses = Store(vec![
+        (
+            keys.task_status("n1", "t1"),
+            model::encode(&status("t1", TaskState::Running)),
+            1,
+        ),
+        // Same task id on another node: not t2's status.
+        (
+            keys.task_status("n9", "t2"),
+            model::encode(&status("t2", TaskState::Failed)),
+            1,
+        ),
+    ]);
+    let joined = join_tasks(&keys, tasks.records(), statuses.records());
+    let got: Vec<(&str, TaskState)> = joined
+        .view
+        .iter()
+        .map(|e| (e.task.id.as_str(), e.state()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("t1", TaskState::Running), ("t2", TaskState::Assigned)]
+    );
+    assert_eq!(joined.unreadable.len(), 1);
+    assert!(
+        joined.unreadable[0].to_string().contains("tasks/n1/bad"),
+        "{}",
+        joined.unreadable[0]
+    );
+}
+
+#[test]
+fn a_node_is_ready_while_its_record_lives_unless_removed() {
+    let keys = Keys::default();
+    let info = |id: &str| model::encode(&placeholder_info(id));
+    let removed = NodeConfig {
+        removed: true,
+        ..NodeConfig::default()
+    };
+    let infos = Store(vec![
+        (keys.node("up"), info("up"), 3),
+        (keys.node("gone"), info("gone"), 4),
+    ]);
+    let configs = Store(vec![
+        (keys.node_config("gone"), model::encode(&removed), 7),
+        (
+            keys.node_config("idle"),
+            model::encode(&NodeConfig::default()),
+            8,
+        ),
+    ]);
+    let task_key = keys.task("lost", "t1");
+    let joined = join_nodes(
+        &keys,
+        infos.records(),
+        configs.records(),
+        [task_key.as_str()],
+    );
+    let ready: Vec<(&str, bool)> = joined
+        .view
+        .values()
+        .map(|n| (n.id.as_str(), n.ready))
+        .collect();
+    assert_eq!(
+        ready,
+        vec![
+            ("gone", false),
+            ("idle", false),
+            ("lost", false),
+            ("up", true)
+        ]
+    );
+    assert_eq!(joined.view["gone"].config_revision, 7);
+    assert!(joined.view["lost"].info.is_none());
+    let node = joined.view["lost"].to_node();
+    assert_eq!((node.info.hostname.as_str(), node.ready), ("lost", false));
+    assert!(is_ready(true, &NodeConfig::default()));
+    assert!(!is_ready(true, &removed));
+    assert!(!is_ready(false, &NodeConfig::default()));
+}
