@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::{Key, Keys};
 use crate::model::{
-    self, Capacity, ModelError, Node, NodeConfig, NodeInfo, Task, TaskState, TaskStatus, Timestamp,
+    self, Capacity, DesiredState, ModelError, Node, NodeConfig, NodeInfo, Task, TaskState,
+    TaskStatus, Timestamp,
 };
 
 /// A task with what its agent last reported.
@@ -32,6 +33,16 @@ impl TaskEntry {
         self.status
             .as_ref()
             .map_or(TaskState::Assigned, |s| s.state)
+    }
+
+    /// Whether the task will never run again: a final state, or orphaned.
+    pub fn is_dead(&self) -> bool {
+        self.state().is_terminal() || self.task.orphaned
+    }
+
+    /// Whether the controller wants it running.
+    pub fn wants_running(&self) -> bool {
+        self.task.desired_state == DesiredState::Running
     }
 }
 

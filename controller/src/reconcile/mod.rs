@@ -34,9 +34,7 @@ use std::time::Duration;
 
 use shoal_core::endpoints::Endpoints;
 use shoal_core::manifest::{Service, ServiceRef};
-use shoal_core::model::{
-    DesiredState, Node, ServiceStatus, Task, TaskState, TaskStatus, Timestamp,
-};
+use shoal_core::model::{Node, ServiceStatus, Task, Timestamp};
 
 use crate::placement::NodeUsage;
 
@@ -67,34 +65,9 @@ pub enum ServiceInput {
     Deleted,
 }
 
-/// One task of the service with what its agent last reported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskEntry {
-    /// The assignment.
-    pub task: Task,
-    /// The agent's report (`None` before the agent has seen the task).
-    pub status: Option<TaskStatus>,
-}
-
-impl TaskEntry {
-    /// The observed state (`assigned` before the agent reports).
-    pub fn state(&self) -> TaskState {
-        self.status
-            .as_ref()
-            .map(|s| s.state)
-            .unwrap_or(TaskState::Assigned)
-    }
-
-    /// Whether the task will never run again: a final state, or orphaned.
-    pub fn is_dead(&self) -> bool {
-        self.state().is_terminal() || self.task.orphaned
-    }
-
-    /// Whether the controller wants it running.
-    pub fn wants_running(&self) -> bool {
-        self.task.desired_state == DesiredState::Running
-    }
-}
+/// One task of the service with what its agent last reported: the core view, shared with the
+/// API and the metrics.
+pub use shoal_core::view::TaskEntry;
 
 /// Everything one reconcile looks at.
 #[derive(Debug, Clone)]
