@@ -32,10 +32,10 @@ pub mod discovery;
 pub mod logs;
 pub mod network;
 pub mod node;
-pub mod runner;
 pub mod runtime;
 pub mod secrets;
 pub mod status;
+pub mod task_runner;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod worker;
@@ -53,8 +53,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::runner::RunnerContext;
 use crate::runtime::{Runtime, RuntimeError};
+use crate::task_runner::TaskRunnerContext;
 
 /// Version reported in node records.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -568,7 +568,8 @@ impl Agent {
             });
             let (sink, writer) = status::spawn(self.store.clone(), self.keys.clone());
             let (ready_tx, ready_rx) = watch::channel(false);
-            let mut ctx = RunnerContext::new(self.runtime.clone(), sink.clone(), self.keys.clone());
+            let mut ctx =
+                TaskRunnerContext::new(self.runtime.clone(), sink.clone(), self.keys.clone());
             ctx.discovery = discovery;
             ctx.discovery_ready = ready_rx;
             ctx.delivery = delivery.clone();

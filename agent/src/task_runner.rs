@@ -62,7 +62,7 @@ pub struct Control {
 
 /// What every runner of an agent shares.
 #[derive(Clone)]
-pub struct RunnerContext {
+pub struct TaskRunnerContext {
     /// Runtime that runs the tasks.
     pub runtime: Arc<dyn Runtime>,
     /// Where statuses go.
@@ -81,10 +81,10 @@ pub struct RunnerContext {
     pub delivery: Option<Arc<Delivery>>,
 }
 
-impl RunnerContext {
+impl TaskRunnerContext {
     /// A context without discovery.
     pub fn new(runtime: Arc<dyn Runtime>, status: StatusSink, keys: Keys) -> Self {
-        RunnerContext {
+        TaskRunnerContext {
             runtime,
             status,
             keys,
@@ -96,9 +96,9 @@ impl RunnerContext {
     }
 }
 
-impl std::fmt::Debug for RunnerContext {
+impl std::fmt::Debug for TaskRunnerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunnerContext")
+        f.debug_struct("TaskRunnerContext")
             .field("runtime", &self.runtime.name())
             .field("discovery", &self.discovery.is_some())
             .field("delivery", &self.delivery)
@@ -149,8 +149,8 @@ pub struct Parked {
     stop: StopSpec,
 }
 
-struct Runner {
-    ctx: RunnerContext,
+struct TaskRunner {
+    ctx: TaskRunnerContext,
     /// The assignment, until the task runs; `None` for a resumed runner (it never needs it:
     /// runners only park when nothing more is asked of the template than `stop`).
     task: Option<Task>,
@@ -176,7 +176,7 @@ fn span(task_id: &str, service: &str, node: &str) -> tracing::Span {
 /// already in the store (after an agent restart); `adopted` is the task's container found by
 /// its labels, which is adopted as is (never restarted).
 pub fn run(
-    ctx: RunnerContext,
+    ctx: TaskRunnerContext,
     task: Task,
     control: watch::Receiver<Control>,
     prior: Option<TaskStatus>,
@@ -198,7 +198,7 @@ pub fn run(
         finished_at: None,
     });
     let uses_files = !(task.template.secrets.is_empty() && task.template.configs.is_empty());
-    let runner = Runner {
+    let runner = TaskRunner {
         ctx,
         stop: StopSpec::of(&task),
         service,
@@ -218,7 +218,7 @@ pub fn run(
 /// Picks up a parked task of `node` again: it exited (the runtime said so) or the controller's
 /// wishes changed. Parks again when neither is the case after all.
 pub fn resume(
-    ctx: RunnerContext,
+    ctx: TaskRunnerContext,
     node: &str,
     task_id: &str,
     parked: Box<Parked>,
@@ -235,7 +235,7 @@ pub fn resume(
         id,
         host_ports: status.host_ports.clone(),
     });
-    let runner = Runner {
+    let runner = TaskRunner {
         key: ctx.keys.task_status(node, task_id),
         ctx,
         task: None,
@@ -262,7 +262,7 @@ fn backoff() -> Delays {
     RETRY.delays()
 }
 
-impl Runner {
+impl TaskRunner {
     fn interrupt(&self) -> Option<Interrupt> {
         let c = *self.control.borrow();
         if c.deleted {

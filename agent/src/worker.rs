@@ -10,7 +10,7 @@
 //! their tasks and the worker catches up when the store returns.
 //!
 //! On a runtime that reports exits itself (sim), runners of simply running tasks park (see
-//! [`runner`](crate::runner)): the worker keeps their compact record and resumes a runner when
+//! [`task_runner`](crate::task_runner)): the worker keeps their compact record and resumes a runner when
 //! the task exits, its desired state becomes `shutdown` or its assignment is deleted. A
 //! hollow node's running task then costs a map entry, not a waiting runner.
 //!
@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::discovery::task::DEREGISTER_WAIT;
-use crate::runner::{self, Control, Parked, RunnerContext};
 use crate::runtime::{Existing, ExitNotice, Handle, RuntimeError};
+use crate::task_runner::{self, Control, Parked, TaskRunnerContext};
 
 /// Grace period given to containers found running for tasks no longer assigned.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
@@ -102,7 +102,7 @@ pub struct Worker {
     store: Arc<dyn Store>,
     keys: Keys,
     nodes: Arc<BTreeSet<String>>,
-    ctx: RunnerContext,
+    ctx: TaskRunnerContext,
     runners: BTreeMap<TaskId, Slot>,
     stats: Arc<WorkerStats>,
     park_tx: mpsc::UnboundedSender<(TaskId, Box<Parked>)>,
@@ -161,7 +161,7 @@ impl Worker {
         store: Arc<dyn Store>,
         keys: Keys,
         nodes: BTreeSet<String>,
-        mut ctx: RunnerContext,
+        mut ctx: TaskRunnerContext,
     ) -> Self {
         let exits = ctx.runtime.exit_notices();
         ctx.parks = exits.is_some();
@@ -492,7 +492,7 @@ impl Worker {
         }
         let adopted = self.adoptable.remove(&id);
         let (tx, rx) = watch::channel(control);
-        let run = runner::run(self.ctx.clone(), task, rx, prior, adopted);
+        let run = task_runner::run(self.ctx.clone(), task, rx, prior, adopted);
         let join = self.spawn_runner(id.clone(), run);
         self.runners
             .insert(id, Slot::Active(RunnerEntry { control: tx, join }));
@@ -522,7 +522,7 @@ impl Worker {
         };
         self.stats.parked.fetch_sub(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(control);
-        let run = runner::resume(self.ctx.clone(), &id.0, &id.1, p, rx);
+        let run = task_runner::resume(self.ctx.clone(), &id.0, &id.1, p, rx);
         let join = self.spawn_runner(id.clone(), run);
         if !control.deleted {
             self.runners

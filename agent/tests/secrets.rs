@@ -267,7 +267,7 @@ async fn a_task_waits_in_preparing_while_the_api_is_down_and_running_tasks_carry
     println!(
         "task started {:?} after the API came back (retries at most every {:?})",
         back.elapsed(),
-        shoal_agent::runner::DELIVERY_RETRY_MAX
+        shoal_agent::task_runner::DELIVERY_RETRY_MAX
     );
     assert_eq!(s.message, None, "the waiting reason is cleared");
     assert!(back.elapsed() < Duration::from_secs(30));

@@ -246,13 +246,13 @@ async fn lost_lease_is_replaced_and_the_node_registered_again() {
 
 #[tokio::test]
 async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
-    use shoal_agent::runner::RunnerContext;
+    use shoal_agent::task_runner::TaskRunnerContext;
     use shoal_agent::worker::Worker;
 
     let ts = TestStore::open().await;
     let rt = Arc::new(SimRuntime::new());
     let (sink, _writer) = shoal_agent::status::spawn(ts.store.clone(), ts.keys.clone());
-    let ctx = RunnerContext::new(rt.clone(), sink, ts.keys.clone());
+    let ctx = TaskRunnerContext::new(rt.clone(), sink, ts.keys.clone());
     let nodes = shoal_agent::node::hollow_ids("h", 10).into_iter().collect();
     let worker = Worker::new(ts.store.clone(), ts.keys.clone(), nodes, ctx);
     let stats = worker.stats();
