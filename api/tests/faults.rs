@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use shoal_tests::api::{Api, manifest};
 use shoal_api::ApiState;
 use shoal_core::ServiceRef;
 use shoal_core::model::{ServiceStatus, encode};
 use shoal_store::{
     KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnResult, WatchStream,
 };
+use shoal_tests::api::{Api, manifest};
 
 /// A real embedded store behind a switch: while `down`, every call fails as an unreachable
 /// etcd does.

@@ -6,8 +6,8 @@
 
 pub mod constraint;
 pub mod endpoints;
-pub mod job;
 pub mod files;
+pub mod job;
 pub mod keys;
 pub mod logs;
 pub mod manifest;
