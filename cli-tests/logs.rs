@@ -430,6 +430,27 @@ fn logs_follow_tasks_across_agents() {
         "measured: the first line of a task started by a scale-up reached `shoal logs -f` {} ms after the task started (goal: 2000 ms)",
         delay.as_millis()
     );
+    // A rolling update: the tasks that replace the old ones join the followed stream.
+    let before_update: Vec<String> = c.tasks("talk").into_iter().map(|t| t.0).collect();
+    let updated = TALK
+        .replace("IMAGE", TEST_IMAGE)
+        .replace("replicas: 2", "replicas: 3\n  env: {ROUND: \"2\"}");
+    let applied = c.shoal_as(Some(&c.admin), &["apply", "-f", "-"], &updated);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let (updated_task, _) = c.wait(
+        "a task of the rolling update in the followed stream",
+        || {
+            seen.lock().unwrap().iter().find_map(|(_, l)| {
+                let task = l.split('@').next()?;
+                (!before_update.iter().any(|id| id == task)).then(|| (task.to_string(), l.clone()))
+            })
+        },
+    );
+    assert!(
+        c.tasks("talk").iter().any(|t| t.0 == updated_task),
+        "{updated_task} is a task of talk"
+    );
+    println!("measured: {updated_task}, started by the rolling update, joined `shoal logs -f`");
     // Ctrl-C: the command ends, and no agent keeps a stream open.
     harness::signal(&follow, "INT");
     let status = follow.wait().unwrap();

@@ -49,7 +49,13 @@ async fn task_walks_to_running_then_shutdown_when_desired() {
         .wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
         .await;
     assert!(s.finished_at.is_some());
-    eventually("the container is removed", || async { rt.is_empty() }).await;
+    // Stopped, it stays (its output is there for `shoal logs`) as long as its assignment.
+    assert!(!rt.is_empty(), "the stopped container stays while assigned");
+    ts.unassign(&t).await;
+    eventually("the container is removed with its assignment", || async {
+        rt.is_empty()
+    })
+    .await;
     a.stop().await.expect("agent stops");
 }
 

@@ -4,6 +4,7 @@
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{ApiState, router};
@@ -157,8 +158,11 @@ pub async fn serve_with(
     tracing::info!(%addr, backend = state.store.backend(), auth = state.tokens.is_some(), tls = true, "API listening");
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
+    let hub = Arc::clone(&state.watch_hub);
     tokio::spawn(async move {
         shutdown.await;
+        // Watch streams never finish on their own: end them so the shutdown is prompt.
+        hub.stop();
         stopper.graceful_shutdown(Some(GRACE));
     });
     let std_listener = listener.into_std().map_err(io)?;
@@ -170,8 +174,8 @@ pub async fn serve_with(
         .map_err(io)
 }
 
-/// Serves cleartext HTTP until `shutdown`, then lets open requests finish for [`GRACE`] at
-/// most: watch streams (`shoal get -w`, the dashboard) never finish on their own.
+/// Serves cleartext HTTP until `shutdown`, ends the watch streams (`shoal get -w`, the
+/// dashboard), then lets open requests finish for [`GRACE`] at most.
 async fn serve_cleartext(
     state: ApiState,
     listener: tokio::net::TcpListener,
@@ -179,8 +183,11 @@ async fn serve_cleartext(
 ) -> std::io::Result<()> {
     let stopping = tokio_util::sync::CancellationToken::new();
     let stopped = stopping.clone();
+    let hub = Arc::clone(&state.watch_hub);
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
         shutdown.await;
+        // Watch streams never finish on their own: end them so the shutdown is prompt.
+        hub.stop();
         stopping.cancel();
     });
     let grace = async {

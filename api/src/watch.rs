@@ -117,9 +117,14 @@ pub async fn watch(
     };
     let hub = Arc::clone(&st.watch_hub);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
-    let start = match hub.start(from).await? {
-        Ok(start) => start,
-        Err(behind) => {
+    let start = match hub.start(from).await {
+        Some(Ok(start)) => start,
+        // The API is shutting down: the stream ends at once.
+        None => {
+            drop(tx);
+            return Ok(Sse::new(ReceiverStream::new(rx).map(Ok)).keep_alive(KeepAlive::default()));
+        }
+        Some(Err(behind)) => {
             // Said on the stream, as when a client falls behind later: the client starts over.
             let _ = tx.try_send(behind_event(&behind));
             drop(tx);
@@ -130,38 +135,53 @@ pub async fn watch(
     for task in &start.tasks {
         filter.keep(&mut (**task).clone());
     }
+    let stop = hub.stopping();
     tokio::spawn(async move {
-        for mut ev in start.initial {
-            if filter.keep(&mut ev) && tx.send(sse(&ev)).await.is_err() {
-                return;
-            }
-        }
-        let mut after = start.revision;
-        // Ends with the client: a closed connection drops the receiver.
-        loop {
-            let events = match hub.since(after) {
-                Ok(events) => events,
-                Err(behind) => {
-                    let _ = tx.send(behind_event(&behind)).await;
-                    return;
-                }
-            };
-            if events.is_empty() {
-                tokio::select! {
-                    () = hub.wait_past(after) => {}
-                    () = tx.closed() => return,
-                }
-                continue;
-            }
-            for ev in events {
-                after = after.max(ev.revision);
-                let mut out = (*ev).clone();
-                if filter.keep(&mut out) && tx.send(sse(&out)).await.is_err() {
-                    return;
-                }
-            }
+        // Ends with the client (a closed connection drops the receiver) or when the API
+        // shuts down.
+        tokio::select! {
+            () = follow(&hub, start, filter, &tx) => {}
+            () = stop.cancelled() => {}
         }
     });
     let stream = ReceiverStream::new(rx).map(Ok);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Sends a client its starting records, then the hub's changes after them.
+async fn follow(
+    hub: &hub::Hub,
+    start: hub::Start,
+    mut filter: Filter,
+    tx: &tokio::sync::mpsc::Sender<Event>,
+) {
+    for mut ev in start.initial {
+        if filter.keep(&mut ev) && tx.send(sse(&ev)).await.is_err() {
+            return;
+        }
+    }
+    let mut after = start.revision;
+    loop {
+        let events = match hub.since(after) {
+            Ok(events) => events,
+            Err(behind) => {
+                let _ = tx.send(behind_event(&behind)).await;
+                return;
+            }
+        };
+        if events.is_empty() {
+            tokio::select! {
+                () = hub.wait_past(after) => {}
+                () = tx.closed() => return,
+            }
+            continue;
+        }
+        for ev in events {
+            after = after.max(ev.revision);
+            let mut out = (*ev).clone();
+            if filter.keep(&mut out) && tx.send(sse(&out)).await.is_err() {
+                return;
+            }
+        }
+    }
 }

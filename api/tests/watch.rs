@@ -271,3 +271,54 @@ async fn resuming_before_the_apis_history_is_an_error_event() {
         other => panic!("expected an error event, got {other:?}"),
     }
 }
+
+/// When the API shuts down, an open watch stream (a dashboard, `shoal get -w`) ends at once
+/// instead of holding the shutdown for the graceful period.
+#[tokio::test]
+async fn an_open_watch_ends_when_the_server_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let keys = Keys::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let server = tokio::spawn(shoal_api::serve_listener(
+        ApiState::new(store.clone(), keys.clone()),
+        listener,
+        async move { stopped.cancelled().await },
+    ));
+    let client = Client::new(&format!("http://{addr}"), None);
+    let mut events = client.watch(None, None).await.unwrap();
+    let up = store
+        .put(&keys.node("n1"), br#"{"id":"n1"}"#.to_vec(), None)
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.revision, up, "the stream is open and following");
+
+    let began = std::time::Instant::now();
+    stop.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .expect("the stream ends");
+    assert!(
+        !matches!(end, Some(Ok(_))),
+        "no event after shutdown: {end:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    let took = began.elapsed();
+    println!("shutdown with an open watch took {took:?} (goal: well under the 10 s grace)");
+    assert!(
+        took < Duration::from_secs(10),
+        "the server waited for the graceful period ({took:?}) instead of ending the stream"
+    );
+}

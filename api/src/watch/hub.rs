@@ -8,18 +8,20 @@
 //! `shoal get -w` follow the cluster, the store (Consul counts connections per client address,
 //! 200 by default) sees one watch from the API.
 //!
-//! When the store's watch breaks (a compacted revision, the store restarting), the hub lists
-//! again and turns the difference with what it held into changes, so no client misses a
-//! deletion.
+//! The hub follows the store with [`reflector::batches`]: when the store's watch falls behind
+//! compaction, the reflector lists again and the hub turns the difference with what it held
+//! into changes, so no client misses a deletion. When the API shuts down ([`Hub::stop`]) the
+//! hub stops following the store and every client's stream ends.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use futures::StreamExt;
 use shoal_core::{Key, Keys};
-use shoal_store::{Backoff, KeyValue, Revision, Store, WatchEvent as StoreEvent};
+use shoal_store::reflector::{self, Batch, BatchStream, Event};
+use shoal_store::{Revision, Store};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::types::{WatchEvent, WatchKind};
@@ -128,8 +130,9 @@ pub struct Hub {
     changed: watch::Sender<Revision>,
     /// Serialises the start.
     starting: tokio::sync::Mutex<()>,
-    /// Dropped with the hub, which stops its follower.
-    stop: watch::Sender<()>,
+    /// Cancelled when the API shuts down (or the hub is dropped): the follower stops and
+    /// every client's stream ends.
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Hub {
@@ -137,6 +140,12 @@ impl std::fmt::Debug for Hub {
         f.debug_struct("Hub")
             .field("keys", &self.keys)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -151,6 +160,9 @@ pub struct Start {
     pub revision: Revision,
 }
 
+/// The batches the hub follows: each key's watch event (`None` for keys it does not carry).
+type Batches = BatchStream<Option<WatchEvent>>;
+
 impl Hub {
     /// A hub over `store`'s records under `keys` (not started yet).
     pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
@@ -160,7 +172,7 @@ impl Hub {
             inner: Mutex::new(Inner::default()),
             changed: watch::channel(0).0,
             starting: tokio::sync::Mutex::new(()),
-            stop: watch::channel(()).0,
+            stop: CancellationToken::new(),
         }
     }
 
@@ -168,43 +180,64 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts the hub if it is not running: lists the prefix (a store error goes to the
-    /// caller) and follows it in the background.
-    async fn ensure_started(self: &Arc<Self>) -> Result<(), shoal_store::StoreError> {
+    /// Stops the hub: its watch of the store ends, and so does every client's stream (the
+    /// API is shutting down).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Cancelled once the hub stops.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Starts the hub if it is not running: waits for the first list of the prefix (retried
+    /// while the store is unreachable) and follows the store in the background. False when
+    /// the hub stopped meanwhile.
+    async fn ensure_started(self: &Arc<Self>) -> bool {
         if self.lock().started {
-            return Ok(());
+            return true;
         }
         let _guard = self.starting.lock().await;
         if self.lock().started {
-            return Ok(());
+            return true;
         }
-        let list = self.store.list(&self.prefix()).await?;
-        let revision = list.revision;
-        {
+        let keys = self.keys.clone();
+        let mut batches: Batches = reflector::batches(
+            Arc::clone(&self.store),
+            &self.prefix(),
+            move |key: &str, value: &[u8]| to_event(&keys, key, Some(value), 0),
+        );
+        let first = tokio::select! {
+            b = batches.next() => b,
+            () = self.stop.cancelled() => None,
+        };
+        let Some(first) = first else { return false };
+        self.take(first);
+        let revision = {
             let mut inner = self.lock();
-            let events = self.diff(&inner.current, &list.kvs, revision);
-            inner.record(events, revision);
             inner.history.clear();
-            inner.covered_from = revision;
+            inner.covered_from = inner.revision;
             inner.started = true;
-        }
+            inner.revision
+        };
         self.changed.send_replace(revision);
         let weak = Arc::downgrade(self);
-        let stop = self.stop.subscribe();
-        tokio::spawn(follow(weak, stop, revision).instrument(tracing::info_span!("watch_hub")));
-        Ok(())
+        let stop = self.stop.clone();
+        tokio::spawn(follow(weak, stop, batches).instrument(tracing::info_span!("watch_hub")));
+        true
     }
 
     fn prefix(&self) -> String {
         format!("{}/", self.keys.prefix())
     }
 
-    /// Where a client starts: from the current records (`from` = `None`) or after `from`.
-    pub async fn start(
-        self: &Arc<Self>,
-        from: Option<Revision>,
-    ) -> Result<Result<Start, Behind>, shoal_store::StoreError> {
-        self.ensure_started().await?;
+    /// Where a client starts: from the current records (`from` = `None`) or after `from`;
+    /// `None` when the hub stopped (the API is shutting down).
+    pub async fn start(self: &Arc<Self>, from: Option<Revision>) -> Option<Result<Start, Behind>> {
+        if !self.ensure_started().await {
+            return None;
+        }
         let inner = self.lock();
         let tasks: Vec<Arc<WatchEvent>> = inner
             .current
@@ -212,7 +245,7 @@ impl Hub {
             .filter(|e| e.kind == WatchKind::Task)
             .cloned()
             .collect();
-        match from {
+        Some(match from {
             None => {
                 // Tasks first, so their statuses find their service.
                 let (first, rest): (Vec<_>, Vec<_>) = inner
@@ -227,22 +260,22 @@ impl Hub {
                         ..(**e).clone()
                     })
                     .collect();
-                Ok(Ok(Start {
+                Ok(Start {
                     initial,
                     tasks,
                     revision: inner.revision,
-                }))
+                })
             }
-            Some(r) if r < inner.covered_from => Ok(Err(Behind {
+            Some(r) if r < inner.covered_from => Err(Behind {
                 requested: r,
                 covered_from: inner.covered_from,
-            })),
-            Some(r) => Ok(Ok(Start {
+            }),
+            Some(r) => Ok(Start {
                 initial: Vec::new(),
                 tasks,
                 revision: r,
-            })),
-        }
+            }),
+        })
     }
 
     /// The changes after `after`, oldest first (empty when there is none yet).
@@ -261,26 +294,31 @@ impl Hub {
     /// Waits until the hub moves past `after` (or the hub stops).
     pub async fn wait_past(&self, after: Revision) {
         let mut rx = self.changed.subscribe();
-        let _ = rx.wait_for(|r| *r > after).await;
+        tokio::select! {
+            _ = rx.wait_for(|r| *r > after) => {}
+            () = self.stop.cancelled() => {}
+        }
     }
 
-    /// The events that turn `current` into `kvs` (a list at `revision`), sorted by revision.
+    /// The events that turn `current` into a list at `revision`, sorted by revision: the
+    /// records that changed, and a deletion of each record the list no longer has.
     fn diff(
-        &self,
         current: &BTreeMap<String, Arc<WatchEvent>>,
-        kvs: &[KeyValue],
+        items: Vec<(String, Option<WatchEvent>, Revision)>,
         revision: Revision,
     ) -> Vec<WatchEvent> {
         let mut seen = std::collections::BTreeSet::new();
         let mut events = Vec::new();
-        for kv in kvs {
-            let Some(ev) = to_event(&self.keys, &kv.key, Some(kv), kv.mod_revision) else {
-                continue;
+        for (_, ev, mod_revision) in items {
+            let Some(ev) = ev else { continue };
+            let ev = WatchEvent {
+                revision: mod_revision,
+                ..ev
             };
             let key = event_key(&ev);
             let known = current.get(&key).map(|e| e.revision);
             seen.insert(key);
-            if known != Some(kv.mod_revision) {
+            if known != Some(mod_revision) {
                 events.push(ev);
             }
         }
@@ -298,114 +336,56 @@ impl Hub {
         events
     }
 
-    /// Applies a list taken after the store's watch broke.
-    fn relisted(&self, kvs: &[KeyValue], revision: Revision) {
+    /// Applies one batch of the store: a list (the first, or again after the store's watch
+    /// fell behind compaction) as the changes from what the hub held, or a watch response.
+    fn take(&self, batch: Batch<Option<WatchEvent>>) {
         let mut inner = self.lock();
-        let events = self.diff(&inner.current, kvs, revision);
-        if events.is_empty() {
-            return;
+        let mut events = Vec::new();
+        for event in batch.events {
+            match event {
+                Event::Init(items) => {
+                    events.extend(Self::diff(&inner.current, items, batch.revision));
+                }
+                Event::Apply(_, ev, mod_revision) => {
+                    events.extend(ev.map(|ev| WatchEvent {
+                        revision: mod_revision,
+                        ..ev
+                    }));
+                }
+                Event::Delete(key, mod_revision) => {
+                    // A deletion carries no service: take it from the record it removes.
+                    let Some(mut ev) = to_event(&self.keys, &key, None, mod_revision) else {
+                        continue;
+                    };
+                    if let Some(old) = inner.current.get(&event_key(&ev)) {
+                        ev.namespace = old.namespace.clone();
+                        ev.service = old.service.clone();
+                    }
+                    events.push(ev);
+                }
+            }
         }
-        inner.record(events, revision);
-        let revision = inner.revision;
-        drop(inner);
-        self.changed.send_replace(revision);
-    }
-
-    /// Applies a batch of the store's watch.
-    fn apply(&self, batch: &shoal_store::WatchBatch) {
-        let events: Vec<WatchEvent> = batch
-            .events
-            .iter()
-            .filter_map(|ev| match ev {
-                StoreEvent::Put(kv) => to_event(&self.keys, &kv.key, Some(kv), kv.mod_revision),
-                StoreEvent::Delete { key, mod_revision } => {
-                    to_event(&self.keys, key, None, *mod_revision)
-                }
-            })
-            .collect();
-        let mut inner = self.lock();
-        // A deletion carries no service: take it from the record it removes.
-        let events = events
-            .into_iter()
-            .map(|mut ev| {
-                if ev.deleted
-                    && let Some(old) = inner.current.get(&event_key(&ev))
-                {
-                    ev.namespace = old.namespace.clone();
-                    ev.service = old.service.clone();
-                }
-                ev
-            })
-            .collect();
+        let before = inner.revision;
         inner.record(events, batch.revision);
         let revision = inner.revision;
         drop(inner);
-        self.changed.send_replace(revision);
+        if revision != before {
+            self.changed.send_replace(revision);
+        }
     }
 }
 
-/// Follows the store from `revision` until the hub is dropped, listing again whenever the
-/// store's watch breaks.
-async fn follow(hub: Weak<Hub>, mut stop: watch::Receiver<()>, mut revision: Revision) {
-    let mut delays = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).delays();
-    let mut relist = false;
+/// Follows the store's batches until the hub stops or is dropped.
+async fn follow(hub: Weak<Hub>, stop: CancellationToken, mut batches: Batches) {
     loop {
-        let Some(h) = hub.upgrade() else { return };
-        let (store, prefix) = (Arc::clone(&h.store), h.prefix());
-        drop(h);
-        if relist {
-            let listed = tokio::select! {
-                r = store.list(&prefix) => r,
-                _ = stop.changed() => return,
-            };
-            match listed {
-                Ok(list) => {
-                    let Some(h) = hub.upgrade() else { return };
-                    h.relisted(&list.kvs, list.revision);
-                    revision = list.revision;
-                }
-                Err(e) => {
-                    let delay = delays.next_delay();
-                    tracing::warn!(error = %e, retry_in = ?delay, "watch hub cannot list the store; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => return,
-                    }
-                    continue;
-                }
-            }
-        }
-        let mut stream = match store.watch(&prefix, revision + 1).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "watch hub cannot watch the store; listing again");
-                relist = true;
-                continue;
-            }
+        let next = tokio::select! {
+            b = batches.next() => b,
+            () = stop.cancelled() => return,
         };
-        loop {
-            let next = tokio::select! {
-                b = stream.next() => b,
-                _ = stop.changed() => return,
-            };
-            match next {
-                Some(Ok(batch)) => {
-                    let Some(h) = hub.upgrade() else { return };
-                    h.apply(&batch);
-                    revision = revision.max(batch.revision);
-                    delays.reset();
-                }
-                Some(Err(e)) => {
-                    tracing::info!(error = %e, "the store's watch broke; the watch hub lists again");
-                    relist = true;
-                    break;
-                }
-                None => {
-                    relist = true;
-                    break;
-                }
-            }
-        }
+        let (Some(batch), Some(hub)) = (next, hub.upgrade()) else {
+            return;
+        };
+        hub.take(batch);
     }
 }
 
@@ -413,14 +393,15 @@ async fn follow(hub: Weak<Hub>, mut stop: watch::Receiver<()>, mut revision: Rev
 pub(super) fn to_event(
     keys: &Keys,
     key: &str,
-    kv: Option<&KeyValue>,
+    value: Option<&[u8]>,
     revision: Revision,
 ) -> Option<WatchEvent> {
-    let value = kv.and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok());
+    let deleted = value.is_none();
+    let value = value.and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok());
     let mut ev = WatchEvent {
         revision,
         kind: WatchKind::Task,
-        deleted: kv.is_none(),
+        deleted,
         namespace: None,
         service: None,
         node: None,
