@@ -171,7 +171,7 @@ async fn follow(
         };
         if events.is_empty() {
             tokio::select! {
-                () = hub.wait_past(after) => {}
+                moved = hub.wait_past(after) => if !moved { return },
                 () = tx.closed() => return,
             }
             continue;

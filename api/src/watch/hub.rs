@@ -291,12 +291,13 @@ impl Hub {
         Ok(inner.history.range(from..).cloned().collect())
     }
 
-    /// Waits until the hub moves past `after` (or the hub stops).
-    pub async fn wait_past(&self, after: Revision) {
+    /// Waits until the hub moves past `after`: true, or false once the hub stops (a caller
+    /// looping on it must then end, or it would spin).
+    pub async fn wait_past(&self, after: Revision) -> bool {
         let mut rx = self.changed.subscribe();
         tokio::select! {
-            _ = rx.wait_for(|r| *r > after) => {}
-            () = self.stop.cancelled() => {}
+            moved = rx.wait_for(|r| *r > after) => moved.is_ok(),
+            () = self.stop.cancelled() => false,
         }
     }
 
