@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -155,6 +156,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         n.metrics().register(&mut registry);
     }
     let agent = agent.spawn();
+    // The controller starts once the local node is registered, so services already stored
+    // (or applied right away) are placed on it rather than judged unschedulable on 0 nodes.
+    let mut registered = agent.registered();
+    if tokio::time::timeout(Duration::from_secs(10), registered.wait_for(|r| *r))
+        .await
+        .is_err()
+    {
+        tracing::warn!("the local agent has not registered its node after 10 s; starting anyway");
+    }
 
     let controller = Controller::new(store.clone(), keys.clone(), ControllerConfig::default());
     controller.metrics().register(&mut registry);

@@ -328,11 +328,11 @@ mod tests {
             got.push(lines.next().await.unwrap().unwrap().text);
         }
         assert_eq!(got, ["line 3", "line 4", "line 5"]);
+        // One line at a time: the follower reads each before the next rotation (a follower
+        // that falls two rotations behind loses the lines of the file rotated away).
         for i in 6..12 {
             w.write_line(OutputStream::Stderr, format!("line {i}").as_bytes())
                 .unwrap();
-        }
-        for i in 6..12 {
             let l = lines.next().await.unwrap().unwrap();
             assert_eq!(l.text, format!("line {i}"));
             assert_eq!(l.stream, OutputStream::Stderr);
