@@ -239,22 +239,31 @@ async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
         || async { containers(NODES[1]).is_empty() },
     )
     .await;
-    let gone = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.shoal.node={}", NODES[1]),
-        ])
-        .output()
-        .unwrap();
-    assert!(gone.stdout.is_empty(), "removed, not only stopped");
     eventually_within("the stale task record deleted", DEADLINE, || async {
         tasks(&store, &keys)
             .await
             .iter()
             .all(|(t, _)| t.node_id != NODES[1])
     })
+    .await;
+    // A stopped container stays while its task is assigned (its output serves `shoal logs`),
+    // and goes with the assignment.
+    eventually_within(
+        "the stale container removed, not only stopped",
+        DEADLINE,
+        || async {
+            let all = Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=io.shoal.node={}", NODES[1]),
+                ])
+                .output()
+                .unwrap();
+            all.stdout.is_empty()
+        },
+    )
     .await;
     assert_eq!(running(&store, &keys).await, [NODES[0], NODES[0]]);
     assert_eq!(containers(NODES[0]).len(), 2);
