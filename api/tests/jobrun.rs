@@ -117,3 +117,37 @@ async fn only_jobs_have_runs() {
     let (s, _) = api.json("POST", "/v1/services/default/nope/run", "").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn pruning_a_job_deletes_its_run_request() {
+    let api = Api::new().await;
+    let labelled = JOB.replace(
+        "metadata: {name: convert}",
+        "metadata: {name: convert, labels: {app: shop}}",
+    );
+    let (s, v) = api
+        .json(
+            "POST",
+            "/v1/apply?prune=true&selector=app%3Dshop",
+            &labelled,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = api
+        .json("POST", "/v1/services/default/convert/run", "")
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert!(request(&api).await.is_some());
+
+    // The next apply no longer holds the job: it is pruned, and its request with it.
+    let other = manifest("web", "app: shop", 1);
+    let (s, v) = api
+        .json("POST", "/v1/apply?prune=true&selector=app%3Dshop", &other)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"][1]["action"], "pruned", "{v}");
+    assert!(
+        request(&api).await.is_none(),
+        "the job's run request is gone"
+    );
+}

@@ -46,6 +46,50 @@ impl TaskEntry {
     }
 }
 
+/// The tasks of one slot of a service: its current tasks (the newest, and any not finished
+/// yet), then its history — earlier finished tasks, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotTasks<'a> {
+    /// The newest task of the slot, and any other not finished yet.
+    pub current: Vec<&'a TaskEntry>,
+    /// Earlier finished tasks, newest first (kept up to the controller's
+    /// `--task-history-limit`).
+    pub earlier: Vec<&'a TaskEntry>,
+}
+
+/// Groups tasks per service and slot, in service and slot order (see [`SlotTasks`]).
+pub fn slot_tasks(list: &[TaskEntry]) -> Vec<SlotTasks<'_>> {
+    let mut by_slot: BTreeMap<(&crate::manifest::ServiceRef, &model::Slot), Vec<&TaskEntry>> =
+        BTreeMap::new();
+    for e in list {
+        by_slot
+            .entry((&e.task.service, &e.task.slot))
+            .or_default()
+            .push(e);
+    }
+    by_slot
+        .into_values()
+        .map(|mut tasks| {
+            tasks.sort_by(|a, b| {
+                let key = |e: &TaskEntry| (e.task.created_at, e.task.attempt, e.task.id.clone());
+                key(b).cmp(&key(a))
+            });
+            let mut slot = SlotTasks {
+                current: Vec::new(),
+                earlier: Vec::new(),
+            };
+            for (rank, e) in tasks.into_iter().enumerate() {
+                if rank == 0 || !e.state().is_terminal() {
+                    slot.current.push(e);
+                } else {
+                    slot.earlier.push(e);
+                }
+            }
+            slot
+        })
+        .collect()
+}
+
 /// A node: what its agent reports, what operators set, and whether it is ready.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

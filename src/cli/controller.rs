@@ -48,6 +48,12 @@ pub struct ControllerArgs {
     /// How often the leader compacts.
     #[arg(long, default_value = "1m")]
     pub compact_every: Dur,
+    /// Finished tasks each slot of a service keeps as its history (for `shoal get tasks
+    /// --all`, `shoal describe service` and `shoal logs`), the oldest pushed out first. 0
+    /// keeps only what restart decisions need. Jobs keep their runs' tasks until
+    /// `ttlAfterFinished` instead.
+    #[arg(long, default_value_t = shoal_controller::reconcile::DEFAULT_TASK_HISTORY_LIMIT)]
+    pub task_history_limit: usize,
     /// Serve `/metrics` (Prometheus) and `/healthz` on this address (`127.0.0.1:9464`).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
@@ -68,6 +74,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         node_gone_after: args.node_gone_after.get(),
         history_revisions: args.history_revisions.max(0),
         compact_interval: args.compact_every.get().max(Duration::from_secs(1)),
+        task_history_limit: args.task_history_limit,
         ..ControllerConfig::default()
     };
     let (node_grace, node_record_grace) = match (args.node_grace, store.backend()) {

@@ -59,6 +59,10 @@ pub struct DevArgs {
     /// Service networking flags of the local agent.
     #[command(flatten)]
     pub network: crate::cli::agent::NetworkArgs,
+    /// Finished tasks each slot of a service keeps as its history (see `shoal controller
+    /// --task-history-limit`).
+    #[arg(long, default_value_t = shoal_controller::reconcile::DEFAULT_TASK_HISTORY_LIMIT)]
+    pub task_history_limit: usize,
 }
 
 /// Runs `shoal dev` until Ctrl-C or SIGTERM.
@@ -166,7 +170,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("the local agent has not registered its node after 10 s; starting anyway");
     }
 
-    let controller = Controller::new(store.clone(), keys.clone(), ControllerConfig::default());
+    let config = ControllerConfig {
+        task_history_limit: args.task_history_limit,
+        ..ControllerConfig::default()
+    };
+    let controller = Controller::new(store.clone(), keys.clone(), config);
     controller.metrics().register(&mut registry);
     let controller_task = tokio::spawn(controller.run(stop.clone()));
 

@@ -175,8 +175,9 @@ impl Plan<'_> {
         Ok((txn, results))
     }
 
-    /// Adds to `txn` the deletion of every service matching `sel` and not in the apply, in
-    /// the namespaces the apply is about (as kubectl: never the whole cluster).
+    /// Adds to `txn` the deletion of every service matching `sel` and not in the apply (and of
+    /// its `shoal job run` request), in the namespaces the apply is about (as kubectl: never
+    /// the whole cluster).
     async fn prune(
         &self,
         st: &ApiState,
@@ -206,6 +207,10 @@ impl Plan<'_> {
                 });
                 txn.ops.push(TxnOp::Delete {
                     key: kv.key.clone(),
+                });
+                // A job's last `shoal job run` request goes with it, as with `shoal delete`.
+                txn.ops.push(TxnOp::Delete {
+                    key: st.keys.job_run(&r),
                 });
                 pruned.push((r, kv.mod_revision));
             }

@@ -77,10 +77,10 @@ impl<'a> JobWork<'a> {
         status::push_event(&mut self.st, self.input.now, kind, reason, msg);
     }
 
-    /// Indexes of the tasks of run `number`.
-    fn run_tasks(&self, number: u64) -> Vec<usize> {
+    /// Indexes of the tasks of `run`.
+    fn run_tasks(&self, run: &JobRun) -> Vec<usize> {
         (0..self.input.tasks.len())
-            .filter(|&i| self.entry(i).task.run == Some(number))
+            .filter(|&i| of_run(self.entry(i), run))
             .collect()
     }
 
@@ -90,6 +90,13 @@ impl<'a> JobWork<'a> {
             _ => self.job.parallelism.unwrap_or(1),
         }
     }
+}
+
+/// Whether the task belongs to `run`: it carries the run's number and was created from the
+/// run's manifest revision or a later one. A task left from before the manifest was a service
+/// may carry the same number, from an older revision.
+fn of_run(e: &TaskEntry, run: &JobRun) -> bool {
+    e.task.run == Some(run.number) && e.task.generation >= run.generation
 }
 
 /// When a task stopped.
@@ -161,9 +168,8 @@ pub(super) fn reconcile_job(input: &ReconcileInput, svc: &Service, generation: i
     }
     let mut ids = IdGen::new(input.seed);
     for r in 0..js.runs.len() {
-        let number = js.runs[r].number;
         if js.runs[r].is_finished() {
-            for i in w.run_tasks(number) {
+            for i in w.run_tasks(&js.runs[r]) {
                 w.stop(i);
             }
         } else {
@@ -199,7 +205,7 @@ fn orphan_lost(w: &mut JobWork<'_>) {
 
 /// Counts the run's newly completed and failed tasks, each once by id.
 fn count(w: &JobWork<'_>, run: &mut JobRun) {
-    for i in w.run_tasks(run.number) {
+    for i in w.run_tasks(run) {
         let e = w.entry(i);
         let id = &e.task.id;
         if e.state() == TaskState::Complete {
@@ -399,7 +405,7 @@ fn new_slots(w: &mut JobWork<'_>, placer: &Placer<'_>, run: &JobRun, tasks: &[us
 
 /// Starts the run's missing tasks (see [`new_slots`]), placed.
 fn start_tasks(w: &mut JobWork<'_>, placer: &mut Placer<'_>, ids: &mut IdGen, run: &JobRun) {
-    let tasks = w.run_tasks(run.number);
+    let tasks = w.run_tasks(run);
     let slots = new_slots(w, placer, run, &tasks);
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
     for slot in slots {
@@ -487,11 +493,10 @@ fn clean_up(w: &mut JobWork<'_>, js: &mut JobStatus) {
             }
         }
     }
-    let kept: BTreeSet<u64> = js.runs.iter().map(|r| r.number).collect();
     for i in 0..w.input.tasks.len() {
         let e = w.entry(i);
         let gone = match e.task.run {
-            Some(n) => expired.contains(&n) || !kept.contains(&n),
+            Some(n) => expired.contains(&n) || !js.runs.iter().any(|r| of_run(e, r)),
             None => true,
         };
         let node_known = w.input.nodes.contains_key(&e.task.node_id);

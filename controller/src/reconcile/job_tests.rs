@@ -311,3 +311,63 @@ fn a_scheduled_job_with_forbid_never_overlaps() {
     assert!(runs.len() >= 2 && created >= 5, "{runs:?}");
     assert!(sim.status().events.iter().any(|e| e.reason == "RunSkipped"));
 }
+
+#[test]
+fn a_job_keeps_its_failed_attempts_until_the_ttl_whatever_the_task_history_limit() {
+    let spec = "  mode: replicated-job\n  restart: {delay: 1s}\n  job: {completions: 1, backoffLimit: 7, ttlAfterFinished: 1h}\n";
+    let mut sim = job_sim(spec, 1);
+    sim.task_history_limit = 0;
+    sim.run_job(Duration::from_millis(500), &mut |n| n >= 6);
+    let run = sim.runs().pop().unwrap();
+    assert_eq!(
+        (run.state, run.failed, run.succeeded),
+        (RunState::Complete, 6, 1)
+    );
+    assert_eq!(
+        sim.in_state(TaskState::Failed),
+        6,
+        "every failed attempt kept"
+    );
+    sim.now = sim.now.plus(Duration::from_secs(3599));
+    sim.step();
+    assert_eq!(sim.tasks.len(), 7, "kept until ttlAfterFinished");
+    sim.now = sim.now.plus(Duration::from_secs(2));
+    sim.step();
+    assert!(sim.tasks.is_empty(), "gone after ttlAfterFinished");
+}
+
+#[test]
+fn a_job_that_becomes_a_service_keeps_no_job_record_and_back() {
+    let mut sim = job_sim("  mode: replicated-job\n", 1);
+    sim.run_job(Duration::from_millis(100), &mut |_| true);
+    assert_eq!(sim.runs().len(), 1);
+    sim.set_spec(service("web", "  replicas: 1\n"), 2);
+    sim.settle();
+    assert_eq!(
+        sim.status().job,
+        None,
+        "no stale job runs in a service's status"
+    );
+    assert_eq!(sim.running_now(), 1);
+    sim.set_spec(service("web", "  mode: replicated-job\n"), 3);
+    sim.run_job(Duration::from_millis(100), &mut |_| true);
+    assert_eq!(
+        sim.status().rollout,
+        None,
+        "no rollout record in a job's status"
+    );
+    let runs = sim.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(
+        sim.tasks
+            .values()
+            .any(|e| e.task.generation == 3 && e.state() == TaskState::Complete),
+        "the run ran a task of its own, not counting the old run 1's: {:?}",
+        sim.tasks.keys()
+    );
+    assert_eq!(runs.last().unwrap().state, RunState::Complete);
+    assert!(
+        sim.tasks.values().all(|e| e.task.run.is_some()),
+        "the service's tasks went with the mode change"
+    );
+}

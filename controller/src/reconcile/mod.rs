@@ -39,6 +39,7 @@ use shoal_core::model::{Node, ServiceStatus, Task, Timestamp};
 use crate::placement::NodeUsage;
 
 pub use endpoints::EndpointsChange;
+pub use history::DEFAULT_TASK_HISTORY_LIMIT;
 pub use ids::IdGen;
 
 /// Most events a status keeps (oldest dropped first).
@@ -104,6 +105,9 @@ pub struct ReconcileInput {
     pub seed: u64,
     /// The last `shoal job run` request for the service (jobs only).
     pub run_request: Option<shoal_core::job::RunRequest>,
+    /// Finished tasks each slot of a service keeps as its history (`shoal controller
+    /// --task-history-limit`); jobs keep their runs' tasks until `ttlAfterFinished` instead.
+    pub task_history_limit: usize,
 }
 
 impl ReconcileInput {
@@ -281,3 +285,6 @@ mod rollout_tests;
 
 #[cfg(test)]
 mod job_tests;
+
+#[cfg(test)]
+mod history_tests;

@@ -104,6 +104,8 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     };
     let tasks = Tasks::classify(input, &placer);
     let mut st = input.previous.clone().unwrap_or_default();
+    // A manifest that was a job before: its runs are no part of a service's status.
+    st.job = None;
     begin_rollout(&mut st, &tasks, &goal, generation);
     let loss = node_loss(&tasks);
     push_events(&mut st, input.now, "Warning", "NodeDown", &loss.events);
@@ -133,8 +135,11 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     };
     let pending = filled.pending.iter().cloned().chain(batch_pending);
     let placed = place::place(placer, &tasks, &live, pending.collect(), &blueprint);
-    let window = goal.spec.restart.window;
-    let deletes = history::deletes(&tasks, &target, &live, &placed.slots, window);
+    let restart = &goal.spec.restart;
+    let needs = history::RestartNeeds {
+        window: (restart.max_attempts > 0).then_some(restart.window),
+    };
+    let deletes = history::deletes(&tasks, &target, &live, &placed.slots, &needs);
     let migrations: Vec<usize> = tasks.of(Class::Migrating).collect();
     let mut plan = plan_of(
         &tasks,

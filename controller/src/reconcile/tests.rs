@@ -20,6 +20,7 @@ pub(crate) struct Sim {
     pub(crate) seed: u64,
     pub(crate) endpoints: Option<shoal_core::endpoints::Endpoints>,
     pub(crate) run_request: Option<shoal_core::job::RunRequest>,
+    pub(crate) task_history_limit: usize,
 }
 
 impl Sim {
@@ -38,6 +39,7 @@ impl Sim {
             seed: 1,
             endpoints: None,
             run_request: None,
+            task_history_limit: DEFAULT_TASK_HISTORY_LIMIT,
         }
     }
 
@@ -59,6 +61,7 @@ impl Sim {
             node_lost_after: self.node_lost_after.clone(),
             seed: self.seed,
             run_request: self.run_request.clone(),
+            task_history_limit: self.task_history_limit,
         }
     }
 
@@ -359,7 +362,8 @@ fn node_down_orphans_and_replaces_then_returning_node_stops_stale_tasks() {
         .collect();
     assert_eq!(stale.len(), 1);
     assert!(stale[0].task.orphaned && stale[0].task.desired_state == DesiredState::Shutdown);
-    // The node returns: its agent sees desired shutdown, stops the task, and it is deleted.
+    // The node returns: its agent sees desired shutdown and stops the task, which stays as
+    // its slot's history.
     sim.nodes.get_mut("n1").unwrap().ready = true;
     sim.agents();
     sim.settle();
@@ -369,7 +373,11 @@ fn node_down_orphans_and_replaces_then_returning_node_stops_stale_tasks() {
         .filter(|e| e.task.node_id == "n1")
         .map(|e| (&e.task, e.state()))
         .collect();
-    assert!(left.is_empty(), "{left:#?}");
+    assert!(
+        left.iter()
+            .all(|(t, s)| *s == TaskState::Shutdown && t.desired_state == DesiredState::Shutdown),
+        "{left:#?}"
+    );
     assert_eq!(sim.running_total(), 3);
 }
 
@@ -526,8 +534,11 @@ fn template_change_replaces_one_slot_at_a_time_and_keeps_the_previous_spec() {
     assert!(
         sim.tasks
             .values()
+            .filter(|e| !e.state().is_terminal())
             .all(|e| e.task.template.image.as_deref() == Some("nginx:2"))
     );
+    // The replaced tasks stay as their slots' history.
+    assert_eq!(sim.tasks.len(), 6);
 }
 
 #[test]

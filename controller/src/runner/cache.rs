@@ -86,6 +86,10 @@ pub(crate) struct Cache {
     files: BTreeSet<(FileKind, String, String)>,
     /// Endpoints records as last written.
     endpoints: BTreeMap<ServiceRef, Endpoints>,
+    /// Finished tasks each slot keeps (see [`ControllerConfig::task_history_limit`]).
+    ///
+    /// [`ControllerConfig::task_history_limit`]: super::ControllerConfig::task_history_limit
+    task_history_limit: usize,
 }
 
 impl Cache {
@@ -109,7 +113,14 @@ impl Cache {
             nodes: None,
             files: BTreeSet::new(),
             endpoints: BTreeMap::new(),
+            task_history_limit: crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT,
         }
+    }
+
+    /// The same cache, its reconcile inputs keeping `limit` finished tasks per slot.
+    pub(crate) fn with_task_history_limit(mut self, limit: usize) -> Self {
+        self.task_history_limit = limit;
+        self
     }
 
     /// Whether a task holds resources on its node: not finished and not orphaned.
@@ -564,6 +575,7 @@ impl Cache {
                 .collect(),
             seed,
             run_request: self.run_requests.get(sref).cloned(),
+            task_history_limit: self.task_history_limit,
         }
     }
 

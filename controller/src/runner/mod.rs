@@ -78,6 +78,9 @@ pub struct ControllerConfig {
     /// lease TTL of silence; one session TTL on Consul, where a restarting Consul agent
     /// destroys its node's sessions and the agent registers again at once.
     pub node_record_grace: Duration,
+    /// Finished tasks each slot of a service keeps as its history, newest first (`shoal
+    /// controller --task-history-limit`, default 5); 0 keeps only what restart decisions need.
+    pub task_history_limit: usize,
 }
 
 impl Default for ControllerConfig {
@@ -98,6 +101,7 @@ impl Default for ControllerConfig {
             history_revisions: 10_000,
             compact_interval: Duration::from_secs(60),
             node_record_grace: Duration::ZERO,
+            task_history_limit: crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT,
         }
     }
 }
@@ -545,7 +549,10 @@ impl Controller {
         let term = Arc::new(Term {
             store: self.store.clone(),
             keys: self.keys.clone(),
-            cache: Mutex::new(Cache::new(self.keys.clone())),
+            cache: Mutex::new(
+                Cache::new(self.keys.clone())
+                    .with_task_history_limit(self.config.task_history_limit),
+            ),
             queue: WorkQueue::new(self.config.debounce, self.config.backoff),
             fence: leadership.fence.clone(),
             metrics: self.metrics.clone(),

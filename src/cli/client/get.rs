@@ -43,6 +43,10 @@ pub struct GetArgs {
     /// Keep printing when something changes.
     #[arg(short = 'w', long)]
     pub watch: bool,
+    /// Tasks: also each slot's earlier finished tasks (its history), beneath its current
+    /// task.
+    #[arg(short = 'a', long)]
+    pub all: bool,
     #[command(flatten)]
     conn: ConnArgs,
 }
@@ -117,24 +121,44 @@ fn service_rows(list: &[ServiceResource], wide: bool) -> String {
     render(&header, &rows)
 }
 
-fn task_rows(list: &[TaskEntry], wide: bool) -> String {
+/// The tasks to show: the current ones of each slot, and with `all` its earlier finished
+/// tasks beneath, newest first (IDs prefixed `\_ `, as `docker service ps` does).
+fn shown_tasks(list: &[TaskEntry], all: bool) -> Vec<(bool, &TaskEntry)> {
+    let mut out = Vec::new();
+    for slot in shoal_core::view::slot_tasks(list) {
+        out.extend(slot.current.into_iter().map(|e| (false, e)));
+        if all {
+            out.extend(slot.earlier.into_iter().map(|e| (true, e)));
+        }
+    }
+    out
+}
+
+fn task_rows(list: &[TaskEntry], wide: bool, all: bool) -> String {
     let mut header = vec![
-        "ID", "SERVICE", "SLOT", "NODE", "DESIRED", "STATE", "MESSAGE",
+        "ID", "SERVICE", "SLOT", "NODE", "DESIRED", "STATE", "EXIT", "MESSAGE",
     ];
     if wide {
         header.extend(["IMAGE", "PORTS", "CONTAINER"]);
     }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|t| {
+    let rows: Vec<Vec<String>> = shown_tasks(list, all)
+        .into_iter()
+        .map(|(earlier, t)| {
             let st = t.status.as_ref();
+            let id = if earlier {
+                format!("\\_ {}", t.task.id)
+            } else {
+                t.task.id.clone()
+            };
             let mut row = vec![
-                t.task.id.clone(),
+                id,
                 t.task.service.name.clone(),
                 t.task.slot.to_string(),
                 t.task.node_id.clone(),
                 format!("{:?}", t.task.desired_state).to_lowercase(),
                 st.map_or("assigned".into(), |s| s.state.to_string()),
+                st.and_then(|s| s.exit_code)
+                    .map_or_else(|| "-".into(), |c| c.to_string()),
                 st.and_then(|s| s.message.clone()).unwrap_or_default(),
             ];
             if wide {
@@ -255,10 +279,14 @@ async fn render_once(a: &GetArgs) -> Result<String, Failure> {
                 }
             });
             let list = client.tasks(service.as_deref(), None).await?;
+            let shown: Vec<&TaskEntry> = shown_tasks(&list, a.all)
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect();
             match a.output {
-                Output::Json => json(&list),
-                Output::Yaml => yaml(&list),
-                _ => task_rows(&list, wide),
+                Output::Json => json(&shown),
+                Output::Yaml => yaml(&shown),
+                _ => task_rows(&list, wide, a.all),
             }
         }
         Kind::Jobs => {
@@ -494,7 +522,7 @@ pub async fn describe(a: DescribeArgs) -> CmdResult {
     if tasks.is_empty() {
         out.push_str("  <none>\n");
     } else {
-        for line in task_rows(&tasks, false).lines() {
+        for line in task_rows(&tasks, false, true).lines() {
             out.push_str(&format!("  {line}\n"));
         }
     }
