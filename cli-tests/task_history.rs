@@ -24,7 +24,7 @@ metadata:
   name: flaky
 spec:
   runtime: process
-  command: [sh, -c, "echo flaky-output; exit 3"]
+  command: [sh, -c, "echo flaky-output; sleep 5; exit 3"]
   replicas: 1
   restart:
     condition: on-failure
@@ -70,7 +70,8 @@ struct Shown {
     slot: String,
     state: String,
     exit: Option<i64>,
-    created: u64,
+    /// When the controller created it (RFC 3339: sorts as text).
+    created: String,
 }
 
 fn tasks(url: &str, all: bool) -> BTreeMap<String, Shown> {
@@ -94,10 +95,7 @@ fn tasks(url: &str, all: bool) -> BTreeMap<String, Shown> {
                     slot: s("/task/slot"),
                     state: s("/status/state").trim_matches('"').to_string(),
                     exit: t.pointer("/status/exitCode").and_then(|x| x.as_i64()),
-                    created: t
-                        .pointer("/task/createdAt")
-                        .and_then(|x| x.as_u64())
-                        .unwrap_or_default(),
+                    created: s("/task/createdAt"),
                 },
             )
         })
@@ -160,7 +158,7 @@ fn a_failing_service_keeps_its_newest_tasks_with_their_exit_codes_and_output() {
     );
     let oldest = first
         .iter()
-        .min_by_key(|(id, t)| (t.created, (*id).clone()))
+        .min_by_key(|(id, t)| (t.created.clone(), (*id).clone()))
         .map(|(id, _)| id.clone())
         .unwrap();
 

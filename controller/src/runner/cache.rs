@@ -89,12 +89,13 @@ pub(crate) struct Cache {
     /// Finished tasks each slot keeps (see [`ControllerConfig::task_history_limit`]).
     ///
     /// [`ControllerConfig::task_history_limit`]: super::ControllerConfig::task_history_limit
-    task_history_limit: usize,
+    pub(crate) task_history_limit: usize,
 }
 
 impl Cache {
-    /// An empty cache for keys under `keys`.
-    pub(crate) fn new(keys: Keys) -> Self {
+    /// An empty cache for keys under `keys`, its reconcile inputs keeping `task_history_limit`
+    /// finished tasks per slot.
+    pub(crate) fn new(keys: Keys, task_history_limit: usize) -> Self {
         Cache {
             keys,
             revs: HashMap::new(),
@@ -113,14 +114,8 @@ impl Cache {
             nodes: None,
             files: BTreeSet::new(),
             endpoints: BTreeMap::new(),
-            task_history_limit: crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT,
+            task_history_limit,
         }
-    }
-
-    /// The same cache, its reconcile inputs keeping `limit` finished tasks per slot.
-    pub(crate) fn with_task_history_limit(mut self, limit: usize) -> Self {
-        self.task_history_limit = limit;
-        self
     }
 
     /// Whether a task holds resources on its node: not finished and not orphaned.
@@ -653,7 +648,7 @@ mod tests {
     #[test]
     fn older_events_never_undo_newer_writes() {
         let keys = Keys::default();
-        let mut c = Cache::new(keys.clone());
+        let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
         let svc = service("web", "");
         let t = task(&svc, "n1", "web.1.a");
         let k = keys.task("n1", "web.1.a");
@@ -676,7 +671,7 @@ mod tests {
     #[test]
     fn task_changes_touch_their_service_and_node_changes_touch_the_node_tasks() {
         let keys = Keys::default();
-        let mut c = Cache::new(keys.clone());
+        let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
         let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
         let t = task(&svc, "n1", "web.1.a");
         let touched = c.apply(&keys.task("n1", "web.1.a"), Some(&model::encode(&t)), 2);
@@ -713,7 +708,7 @@ mod tests {
     #[test]
     fn a_service_naming_a_missing_secret_is_invalid_until_it_exists() {
         let keys = Keys::default();
-        let mut c = Cache::new(keys.clone());
+        let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
         let svc = service(
             "web",
             "  secrets: [{source: db-password}]\n  configs: [{source: app}]\n",
@@ -758,7 +753,7 @@ mod tests {
     #[test]
     fn invalid_manifests_are_kept_as_errors_with_their_location() {
         let keys = Keys::default();
-        let mut c = Cache::new(keys.clone());
+        let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
         let sref = ServiceRef {
             namespace: "default".into(),
             name: "web".into(),

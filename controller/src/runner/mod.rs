@@ -323,7 +323,7 @@ impl Term {
             for event in batch.events {
                 let (key, value, revision) = match event {
                     Event::Init(items) => {
-                        let mut fresh = Cache::new(self.keys.clone());
+                        let mut fresh = Cache::new(self.keys.clone(), c.task_history_limit);
                         for (key, value, revision) in &items {
                             fresh.apply(key, Some(value), *revision);
                         }
@@ -549,10 +549,10 @@ impl Controller {
         let term = Arc::new(Term {
             store: self.store.clone(),
             keys: self.keys.clone(),
-            cache: Mutex::new(
-                Cache::new(self.keys.clone())
-                    .with_task_history_limit(self.config.task_history_limit),
-            ),
+            cache: Mutex::new(Cache::new(
+                self.keys.clone(),
+                self.config.task_history_limit,
+            )),
             queue: WorkQueue::new(self.config.debounce, self.config.backoff),
             fence: leadership.fence.clone(),
             metrics: self.metrics.clone(),
