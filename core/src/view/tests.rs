@@ -140,3 +140,33 @@ fn a_node_is_ready_while_its_record_lives_unless_removed() {
     assert!(!is_ready(true, &removed));
     assert!(!is_ready(false, &NodeConfig::default()));
 }
+
+#[test]
+fn each_slot_shows_its_current_task_then_its_history_newest_first() {
+    let entry = |id: &str, slot: u64, created: u64, state: Option<TaskState>| {
+        let mut task = task(id, "n1", slot);
+        task.created_at = Timestamp(created);
+        TaskEntry {
+            task,
+            status: state.map(|s| status(id, s)),
+        }
+    };
+    let list = vec![
+        entry("a1", 1, 1, Some(TaskState::Failed)),
+        entry("b1", 2, 5, Some(TaskState::Running)),
+        entry("a3", 1, 3, Some(TaskState::Running)),
+        entry("a2", 1, 2, Some(TaskState::Failed)),
+        // Replaced, still stopping: current until it finished.
+        entry("b0", 2, 4, Some(TaskState::Running)),
+        entry("c1", 3, 1, Some(TaskState::Complete)),
+    ];
+    let ids = |v: &[&TaskEntry]| v.iter().map(|e| e.task.id.clone()).collect::<Vec<_>>();
+    let slots = slot_tasks(&list);
+    assert_eq!(slots.len(), 3);
+    assert_eq!(ids(&slots[0].current), ["a3"]);
+    assert_eq!(ids(&slots[0].earlier), ["a2", "a1"]);
+    assert_eq!(ids(&slots[1].current), ["b1", "b0"]);
+    assert!(slots[1].earlier.is_empty());
+    // A slot left empty: its newest finished task is its current one.
+    assert_eq!(ids(&slots[2].current), ["c1"]);
+}
