@@ -164,15 +164,20 @@ pub async fn lost_node_tasks_are_orphaned_replaced_and_stopped_when_it_returns(e
         "replaced on the other nodes: {per_node:?}"
     );
 
-    // The node comes back: its stale task is told to shut down, then removed.
+    // The node comes back: its stale task is told to shut down, and stays as its slot's
+    // history (stopped).
     let _n3 = Agent::start(&env, "n3", &[("zone", "c")]).await;
     wait_for(
-        "the stale task removed after its agent stopped it",
+        "the stale task stopped by its agent, kept as history",
         || async {
             env.tasks()
                 .await
                 .iter()
-                .all(|(t, _)| t.id != lost[0])
+                .any(|(t, s)| {
+                    t.id == lost[0]
+                        && t.desired_state == DesiredState::Shutdown
+                        && s.as_ref().is_some_and(|s| s.state.is_terminal())
+                })
                 .then_some(())
         },
     )
