@@ -15,6 +15,7 @@ use shoal_api::secrets::crypto::KeyRing;
 use shoal_core::manifest::RuntimeKind;
 use shoal_core::model::{TaskState, TaskTemplate};
 use shoal_core::secret::{FileKind, FileMode, FileRef};
+use shoal_tests::leaks::files_with;
 use shoal_tests::tasks::{TestStore, task, template};
 use shoal_tests::wait::eventually;
 
@@ -137,18 +138,6 @@ async fn node(name: &str, files: &[(FileKind, &str, &str)]) -> Node {
         shm,
         out,
     }
-}
-
-fn files_with(dir: &Path, needle: &str) -> Vec<String> {
-    let out = std::process::Command::new("grep")
-        .args(["-rl", needle])
-        .arg(dir)
-        .output()
-        .expect("grep runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
 }
 
 async fn create(api: &ApiServer, kind: FileKind, name: &str, value: &str) {
