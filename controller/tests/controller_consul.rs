@@ -87,19 +87,7 @@ async fn a_consul_agent_restart_restarts_no_task() {
     c.stop().await;
 }
 
-macro_rules! on_consul {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let (_fake, env) = consul_env().await;
-                cases::$name(env).await;
-            }
-        )*
-    };
-}
-
-cases::every_scenario!(on_consul);
+cases::every_scenario!(consul_env);
 
 /// The fake's clock: a tenth of Consul's.
 const TIME_SCALE: f64 = 0.1;

@@ -490,11 +490,13 @@ pub async fn scaling_by_a_hundred_replicas_at_once_commits_in_batches(env: Env) 
     c.stop().await;
 }
 
-/// Expands `$runner!(scenario, …)` with every scenario above, so the embedded, etcd and Consul
-/// test files run one list.
+/// One `#[tokio::test]` for every scenario above, each on the cluster `$setup().await` gives
+/// (what must outlive the test, such as a store process, and its [`Env`]), so the embedded,
+/// etcd and Consul test files run one list.
 macro_rules! every_scenario {
-    ($runner:ident) => {
-        $runner!(
+    ($setup:path) => {
+        cases::scenario_tests!(
+            $setup;
             three_replicas_spread_one_per_node_then_scale,
             failed_tasks_restart_after_the_delay_unless_condition_is_none,
             lost_node_tasks_are_orphaned_replaced_and_stopped_when_it_returns,
@@ -512,4 +514,17 @@ macro_rules! every_scenario {
         );
     };
 }
-pub(crate) use every_scenario;
+
+/// One `#[tokio::test]` for each named scenario, on the cluster `$setup().await` gives.
+macro_rules! scenario_tests {
+    ($setup:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let (_store, env) = $setup().await;
+                cases::$name(env).await;
+            }
+        )*
+    };
+}
+pub(crate) use {every_scenario, scenario_tests};
