@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use shoal_core::job::{JobRun, RunState};
 use shoal_core::model::{DesiredState, TaskState};
-use shoal_store::Store;
 use shoal_tests::cluster::{Env, sim_agent};
 use shoal_tests::wait::wait_for;
 
