@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use shoal_core::keys::Keys;
 use shoal_core::manifest::{ConsulCheck, RuntimeKind, ServiceRef};
-use shoal_core::model::{self, DesiredState, Slot, Task, TaskStatus, TaskTemplate, Timestamp};
+use shoal_core::model::{
+    self, DesiredState, Slot, Task, TaskState, TaskStatus, TaskTemplate, Timestamp,
+};
 use shoal_core::units::Dur;
 use shoal_store::{EmbeddedStore, Store};
 
@@ -132,6 +134,12 @@ impl TestStore {
             .await
             .expect("get")?;
         Some(model::decode("task status", &kv.value).expect("status decodes"))
+    }
+
+    /// Waits until the task is in `state`; panics with the last status otherwise.
+    pub async fn wait_state(&self, t: &Task, state: TaskState) -> TaskStatus {
+        self.wait_status(t, &format!("{state:?}"), |s| s.state == state)
+            .await
     }
 
     /// Waits until the task's status satisfies `pred`; panics with the last status otherwise.

@@ -8,6 +8,7 @@ use shoal_store::consul::{
     PutOptions, QueryOptions, SessionBehavior, SessionRequest, TxnKvOp, TxnOutcome, TxnVerb,
 };
 use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
+use shoal_tests::health::HealthEndpoint;
 use shoal_tests::wait::eventually;
 
 fn client(fake: &ConsulFake) -> ConsulClient {
@@ -577,26 +578,8 @@ async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_re
     })
     .await;
     let c = client(&fake);
-    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let flag = healthy.clone();
-    let app = axum::Router::new().route(
-        "/health",
-        axum::routing::get(move || {
-            let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
-            async move {
-                if ok {
-                    axum::http::StatusCode::OK
-                } else {
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let endpoint = HealthEndpoint::start().await;
+    let port = endpoint.port;
     let closed_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -652,7 +635,7 @@ async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_re
         std::future::ready(fake.reaped_services() == ["closed"])
     })
     .await;
-    healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    endpoint.set(false);
     eventually("the failing HTTP service is reaped", || {
         std::future::ready(fake.reaped_services().contains(&"http".to_string()))
     })
