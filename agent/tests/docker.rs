@@ -10,7 +10,7 @@ use shoal_agent::runtime::{LABEL_NODE, LABEL_SERVICE, LABEL_TASK, Runtime};
 use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
 use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_core::manifest::{Healthcheck, PortSpec, Protocol, RuntimeKind};
-use shoal_core::model::{Health, TaskState};
+use shoal_core::model::TaskState;
 use shoal_core::units::Dur;
 use shoal_tests::tasks::{TestStore, task, template};
 use shoal_tests::wait::eventually;
@@ -236,12 +236,9 @@ async fn healthchecks_report_healthy_and_unhealthy() {
         s.health.is_some(),
         "a task with a healthcheck reports its health"
     );
-    ts.wait_status(&good, "healthy", |s| s.health == Some(Health::Healthy))
-        .await;
+    ts.wait_healthy(&good).await;
     // As in Swarm, the unhealthy container is stopped and its task fails.
-    let s = ts.wait_state(&bad, TaskState::Failed).await;
-    assert_eq!(s.health, Some(Health::Unhealthy));
-    assert!(s.message.unwrap_or_default().contains("unhealthy"));
+    ts.wait_failed_unhealthy(&bad).await;
     a.stop().await.unwrap();
 }
 

@@ -6,7 +6,7 @@
 use shoal_agent::runtime::process::ProcessRuntime;
 use shoal_agent::{Agent, AgentConfig};
 use shoal_core::manifest::{Healthcheck, RuntimeKind};
-use shoal_core::model::{Health, TaskState};
+use shoal_core::model::TaskState;
 use shoal_core::units::Dur;
 use shoal_tests::tasks::{TestStore, task, template};
 use shoal_tests::wait::eventually;
@@ -121,12 +121,9 @@ async fn host_healthcheck_drives_health() {
     let bad = task("bad.1.x", "bad", "p1", bad);
     ts.assign(&good).await;
     ts.assign(&bad).await;
-    ts.wait_status(&good, "healthy", |s| s.health == Some(Health::Healthy))
-        .await;
+    ts.wait_healthy(&good).await;
     // As in Swarm, the unhealthy task is stopped and fails (the restart policy replaces it).
-    let s = ts.wait_state(&bad, TaskState::Failed).await;
-    assert_eq!(s.health, Some(Health::Unhealthy));
-    assert!(s.message.unwrap_or_default().contains("unhealthy"));
+    ts.wait_failed_unhealthy(&bad).await;
     a.stop().await.unwrap();
 }
 

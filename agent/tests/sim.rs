@@ -8,7 +8,7 @@ use shoal_agent::runtime::Runtime;
 use shoal_agent::runtime::sim::SimRuntime;
 use shoal_agent::{Agent, AgentConfig};
 use shoal_core::manifest::{Healthcheck, PortSpec, Protocol, RuntimeKind};
-use shoal_core::model::{self, Health, NodeInfo, TaskState};
+use shoal_core::model::{self, NodeInfo, TaskState};
 use shoal_core::units::Dur;
 use shoal_tests::tasks::{TestStore, docker_task, task, template};
 use shoal_tests::wait::eventually;
@@ -84,14 +84,8 @@ async fn injected_failures_end_tasks_with_a_message() {
     assert!(s.message.unwrap_or_default().contains("start failure"));
     let s = ts.wait_state(&crash, TaskState::Failed).await;
     assert_eq!(s.exit_code, Some(1));
-    let s = ts.wait_state(&unhealthy, TaskState::Failed).await;
-    assert_eq!(s.health, Some(Health::Unhealthy));
-    assert!(
-        s.message.unwrap_or_default().contains("unhealthy"),
-        "the reason is given"
-    );
-    ts.wait_status(&healthy, "healthy", |s| s.health == Some(Health::Healthy))
-        .await;
+    ts.wait_failed_unhealthy(&unhealthy).await;
+    ts.wait_healthy(&healthy).await;
     a.stop().await.expect("agent stops");
 }
 

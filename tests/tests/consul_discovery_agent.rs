@@ -17,7 +17,7 @@ use shoal_core::manifest::{ConsulCheck, ConsulDiscovery, PortSpec, Protocol, Run
 use shoal_core::model::{Health, Task, TaskState};
 use shoal_core::units::Dur;
 use shoal_store::consul::{AgentServiceRegistration, ConsulClient, ConsulConfig};
-use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
+use shoal_tests::consul_fake::ConsulFake;
 use shoal_tests::health::HealthEndpoint;
 use shoal_tests::tasks::{self, TestStore, http_check, template};
 use shoal_tests::wait::eventually;
@@ -333,11 +333,7 @@ async fn consul_down_never_harms_a_task_and_registration_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_carries_deregister_critical_service_after() {
     // Consul's timers run 100 times faster: the 1 m DeregisterCriticalServiceAfter is 0.6 s.
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.01,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(0.01).await;
     let c = client(&fake);
     let ts = TestStore::open().await;
     let a = agent(&ts, "n1", Arc::new(SimRuntime::new()), &fake);
@@ -407,11 +403,7 @@ async fn adopted_task_keeps_its_registration_across_an_agent_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
     // Consul's timers run 100 times faster: the 1 m DeregisterCriticalServiceAfter is 0.6 s.
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.01,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(0.01).await;
     let c = client(&fake);
     let ts = TestStore::open().await;
     let endpoint = HealthEndpoint::start().await;

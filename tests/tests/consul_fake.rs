@@ -272,11 +272,7 @@ async fn txn_is_atomic_with_real_errors_and_op_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expiry_deletes_held_keys() {
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.1,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(0.1).await;
     let c = client(&fake);
     let bad = SessionRequest {
         ttl: Some(Duration::from_secs(2)),
@@ -547,11 +543,7 @@ async fn an_agent_restart_destroys_its_nodes_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_are_reaped_after_the_tombstone_ttl_on_the_fakes_clock() {
     // 15 min × 0.0001 = 90 ms.
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.0001,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(0.0001).await;
     let c = client(&fake);
     c.kv_put("r/a", b"1".to_vec(), &PutOptions::default())
         .await
@@ -572,11 +564,7 @@ async fn tombstones_are_reaped_after_the_tombstone_ttl_on_the_fakes_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_reaped() {
     // Consul's timers 100 times faster: a 1 m DeregisterCriticalServiceAfter is 0.6 s.
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.01,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(0.01).await;
     let c = client(&fake);
     let endpoint = HealthEndpoint::start().await;
     let port = endpoint.port;
