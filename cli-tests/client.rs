@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 mod harness;
 
 use harness::{BIN, Proc, start_api};
+use shoal_tests::process::free_port;
 
 struct Server {
     api: Proc,
@@ -426,11 +427,7 @@ fn requests(metrics: &str, route: &str, method: &str) -> u64 {
 fn apply_wait_follows_the_watch_across_an_api_restart_without_polling() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}");
     // First only the API, on the store `shoal dev` uses: nothing converges yet.
@@ -514,11 +511,7 @@ fn apply_wait_follows_the_watch_across_an_api_restart_without_polling() {
 #[test]
 fn get_watch_prints_changes_and_reads_nothing_while_idle() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}");
     let start_dev = || {

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::Proc;
+use harness::{Proc, docker_agent_args};
 use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
 use shoal_core::keys::Keys;
 use shoal_core::model::{self, Task, TaskState, TaskStatus};
@@ -24,7 +24,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 const NODES: [&str; 2] = ["e2e-dock-a", "e2e-dock-b"];
 
 /// Starts `shoal ARGS` logging at debug into `log`.
-fn spawn(args: &[&str], log: &Path) -> Proc {
+fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &Path) -> Proc {
     harness::spawn(
         args,
         log,
@@ -42,24 +42,8 @@ fn agent(store: &str, node: &str, dir: &Path) -> Proc {
     } else {
         "127.0.31.2"
     };
-    spawn(
-        &[
-            "agent",
-            "--address",
-            address,
-            "--store",
-            store,
-            "--node-id",
-            node,
-            "--runtime",
-            "docker",
-            "--lease-ttl",
-            "2s",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &dir.join(format!("{node}.log")),
-    )
+    let args = docker_agent_args(store, node, address, &data, &["--lease-ttl", "2s"]);
+    spawn(&args, &dir.join(format!("{node}.log")))
 }
 
 /// Running containers of `node`.

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{Proc, log_tail, running_tasks, shoal_at, start_api, succeeded, wait_for};
+use harness::{
+    Proc, docker_agent_args, log_tail, running_tasks, shoal_at, start_api, succeeded, wait_for,
+};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Metadata, ResponseCode};
@@ -137,25 +139,15 @@ impl Cluster {
             guards.push(guard);
             let data = dir.path().join(format!("data-{i}"));
             let (upstream, listen) = (upstream.to_string(), format!("{address}:29464"));
-            let args = [
-                "agent",
-                "--store",
-                &store,
-                "--node-id",
-                &node,
-                "--address",
-                &address,
-                "--runtime",
-                "docker",
+            let extra = [
                 "--lease-ttl",
                 "3s",
-                "--data-dir",
-                data.to_str().unwrap(),
                 "--upstream-dns",
                 &upstream,
                 "--listen",
                 &listen,
             ];
+            let args = docker_agent_args(&store, &node, &address, &data, &extra);
             procs.push(spawn(&args, &log(&node), Stdio::null()));
             nodes.push((node, address));
         }

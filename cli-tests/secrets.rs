@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use harness::{
-    Proc, http_get, log_tail, running_tasks, shoal_at, shoal_token, succeeded, wait_for,
+    Proc, docker_agent_args, http_get, log_tail, running_tasks, shoal_at, shoal_token, succeeded,
+    wait_for,
 };
 use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
 use shoal_tests::docker::docker;
@@ -39,7 +40,7 @@ fn unique_value(tag: &str) -> String {
     format!("{tag}-{hex}")
 }
 
-fn spawn(args: &[&str], log: PathBuf, stdout: Stdio) -> Proc {
+fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], log: PathBuf, stdout: Stdio) -> Proc {
     harness::spawn(args, &log, stdout, "trace")
 }
 
@@ -112,18 +113,7 @@ impl Cluster {
         let controller = spawn(&controller_args, log("controller"), Stdio::null());
         let data = tempfile::tempdir().unwrap();
         let secrets_root = tempfile::tempdir_in("/dev/shm").unwrap();
-        let agent_args = [
-            "agent",
-            "--store",
-            &store,
-            "--node-id",
-            &node,
-            "--address",
-            "127.0.0.1",
-            "--runtime",
-            "docker",
-            "--data-dir",
-            data.path().to_str().unwrap(),
+        let extra = [
             "--api",
             &url,
             "--api-token-file",
@@ -131,6 +121,7 @@ impl Cluster {
             "--secrets-dir",
             secrets_root.path().to_str().unwrap(),
         ];
+        let agent_args = docker_agent_args(&store, &node, "127.0.0.1", data.path(), &extra);
         let agent = spawn(&agent_args, log("agent"), Stdio::null());
         Cluster {
             etcd,

@@ -1,7 +1,8 @@
 //! What the multi-process tests share: `shoal` server processes (their stderr in a log file,
-//! killed when dropped), starting `shoal api` and reading its URL, tokens made with
-//! `shoal token create`, running the `shoal` client against a server, plain HTTP GETs with a
-//! bearer token, and waiting with a deadline.
+//! killed when dropped), the arguments of a docker agent, starting `shoal api` and reading its
+//! URL, tokens made with `shoal token create`, running the `shoal` client against a server,
+//! plain HTTP GETs with a bearer token, the running tasks of a `/v1/tasks` answer, and waiting
+//! with a deadline.
 //!
 //! Each test file includes it with `#[path = "harness/mod.rs"] mod harness;` and uses what it
 //! needs.
@@ -82,6 +83,32 @@ pub fn spawn<S: AsRef<OsStr>>(args: &[S], log: &Path, stdout: Stdio, rust_log: &
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .collect(),
     }
+}
+
+/// The arguments of `shoal agent` on the docker runtime for `node` at `address` on `store`,
+/// keeping its data in `data`, then `extra`.
+pub fn docker_agent_args(
+    store: &str,
+    node: &str,
+    address: &str,
+    data: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let data = data.to_string_lossy();
+    let args = [
+        "agent",
+        "--store",
+        store,
+        "--node-id",
+        node,
+        "--address",
+        address,
+        "--runtime",
+        "docker",
+        "--data-dir",
+        &data,
+    ];
+    args.iter().chain(extra).map(|a| a.to_string()).collect()
 }
 
 /// Starts `shoal api --listen 127.0.0.1:0 EXTRA…` on `store`; returns it and its URL.
