@@ -585,33 +585,21 @@ async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_re
         }],
         ..AgentServiceRegistration::default()
     };
-    c.agent_service_register(&reg(
-        "http",
-        AgentServiceCheck {
-            http: Some(format!("http://127.0.0.1:{port}/health")),
-            ..AgentServiceCheck::default()
-        },
-    ))
-    .await
-    .unwrap();
-    c.agent_service_register(&reg(
-        "tcp",
-        AgentServiceCheck {
-            tcp: Some(format!("127.0.0.1:{port}")),
-            ..AgentServiceCheck::default()
-        },
-    ))
-    .await
-    .unwrap();
-    c.agent_service_register(&reg(
-        "closed",
-        AgentServiceCheck {
-            tcp: Some(format!("127.0.0.1:{closed_port}")),
-            ..AgentServiceCheck::default()
-        },
-    ))
-    .await
-    .unwrap();
+    let http = |url: String| AgentServiceCheck {
+        http: Some(url),
+        ..AgentServiceCheck::default()
+    };
+    let tcp = |addr: String| AgentServiceCheck {
+        tcp: Some(addr),
+        ..AgentServiceCheck::default()
+    };
+    for (id, check) in [
+        ("http", http(format!("http://127.0.0.1:{port}/health"))),
+        ("tcp", tcp(format!("127.0.0.1:{port}"))),
+        ("closed", tcp(format!("127.0.0.1:{closed_port}"))),
+    ] {
+        c.agent_service_register(&reg(id, check)).await.unwrap();
+    }
     eventually("the HTTP and TCP checks pass against the real port", || {
         std::future::ready(
             fake.check_status("service:http").as_deref() == Some("passing")
