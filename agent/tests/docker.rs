@@ -3,7 +3,6 @@
 //! reachable. Every test removes its containers (by node label) even when it fails.
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::sync::Arc;
 
 use shoal_agent::runtime::{LABEL_NODE, LABEL_SERVICE, LABEL_TASK, Runtime};
@@ -12,6 +11,7 @@ use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_core::manifest::{Healthcheck, PortSpec, Protocol, RuntimeKind};
 use shoal_core::model::TaskState;
 use shoal_core::units::Dur;
+use shoal_tests::docker::exists;
 use shoal_tests::tasks::{TestStore, task, template};
 use shoal_tests::wait::eventually;
 
@@ -41,17 +41,9 @@ fn agent(ts: &TestStore, node: &str, rt: Arc<dyn Runtime>) -> shoal_agent::Agent
     .spawn()
 }
 
+/// `docker ARGS`, trimmed (one value per `inspect -f`).
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    shoal_tests::docker::docker(args).trim().to_string()
 }
 
 fn http_get(port: u16) -> std::io::Result<String> {
@@ -125,11 +117,8 @@ async fn httpd_on_a_dynamic_port_is_reachable_and_labelled() {
     );
     ts.unassign(&t).await;
     eventually("the container is removed with its assignment", || {
-        let out = Command::new("docker")
-            .args(["inspect", &id])
-            .output()
-            .unwrap();
-        async move { !out.status.success() }
+        let gone = !exists(&id);
+        async move { gone }
     })
     .await;
     a.stop().await.unwrap();
@@ -274,11 +263,8 @@ async fn restarted_agent_adopts_its_container_and_removes_unassigned_ones() {
     ]);
     let a = agent(&ts, &node, runtime(&node).await);
     eventually("the unassigned container is removed", || {
-        let out = Command::new("docker")
-            .args(["inspect", &stray])
-            .output()
-            .unwrap();
-        async move { !out.status.success() }
+        let gone = !exists(&stray);
+        async move { gone }
     })
     .await;
     assert_eq!(

@@ -19,6 +19,14 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether Docker knows the container `id` (stopped ones included).
+pub fn exists(id: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", id])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
 /// One `docker ps` row, in `format` (a Go template such as `{{.ID}}` or `{{.Image}}`, ids
 /// untruncated), for each container of `node` matching every `extra` argument (more
 /// `--filter`s, `-a` for stopped ones too).
