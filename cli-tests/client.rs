@@ -1,44 +1,27 @@
 //! The `shoal` client commands against a real `shoal api` process over an embedded store.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+#[path = "harness/mod.rs"]
+mod harness;
+
+use harness::{BIN, Proc, start_api};
+use shoal_tests::process::free_port;
 
 struct Server {
-    child: Child,
+    api: Proc,
     url: String,
     store: String,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().join("data").display());
-    let mut child = Command::new(BIN)
-        .args(["api", "--store", &store, "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(
-        url.starts_with("http://127.0.0.1:"),
-        "unexpected first line {line:?}"
-    );
+    let (api, url) = start_api(&store, &[], &dir.path().join("api.log"), "warn");
     Server {
-        child,
+        api,
         url,
         store,
         _dir: dir,
@@ -50,19 +33,7 @@ fn shoal(s: &Server, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn shoal_at(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut c = Command::new(BIN)
-        .args(args)
-        .env("SHOAL_SERVER", url)
-        .env_remove("SHOAL_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = c.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    c.wait_with_output().unwrap()
+    harness::shoal_at(url, None, args, stdin.unwrap_or(""))
 }
 
 fn text(o: &Output) -> String {
@@ -426,8 +397,8 @@ fn apply_wait_retries_an_unreachable_api_until_the_timeout() {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "service/web created\n");
-    s.child.kill().unwrap();
-    s.child.wait().unwrap();
+    s.api.child.kill().unwrap();
+    s.api.child.wait().unwrap();
     let o = c.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
@@ -456,11 +427,7 @@ fn requests(metrics: &str, route: &str, method: &str) -> u64 {
 fn apply_wait_follows_the_watch_across_an_api_restart_without_polling() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}");
     // First only the API, on the store `shoal dev` uses: nothing converges yet.
@@ -544,11 +511,7 @@ fn apply_wait_follows_the_watch_across_an_api_restart_without_polling() {
 #[test]
 fn get_watch_prints_changes_and_reads_nothing_while_idle() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}");
     let start_dev = || {

@@ -2,12 +2,11 @@
 //! workloads: the same tasks, the same Docker containers, no restart. A controller that takes
 //! the lead gives nodes one TTL to register again before it declares them lost.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_tests::process::interrupt;
+use shoal_tests::process::{free_port, interrupt};
 use shoal_tests::wait::blocking_eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
@@ -105,11 +104,7 @@ fn tasks(url: &str) -> Vec<(String, u64, String, String)> {
 fn dev_stopped_longer_than_the_ttl_keeps_the_same_containers_and_restarts_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut guard = Cleanup(Some(start_dev(&data, port)));
     let manifest = dir.path().join("sleeper.yaml");

@@ -3,44 +3,33 @@
 //! node; one agent is killed (its container keeps running): its task is replaced on the other
 //! node; when the agent comes back, the lost node's stale container is stopped and removed.
 
+#[path = "harness/mod.rs"]
+mod harness;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use harness::{Proc, docker_agent_args};
 use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
 use shoal_core::keys::Keys;
 use shoal_core::model::{self, Task, TaskState, TaskStatus};
 use shoal_store::Store;
+use shoal_tests::docker::node_containers;
 use shoal_tests::etcd::EtcdFixture;
 use shoal_tests::wait::eventually_within;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 const DEADLINE: Duration = Duration::from_secs(120);
 const NODES: [&str; 2] = ["e2e-dock-a", "e2e-dock-b"];
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str], log: &Path) -> Proc {
-    let err = std::fs::File::create(log).expect("log file");
-    Proc(
-        Command::new(BIN)
-            .args(args)
-            .env(
-                "RUST_LOG",
-                "shoal=debug,shoal_controller=debug,shoal_agent=debug,shoal_store=info",
-            )
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("shoal starts"),
+/// Starts `shoal ARGS` logging at debug into `log`.
+fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &Path) -> Proc {
+    harness::spawn(
+        args,
+        log,
+        Stdio::null(),
+        "shoal=debug,shoal_controller=debug,shoal_agent=debug,shoal_store=info",
     )
 }
 
@@ -53,41 +42,13 @@ fn agent(store: &str, node: &str, dir: &Path) -> Proc {
     } else {
         "127.0.31.2"
     };
-    spawn(
-        &[
-            "agent",
-            "--address",
-            address,
-            "--store",
-            store,
-            "--node-id",
-            node,
-            "--runtime",
-            "docker",
-            "--lease-ttl",
-            "2s",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &dir.join(format!("{node}.log")),
-    )
+    let args = docker_agent_args(store, node, address, &data, &["--lease-ttl", "2s"]);
+    spawn(&args, &dir.join(format!("{node}.log")))
 }
 
 /// Running containers of `node`.
 fn containers(node: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=io.shoal.node={node}"),
-        ])
-        .output()
-        .expect("docker runs");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    node_containers(node, "{{.ID}}", &[])
 }
 
 /// Every task record with its status.
@@ -254,18 +215,7 @@ async fn two_docker_agents_spread_survive_node_loss_and_clean_up_on_return() {
     eventually_within(
         "the stale container removed, not only stopped",
         DEADLINE,
-        || async {
-            let all = Command::new("docker")
-                .args([
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label=io.shoal.node={}", NODES[1]),
-                ])
-                .output()
-                .unwrap();
-            all.stdout.is_empty()
-        },
+        || async { node_containers(NODES[1], "{{.ID}}", &["-a"]).is_empty() },
     )
     .await;
     assert_eq!(running(&store, &keys).await, [NODES[0], NODES[0]]);

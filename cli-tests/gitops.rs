@@ -4,12 +4,11 @@
 //! that service is pruned and its tasks stop, the others are unchanged, and a service outside
 //! the selector is never touched.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use shoal_tests::process::interrupt;
+use shoal_tests::process::{free_port, interrupt};
 use shoal_tests::wait::blocking_eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
@@ -31,11 +30,7 @@ impl Drop for Dev {
 
 fn start_dev() -> Dev {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let child = Command::new(BIN)
         .args(["dev", "--runtime", "process", "--node-id", "gitops-node"])

@@ -10,15 +10,21 @@
 //! a new connection; after an agent is killed and started again, the client's requests
 //! succeed again. Measured times are printed (`measured: ...`).
 
+#[path = "harness/mod.rs"]
+mod harness;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use harness::{
+    Proc, docker_agent_args, log_tail, running_tasks, shoal_at, start_api, succeeded, wait_for,
+};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Metadata, ResponseCode};
@@ -29,7 +35,6 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use shoal_agent::test_support::{ContainerGuard, RESOLVER_IMAGE, ensure_resolver_image};
 use shoal_tests::etcd::EtcdFixture;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 const DEADLINE: Duration = Duration::from_secs(180);
 /// The ingress port of the backend (answers on every node's own address).
 const MESH_PORT: u16 = 28481;
@@ -37,42 +42,11 @@ const MESH_PORT: u16 = 28481;
 const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 88, 77);
 const EXTERNAL_NAME: &str = "outside.example";
 
-/// A `shoal` server process whose stderr (its log) goes to a file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-    args: Vec<String>,
-}
+/// What the server processes log.
+const RUST_LOG: &str = "info,hickory_server=warn,shoal_agent::network=debug";
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[String], log: &Path, stdout: Stdio) -> Proc {
-    let err = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let child = Command::new(BIN)
-        .args(args)
-        .env(
-            "RUST_LOG",
-            "info,hickory_server=warn,shoal_agent::network=debug",
-        )
-        .env_remove("SHOAL_TOKEN")
-        .stdout(stdout)
-        .stderr(err)
-        .spawn()
-        .expect("shoal starts");
-    Proc {
-        child,
-        log: log.to_path_buf(),
-        args: args.to_vec(),
-    }
+fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &Path, stdout: Stdio) -> Proc {
+    harness::spawn(args, log, stdout, RUST_LOG)
 }
 
 /// The upstream resolver the agents forward to: knows one external name.
@@ -151,20 +125,8 @@ impl Cluster {
         start_upstream(upstream);
         let store = etcd.url();
         let log = |n: &str| dir.path().join(format!("{n}.log"));
-        let api_args: Vec<String> = ["api", "--store", &store, "--listen", "127.0.0.1:0"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let mut api = spawn(&api_args, &log("api"), Stdio::piped());
-        let mut line = String::new();
-        BufReader::new(api.child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().rsplit(' ').next().unwrap().to_string();
-        let controller_args: Vec<String> = ["controller", "--store", &store, "--lease-ttl", "2s"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let (api, url) = start_api(&store, &[], &log("api"), RUST_LOG);
+        let controller_args = ["controller", "--store", &store, "--lease-ttl", "2s"];
         let controller = spawn(&controller_args, &log("controller"), Stdio::null());
         let mut procs = vec![api, controller];
         let mut nodes = Vec::new();
@@ -176,27 +138,16 @@ impl Cluster {
             guard.cleanup();
             guards.push(guard);
             let data = dir.path().join(format!("data-{i}"));
-            let args: Vec<String> = [
-                "agent",
-                "--store",
-                &store,
-                "--node-id",
-                &node,
-                "--address",
-                &address,
-                "--runtime",
-                "docker",
+            let (upstream, listen) = (upstream.to_string(), format!("{address}:29464"));
+            let extra = [
                 "--lease-ttl",
                 "3s",
-                "--data-dir",
-                data.to_str().unwrap(),
                 "--upstream-dns",
-                &upstream.to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(["--listen".to_string(), format!("{address}:29464")])
-            .collect();
+                &upstream,
+                "--listen",
+                &listen,
+            ];
+            let args = docker_agent_args(&store, &node, &address, &data, &extra);
             procs.push(spawn(&args, &log(&node), Stdio::null()));
             nodes.push((node, address));
         }
@@ -211,76 +162,37 @@ impl Cluster {
     }
 
     fn shoal(&self, args: &[&str], stdin: &str) -> Output {
-        let mut c = Command::new(BIN)
-            .args(args)
-            .env("SHOAL_SERVER", &self.url)
-            .env_remove("SHOAL_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        c.wait_with_output().unwrap()
+        shoal_at(&self.url, None, args, stdin)
     }
 
     fn shoal_ok(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.shoal(args, stdin);
-        assert!(
-            out.status.success(),
-            "shoal {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, &self.shoal(args, stdin))
     }
 
     fn json(&self, path: &str) -> serde_json::Value {
-        let addr = self.url.trim_start_matches("http://");
-        let mut s = TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {resp}"))
+        let (_, body) = harness::http_get(&format!("{}{path}", self.url), None);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
     }
 
     /// Running tasks of a service wanted running: (task id, container id, node id).
     fn running(&self, service: &str) -> Vec<(String, String, String)> {
         let tasks = self.json(&format!("/v1/tasks?service=default/{service}"));
-        tasks
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["status"]["state"] == "running" && t["task"]["desiredState"] == "running")
-            .map(|t| {
-                (
-                    t["task"]["id"].as_str().unwrap().to_string(),
-                    t["status"]["containerId"].as_str().unwrap().to_string(),
-                    t["task"]["nodeId"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
+        running_tasks(&tasks)
     }
 
-    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for {what}; logs in {}:\n{}",
+    fn wait_for<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        let context = || {
+            let tails: Vec<String> = self.procs[2..]
+                .iter()
+                .map(|p| log_tail(&p.log, 15))
+                .collect();
+            format!(
+                "logs in {}:\n{}",
                 self.dir.path().display(),
-                self.procs[2..]
-                    .iter()
-                    .map(|p| tail(&p.log))
-                    .collect::<Vec<_>>()
-                    .join("\n---\n")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                tails.join("\n---\n")
+            )
+        };
+        wait_for(what, DEADLINE, context, f)
     }
 
     /// Runs `sh -c script` in the client's container.
@@ -294,15 +206,6 @@ impl Cluster {
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains(" INFO "))
-        .collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 fn backend(replicas: u32, version: &str) -> String {

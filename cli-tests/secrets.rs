@@ -8,18 +8,26 @@
 //! and no value ever shows up in the etcd data directory, the agent's data directory, Docker's
 //! container directory once the tasks stopped, API answers, the SSE stream, or any log line.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use harness::{
+    Proc, docker_agent_args, http_get, log_tail, running_tasks, shoal_at, shoal_token, succeeded,
+    wait_for,
+};
 use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
+use shoal_tests::docker::docker;
 use shoal_tests::etcd::EtcdFixture;
+use shoal_tests::leaks::files_with;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// A value nobody else could have written anywhere.
@@ -32,30 +40,8 @@ fn unique_value(tag: &str) -> String {
     format!("{tag}-{hex}")
 }
 
-/// A `shoal` server process whose stderr (its log) goes to a file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str], log: PathBuf, stdout: Stdio) -> Proc {
-    let err = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "trace")
-        .env_remove("SHOAL_TOKEN")
-        .stdout(stdout)
-        .stderr(err)
-        .spawn()
-        .expect("shoal starts");
-    Proc { child, log }
+fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], log: PathBuf, stdout: Stdio) -> Proc {
+    harness::spawn(args, &log, stdout, "trace")
 }
 
 /// etcd, the API, the controller and one docker agent.
@@ -73,21 +59,6 @@ struct Cluster {
     seen: Mutex<String>,
     _guard: ContainerGuard,
     _dir: tempfile::TempDir,
-}
-
-fn shoal_token(file: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "create", "--file"])
-        .arg(file)
-        .args(args)
-        .output()
-        .expect("shoal token runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A fresh cluster key file (mode 0600) with one random key.
@@ -109,25 +80,13 @@ fn write_key_file(path: &Path) {
 
 /// Starts `shoal api` with tokens and a key; returns it and its URL.
 fn start_api(store: &str, tokens: &Path, key_file: &Path, log: PathBuf) -> (Proc, String) {
-    let args = [
-        "api",
-        "--store",
-        store,
-        "--listen",
-        "127.0.0.1:0",
-        "--token-file",
-        tokens.to_str().unwrap(),
-        "--secret-key-file",
-        key_file.to_str().unwrap(),
+    let extra = [
+        "--token-file".to_string(),
+        tokens.to_string_lossy().into_owned(),
+        "--secret-key-file".to_string(),
+        key_file.to_string_lossy().into_owned(),
     ];
-    let mut api = spawn(&args, log, Stdio::piped());
-    let mut line = String::new();
-    BufReader::new(api.child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line:?}");
-    (api, url)
+    harness::start_api(store, &extra, &log, "trace")
 }
 
 impl Cluster {
@@ -154,18 +113,7 @@ impl Cluster {
         let controller = spawn(&controller_args, log("controller"), Stdio::null());
         let data = tempfile::tempdir().unwrap();
         let secrets_root = tempfile::tempdir_in("/dev/shm").unwrap();
-        let agent_args = [
-            "agent",
-            "--store",
-            &store,
-            "--node-id",
-            &node,
-            "--address",
-            "127.0.0.1",
-            "--runtime",
-            "docker",
-            "--data-dir",
-            data.path().to_str().unwrap(),
+        let extra = [
             "--api",
             &url,
             "--api-token-file",
@@ -173,6 +121,7 @@ impl Cluster {
             "--secrets-dir",
             secrets_root.path().to_str().unwrap(),
         ];
+        let agent_args = docker_agent_args(&store, &node, "127.0.0.1", data.path(), &extra);
         let agent = spawn(&agent_args, log("agent"), Stdio::null());
         Cluster {
             etcd,
@@ -196,55 +145,19 @@ impl Cluster {
 
     /// Runs the CLI as the admin; `stdin` is fed to it.
     fn shoal(&self, args: &[&str], stdin: &str) -> Output {
-        let mut c = Command::new(BIN)
-            .args(args)
-            .env("SHOAL_SERVER", &self.url)
-            .env("SHOAL_TOKEN", &self.admin)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = c.wait_with_output().unwrap();
+        let out = shoal_at(&self.url, Some(&self.admin), args, stdin);
         self.note(&String::from_utf8_lossy(&out.stdout));
         self.note(&String::from_utf8_lossy(&out.stderr));
         out
     }
 
     fn shoal_ok(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.shoal(args, stdin);
-        assert!(
-            out.status.success(),
-            "shoal {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, &self.shoal(args, stdin))
     }
 
     /// A raw GET: status and body.
     fn get(&self, path: &str, token: &str) -> (u16, String) {
-        let addr = self.url.trim_start_matches("http://");
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let status = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        http_get(&format!("{}{path}", self.url), Some(token))
     }
 
     /// GETs JSON as the admin (and keeps the answer for the final check).
@@ -282,69 +195,16 @@ impl Cluster {
     /// The service's tasks that run, with their container ids.
     fn running_containers(&self, service: &str) -> Vec<(String, String)> {
         let tasks = self.json(&format!("/v1/tasks?service=default/{service}"));
-        tasks
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["status"]["state"] == "running" && t["task"]["desiredState"] == "running")
-            .map(|t| {
-                (
-                    t["task"]["id"].as_str().unwrap().to_string(),
-                    t["status"]["containerId"].as_str().unwrap().to_string(),
-                )
-            })
+        running_tasks(&tasks)
+            .into_iter()
+            .map(|(task, container, _)| (task, container))
             .collect()
     }
 
-    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for {what}; agent log tail:\n{}",
-                tail(&self.procs[2].log)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    fn wait_for<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        let context = || format!("agent log tail:\n{}", log_tail(&self.procs[2].log, 30));
+        wait_for(what, DEADLINE, context, f)
     }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR "))
-        .collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Files under `dir` holding `needle` (binary files included).
-fn files_with(dir: &Path, needle: &str) -> Vec<String> {
-    let out = Command::new("grep")
-        .args(["-rlaF", "--", needle])
-        .arg(dir)
-        .output()
-        .expect("grep runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
 }
 
 /// The plaintext and the base64 forms a value could leak as.

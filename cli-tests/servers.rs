@@ -6,6 +6,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use shoal_tests::process::free_port;
+
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 
 /// A server process killed if the test ends early.
@@ -165,11 +167,7 @@ fn agent_serves_metrics_and_healthz() {
 #[test]
 fn dev_with_json_logs_prints_only_json() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let p = Proc(
         Command::new(BIN)

@@ -3,15 +3,15 @@
 //! reachable. Every test removes its containers (by node label) even when it fails.
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::sync::Arc;
 
 use shoal_agent::runtime::{LABEL_NODE, LABEL_SERVICE, LABEL_TASK, Runtime};
 use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
 use shoal_agent::{Agent, AgentConfig, RuntimeChoice};
 use shoal_core::manifest::{Healthcheck, PortSpec, Protocol, RuntimeKind};
-use shoal_core::model::{Health, TaskState};
+use shoal_core::model::TaskState;
 use shoal_core::units::Dur;
+use shoal_tests::docker::exists;
 use shoal_tests::tasks::{TestStore, task, template};
 use shoal_tests::wait::eventually;
 
@@ -41,17 +41,9 @@ fn agent(ts: &TestStore, node: &str, rt: Arc<dyn Runtime>) -> shoal_agent::Agent
     .spawn()
 }
 
+/// `docker ARGS`, trimmed (one value per `inspect -f`).
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    shoal_tests::docker::docker(args).trim().to_string()
 }
 
 fn http_get(port: u16) -> std::io::Result<String> {
@@ -83,9 +75,7 @@ async fn httpd_on_a_dynamic_port_is_reachable_and_labelled() {
     tpl.limits.memory = Some(shoal_core::units::ByteSize(64 << 20));
     let t = task("web.1.h", "web", &node, tpl);
     ts.assign(&t).await;
-    let s = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Running).await;
     let id = s.container_id.clone().expect("container id");
     assert_eq!(s.host_ports.len(), 1);
     let port = s.host_ports[0].published;
@@ -119,8 +109,7 @@ async fn httpd_on_a_dynamic_port_is_reachable_and_labelled() {
     );
 
     ts.shut_down(&t).await;
-    ts.wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
-        .await;
+    ts.wait_state(&t, TaskState::Shutdown).await;
     // Stopped, it stays (its output is there for `shoal logs`) as long as its assignment.
     assert_eq!(
         docker(&["inspect", "-f", "{{.State.Running}}", &id]),
@@ -128,11 +117,8 @@ async fn httpd_on_a_dynamic_port_is_reachable_and_labelled() {
     );
     ts.unassign(&t).await;
     eventually("the container is removed with its assignment", || {
-        let out = Command::new("docker")
-            .args(["inspect", &id])
-            .output()
-            .unwrap();
-        async move { !out.status.success() }
+        let gone = !exists(&id);
+        async move { gone }
     })
     .await;
     a.stop().await.unwrap();
@@ -157,23 +143,17 @@ async fn stop_sends_the_stop_signal_and_waits_for_the_grace_period() {
     let stubborn = task("stubborn.1.g", "stubborn", &node, stubborn);
     ts.assign(&polite).await;
     ts.assign(&stubborn).await;
-    ts.wait_status(&polite, "running", |s| s.state == TaskState::Running)
-        .await;
-    ts.wait_status(&stubborn, "running", |s| s.state == TaskState::Running)
-        .await;
+    ts.wait_state(&polite, TaskState::Running).await;
+    ts.wait_state(&stubborn, TaskState::Running).await;
     ts.shut_down(&polite).await;
     ts.shut_down(&stubborn).await;
-    let s = ts
-        .wait_status(&polite, "shutdown", |s| s.state == TaskState::Shutdown)
-        .await;
+    let s = ts.wait_state(&polite, TaskState::Shutdown).await;
     assert_eq!(
         s.exit_code,
         Some(0),
         "the task finished its SIGTERM handler"
     );
-    let s = ts
-        .wait_status(&stubborn, "shutdown", |s| s.state == TaskState::Shutdown)
-        .await;
+    let s = ts.wait_state(&stubborn, TaskState::Shutdown).await;
     assert_eq!(s.exit_code, Some(137), "killed after the grace period");
     a.stop().await.unwrap();
 }
@@ -185,13 +165,9 @@ async fn container_killed_behind_shoals_back_is_reported_failed() {
     let a = agent(&ts, &node, runtime(&node).await);
     let t = task("victim.1.k", "victim", &node, busybox(&["sleep", "3600"]));
     ts.assign(&t).await;
-    let s = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Running).await;
     docker(&["kill", &s.container_id.unwrap()]);
-    let s = ts
-        .wait_status(&t, "failed", |s| s.state == TaskState::Failed)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Failed).await;
     assert_eq!(s.exit_code, Some(137));
     assert!(s.message.unwrap_or_default().contains("137"));
     a.stop().await.unwrap();
@@ -213,9 +189,7 @@ async fn missing_image_is_rejected_with_dockers_message() {
         ),
     );
     ts.assign(&t).await;
-    let s = ts
-        .wait_status(&t, "rejected", |s| s.state == TaskState::Rejected)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Rejected).await;
     let msg = s.message.unwrap_or_default();
     assert!(
         msg.contains("registry")
@@ -246,21 +220,14 @@ async fn healthchecks_report_healthy_and_unhealthy() {
     let bad = task("bad.1.hc", "bad", &node, bad);
     ts.assign(&good).await;
     ts.assign(&bad).await;
-    let s = ts
-        .wait_status(&good, "running", |s| s.state == TaskState::Running)
-        .await;
+    let s = ts.wait_state(&good, TaskState::Running).await;
     assert!(
         s.health.is_some(),
         "a task with a healthcheck reports its health"
     );
-    ts.wait_status(&good, "healthy", |s| s.health == Some(Health::Healthy))
-        .await;
+    ts.wait_healthy(&good).await;
     // As in Swarm, the unhealthy container is stopped and its task fails.
-    let s = ts
-        .wait_status(&bad, "failed", |s| s.state == TaskState::Failed)
-        .await;
-    assert_eq!(s.health, Some(Health::Unhealthy));
-    assert!(s.message.unwrap_or_default().contains("unhealthy"));
+    ts.wait_failed_unhealthy(&bad).await;
     a.stop().await.unwrap();
 }
 
@@ -271,9 +238,7 @@ async fn restarted_agent_adopts_its_container_and_removes_unassigned_ones() {
     let a = agent(&ts, &node, runtime(&node).await);
     let t = task("kept.1.a", "kept", &node, busybox(&["sleep", "3600"]));
     ts.assign(&t).await;
-    let before = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let before = ts.wait_state(&t, TaskState::Running).await;
     let id = before.container_id.clone().unwrap();
     let started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
     a.stop().await.unwrap();
@@ -298,11 +263,8 @@ async fn restarted_agent_adopts_its_container_and_removes_unassigned_ones() {
     ]);
     let a = agent(&ts, &node, runtime(&node).await);
     eventually("the unassigned container is removed", || {
-        let out = Command::new("docker")
-            .args(["inspect", &stray])
-            .output()
-            .unwrap();
-        async move { !out.status.success() }
+        let gone = !exists(&stray);
+        async move { gone }
     })
     .await;
     assert_eq!(
@@ -323,9 +285,7 @@ async fn restarted_agent_adopts_its_container_and_removes_unassigned_ones() {
     );
     // The adopted container is still watched.
     docker(&["kill", &id]);
-    let s = ts
-        .wait_status(&t, "failed", |s| s.state == TaskState::Failed)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Failed).await;
     assert_eq!(s.exit_code, Some(137));
     a.stop().await.unwrap();
 }

@@ -6,7 +6,7 @@
 use shoal_agent::runtime::process::ProcessRuntime;
 use shoal_agent::{Agent, AgentConfig};
 use shoal_core::manifest::{Healthcheck, RuntimeKind};
-use shoal_core::model::{Health, TaskState};
+use shoal_core::model::TaskState;
 use shoal_core::units::Dur;
 use shoal_tests::tasks::{TestStore, task, template};
 use shoal_tests::wait::eventually;
@@ -39,9 +39,7 @@ async fn sleeping_task_stops_with_sigterm_within_its_grace_period() {
     tpl.stop_grace_period = Dur::secs(30);
     let t = task("sleep.1.x", "sleep", "p1", tpl);
     ts.assign(&t).await;
-    let s = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Running).await;
     let pid: i32 = s
         .container_id
         .expect("pid reported")
@@ -49,9 +47,7 @@ async fn sleeping_task_stops_with_sigterm_within_its_grace_period() {
         .expect("pid is a number");
     assert!(pid_alive(pid));
     ts.shut_down(&t).await;
-    let s = ts
-        .wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Shutdown).await;
     // SIGTERM ends `sleep` at once: it did not wait for the 30 s grace period and a SIGKILL.
     assert_eq!(s.exit_code, Some(128 + 15), "ended by SIGTERM, not SIGKILL");
     assert!(!pid_alive(pid), "the process is gone");
@@ -72,9 +68,7 @@ async fn failing_command_reports_its_exit_code_and_logs_land_in_the_file() {
     tpl.env.insert("GREETING".into(), "hello".into());
     let t = task("exit.1.x", "exit", "p1", tpl);
     ts.assign(&t).await;
-    let s = ts
-        .wait_status(&t, "failed", |s| s.state == TaskState::Failed)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Failed).await;
     assert_eq!(s.exit_code, Some(3));
     assert!(s.message.unwrap_or_default().contains("code 3"));
     let log = std::fs::read_to_string(rt.log_path("exit.1.x")).expect("log file exists");
@@ -91,9 +85,7 @@ async fn failing_command_reports_its_exit_code_and_logs_land_in_the_file() {
         template(RuntimeKind::Process, None, &["true"]),
     );
     ts.assign(&ok).await;
-    let s = ts
-        .wait_status(&ok, "complete", |s| s.state == TaskState::Complete)
-        .await;
+    let s = ts.wait_state(&ok, TaskState::Complete).await;
     assert_eq!(s.exit_code, Some(0));
 
     let missing = task(
@@ -103,9 +95,7 @@ async fn failing_command_reports_its_exit_code_and_logs_land_in_the_file() {
         template(RuntimeKind::Process, None, &["/no/such/program"]),
     );
     ts.assign(&missing).await;
-    let s = ts
-        .wait_status(&missing, "failed", |s| s.state == TaskState::Failed)
-        .await;
+    let s = ts.wait_state(&missing, TaskState::Failed).await;
     assert!(s.message.unwrap_or_default().contains("/no/such/program"));
     a.stop().await.unwrap();
 }
@@ -131,14 +121,9 @@ async fn host_healthcheck_drives_health() {
     let bad = task("bad.1.x", "bad", "p1", bad);
     ts.assign(&good).await;
     ts.assign(&bad).await;
-    ts.wait_status(&good, "healthy", |s| s.health == Some(Health::Healthy))
-        .await;
+    ts.wait_healthy(&good).await;
     // As in Swarm, the unhealthy task is stopped and fails (the restart policy replaces it).
-    let s = ts
-        .wait_status(&bad, "failed", |s| s.state == TaskState::Failed)
-        .await;
-    assert_eq!(s.health, Some(Health::Unhealthy));
-    assert!(s.message.unwrap_or_default().contains("unhealthy"));
+    ts.wait_failed_unhealthy(&bad).await;
     a.stop().await.unwrap();
 }
 
@@ -160,8 +145,7 @@ async fn logs_rotate_by_size_and_go_when_the_assignment_is_deleted() {
     );
     let t = task("chatty.1.x", "chatty", "p1", tpl);
     ts.assign(&t).await;
-    ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    ts.wait_state(&t, TaskState::Running).await;
     let log = rt.log_path(&t.id);
     let rotated = std::path::PathBuf::from(format!("{}.1", log.display()));
     eventually("the log rotated", || async { rotated.exists() }).await;

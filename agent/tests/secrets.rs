@@ -15,6 +15,7 @@ use shoal_api::secrets::crypto::KeyRing;
 use shoal_core::manifest::RuntimeKind;
 use shoal_core::model::{TaskState, TaskTemplate};
 use shoal_core::secret::{FileKind, FileMode, FileRef};
+use shoal_tests::leaks::files_with;
 use shoal_tests::tasks::{TestStore, task, template};
 use shoal_tests::wait::eventually;
 
@@ -139,18 +140,6 @@ async fn node(name: &str, files: &[(FileKind, &str, &str)]) -> Node {
     }
 }
 
-fn files_with(dir: &Path, needle: &str) -> Vec<String> {
-    let out = std::process::Command::new("grep")
-        .args(["-rl", needle])
-        .arg(dir)
-        .output()
-        .expect("grep runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
 async fn create(api: &ApiServer, kind: FileKind, name: &str, value: &str) {
     shoal_api::Client::new(&api.url, None)
         .create_file(kind, "default", name, value.as_bytes().to_vec())
@@ -175,8 +164,7 @@ async fn a_host_process_reads_its_files_from_its_in_memory_directories() {
         reader(&n.out.path().join("seen")),
     );
     n.ts.assign(&t).await;
-    n.ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    n.ts.wait_state(&t, TaskState::Running).await;
     let seen = n.out.path().join("seen");
     eventually("the process copied its files", || {
         let ok = seen.exists();
@@ -200,8 +188,7 @@ async fn a_host_process_reads_its_files_from_its_in_memory_directories() {
     );
 
     n.ts.shut_down(&t).await;
-    n.ts.wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
-        .await;
+    n.ts.wait_state(&t, TaskState::Shutdown).await;
     assert!(!dir.exists(), "the task's files are gone once it stopped");
     assert!(files_with(n.shm.path(), VALUE).is_empty());
     assert!(files_with(n.data.path(), VALUE).is_empty());
@@ -225,9 +212,7 @@ async fn a_task_waits_in_preparing_while_the_api_is_down_and_running_tasks_carry
         reader(&n.out.path().join("a")),
     );
     n.ts.assign(&first).await;
-    let running =
-        n.ts.wait_status(&first, "running", |s| s.state == TaskState::Running)
-            .await;
+    let running = n.ts.wait_state(&first, TaskState::Running).await;
 
     let (state, port) = n.api.kill().await;
     let mut second = task(
@@ -261,9 +246,7 @@ async fn a_task_waits_in_preparing_while_the_api_is_down_and_running_tasks_carry
 
     let back = Instant::now();
     let _api = ApiServer::serve(state, port).await;
-    let s =
-        n.ts.wait_status(&second, "running", |s| s.state == TaskState::Running)
-            .await;
+    let s = n.ts.wait_state(&second, TaskState::Running).await;
     println!(
         "task started {:?} after the API came back (retries at most every {:?})",
         back.elapsed(),
@@ -288,9 +271,7 @@ async fn without_an_api_a_task_using_secrets_is_rejected_naming_the_flag() {
     .spawn();
     let t = task("reader.1.a", "reader", "sp3", reader(&out.path().join("x")));
     ts.assign(&t).await;
-    let s = ts
-        .wait_status(&t, "rejected", |s| s.state == TaskState::Rejected)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Rejected).await;
     assert!(s.message.unwrap().contains("--api URL"));
     a.stop().await.unwrap();
 }
@@ -305,9 +286,7 @@ async fn a_secret_that_is_gone_rejects_the_task_with_the_api_message() {
         reader(&n.out.path().join("x")),
     );
     n.ts.assign(&t).await;
-    let s =
-        n.ts.wait_status(&t, "rejected", |s| s.state == TaskState::Rejected)
-            .await;
+    let s = n.ts.wait_state(&t, TaskState::Rejected).await;
     let why = s.message.unwrap();
     assert!(
         why.contains("secret default/db-password not found"),
@@ -334,8 +313,7 @@ async fn stopping_the_agent_removes_the_files_of_its_host_processes() {
         reader(&n.out.path().join("x")),
     );
     n.ts.assign(&t).await;
-    n.ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    n.ts.wait_state(&t, TaskState::Running).await;
     let dir = n.shm.path().join("sp5").join("reader.1.a");
     assert!(dir.join("secrets/db_password").exists());
     // Host processes end with the agent, and so do their files.

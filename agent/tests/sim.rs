@@ -8,7 +8,7 @@ use shoal_agent::runtime::Runtime;
 use shoal_agent::runtime::sim::SimRuntime;
 use shoal_agent::{Agent, AgentConfig};
 use shoal_core::manifest::{Healthcheck, PortSpec, Protocol, RuntimeKind};
-use shoal_core::model::{self, Health, NodeInfo, TaskState};
+use shoal_core::model::{self, NodeInfo, TaskState};
 use shoal_core::units::Dur;
 use shoal_tests::tasks::{TestStore, docker_task, task, template};
 use shoal_tests::wait::eventually;
@@ -33,9 +33,7 @@ async fn task_walks_to_running_then_shutdown_when_desired() {
     }];
     let t = task("web.1.a", "web", "n1", tpl);
     ts.assign(&t).await;
-    let s = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Running).await;
     assert!(
         s.container_id.is_some(),
         "running task reports its container id"
@@ -45,9 +43,7 @@ async fn task_walks_to_running_then_shutdown_when_desired() {
     assert!(s.started_at.is_some());
 
     ts.shut_down(&t).await;
-    let s = ts
-        .wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Shutdown).await;
     assert!(s.finished_at.is_some());
     // Stopped, it stays (its output is there for `shoal logs`) as long as its assignment.
     assert!(!rt.is_empty(), "the stopped container stays while assigned");
@@ -82,28 +78,14 @@ async fn injected_failures_end_tasks_with_a_message() {
     for t in [&missing, &fail, &crash, &unhealthy, &healthy] {
         ts.assign(t).await;
     }
-    let s = ts
-        .wait_status(&missing, "rejected", |s| s.state == TaskState::Rejected)
-        .await;
+    let s = ts.wait_state(&missing, TaskState::Rejected).await;
     assert!(s.message.unwrap_or_default().contains("No such image"));
-    let s = ts
-        .wait_status(&fail, "failed", |s| s.state == TaskState::Failed)
-        .await;
+    let s = ts.wait_state(&fail, TaskState::Failed).await;
     assert!(s.message.unwrap_or_default().contains("start failure"));
-    let s = ts
-        .wait_status(&crash, "failed", |s| s.state == TaskState::Failed)
-        .await;
+    let s = ts.wait_state(&crash, TaskState::Failed).await;
     assert_eq!(s.exit_code, Some(1));
-    let s = ts
-        .wait_status(&unhealthy, "failed", |s| s.state == TaskState::Failed)
-        .await;
-    assert_eq!(s.health, Some(Health::Unhealthy));
-    assert!(
-        s.message.unwrap_or_default().contains("unhealthy"),
-        "the reason is given"
-    );
-    ts.wait_status(&healthy, "healthy", |s| s.health == Some(Health::Healthy))
-        .await;
+    ts.wait_failed_unhealthy(&unhealthy).await;
+    ts.wait_healthy(&healthy).await;
     a.stop().await.expect("agent stops");
 }
 
@@ -162,8 +144,7 @@ async fn hollow_nodes_register_and_run_their_tasks() {
         ts.assign(t).await;
     }
     for t in &tasks {
-        ts.wait_status(t, "running", |s| s.state == TaskState::Running)
-            .await;
+        ts.wait_state(t, TaskState::Running).await;
     }
     assert_eq!(rt.len(), 30);
     // A task for a node this process does not host is left alone.
@@ -183,11 +164,8 @@ async fn restarted_agent_adopts_running_tasks_and_removes_unassigned_ones() {
     let drop = docker_task("d.1.x", "d", "n1", "img");
     ts.assign(&keep).await;
     ts.assign(&drop).await;
-    let before = ts
-        .wait_status(&keep, "running", |s| s.state == TaskState::Running)
-        .await;
-    ts.wait_status(&drop, "running", |s| s.state == TaskState::Running)
-        .await;
+    let before = ts.wait_state(&keep, TaskState::Running).await;
+    ts.wait_state(&drop, TaskState::Running).await;
     a.stop().await.expect("agent stops");
     assert_eq!(rt.len(), 2, "tasks outlive the agent");
 
@@ -212,9 +190,7 @@ async fn restarted_agent_adopts_running_tasks_and_removes_unassigned_ones() {
 
     // Adopted tasks are still watched: a crash is reported.
     rt.exit(left[0].handle.id.as_str(), 2);
-    let s = ts
-        .wait_status(&keep, "failed", |s| s.state == TaskState::Failed)
-        .await;
+    let s = ts.wait_state(&keep, TaskState::Failed).await;
     assert_eq!(s.exit_code, Some(2));
     a.stop().await.expect("agent stops");
 }
@@ -272,8 +248,7 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
         ts.assign(t).await;
     }
     for t in &tasks {
-        ts.wait_status(t, "running", |s| s.state == TaskState::Running)
-            .await;
+        ts.wait_state(t, TaskState::Running).await;
     }
     // Running tasks keep a parked record each and no runner at all.
     eventually("every running task parked", || async {
@@ -283,13 +258,10 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
 
     // A parked task still follows the controller and the runtime.
     ts.shut_down(&tasks[0]).await;
-    ts.wait_status(&tasks[0], "shutdown", |s| s.state == TaskState::Shutdown)
-        .await;
+    ts.wait_state(&tasks[0], TaskState::Shutdown).await;
     let s = ts.status(&tasks[1]).await.expect("status");
     rt.exit(s.container_id.as_deref().expect("container"), 3);
-    let s = ts
-        .wait_status(&tasks[1], "failed", |s| s.state == TaskState::Failed)
-        .await;
+    let s = ts.wait_state(&tasks[1], TaskState::Failed).await;
     assert_eq!(s.exit_code, Some(3));
     let before = rt.len();
     ts.unassign(&tasks[2]).await;
@@ -336,9 +308,7 @@ async fn adoption_keeps_the_running_duplicate_not_the_exited_one() {
     ts.assign(&t).await;
 
     let a = agent(&ts, "n1", rt.clone());
-    let s = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let s = ts.wait_state(&t, TaskState::Running).await;
     assert_eq!(
         s.container_id.as_deref(),
         Some(running.id.as_str()),
@@ -362,8 +332,7 @@ async fn the_agent_deletes_the_status_of_a_deleted_assignment_and_never_recreate
     let a = agent(&ts, "n1", rt.clone());
     let t = docker_task("s.1.x", "s", "n1", "img");
     ts.assign(&t).await;
-    ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    ts.wait_state(&t, TaskState::Running).await;
     // The controller deletes the assignment only: its status is the agent's to delete.
     ts.unassign(&t).await;
     eventually("the agent deletes the task's status", || async {
@@ -526,9 +495,7 @@ async fn containers_of_another_cluster_are_never_removed() {
     let a = agent(&first, "n1", rt.clone());
     let t = docker_task("w.1.x", "w", "n1", "img");
     first.assign(&t).await;
-    first
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    first.wait_state(&t, TaskState::Running).await;
     a.stop().await.expect("agent stops");
     let nodes: std::collections::BTreeSet<String> = ["n1".to_string()].into();
     let cluster = shoal_store::cluster::cluster_id(first.store.as_ref(), &first.keys)
@@ -569,9 +536,7 @@ async fn containers_of_another_cluster_are_never_removed() {
     b.registered().wait_for(|r| *r).await.unwrap();
     let u = docker_task("v.1.x", "v", "n1", "img");
     other.assign(&u).await;
-    other
-        .wait_status(&u, "running", |s| s.state == TaskState::Running)
-        .await;
+    other.wait_state(&u, TaskState::Running).await;
     let ids: Vec<String> = rt
         .list(&nodes)
         .await
@@ -674,8 +639,7 @@ async fn an_agent_lacking_a_network_privilege_publishes_why_in_its_node_record()
     let a = agent.spawn();
     let t = docker_task("web.1.a", "web", "n2", "nginx:1.27");
     ts.assign(&t).await;
-    ts.wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    ts.wait_state(&t, TaskState::Running).await;
     let why = holder(&ts, "n2")
         .await
         .network_unavailable

@@ -4,26 +4,23 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use shoal_api::ApiState;
 use shoal_core::ServiceRef;
 use shoal_core::model::{ServiceStatus, encode};
-use shoal_store::{
-    KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnResult, WatchStream,
-};
+use shoal_store::StoreError;
 use shoal_tests::api::{Api, manifest};
+use shoal_tests::intercept::{Intercept, Intercepted};
 
 /// A real embedded store behind a switch: while `down`, every call fails as an unreachable
 /// etcd does.
 struct Outage {
-    inner: Arc<dyn Store>,
     down: Arc<AtomicBool>,
 }
 
-impl Outage {
-    fn check(&self) -> Result<(), StoreError> {
+impl Intercept for Outage {
+    fn admit(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable(
                 "etcd http://127.0.0.1:1: connection refused".into(),
@@ -33,69 +30,12 @@ impl Outage {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for Outage {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn max_txn_ops(&self) -> usize {
-        self.inner.max_txn_ops()
-    }
-    fn max_txn_bytes(&self) -> usize {
-        self.inner.max_txn_bytes()
-    }
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.check()?;
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        self.check()?;
-        self.inner.list(prefix).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<Revision, StoreError> {
-        self.check()?;
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.delete(key).await
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
-        self.check()?;
-        self.inner.txn(txn).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.check()?;
-        self.inner.watch(prefix, from).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.check()?;
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.revoke_lease(lease).await
-    }
-}
-
 #[tokio::test]
 async fn an_unreachable_store_is_503_on_every_route_never_400() {
     let down = Arc::new(AtomicBool::new(false));
     let switch = down.clone();
     let api = Api::with(move |s| ApiState {
-        store: Arc::new(Outage {
-            inner: s.store.clone(),
-            down: switch,
-        }),
+        store: Arc::new(Intercepted::new(s.store.clone(), Outage { down: switch })),
         ..s
     })
     .await;

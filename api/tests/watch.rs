@@ -1,13 +1,24 @@
 //! The SSE watch and the typed client against a served API over a real embedded store.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use shoal_api::types::WatchKind;
-use shoal_api::{ApiState, Client};
+use shoal_api::client::EventStream;
+use shoal_api::types::{WatchEvent, WatchKind};
 use shoal_core::{Keys, ServiceRef, ServiceStatus};
-use shoal_store::{EmbeddedStore, Store};
+use shoal_tests::api::{Served, embedded_store};
+
+/// How long an event is waited for.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The next event of the stream; fails the test when none comes or it is an error.
+async fn next_event(events: &mut EventStream) -> WatchEvent {
+    tokio::time::timeout(DEADLINE, events.next())
+        .await
+        .expect("an event")
+        .expect("the stream goes on")
+        .expect("an event, not an error")
+}
 
 fn status(running: u64) -> Vec<u8> {
     serde_json::to_vec(&ServiceStatus {
@@ -21,18 +32,8 @@ fn status(running: u64) -> Vec<u8> {
 
 #[tokio::test]
 async fn watch_delivers_status_changes_and_resumes_from_a_revision() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
-    let keys = Keys::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = ApiState::new(store.clone(), keys.clone());
-    tokio::spawn(shoal_api::serve_listener(
-        state,
-        listener,
-        std::future::pending(),
-    ));
-    let client = Client::new(&format!("http://{addr}"), None);
+    let api = Served::start().await;
+    let (store, keys, client) = (&api.store, &api.keys, &api.client);
     let web = ServiceRef {
         namespace: "default".into(),
         name: "web".into(),
@@ -56,20 +57,11 @@ async fn watch_delivers_status_changes_and_resumes_from_a_revision() {
         .await
         .unwrap();
 
-    let deadline = Duration::from_secs(30);
-    let ev = tokio::time::timeout(deadline, events.next())
-        .await
-        .expect("an event")
-        .unwrap()
-        .unwrap();
+    let ev = next_event(&mut events).await;
     assert_eq!(ev.kind, WatchKind::ServiceStatus);
     assert_eq!(ev.revision, r1);
     assert_eq!(ev.value.as_ref().unwrap()["running"], 1);
-    let ev = tokio::time::timeout(deadline, events.next())
-        .await
-        .expect("an event")
-        .unwrap()
-        .unwrap();
+    let ev = next_event(&mut events).await;
     assert_eq!(
         ev.revision, r2,
         "the other service's status is filtered out"
@@ -78,36 +70,20 @@ async fn watch_delivers_status_changes_and_resumes_from_a_revision() {
 
     // Resume after r1: only the later change comes again.
     let mut resumed = client.watch(Some("default/web"), Some(r1)).await.unwrap();
-    let ev = tokio::time::timeout(deadline, resumed.next())
-        .await
-        .expect("an event")
-        .unwrap()
-        .unwrap();
+    let ev = next_event(&mut resumed).await;
     assert_eq!(ev.revision, r2);
     assert_eq!(ev.value.as_ref().unwrap()["running"], 2);
 
     // A fresh watch starts with the current state.
     let mut fresh = client.watch(Some("default/web"), None).await.unwrap();
-    let ev = tokio::time::timeout(deadline, fresh.next())
-        .await
-        .expect("an event")
-        .unwrap()
-        .unwrap();
+    let ev = next_event(&mut fresh).await;
     assert_eq!(ev.value.as_ref().unwrap()["running"], 2);
 }
 
 #[tokio::test]
 async fn client_keeps_the_server_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(shoal_api::serve_listener(
-        ApiState::new(store, Keys::default()),
-        listener,
-        std::future::pending(),
-    ));
-    let client = Client::new(&format!("http://{addr}"), None);
+    let api = Served::start().await;
+    let client = &api.client;
     let err = client
         .apply("apiVersion: shoal/v1\nkind: Nope\n", &Default::default())
         .await
@@ -134,17 +110,8 @@ async fn client_keeps_the_server_message() {
 /// with the same name in another namespace.
 #[tokio::test]
 async fn a_service_watch_keeps_its_task_statuses_and_deletions_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
-    let keys = Keys::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(shoal_api::serve_listener(
-        ApiState::new(store.clone(), keys.clone()),
-        listener,
-        std::future::pending(),
-    ));
-    let client = Client::new(&format!("http://{addr}"), None);
+    let api = Served::start().await;
+    let (store, keys, client) = (&api.store, &api.keys, &api.client);
     let mut events = client.watch(Some("a/web"), None).await.unwrap();
     let task =
         |ns: &str| format!(r#"{{"service":{{"namespace":"{ns}","name":"web"}}}}"#).into_bytes();
@@ -168,11 +135,7 @@ async fn a_service_watch_keeps_its_task_statuses_and_deletions_only() {
     store.delete(&keys.task("n1", "web.1.a")).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 3 {
-        let ev = tokio::time::timeout(Duration::from_secs(30), events.next())
-            .await
-            .expect("an event")
-            .unwrap()
-            .unwrap();
+        let ev = next_event(&mut events).await;
         assert_eq!(ev.namespace.as_deref(), Some("a"), "{ev:?}");
         seen.push((ev.kind, ev.task.unwrap(), ev.deleted));
     }
@@ -190,17 +153,8 @@ async fn a_service_watch_keeps_its_task_statuses_and_deletions_only() {
 /// going down each arrive as an event, to every client of the one shared watch.
 #[tokio::test]
 async fn node_changes_reach_every_client_of_the_shared_watch() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
-    let keys = Keys::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(shoal_api::serve_listener(
-        ApiState::new(store.clone(), keys.clone()),
-        listener,
-        std::future::pending(),
-    ));
-    let client = Client::new(&format!("http://{addr}"), None);
+    let api = Served::start().await;
+    let (store, keys, client) = (&api.store, &api.keys, &api.client);
     let mut streams = Vec::new();
     for _ in 0..5 {
         streams.push(client.watch(None, None).await.unwrap());
@@ -221,11 +175,7 @@ async fn node_changes_reach_every_client_of_the_shared_watch() {
     for events in &mut streams {
         let mut seen = Vec::new();
         while seen.len() < 3 {
-            let ev = tokio::time::timeout(Duration::from_secs(30), events.next())
-                .await
-                .expect("an event")
-                .unwrap()
-                .unwrap();
+            let ev = next_event(events).await;
             assert_eq!(ev.node.as_deref(), Some("n1"), "{ev:?}");
             seen.push((ev.kind, ev.deleted, ev.revision));
         }
@@ -239,8 +189,7 @@ async fn node_changes_reach_every_client_of_the_shared_watch() {
 /// stream (it then starts over from the current state) instead of missing changes.
 #[tokio::test]
 async fn resuming_before_the_apis_history_is_an_error_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let (store, _dir) = embedded_store().await;
     let keys = Keys::default();
     let old = store
         .put(&keys.node("n1"), br#"{"id":"n1"}"#.to_vec(), None)
@@ -248,16 +197,10 @@ async fn resuming_before_the_apis_history_is_an_error_event() {
         .unwrap();
     store.delete(&keys.node("n1")).await.unwrap();
     // The API starts after those changes: its history begins now.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(shoal_api::serve_listener(
-        ApiState::new(store.clone(), keys.clone()),
-        listener,
-        std::future::pending(),
-    ));
-    let client = Client::new(&format!("http://{addr}"), None);
+    let api = Served::over(store, keys).await;
+    let client = &api.client;
     let mut events = client.watch(None, Some(old - 1)).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(30), events.next())
+    let first = tokio::time::timeout(DEADLINE, events.next())
         .await
         .expect("an answer")
         .expect("an item");
@@ -276,41 +219,26 @@ async fn resuming_before_the_apis_history_is_an_error_event() {
 /// instead of holding the shutdown for the graceful period.
 #[tokio::test]
 async fn an_open_watch_ends_when_the_server_shuts_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
-    let keys = Keys::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stopped = stop.clone();
-    let server = tokio::spawn(shoal_api::serve_listener(
-        ApiState::new(store.clone(), keys.clone()),
-        listener,
-        async move { stopped.cancelled().await },
-    ));
-    let client = Client::new(&format!("http://{addr}"), None);
+    let mut api = Served::start().await;
+    let (store, keys, client) = (api.store.clone(), api.keys.clone(), api.client.clone());
     let mut events = client.watch(None, None).await.unwrap();
     let up = store
         .put(&keys.node("n1"), br#"{"id":"n1"}"#.to_vec(), None)
         .await
         .unwrap();
-    let ev = tokio::time::timeout(Duration::from_secs(30), events.next())
-        .await
-        .expect("an event")
-        .unwrap()
-        .unwrap();
+    let ev = next_event(&mut events).await;
     assert_eq!(ev.revision, up, "the stream is open and following");
 
     let began = std::time::Instant::now();
-    stop.cancel();
-    let end = tokio::time::timeout(Duration::from_secs(30), events.next())
+    api.stop.cancel();
+    let end = tokio::time::timeout(DEADLINE, events.next())
         .await
         .expect("the stream ends");
     assert!(
         !matches!(end, Some(Ok(_))),
         "no event after shutdown: {end:?}"
     );
-    tokio::time::timeout(Duration::from_secs(30), server)
+    tokio::time::timeout(DEADLINE, &mut api.server)
         .await
         .expect("the server stops")
         .unwrap()

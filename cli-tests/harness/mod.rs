@@ -1,15 +1,18 @@
 //! What the multi-process tests share: `shoal` server processes (their stderr in a log file,
-//! killed when dropped), starting `shoal api` and reading its URL, tokens made with
-//! `shoal token create`, plain HTTP GETs with a bearer token, and waiting with a deadline.
+//! killed when dropped), the arguments of a docker agent, starting `shoal api` and reading its
+//! URL, tokens made with `shoal token create`, running the `shoal` client against a server,
+//! plain HTTP GETs with a bearer token, the running tasks of a `/v1/tasks` answer, and waiting
+//! with a deadline.
 //!
 //! Each test file includes it with `#[path = "harness/mod.rs"] mod harness;` and uses what it
 //! needs.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `shoal` binary under test.
@@ -21,6 +24,8 @@ pub struct Proc {
     pub child: Child,
     /// Its log.
     pub log: PathBuf,
+    /// The arguments it was started with (to start it again).
+    pub args: Vec<String>,
 }
 
 impl Proc {
@@ -56,7 +61,7 @@ impl Drop for Proc {
 }
 
 /// Starts `shoal ARGS` logging at `rust_log` into `log`.
-pub fn spawn(args: &[String], log: &Path, stdout: Stdio, rust_log: &str) -> Proc {
+pub fn spawn<S: AsRef<OsStr>>(args: &[S], log: &Path, stdout: Stdio, rust_log: &str) -> Proc {
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -73,7 +78,37 @@ pub fn spawn(args: &[String], log: &Path, stdout: Stdio, rust_log: &str) -> Proc
     Proc {
         child,
         log: log.to_path_buf(),
+        args: args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect(),
     }
+}
+
+/// The arguments of `shoal agent` on the docker runtime for `node` at `address` on `store`,
+/// keeping its data in `data`, then `extra`.
+pub fn docker_agent_args(
+    store: &str,
+    node: &str,
+    address: &str,
+    data: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let data = data.to_string_lossy();
+    let args = [
+        "agent",
+        "--store",
+        store,
+        "--node-id",
+        node,
+        "--address",
+        address,
+        "--runtime",
+        "docker",
+        "--data-dir",
+        &data,
+    ];
+    args.iter().chain(extra).map(|a| a.to_string()).collect()
 }
 
 /// Starts `shoal api --listen 127.0.0.1:0 EXTRA…` on `store`; returns it and its URL.
@@ -106,6 +141,42 @@ pub fn shoal_token(file: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Runs the `shoal` client against the API at `url` (as `token`, or with none), `stdin` fed
+/// on its standard input.
+pub fn shoal_at(url: &str, token: Option<&str>, args: &[&str], stdin: &str) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("SHOAL_SERVER", url)
+        .env_remove("SHOAL_TOKEN");
+    if let Some(t) = token {
+        cmd.env("SHOAL_TOKEN", t);
+    }
+    let mut c = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("shoal runs");
+    c.stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .expect("shoal reads its input");
+    c.wait_with_output().expect("shoal ends")
+}
+
+/// The standard output of `shoal ARGS` that ran as `out`; fails the test with what it
+/// printed when it did not succeed.
+pub fn succeeded(args: &[&str], out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "shoal {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `GET url` (plain HTTP) with an optional bearer token: the status and the body.
 pub fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
     let rest = url.trim_start_matches("http://");
@@ -130,6 +201,25 @@ pub fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The tasks of a `/v1/tasks` answer that run and are wanted running: (task id, container
+/// id, node id) of each.
+pub fn running_tasks(tasks: &serde_json::Value) -> Vec<(String, String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    tasks
+        .as_array()
+        .expect("a list of tasks")
+        .iter()
+        .filter(|t| t["status"]["state"] == "running" && t["task"]["desiredState"] == "running")
+        .map(|t| {
+            (
+                text(&t["task"]["id"]),
+                text(&t["status"]["containerId"]),
+                text(&t["task"]["nodeId"]),
+            )
+        })
+        .collect()
 }
 
 /// Calls `f` every 200 ms until it gives a value; panics with `what` and `context()` after

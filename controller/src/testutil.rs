@@ -2,38 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use shoal_core::manifest::{RuntimeKind, Service};
-use shoal_core::model::{Availability, Capacity, Node, NodeConfig, NodeInfo, Timestamp};
-use shoal_core::units::ByteSize;
+use shoal_core::manifest::Service;
+use shoal_core::model::{Node, NodeConfig, NodeInfo, Timestamp};
+use shoal_tests::cluster::node_info;
 
-/// A ready, active docker node with 4 CPUs and 8Gi and the given labels.
+/// A ready, active docker node with 4 CPUs and 8Gi and the given labels (the test kit's
+/// node, started at time 0 so that runs are reproducible).
 pub(crate) fn node(id: &str, labels: &[(&str, &str)]) -> Node {
     Node {
         info: NodeInfo {
-            id: id.to_string(),
-            hostname: format!("host-{id}"),
-            address: "127.0.0.1".to_string(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            runtimes: vec![RuntimeKind::Docker],
-            capacity: Capacity {
-                cpus: 4.0,
-                memory: ByteSize(8 << 30),
-            },
-            role: "worker".to_string(),
-            instance: String::new(),
-            agent_version: "test".to_string(),
-            network_unavailable: None,
-            agent_url: None,
             started_at: Timestamp(0),
+            ..node_info(id, labels)
         },
-        config: NodeConfig {
-            availability: Availability::Active,
-            labels: BTreeMap::new(),
-            removed: false,
-        },
+        config: NodeConfig::default(),
         ready: true,
     }
 }

@@ -11,18 +11,14 @@ use std::time::Duration;
 use common::{Agent, Env, wait_for};
 use shoal_store::Store;
 use shoal_store::consul::{ConsulClient, ConsulConfig, ConsulStore, ConsulStoreOptions};
-use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
+use shoal_tests::consul_fake::ConsulFake;
 
 async fn consul_env() -> (ConsulFake, Env) {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("shoal_controller=debug,shoal_agent=info")
         .try_init();
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: TIME_SCALE,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(TIME_SCALE).await;
     let mut env = Env::over(store_on(&fake.http_url()));
     // `--node-grace` on Consul: one session TTL (10 s, a tenth of it on this fake's clock).
     env.node_grace = GRACE;
@@ -87,19 +83,7 @@ async fn a_consul_agent_restart_restarts_no_task() {
     c.stop().await;
 }
 
-macro_rules! on_consul {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let (_fake, env) = consul_env().await;
-                cases::$name(env).await;
-            }
-        )*
-    };
-}
-
-cases::every_scenario!(on_consul);
+cases::every_scenario!(consul_env);
 
 /// The fake's clock: a tenth of Consul's.
 const TIME_SCALE: f64 = 0.1;

@@ -5,15 +5,9 @@ mod common;
 
 use common::Env;
 
-macro_rules! on_embedded {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                cases::$name(Env::embedded().await).await;
-            }
-        )*
-    };
+/// A cluster on a fresh embedded store (nothing else to keep).
+async fn embedded_env() -> ((), Env) {
+    ((), Env::embedded().await)
 }
 
-cases::every_scenario!(on_embedded);
+cases::every_scenario!(embedded_env);

@@ -4,26 +4,16 @@
 mod cases;
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Agent, Env, wait_for};
-use shoal_store::Store;
 use shoal_tests::cluster::{per_slot_image, sim_agent, spec, up_on, wait_rollout};
-use shoal_tests::etcd::EtcdFixture;
 
 const TTL: Duration = Duration::from_secs(2);
 
-async fn etcd_env() -> (EtcdFixture, Env) {
-    let fixture =
-        EtcdFixture::start().unwrap_or_else(|e| panic!("etcd is required for this test: {e}"));
-    let store: Arc<dyn Store> = Arc::new(fixture.store().await.expect("connect to etcd"));
-    (fixture, Env::over(store))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_spread_and_survive_node_loss_on_etcd() {
-    let (_etcd, env) = etcd_env().await;
+    let (_etcd, env) = Env::etcd().await;
     let mut agents = vec![
         Agent::start(&env, "n1", &[]).await,
         Agent::start(&env, "n2", &[]).await,
@@ -45,7 +35,7 @@ async fn replicas_spread_and_survive_node_loss_on_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn standby_takes_over_on_etcd() {
-    let (_etcd, env) = etcd_env().await;
+    let (_etcd, env) = Env::etcd().await;
     let _a = Agent::start(&env, "n1", &[]).await;
     let c1 = env.controller("c1", TTL);
     c1.wait_leading().await;
@@ -63,7 +53,7 @@ async fn standby_takes_over_on_etcd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rollout_pauses_then_completes_on_etcd() {
     use shoal_core::model::RolloutState;
-    let (_etcd, env) = etcd_env().await;
+    let (_etcd, env) = Env::etcd().await;
     let _agent = sim_agent(&env, 3).await;
     let c = env.controller("c1", TTL);
     let extra = "  update: {parallelism: 1, delay: 1s, monitor: 1s}\n";
@@ -86,23 +76,11 @@ async fn a_rollout_pauses_then_completes_on_etcd() {
     c.stop().await;
 }
 
-macro_rules! on_etcd {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let (_etcd, env) = etcd_env().await;
-                cases::$name(env).await;
-            }
-        )*
-    };
-}
-
-cases::every_scenario!(on_etcd);
+cases::every_scenario!(Env::etcd);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn large_tasks_are_written_in_several_transactions_and_one_too_large_is_invalid() {
-    let (_etcd, env) = etcd_env().await;
+    let (_etcd, env) = Env::etcd().await;
     let _a = Agent::start(&env, "n1", &[]).await;
     let _b = Agent::start(&env, "n2", &[]).await;
     let c = env.controller("c1", TTL);
@@ -136,7 +114,7 @@ async fn large_tasks_are_written_in_several_transactions_and_one_too_large_is_in
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_leader_compacts_etcd_keeping_a_window_of_revisions() {
     use futures::StreamExt;
-    let (_etcd, env) = etcd_env().await;
+    let (_etcd, env) = Env::etcd().await;
     let _a = Agent::start(&env, "n1", &[]).await;
     let c = env.controller_with("c1", TTL, |cfg| {
         cfg.history_revisions = 50;

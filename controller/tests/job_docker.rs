@@ -6,43 +6,24 @@
 //! The test fails with a clear message when Docker is not reachable, and removes every
 //! container of its node (a node id unique to the run) even when it fails.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_agent::runtime::LABEL_NODE;
 use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
-use shoal_agent::{Agent, AgentConfig, AgentHandle, RuntimeChoice};
 use shoal_core::job::RunState;
 use shoal_core::model::Timestamp;
-use shoal_tests::cluster::Env;
+use shoal_tests::cluster::{Env, docker_agent};
+use shoal_tests::docker::{docker, node_containers};
 use shoal_tests::wait::wait_for_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// `docker ps` ids of the node's containers, with extra filters.
-fn containers(node: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = vec!["ps", "-q", "--no-trunc", "--filter"];
-    let label = format!("label={LABEL_NODE}={node}");
-    args.push(&label);
-    args.extend_from_slice(extra);
-    let out = Command::new("docker")
-        .args(&args)
-        .output()
-        .expect("docker ps runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 fn exit_code(id: &str) -> String {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.ExitCode}}", id])
-        .output()
-        .expect("docker inspect runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    docker(&["inspect", "-f", "{{.State.ExitCode}}", id])
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -62,26 +43,6 @@ fn a_job_runs_six_containers_two_at_a_time() {
     guard.cleanup();
 }
 
-async fn docker_agent(env: &Env, node: &str) -> AgentHandle {
-    let runtime = shoal_agent::open_runtime(RuntimeChoice::Docker, node, std::env::temp_dir())
-        .await
-        .unwrap_or_else(|e| panic!("Docker must be reachable for this test: {e}"));
-    let handle = Agent::new(
-        env.store.clone(),
-        env.keys.clone(),
-        AgentConfig::new(node),
-        runtime,
-    )
-    .spawn();
-    let mut reg = handle.registered();
-    wait_for_within("the docker agent registers", DEADLINE, || {
-        let ok = *reg.borrow_and_update();
-        async move { ok.then_some(()) }
-    })
-    .await;
-    handle
-}
-
 async fn run(node: &str) {
     let env = Env::embedded().await;
     let _agent = docker_agent(&env, node).await;
@@ -91,7 +52,7 @@ async fn run(node: &str) {
     let (m, s, n) = (most.clone(), samples.clone(), node.to_string());
     let sampler = std::thread::spawn(move || {
         while s.load(Ordering::Relaxed) != usize::MAX {
-            let running = containers(&n, &["--filter", "status=running"]).len();
+            let running = node_containers(&n, "{{.ID}}", &["--filter", "status=running"]).len();
             m.fetch_max(running, Ordering::Relaxed);
             s.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(50));
@@ -132,7 +93,7 @@ async fn run(node: &str) {
         most <= 2,
         "Docker showed {most} of the job's containers running at once"
     );
-    let exited = containers(node, &["-a", "--filter", "status=exited"]);
+    let exited = node_containers(node, "{{.ID}}", &["-a", "--filter", "status=exited"]);
     let codes: Vec<String> = exited.iter().map(|id| exit_code(id)).collect();
     assert_eq!(codes.len(), 6, "six exited containers: {codes:?}");
     assert!(

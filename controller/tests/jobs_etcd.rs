@@ -9,19 +9,10 @@ use std::time::Duration;
 
 use shoal_core::job::{JobRun, RunState};
 use shoal_core::model::{DesiredState, TaskState};
-use shoal_store::Store;
 use shoal_tests::cluster::{Env, sim_agent};
-use shoal_tests::etcd::EtcdFixture;
 use shoal_tests::wait::wait_for;
 
 const TTL: Duration = Duration::from_secs(2);
-
-async fn etcd_env() -> (EtcdFixture, Env) {
-    let fixture =
-        EtcdFixture::start().unwrap_or_else(|e| panic!("etcd is required for this test: {e}"));
-    let store: Arc<dyn Store> = Arc::new(fixture.store().await.expect("connect to etcd"));
-    (fixture, Env::over(store))
-}
 
 fn job_manifest(body: &str) -> String {
     format!(
@@ -73,7 +64,7 @@ fn watch_most_running(env: &Env, name: &str) -> (Arc<AtomicUsize>, tokio::task::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_completes_exactly_once_across_a_leader_kill_on_etcd() {
-    let (_etcd, env) = etcd_env().await;
+    let (_etcd, env) = Env::etcd().await;
     let _agent = sim_agent(&env, 3).await;
     let c1 = env.controller("c1", TTL);
     wait_for("c1 leads", || async { c1.is_leader().then_some(()) }).await;
@@ -123,7 +114,7 @@ async fn a_job_completes_exactly_once_across_a_leader_kill_on_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_finished_job_does_not_run_again_on_reapply_or_restart_after_its_ttl_on_etcd() {
-    let (_etcd, env) = etcd_env().await;
+    let (_etcd, env) = Env::etcd().await;
     let _agent = sim_agent(&env, 2).await;
     let c1 = env.controller("c1", TTL);
     let body = job_manifest("    completions: 2\n    parallelism: 2\n    ttlAfterFinished: 1s\n");
@@ -171,7 +162,7 @@ async fn a_finished_job_does_not_run_again_on_reapply_or_restart_after_its_ttl_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduled_job_every_second_with_forbid_never_overlaps_on_etcd() {
-    let (_etcd, env) = etcd_env().await;
+    let (_etcd, env) = Env::etcd().await;
     let _agent = sim_agent(&env, 1).await;
     let c = env.controller("c1", TTL);
     // Each run takes 2.5s, the schedule ticks every second: Forbid skips the ticks that find

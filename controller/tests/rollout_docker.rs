@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use shoal_agent::runtime::{LABEL_NODE, LABEL_SERVICE};
 use shoal_agent::test_support::{APPLETS, BUSYBOX, ContainerGuard, ensure_test_image};
-use shoal_agent::{Agent, AgentConfig, AgentHandle, RuntimeChoice};
 use shoal_core::model::{
     DesiredState, RolloutState, RolloutStatus, Task, TaskState, TaskStatus, Timestamp,
 };
-use shoal_tests::cluster::Env;
+use shoal_tests::cluster::{Env, docker_agent};
+use shoal_tests::docker::node_containers;
 use shoal_tests::wait::wait_for_within;
 
 /// How long each step may take with real containers.
@@ -263,27 +263,6 @@ fn ensure_web_image(version: &str) -> String {
     image
 }
 
-/// Starts the agent on the docker runtime for `node` and waits until it registered.
-async fn docker_agent(env: &Env, node: &str) -> AgentHandle {
-    let runtime = shoal_agent::open_runtime(RuntimeChoice::Docker, node, std::env::temp_dir())
-        .await
-        .unwrap_or_else(|e| panic!("Docker must be reachable for this test: {e}"));
-    let handle = Agent::new(
-        env.store.clone(),
-        env.keys.clone(),
-        AgentConfig::new(node),
-        runtime,
-    )
-    .spawn();
-    let mut reg = handle.registered();
-    wait_for_within("the docker agent registers", DEADLINE, || {
-        let ok = *reg.borrow_and_update();
-        async move { ok.then_some(()) }
-    })
-    .await;
-    handle
-}
-
 fn service_tasks(tasks: &Tasks) -> impl Iterator<Item = &(Task, Option<TaskStatus>)> {
     tasks.iter().filter(|(t, _)| t.service.name == SERVICE)
 }
@@ -405,20 +384,8 @@ async fn wait_containers_only_on(image: &str, node: &str) {
         &format!("the containers of {SERVICE} on {node} are three, all on {image}"),
         DEADLINE,
         || async {
-            let out = Command::new("docker")
-                .args(["ps", "--format", "{{.Image}}"])
-                .args(["--filter", &format!("label={LABEL_NODE}={node}")])
-                .args([
-                    "--filter",
-                    &format!("label={LABEL_SERVICE}=default/{SERVICE}"),
-                ])
-                .output()
-                .expect("the docker CLI runs");
-            assert!(out.status.success(), "docker ps failed");
-            let images: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
+            let service = format!("label={LABEL_SERVICE}=default/{SERVICE}");
+            let images = node_containers(node, "{{.Image}}", &["--filter", &service]);
             (images.len() == 3 && images.iter().all(|i| i == image)).then_some(())
         },
     )

@@ -4,22 +4,35 @@
 
 use std::time::Duration;
 
+use shoal_agent::AgentHandle;
 use shoal_core::model::RolloutState;
+use shoal_tests::api::Served;
 use shoal_tests::cluster::{
-    Env, per_slot_image, sim_agent, spec, up_on, wait_rollout, watch_min_up,
+    Env, RunningController, per_slot_image, sim_agent, spec, up_on, wait_rollout, watch_min_up,
 };
 use shoal_tests::wait::wait_for;
 
 const TTL: Duration = Duration::from_secs(2);
 
+/// An embedded store, the sim agent hosting `nodes` nodes and controller `c1`, with `web`
+/// running `replicas` tasks of `nginx:1` (`extra` added to its spec).
+async fn web_on_nginx_1(
+    nodes: usize,
+    replicas: u64,
+    extra: &str,
+) -> (Env, AgentHandle, RunningController) {
+    let env = Env::embedded().await;
+    let agent = sim_agent(&env, nodes).await;
+    let c = env.controller("c1", TTL);
+    env.put_spec("web", &spec(replicas, "nginx:1", extra)).await;
+    env.wait_running("web", replicas as usize).await;
+    (env, agent, c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stop_first_replaces_one_slot_at_a_time_with_the_delay() {
-    let env = Env::embedded().await;
-    let _agent = sim_agent(&env, 3).await;
-    let c = env.controller("c1", TTL);
     let extra = "  update: {parallelism: 1, delay: 1s, monitor: 1s}\n";
-    env.put_spec("web", &spec(3, "nginx:1", extra)).await;
-    env.wait_running("web", 3).await;
+    let (env, _agent, c) = web_on_nginx_1(3, 3, extra).await;
     let (min_up, watcher) = watch_min_up(&env);
     env.put_spec("web", &spec(3, "nginx:2", extra)).await;
     wait_rollout(&env, "web", RolloutState::Completed).await;
@@ -59,12 +72,8 @@ async fn stop_first_replaces_one_slot_at_a_time_with_the_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn start_first_never_drops_below_the_replicas() {
-    let env = Env::embedded().await;
-    let _agent = sim_agent(&env, 3).await;
-    let c = env.controller("c1", TTL);
     let extra = "  update: {parallelism: 2, order: start-first, monitor: 1s}\n";
-    env.put_spec("web", &spec(3, "nginx:1", extra)).await;
-    env.wait_running("web", 3).await;
+    let (env, _agent, c) = web_on_nginx_1(3, 3, extra).await;
     let (min_up, watcher) = watch_min_up(&env);
     env.put_spec("web", &spec(3, "nginx:2", extra)).await;
     wait_rollout(&env, "web", RolloutState::Completed).await;
@@ -76,11 +85,7 @@ async fn start_first_never_drops_below_the_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_missing_image_pauses_with_the_reason() {
-    let env = Env::embedded().await;
-    let _agent = sim_agent(&env, 3).await;
-    let c = env.controller("c1", TTL);
-    env.put_spec("web", &spec(3, "nginx:1", "")).await;
-    env.wait_running("web", 3).await;
+    let (env, _agent, c) = web_on_nginx_1(3, 3, "").await;
     env.put_spec("web", &spec(3, "missing/nginx:2", "")).await;
     let msg = wait_rollout(&env, "web", RolloutState::Paused).await;
     assert!(
@@ -101,12 +106,8 @@ async fn a_missing_image_pauses_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failure_action_rollback_runs_the_old_template_again() {
-    let env = Env::embedded().await;
-    let _agent = sim_agent(&env, 3).await;
-    let c = env.controller("c1", TTL);
     let extra = "  update: {failureAction: rollback, monitor: 1s}\n  rollback: {parallelism: 0, monitor: 1s}\n";
-    env.put_spec("web", &spec(3, "nginx:1", extra)).await;
-    env.wait_running("web", 3).await;
+    let (env, _agent, c) = web_on_nginx_1(3, 3, extra).await;
     env.put_spec("web", &spec(3, "fail/nginx:2", extra)).await;
     wait_rollout(&env, "web", RolloutState::RolledBack).await;
     wait_for("three tasks on the old template", || async {
@@ -122,12 +123,8 @@ async fn failure_action_rollback_runs_the_old_template_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_healthcheck_that_never_passes_pauses_the_rollout() {
-    let env = Env::embedded().await;
-    let _agent = sim_agent(&env, 2).await;
-    let c = env.controller("c1", TTL);
     let extra = "  healthcheck: {test: [CMD, 'true'], interval: 1s, timeout: 1s, retries: 1}\n  update: {monitor: 1s}\n";
-    env.put_spec("web", &spec(2, "nginx:1", extra)).await;
-    env.wait_running("web", 2).await;
+    let (env, _agent, c) = web_on_nginx_1(2, 2, extra).await;
     env.put_spec("web", &spec(2, "unhealthy/nginx:2", extra))
         .await;
     let msg = wait_rollout(&env, "web", RolloutState::Paused).await;
@@ -142,21 +139,10 @@ async fn a_healthcheck_that_never_passes_pauses_the_rollout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollout_undo_through_the_api_restores_the_previous_image() {
-    let env = Env::embedded().await;
-    let _agent = sim_agent(&env, 3).await;
-    let c = env.controller("c1", TTL);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = shoal_api::ApiState::new(env.store.clone(), env.keys.clone());
-    let server = tokio::spawn(shoal_api::serve_listener(
-        state,
-        listener,
-        std::future::pending(),
-    ));
-    let client = shoal_api::Client::new(&url, None);
     let extra = "  update: {monitor: 1s}\n";
-    env.put_spec("web", &spec(3, "nginx:1", extra)).await;
-    env.wait_running("web", 3).await;
+    let (env, _agent, c) = web_on_nginx_1(3, 3, extra).await;
+    let api = Served::over(env.store.clone(), env.keys.clone()).await;
+    let client = &api.client;
     env.put_spec("web", &spec(3, "nginx:2", extra)).await;
     wait_rollout(&env, "web", RolloutState::Completed).await;
     let res = client
@@ -175,18 +161,14 @@ async fn rollout_undo_through_the_api_restores_the_previous_image() {
     .await;
     let svc = client.get_service("default", "web").await.unwrap().unwrap();
     assert_eq!(svc.service.unwrap().spec.image.as_deref(), Some("nginx:1"));
-    server.abort();
+    api.stop.cancel();
     c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_leader_continues_a_rollout_without_updating_a_slot_twice() {
-    let env = Env::embedded().await;
-    let _agent = sim_agent(&env, 4).await;
-    let c1 = env.controller("c1", TTL);
     let extra = "  update: {parallelism: 1, delay: 2s, monitor: 1s}\n";
-    env.put_spec("web", &spec(4, "nginx:1", extra)).await;
-    env.wait_running("web", 4).await;
+    let (env, _agent, c1) = web_on_nginx_1(4, 4, extra).await;
     env.put_spec("web", &spec(4, "nginx:2", extra)).await;
     wait_for("one slot updated", || async {
         (up_on(&env.tasks().await, "nginx:2") >= 1).then_some(())

@@ -1,5 +1,6 @@
-//! The API in-process for tests: its router over a real embedded store in a temporary
-//! directory, called without a network.
+//! The API in-process for tests over a real embedded store in a temporary directory: its
+//! router called without a network ([`Api`]), or served on a loopback port with a typed
+//! client of it ([`Served`]).
 
 use std::sync::Arc;
 
@@ -7,10 +8,21 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use shoal_api::{ApiState, router};
+use shoal_api::{ApiState, Client, ServeError, router};
 use shoal_core::Keys;
 use shoal_store::{EmbeddedStore, Store};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+/// A fresh embedded store in a temporary directory (it lives as long as the directory).
+pub async fn embedded_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path())
+        .await
+        .expect("the embedded store opens");
+    (Arc::new(store), dir)
+}
 
 /// A router over a fresh embedded store.
 pub struct Api {
@@ -31,8 +43,7 @@ impl Api {
 
     /// A fresh store with a customised state.
     pub async fn with(f: impl FnOnce(ApiState) -> ApiState) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+        let (store, dir) = embedded_store().await;
         let keys = Keys::default();
         let state = f(ApiState::new(store.clone(), keys.clone()));
         Api {
@@ -96,6 +107,56 @@ impl Api {
         let v = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{method} {uri}: not JSON ({e}): {text}"));
         (s, v)
+    }
+}
+
+/// The API served on a loopback port (`127.0.0.1:0`) until `stop` is cancelled, with a
+/// typed client of it.
+pub struct Served {
+    /// The store behind the API.
+    pub store: Arc<dyn Store>,
+    /// Key layout.
+    pub keys: Keys,
+    /// A client of the served API, without a token.
+    pub client: Client,
+    /// Cancelling it shuts the server down.
+    pub stop: CancellationToken,
+    /// The server task: ends once it shut down.
+    pub server: JoinHandle<Result<(), ServeError>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Served {
+    /// Serves the API over a fresh embedded store.
+    pub async fn start() -> Served {
+        let (store, dir) = embedded_store().await;
+        Served {
+            _dir: Some(dir),
+            ..Served::over(store, Keys::default()).await
+        }
+    }
+
+    /// Serves the API over `store` (kept open by the caller), with key layout `keys`.
+    pub async fn over(store: Arc<dyn Store>, keys: Keys) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let server = tokio::spawn(shoal_api::serve_listener(
+            ApiState::new(store.clone(), keys.clone()),
+            listener,
+            async move { stopped.cancelled().await },
+        ));
+        Served {
+            store,
+            keys,
+            client: Client::new(&format!("http://{addr}"), None),
+            stop,
+            server,
+            _dir: None,
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! inject a fault (a lost answer, a hung keep-alive, a panicking watch).
 //!
 //! A test implements [`Intercept`] for its fault, overriding only the calls it changes (each
-//! gets the inner store to delegate to), and wraps a store in [`Intercepted`]:
+//! gets the inner store to delegate to) or [`Intercept::admit`] to fail every call alike (a
+//! store that is down), and wraps a store in [`Intercepted`]:
 //!
 //! ```
 //! use std::sync::Arc;
@@ -37,16 +38,23 @@ use shoal_store::{
 };
 
 /// The calls of a [`Store`] a test may intercept; each one delegates to `inner` unless
-/// overridden.
+/// overridden, once [`Intercept::admit`] let it through.
 #[async_trait::async_trait]
 pub trait Intercept: Send + Sync + 'static {
+    /// Checked before each call that is not overridden: an error is that call's answer.
+    fn admit(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Reads one key.
     async fn get(&self, inner: &dyn Store, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.admit()?;
         inner.get(key).await
     }
 
     /// Lists every key under `prefix`.
     async fn list(&self, inner: &dyn Store, prefix: &str) -> Result<ListResult, StoreError> {
+        self.admit()?;
         inner.list(prefix).await
     }
 
@@ -58,16 +66,19 @@ pub trait Intercept: Send + Sync + 'static {
         value: Vec<u8>,
         lease: Option<LeaseId>,
     ) -> Result<Revision, StoreError> {
+        self.admit()?;
         inner.put(key, value, lease).await
     }
 
     /// Deletes one key.
     async fn delete(&self, inner: &dyn Store, key: &str) -> Result<bool, StoreError> {
+        self.admit()?;
         inner.delete(key).await
     }
 
     /// Applies a transaction (also what `compare_and_put` and `compare_and_delete` send).
     async fn txn(&self, inner: &dyn Store, txn: Txn) -> Result<TxnResult, StoreError> {
+        self.admit()?;
         inner.txn(txn).await
     }
 
@@ -78,26 +89,31 @@ pub trait Intercept: Send + Sync + 'static {
         prefix: &str,
         from: Revision,
     ) -> Result<WatchStream, StoreError> {
+        self.admit()?;
         inner.watch(prefix, from).await
     }
 
     /// Grants a lease.
     async fn grant_lease(&self, inner: &dyn Store, ttl: Duration) -> Result<LeaseId, StoreError> {
+        self.admit()?;
         inner.grant_lease(ttl).await
     }
 
     /// Refreshes a lease once.
     async fn keep_alive(&self, inner: &dyn Store, lease: LeaseId) -> Result<(), StoreError> {
+        self.admit()?;
         inner.keep_alive(lease).await
     }
 
     /// Revokes a lease.
     async fn revoke_lease(&self, inner: &dyn Store, lease: LeaseId) -> Result<(), StoreError> {
+        self.admit()?;
         inner.revoke_lease(lease).await
     }
 
     /// Compacts history up to `revision`.
     async fn compact(&self, inner: &dyn Store, revision: Revision) -> Result<(), StoreError> {
+        self.admit()?;
         inner.compact(revision).await
     }
 }

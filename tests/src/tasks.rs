@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use shoal_core::keys::Keys;
 use shoal_core::manifest::{ConsulCheck, RuntimeKind, ServiceRef};
-use shoal_core::model::{self, DesiredState, Slot, Task, TaskStatus, TaskTemplate, Timestamp};
+use shoal_core::model::{
+    self, DesiredState, Health, Slot, Task, TaskState, TaskStatus, TaskTemplate, Timestamp,
+};
 use shoal_core::units::Dur;
 use shoal_store::{EmbeddedStore, Store};
 
@@ -132,6 +134,28 @@ impl TestStore {
             .await
             .expect("get")?;
         Some(model::decode("task status", &kv.value).expect("status decodes"))
+    }
+
+    /// Waits until the task is in `state`; panics with the last status otherwise.
+    pub async fn wait_state(&self, t: &Task, state: TaskState) -> TaskStatus {
+        self.wait_status(t, &format!("{state:?}"), |s| s.state == state)
+            .await
+    }
+
+    /// Waits until the task reports itself healthy.
+    pub async fn wait_healthy(&self, t: &Task) -> TaskStatus {
+        self.wait_status(t, "healthy", |s| s.health == Some(Health::Healthy))
+            .await
+    }
+
+    /// Waits until the task failed on its healthcheck: as in Swarm, an unhealthy task is
+    /// stopped and fails, saying so.
+    pub async fn wait_failed_unhealthy(&self, t: &Task) -> TaskStatus {
+        let s = self.wait_state(t, TaskState::Failed).await;
+        assert_eq!(s.health, Some(Health::Unhealthy), "{s:?}");
+        let message = s.message.clone().unwrap_or_default();
+        assert!(message.contains("unhealthy"), "{message}");
+        s
     }
 
     /// Waits until the task's status satisfies `pred`; panics with the last status otherwise.

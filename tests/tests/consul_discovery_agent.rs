@@ -17,7 +17,8 @@ use shoal_core::manifest::{ConsulCheck, ConsulDiscovery, PortSpec, Protocol, Run
 use shoal_core::model::{Health, Task, TaskState};
 use shoal_core::units::Dur;
 use shoal_store::consul::{AgentServiceRegistration, ConsulClient, ConsulConfig};
-use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
+use shoal_tests::consul_fake::ConsulFake;
+use shoal_tests::health::HealthEndpoint;
 use shoal_tests::tasks::{self, TestStore, http_check, template};
 use shoal_tests::wait::eventually;
 
@@ -150,9 +151,7 @@ async fn running_task_is_registered_and_deregistered_before_it_stops() {
     let a = agent(&ts, "n1", rt.clone(), &fake);
     let t = task("web.1.abc", "web", "n1", "nginx:1.27");
     ts.assign(&t).await;
-    let status = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let status = ts.wait_state(&t, TaskState::Running).await;
     let host_port = status
         .host_ports
         .first()
@@ -178,8 +177,7 @@ async fn running_task_is_registered_and_deregistered_before_it_stops() {
     assert_eq!(check.service_id, t.id);
 
     ts.shut_down(&t).await;
-    ts.wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
-        .await;
+    ts.wait_state(&t, TaskState::Shutdown).await;
     // The moment the status says shutdown, the registration is already gone …
     assert!(
         !registered(&c, &t.id).await,
@@ -226,13 +224,10 @@ async fn task_that_exits_on_its_own_is_deregistered() {
     let a = agent(&ts, "n1", sim.clone(), &fake);
     let t = task("job.1.abc", "job", "n1", "nginx:1.27");
     ts.assign(&t).await;
-    let status = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let status = ts.wait_state(&t, TaskState::Running).await;
     eventually("the task is registered in consul", || registered(&c, &t.id)).await;
     sim.exit(status.container_id.as_deref().expect("container id"), 1);
-    ts.wait_status(&t, "failed", |s| s.state == TaskState::Failed)
-        .await;
+    ts.wait_state(&t, TaskState::Failed).await;
     eventually("the exited task is deregistered", || async {
         !registered(&c, &t.id).await
     })
@@ -284,9 +279,7 @@ async fn stale_registrations_of_this_node_are_removed_on_start() {
         services.contains_key("legacy"),
         "a registration Shoal did not make is kept"
     );
-    let status = ts
-        .wait_status(&live, "running", |s| s.state == TaskState::Running)
-        .await;
+    let status = ts.wait_state(&live, TaskState::Running).await;
     let host_port = status.host_ports[0].published;
     eventually("the live task is registered with its new port", || async {
         c.agent_services()
@@ -306,9 +299,7 @@ async fn consul_down_never_harms_a_task_and_registration_catches_up() {
     let a = agent(&ts, "n1", Arc::new(SimRuntime::new()), &fake);
     let t = task("web.1.down", "web", "n1", "nginx:1.27");
     ts.assign(&t).await;
-    let first = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let first = ts.wait_state(&t, TaskState::Running).await;
     // Consul stays down for a while: the task keeps running, untouched.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let later = ts.status(&t).await.expect("status");
@@ -329,8 +320,7 @@ async fn consul_down_never_harms_a_task_and_registration_catches_up() {
     // Consul goes down again: shutting the task down still works.
     fake.stop();
     ts.shut_down(&t).await;
-    ts.wait_status(&t, "shutdown", |s| s.state == TaskState::Shutdown)
-        .await;
+    ts.wait_state(&t, TaskState::Shutdown).await;
     // And the deregistration goes on in the background until Consul answers.
     fake.restart().await;
     eventually("the task is deregistered once consul is back", || async {
@@ -343,11 +333,7 @@ async fn consul_down_never_harms_a_task_and_registration_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_carries_deregister_critical_service_after() {
     // Consul's timers run 100 times faster: the 1 m DeregisterCriticalServiceAfter is 0.6 s.
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.01,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(0.01).await;
     let c = client(&fake);
     let ts = TestStore::open().await;
     let a = agent(&ts, "n1", Arc::new(SimRuntime::new()), &fake);
@@ -379,9 +365,7 @@ async fn adopted_task_keeps_its_registration_across_an_agent_restart() {
     let gone = task("web.2.gone", "web", "n1", "nginx:1.27");
     ts.assign(&t).await;
     ts.assign(&gone).await;
-    let status = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let status = ts.wait_state(&t, TaskState::Running).await;
     eventually("both tasks are registered", || async {
         registered(&c, &t.id).await && registered(&c, &gone.id).await
     })
@@ -416,53 +400,10 @@ async fn adopted_task_keeps_its_registration_across_an_agent_restart() {
     a.stop().await.expect("agent stops");
 }
 
-/// A health endpoint on a real port of this host whose answer the test switches.
-struct HealthEndpoint {
-    port: u16,
-    healthy: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl HealthEndpoint {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the health endpoint");
-        let port = listener.local_addr().expect("address").port();
-        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let flag = healthy.clone();
-        let app = axum::Router::new().route(
-            "/health",
-            axum::routing::get(move || {
-                let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
-                async move {
-                    if ok {
-                        axum::http::StatusCode::OK
-                    } else {
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE
-                    }
-                }
-            }),
-        );
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        HealthEndpoint { port, healthy }
-    }
-
-    fn set(&self, healthy: bool) {
-        self.healthy
-            .store(healthy, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
     // Consul's timers run 100 times faster: the 1 m DeregisterCriticalServiceAfter is 0.6 s.
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.01,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(0.01).await;
     let c = client(&fake);
     let ts = TestStore::open().await;
     let endpoint = HealthEndpoint::start().await;
@@ -493,9 +434,7 @@ async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
     }
     t.template_hash = t.template.hash();
     ts.assign(&t).await;
-    let first = ts
-        .wait_status(&t, "running", |s| s.state == TaskState::Running)
-        .await;
+    let first = ts.wait_state(&t, TaskState::Running).await;
     let check_id = format!("service:{}", t.id);
     eventually(
         "the task is registered and its real check passes",

@@ -8,6 +8,7 @@ use shoal_store::consul::{
     PutOptions, QueryOptions, SessionBehavior, SessionRequest, TxnKvOp, TxnOutcome, TxnVerb,
 };
 use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
+use shoal_tests::health::HealthEndpoint;
 use shoal_tests::wait::eventually;
 
 fn client(fake: &ConsulFake) -> ConsulClient {
@@ -271,11 +272,7 @@ async fn txn_is_atomic_with_real_errors_and_op_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expiry_deletes_held_keys() {
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.1,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(0.1).await;
     let c = client(&fake);
     let bad = SessionRequest {
         ttl: Some(Duration::from_secs(2)),
@@ -546,11 +543,7 @@ async fn an_agent_restart_destroys_its_nodes_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_are_reaped_after_the_tombstone_ttl_on_the_fakes_clock() {
     // 15 min × 0.0001 = 90 ms.
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.0001,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(0.0001).await;
     let c = client(&fake);
     c.kv_put("r/a", b"1".to_vec(), &PutOptions::default())
         .await
@@ -571,32 +564,10 @@ async fn tombstones_are_reaped_after_the_tombstone_ttl_on_the_fakes_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_reaped() {
     // Consul's timers 100 times faster: a 1 m DeregisterCriticalServiceAfter is 0.6 s.
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: 0.01,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(0.01).await;
     let c = client(&fake);
-    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let flag = healthy.clone();
-    let app = axum::Router::new().route(
-        "/health",
-        axum::routing::get(move || {
-            let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
-            async move {
-                if ok {
-                    axum::http::StatusCode::OK
-                } else {
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let endpoint = HealthEndpoint::start().await;
+    let port = endpoint.port;
     let closed_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -614,33 +585,21 @@ async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_re
         }],
         ..AgentServiceRegistration::default()
     };
-    c.agent_service_register(&reg(
-        "http",
-        AgentServiceCheck {
-            http: Some(format!("http://127.0.0.1:{port}/health")),
-            ..AgentServiceCheck::default()
-        },
-    ))
-    .await
-    .unwrap();
-    c.agent_service_register(&reg(
-        "tcp",
-        AgentServiceCheck {
-            tcp: Some(format!("127.0.0.1:{port}")),
-            ..AgentServiceCheck::default()
-        },
-    ))
-    .await
-    .unwrap();
-    c.agent_service_register(&reg(
-        "closed",
-        AgentServiceCheck {
-            tcp: Some(format!("127.0.0.1:{closed_port}")),
-            ..AgentServiceCheck::default()
-        },
-    ))
-    .await
-    .unwrap();
+    let http = |url: String| AgentServiceCheck {
+        http: Some(url),
+        ..AgentServiceCheck::default()
+    };
+    let tcp = |addr: String| AgentServiceCheck {
+        tcp: Some(addr),
+        ..AgentServiceCheck::default()
+    };
+    for (id, check) in [
+        ("http", http(format!("http://127.0.0.1:{port}/health"))),
+        ("tcp", tcp(format!("127.0.0.1:{port}"))),
+        ("closed", tcp(format!("127.0.0.1:{closed_port}"))),
+    ] {
+        c.agent_service_register(&reg(id, check)).await.unwrap();
+    }
     eventually("the HTTP and TCP checks pass against the real port", || {
         std::future::ready(
             fake.check_status("service:http").as_deref() == Some("passing")
@@ -652,7 +611,7 @@ async fn http_and_tcp_checks_run_against_real_ports_and_critical_services_are_re
         std::future::ready(fake.reaped_services() == ["closed"])
     })
     .await;
-    healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    endpoint.set(false);
     eventually("the failing HTTP service is reaped", || {
         std::future::ready(fake.reaped_services().contains(&"http".to_string()))
     })

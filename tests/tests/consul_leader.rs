@@ -13,7 +13,7 @@ use shoal_controller::runner::leader::campaign;
 use shoal_core::Keys;
 use shoal_store::consul::ConsulStore;
 use shoal_store::{Store, TxnOp};
-use shoal_tests::consul_fake::{ConsulFake, FakeOptions};
+use shoal_tests::consul_fake::ConsulFake;
 use tokio_util::sync::CancellationToken;
 
 const TTL: Duration = Duration::from_secs(10);
@@ -35,11 +35,7 @@ async fn store(fake: &ConsulFake) -> Arc<dyn Store> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_takes_over_when_the_leaders_session_expires_and_old_writes_are_fenced() {
-    let fake = ConsulFake::start_with(FakeOptions {
-        time_scale: TIME_SCALE,
-        ..FakeOptions::default()
-    })
-    .await;
+    let fake = ConsulFake::start_scaled(TIME_SCALE).await;
     // The premise: the leader renews before its session would expire.
     assert!(
         TTL / 3 < session_window() / 2,

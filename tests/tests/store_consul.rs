@@ -170,28 +170,7 @@ async fn consul_lease_expiry_deletes_keys() {
     let list = s.list("/le/").await.expect("list");
     assert_eq!(list.kvs.len(), 3);
     let mut watch = s.watch("/le/", list.revision + 1).await.expect("watch");
-    let deletes = collect_events(&mut watch, 2).await;
-    let mut keys: Vec<&str> = deletes
-        .iter()
-        .map(|e| match e {
-            WatchEvent::Delete { key, .. } => key.as_str(),
-            other => panic!("expected a Delete, got {other:?}"),
-        })
-        .collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["/le/a", "/le/b"]);
-    assert_eq!(
-        event_revision(&deletes[0]),
-        event_revision(&deletes[1]),
-        "one revision"
-    );
-    let list = s.list("/le/").await.expect("list");
-    assert_eq!(list.kvs.len(), 1);
-    assert_eq!(list.kvs[0].key, "/le/keep");
-    match s.put("/le/c", vec![], Some(lease)).await {
-        Err(StoreError::LeaseNotFound(id)) => assert_eq!(id, lease),
-        other => panic!("a put on an expired lease must fail with LeaseNotFound, got {other:?}"),
-    }
+    conformance::lease_expired(&*s, lease, &mut watch).await;
 }
 
 /// Replaces `conformance::large_values`: 1 MiB values need `kv_max_value_size` raised

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::common::{Agent, Env, wait_for};
 use shoal_core::model::{DesiredState, TaskState};
+use shoal_tests::cluster::RunningController;
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -15,6 +16,16 @@ async fn three_agents(env: &Env) -> Vec<Agent> {
         Agent::start(env, "n2", &[("zone", "b")]).await,
         Agent::start(env, "n3", &[("zone", "c")]).await,
     ]
+}
+
+/// Three agents (zones a, b, c), controller `c1`, and service `web` running `replicas` tasks.
+async fn web_on_three_nodes(env: &Env, replicas: usize) -> (Vec<Agent>, RunningController) {
+    let agents = three_agents(env).await;
+    let c = env.controller("c1", TTL);
+    env.put_service("web", &format!("  replicas: {replicas}\n"))
+        .await;
+    env.wait_running("web", replicas).await;
+    (agents, c)
 }
 
 /// See the test of the same name.
@@ -133,10 +144,7 @@ pub async fn failed_tasks_restart_after_the_delay_unless_condition_is_none(env: 
 
 /// See the test of the same name.
 pub async fn lost_node_tasks_are_orphaned_replaced_and_stopped_when_it_returns(env: Env) {
-    let mut agents = three_agents(&env).await;
-    let c = env.controller("c1", TTL);
-    env.put_service("web", "  replicas: 3\n").await;
-    env.wait_running("web", 3).await;
+    let (mut agents, c) = web_on_three_nodes(&env, 3).await;
 
     let n3 = agents.pop().unwrap();
     let lost: Vec<String> = env
@@ -189,10 +197,7 @@ pub async fn lost_node_tasks_are_orphaned_replaced_and_stopped_when_it_returns(e
 
 /// See the test of the same name.
 pub async fn drain_moves_tasks_off_the_node(env: Env) {
-    let _agents = three_agents(&env).await;
-    let c = env.controller("c1", TTL);
-    env.put_service("web", "  replicas: 3\n").await;
-    env.wait_running("web", 3).await;
+    let (_agents, c) = web_on_three_nodes(&env, 3).await;
     env.set_availability("n2", "drain").await;
     wait_for("no task left on the drained node", || async {
         let r = env.running("web").await;
@@ -236,10 +241,7 @@ pub async fn unschedulable_service_explains_why(env: Env) {
 
 /// See the test of the same name.
 pub async fn invalid_manifest_sets_status_error_and_leaves_tasks_alone(env: Env) {
-    let _agents = three_agents(&env).await;
-    let c = env.controller("c1", TTL);
-    env.put_service("web", "  replicas: 2\n").await;
-    env.wait_running("web", 2).await;
+    let (_agents, c) = web_on_three_nodes(&env, 2).await;
     let before: Vec<String> = env.tasks().await.into_iter().map(|(t, _)| t.id).collect();
 
     env.put_manifest("web", "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  image: nginx\n  replicaz: 5\n").await;
@@ -263,10 +265,7 @@ pub async fn invalid_manifest_sets_status_error_and_leaves_tasks_alone(env: Env)
 
 /// See the test of the same name.
 pub async fn deleted_service_loses_its_tasks_and_status(env: Env) {
-    let _agents = three_agents(&env).await;
-    let c = env.controller("c1", TTL);
-    env.put_service("web", "  replicas: 2\n").await;
-    env.wait_running("web", 2).await;
+    let (_agents, c) = web_on_three_nodes(&env, 2).await;
     env.delete_service("web").await;
     wait_for("tasks and status gone", || async {
         (env.tasks().await.is_empty() && env.status("web").await.is_none()).then_some(())
@@ -401,10 +400,7 @@ pub async fn swarm_constraint_walkthrough(env: Env) {
 
 /// See the test of the same name.
 pub async fn task_statuses_are_left_to_their_agent_which_deletes_them_when_it_returns(env: Env) {
-    let mut agents = three_agents(&env).await;
-    let c = env.controller("c1", TTL);
-    env.put_service("web", "  replicas: 3\n").await;
-    env.wait_running("web", 3).await;
+    let (mut agents, c) = web_on_three_nodes(&env, 3).await;
     let on_n3: Vec<String> = env
         .tasks()
         .await
@@ -483,10 +479,7 @@ pub async fn a_node_down_past_node_gone_after_loses_its_tasks_statuses_and_setti
 
 /// See the test of the same name.
 pub async fn scaling_by_a_hundred_replicas_at_once_commits_in_batches(env: Env) {
-    let _agents = three_agents(&env).await;
-    let c = env.controller("c1", TTL);
-    env.put_service("web", "  replicas: 1\n").await;
-    env.wait_running("web", 1).await;
+    let (_agents, c) = web_on_three_nodes(&env, 1).await;
     // 99 new tasks at once: more than one transaction of any backend (Consul takes 64
     // entries, the fence included).
     env.put_service("web", "  replicas: 100\n").await;
@@ -495,11 +488,13 @@ pub async fn scaling_by_a_hundred_replicas_at_once_commits_in_batches(env: Env) 
     c.stop().await;
 }
 
-/// Expands `$runner!(scenario, …)` with every scenario above, so the embedded, etcd and Consul
-/// test files run one list.
+/// One `#[tokio::test]` for every scenario above, each on the cluster `$setup().await` gives
+/// (what must outlive the test, such as a store process, and its [`Env`]), so the embedded,
+/// etcd and Consul test files run one list.
 macro_rules! every_scenario {
-    ($runner:ident) => {
-        $runner!(
+    ($setup:path) => {
+        cases::scenario_tests!(
+            $setup;
             three_replicas_spread_one_per_node_then_scale,
             failed_tasks_restart_after_the_delay_unless_condition_is_none,
             lost_node_tasks_are_orphaned_replaced_and_stopped_when_it_returns,
@@ -517,4 +512,17 @@ macro_rules! every_scenario {
         );
     };
 }
-pub(crate) use every_scenario;
+
+/// One `#[tokio::test]` for each named scenario, on the cluster `$setup().await` gives.
+macro_rules! scenario_tests {
+    ($setup:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let (_store, env) = $setup().await;
+                cases::$name(env).await;
+            }
+        )*
+    };
+}
+pub(crate) use {every_scenario, scenario_tests};

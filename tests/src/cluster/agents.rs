@@ -18,7 +18,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Env;
-use crate::wait::wait_for;
+use crate::wait::{wait_for, wait_for_within};
+
+/// How long the docker agent may take to register (it first lists the node's containers).
+const DOCKER_DEADLINE: Duration = Duration::from_secs(120);
 
 /// A simulated agent: registers `nodes/<id>` with a lease and moves its tasks along.
 pub struct Agent {
@@ -119,6 +122,28 @@ pub async fn sim_agent(env: &Env, nodes: usize) -> AgentHandle {
         shoal_agent::Agent::new(env.store.clone(), env.keys.clone(), config, runtime).spawn();
     let mut reg = handle.registered();
     wait_for("the sim agent registers", || {
+        let ok = *reg.borrow_and_update();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    handle
+}
+
+/// Starts the real agent in the test process for `node` on the docker runtime (Docker must
+/// be reachable); returns once it registered.
+pub async fn docker_agent(env: &Env, node: &str) -> AgentHandle {
+    let runtime = open_runtime(RuntimeChoice::Docker, node, std::env::temp_dir())
+        .await
+        .unwrap_or_else(|e| panic!("Docker must be reachable for this test: {e}"));
+    let handle = shoal_agent::Agent::new(
+        env.store.clone(),
+        env.keys.clone(),
+        AgentConfig::new(node),
+        runtime,
+    )
+    .spawn();
+    let mut reg = handle.registered();
+    wait_for_within("the docker agent registers", DOCKER_DEADLINE, || {
         let ok = *reg.borrow_and_update();
         async move { ok.then_some(()) }
     })

@@ -1,12 +1,12 @@
 //! An in-process cluster: a store (embedded in a temp dir, or any other), controllers run
 //! in the test process, and agents — simulated ones that move their tasks along on their
-//! own ([`Agent`]), or the real agent on the sim runtime ([`sim_agent`]) — with views of
-//! the tasks and services they produce.
+//! own ([`Agent`]), or the real agent on the sim runtime ([`sim_agent`]) or on Docker
+//! ([`docker_agent`]) — with views of the tasks and services they produce.
 
 mod agents;
 mod rollout;
 
-pub use agents::{Agent, node_info, sim_agent};
+pub use agents::{Agent, docker_agent, node_info, sim_agent};
 pub use rollout::{per_slot_image, slots_up, up_on, wait_rollout, watch_min_up};
 
 use std::collections::BTreeMap;
@@ -19,11 +19,12 @@ use shoal_core::manifest::ServiceRef;
 use shoal_core::model::{
     self, DesiredState, ServiceStatus, Task, TaskState, TaskStatus, Timestamp,
 };
-use shoal_store::{EmbeddedStore, Store};
+use shoal_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::etcd::EtcdFixture;
 use crate::wait::wait_for;
 
 /// A spec body with `replicas`, `image` and `extra` lines (indented two spaces).
@@ -51,12 +52,9 @@ impl Env {
             .with_test_writer()
             .with_env_filter("shoal_controller=debug")
             .try_init();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = EmbeddedStore::open(dir.path())
-            .await
-            .expect("embedded store opens");
+        let (store, dir) = crate::api::embedded_store().await;
         Env {
-            store: Arc::new(store),
+            store,
             keys: Keys::new("/shoal"),
             // The simulated agents' leases last 1s.
             node_grace: Duration::from_secs(1),
@@ -74,6 +72,15 @@ impl Env {
             node_record_grace: self.node_record_grace,
             _dir: self._dir,
         }
+    }
+
+    /// A real etcd (make deps installs it) and an environment over it; the fixture stops
+    /// etcd when dropped.
+    pub async fn etcd() -> (EtcdFixture, Env) {
+        let fixture =
+            EtcdFixture::start().unwrap_or_else(|e| panic!("etcd is required for this test: {e}"));
+        let store = fixture.store().await.expect("connect to etcd");
+        (fixture, Env::over(Arc::new(store)))
     }
 
     /// An environment over an existing store.

@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 
 use futures::StreamExt;
 use shoal_store::{
-    Compare, KeyValue, Revision, Store, StoreError, Txn, TxnOp, WatchEvent, WatchStream,
+    Compare, KeyValue, LeaseId, Revision, Store, StoreError, Txn, TxnOp, WatchEvent, WatchStream,
 };
 
 /// How long any wait in the suite may take before the case fails.
@@ -430,7 +430,14 @@ pub async fn lease_expiry_deletes_keys<H: Harness>(h: &mut H) {
     let mut watch = s.watch("/le/", start).await.expect("watch");
     let puts = collect_events(&mut watch, 3).await;
     assert!(puts.iter().all(|e| matches!(e, WatchEvent::Put(_))));
-    let deletes = collect_events(&mut watch, 2).await;
+    lease_expired(&*s, lease, &mut watch).await;
+}
+
+/// The checks once lease `lease` of `/le/a` and `/le/b` expires: `watch` (of `/le/`, past
+/// their puts) sees both deleted at one revision, `/le/keep` stays, and a put on the lease
+/// fails with LeaseNotFound.
+pub async fn lease_expired(s: &dyn Store, lease: LeaseId, watch: &mut WatchStream) {
+    let deletes = collect_events(watch, 2).await;
     let mut keys: Vec<&str> = deletes
         .iter()
         .map(|e| match e {

@@ -5,17 +5,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use futures::StreamExt;
 use shoal_store::reflector::{
     Batch, BatchStream, Change, Event, EventStream, Reflector, batches, watcher,
 };
-use shoal_store::{
-    KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult, WatchStream,
-};
+use shoal_store::{Revision, Store, StoreError, Txn, TxnOp, WatchStream};
 
 use super::{Compactor, DEADLINE, Harness, wait_until};
+use crate::intercept::{Intercept, Intercepted};
 
 /// Decodes a counter; invalid values stay visible as errors.
 fn decode_u32(key: &str, bytes: &[u8]) -> Result<u32, String> {
@@ -126,70 +124,43 @@ pub async fn reflector_init_apply_delete<H: Harness>(h: &mut H) {
     assert_eq!(reader.keys(), ["/ri/b", "/ri/bad"]);
 }
 
-/// A store wrapper that, on its first watch, changes the prefix and compacts past the
-/// requested revision before delegating: the watch then really falls behind compaction.
+/// On its first watch, changes the prefix and compacts past the requested revision before
+/// delegating: the watch then really falls behind compaction.
 struct CompactBeforeWatch {
-    inner: Arc<dyn Store>,
     compactor: Compactor,
     armed: AtomicBool,
 }
 
+impl CompactBeforeWatch {
+    /// `store`, wrapped so that its first watch falls behind compaction.
+    fn wrap(store: &Arc<dyn Store>, compactor: Compactor) -> Arc<dyn Store> {
+        let intercept = CompactBeforeWatch {
+            compactor,
+            armed: AtomicBool::new(true),
+        };
+        Arc::new(Intercepted::new(Arc::clone(store), intercept))
+    }
+}
+
 #[async_trait::async_trait]
-impl Store for CompactBeforeWatch {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn max_txn_ops(&self) -> usize {
-        self.inner.max_txn_ops()
-    }
-    fn max_txn_bytes(&self) -> usize {
-        self.inner.max_txn_bytes()
-    }
-    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.inner.compact(revision).await
-    }
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn put(
+impl Intercept for CompactBeforeWatch {
+    async fn watch(
         &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<Revision, StoreError> {
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
-        self.inner.txn(txn).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+        inner: &dyn Store,
+        prefix: &str,
+        from: Revision,
+    ) -> Result<WatchStream, StoreError> {
         if self.armed.swap(false, Ordering::SeqCst) {
-            self.inner
+            inner
                 .put(&format!("{prefix}during-gap"), b"g".to_vec(), None)
                 .await?;
-            self.inner.delete(&format!("{prefix}b")).await?;
-            let now = self
-                .inner
+            inner.delete(&format!("{prefix}b")).await?;
+            let now = inner
                 .put(&format!("{prefix}last"), b"l".to_vec(), None)
                 .await?;
             (self.compactor)(now).await?;
         }
-        self.inner.watch(prefix, from).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.revoke_lease(lease).await
+        inner.watch(prefix, from).await
     }
 }
 
@@ -199,11 +170,7 @@ pub async fn reflector_relists_after_compaction<H: Harness>(h: &mut H) {
     let s = h.store();
     s.put("/rc/a", b"a".to_vec(), None).await.expect("put");
     s.put("/rc/b", b"b".to_vec(), None).await.expect("put");
-    let wrapped: Arc<dyn Store> = Arc::new(CompactBeforeWatch {
-        inner: Arc::clone(&s),
-        compactor: h.compactor(),
-        armed: AtomicBool::new(true),
-    });
+    let wrapped = CompactBeforeWatch::wrap(&s, h.compactor());
     let mut stream = batches(Arc::clone(&wrapped), "/rc/", decode_text);
     let keys = |batch: Batch<String>| -> (Vec<String>, Revision) {
         match <[Event<String>; 1]>::try_from(batch.events) {
@@ -234,11 +201,7 @@ pub async fn reflector_relists_after_compaction<H: Harness>(h: &mut H) {
     }
 
     // The reflector ends up with the same state.
-    let rearmed: Arc<dyn Store> = Arc::new(CompactBeforeWatch {
-        inner: Arc::clone(&s),
-        compactor: h.compactor(),
-        armed: AtomicBool::new(true),
-    });
+    let rearmed = CompactBeforeWatch::wrap(&s, h.compactor());
     s.put("/rc/b", b"b2".to_vec(), None).await.expect("put");
     let reflector = Reflector::spawn(rearmed, "/rc/", decode_text);
     let reader = reflector.reader();
