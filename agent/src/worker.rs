@@ -279,7 +279,15 @@ impl Worker {
         let Some(mut side) = self.side.take() else {
             return;
         };
-        let mut batches = reflector::batches(self.store.clone(), &tasks_prefix, |_, v| v.to_vec());
+        // Hollow nodes share one watch on `tasks/`: the values of other processes' nodes are
+        // not copied (their keys are skipped below).
+        let (keys, nodes) = (self.keys.clone(), self.nodes.clone());
+        let mut batches = reflector::batches(self.store.clone(), &tasks_prefix, move |k, v| {
+            match keys.parse(k) {
+                Some(Key::Task { node, .. }) if nodes.contains(&node) => v.to_vec(),
+                _ => Vec::new(),
+            }
+        });
         let mut first = true;
         loop {
             let next = self

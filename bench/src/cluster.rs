@@ -2,6 +2,7 @@
 //! release `shoal` binary as child processes so that each can be measured (RSS, CPU) and
 //! killed (`kill -9`) on its own.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -94,6 +95,7 @@ pub fn proc_stats(pid: u32) -> ProcStats {
 }
 
 /// Starts Shoal processes against one store.
+#[derive(Debug, Clone)]
 pub struct Cluster {
     binary: PathBuf,
     store_url: String,
@@ -112,7 +114,24 @@ impl Cluster {
         }
     }
 
+    /// The same binary, logs and lease TTL against another store.
+    pub fn with_store(&self, store_url: &str) -> Cluster {
+        Cluster {
+            store_url: store_url.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// The `shoal` binary.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     fn spawn(&self, name: &str, args: &[String]) -> Result<Proc, ClusterError> {
+        self.spawn_with(name, args, Stdio::null())
+    }
+
+    fn spawn_with(&self, name: &str, args: &[String], stdout: Stdio) -> Result<Proc, ClusterError> {
         let log =
             std::fs::File::create(self.log_dir.join(format!("{name}.log"))).map_err(|source| {
                 ClusterError::Spawn {
@@ -127,7 +146,7 @@ impl Cluster {
                 "RUST_LOG",
                 std::env::var("SHOAL_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .map_err(|source| ClusterError::Spawn {
@@ -157,6 +176,63 @@ impl Cluster {
             crate::scenarios::BENCH_HISTORY_REVISIONS.to_string(),
         ];
         self.spawn(name, &args)
+    }
+
+    /// Starts `shoal api` on a free loopback port; returns it and its URL (the address it
+    /// prints once listening).
+    pub fn api(&self, name: &str) -> Result<(Proc, String), ClusterError> {
+        let args: Vec<String> = ["api", "--store", &self.store_url, "--listen", "127.0.0.1:0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut proc = self.spawn_with(name, &args, Stdio::piped())?;
+        let mut line = String::new();
+        if let Some(out) = proc.child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if !url.starts_with("http") {
+            return Err(ClusterError::Spawn {
+                what: name.into(),
+                binary: self.binary.clone(),
+                source: std::io::Error::other(format!(
+                    "it printed {line:?} instead of its address (log: {})",
+                    self.log_dir.join(format!("{name}.log")).display()
+                )),
+            });
+        }
+        Ok((proc, url))
+    }
+
+    /// Starts an agent for one real node `node_id` on the docker runtime, advertising
+    /// `address`, with its data under `data_dir`.
+    pub fn docker_agent(
+        &self,
+        node_id: &str,
+        address: &str,
+        data_dir: &Path,
+    ) -> Result<Proc, ClusterError> {
+        let args = vec![
+            "agent".to_string(),
+            "--store".into(),
+            self.store_url.clone(),
+            "--node-id".into(),
+            node_id.to_string(),
+            "--address".into(),
+            address.to_string(),
+            "--runtime".into(),
+            "docker".into(),
+            "--lease-ttl".into(),
+            self.lease_ttl.clone(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        self.spawn(&format!("agent-{node_id}"), &args)
     }
 
     /// Starts one agent process hosting `count` hollow nodes named `<id>-NNNN`, labelled.

@@ -2,6 +2,9 @@
 //! S5 controller failover) and the footprint figures, each reported through [`Report`].
 
 pub mod observer;
+pub mod repeat;
+pub mod s6_docker;
+pub mod store_state;
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +15,7 @@ use crate::calibrate::Calibration;
 use crate::cluster::{Cluster, Proc, proc_stats};
 use crate::report::Report;
 use observer::{Observer, percentile};
+use store_state::etcd_size;
 
 /// Errors of a scenario.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +26,9 @@ pub enum ScenarioError {
     /// A process failed to start.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// Something a scenario needs (a process, a file, docker) failed.
+    #[error("{0}")]
+    Setup(String),
     /// The cluster did not reach a state in the allotted time.
     #[error("{0}")]
     Timeout(String),
@@ -62,6 +69,8 @@ pub struct Bench<'a> {
     pub calibration: Calibration,
     /// Lease TTL the processes use.
     pub lease_ttl: Duration,
+    /// etcd's process id (for its RSS).
+    pub etcd_pid: u32,
 }
 
 const PREFIX: &str = "/shoal/";
@@ -164,26 +173,19 @@ impl Bench<'_> {
         .await
     }
 
-    /// S1 (and S5 when `failover` is set): bulk placement of services × replicas.
+    /// One bulk placement run (S1's runs, and S5 when `failover` is set): `services` ×
+    /// `replicas`, services named after `scenario` (`S1.2` → `s1-2-00000` …).
     pub async fn s1_bulk(
         &mut self,
         sizes: &Sizes,
         controller: &mut Proc,
+        scenario: &str,
         failover: bool,
-    ) -> Result<(), ScenarioError> {
-        let scenario = if failover { "S5" } else { "S1" };
+    ) -> Result<BulkRun, ScenarioError> {
         let mut client = Client::connect([self.endpoint.as_str()], None).await?;
         let obs = Observer::start(&self.endpoint, PREFIX).await?;
         let total = sizes.services * sizes.replicas;
-        let items: Vec<(String, String)> = (0..sizes.services)
-            .map(|i| {
-                let name = format!("{}-{i:05}", scenario.to_lowercase());
-                (
-                    name.clone(),
-                    manifest(&name, sizes.replicas, i % 10 == 0, 1),
-                )
-            })
-            .collect();
+        let items = bulk_items(scenario, sizes);
         let cpu0 = proc_stats(controller.pid()).cpu_seconds;
         let writes0 = obs.writes();
         let t0 = Instant::now();
@@ -242,17 +244,17 @@ impl Bench<'_> {
         );
         self.report.figure(
             scenario,
+            "R_place",
+            self.r_place(sustained),
+            "ratio",
+            json!({"lBatch": self.calibration.l_batch, "definition": "placements/s / (L_batch / 2)"}),
+        );
+        self.report.figure(
+            scenario,
             "R_place_vs_L_par",
             sustained / self.calibration.l_par,
             "ratio",
             json!({"lPar": self.calibration.l_par}),
-        );
-        self.report.figure(
-            scenario,
-            "R_place_vs_L_batch",
-            sustained / self.calibration.l_batch,
-            "ratio",
-            json!({"lBatch": self.calibration.l_batch}),
         );
         let writes = obs.writes() - writes0;
         self.report.figure(
@@ -262,12 +264,13 @@ impl Bench<'_> {
             "writes/task",
             json!({"writes": writes}),
         );
+        let cpu_per_1000 =
+            (proc_stats(controller.pid()).cpu_seconds - cpu0) / (a.max(1) as f64 / 1000.0);
         if !failover {
-            let st = proc_stats(controller.pid());
             self.report.figure(
                 scenario,
                 "controller_cpu_s_per_1000_placements",
-                (st.cpu_seconds - cpu0) / (a.max(1) as f64 / 1000.0),
+                cpu_per_1000,
                 "cpu-s",
                 json!({}),
             );
@@ -314,7 +317,7 @@ impl Bench<'_> {
             // Placements counted above include every task first assigned during the run:
             // those of this scenario's services, and replacements of earlier scenarios' tasks
             // (the new leader reconciles every service).
-            let prefix = format!("{}-", scenario.to_lowercase());
+            let prefix = format!("{}-", service_prefix(scenario));
             let (own_a, own_r) = obs.counts_since_of(t0, &prefix);
             self.report.figure(
                 scenario,
@@ -324,13 +327,17 @@ impl Bench<'_> {
                 json!({"running": own_r, "slots": total, "otherPlacements": a - own_a.min(a), "otherRunning": r - own_r.min(r)}),
             );
         }
-        if !(placed && running) {
-            return Err(ScenarioError::Timeout(format!(
+        let incomplete = (!(placed && running)).then(|| {
+            format!(
                 "{scenario}: {a}/{total} placed, {r}/{total} running after {:?}",
                 sizes.limit
-            )));
-        }
-        Ok(())
+            )
+        });
+        Ok(BulkRun {
+            rate: sustained,
+            cpu_per_1000,
+            incomplete,
+        })
     }
 
     /// S2: one service with many replicas: manifest write → all running.
@@ -560,20 +567,65 @@ async fn slot_check(
 impl Bench<'_> {
     /// S5: S1 with a standby controller running and the leader killed with SIGKILL a third of
     /// the way through.
+    ///
+    /// Its placement rate is also reported as a ratio to S1's median in the same run
+    /// (`s1_median`), when S1 ran.
     pub async fn s5_failover(
         &mut self,
         sizes: &Sizes,
         leader: &mut Proc,
+        s1_median: Option<f64>,
     ) -> Result<(), ScenarioError> {
-        self.s1_bulk(sizes, leader, true).await
+        let run = self.s1_bulk(sizes, leader, "S5", true).await?;
+        if let Some(m) = s1_median.filter(|m| *m > 0.0) {
+            self.report.figure(
+                "S5",
+                "placement_rate_vs_S1_median",
+                run.rate / m,
+                "ratio",
+                json!({"s5": run.rate, "s1Median": m}),
+            );
+        }
+        match run.incomplete {
+            Some(e) => Err(ScenarioError::Timeout(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// R_place: a placement rate ÷ (`L_batch` / 2), the store's ceiling at two writes (task
+    /// and status) per placement.
+    pub fn r_place(&self, rate: f64) -> f64 {
+        rate / (self.calibration.l_batch / 2.0)
     }
 }
 
-/// etcd's database size and current revision.
-async fn etcd_size(client: &mut Client) -> Result<(i64, i64), etcd_client::Error> {
-    let st = client.status().await?;
-    let rev = st.header().map_or(0, |h| h.revision());
-    Ok((st.db_size(), rev))
+/// Figures of one bulk placement run.
+#[derive(Debug, Clone)]
+pub struct BulkRun {
+    /// Sustained placements per second.
+    pub rate: f64,
+    /// Controller CPU-seconds per 1,000 placements.
+    pub cpu_per_1000: f64,
+    /// Why the run did not complete (placed and running) in time, if it did not.
+    pub incomplete: Option<String>,
+}
+
+/// Service names of a scenario (`S1.2` → `s1-2`).
+pub fn service_prefix(scenario: &str) -> String {
+    scenario.to_lowercase().replace('.', "-")
+}
+
+/// The manifests of a bulk run: `services` services of `replicas`, one in ten constrained to
+/// zone b.
+fn bulk_items(scenario: &str, sizes: &Sizes) -> Vec<(String, String)> {
+    let prefix = service_prefix(scenario);
+    (0..sizes.services)
+        .map(|i| {
+            let name = format!("{prefix}-{i:05}");
+            let text = manifest(&name, sizes.replicas, i % 10 == 0, 1);
+            (name, text)
+        })
+        .collect()
 }
 
 /// Reads every key under `prefix` in pages (one response is capped at 4 MiB by the client).

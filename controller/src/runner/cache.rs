@@ -24,6 +24,9 @@ use tracing::warn;
 use crate::placement::NodeUsage;
 use crate::reconcile::gone::Presence;
 use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
+use compact::{CompactTask, Templates};
+
+mod compact;
 
 /// A manifest as read from the store.
 #[derive(Debug, Clone)]
@@ -76,7 +79,9 @@ pub(crate) struct Cache {
     /// When the record of a node that was ready disappeared (until it comes back).
     gone_at: BTreeMap<String, Timestamp>,
     configs: BTreeMap<String, NodeConfig>,
-    tasks: BTreeMap<(String, String), Task>,
+    /// Tasks by (node, task id), sharing their templates through `templates`.
+    tasks: BTreeMap<(String, String), CompactTask>,
+    templates: Templates,
     task_status: BTreeMap<(String, String), TaskStatus>,
     by_service: BTreeMap<ServiceRef, BTreeSet<(String, String)>>,
     usage: BTreeMap<String, NodeUsage>,
@@ -108,6 +113,7 @@ impl Cache {
             gone_at: BTreeMap::new(),
             configs: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            templates: Templates::default(),
             task_status: BTreeMap::new(),
             by_service: BTreeMap::new(),
             usage: BTreeMap::new(),
@@ -134,7 +140,7 @@ impl Cache {
         if self.reserves(k)
             && let (Some(t), Some(u)) = (self.tasks.get(k), self.usage.get_mut(&k.0))
         {
-            u.remove_template(&t.template);
+            u.remove_template(&t.template.template);
         }
     }
 
@@ -145,7 +151,7 @@ impl Cache {
             self.usage
                 .entry(k.0.clone())
                 .or_default()
-                .add_template(&t.template);
+                .add_template(&t.template.template);
         }
     }
 
@@ -234,11 +240,12 @@ impl Cache {
             Key::Task { node, task } => {
                 let k = (node, task);
                 self.unaccount(&k);
-                if let Some(old) = self.tasks.remove(&k)
-                    && let Some(set) = self.by_service.get_mut(&old.service)
-                {
-                    set.remove(&k);
-                    touched.services.insert(old.service);
+                if let Some(old) = self.tasks.remove(&k) {
+                    if let Some(set) = self.by_service.get_mut(&old.service) {
+                        set.remove(&k);
+                        touched.services.insert(old.service.clone());
+                    }
+                    self.templates.release(old);
                 }
                 if let Some(v) = value {
                     match model::decode::<Task>("task", v) {
@@ -248,6 +255,7 @@ impl Cache {
                                 .or_default()
                                 .insert(k.clone());
                             touched.services.insert(t.service.clone());
+                            let t = self.templates.compact(t, &k.0, &k.1);
                             self.tasks.insert(k.clone(), t);
                         }
                         Err(e) => {
@@ -538,10 +546,10 @@ impl Cache {
             if self.reserves(&k)
                 && let Some(u) = usage.get_mut(&k.0)
             {
-                u.remove_template(&task.template);
+                u.remove_template(&task.template.template);
             }
             tasks.push(TaskEntry {
-                task: task.clone(),
+                task: task.to_task(&k.0, &k.1),
                 status: self.task_status.get(&k).cloned(),
             });
         }
@@ -774,5 +782,36 @@ mod tests {
             c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
             ServiceInput::Invalid { .. }
         ));
+    }
+
+    #[test]
+    fn tasks_of_one_template_share_it_until_the_last_goes() {
+        let keys = Keys::default();
+        let mut c = Cache::new(keys.clone());
+        let svc = service("web", "");
+        for (node, id) in [("n1", "web.1.a"), ("n2", "web.2.a")] {
+            let t = task(&svc, node, id);
+            c.apply(&keys.task(node, id), Some(&model::encode(&t)), 2);
+        }
+        assert_eq!(c.templates.len(), 1, "one template for both tasks");
+        let input = c.input(&svc.id(), Timestamp(0), &NodeGrace::none(), 0);
+        let mut ids: Vec<(String, String)> = input
+            .tasks
+            .iter()
+            .map(|e| (e.task.node_id.clone(), e.task.id.clone()))
+            .collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [
+                ("n1".into(), "web.1.a".into()),
+                ("n2".into(), "web.2.a".into())
+            ]
+        );
+        assert_eq!(input.tasks[0].task, task(&svc, "n1", "web.1.a"));
+        c.apply(&keys.task("n1", "web.1.a"), None, 3);
+        assert_eq!(c.templates.len(), 1, "still used by the other task");
+        c.apply(&keys.task("n2", "web.2.a"), None, 4);
+        assert_eq!(c.templates.len(), 0, "forgotten with its last task");
     }
 }
