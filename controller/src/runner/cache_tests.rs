@@ -1,0 +1,153 @@
+//! Tests of the controller cache.
+use super::*;
+use crate::testutil::{node, service};
+use shoal_core::model::{DesiredState, Slot, TaskState, TaskTemplate};
+
+fn task(svc: &Service, node: &str, id: &str) -> Task {
+    let template = TaskTemplate::from_spec(&svc.spec);
+    Task {
+        id: id.into(),
+        service: svc.id(),
+        slot: Slot::Replica(1),
+        node_id: node.into(),
+        generation: 1,
+        template_hash: template.hash(),
+        template,
+        desired_state: DesiredState::Running,
+        attempt: 0,
+        orphaned: false,
+        run: None,
+        created_at: Timestamp(0),
+    }
+}
+
+#[test]
+fn older_events_never_undo_newer_writes() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone());
+    let svc = service("web", "");
+    let t = task(&svc, "n1", "web.1.a");
+    let k = keys.task("n1", "web.1.a");
+    c.apply(&k, Some(&model::encode(&t)), 5);
+    c.apply(&k, None, 7);
+    // A late watch event for revision 5 arrives after the delete at 7.
+    assert!(c.apply(&k, Some(&model::encode(&t)), 5).services.is_empty());
+    assert!(
+        c.input(&svc.id(), Timestamp(0), &NodeGrace::none(), 0)
+            .tasks
+            .is_empty()
+    );
+    c.prune(7);
+    assert!(
+        c.revs.is_empty(),
+        "tombstones are forgotten once the watch passed them"
+    );
+}
+
+#[test]
+fn task_changes_touch_their_service_and_node_changes_touch_the_node_tasks() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone());
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let t = task(&svc, "n1", "web.1.a");
+    let touched = c.apply(&keys.task("n1", "web.1.a"), Some(&model::encode(&t)), 2);
+    assert!(touched.services.contains(&svc.id()));
+    let n1 = node("n1", &[]);
+    let touched = c.apply(&keys.node("n1"), Some(&model::encode(&n1.info)), 3);
+    assert!(touched.nodes_changed && touched.services.contains(&svc.id()));
+    assert!(c.nodes()["n1"].ready);
+    // Reservations are held until the task finishes.
+    assert_eq!(c.usage["n1"].memory, 1 << 30);
+    let st = TaskStatus {
+        task_id: t.id.clone(),
+        state: TaskState::Failed,
+        container_id: None,
+        host_ports: vec![],
+        health: None,
+        exit_code: Some(1),
+        message: None,
+        updated_at: Timestamp(0),
+        started_at: None,
+        finished_at: None,
+    };
+    c.apply(
+        &keys.task_status("n1", "web.1.a"),
+        Some(&model::encode(&st)),
+        4,
+    );
+    assert_eq!(c.usage["n1"].memory, 0);
+    // A node whose lease expired is kept, not ready.
+    c.apply(&keys.node("n1"), None, 5);
+    assert!(!c.nodes()["n1"].ready);
+}
+
+#[test]
+fn a_service_naming_a_missing_secret_is_invalid_until_it_exists() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone());
+    let svc = service(
+        "web",
+        "  secrets: [{source: db-password}]\n  configs: [{source: app}]\n",
+    );
+    let sref = svc.id();
+    let text = serde_json::to_string(&svc).unwrap();
+    c.apply(&keys.service(&sref), Some(text.as_bytes()), 3);
+    match c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service {
+        ServiceInput::Invalid { error, generation } => {
+            assert_eq!(generation, 3);
+            assert!(
+                error.contains("secret \"db-password\" does not exist")
+                    && error.contains("config \"app\" does not exist"),
+                "{error}"
+            );
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    let touched = c.apply(&keys.secret("default", "db-password"), Some(b"{}"), 4);
+    assert!(
+        touched.services.contains(&sref),
+        "the secret's users are requeued"
+    );
+    c.apply(&keys.config("other", "app"), Some(b"{}"), 5);
+    assert!(
+        matches!(c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service, ServiceInput::Invalid { error, .. } if !error.contains("secret")),
+        "a config in another namespace does not count"
+    );
+    c.apply(&keys.config("default", "app"), Some(b"{}"), 6);
+    assert!(matches!(
+        c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
+        ServiceInput::Present { .. }
+    ));
+    let touched = c.apply(&keys.secret("default", "db-password"), None, 7);
+    assert!(touched.services.contains(&sref));
+    assert!(matches!(
+        c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
+        ServiceInput::Invalid { .. }
+    ));
+}
+
+#[test]
+fn invalid_manifests_are_kept_as_errors_with_their_location() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone());
+    let sref = ServiceRef {
+        namespace: "default".into(),
+        name: "web".into(),
+    };
+    let text =
+        "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  replicas: lots\n";
+    c.apply(&keys.service(&sref), Some(text.as_bytes()), 9);
+    match c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service {
+        ServiceInput::Invalid { error, generation } => {
+            assert_eq!(generation, 9);
+            assert!(error.contains(":6:"), "{error}");
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    let other = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: api\nspec:\n  image: x\n";
+    c.apply(&keys.service(&sref), Some(other.as_bytes()), 10);
+    assert!(matches!(
+        c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
+        ServiceInput::Invalid { .. }
+    ));
+}
