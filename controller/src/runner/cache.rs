@@ -725,19 +725,23 @@ impl Cache {
     /// The ingress ports of `svc` another service holds, as located messages. A port belongs
     /// to the service whose endpoints already list it, else to the manifest written first.
     fn ingress_conflicts(&self, svc: &Service, revision: Revision) -> Vec<String> {
+        // Most services publish no ingress port: nothing to compare with the others.
+        if !svc.spec.ports.iter().any(|p| p.ingress_port().is_some()) {
+            return Vec::new();
+        }
         let me = svc.id();
+        let published = |e: &Endpoints| {
+            e.ports
+                .iter()
+                .filter_map(|p| p.ingress_port().map(|n| (n, p.protocol)))
+                .collect::<BTreeSet<_>>()
+        };
+        let mine = self.endpoints.get(&me).map(published).unwrap_or_default();
         let holders = self.services.iter().filter_map(|(r, m)| {
             let other = m.parsed.as_ref().ok()?;
             if *r == me {
                 return None;
             }
-            let published = |e: &Endpoints| {
-                e.ports
-                    .iter()
-                    .filter_map(|p| p.ingress_port().map(|n| (n, p.protocol)))
-                    .collect::<BTreeSet<_>>()
-            };
-            let mine = self.endpoints.get(&me).map(published).unwrap_or_default();
             let theirs = self.endpoints.get(r).map(published).unwrap_or_default();
             let holds = svc.spec.ports.iter().any(|p| {
                 let Some(n) = p.ingress_port() else {
