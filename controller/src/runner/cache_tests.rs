@@ -151,3 +151,65 @@ fn invalid_manifests_are_kept_as_errors_with_their_location() {
         ServiceInput::Invalid { .. }
     ));
 }
+
+#[test]
+fn staged_writes_count_once_and_a_failed_commit_shows_the_store_again() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone());
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let a = keys.task("n1", "web.1.a");
+    let b = keys.task("n1", "web.2.b");
+    let put = |key: &str, t: &Task| TxnOp::Put {
+        key: key.to_string(),
+        value: model::encode(t),
+        lease: None,
+    };
+    let ops = vec![
+        put(&a, &task(&svc, "n1", "web.1.a")),
+        put(&b, &task(&svc, "n1", "web.2.b")),
+    ];
+    // Staged: counted at once, before any answer.
+    c.stage(&ops);
+    assert_eq!(c.usage["n1"].memory, 2 << 30);
+    // The first key commits; the watch brings it again: still counted once.
+    c.committed(&ops[..1], 10);
+    c.apply(&a, Some(&model::encode(&task(&svc, "n1", "web.1.a"))), 10);
+    assert_eq!(c.usage["n1"].memory, 2 << 30);
+    // The rest fails: the second task goes, the committed one stays.
+    c.unstage(&ops);
+    assert_eq!(c.usage["n1"].memory, 1 << 30);
+    assert_eq!(c.staged_len(), 0);
+    let fresh = {
+        let mut f = Cache::new(keys.clone());
+        f.apply(&a, Some(&model::encode(&task(&svc, "n1", "web.1.a"))), 10);
+        f
+    };
+    assert_eq!(c.fingerprint(), fresh.fingerprint());
+}
+
+#[test]
+fn a_change_seen_while_a_key_is_staged_is_what_a_failed_commit_goes_back_to() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone());
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let a = keys.task("n1", "web.1.a");
+    let t = task(&svc, "n1", "web.1.a");
+    let ops = vec![TxnOp::Put {
+        key: a.clone(),
+        value: model::encode(&t),
+        lease: None,
+    }];
+    c.stage(&ops);
+    // Someone else's write of the key lands first (the staged one still shows), and a list
+    // of the store comes meanwhile: the staged write stays shown over it.
+    let mut other = t.clone();
+    other.orphaned = true;
+    c.apply(&a, Some(&model::encode(&other)), 7);
+    assert_eq!(c.usage["n1"].memory, 1 << 30);
+    c.relist(&[(a.clone(), model::encode(&other), 7)]);
+    assert_eq!(c.usage["n1"].memory, 1 << 30);
+    assert_eq!(c.staged_len(), 1);
+    // The commit fails: the store's value (orphaned, holding nothing) shows.
+    c.unstage(&ops);
+    assert!(c.usage.get("n1").is_none_or(|u| u.memory == 0));
+}
