@@ -111,8 +111,6 @@ pub(crate) struct Cache {
     endpoints: BTreeMap<ServiceRef, Endpoints>,
     /// Keys shown with a write whose commit has not been answered yet.
     staged: HashMap<String, Staged>,
-    /// Bumped by every change of what reconcile reads.
-    generation: u64,
 }
 
 impl Cache {
@@ -137,14 +135,7 @@ impl Cache {
             files: BTreeSet::new(),
             endpoints: BTreeMap::new(),
             staged: HashMap::new(),
-            generation: 0,
         }
-    }
-
-    /// Changes whenever what [`Cache::input`] reads changes: two inputs taken at the same
-    /// generation (and time) are equal.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// Replaces everything with a fresh list of the store; writes still staged stay shown
@@ -154,7 +145,6 @@ impl Cache {
         for (key, value, revision) in items {
             fresh.apply(key, Some(value), *revision);
         }
-        fresh.generation = self.generation + 1;
         let staged = std::mem::take(&mut self.staged);
         *self = fresh;
         for (key, s) in staged {
@@ -190,7 +180,12 @@ impl Cache {
             let newer = self.revs.get(key).copied().filter(|&r| r > revision);
             let t = match (self.staged.remove(key), newer) {
                 (Some(s), Some(r)) => self.set(key, s.truth.as_deref(), r),
-                _ => self.apply(key, value, revision),
+                // Shown since it was staged: only its revision is new.
+                (Some(_), None) => {
+                    self.note(key, value.is_none(), revision);
+                    Touched::default()
+                }
+                (None, _) => self.apply(key, value, revision),
             };
             touched.merge(t);
         }
@@ -292,15 +287,8 @@ impl Cache {
     /// Older changes than the one already applied to the key are ignored. A staged key keeps
     /// showing its write: the change becomes its truth.
     pub(crate) fn apply(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
-        if self.revs.get(key).is_some_and(|&r| r >= revision) {
+        if !self.note(key, value.is_none(), revision) {
             return Touched::default();
-        }
-        self.revs.insert(key.to_string(), revision);
-        if value.is_none() {
-            self.tombstones
-                .entry(revision)
-                .or_default()
-                .push(key.to_string());
         }
         if let Some(s) = self.staged.get_mut(key) {
             s.truth = value.map(<[u8]>::to_vec);
@@ -309,10 +297,25 @@ impl Cache {
         self.set(key, value, revision)
     }
 
+    /// Records that `key` was set (or `deleted`) at `revision`; false when the cache already
+    /// holds that change or a newer one.
+    fn note(&mut self, key: &str, deleted: bool, revision: Revision) -> bool {
+        if self.revs.get(key).is_some_and(|&r| r >= revision) {
+            return false;
+        }
+        self.revs.insert(key.to_string(), revision);
+        if deleted {
+            self.tombstones
+                .entry(revision)
+                .or_default()
+                .push(key.to_string());
+        }
+        true
+    }
+
     /// Shows `value` for `key` (set at `revision`), whatever the key's revision.
     fn set(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
         let mut touched = Touched::default();
-        self.generation += 1;
         let Some(parsed) = self.keys.parse(key) else {
             return touched;
         };

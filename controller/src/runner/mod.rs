@@ -142,7 +142,7 @@ struct Term {
     metrics: Metrics,
     /// Cancelled when a write was fenced off or the leader record changed hands.
     deposed: CancellationToken,
-    /// Held while a placing plan is decided and staged (see [`pipeline`]).
+    /// Held while a plan is decided, and a placing plan staged (see [`pipeline`]).
     placement: tokio::sync::Mutex<()>,
     /// Grace for nodes without a record (see [`ControllerConfig::node_grace`]).
     grace: NodeGrace,
@@ -229,14 +229,16 @@ impl Term {
     /// Reconciles one service and commits the plan.
     async fn reconcile_one(&self, s: &ServiceRef) -> Result<Option<Duration>, ControllerError> {
         let started = std::time::Instant::now();
-        self.settle().await?;
         self.metrics.reconciles.inc();
         let seed = rand::rng().random();
-        let first = self.decide(s, seed);
-        // Plans that place tasks are decided one at a time, so two services never take the
-        // same host port or the last free memory of a node; their commits overlap.
-        let plan = if first.plan.creates.is_empty() {
-            let (plan, ops) = self.writes(s, first.input, first.plan);
+        // Plans are decided one at a time, so two services never take the same host port or
+        // the last free memory of a node; their commits overlap.
+        let placing = self.placement.lock().await;
+        self.settle().await?;
+        let (input, plan) = self.decide(s, seed);
+        let plan = if plan.creates.is_empty() {
+            drop(placing);
+            let (plan, ops) = self.writes(s, input, plan);
             if !ops.is_empty() {
                 self.write(ops, |batch, rev| {
                     self.cache().committed(batch, rev);
@@ -245,7 +247,7 @@ impl Term {
             }
             plan
         } else {
-            self.place(s, seed, first).await?
+            self.place(s, placing, input, plan).await?
         };
         self.metrics
             .latency

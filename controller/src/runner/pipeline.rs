@@ -1,5 +1,6 @@
-//! Pipelined placement. A plan that places tasks is decided under the term's placement lock
-//! against the cache, and its writes are staged in the cache at once ([`Cache::stage`]):
+//! Pipelined placement. Every plan is decided under the term's placement lock against the
+//! cache, once; the writes of a plan that places tasks are staged in the cache at once
+//! ([`Cache::stage`]):
 //! the next decision already counts the resources and host ports they take. The lock is
 //! released before the commit, so as many placement transactions are in flight as workers
 //! are placing, and the placement rate no longer is one transaction's latency per service.
@@ -22,6 +23,7 @@ use std::sync::atomic::Ordering;
 use shoal_core::manifest::ServiceRef;
 use shoal_core::model::Timestamp;
 use shoal_store::TxnOp;
+use tokio::sync::MutexGuard;
 
 use super::commit::{CommitError, commit};
 use super::{ControllerError, Term};
@@ -36,43 +38,23 @@ pub(crate) struct Staged {
     pub(crate) truth: Option<Vec<u8>>,
 }
 
-/// A decision made against the cache at one generation of it.
-pub(super) struct Decision {
-    /// The cache's generation when the input was taken.
-    pub(super) generation: u64,
-    pub(super) input: ReconcileInput,
-    pub(super) plan: Plan,
-}
-
 impl Term {
-    /// Decides `s` against the cache now.
-    pub(super) fn decide(&self, s: &ServiceRef, seed: u64) -> Decision {
-        let (generation, input) = {
-            let mut c = self.cache();
-            let input = c.input(s, Timestamp::now(), &self.grace, seed);
-            (c.generation(), input)
-        };
+    /// Decides `s` against the cache now (under the placement lock).
+    pub(super) fn decide(&self, s: &ServiceRef, seed: u64) -> (ReconcileInput, Plan) {
+        let input = self.cache().input(s, Timestamp::now(), &self.grace, seed);
         let plan = reconcile(&input);
-        Decision {
-            generation,
-            input,
-            plan,
-        }
+        (input, plan)
     }
 
-    /// Places `s`: decides again under the placement lock (unless the cache did not change
-    /// since `first`), stages the plan's writes, and commits them after the lock is released.
-    /// Returns the plan committed.
+    /// Places `s` by `plan`, decided under `placing`: stages the plan's writes, releases the
+    /// lock and commits them. Returns the plan committed.
     pub(super) async fn place(
         &self,
         s: &ServiceRef,
-        seed: u64,
-        first: Decision,
+        placing: MutexGuard<'_, ()>,
+        input: ReconcileInput,
+        plan: Plan,
     ) -> Result<Plan, ControllerError> {
-        let placing = self.placement.lock().await;
-        self.settle().await?;
-        let fresh = self.cache().generation() == first.generation;
-        let Decision { input, plan, .. } = if fresh { first } else { self.decide(s, seed) };
         let (plan, ops) = self.writes(s, input, plan);
         if ops.is_empty() {
             return Ok(plan);
