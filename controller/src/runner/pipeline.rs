@@ -1,9 +1,9 @@
-//! Pipelined placement. Every plan is decided under the term's placement lock against the
-//! cache, once; the writes of a plan that places tasks are staged in the cache at once
-//! ([`Cache::stage`]):
-//! the next decision already counts the resources and host ports they take. The lock is
-//! released before the commit, so as many placement transactions are in flight as workers
-//! are placing, and the placement rate no longer is one transaction's latency per service.
+//! Pipelined placement. Every plan is decided once, under the term's placement lock, against
+//! the cache; the writes of a plan that places tasks are staged in the cache at once
+//! ([`Cache::stage`]), so the next decision already counts the resources and host ports they
+//! take. The lock is released before the commit, so as many placement transactions are in
+//! flight as workers are placing, and the placement rate no longer is one transaction's
+//! latency per service.
 //!
 //! When the commit is answered, its writes become the cache's truth ([`Cache::committed`]),
 //! and the watch bringing them again changes nothing (the cache applies by key and
