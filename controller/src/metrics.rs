@@ -1,5 +1,5 @@
 //! Controller metrics, registered into a `prometheus_client` registry the API server can
-//! serve: reconciles, errors, reconcile latency, tasks per state, leadership.
+//! serve: reconciles, errors, reconcile latency, tasks per state, leadership, relists.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,6 +20,9 @@ pub struct Metrics {
     pub tasks: Family<Vec<(String, String)>, Gauge>,
     /// 1 while this controller leads.
     pub leader: Gauge,
+    /// Full lists of the store loaded into the cache (the first one, then one after each
+    /// watch that fell behind compaction or broke): taking over as leader adds none.
+    pub relists: Counter,
 }
 
 impl Default for Metrics {
@@ -30,6 +33,7 @@ impl Default for Metrics {
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             tasks: Family::default(),
             leader: Gauge::default(),
+            relists: Counter::default(),
         }
     }
 }
@@ -54,6 +58,11 @@ impl Metrics {
             "leader",
             "1 while this controller is the leader",
             self.leader.clone(),
+        );
+        sub.register(
+            "relists",
+            "Full lists of the store loaded into the cache",
+            self.relists.clone(),
         );
     }
 

@@ -34,6 +34,46 @@ async fn one_leader_and_a_standby_takes_over_when_it_dies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_takes_over_with_its_warm_cache_without_listing_again() {
+    let env = Env::embedded().await;
+    let _a = Agent::start(&env, "n1", &[]).await;
+    let c1 = env.controller("c1", TTL);
+    c1.wait_leading().await;
+    let c2 = env.controller("c2", TTL);
+    env.put_service("web", "  replicas: 2\n").await;
+    env.wait_running("web", 2).await;
+    // The standby lists once when it starts, then follows the watch.
+    wait_for("the standby's cache loaded", || async {
+        (c2.metrics.relists.get() == 1).then_some(())
+    })
+    .await;
+    // Written while c2 stands by: only its watch brings this to it.
+    env.put_service("api", "  replicas: 1\n").await;
+    env.wait_running("api", 1).await;
+
+    c1.kill();
+    let killed = std::time::Instant::now();
+    c2.wait_leading().await;
+    println!(
+        "standby leads {:?} after the leader was killed",
+        killed.elapsed()
+    );
+    env.put_service("web", "  replicas: 3\n").await;
+    env.wait_running("web", 3).await;
+    assert_eq!(
+        env.running("api").await.values().sum::<usize>(),
+        1,
+        "api untouched"
+    );
+    assert_eq!(
+        c2.metrics.relists.get(),
+        1,
+        "taking over did not list the store again"
+    );
+    c2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deposed_leaders_writes_fail() {
     let env = Env::embedded().await;
     let stop = tokio_util::sync::CancellationToken::new();

@@ -30,9 +30,10 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "60s")]
     pub resync: Dur,
     /// How long a node without a record keeps its tasks before it is declared lost: after
-    /// this controller takes the lead, and (on Consul) after a node's record disappears, as
-    /// it does when the node's Consul agent restarts. Default: 5s (the agents' default
-    /// --lease-ttl) at take-over and 0 after a record goes on etcd and embedded (a record
+    /// this controller listed the store (a standby's grace is usually over when it takes the
+    /// lead), and (on Consul) after a node's record disappears, as it does when the node's
+    /// Consul agent restarts. Default: 5s (the agents' default --lease-ttl) after the list
+    /// and 0 after a record goes on etcd and embedded (a record
     /// only goes after a TTL of silence there); 10s (Consul's shortest session TTL) for both
     /// on Consul. Given explicitly, it applies to both.
     #[arg(long)]

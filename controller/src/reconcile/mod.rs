@@ -96,8 +96,9 @@ pub struct ReconcileInput {
     /// a newly leading controller gives every node one lease TTL to show up, since a missing
     /// record at its first list may only mean the node has not registered again yet.
     pub nodes_lost_after: Timestamp,
-    /// Per node whose record disappeared while this controller led: the end of its grace
-    /// (`--node-grace` after the record went). A Consul agent that restarts destroys its
+    /// Per node whose record this controller saw disappear (leading or standing by): the end
+    /// of its grace (`--node-grace` after the record went; the term's grace does not apply,
+    /// so a lease that expires early in a term is acted on at once on etcd). A Consul agent that restarts destroys its
     /// node's sessions, so the record goes and comes back at once: the same node, its tasks
     /// kept.
     pub node_lost_after: BTreeMap<String, Timestamp>,
@@ -117,13 +118,13 @@ impl ReconcileInput {
         self.now < self.node_grace_end(node) && !self.nodes.get(node).is_some_and(|n| n.ready)
     }
 
-    /// When the grace of `node` (without a record) ends: the later of the term's grace and
-    /// the grace after its record disappeared.
+    /// When the grace of `node` (without a record) ends: the grace after its record was seen
+    /// to disappear, or for a node never seen with a record, the term's grace.
     pub fn node_grace_end(&self, node: &str) -> Timestamp {
         self.node_lost_after
             .get(node)
             .copied()
-            .map_or(self.nodes_lost_after, |t| t.max(self.nodes_lost_after))
+            .unwrap_or(self.nodes_lost_after)
     }
 }
 

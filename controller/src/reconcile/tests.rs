@@ -684,3 +684,17 @@ fn a_node_record_that_disappears_keeps_its_tasks_for_the_node_grace() {
         assert_eq!(sim.step().orphans.len(), 1, "{mode}");
     }
 }
+
+#[test]
+fn a_node_seen_losing_its_record_is_lost_at_once_even_within_a_new_leaders_grace() {
+    let mut sim = Sim::new(service("web", "  replicas: 3\n"), three_nodes());
+    sim.settle();
+    // A new leader's grace for nodes without a record is running, but n1's lease expiry was
+    // seen (etcd: no record grace): its task is replaced now, not when the term's grace ends.
+    sim.nodes_lost_after = sim.now.plus(std::time::Duration::from_secs(5));
+    sim.nodes.get_mut("n1").unwrap().ready = false;
+    sim.node_lost_after.insert("n1".into(), sim.now);
+    let plan = sim.step();
+    assert_eq!(plan.orphans.len(), 1, "{plan:?}");
+    assert_eq!(plan.creates.len(), 1, "{plan:?}");
+}

@@ -4,6 +4,12 @@
 //!
 //! Every key remembers the revision it was last set or deleted at, so the controller's own
 //! writes can be applied as soon as they commit and an older watch event never undoes them.
+//! Changes apply by key (a task's resources are released before its new value is counted),
+//! so the same write seen twice — from its commit and again from the watch — counts once.
+//!
+//! Placement writes are shown before they commit ([`Cache::stage`], see
+//! [`super::pipeline`]): the cache keeps the store's truth of each staged key beside it, and
+//! goes back to that truth if the commit fails ([`Cache::unstage`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,8 +24,10 @@ use shoal_core::model::{
 use shoal_core::secret::{self, FileKind};
 use shoal_core::view::{self, NodeEntry};
 use shoal_core::{Key, Keys};
-use shoal_store::Revision;
+use shoal_store::{Revision, TxnOp};
 use tracing::warn;
+
+use super::pipeline::Staged;
 
 use crate::placement::NodeUsage;
 use crate::reconcile::gone::Presence;
@@ -42,6 +50,21 @@ pub(crate) struct Touched {
     pub(crate) services: BTreeSet<ServiceRef>,
     /// A node changed: global and unschedulable services need a look too.
     pub(crate) nodes_changed: bool,
+}
+
+impl Touched {
+    pub(crate) fn merge(&mut self, other: Touched) {
+        self.services.extend(other.services);
+        self.nodes_changed |= other.nodes_changed;
+    }
+}
+
+/// The key and value (`None`: deleted) an op writes.
+fn op_parts(op: &TxnOp) -> (&str, Option<&[u8]>) {
+    match op {
+        TxnOp::Put { key, value, .. } => (key, Some(value)),
+        TxnOp::Delete { key } => (key, None),
+    }
 }
 
 /// How long nodes without a record keep their tasks (`--node-grace`).
@@ -95,6 +118,8 @@ pub(crate) struct Cache {
     ///
     /// [`ControllerConfig::task_history_limit`]: super::ControllerConfig::task_history_limit
     pub(crate) task_history_limit: usize,
+    /// Keys shown with a write whose commit has not been answered yet.
+    staged: HashMap<String, Staged>,
 }
 
 impl Cache {
@@ -121,7 +146,122 @@ impl Cache {
             files: BTreeSet::new(),
             endpoints: BTreeMap::new(),
             task_history_limit,
+            staged: HashMap::new(),
         }
+    }
+
+    /// Replaces everything with a fresh list of the store; writes still staged stay shown
+    /// over it (their truth is now the list's).
+    pub(crate) fn relist(&mut self, items: &[(String, Vec<u8>, Revision)]) {
+        let mut fresh = Cache::new(self.keys.clone(), self.task_history_limit);
+        for (key, value, revision) in items {
+            fresh.apply(key, Some(value), *revision);
+        }
+        let staged = std::mem::take(&mut self.staged);
+        *self = fresh;
+        for (key, s) in staged {
+            self.stage_one(&key, s.value.as_deref());
+        }
+    }
+
+    /// Shows `ops` before they commit, keeping each key's current value as its truth.
+    pub(crate) fn stage(&mut self, ops: &[TxnOp]) {
+        for op in ops {
+            let (key, value) = op_parts(op);
+            self.stage_one(key, value);
+        }
+    }
+
+    fn stage_one(&mut self, key: &str, value: Option<&[u8]>) {
+        let truth = match self.staged.remove(key) {
+            Some(s) => s.truth,
+            None => self.encoded(key),
+        };
+        let revision = self.revs.get(key).copied().unwrap_or(0);
+        self.set(key, value, revision);
+        let value = value.map(<[u8]>::to_vec);
+        self.staged.insert(key.to_string(), Staged { value, truth });
+    }
+
+    /// `ops` (staged or not) committed at `revision`: they are the store's truth now, unless
+    /// the watch already brought a newer change of a key.
+    pub(crate) fn committed(&mut self, ops: &[TxnOp], revision: Revision) -> Touched {
+        let mut touched = Touched::default();
+        for op in ops {
+            let (key, value) = op_parts(op);
+            let newer = self.revs.get(key).copied().filter(|&r| r > revision);
+            let t = match (self.staged.remove(key), newer) {
+                (Some(s), Some(r)) => self.set(key, s.truth.as_deref(), r),
+                // Shown since it was staged: only its revision is new.
+                (Some(_), None) => {
+                    self.note(key, value.is_none(), revision);
+                    Touched::default()
+                }
+                (None, _) => self.apply(key, value, revision),
+            };
+            touched.merge(t);
+        }
+        touched
+    }
+
+    /// The commit of `ops` failed: the keys still staged show the store's truth again (as
+    /// last seen: the watch keeps it current while a key is staged).
+    pub(crate) fn unstage(&mut self, ops: &[TxnOp]) -> Touched {
+        let mut touched = Touched::default();
+        for op in ops {
+            let (key, _) = op_parts(op);
+            if let Some(s) = self.staged.remove(key) {
+                let revision = self.revs.get(key).copied().unwrap_or(0);
+                touched.merge(self.set(key, s.truth.as_deref(), revision));
+            }
+        }
+        touched
+    }
+
+    /// Every staged key shows the store's truth again (the term whose commits they were
+    /// ended: none of them will be answered).
+    pub(crate) fn unstage_all(&mut self) {
+        let keys: Vec<String> = self.staged.keys().cloned().collect();
+        for key in keys {
+            if let Some(s) = self.staged.remove(&key) {
+                let revision = self.revs.get(&key).copied().unwrap_or(0);
+                self.set(&key, s.truth.as_deref(), revision);
+            }
+        }
+    }
+
+    /// The stored form of a key the controller writes, as the cache holds it (`None` when
+    /// absent or unreadable, which the cache treats alike).
+    fn encoded(&self, key: &str) -> Option<Vec<u8>> {
+        match self.keys.parse(key)? {
+            Key::Task { node, task } => self.tasks.get(&(node, task)).map(model::encode),
+            Key::ServiceStatus(s) => self.statuses.get(&s).map(model::encode),
+            Key::Endpoints(s) => self.endpoints.get(&s).map(model::encode),
+            _ => None,
+        }
+    }
+
+    /// Everything reconcile reads of tasks, statuses and endpoints, as text (tests compare
+    /// a cache with a fresh list of the store).
+    #[cfg(test)]
+    pub(crate) fn fingerprint(&self) -> String {
+        format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            self.tasks,
+            self.task_status,
+            self.usage
+                .iter()
+                .filter(|(_, u)| !u.is_empty())
+                .collect::<Vec<_>>(),
+            self.statuses,
+            self.endpoints
+        )
+    }
+
+    /// How many keys are staged (tests).
+    #[cfg(test)]
+    pub(crate) fn staged_len(&self) -> usize {
+        self.staged.len()
     }
 
     /// Whether a task holds resources on its node: not finished and not orphaned.
@@ -156,19 +296,38 @@ impl Cache {
     }
 
     /// Applies a put (`value = Some`) or delete at `revision`; returns what it touches.
-    /// Older changes than the one already applied to the key are ignored.
+    /// Older changes than the one already applied to the key are ignored. A staged key keeps
+    /// showing its write: the change becomes its truth.
     pub(crate) fn apply(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
-        let mut touched = Touched::default();
+        if !self.note(key, value.is_none(), revision) {
+            return Touched::default();
+        }
+        if let Some(s) = self.staged.get_mut(key) {
+            s.truth = value.map(<[u8]>::to_vec);
+            return Touched::default();
+        }
+        self.set(key, value, revision)
+    }
+
+    /// Records that `key` was set (or `deleted`) at `revision`; false when the cache already
+    /// holds that change or a newer one.
+    fn note(&mut self, key: &str, deleted: bool, revision: Revision) -> bool {
         if self.revs.get(key).is_some_and(|&r| r >= revision) {
-            return touched;
+            return false;
         }
         self.revs.insert(key.to_string(), revision);
-        if value.is_none() {
+        if deleted {
             self.tombstones
                 .entry(revision)
                 .or_default()
                 .push(key.to_string());
         }
+        true
+    }
+
+    /// Shows `value` for `key` (set at `revision`), whatever the key's revision.
+    fn set(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
+        let mut touched = Touched::default();
         let Some(parsed) = self.keys.parse(key) else {
             return touched;
         };
@@ -574,7 +733,6 @@ impl Cache {
                 .gone_at
                 .iter()
                 .map(|(id, at)| (id.clone(), at.plus(grace.after_record_gone)))
-                .filter(|(_, until)| *until > now)
                 .collect(),
             seed,
             run_request: self.run_requests.get(sref).cloned(),
@@ -585,19 +743,23 @@ impl Cache {
     /// The ingress ports of `svc` another service holds, as located messages. A port belongs
     /// to the service whose endpoints already list it, else to the manifest written first.
     fn ingress_conflicts(&self, svc: &Service, revision: Revision) -> Vec<String> {
+        // Most services publish no ingress port: nothing to compare with the others.
+        if !svc.spec.ports.iter().any(|p| p.ingress_port().is_some()) {
+            return Vec::new();
+        }
         let me = svc.id();
+        let published = |e: &Endpoints| {
+            e.ports
+                .iter()
+                .filter_map(|p| p.ingress_port().map(|n| (n, p.protocol)))
+                .collect::<BTreeSet<_>>()
+        };
+        let mine = self.endpoints.get(&me).map(published).unwrap_or_default();
         let holders = self.services.iter().filter_map(|(r, m)| {
             let other = m.parsed.as_ref().ok()?;
             if *r == me {
                 return None;
             }
-            let published = |e: &Endpoints| {
-                e.ports
-                    .iter()
-                    .filter_map(|p| p.ingress_port().map(|n| (n, p.protocol)))
-                    .collect::<BTreeSet<_>>()
-            };
-            let mine = self.endpoints.get(&me).map(published).unwrap_or_default();
             let theirs = self.endpoints.get(r).map(published).unwrap_or_default();
             let holds = svc.spec.ports.iter().any(|p| {
                 let Some(n) = p.ingress_port() else {
@@ -630,188 +792,5 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testutil::{node, service};
-    use shoal_core::model::{DesiredState, Slot, TaskState, TaskTemplate};
-
-    fn task(svc: &Service, node: &str, id: &str) -> Task {
-        let template = TaskTemplate::from_spec(&svc.spec);
-        Task {
-            id: id.into(),
-            service: svc.id(),
-            slot: Slot::Replica(1),
-            node_id: node.into(),
-            generation: 1,
-            template_hash: template.hash(),
-            template,
-            desired_state: DesiredState::Running,
-            attempt: 0,
-            orphaned: false,
-            run: None,
-            created_at: Timestamp(0),
-        }
-    }
-
-    #[test]
-    fn older_events_never_undo_newer_writes() {
-        let keys = Keys::default();
-        let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
-        let svc = service("web", "");
-        let t = task(&svc, "n1", "web.1.a");
-        let k = keys.task("n1", "web.1.a");
-        c.apply(&k, Some(&model::encode(&t)), 5);
-        c.apply(&k, None, 7);
-        // A late watch event for revision 5 arrives after the delete at 7.
-        assert!(c.apply(&k, Some(&model::encode(&t)), 5).services.is_empty());
-        assert!(
-            c.input(&svc.id(), Timestamp(0), &NodeGrace::none(), 0)
-                .tasks
-                .is_empty()
-        );
-        c.prune(7);
-        assert!(
-            c.revs.is_empty(),
-            "tombstones are forgotten once the watch passed them"
-        );
-    }
-
-    #[test]
-    fn task_changes_touch_their_service_and_node_changes_touch_the_node_tasks() {
-        let keys = Keys::default();
-        let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
-        let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
-        let t = task(&svc, "n1", "web.1.a");
-        let touched = c.apply(&keys.task("n1", "web.1.a"), Some(&model::encode(&t)), 2);
-        assert!(touched.services.contains(&svc.id()));
-        let n1 = node("n1", &[]);
-        let touched = c.apply(&keys.node("n1"), Some(&model::encode(&n1.info)), 3);
-        assert!(touched.nodes_changed && touched.services.contains(&svc.id()));
-        assert!(c.nodes()["n1"].ready);
-        // Reservations are held until the task finishes.
-        assert_eq!(c.usage["n1"].memory, 1 << 30);
-        let st = TaskStatus {
-            task_id: t.id.clone(),
-            state: TaskState::Failed,
-            container_id: None,
-            host_ports: vec![],
-            health: None,
-            exit_code: Some(1),
-            message: None,
-            updated_at: Timestamp(0),
-            started_at: None,
-            finished_at: None,
-        };
-        c.apply(
-            &keys.task_status("n1", "web.1.a"),
-            Some(&model::encode(&st)),
-            4,
-        );
-        assert_eq!(c.usage["n1"].memory, 0);
-        // A node whose lease expired is kept, not ready.
-        c.apply(&keys.node("n1"), None, 5);
-        assert!(!c.nodes()["n1"].ready);
-    }
-
-    #[test]
-    fn a_service_naming_a_missing_secret_is_invalid_until_it_exists() {
-        let keys = Keys::default();
-        let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
-        let svc = service(
-            "web",
-            "  secrets: [{source: db-password}]\n  configs: [{source: app}]\n",
-        );
-        let sref = svc.id();
-        let text = serde_json::to_string(&svc).unwrap();
-        c.apply(&keys.service(&sref), Some(text.as_bytes()), 3);
-        match c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service {
-            ServiceInput::Invalid { error, generation } => {
-                assert_eq!(generation, 3);
-                assert!(
-                    error.contains("secret \"db-password\" does not exist")
-                        && error.contains("config \"app\" does not exist"),
-                    "{error}"
-                );
-            }
-            other => panic!("expected invalid, got {other:?}"),
-        }
-        let touched = c.apply(&keys.secret("default", "db-password"), Some(b"{}"), 4);
-        assert!(
-            touched.services.contains(&sref),
-            "the secret's users are requeued"
-        );
-        c.apply(&keys.config("other", "app"), Some(b"{}"), 5);
-        assert!(
-            matches!(c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service, ServiceInput::Invalid { error, .. } if !error.contains("secret")),
-            "a config in another namespace does not count"
-        );
-        c.apply(&keys.config("default", "app"), Some(b"{}"), 6);
-        assert!(matches!(
-            c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
-            ServiceInput::Present { .. }
-        ));
-        let touched = c.apply(&keys.secret("default", "db-password"), None, 7);
-        assert!(touched.services.contains(&sref));
-        assert!(matches!(
-            c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
-            ServiceInput::Invalid { .. }
-        ));
-    }
-
-    #[test]
-    fn invalid_manifests_are_kept_as_errors_with_their_location() {
-        let keys = Keys::default();
-        let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
-        let sref = ServiceRef {
-            namespace: "default".into(),
-            name: "web".into(),
-        };
-        let text = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  replicas: lots\n";
-        c.apply(&keys.service(&sref), Some(text.as_bytes()), 9);
-        match c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service {
-            ServiceInput::Invalid { error, generation } => {
-                assert_eq!(generation, 9);
-                assert!(error.contains(":6:"), "{error}");
-            }
-            other => panic!("expected invalid, got {other:?}"),
-        }
-        let other =
-            "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: api\nspec:\n  image: x\n";
-        c.apply(&keys.service(&sref), Some(other.as_bytes()), 10);
-        assert!(matches!(
-            c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
-            ServiceInput::Invalid { .. }
-        ));
-    }
-
-    #[test]
-    fn tasks_of_one_template_share_it_until_the_last_goes() {
-        let keys = Keys::default();
-        let mut c = Cache::new(keys.clone());
-        let svc = service("web", "");
-        for (node, id) in [("n1", "web.1.a"), ("n2", "web.2.a")] {
-            let t = task(&svc, node, id);
-            c.apply(&keys.task(node, id), Some(&model::encode(&t)), 2);
-        }
-        assert_eq!(c.templates.len(), 1, "one template for both tasks");
-        let input = c.input(&svc.id(), Timestamp(0), &NodeGrace::none(), 0);
-        let mut ids: Vec<(String, String)> = input
-            .tasks
-            .iter()
-            .map(|e| (e.task.node_id.clone(), e.task.id.clone()))
-            .collect();
-        ids.sort();
-        assert_eq!(
-            ids,
-            [
-                ("n1".into(), "web.1.a".into()),
-                ("n2".into(), "web.2.a".into())
-            ]
-        );
-        assert_eq!(input.tasks[0].task, task(&svc, "n1", "web.1.a"));
-        c.apply(&keys.task("n1", "web.1.a"), None, 3);
-        assert_eq!(c.templates.len(), 1, "still used by the other task");
-        c.apply(&keys.task("n2", "web.2.a"), None, 4);
-        assert_eq!(c.templates.len(), 0, "forgotten with its last task");
-    }
-}
+#[path = "cache_tests.rs"]
+mod tests;

@@ -142,12 +142,25 @@ pub async fn commit(
             })
             .await?;
         if !res.succeeded {
-            if fence.revision() != fenced_at {
-                return Err(CommitError::FenceMoved);
-            }
-            return Err(CommitError::Fenced);
+            return Err(refused(store, fence, fenced_at).await);
         }
         applied(&batch, res.revision);
     }
     Ok(())
+}
+
+/// Why a write carrying the fence at `fenced_at` was refused: the fence moved (this leader
+/// rewrote its own record meanwhile, perhaps not done noting the move yet), or another
+/// controller leads.
+async fn refused(store: &dyn Store, fence: &Fence, fenced_at: Revision) -> CommitError {
+    if fence.revision() != fenced_at {
+        return CommitError::FenceMoved;
+    }
+    match store.get(&fence.key).await {
+        Ok(Some(kv)) if kv.mod_revision > fenced_at && fence.is_own_record(&kv.value) => {
+            CommitError::FenceMoved
+        }
+        Ok(_) => CommitError::Fenced,
+        Err(e) => CommitError::Store(e),
+    }
 }

@@ -1,28 +1,31 @@
-//! The runner: campaigns for leadership, then follows the store into one cache (the
-//! store's [`reflector`] batches: a list, then every change, again a list after the watch fell
-//! behind compaction), queues the services that changed, reconciles them with several workers
-//! (one per service at a time) and commits each plan in fenced, batched transactions.
+//! The runner: follows the store into one cache for as long as it runs ([`follow`]: a
+//! standby's cache is warm), campaigns for leadership, and while it leads queues the services
+//! that changed, reconciles them with several workers (one per service at a time) and
+//! commits each plan in fenced, batched transactions; plans that place tasks go through the
+//! [`pipeline`] (decided one at a time, committed several at a time).
 //!
-//! A term's tasks (watcher, resync, workers) run for as long as the term: when one panics or
-//! ends, the term ends too — the leader steps down, releases its lease and campaigns again
-//! with a fresh cache, rather than leading without seeing or reconciling anything. Every
-//! stop (shutdown, lost lease, deposed by a fenced write) is a [`CancellationToken`].
+//! A term's tasks (resync, workers, ...) run for as long as the term: when one panics or
+//! ends, or the store watch breaks, the term ends too — the leader steps down, releases its
+//! lease and campaigns again (with a fresh cache if the watch broke), rather than leading
+//! without seeing or reconciling anything. Every stop (shutdown, lost lease, deposed by a
+//! fenced write) is a [`CancellationToken`].
 
 mod cache;
 pub mod commit;
+mod follow;
 pub mod leader;
+mod pipeline;
 pub mod queue;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use futures::StreamExt;
 use rand::Rng;
 use shoal_core::Keys;
 use shoal_core::manifest::ServiceRef;
 use shoal_core::model::Timestamp;
-use shoal_store::reflector::{self, Batch, BatchStream, Event};
+use shoal_store::reflector;
 use shoal_store::{Backoff, Revision, Store, StoreError, TxnOp};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -30,9 +33,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
-use crate::reconcile::{ServiceInput, gone, reconcile};
+use crate::reconcile::{Plan, ReconcileInput, ServiceInput, gone, reconcile};
 use cache::{Cache, NodeGrace};
 use commit::{CommitError, commit, oversized_task, plan_ops, refence};
+use follow::{Applied, View};
 use leader::{Fence, Leadership, campaign};
 use queue::WorkQueue;
 
@@ -110,7 +114,7 @@ impl Default for ControllerConfig {
 enum TermEnd {
     Shutdown,
     Lost,
-    /// One of the term's watcher, resync or worker tasks panicked or ended: a leader that
+    /// One of the term's tasks panicked or ended, or the store watch broke: a leader that
     /// can no longer see or reconcile must not keep the lease.
     Broken(String),
 }
@@ -136,27 +140,29 @@ impl std::fmt::Debug for Controller {
 struct Term {
     store: Arc<dyn Store>,
     keys: Keys,
-    cache: Mutex<Cache>,
+    view: Arc<View>,
     queue: WorkQueue,
     fence: Fence,
     metrics: Metrics,
     /// Cancelled when a write was fenced off or the leader record changed hands.
     deposed: CancellationToken,
+    /// Held while a plan is decided, and a placing plan staged (see [`pipeline`]).
     placement: tokio::sync::Mutex<()>,
     /// Grace for nodes without a record (see [`ControllerConfig::node_grace`]).
     grace: NodeGrace,
     /// A write failed without an answer: it may still land, so the fence must move (and the
     /// cache catch up) before the next decision.
     unsure: AtomicBool,
-    /// The fence's revision after the last move: decisions wait until the watch reached it.
+    /// Held while the fence moves: two moves at once would each see the other's as a loss.
+    refencing: tokio::sync::Mutex<()>,
+    /// The fence's revision after the last move (at first, the revision the leader record
+    /// was won at): decisions wait until the watch reached it.
     barrier: AtomicI64,
-    /// The store revision the cache has seen through the watch (or the last list).
-    watched: watch::Sender<i64>,
 }
 
 impl Term {
     fn cache(&self) -> MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        self.view.cache()
     }
 
     fn enqueue_touched(&self, touched: cache::Touched) {
@@ -181,6 +187,7 @@ impl Term {
     /// land, then waits until the watch has brought the cache up to the fence's new revision,
     /// so it holds whatever the write did if it landed before. Nothing to do otherwise.
     async fn settle(&self) -> Result<(), CommitError> {
+        let refencing = self.refencing.lock().await;
         // Cleared before the move: a write failing meanwhile sets it again for another move.
         if self.unsure.swap(false, Ordering::SeqCst) {
             let moved = match refence(self.store.as_ref(), &self.fence).await {
@@ -193,11 +200,12 @@ impl Term {
             self.barrier.fetch_max(moved, Ordering::SeqCst);
             info!(revision = moved, "a write went unanswered: fence moved");
         }
+        drop(refencing);
         let revision = self.barrier.load(Ordering::SeqCst);
-        if *self.watched.borrow() >= revision {
+        if *self.view.watched.borrow() >= revision {
             return Ok(());
         }
-        let mut seen = self.watched.subscribe();
+        let mut seen = self.view.watched.subscribe();
         let caught_up = seen.wait_for(|r| *r >= revision);
         match tokio::time::timeout(Duration::from_secs(10), caught_up).await {
             Ok(Ok(_)) => Ok(()),
@@ -225,21 +233,48 @@ impl Term {
     /// Reconciles one service and commits the plan.
     async fn reconcile_one(&self, s: &ServiceRef) -> Result<Option<Duration>, ControllerError> {
         let started = std::time::Instant::now();
-        self.settle().await?;
         self.metrics.reconciles.inc();
         let seed = rand::rng().random();
-        let mut input = self.cache().input(s, Timestamp::now(), &self.grace, seed);
-        let mut plan = reconcile(&input);
-        // Plans that place tasks are decided and committed one at a time, on a fresh view,
-        // so two services never take the same host port or the last free memory of a node.
-        let _placing = if plan.creates.is_empty() {
-            None
+        // Plans are decided one at a time, so two services never take the same host port or
+        // the last free memory of a node; their commits overlap.
+        let placing = self.placement.lock().await;
+        self.settle().await?;
+        let (input, plan) = self.decide(s, seed);
+        let plan = if plan.creates.is_empty() {
+            drop(placing);
+            let (plan, ops) = self.writes(s, input, plan);
+            if !ops.is_empty() {
+                self.write(ops, |batch, rev| {
+                    self.cache().committed(batch, rev);
+                })
+                .await?;
+            }
+            plan
         } else {
-            let guard = self.placement.lock().await;
-            input = self.cache().input(s, Timestamp::now(), &self.grace, seed);
-            plan = reconcile(&input);
-            Some(guard)
+            self.place(s, placing, input, plan).await?
         };
+        self.metrics
+            .latency
+            .observe(started.elapsed().as_secs_f64());
+        let again = if plan.is_quiet() {
+            plan.requeue_after
+        } else {
+            Some(Duration::from_millis(50))
+        };
+        Ok(match (again, plan.requeue_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// The writes of `plan`; a plan whose task records are too large for a transaction is
+    /// replaced by the one marking the service invalid.
+    fn writes(
+        &self,
+        s: &ServiceRef,
+        mut input: ReconcileInput,
+        mut plan: Plan,
+    ) -> (Plan, Vec<TxnOp>) {
         let mut ops = plan_ops(&self.keys, &input, &plan);
         if let Some(why) = oversized_task(&ops, self.store.max_txn_bytes())
             && let ServiceInput::Present { generation, .. } = input.service
@@ -261,29 +296,8 @@ impl Term {
                 ops = ops.len(),
                 "committing plan"
             );
-            self.write(ops, |batch, rev| {
-                let mut c = self.cache();
-                for op in batch {
-                    match op {
-                        TxnOp::Put { key, value, .. } => c.apply(key, Some(value), rev),
-                        TxnOp::Delete { key } => c.apply(key, None, rev),
-                    };
-                }
-            })
-            .await?;
         }
-        self.metrics
-            .latency
-            .observe(started.elapsed().as_secs_f64());
-        let again = if plan.is_quiet() {
-            plan.requeue_after
-        } else {
-            Some(Duration::from_millis(50))
-        };
-        Ok(match (again, plan.requeue_after) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        (plan, ops)
     }
 
     async fn worker(self: Arc<Self>) {
@@ -305,63 +319,26 @@ impl Term {
         }
     }
 
-    /// Whether a change shows the leader record deleted (`value` `None`) or rewritten by
-    /// someone else.
-    fn leader_record_lost(&self, key: &str, value: Option<&[u8]>, revision: Revision) -> bool {
-        key == self.fence.key
+    /// Whether a change of the leader record shows it deleted (`value` `None`) or rewritten
+    /// by someone else. Changes older than the fence are history from before this term.
+    fn leader_record_lost(&self, value: Option<&[u8]>, revision: Revision) -> bool {
+        revision >= self.fence.revision()
             && value
                 .is_none_or(|v| revision != self.fence.revision() && !self.fence.is_own_record(v))
     }
 
-    /// Applies one batch of the store's changes to the cache and queues what it touched: a
-    /// list replaces the cache and queues every service.
-    fn apply_batch(&self, batch: Batch<Vec<u8>>) {
-        let mut touched = cache::Touched::default();
-        let mut listed = None;
-        {
-            let mut c = self.cache();
-            for event in batch.events {
-                let (key, value, revision) = match event {
-                    Event::Init(items) => {
-                        let mut fresh = Cache::new(self.keys.clone(), c.task_history_limit);
-                        for (key, value, revision) in &items {
-                            fresh.apply(key, Some(value), *revision);
-                        }
-                        *c = fresh;
-                        listed = Some(items.len());
-                        continue;
-                    }
-                    Event::Apply(key, value, revision) => (key, Some(value), revision),
-                    Event::Delete(key, revision) => (key, None, revision),
-                };
-                if self.leader_record_lost(&key, value.as_deref(), revision) {
-                    warn!("the leader record changed under this controller; stepping down");
-                    self.deposed.cancel();
-                }
-                let t = c.apply(&key, value.as_deref(), revision);
-                touched.services.extend(t.services);
-                touched.nodes_changed |= t.nodes_changed;
+    /// Queues what one batch of the store's changes touched (every service after a list),
+    /// and steps down when the batch shows the leader record lost.
+    fn observe(&self, applied: Applied) {
+        for (value, revision) in &applied.leader {
+            if self.leader_record_lost(value.as_deref(), *revision) {
+                warn!("the leader record changed under this controller; stepping down");
+                self.deposed.cancel();
             }
-            c.prune(batch.revision);
         }
-        self.watched.send_if_modified(|seen| {
-            let newer = batch.revision > *seen;
-            *seen = (*seen).max(batch.revision);
-            newer
-        });
-        match listed {
-            Some(keys) => {
-                self.enqueue_all();
-                info!(keys, revision = batch.revision, "cache loaded");
-            }
-            None => self.enqueue_touched(touched),
-        }
-    }
-
-    /// Applies the store's changes for as long as the term lasts.
-    async fn follow(self: Arc<Self>, mut batches: BatchStream<Vec<u8>>) {
-        while let Some(batch) = batches.next().await {
-            self.apply_batch(batch);
+        match applied.listed {
+            Some(_) => self.enqueue_all(),
+            None => self.enqueue_touched(applied.touched),
         }
     }
 
@@ -490,6 +467,7 @@ impl Controller {
     }
 
     async fn run_inner(&self, stop: &CancellationToken) -> Result<(), ControllerError> {
+        let mut follower = self.follow();
         loop {
             let leadership = match campaign(
                 &self.store,
@@ -510,9 +488,13 @@ impl Controller {
                     }
                 }
             };
+            if follower.down.is_cancelled() {
+                follower = self.follow();
+            }
             self.metrics.leader.set(1);
             let _ = self.leading.send(true);
-            let end = self.term(&leadership, stop).await;
+            let end = self.term(&leadership, &follower, stop).await;
+            follower.view.report_to(None);
             self.metrics.leader.set(0);
             let _ = self.leading.send(false);
             match end {
@@ -541,49 +523,94 @@ impl Controller {
         }
     }
 
+    /// Starts following the store into a new view.
+    fn follow(&self) -> Follower {
+        let view = Arc::new(View::new(
+            self.keys.clone(),
+            self.config.task_history_limit,
+            self.metrics.clone(),
+        ));
+        let root = format!("{}/", self.keys.prefix());
+        let batches = reflector::batches(self.store.clone(), &root, |_, v| v.to_vec());
+        let down = CancellationToken::new();
+        let task = tokio::spawn(
+            view.clone()
+                .follow(batches, down.clone().drop_guard())
+                .instrument(info_span!("watcher")),
+        );
+        Follower { view, down, task }
+    }
+
+    /// Waits until the view reached the revision the leader record was won at, so that
+    /// nothing older is acted on; `Some` when the term ends first.
+    async fn catch_up(
+        &self,
+        leadership: &Leadership,
+        follower: &Follower,
+        stop: &CancellationToken,
+    ) -> Option<TermEnd> {
+        let revision = leadership.fence.revision();
+        let mut seen = follower.view.watched.subscribe();
+        tokio::select! {
+            _ = seen.wait_for(|r| *r >= revision) => None,
+            () = stop.cancelled() => Some(TermEnd::Shutdown),
+            () = leadership.lost.cancelled() => Some(TermEnd::Lost),
+            () = follower.down.cancelled() => Some(TermEnd::Broken("the store watch ended".to_string())),
+        }
+    }
+
     async fn term(
         &self,
         leadership: &Leadership,
+        follower: &Follower,
         stop: &CancellationToken,
     ) -> Result<TermEnd, ControllerError> {
         let term = Arc::new(Term {
             store: self.store.clone(),
             keys: self.keys.clone(),
-            cache: Mutex::new(Cache::new(
-                self.keys.clone(),
-                self.config.task_history_limit,
-            )),
+            view: follower.view.clone(),
             queue: WorkQueue::new(self.config.debounce, self.config.backoff),
             fence: leadership.fence.clone(),
             metrics: self.metrics.clone(),
             deposed: CancellationToken::new(),
             placement: tokio::sync::Mutex::new(()),
             grace: NodeGrace {
-                term_until: Timestamp::now().plus(self.config.node_grace),
+                term_until: follower.view.listed_at().plus(self.config.node_grace),
                 after_record_gone: self.config.node_record_grace,
             },
             unsure: AtomicBool::new(false),
-            barrier: AtomicI64::new(0),
-            watched: watch::channel(0).0,
+            refencing: tokio::sync::Mutex::new(()),
+            barrier: AtomicI64::new(leadership.fence.revision()),
         });
-        let root = format!("{}/", self.keys.prefix());
-        let mut batches = reflector::batches(self.store.clone(), &root, |_, v| v.to_vec());
-        // The first batch is the list: the cache is loaded before anything is decided.
-        let listed = tokio::select! {
-            listed = batches.next() => listed,
-            () = stop.cancelled() => return Ok(TermEnd::Shutdown),
-            () = leadership.lost.cancelled() => return Ok(TermEnd::Lost),
+        // Changes from now on are queued; the view catches up with the election first.
+        follower.view.report_to(Some(term.clone()));
+        if let Some(end) = self.catch_up(leadership, follower, stop).await {
+            return Ok(end);
+        }
+        term.enqueue_all();
+        let mut tasks = self.spawn_term_tasks(&term);
+        // Every task of the term loops for ever: one that returns or panics breaks the term.
+        let end = tokio::select! {
+            () = stop.cancelled() => TermEnd::Shutdown,
+            () = leadership.lost.cancelled() => TermEnd::Lost,
+            () = term.deposed.cancelled() => TermEnd::Lost,
+            () = follower.down.cancelled() => TermEnd::Broken("the store watch ended".to_string()),
+            Some(res) = tasks.join_next() => TermEnd::Broken(match res {
+                Ok(()) => "a task ended".to_string(),
+                Err(e) if e.is_panic() => format!("a task panicked: {}", panic_message(e.into_panic())),
+                Err(e) => e.to_string(),
+            }),
         };
-        let Some(listed) = listed else {
-            return Ok(TermEnd::Broken("the store watch ended".to_string()));
-        };
-        term.apply_batch(listed);
+        tasks.shutdown().await;
+        // Commits cut short are never answered: their keys show the store's truth again (a
+        // write of theirs that still lands comes through the watch).
+        follower.view.cache().unstage_all();
+        Ok(end)
+    }
+
+    /// Starts the term's resync, collection, compaction and workers.
+    fn spawn_term_tasks(&self, term: &Arc<Term>) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
-        tasks.spawn(
-            term.clone()
-                .follow(batches)
-                .instrument(info_span!("watcher")),
-        );
         tasks.spawn(
             term.clone()
                 .resync(self.config.resync_interval)
@@ -604,19 +631,21 @@ impl Controller {
         for _ in 0..self.config.workers.max(1) {
             tasks.spawn(term.clone().worker());
         }
-        // Every task of the term loops for ever: one that returns or panics breaks the term.
-        let end = tokio::select! {
-            () = stop.cancelled() => TermEnd::Shutdown,
-            () = leadership.lost.cancelled() => TermEnd::Lost,
-            () = term.deposed.cancelled() => TermEnd::Lost,
-            Some(res) = tasks.join_next() => TermEnd::Broken(match res {
-                Ok(()) => "a task ended".to_string(),
-                Err(e) if e.is_panic() => format!("a task panicked: {}", panic_message(e.into_panic())),
-                Err(e) => e.to_string(),
-            }),
-        };
-        tasks.shutdown().await;
-        Ok(end)
+        tasks
+    }
+}
+
+/// A view and the task following the store into it; `down` is cancelled when that task
+/// ended (the store watch broke for good) or panicked.
+struct Follower {
+    view: Arc<View>,
+    down: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

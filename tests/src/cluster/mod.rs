@@ -254,11 +254,13 @@ impl Env {
         tweak(&mut config);
         let c = Controller::new(self.store.clone(), self.keys.clone(), config);
         let leading = c.leading();
+        let metrics = c.metrics().clone();
         let stop = CancellationToken::new();
         let handle = tokio::spawn(c.run(stop.clone()));
         RunningController {
             name: name.to_string(),
             leading,
+            metrics,
             stop,
             handle,
         }
@@ -270,6 +272,8 @@ pub struct RunningController {
     name: String,
     /// Whether it leads.
     pub leading: watch::Receiver<bool>,
+    /// Its metrics.
+    pub metrics: shoal_controller::Metrics,
     stop: CancellationToken,
     handle: JoinHandle<Result<(), shoal_controller::ControllerError>>,
 }

@@ -1,0 +1,246 @@
+//! Tests of the controller cache.
+use super::*;
+use crate::testutil::{node, service};
+use shoal_core::model::{DesiredState, Slot, TaskState, TaskTemplate};
+
+fn task(svc: &Service, node: &str, id: &str) -> Task {
+    let template = TaskTemplate::from_spec(&svc.spec);
+    Task {
+        id: id.into(),
+        service: svc.id(),
+        slot: Slot::Replica(1),
+        node_id: node.into(),
+        generation: 1,
+        template_hash: template.hash(),
+        template,
+        desired_state: DesiredState::Running,
+        attempt: 0,
+        orphaned: false,
+        run: None,
+        created_at: Timestamp(0),
+    }
+}
+
+#[test]
+fn older_events_never_undo_newer_writes() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    let svc = service("web", "");
+    let t = task(&svc, "n1", "web.1.a");
+    let k = keys.task("n1", "web.1.a");
+    c.apply(&k, Some(&model::encode(&t)), 5);
+    c.apply(&k, None, 7);
+    // A late watch event for revision 5 arrives after the delete at 7.
+    assert!(c.apply(&k, Some(&model::encode(&t)), 5).services.is_empty());
+    assert!(
+        c.input(&svc.id(), Timestamp(0), &NodeGrace::none(), 0)
+            .tasks
+            .is_empty()
+    );
+    c.prune(7);
+    assert!(
+        c.revs.is_empty(),
+        "tombstones are forgotten once the watch passed them"
+    );
+}
+
+#[test]
+fn task_changes_touch_their_service_and_node_changes_touch_the_node_tasks() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let t = task(&svc, "n1", "web.1.a");
+    let touched = c.apply(&keys.task("n1", "web.1.a"), Some(&model::encode(&t)), 2);
+    assert!(touched.services.contains(&svc.id()));
+    let n1 = node("n1", &[]);
+    let touched = c.apply(&keys.node("n1"), Some(&model::encode(&n1.info)), 3);
+    assert!(touched.nodes_changed && touched.services.contains(&svc.id()));
+    assert!(c.nodes()["n1"].ready);
+    // Reservations are held until the task finishes.
+    assert_eq!(c.usage["n1"].memory, 1 << 30);
+    let st = TaskStatus {
+        task_id: t.id.clone(),
+        state: TaskState::Failed,
+        container_id: None,
+        host_ports: vec![],
+        health: None,
+        exit_code: Some(1),
+        message: None,
+        updated_at: Timestamp(0),
+        started_at: None,
+        finished_at: None,
+    };
+    c.apply(
+        &keys.task_status("n1", "web.1.a"),
+        Some(&model::encode(&st)),
+        4,
+    );
+    assert_eq!(c.usage["n1"].memory, 0);
+    // A node whose lease expired is kept, not ready.
+    c.apply(&keys.node("n1"), None, 5);
+    assert!(!c.nodes()["n1"].ready);
+}
+
+#[test]
+fn a_service_naming_a_missing_secret_is_invalid_until_it_exists() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    let svc = service(
+        "web",
+        "  secrets: [{source: db-password}]\n  configs: [{source: app}]\n",
+    );
+    let sref = svc.id();
+    let text = serde_json::to_string(&svc).unwrap();
+    c.apply(&keys.service(&sref), Some(text.as_bytes()), 3);
+    match c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service {
+        ServiceInput::Invalid { error, generation } => {
+            assert_eq!(generation, 3);
+            assert!(
+                error.contains("secret \"db-password\" does not exist")
+                    && error.contains("config \"app\" does not exist"),
+                "{error}"
+            );
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    let touched = c.apply(&keys.secret("default", "db-password"), Some(b"{}"), 4);
+    assert!(
+        touched.services.contains(&sref),
+        "the secret's users are requeued"
+    );
+    c.apply(&keys.config("other", "app"), Some(b"{}"), 5);
+    assert!(
+        matches!(c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service, ServiceInput::Invalid { error, .. } if !error.contains("secret")),
+        "a config in another namespace does not count"
+    );
+    c.apply(&keys.config("default", "app"), Some(b"{}"), 6);
+    assert!(matches!(
+        c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
+        ServiceInput::Present { .. }
+    ));
+    let touched = c.apply(&keys.secret("default", "db-password"), None, 7);
+    assert!(touched.services.contains(&sref));
+    assert!(matches!(
+        c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
+        ServiceInput::Invalid { .. }
+    ));
+}
+
+#[test]
+fn invalid_manifests_are_kept_as_errors_with_their_location() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    let sref = ServiceRef {
+        namespace: "default".into(),
+        name: "web".into(),
+    };
+    let text =
+        "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  replicas: lots\n";
+    c.apply(&keys.service(&sref), Some(text.as_bytes()), 9);
+    match c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service {
+        ServiceInput::Invalid { error, generation } => {
+            assert_eq!(generation, 9);
+            assert!(error.contains(":6:"), "{error}");
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    let other = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: api\nspec:\n  image: x\n";
+    c.apply(&keys.service(&sref), Some(other.as_bytes()), 10);
+    assert!(matches!(
+        c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
+        ServiceInput::Invalid { .. }
+    ));
+}
+
+#[test]
+fn staged_writes_count_once_and_a_failed_commit_shows_the_store_again() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let a = keys.task("n1", "web.1.a");
+    let b = keys.task("n1", "web.2.b");
+    let put = |key: &str, t: &Task| TxnOp::Put {
+        key: key.to_string(),
+        value: model::encode(t),
+        lease: None,
+    };
+    let ops = vec![
+        put(&a, &task(&svc, "n1", "web.1.a")),
+        put(&b, &task(&svc, "n1", "web.2.b")),
+    ];
+    // Staged: counted at once, before any answer.
+    c.stage(&ops);
+    assert_eq!(c.usage["n1"].memory, 2 << 30);
+    // The first key commits; the watch brings it again: still counted once.
+    c.committed(&ops[..1], 10);
+    c.apply(&a, Some(&model::encode(&task(&svc, "n1", "web.1.a"))), 10);
+    assert_eq!(c.usage["n1"].memory, 2 << 30);
+    // The rest fails: the second task goes, the committed one stays.
+    c.unstage(&ops);
+    assert_eq!(c.usage["n1"].memory, 1 << 30);
+    assert_eq!(c.staged_len(), 0);
+    let fresh = {
+        let mut f = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+        f.apply(&a, Some(&model::encode(&task(&svc, "n1", "web.1.a"))), 10);
+        f
+    };
+    assert_eq!(c.fingerprint(), fresh.fingerprint());
+}
+
+#[test]
+fn a_change_seen_while_a_key_is_staged_is_what_a_failed_commit_goes_back_to() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let a = keys.task("n1", "web.1.a");
+    let t = task(&svc, "n1", "web.1.a");
+    let ops = vec![TxnOp::Put {
+        key: a.clone(),
+        value: model::encode(&t),
+        lease: None,
+    }];
+    c.stage(&ops);
+    // Someone else's write of the key lands first (the staged one still shows), and a list
+    // of the store comes meanwhile: the staged write stays shown over it.
+    let mut other = t.clone();
+    other.orphaned = true;
+    c.apply(&a, Some(&model::encode(&other)), 7);
+    assert_eq!(c.usage["n1"].memory, 1 << 30);
+    c.relist(&[(a.clone(), model::encode(&other), 7)]);
+    assert_eq!(c.usage["n1"].memory, 1 << 30);
+    assert_eq!(c.staged_len(), 1);
+    // The commit fails: the store's value (orphaned, holding nothing) shows.
+    c.unstage(&ops);
+    assert!(c.usage.get("n1").is_none_or(|u| u.memory == 0));
+}
+
+#[test]
+fn tasks_of_one_template_share_it_until_the_last_goes() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    let svc = service("web", "");
+    for (node, id) in [("n1", "web.1.a"), ("n2", "web.2.a")] {
+        let t = task(&svc, node, id);
+        c.apply(&keys.task(node, id), Some(&model::encode(&t)), 2);
+    }
+    assert_eq!(c.templates.len(), 1, "one template for both tasks");
+    let input = c.input(&svc.id(), Timestamp(0), &NodeGrace::none(), 0);
+    let mut ids: Vec<(String, String)> = input
+        .tasks
+        .iter()
+        .map(|e| (e.task.node_id.clone(), e.task.id.clone()))
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            ("n1".into(), "web.1.a".into()),
+            ("n2".into(), "web.2.a".into())
+        ]
+    );
+    assert_eq!(input.tasks[0].task, task(&svc, "n1", "web.1.a"));
+    c.apply(&keys.task("n1", "web.1.a"), None, 3);
+    assert_eq!(c.templates.len(), 1, "still used by the other task");
+    c.apply(&keys.task("n2", "web.2.a"), None, 4);
+    assert_eq!(c.templates.len(), 0, "forgotten with its last task");
+}
