@@ -234,7 +234,10 @@ impl Cache {
     /// absent or unreadable, which the cache treats alike).
     fn encoded(&self, key: &str) -> Option<Vec<u8>> {
         match self.keys.parse(key)? {
-            Key::Task { node, task } => self.tasks.get(&(node, task)).map(model::encode),
+            Key::Task { node, task } => self
+                .tasks
+                .get(&(node.clone(), task.clone()))
+                .map(|t| model::encode(&t.to_task(&node, &task))),
             Key::ServiceStatus(s) => self.statuses.get(&s).map(model::encode),
             Key::Endpoints(s) => self.endpoints.get(&s).map(model::encode),
             _ => None,
