@@ -657,20 +657,10 @@ impl TaskRunner {
         let Some(handle) = self.handle.clone() else {
             return;
         };
-        let rt = self.ctx.runtime.clone();
-        let grace = self.stop.grace;
-        let signal = self.stop.signal().to_string();
         self.deregister_before_stop().await;
         tracing::warn!(container = %handle.id, "task unhealthy; stopping it");
-        let stop = (|| rt.stop(&handle, &signal, grace))
-            .retry(backoff().with_max_times(5))
-            .when(RuntimeError::is_temporary);
-        if let Err(e) = stop.await {
-            tracing::warn!(error = %e, "stop failed");
-        }
-        if let Ok(Ok(exit)) = tokio::time::timeout(Duration::from_secs(2), rt.wait(&handle)).await {
-            self.status.exit_code = Some(exit.code);
-        }
+        self.stop_container(&handle).await;
+        self.record_exit(&handle).await;
         self.transition(
             TaskState::Failed,
             Some("unhealthy container: the healthcheck failed; task stopped".into()),
@@ -682,29 +672,39 @@ impl TaskRunner {
         let Some(handle) = self.handle.clone() else {
             return;
         };
-        let rt = self.ctx.runtime.clone();
-        let grace = self.stop.grace;
-        let signal = self.stop.signal().to_string();
         self.deregister_before_stop().await;
-        tracing::info!(container = %handle.id, ?grace, "stopping task");
-        let stop = (|| rt.stop(&handle, &signal, grace))
-            .retry(backoff().with_max_times(5))
-            .when(RuntimeError::is_temporary);
-        if let Err(e) = stop.await {
-            tracing::warn!(error = %e, "stop failed");
-        }
+        tracing::info!(container = %handle.id, grace = ?self.stop.grace, "stopping task");
+        self.stop_container(&handle).await;
         if matches!(i, Interrupt::Shutdown) {
-            if let Ok(Ok(exit)) =
-                tokio::time::timeout(Duration::from_secs(2), rt.wait(&handle)).await
-            {
-                self.status.exit_code = Some(exit.code);
-            }
+            self.record_exit(&handle).await;
             self.transition(TaskState::Shutdown, None);
         } else {
             self.forget();
         }
         self.remove_when_deleted(matches!(i, Interrupt::Shutdown))
             .await;
+    }
+
+    /// Stops the container with the task's stop signal and grace period, retrying the runtime's
+    /// temporary errors.
+    async fn stop_container(&self, handle: &Handle) {
+        let rt = self.ctx.runtime.clone();
+        let grace = self.stop.grace;
+        let signal = self.stop.signal().to_string();
+        let stop = (|| rt.stop(handle, &signal, grace))
+            .retry(backoff().with_max_times(5))
+            .when(RuntimeError::is_temporary);
+        if let Err(e) = stop.await {
+            tracing::warn!(error = %e, "stop failed");
+        }
+    }
+
+    /// Records the stopped container's exit code, if the runtime reports it within 2 s.
+    async fn record_exit(&mut self, handle: &Handle) {
+        let rt = self.ctx.runtime.clone();
+        if let Ok(Ok(exit)) = tokio::time::timeout(Duration::from_secs(2), rt.wait(handle)).await {
+            self.status.exit_code = Some(exit.code);
+        }
     }
 
     /// Removes the task's container, at once when its assignment is gone, else (a shut down

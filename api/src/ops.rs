@@ -21,7 +21,7 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use subtle::ConstantTimeEq as _;
 
-use crate::server::TlsFiles;
+use crate::server::{self, ServeError, TlsFiles};
 
 /// Why an operations endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,26 +52,10 @@ pub enum OpsError {
         /// What is wrong (never the token).
         message: String,
     },
-    /// The TLS certificate or key could not be loaded.
-    #[error("cannot load the TLS certificate {cert} and key {key}: {source}")]
-    Tls {
-        /// Certificate file.
-        cert: String,
-        /// Key file.
-        key: String,
-        /// What went wrong.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Serving failed.
-    #[error("cannot serve on {addr}: {source}")]
-    Io {
-        /// Address.
-        addr: String,
-        /// I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The TLS certificate or key could not be loaded, or serving failed
+    /// ([`ServeError::Tls`], [`ServeError::Io`]).
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 /// The cluster credential the API presents to agents (`--agent-token-file`: one line, the
@@ -227,42 +211,29 @@ pub async fn serve_with(
     options: OpsOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OpsError> {
-    let addr = listener.local_addr().map_err(|source| OpsError::Io {
-        addr: "listener".into(),
-        source,
-    })?;
+    let addr = server::local_addr(&listener)?;
     check_listen(addr, &options)?;
-    let io = |source| OpsError::Io {
-        addr: addr.to_string(),
-        source,
-    };
     let app = router_with(registry, &options);
     let Some(tls) = options.tls else {
         return axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(io);
+            .map_err(|source| {
+                ServeError::Io {
+                    addr: addr.to_string(),
+                    source,
+                }
+                .into()
+            });
     };
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-        .await
-        .map_err(|source| OpsError::Tls {
-            cert: tls.cert.display().to_string(),
-            key: tls.key.display().to_string(),
-            source,
-        })?;
+    let config = server::load_tls(&tls).await?;
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
         stopper.shutdown();
     });
-    let std_listener = listener.into_std().map_err(io)?;
-    axum_server::from_tcp_rustls(std_listener, config)
-        .map_err(io)?
-        .handle(handle)
-        .serve(app.into_make_service())
-        .await
-        .map_err(io)
+    Ok(server::serve_tls(listener, addr, config, handle, app).await?)
 }
 
 #[cfg(test)]

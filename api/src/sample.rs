@@ -5,8 +5,8 @@
 //! the API exactly like a real cluster.
 
 use shoal_core::model::{
-    Capacity, DesiredState, Event, Health, NodeInfo, RolloutState, RolloutStatus, Slot, Task,
-    TaskState, TaskStatus, TaskTemplate,
+    Capacity, Event, Health, NodeInfo, RolloutState, RolloutStatus, Task, TaskState, TaskStatus,
+    TaskTemplate,
 };
 use shoal_core::{Keys, ServiceRef, ServiceStatus, Timestamp};
 use shoal_store::{Store, StoreError, Txn, TxnOp};
@@ -166,20 +166,14 @@ pub async fn write_sample(
             let Some(template) = template.clone() else {
                 continue;
             };
-            let task = Task {
-                id: id.clone(),
-                service: r.clone(),
-                slot: Slot::Replica(slot as u64),
-                node_id: node.clone(),
-                generation: 1,
-                template_hash: template.hash(),
+            let task = Task::replica(
+                id.clone(),
+                r.clone(),
+                slot as u64,
+                node.clone(),
                 template,
-                desired_state: DesiredState::Running,
-                attempt: 0,
-                orphaned: false,
-                run: None,
-                created_at: now,
-            };
+                now,
+            );
             let failed = paused && slot % 3 == 0;
             let status = TaskStatus {
                 task_id: id.clone(),

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum_server::tls_rustls::RustlsConfig;
+
 use crate::{ApiState, router};
 
 /// How long open connections may finish their requests once shutdown begins.
@@ -126,10 +128,7 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let addr = listener.local_addr().map_err(|source| ServeError::Io {
-        addr: "listener".into(),
-        source,
-    })?;
+    let addr = local_addr(&listener)?;
     check_listen(&state, addr, &options)?;
     if options.tls.is_none() && !addr.ip().is_loopback() {
         tracing::error!(
@@ -147,13 +146,7 @@ pub async fn serve_with(
         tracing::info!(%addr, backend = state.store.backend(), auth = state.tokens.is_some(), tls = false, "API listening");
         return serve_cleartext(state, listener, shutdown).await.map_err(io);
     };
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-        .await
-        .map_err(|source| ServeError::Tls {
-            cert: tls.cert.display().to_string(),
-            key: tls.key.display().to_string(),
-            source,
-        })?;
+    let config = load_tls(&tls).await?;
     let state = ApiState { tls: true, ..state };
     tracing::info!(%addr, backend = state.store.backend(), auth = state.tokens.is_some(), tls = true, "API listening");
     let handle = axum_server::Handle::new();
@@ -165,11 +158,45 @@ pub async fn serve_with(
         hub.stop();
         stopper.graceful_shutdown(Some(GRACE));
     });
+    serve_tls(listener, addr, config, handle, router(state)).await
+}
+
+/// The address `listener` is bound to.
+pub(crate) fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, ServeError> {
+    listener.local_addr().map_err(|source| ServeError::Io {
+        addr: "listener".into(),
+        source,
+    })
+}
+
+/// Loads the certificate chain and key of `tls`.
+pub(crate) async fn load_tls(tls: &TlsFiles) -> Result<RustlsConfig, ServeError> {
+    RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+        .await
+        .map_err(|source| ServeError::Tls {
+            cert: tls.cert.display().to_string(),
+            key: tls.key.display().to_string(),
+            source,
+        })
+}
+
+/// Serves `app` over TLS on `listener` (bound to `addr`) until `handle` shuts it down.
+pub(crate) async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    config: RustlsConfig,
+    handle: axum_server::Handle<SocketAddr>,
+    app: axum::Router,
+) -> Result<(), ServeError> {
+    let io = |source| ServeError::Io {
+        addr: addr.to_string(),
+        source,
+    };
     let std_listener = listener.into_std().map_err(io)?;
     axum_server::from_tcp_rustls(std_listener, config)
         .map_err(io)?
         .handle(handle)
-        .serve(router(state).into_make_service())
+        .serve(app.into_make_service())
         .await
         .map_err(io)
 }

@@ -475,6 +475,34 @@ pub struct Task {
     pub created_at: Timestamp,
 }
 
+impl Task {
+    /// A task of `service` in replica `slot` on `node`, running `template` as the first task of
+    /// its slot at generation 1, created at `created_at` (samples and tests).
+    pub fn replica(
+        id: impl Into<String>,
+        service: ServiceRef,
+        slot: u64,
+        node: impl Into<String>,
+        template: TaskTemplate,
+        created_at: Timestamp,
+    ) -> Task {
+        Task {
+            id: id.into(),
+            service,
+            slot: Slot::Replica(slot),
+            node_id: node.into(),
+            generation: 1,
+            template_hash: template.hash(),
+            template,
+            desired_state: DesiredState::Running,
+            attempt: 0,
+            orphaned: false,
+            run: None,
+            created_at,
+        }
+    }
+}
+
 /// Health of a task with a healthcheck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use shoal_core::keys::Keys;
 use shoal_core::manifest::{ConsulCheck, RuntimeKind, ServiceRef};
 use shoal_core::model::{
-    self, DesiredState, Health, Slot, Task, TaskState, TaskStatus, TaskTemplate, Timestamp,
+    self, DesiredState, Health, Task, TaskState, TaskStatus, TaskTemplate, Timestamp,
 };
 use shoal_core::units::Dur;
 use shoal_store::{EmbeddedStore, Store};
@@ -59,23 +59,11 @@ pub fn http_check() -> ConsulCheck {
 
 /// A task of service `default/<service>` on `node`.
 pub fn task(id: &str, service: &str, node: &str, template: TaskTemplate) -> Task {
-    Task {
-        id: id.to_string(),
-        service: ServiceRef {
-            namespace: "default".into(),
-            name: service.into(),
-        },
-        slot: Slot::Replica(1),
-        node_id: node.to_string(),
-        generation: 1,
-        template_hash: template.hash(),
-        template,
-        desired_state: DesiredState::Running,
-        attempt: 0,
-        orphaned: false,
-        run: None,
-        created_at: Timestamp::now(),
-    }
+    let service = ServiceRef {
+        namespace: "default".into(),
+        name: service.into(),
+    };
+    Task::replica(id, service, 1, node, template, Timestamp::now())
 }
 
 /// A docker task of service `default/<service>` on `node` running `image`, with Swarm's

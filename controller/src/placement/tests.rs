@@ -13,6 +13,14 @@ fn place_n(p: &mut Placer<'_>, n: usize) -> Vec<String> {
     (0..n).map(|_| p.place().expect("placed")).collect()
 }
 
+/// Usage with TCP port `port` bound on `node`.
+fn tcp_port_in_use(node: &str, port: u16) -> BTreeMap<String, NodeUsage> {
+    let mut u = NodeUsage::default();
+    u.ports
+        .insert((port, shoal_core::manifest::Protocol::Tcp), 1);
+    BTreeMap::from([(node.to_string(), u)])
+}
+
 #[test]
 fn spread_puts_one_task_per_node_then_wraps() {
     let ns = nodes(vec![node("n1", &[]), node("n2", &[]), node("n3", &[])]);
@@ -99,11 +107,7 @@ fn published_port_conflicts_refuse_the_node() {
         "web",
         "  ports: [{target: 80, published: 8080, mode: host}]\n",
     );
-    let mut usage = BTreeMap::new();
-    let mut u = NodeUsage::default();
-    u.ports
-        .insert((8080, shoal_core::manifest::Protocol::Tcp), 1);
-    usage.insert("n1".to_string(), u);
+    let usage = tcp_port_in_use("n1", 8080);
     let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
     assert_eq!(p.place().unwrap(), "n2");
     assert_eq!(
@@ -119,11 +123,7 @@ fn ingress_ports_reserve_nothing_on_a_node() {
         "web",
         "  replicas: 2\n  ports: [{target: 80, published: 8080}]\n",
     );
-    let mut usage = BTreeMap::new();
-    let mut u = NodeUsage::default();
-    u.ports
-        .insert((8080, shoal_core::manifest::Protocol::Tcp), 1);
-    usage.insert("n1".to_string(), u);
+    let usage = tcp_port_in_use("n1", 8080);
     let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
     assert_eq!(p.place().unwrap(), "n1");
     assert_eq!(p.place().unwrap(), "n1");
@@ -136,10 +136,7 @@ fn udp_and_tcp_on_the_same_port_do_not_conflict() {
         "dns",
         "  ports: [{target: 53, published: 53, protocol: udp, mode: host}]\n",
     );
-    let mut usage = BTreeMap::new();
-    let mut u = NodeUsage::default();
-    u.ports.insert((53, shoal_core::manifest::Protocol::Tcp), 1);
-    usage.insert("n1".to_string(), u);
+    let usage = tcp_port_in_use("n1", 53);
     let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
     assert_eq!(p.place().unwrap(), "n1");
 }

@@ -98,14 +98,9 @@ fn build(
     for (i, g) in tasks_g.iter().enumerate() {
         let template = TaskTemplate::from_spec(if g.old_template { &old } else { &svc.spec });
         let id = format!("web.{}.t{i}", g.slot);
+        let created_at = Timestamp(sim.now.millis() - g.age_ms);
+        let node = format!("n{}", g.node);
         let task = Task {
-            id: id.clone(),
-            service: svc.id(),
-            slot: Slot::Replica(g.slot),
-            node_id: format!("n{}", g.node),
-            generation: 1,
-            template_hash: template.hash(),
-            template,
             desired_state: if g.running_desired {
                 DesiredState::Running
             } else {
@@ -113,8 +108,7 @@ fn build(
             },
             attempt: g.attempt,
             orphaned: g.orphaned,
-            run: None,
-            created_at: Timestamp(sim.now.millis() - g.age_ms),
+            ..Task::replica(id.clone(), svc.id(), g.slot, node, template, created_at)
         };
         sim.tasks
             .insert(id.clone(), TaskEntry { task, status: None });

@@ -1,24 +1,11 @@
 //! Tests of the controller cache.
 use super::*;
 use crate::testutil::{node, service};
-use shoal_core::model::{DesiredState, Slot, TaskState, TaskTemplate};
+use shoal_core::model::{TaskState, TaskTemplate};
 
 fn task(svc: &Service, node: &str, id: &str) -> Task {
     let template = TaskTemplate::from_spec(&svc.spec);
-    Task {
-        id: id.into(),
-        service: svc.id(),
-        slot: Slot::Replica(1),
-        node_id: node.into(),
-        generation: 1,
-        template_hash: template.hash(),
-        template,
-        desired_state: DesiredState::Running,
-        attempt: 0,
-        orphaned: false,
-        run: None,
-        created_at: Timestamp(0),
-    }
+    Task::replica(id, svc.id(), 1, node, template, Timestamp(0))
 }
 
 #[test]

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::manifest::{Healthcheck, PortMode, RuntimeKind};
-use crate::model::{Capacity, NodeConfig, NodeInfo, Slot, TaskTemplate, Timestamp};
+use crate::model::{Capacity, NodeConfig, NodeInfo, TaskTemplate, Timestamp};
 use crate::units::Dur;
 
 fn node(id: &str, ready: bool) -> Node {
@@ -64,22 +64,14 @@ fn template(health: bool) -> TaskTemplate {
 
 fn task(id: &str, node: &str, health: bool, desired: DesiredState, orphaned: bool) -> Task {
     let template = template(health);
+    let service = ServiceRef {
+        namespace: "default".into(),
+        name: "web".into(),
+    };
     Task {
-        id: id.into(),
-        service: ServiceRef {
-            namespace: "default".into(),
-            name: "web".into(),
-        },
-        slot: Slot::Replica(1),
-        node_id: node.into(),
-        generation: 1,
-        template_hash: template.hash(),
-        template,
         desired_state: desired,
-        attempt: 0,
         orphaned,
-        run: None,
-        created_at: Timestamp(0),
+        ..Task::replica(id, service, 1, node, template, Timestamp(0))
     }
 }
 

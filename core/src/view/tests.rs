@@ -1,7 +1,7 @@
 //! Tests of the task and node views.
 
 use super::*;
-use crate::model::{DesiredState, Slot, TaskTemplate};
+use crate::model::TaskTemplate;
 
 const WEB: &str =
     "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  image: nginx\n";
@@ -9,20 +9,7 @@ const WEB: &str =
 fn task(id: &str, node: &str, slot: u64) -> Task {
     let service = crate::parse(WEB, "web.yaml").unwrap().remove(0).service;
     let template = TaskTemplate::from_spec(&service.spec);
-    Task {
-        id: id.into(),
-        service: service.id(),
-        slot: Slot::Replica(slot),
-        node_id: node.into(),
-        generation: 1,
-        template_hash: template.hash(),
-        template,
-        desired_state: DesiredState::Running,
-        attempt: 0,
-        orphaned: false,
-        run: None,
-        created_at: Timestamp(0),
-    }
+    Task::replica(id, service.id(), slot, node, template, Timestamp(0))
 }
 
 fn status(id: &str, state: TaskState) -> TaskStatus {

@@ -186,6 +186,24 @@ mod tests {
 
     use super::*;
 
+    /// A rollout to hash `h` of three tasks, `updated` of them done.
+    fn rollout(state: RolloutState, updated: u64, message: Option<&str>) -> RolloutStatus {
+        RolloutStatus {
+            state,
+            target_hash: "h".into(),
+            updated,
+            total: 3,
+            message: message.map(str::to_string),
+            started_at: Timestamp(0),
+            completed_at: None,
+            image: None,
+            previous_hash: None,
+            previous_image: None,
+            failed_tasks: vec![],
+            rollback_started_at: None,
+        }
+    }
+
     fn status(generation: i64, running: u64, desired: u64, updated: u64) -> ServiceStatus {
         ServiceStatus {
             observed_generation: generation,
@@ -214,40 +232,18 @@ mod tests {
             matches!(judge(Some(&s), 5), Verdict::Failed(m) if m.contains("insufficient memory"))
         );
         let mut s = status(6, 3, 3, 3);
-        s.rollout = Some(RolloutStatus {
-            state: RolloutState::RolledBack,
-            target_hash: "h".into(),
-            updated: 0,
-            total: 3,
-            message: Some("task failed".into()),
-            started_at: Timestamp(0),
-            completed_at: None,
-            image: None,
-            previous_hash: None,
-            previous_image: None,
-            failed_tasks: vec![],
-            rollback_started_at: None,
-        });
+        s.rollout = Some(rollout(RolloutState::RolledBack, 0, Some("task failed")));
         assert!(matches!(judge(Some(&s), 5), Verdict::Failed(m) if m.contains("rolled back")));
         for (state, word) in [
             (RolloutState::Paused, "paused"),
             (RolloutState::RollbackPaused, "rollback paused"),
         ] {
             let mut s = status(5, 3, 3, 1);
-            s.rollout = Some(RolloutStatus {
+            s.rollout = Some(rollout(
                 state,
-                target_hash: "h".into(),
-                updated: 1,
-                total: 3,
-                message: Some("task web.2.x was rejected: No such image".into()),
-                started_at: Timestamp(0),
-                completed_at: None,
-                image: None,
-                previous_hash: None,
-                previous_image: None,
-                failed_tasks: vec![],
-                rollback_started_at: None,
-            });
+                1,
+                Some("task web.2.x was rejected: No such image"),
+            ));
             assert!(
                 matches!(judge(Some(&s), 5), Verdict::Failed(m) if m.contains(word) && m.contains("No such image")),
                 "{state:?}"
@@ -258,20 +254,7 @@ mod tests {
         // Every task up to date but still in its monitor window, or rolling back: not done.
         for state in [RolloutState::Updating, RolloutState::RollingBack] {
             let mut s = status(5, 3, 3, 3);
-            s.rollout = Some(RolloutStatus {
-                state,
-                target_hash: "h".into(),
-                updated: 3,
-                total: 3,
-                message: None,
-                started_at: Timestamp(0),
-                completed_at: None,
-                image: None,
-                previous_hash: None,
-                previous_image: None,
-                failed_tasks: vec![],
-                rollback_started_at: None,
-            });
+            s.rollout = Some(rollout(state, 3, None));
             assert!(matches!(judge(Some(&s), 5), Verdict::Progressing(_)));
         }
         let mut s = status(5, 3, 3, 3);

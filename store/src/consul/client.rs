@@ -393,27 +393,26 @@ impl ConsulClient {
     /// Deletes a key (with `cas`: only at that `ModifyIndex`); returns Consul's answer.
     pub async fn kv_delete(&self, key: &str, cas: Option<u64>) -> Result<bool, ConsulError> {
         let query: Vec<(&str, String)> = cas.map(|c| ("cas", c.to_string())).into_iter().collect();
-        let reply = self
-            .call(
-                Method::DELETE,
-                &Self::kv_path(key),
-                &query,
-                None,
-                self.timeout,
-            )
-            .await?;
-        Self::not_found(&reply)?;
-        reply.json()
+        self.kv_delete_query(key, &query).await
     }
 
     /// Deletes every key under `prefix`.
     pub async fn kv_delete_tree(&self, prefix: &str) -> Result<bool, ConsulError> {
-        let query = vec![("recurse", String::new())];
+        self.kv_delete_query(prefix, &[("recurse", String::new())])
+            .await
+    }
+
+    /// `DELETE /v1/kv/<key>` with `query`; returns Consul's answer.
+    async fn kv_delete_query(
+        &self,
+        key: &str,
+        query: &[(&str, String)],
+    ) -> Result<bool, ConsulError> {
         let reply = self
             .call(
                 Method::DELETE,
-                &Self::kv_path(prefix),
-                &query,
+                &Self::kv_path(key),
+                query,
                 None,
                 self.timeout,
             )

@@ -43,6 +43,23 @@ pub enum OpenError {
     Store(#[from] StoreError),
 }
 
+/// Removes the events of the revisions below `floor`.
+fn drop_events_below(
+    events: &mut redb::Table<'_, i64, &[u8]>,
+    floor: i64,
+) -> Result<(), StoreError> {
+    let old: Vec<i64> = events
+        .range(..floor)
+        .map_err(db_err)?
+        .map(|r| r.map(|(k, _)| k.value()))
+        .collect::<Result<_, _>>()
+        .map_err(db_err)?;
+    for rev in old {
+        events.remove(rev).map_err(db_err)?;
+    }
+    Ok(())
+}
+
 pub(super) fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend {
         backend: BACKEND,
@@ -297,15 +314,7 @@ impl Inner {
             // Keep a bounded history: revisions below `new_rev - history + 1` are dropped.
             let floor = new_rev - self.history + 1;
             if floor > new_compact {
-                let old: Vec<i64> = events
-                    .range(..floor)
-                    .map_err(db_err)?
-                    .map(|r| r.map(|(k, _)| k.value()))
-                    .collect::<Result<_, _>>()
-                    .map_err(db_err)?;
-                for rev in old {
-                    events.remove(rev).map_err(db_err)?;
-                }
+                drop_events_below(&mut events, floor)?;
                 meta.insert(META_COMPACT, floor).map_err(db_err)?;
                 new_compact = floor;
             }
@@ -572,15 +581,7 @@ impl Inner {
         let wtx = self.db.begin_write().map_err(db_err)?;
         {
             let mut events = wtx.open_table(EVENTS).map_err(db_err)?;
-            let old: Vec<i64> = events
-                .range(..revision)
-                .map_err(db_err)?
-                .map(|r| r.map(|(k, _)| k.value()))
-                .collect::<Result<_, _>>()
-                .map_err(db_err)?;
-            for rev in old {
-                events.remove(rev).map_err(db_err)?;
-            }
+            drop_events_below(&mut events, revision)?;
             let mut meta = wtx.open_table(META).map_err(db_err)?;
             meta.insert(META_COMPACT, revision).map_err(db_err)?;
         }
