@@ -17,7 +17,7 @@ fn place_n(p: &mut Placer<'_>, n: usize) -> Vec<String> {
 fn spread_puts_one_task_per_node_then_wraps() {
     let ns = nodes(vec![node("n1", &[]), node("n2", &[]), node("n3", &[])]);
     let svc = service("web", "  replicas: 4\n");
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     assert_eq!(place_n(&mut p, 4), ["n1", "n2", "n3", "n1"]);
 }
 
@@ -33,7 +33,7 @@ fn spread_prefers_nodes_with_fewer_tasks_overall() {
             ..Default::default()
         },
     );
-    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &usage.into()).unwrap();
     assert_eq!(p.place().unwrap(), "n2");
 }
 
@@ -49,7 +49,7 @@ fn spread_preference_balances_zones_before_nodes() {
         "web",
         "  placement:\n    preferences: [{spread: node.labels.zone}]\n",
     );
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     let placed = place_n(&mut p, 4);
     let in_b = placed.iter().filter(|n| n.as_str() == "b1").count();
     assert_eq!(in_b, 2, "half the tasks go to zone b: {placed:?}");
@@ -71,7 +71,7 @@ fn binpack_fills_the_busiest_node_that_fits() {
             ..Default::default()
         },
     );
-    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &usage.into()).unwrap();
     // n2 has 1Gi used: it takes two 3Gi tasks (7Gi of 8Gi), then n1 takes the rest.
     assert_eq!(place_n(&mut p, 4), ["n2", "n2", "n1", "n1"]);
 }
@@ -83,7 +83,7 @@ fn max_replicas_per_node_is_a_hard_limit() {
         "web",
         "  replicas: 5\n  placement: {maxReplicasPerNode: 2}\n",
     );
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     place_n(&mut p, 4);
     let e = p.place().unwrap_err();
     assert_eq!(
@@ -104,7 +104,7 @@ fn published_port_conflicts_refuse_the_node() {
     u.ports
         .insert((8080, shoal_core::manifest::Protocol::Tcp), 1);
     usage.insert("n1".to_string(), u);
-    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &usage.into()).unwrap();
     assert_eq!(p.place().unwrap(), "n2");
     assert_eq!(
         p.place().unwrap_err().to_string(),
@@ -124,7 +124,7 @@ fn ingress_ports_reserve_nothing_on_a_node() {
     u.ports
         .insert((8080, shoal_core::manifest::Protocol::Tcp), 1);
     usage.insert("n1".to_string(), u);
-    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &usage.into()).unwrap();
     assert_eq!(p.place().unwrap(), "n1");
     assert_eq!(p.place().unwrap(), "n1");
 }
@@ -140,7 +140,7 @@ fn udp_and_tcp_on_the_same_port_do_not_conflict() {
     let mut u = NodeUsage::default();
     u.ports.insert((53, shoal_core::manifest::Protocol::Tcp), 1);
     usage.insert("n1".to_string(), u);
-    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &usage.into()).unwrap();
     assert_eq!(p.place().unwrap(), "n1");
 }
 
@@ -164,7 +164,7 @@ fn each_filter_explains_itself() {
         "db",
         "  resources: {reservations: {cpus: 0.5, memory: 64Mi}}\n  placement:\n    constraints: [\"node.labels.storage == ssd\"]\n",
     );
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     assert_eq!(
         p.place().unwrap_err().to_string(),
         "0/7 nodes available: 1 drained, 1 insufficient cpu, 1 insufficient memory, \
@@ -193,7 +193,7 @@ fn explanation_sorts_by_count_then_name() {
         "db",
         "  resources: {reservations: {memory: 64Mi}}\n  placement:\n    constraints: [\"node.labels.storage==ssd\"]\n",
     );
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     assert_eq!(
         p.place().unwrap_err().to_string(),
         "0/5 nodes available: 3 not matching node.labels.storage==ssd, 2 insufficient memory"
@@ -204,7 +204,7 @@ fn explanation_sorts_by_count_then_name() {
 fn resources_already_reserved_count_against_capacity() {
     let ns = nodes(vec![node("n1", &[])]);
     let svc = service("web", "  resources: {reservations: {cpus: 1.5}}\n");
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     assert_eq!(place_n(&mut p, 2), ["n1", "n1"]);
     assert_eq!(
         p.place().unwrap_err().to_string(),
@@ -217,7 +217,7 @@ fn existing_tasks_of_the_service_count_for_spread() {
     let ns = nodes(vec![node("n1", &[]), node("n2", &[])]);
     let svc = service("web", "");
     let t = shoal_core::model::TaskTemplate::from_spec(&svc.spec);
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     p.account("n1", &t, true, true);
     assert_eq!(p.place().unwrap(), "n2");
 }
@@ -226,7 +226,7 @@ fn existing_tasks_of_the_service_count_for_spread() {
 fn no_nodes_is_explained() {
     let ns = BTreeMap::new();
     let svc = service("web", "");
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     assert_eq!(
         p.place().unwrap_err().to_string(),
         "0/0 nodes available: no nodes registered"
@@ -237,7 +237,7 @@ fn no_nodes_is_explained() {
 fn many_tasks_on_many_nodes_spread_evenly() {
     let ns = nodes((0..100).map(|i| node(&format!("n{i:03}"), &[])).collect());
     let svc = service("web", "");
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
     for n in place_n(&mut p, 1000) {
         *per.entry(n).or_default() += 1;
@@ -256,7 +256,7 @@ fn a_large_batch_is_placed_evenly_with_accounting_as_it_goes() {
         "web",
         "  resources: {reservations: {cpus: 0.1, memory: 64Mi}}\n  placement:\n    preferences: [{spread: node.labels.zone}]\n",
     );
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
     for n in place_n(&mut p, 20_000) {
         *per.entry(n).or_default() += 1;
@@ -295,7 +295,7 @@ fn a_paused_node_keeps_its_tasks_and_a_drained_down_or_no_longer_matching_one_do
         "db",
         "  placement:\n    constraints: [\"node.labels.storage == ssd\"]\n",
     );
-    let p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     let keep = |id: &str| p.keep_filter(id).map(|r| r.to_string());
     assert_eq!(keep("ok"), None);
     assert!(p.accepts("ok"));

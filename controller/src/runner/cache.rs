@@ -29,7 +29,7 @@ use tracing::warn;
 
 use super::pipeline::Staged;
 
-use crate::placement::NodeUsage;
+use crate::placement::{NodeUsage, Usage};
 use crate::reconcile::gone::Presence;
 use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
 use compact::{CompactTask, Templates};
@@ -107,7 +107,9 @@ pub(crate) struct Cache {
     templates: Templates,
     task_status: BTreeMap<(String, String), TaskStatus>,
     by_service: BTreeMap<ServiceRef, BTreeSet<(String, String)>>,
-    usage: BTreeMap<String, NodeUsage>,
+    /// What every unfinished task reserves, per node; shared with the reconcile inputs (a
+    /// change copies it only while an input still holds it).
+    usage: Arc<BTreeMap<String, NodeUsage>>,
     nodes: Option<Arc<BTreeMap<String, Node>>>,
     /// Secrets and configs that exist, as (kind, namespace, name): only their keys matter
     /// here (the controller never reads a value).
@@ -141,7 +143,7 @@ impl Cache {
             templates: Templates::default(),
             task_status: BTreeMap::new(),
             by_service: BTreeMap::new(),
-            usage: BTreeMap::new(),
+            usage: Arc::default(),
             nodes: None,
             files: BTreeSet::new(),
             endpoints: BTreeMap::new(),
@@ -281,7 +283,8 @@ impl Cache {
 
     fn unaccount(&mut self, k: &(String, String)) {
         if self.reserves(k)
-            && let (Some(t), Some(u)) = (self.tasks.get(k), self.usage.get_mut(&k.0))
+            && let Some(t) = self.tasks.get(k)
+            && let Some(u) = Arc::make_mut(&mut self.usage).get_mut(&k.0)
         {
             u.remove_template(&t.template.template);
         }
@@ -291,7 +294,7 @@ impl Cache {
         if self.reserves(k)
             && let Some(t) = self.tasks.get(k)
         {
-            self.usage
+            Arc::make_mut(&mut self.usage)
                 .entry(k.0.clone())
                 .or_default()
                 .add_template(&t.template.template);
@@ -699,23 +702,24 @@ impl Cache {
             .get(sref)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        let mut usage = self.usage.clone();
+        let mut own_usage: BTreeMap<String, NodeUsage> = BTreeMap::new();
         let mut tasks = Vec::with_capacity(own.len());
         for k in own {
             let Some(task) = self.tasks.get(&k) else {
                 continue;
             };
-            if self.reserves(&k)
-                && let Some(u) = usage.get_mut(&k.0)
-            {
-                u.remove_template(&task.template.template);
+            if self.reserves(&k) {
+                own_usage
+                    .entry(k.0.clone())
+                    .or_default()
+                    .add_template(&task.template.template);
             }
             tasks.push(TaskEntry {
                 task: task.to_task(&k.0, &k.1),
                 status: self.task_status.get(&k).cloned(),
             });
         }
-        usage.retain(|_, u| !u.is_empty());
+        let usage = Usage::new(self.usage.clone(), own_usage);
         ReconcileInput {
             service_ref: sref.clone(),
             service,
