@@ -67,6 +67,16 @@ fn op_parts(op: &TxnOp) -> (&str, Option<&[u8]>) {
     }
 }
 
+/// A task status without what reconcile never reads: the task id (the key's, put back in a
+/// reconcile input) and the container id.
+fn kept_status(st: TaskStatus) -> TaskStatus {
+    TaskStatus {
+        task_id: String::new(),
+        container_id: None,
+        ..st
+    }
+}
+
 /// How long nodes without a record keep their tasks (`--node-grace`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NodeGrace {
@@ -105,6 +115,7 @@ pub(crate) struct Cache {
     /// Tasks by (node, task id), sharing their templates through `templates`.
     tasks: BTreeMap<(String, String), CompactTask>,
     templates: Templates,
+    /// Task statuses by (node, task id), as [`kept_status`] keeps them.
     task_status: BTreeMap<(String, String), TaskStatus>,
     by_service: BTreeMap<ServiceRef, BTreeSet<(String, String)>>,
     /// What every unfinished task reserves, per node; shared with the reconcile inputs (a
@@ -406,9 +417,9 @@ impl Cache {
                 let k = (node, task);
                 self.unaccount(&k);
                 if let Some(old) = self.tasks.remove(&k) {
-                    if let Some(set) = self.by_service.get_mut(&old.service) {
+                    if let Some(set) = self.by_service.get_mut(old.service()) {
                         set.remove(&k);
-                        touched.services.insert(old.service.clone());
+                        touched.services.insert(old.service().clone());
                     }
                     self.templates.release(old);
                 }
@@ -438,7 +449,7 @@ impl Cache {
                 self.unaccount(&k);
                 match value.map(|v| model::decode::<TaskStatus>("task status", v)) {
                     Some(Ok(st)) => {
-                        self.task_status.insert(k.clone(), st);
+                        self.task_status.insert(k.clone(), kept_status(st));
                     }
                     Some(Err(e)) => {
                         warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task status")
@@ -449,7 +460,7 @@ impl Cache {
                 }
                 self.account(&k);
                 if let Some(t) = self.tasks.get(&k) {
-                    touched.services.insert(t.service.clone());
+                    touched.services.insert(t.service().clone());
                 }
             }
             Key::Leader => {}
@@ -546,7 +557,7 @@ impl Cache {
             if n != id {
                 break;
             }
-            touched.services.insert(t.service.clone());
+            touched.services.insert(t.service().clone());
         }
     }
 
@@ -716,7 +727,10 @@ impl Cache {
             }
             tasks.push(TaskEntry {
                 task: task.to_task(&k.0, &k.1),
-                status: self.task_status.get(&k).cloned(),
+                status: self.task_status.get(&k).map(|s| TaskStatus {
+                    task_id: k.1.clone(),
+                    ..s.clone()
+                }),
             });
         }
         let usage = Usage::new(self.usage.clone(), own_usage);
