@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use shoal_core::constraint::{Constraint, NodeView};
 use shoal_core::manifest::{Protocol, RuntimeKind};
@@ -77,9 +78,55 @@ impl NodeUsage {
         self.tasks += other.tasks;
     }
 
+    /// Removes everything in `other` (the inverse of [`NodeUsage::add`]).
+    pub fn subtract(&mut self, other: &NodeUsage) {
+        self.millicpus = self.millicpus.saturating_sub(other.millicpus);
+        self.memory = self.memory.saturating_sub(other.memory);
+        for (p, n) in &other.ports {
+            if let Some(held) = self.ports.get_mut(p) {
+                *held = held.saturating_sub(*n);
+                if *held == 0 {
+                    self.ports.remove(p);
+                }
+            }
+        }
+        self.tasks = self.tasks.saturating_sub(other.tasks);
+    }
+
     /// Whether nothing is reserved and no task counted.
     pub fn is_empty(&self) -> bool {
         self.millicpus == 0 && self.memory == 0 && self.ports.is_empty() && self.tasks == 0
+    }
+}
+
+/// What other services' tasks reserve per node: every unfinished task's reservation, shared
+/// with the cache (never copied per reconcile), less what the reconciled service's own tasks
+/// hold.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    all: Arc<BTreeMap<String, NodeUsage>>,
+    own: BTreeMap<String, NodeUsage>,
+}
+
+impl Usage {
+    /// `all` less `own`, per node.
+    pub fn new(all: Arc<BTreeMap<String, NodeUsage>>, own: BTreeMap<String, NodeUsage>) -> Self {
+        Usage { all, own }
+    }
+
+    /// What other services reserve on `node`.
+    pub fn get(&self, node: &str) -> NodeUsage {
+        let mut u = self.all.get(node).cloned().unwrap_or_default();
+        if let Some(own) = self.own.get(node) {
+            u.subtract(own);
+        }
+        u
+    }
+}
+
+impl From<BTreeMap<String, NodeUsage>> for Usage {
+    fn from(all: BTreeMap<String, NodeUsage>) -> Self {
+        Usage::new(Arc::new(all), BTreeMap::new())
     }
 }
 

@@ -13,7 +13,7 @@ use shoal_core::constraint::{Attribute, Constraint, ConstraintError};
 use shoal_core::manifest::ServiceSpec;
 use shoal_core::model::{Node, TaskTemplate};
 
-pub use filters::{Demand, NodeUsage, Reason};
+pub use filters::{Demand, NodeUsage, Reason, Usage};
 
 /// Errors building a placer.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ impl<'a> Placer<'a> {
     pub fn new(
         spec: &ServiceSpec,
         nodes: &'a BTreeMap<String, Node>,
-        usage: &BTreeMap<String, NodeUsage>,
+        usage: &Usage,
     ) -> Result<Self, PlacementError> {
         let constraints: Vec<Constraint> = spec
             .placement
@@ -134,7 +134,7 @@ impl<'a> Placer<'a> {
                 node,
                 blocked: filters::pause_filter(node).or_else(|| keep.clone()),
                 keep,
-                usage: usage.get(id).cloned().unwrap_or_default(),
+                usage: usage.get(id),
                 own: 0,
                 groups,
             });

@@ -11,7 +11,7 @@ use shoal_core::model::{Availability, Node, TaskTemplate};
 use shoal_core::units::ByteSize;
 
 use super::filters::{Demand, NodeUsage, template_memory, template_millicpus, template_ports};
-use super::{Placer, filters};
+use super::{Placer, Usage, filters};
 use crate::testutil::{node, service};
 
 #[derive(Debug, Clone)]
@@ -178,7 +178,7 @@ fn place_all(
                     .or_default()
                     .add_template(&templates[*other]);
             }
-            let mut placer = Placer::new(&svc.spec, nodes, &usage).expect("a valid spec");
+            let mut placer = Placer::new(&svc.spec, nodes, &usage.into()).expect("a valid spec");
             for (_, n) in order.iter().filter(|(o, _)| *o == s) {
                 placer.account(n, &templates[s], true, true);
             }
@@ -324,7 +324,7 @@ fn binpack_ties_between_different_nodes_go_to_the_smaller_id() {
         .into_iter()
         .map(|n| (n.info.id.clone(), n))
         .collect();
-    let mut p = Placer::new(&svc.spec, &nodes, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &nodes, &Usage::default()).unwrap();
     assert_eq!(
         [p.place().unwrap(), p.place().unwrap()],
         ["a-small", "b-big"]
@@ -334,7 +334,7 @@ fn binpack_ties_between_different_nodes_go_to_the_smaller_id() {
         .into_iter()
         .map(|n| (n.info.id.clone(), n))
         .collect();
-    let mut p = Placer::new(&svc.spec, &nodes, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &nodes, &Usage::default()).unwrap();
     assert_eq!([p.place().unwrap(), p.place().unwrap()], ["b-big", "b-big"]);
 }
 

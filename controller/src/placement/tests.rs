@@ -14,18 +14,18 @@ fn place_n(p: &mut Placer<'_>, n: usize) -> Vec<String> {
 }
 
 /// Usage with TCP port `port` bound on `node`.
-fn tcp_port_in_use(node: &str, port: u16) -> BTreeMap<String, NodeUsage> {
+fn tcp_port_in_use(node: &str, port: u16) -> Usage {
     let mut u = NodeUsage::default();
     u.ports
         .insert((port, shoal_core::manifest::Protocol::Tcp), 1);
-    BTreeMap::from([(node.to_string(), u)])
+    BTreeMap::from([(node.to_string(), u)]).into()
 }
 
 #[test]
 fn spread_puts_one_task_per_node_then_wraps() {
     let ns = nodes(vec![node("n1", &[]), node("n2", &[]), node("n3", &[])]);
     let svc = service("web", "  replicas: 4\n");
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     assert_eq!(place_n(&mut p, 4), ["n1", "n2", "n3", "n1"]);
 }
 
@@ -41,7 +41,7 @@ fn spread_prefers_nodes_with_fewer_tasks_overall() {
             ..Default::default()
         },
     );
-    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &usage.into()).unwrap();
     assert_eq!(p.place().unwrap(), "n2");
 }
 
@@ -57,7 +57,7 @@ fn spread_preference_balances_zones_before_nodes() {
         "web",
         "  placement:\n    preferences: [{spread: node.labels.zone}]\n",
     );
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     let placed = place_n(&mut p, 4);
     let in_b = placed.iter().filter(|n| n.as_str() == "b1").count();
     assert_eq!(in_b, 2, "half the tasks go to zone b: {placed:?}");
@@ -79,7 +79,7 @@ fn binpack_fills_the_busiest_node_that_fits() {
             ..Default::default()
         },
     );
-    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &usage.into()).unwrap();
     // n2 has 1Gi used: it takes two 3Gi tasks (7Gi of 8Gi), then n1 takes the rest.
     assert_eq!(place_n(&mut p, 4), ["n2", "n2", "n1", "n1"]);
 }
@@ -91,7 +91,7 @@ fn max_replicas_per_node_is_a_hard_limit() {
         "web",
         "  replicas: 5\n  placement: {maxReplicasPerNode: 2}\n",
     );
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     place_n(&mut p, 4);
     let e = p.place().unwrap_err();
     assert_eq!(
@@ -161,7 +161,7 @@ fn each_filter_explains_itself() {
         "db",
         "  resources: {reservations: {cpus: 0.5, memory: 64Mi}}\n  placement:\n    constraints: [\"node.labels.storage == ssd\"]\n",
     );
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     assert_eq!(
         p.place().unwrap_err().to_string(),
         "0/7 nodes available: 1 drained, 1 insufficient cpu, 1 insufficient memory, \
@@ -190,7 +190,7 @@ fn explanation_sorts_by_count_then_name() {
         "db",
         "  resources: {reservations: {memory: 64Mi}}\n  placement:\n    constraints: [\"node.labels.storage==ssd\"]\n",
     );
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     assert_eq!(
         p.place().unwrap_err().to_string(),
         "0/5 nodes available: 3 not matching node.labels.storage==ssd, 2 insufficient memory"
@@ -201,7 +201,7 @@ fn explanation_sorts_by_count_then_name() {
 fn resources_already_reserved_count_against_capacity() {
     let ns = nodes(vec![node("n1", &[])]);
     let svc = service("web", "  resources: {reservations: {cpus: 1.5}}\n");
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     assert_eq!(place_n(&mut p, 2), ["n1", "n1"]);
     assert_eq!(
         p.place().unwrap_err().to_string(),
@@ -214,7 +214,7 @@ fn existing_tasks_of_the_service_count_for_spread() {
     let ns = nodes(vec![node("n1", &[]), node("n2", &[])]);
     let svc = service("web", "");
     let t = shoal_core::model::TaskTemplate::from_spec(&svc.spec);
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     p.account("n1", &t, true, true);
     assert_eq!(p.place().unwrap(), "n2");
 }
@@ -223,7 +223,7 @@ fn existing_tasks_of_the_service_count_for_spread() {
 fn no_nodes_is_explained() {
     let ns = BTreeMap::new();
     let svc = service("web", "");
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     assert_eq!(
         p.place().unwrap_err().to_string(),
         "0/0 nodes available: no nodes registered"
@@ -234,7 +234,7 @@ fn no_nodes_is_explained() {
 fn many_tasks_on_many_nodes_spread_evenly() {
     let ns = nodes((0..100).map(|i| node(&format!("n{i:03}"), &[])).collect());
     let svc = service("web", "");
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
     for n in place_n(&mut p, 1000) {
         *per.entry(n).or_default() += 1;
@@ -253,7 +253,7 @@ fn a_large_batch_is_placed_evenly_with_accounting_as_it_goes() {
         "web",
         "  resources: {reservations: {cpus: 0.1, memory: 64Mi}}\n  placement:\n    preferences: [{spread: node.labels.zone}]\n",
     );
-    let mut p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
     for n in place_n(&mut p, 20_000) {
         *per.entry(n).or_default() += 1;
@@ -292,7 +292,7 @@ fn a_paused_node_keeps_its_tasks_and_a_drained_down_or_no_longer_matching_one_do
         "db",
         "  placement:\n    constraints: [\"node.labels.storage == ssd\"]\n",
     );
-    let p = Placer::new(&svc.spec, &ns, &BTreeMap::new()).unwrap();
+    let p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
     let keep = |id: &str| p.keep_filter(id).map(|r| r.to_string());
     assert_eq!(keep("ok"), None);
     assert!(p.accepts("ok"));

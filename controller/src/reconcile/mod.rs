@@ -36,7 +36,7 @@ use shoal_core::endpoints::Endpoints;
 use shoal_core::manifest::{Service, ServiceRef};
 use shoal_core::model::{Node, ServiceStatus, Task, Timestamp};
 
-use crate::placement::NodeUsage;
+use crate::placement::Usage;
 
 pub use endpoints::EndpointsChange;
 pub use history::DEFAULT_TASK_HISTORY_LIMIT;
@@ -83,7 +83,7 @@ pub struct ReconcileInput {
     /// change, not once per reconcile.
     pub nodes: Arc<BTreeMap<String, Node>>,
     /// What the other services' unfinished tasks hold, per node.
-    pub usage: BTreeMap<String, NodeUsage>,
+    pub usage: Usage,
     /// The status written last time.
     pub previous: Option<ServiceStatus>,
     /// The endpoints record written last time.

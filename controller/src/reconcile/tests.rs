@@ -52,7 +52,7 @@ impl Sim {
             service: self.svc.clone(),
             tasks: self.tasks.values().cloned().collect(),
             nodes: std::sync::Arc::new(self.nodes.clone()),
-            usage: BTreeMap::new(),
+            usage: Default::default(),
             previous: self.previous.clone(),
             endpoints: self.endpoints.clone(),
             taken_addresses: Default::default(),

@@ -29,7 +29,7 @@ use tracing::warn;
 
 use super::pipeline::Staged;
 
-use crate::placement::NodeUsage;
+use crate::placement::{NodeUsage, Usage};
 use crate::reconcile::gone::Presence;
 use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
 use compact::{CompactTask, Templates};
@@ -64,6 +64,16 @@ fn op_parts(op: &TxnOp) -> (&str, Option<&[u8]>) {
     match op {
         TxnOp::Put { key, value, .. } => (key, Some(value)),
         TxnOp::Delete { key } => (key, None),
+    }
+}
+
+/// A task status without what reconcile never reads: the task id (the key's, put back in a
+/// reconcile input) and the container id.
+fn kept_status(st: TaskStatus) -> TaskStatus {
+    TaskStatus {
+        task_id: String::new(),
+        container_id: None,
+        ..st
     }
 }
 
@@ -105,9 +115,12 @@ pub(crate) struct Cache {
     /// Tasks by (node, task id), sharing their templates through `templates`.
     tasks: BTreeMap<(String, String), CompactTask>,
     templates: Templates,
+    /// Task statuses by (node, task id), as [`kept_status`] keeps them.
     task_status: BTreeMap<(String, String), TaskStatus>,
     by_service: BTreeMap<ServiceRef, BTreeSet<(String, String)>>,
-    usage: BTreeMap<String, NodeUsage>,
+    /// What every unfinished task reserves, per node; shared with the reconcile inputs (a
+    /// change copies it only while an input still holds it).
+    usage: Arc<BTreeMap<String, NodeUsage>>,
     nodes: Option<Arc<BTreeMap<String, Node>>>,
     /// Secrets and configs that exist, as (kind, namespace, name): only their keys matter
     /// here (the controller never reads a value).
@@ -141,7 +154,7 @@ impl Cache {
             templates: Templates::default(),
             task_status: BTreeMap::new(),
             by_service: BTreeMap::new(),
-            usage: BTreeMap::new(),
+            usage: Arc::default(),
             nodes: None,
             files: BTreeSet::new(),
             endpoints: BTreeMap::new(),
@@ -281,7 +294,8 @@ impl Cache {
 
     fn unaccount(&mut self, k: &(String, String)) {
         if self.reserves(k)
-            && let (Some(t), Some(u)) = (self.tasks.get(k), self.usage.get_mut(&k.0))
+            && let Some(t) = self.tasks.get(k)
+            && let Some(u) = Arc::make_mut(&mut self.usage).get_mut(&k.0)
         {
             u.remove_template(&t.template.template);
         }
@@ -291,7 +305,7 @@ impl Cache {
         if self.reserves(k)
             && let Some(t) = self.tasks.get(k)
         {
-            self.usage
+            Arc::make_mut(&mut self.usage)
                 .entry(k.0.clone())
                 .or_default()
                 .add_template(&t.template.template);
@@ -403,9 +417,9 @@ impl Cache {
                 let k = (node, task);
                 self.unaccount(&k);
                 if let Some(old) = self.tasks.remove(&k) {
-                    if let Some(set) = self.by_service.get_mut(&old.service) {
+                    if let Some(set) = self.by_service.get_mut(old.service()) {
                         set.remove(&k);
-                        touched.services.insert(old.service.clone());
+                        touched.services.insert(old.service().clone());
                     }
                     self.templates.release(old);
                 }
@@ -435,7 +449,7 @@ impl Cache {
                 self.unaccount(&k);
                 match value.map(|v| model::decode::<TaskStatus>("task status", v)) {
                     Some(Ok(st)) => {
-                        self.task_status.insert(k.clone(), st);
+                        self.task_status.insert(k.clone(), kept_status(st));
                     }
                     Some(Err(e)) => {
                         warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task status")
@@ -446,7 +460,7 @@ impl Cache {
                 }
                 self.account(&k);
                 if let Some(t) = self.tasks.get(&k) {
-                    touched.services.insert(t.service.clone());
+                    touched.services.insert(t.service().clone());
                 }
             }
             Key::Leader => {}
@@ -543,7 +557,7 @@ impl Cache {
             if n != id {
                 break;
             }
-            touched.services.insert(t.service.clone());
+            touched.services.insert(t.service().clone());
         }
     }
 
@@ -699,23 +713,27 @@ impl Cache {
             .get(sref)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        let mut usage = self.usage.clone();
+        let mut own_usage: BTreeMap<String, NodeUsage> = BTreeMap::new();
         let mut tasks = Vec::with_capacity(own.len());
         for k in own {
             let Some(task) = self.tasks.get(&k) else {
                 continue;
             };
-            if self.reserves(&k)
-                && let Some(u) = usage.get_mut(&k.0)
-            {
-                u.remove_template(&task.template.template);
+            if self.reserves(&k) {
+                own_usage
+                    .entry(k.0.clone())
+                    .or_default()
+                    .add_template(&task.template.template);
             }
             tasks.push(TaskEntry {
                 task: task.to_task(&k.0, &k.1),
-                status: self.task_status.get(&k).cloned(),
+                status: self.task_status.get(&k).map(|s| TaskStatus {
+                    task_id: k.1.clone(),
+                    ..s.clone()
+                }),
             });
         }
-        usage.retain(|_, u| !u.is_empty());
+        let usage = Usage::new(self.usage.clone(), own_usage);
         ReconcileInput {
             service_ref: sref.clone(),
             service,

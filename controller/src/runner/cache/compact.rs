@@ -1,7 +1,6 @@
-//! Tasks as the cache keeps them: the template (and its hash) is stored once per distinct
-//! template — once per service revision in practice — and every task of that revision refers
-//! to it; the task's node and id are the key's. A full [`Task`] is rebuilt only for a
-//! reconcile input.
+//! Tasks as the cache keeps them: the service, template and template hash are stored once
+//! per service revision and every task of that revision refers to them; the task's node and
+//! id are the key's. A full [`Task`] is rebuilt only for a reconcile input.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,9 +8,10 @@ use std::sync::Arc;
 use shoal_core::manifest::ServiceRef;
 use shoal_core::model::{DesiredState, Slot, Task, TaskTemplate, Timestamp};
 
-/// A template with its hash, shared by the tasks made from it.
+/// A template with its hash and service, shared by the service's tasks made from it.
 #[derive(Debug)]
 pub(super) struct SharedTemplate {
+    service: ServiceRef,
     hash: String,
     pub(super) template: TaskTemplate,
 }
@@ -19,7 +19,6 @@ pub(super) struct SharedTemplate {
 /// One task without the parts it shares with others.
 #[derive(Debug)]
 pub(super) struct CompactTask {
-    pub(super) service: ServiceRef,
     slot: Slot,
     generation: i64,
     pub(super) template: Arc<SharedTemplate>,
@@ -33,6 +32,11 @@ pub(super) struct CompactTask {
 }
 
 impl CompactTask {
+    /// The service the task belongs to.
+    pub(super) fn service(&self) -> &ServiceRef {
+        &self.template.service
+    }
+
     /// The full task stored under `(node, id)`.
     pub(super) fn to_task(&self, node: &str, id: &str) -> Task {
         let (node_id, id) = match &self.other_ids {
@@ -41,7 +45,7 @@ impl CompactTask {
         };
         Task {
             id,
-            service: self.service.clone(),
+            service: self.template.service.clone(),
             slot: self.slot.clone(),
             node_id,
             generation: self.generation,
@@ -56,33 +60,35 @@ impl CompactTask {
     }
 }
 
-/// The templates tasks share, by hash.
+/// The templates tasks share, by service and hash.
 #[derive(Debug, Default)]
 pub(super) struct Templates {
-    by_hash: HashMap<String, Arc<SharedTemplate>>,
+    by_hash: HashMap<(ServiceRef, String), Arc<SharedTemplate>>,
 }
 
 impl Templates {
     /// Stores `t` under `(node, id)`, sharing its template with the tasks that have the same.
     pub(super) fn compact(&mut self, t: Task, node: &str, id: &str) -> CompactTask {
-        let template = match self.by_hash.get(&t.template_hash) {
+        let key = (t.service, t.template_hash);
+        let template = match self.by_hash.get(&key) {
             Some(s) if s.template == t.template => s.clone(),
             Some(_) => Arc::new(SharedTemplate {
-                hash: t.template_hash,
+                service: key.0,
+                hash: key.1,
                 template: t.template,
             }),
             None => {
                 let s = Arc::new(SharedTemplate {
-                    hash: t.template_hash.clone(),
+                    service: key.0.clone(),
+                    hash: key.1.clone(),
                     template: t.template,
                 });
-                self.by_hash.insert(t.template_hash, s.clone());
+                self.by_hash.insert(key, s.clone());
                 s
             }
         };
         let other_ids = (t.node_id != node || t.id != id).then(|| Box::new((t.node_id, t.id)));
         CompactTask {
-            service: t.service,
             slot: t.slot,
             generation: t.generation,
             template,
@@ -97,12 +103,12 @@ impl Templates {
 
     /// Forgets a removed task's template once no task refers to it any more.
     pub(super) fn release(&mut self, t: CompactTask) {
-        let hash = &t.template.hash;
-        if let Some(s) = self.by_hash.get(hash)
+        let key = (t.template.service.clone(), t.template.hash.clone());
+        if let Some(s) = self.by_hash.get(&key)
             && Arc::ptr_eq(s, &t.template)
             && Arc::strong_count(s) == 2
         {
-            self.by_hash.remove(hash);
+            self.by_hash.remove(&key);
         }
     }
 
