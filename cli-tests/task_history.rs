@@ -5,15 +5,18 @@
 //! history its record and its log file go.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use shoal_tests::process::interrupt;
+#[path = "harness/mod.rs"]
+mod harness;
+
+use shoal_tests::process::{free_port, interrupt};
 use shoal_tests::wait::blocking_eventually;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+use harness::BIN;
+
 /// How long a step may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(120);
 const LIMIT: usize = 2;
@@ -41,23 +44,7 @@ impl Drop for Dev {
 }
 
 fn shoal(url: &str, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("SHOAL_SERVER", url)
-        .env_remove("SHOAL_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    harness::shoal_at(url, None, args, stdin)
 }
 
 fn text(b: &[u8]) -> String {
@@ -110,11 +97,7 @@ fn log_file(data: &Path, task: &str) -> std::path::PathBuf {
 fn a_failing_service_keeps_its_newest_tasks_with_their_exit_codes_and_output() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let node = format!("history-{}", std::process::id());
     let _dev = Dev(Command::new(BIN)
