@@ -18,14 +18,11 @@ use std::time::Duration;
 use shoal_core::endpoints::Endpoints;
 use shoal_core::job::RunRequest;
 use shoal_core::manifest::{Service, ServiceRef};
-use shoal_core::model::{
-    self, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp,
-};
+use shoal_core::model::{self, Node, NodeConfig, NodeInfo, ServiceStatus, TaskStatus, Timestamp};
 use shoal_core::secret::{self, FileKind};
 use shoal_core::view::{self, NodeEntry};
 use shoal_core::{Key, Keys};
 use shoal_store::{Revision, TxnOp};
-use tracing::warn;
 
 use super::pipeline::Staged;
 
@@ -35,6 +32,7 @@ use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
 use compact::{CompactTask, Templates};
 
 mod compact;
+mod set;
 
 /// A manifest as read from the store.
 #[derive(Debug, Clone)]
@@ -340,176 +338,6 @@ impl Cache {
                 .push(key.to_string());
         }
         true
-    }
-
-    /// Shows `value` for `key` (set at `revision`), whatever the key's revision.
-    fn set(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
-        let mut touched = Touched::default();
-        let Some(parsed) = self.keys.parse(key) else {
-            return touched;
-        };
-        match parsed {
-            Key::Service(sref) => {
-                match value {
-                    Some(v) => {
-                        // Any problem becomes the status error text.
-                        let parsed = shoal_core::parse_stored(key, &sref, v)
-                            .map(Box::new)
-                            .map_err(|e| e.to_string());
-                        self.services
-                            .insert(sref.clone(), ManifestEntry { revision, parsed });
-                    }
-                    None => {
-                        self.services.remove(&sref);
-                    }
-                }
-                touched.services.insert(sref);
-            }
-            Key::ServiceStatus(sref) => {
-                match value.map(|v| model::decode::<ServiceStatus>("service status", v)) {
-                    Some(Ok(st)) => {
-                        self.statuses.insert(sref, st);
-                    }
-                    Some(Err(e)) => {
-                        warn!(service = %sref, error = %e, "ignoring unreadable service status");
-                        self.statuses.remove(&sref);
-                    }
-                    None => {
-                        self.statuses.remove(&sref);
-                    }
-                }
-            }
-            Key::Node(id) => {
-                match value.map(|v| model::decode::<NodeInfo>("node", v)) {
-                    Some(Ok(info)) => {
-                        self.infos.insert(id.clone(), info);
-                        self.ready.insert(id.clone());
-                        self.gone_at.remove(&id);
-                    }
-                    Some(Err(e)) => {
-                        warn!(node = %id, error = %e, "ignoring unreadable node record");
-                        self.ready.remove(&id);
-                    }
-                    None => {
-                        // Keep the last record: the node is down, not forgotten.
-                        if self.ready.remove(&id) {
-                            self.gone_at.insert(id.clone(), Timestamp::now());
-                        }
-                    }
-                }
-                self.node_touched(&id, &mut touched);
-            }
-            Key::NodeConfig(id) => {
-                match value.map(|v| model::decode::<NodeConfig>("node config", v)) {
-                    Some(Ok(cfg)) => {
-                        self.configs.insert(id.clone(), cfg);
-                    }
-                    Some(Err(e)) => {
-                        warn!(node = %id, error = %e, "ignoring unreadable node config")
-                    }
-                    None => {
-                        self.configs.remove(&id);
-                    }
-                }
-                self.node_touched(&id, &mut touched);
-            }
-            Key::Task { node, task } => {
-                let k = (node, task);
-                self.unaccount(&k);
-                if let Some(old) = self.tasks.remove(&k) {
-                    if let Some(set) = self.by_service.get_mut(old.service()) {
-                        set.remove(&k);
-                        touched.services.insert(old.service().clone());
-                    }
-                    self.templates.release(old);
-                }
-                if let Some(v) = value {
-                    match model::decode::<Task>("task", v) {
-                        Ok(t) => {
-                            self.by_service
-                                .entry(t.service.clone())
-                                .or_default()
-                                .insert(k.clone());
-                            touched.services.insert(t.service.clone());
-                            let t = self.templates.compact(t, &k.0, &k.1);
-                            self.tasks.insert(k.clone(), t);
-                        }
-                        Err(e) => {
-                            warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task")
-                        }
-                    }
-                }
-                self.account(&k);
-                if !self.infos.contains_key(&k.0) {
-                    self.nodes = None;
-                }
-            }
-            Key::TaskStatus { node, task } => {
-                let k = (node, task);
-                self.unaccount(&k);
-                match value.map(|v| model::decode::<TaskStatus>("task status", v)) {
-                    Some(Ok(st)) => {
-                        self.task_status.insert(k.clone(), kept_status(st));
-                    }
-                    Some(Err(e)) => {
-                        warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task status")
-                    }
-                    None => {
-                        self.task_status.remove(&k);
-                    }
-                }
-                self.account(&k);
-                if let Some(t) = self.tasks.get(&k) {
-                    touched.services.insert(t.service().clone());
-                }
-            }
-            Key::Leader => {}
-            Key::Endpoints(sref) => {
-                match value.map(|v| model::decode::<Endpoints>("endpoints", v)) {
-                    Some(Ok(e)) => {
-                        self.endpoints.insert(sref, e);
-                    }
-                    Some(Err(e)) => {
-                        warn!(service = %sref, error = %e, "rewriting unreadable endpoints");
-                        self.endpoints.remove(&sref);
-                        touched.services.insert(sref);
-                    }
-                    None => {
-                        self.endpoints.remove(&sref);
-                        touched.services.insert(sref);
-                    }
-                }
-            }
-            Key::JobRun(sref) => {
-                match value.map(|v| model::decode::<RunRequest>("job run request", v)) {
-                    Some(Ok(r)) => {
-                        self.run_requests.insert(sref.clone(), r);
-                    }
-                    Some(Err(e)) => {
-                        warn!(service = %sref, error = %e, "ignoring unreadable job run request");
-                    }
-                    None => {
-                        self.run_requests.remove(&sref);
-                    }
-                }
-                touched.services.insert(sref);
-            }
-            Key::Secret { namespace, name } => self.file_touched(
-                FileKind::Secret,
-                namespace,
-                name,
-                value.is_some(),
-                &mut touched,
-            ),
-            Key::Config { namespace, name } => self.file_touched(
-                FileKind::Config,
-                namespace,
-                name,
-                value.is_some(),
-                &mut touched,
-            ),
-        }
-        touched
     }
 
     /// A secret or config appeared or went away: the services referencing it need a look.

@@ -1,7 +1,7 @@
 //! Tests of the controller cache.
 use super::*;
 use crate::testutil::{node, service};
-use shoal_core::model::{TaskState, TaskTemplate};
+use shoal_core::model::{Task, TaskState, TaskTemplate};
 
 fn task(svc: &Service, node: &str, id: &str) -> Task {
     let template = TaskTemplate::from_spec(&svc.spec);

@@ -1,0 +1,202 @@
+//! Showing one key's value in the cache: each kind of record decoded into its own map, and
+//! the services the change concerns collected in a [`Touched`].
+
+use shoal_core::Key;
+use shoal_core::endpoints::Endpoints;
+use shoal_core::job::RunRequest;
+use shoal_core::manifest::ServiceRef;
+use shoal_core::model::{self, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp};
+use shoal_core::secret::FileKind;
+use shoal_store::Revision;
+use tracing::warn;
+
+use super::{Cache, ManifestEntry, Touched, kept_status};
+
+impl Cache {
+    /// Shows `value` for `key` (set at `revision`), whatever the key's revision.
+    pub(super) fn set(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
+        let mut touched = Touched::default();
+        let Some(parsed) = self.keys.parse(key) else {
+            return touched;
+        };
+        match parsed {
+            Key::Service(sref) => {
+                match value {
+                    Some(v) => {
+                        // Any problem becomes the status error text.
+                        let parsed = shoal_core::parse_stored(key, &sref, v)
+                            .map(Box::new)
+                            .map_err(|e| e.to_string());
+                        self.services
+                            .insert(sref.clone(), ManifestEntry { revision, parsed });
+                    }
+                    None => {
+                        self.services.remove(&sref);
+                    }
+                }
+                touched.services.insert(sref);
+            }
+            Key::ServiceStatus(sref) => self.set_service_status(sref, value),
+            Key::Node(id) => {
+                self.set_node(&id, value);
+                self.node_touched(&id, &mut touched);
+            }
+            Key::NodeConfig(id) => {
+                match value.map(|v| model::decode::<NodeConfig>("node config", v)) {
+                    Some(Ok(cfg)) => {
+                        self.configs.insert(id.clone(), cfg);
+                    }
+                    Some(Err(e)) => {
+                        warn!(node = %id, error = %e, "ignoring unreadable node config")
+                    }
+                    None => {
+                        self.configs.remove(&id);
+                    }
+                }
+                self.node_touched(&id, &mut touched);
+            }
+            Key::Task { node, task } => self.set_task((node, task), value, &mut touched),
+            Key::TaskStatus { node, task } => {
+                self.set_task_status((node, task), value, &mut touched)
+            }
+            Key::Leader => {}
+            Key::Endpoints(sref) => self.set_endpoints(sref, value, &mut touched),
+            Key::JobRun(sref) => {
+                match value.map(|v| model::decode::<RunRequest>("job run request", v)) {
+                    Some(Ok(r)) => {
+                        self.run_requests.insert(sref.clone(), r);
+                    }
+                    Some(Err(e)) => {
+                        warn!(service = %sref, error = %e, "ignoring unreadable job run request");
+                    }
+                    None => {
+                        self.run_requests.remove(&sref);
+                    }
+                }
+                touched.services.insert(sref);
+            }
+            Key::Secret { namespace, name } => self.file_touched(
+                FileKind::Secret,
+                namespace,
+                name,
+                value.is_some(),
+                &mut touched,
+            ),
+            Key::Config { namespace, name } => self.file_touched(
+                FileKind::Config,
+                namespace,
+                name,
+                value.is_some(),
+                &mut touched,
+            ),
+        }
+        touched
+    }
+
+    fn set_service_status(&mut self, sref: ServiceRef, value: Option<&[u8]>) {
+        match value.map(|v| model::decode::<ServiceStatus>("service status", v)) {
+            Some(Ok(st)) => {
+                self.statuses.insert(sref, st);
+            }
+            Some(Err(e)) => {
+                warn!(service = %sref, error = %e, "ignoring unreadable service status");
+                self.statuses.remove(&sref);
+            }
+            None => {
+                self.statuses.remove(&sref);
+            }
+        }
+    }
+
+    fn set_node(&mut self, id: &str, value: Option<&[u8]>) {
+        match value.map(|v| model::decode::<NodeInfo>("node", v)) {
+            Some(Ok(info)) => {
+                self.infos.insert(id.to_string(), info);
+                self.ready.insert(id.to_string());
+                self.gone_at.remove(id);
+            }
+            Some(Err(e)) => {
+                warn!(node = %id, error = %e, "ignoring unreadable node record");
+                self.ready.remove(id);
+            }
+            None => {
+                // Keep the last record: the node is down, not forgotten.
+                if self.ready.remove(id) {
+                    self.gone_at.insert(id.to_string(), Timestamp::now());
+                }
+            }
+        }
+    }
+
+    fn set_task(&mut self, k: (String, String), value: Option<&[u8]>, touched: &mut Touched) {
+        self.unaccount(&k);
+        if let Some(old) = self.tasks.remove(&k) {
+            if let Some(set) = self.by_service.get_mut(old.service()) {
+                set.remove(&k);
+                touched.services.insert(old.service().clone());
+            }
+            self.templates.release(old);
+        }
+        if let Some(v) = value {
+            match model::decode::<Task>("task", v) {
+                Ok(t) => {
+                    self.by_service
+                        .entry(t.service.clone())
+                        .or_default()
+                        .insert(k.clone());
+                    touched.services.insert(t.service.clone());
+                    let t = self.templates.compact(t, &k.0, &k.1);
+                    self.tasks.insert(k.clone(), t);
+                }
+                Err(e) => {
+                    warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task")
+                }
+            }
+        }
+        self.account(&k);
+        if !self.infos.contains_key(&k.0) {
+            self.nodes = None;
+        }
+    }
+
+    fn set_task_status(
+        &mut self,
+        k: (String, String),
+        value: Option<&[u8]>,
+        touched: &mut Touched,
+    ) {
+        self.unaccount(&k);
+        match value.map(|v| model::decode::<TaskStatus>("task status", v)) {
+            Some(Ok(st)) => {
+                self.task_status.insert(k.clone(), kept_status(st));
+            }
+            Some(Err(e)) => {
+                warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task status")
+            }
+            None => {
+                self.task_status.remove(&k);
+            }
+        }
+        self.account(&k);
+        if let Some(t) = self.tasks.get(&k) {
+            touched.services.insert(t.service().clone());
+        }
+    }
+
+    fn set_endpoints(&mut self, sref: ServiceRef, value: Option<&[u8]>, touched: &mut Touched) {
+        match value.map(|v| model::decode::<Endpoints>("endpoints", v)) {
+            Some(Ok(e)) => {
+                self.endpoints.insert(sref, e);
+            }
+            Some(Err(e)) => {
+                warn!(service = %sref, error = %e, "rewriting unreadable endpoints");
+                self.endpoints.remove(&sref);
+                touched.services.insert(sref);
+            }
+            None => {
+                self.endpoints.remove(&sref);
+                touched.services.insert(sref);
+            }
+        }
+    }
+}
