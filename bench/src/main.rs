@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
-use shoal_bench::calibrate::calibrate;
+use shoal_bench::calibrate::{Calibration, calibrate};
 use shoal_bench::cluster::{Cluster, proc_stats};
 use shoal_bench::report::{Report, RunContext};
 use shoal_bench::scenarios::{Bench, Sizes};
@@ -59,31 +59,7 @@ async fn main() -> anyhow::Result<()> {
         args.binary.display()
     );
     let ttl: Duration = humantime_ttl(&args.lease_ttl)?;
-    let sizes = if args.full {
-        Sizes {
-            nodes: 1000,
-            services: 1000,
-            replicas: 100,
-            burst_replicas: 10_000,
-            s2_nodes: 5_000,
-            churn: Duration::from_secs(120),
-            churn_rate: 20,
-            failed_nodes: 50,
-            limit: Duration::from_secs(600),
-        }
-    } else {
-        Sizes {
-            nodes: 1000,
-            services: 100,
-            replicas: 100,
-            burst_replicas: 2_000,
-            s2_nodes: 1_000,
-            churn: Duration::from_secs(30),
-            churn_rate: 20,
-            failed_nodes: 50,
-            limit: Duration::from_secs(240),
-        }
-    };
+    let sizes = sizes(args.full);
     let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
 
     let etcd = tokio::task::spawn_blocking(EtcdFixture::start_large)
@@ -107,19 +83,12 @@ async fn main() -> anyhow::Result<()> {
         calibration_end: None,
     };
     let mut report = Report::new(&args.results, ctx)?;
-    for (n, v, u) in [
-        ("L_seq", cal0.l_seq, "txn/s"),
-        ("L_par", cal0.l_par, "txn/s"),
-        ("L_batch", cal0.l_batch, "keys/s"),
-    ] {
-        report.figure(
-            "calibration",
-            &format!("{n}_start"),
-            v,
-            u,
-            json!({"inFlight": cal0.in_flight, "batchOps": cal0.batch_ops}),
-        );
-    }
+    report_calibration(
+        &mut report,
+        &cal0,
+        "start",
+        json!({"inFlight": cal0.in_flight, "batchOps": cal0.batch_ops}),
+    );
     let logs = tempfile::Builder::new()
         .prefix("shoal-bench-logs")
         .tempdir()?;
@@ -155,19 +124,12 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("S6 incomplete: {e}");
     }
     let cal1 = calibrate(&endpoint, "/calibration", 64, 128, per).await?;
-    for (n, v, u) in [
-        ("L_seq", cal1.l_seq, "txn/s"),
-        ("L_par", cal1.l_par, "txn/s"),
-        ("L_batch", cal1.l_batch, "keys/s"),
-    ] {
-        report.figure(
-            "calibration",
-            &format!("{n}_end"),
-            v,
-            u,
-            json!({"storeState": "populated"}),
-        );
-    }
+    report_calibration(
+        &mut report,
+        &cal1,
+        "end",
+        json!({"storeState": "populated"}),
+    );
     report.context_mut().calibration_end = Some(cal1);
     report.finish()?;
     Ok(())
@@ -287,4 +249,49 @@ fn controller_footprint(bench: &mut Bench<'_>, sizes: &Sizes, pid: u32) {
 fn humantime_ttl(s: &str) -> anyhow::Result<Duration> {
     let d: shoal_core::Dur = s.parse().map_err(|e| anyhow::anyhow!("--lease-ttl: {e}"))?;
     Ok(d.get())
+}
+
+/// The scenario sizes of a full or a quick run.
+fn sizes(full: bool) -> Sizes {
+    if full {
+        Sizes {
+            nodes: 1000,
+            services: 1000,
+            replicas: 100,
+            burst_replicas: 10_000,
+            s2_nodes: 5_000,
+            churn: Duration::from_secs(120),
+            churn_rate: 20,
+            failed_nodes: 50,
+            limit: Duration::from_secs(600),
+        }
+    } else {
+        Sizes {
+            nodes: 1000,
+            services: 100,
+            replicas: 100,
+            burst_replicas: 2_000,
+            s2_nodes: 1_000,
+            churn: Duration::from_secs(30),
+            churn_rate: 20,
+            failed_nodes: 50,
+            limit: Duration::from_secs(240),
+        }
+    }
+}
+
+/// Reports the three figures of a calibration, named `L_seq_<when>` and so on.
+fn report_calibration(
+    report: &mut Report,
+    cal: &Calibration,
+    when: &str,
+    extra: serde_json::Value,
+) {
+    for (n, v, u) in [
+        ("L_seq", cal.l_seq, "txn/s"),
+        ("L_par", cal.l_par, "txn/s"),
+        ("L_batch", cal.l_batch, "keys/s"),
+    ] {
+        report.figure("calibration", &format!("{n}_{when}"), v, u, extra.clone());
+    }
 }
