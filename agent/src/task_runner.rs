@@ -25,8 +25,10 @@
 //! Parking: on a runtime that reports exits itself ([`Runtime::exit_notices`], the sim
 //! runtime), the runner of a task that simply runs (no healthcheck, no registration) ends
 //! and hands back a [`Parked`] record: the few bytes needed to pick the task up again with
-//! [`resume`] when it exits or the controller's wishes change. Hollow nodes then cost one
-//! small record per task instead of a waiting runner.
+//! [`resume`] when it exits or the controller's wishes change. So does the runner of a task
+//! that ended while its assignment stays (a task kept in its service's history): its record
+//! is resumed when the assignment is deleted, to remove the container. Hollow nodes then cost
+//! one small record per task instead of a waiting runner.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -149,6 +151,14 @@ pub struct Parked {
     stop: StopSpec,
 }
 
+impl Parked {
+    /// Whether the task has ended (it only waits for its assignment to be deleted, which
+    /// removes its container): nothing but the deletion concerns it any more.
+    pub fn has_ended(&self) -> bool {
+        self.status.state.is_terminal()
+    }
+}
+
 struct TaskRunner {
     ctx: TaskRunnerContext,
     /// The assignment, until the task runs; `None` for a resumed runner (it never needs it:
@@ -166,6 +176,9 @@ struct TaskRunner {
     /// `(node, task)` of a task that uses secrets or configs: its delivered files are removed
     /// when it ends.
     delivered: Option<(String, String)>,
+    /// An ended task's record, when the runner parked it instead of waiting for its
+    /// assignment to be deleted (see [`TaskRunner::park_ended`]).
+    ended: Option<Box<Parked>>,
 }
 
 fn span(task_id: &str, service: &str, node: &str) -> tracing::Span {
@@ -210,9 +223,15 @@ pub fn run(
         control,
         handle: None,
         registration: None,
+        ended: None,
     };
     // Boxed: only the state the runner is in takes memory, not the largest of them all.
-    Box::pin(runner.drive(adopted)).instrument(span)
+    Box::pin(async move {
+        let mut runner = runner;
+        let parked = runner.drive(adopted).await;
+        parked.or_else(|| runner.ended.take())
+    })
+    .instrument(span)
 }
 
 /// Picks up a parked task of `node` again: it exited (the runtime said so) or the controller's
@@ -247,10 +266,17 @@ pub fn resume(
         handle,
         registration: None,
         delivered: None,
+        ended: None,
     };
     Box::pin(async move {
         let mut runner = runner;
-        runner.monitor().await
+        if runner.status.state.is_terminal() {
+            // Only the deletion of its assignment concerns an ended task.
+            runner.linger().await;
+            return runner.ended.take();
+        }
+        let parked = runner.monitor().await;
+        parked.or_else(|| runner.ended.take())
     })
     .instrument(span)
 }
@@ -465,7 +491,7 @@ impl TaskRunner {
         })
     }
 
-    async fn drive(mut self, adopted: Option<Existing>) -> Option<Box<Parked>> {
+    async fn drive(&mut self, adopted: Option<Existing>) -> Option<Box<Parked>> {
         if self.status.state.is_terminal() {
             // Nothing to run; remove what is left once told to.
             if let Some(ex) = adopted {
@@ -711,6 +737,9 @@ impl TaskRunner {
     /// task) once the assignment leaves the task history: until then the stopped container
     /// keeps the task's output for `shoal logs`.
     async fn remove_when_deleted(&mut self, shut_down: bool) {
+        if shut_down && self.park_ended() {
+            return;
+        }
         if !shut_down || self.wait_deleted().await {
             self.remove().await;
         }
@@ -732,12 +761,27 @@ impl TaskRunner {
 
     /// After the task ended: waits for shutdown or deletion, then removes the container.
     async fn linger(&mut self) {
+        if self.park_ended() {
+            return;
+        }
         let i = Self::interrupted(&mut self.control).await;
         if matches!(i, Interrupt::Deleted) {
             self.forget();
         }
         self.remove_when_deleted(matches!(i, Interrupt::Shutdown))
             .await;
+    }
+
+    /// On a runtime whose runners park, an ended task whose assignment is still there (a shut
+    /// down or exited task kept in the service's history) is parked rather than waited for:
+    /// its record goes to the worker, which resumes it when the assignment is deleted. True
+    /// when the runner parked it (and must end).
+    fn park_ended(&mut self) -> bool {
+        if !self.ctx.parks || self.control.borrow().deleted {
+            return false;
+        }
+        self.ended = Some(self.park());
+        true
     }
 
     /// Waits until the assignment is deleted and forgets the task (true), or until the agent

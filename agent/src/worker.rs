@@ -489,9 +489,10 @@ impl Worker {
                 });
                 return;
             }
-            Some(Slot::Parked(_)) => {
-                // Only a shutdown concerns a task that simply runs.
-                if control.desired == DesiredState::Shutdown {
+            Some(Slot::Parked(p)) => {
+                // Only a shutdown concerns a task that simply runs; nothing but the deletion
+                // concerns one that ended.
+                if control.desired == DesiredState::Shutdown && !p.has_ended() {
                     self.resume(id, control);
                 }
                 return;
@@ -539,17 +540,21 @@ impl Worker {
     }
 
     /// A runner parked: keep its record, unless the controller's wishes changed meanwhile.
+    /// Without an entry the assignment was deleted while the record was on its way: the
+    /// record is resumed to clean up.
     fn on_parked(&mut self, id: TaskId, parked: Box<Parked>) {
-        let Some(slot) = self.runners.get_mut(&id) else {
-            return;
+        let ended = parked.has_ended();
+        let control = match self.runners.get_mut(&id) {
+            Some(Slot::Active(r)) => *r.control.borrow(),
+            Some(Slot::Parked(_)) => return,
+            None => Control {
+                desired: DesiredState::Running,
+                deleted: true,
+            },
         };
-        let Slot::Active(r) = slot else {
-            return;
-        };
-        let control = *r.control.borrow();
-        *slot = Slot::Parked(parked);
+        self.runners.insert(id.clone(), Slot::Parked(parked));
         self.stats.parked.fetch_add(1, Ordering::Relaxed);
-        if control.desired == DesiredState::Shutdown {
+        if control.deleted || (control.desired == DesiredState::Shutdown && !ended) {
             self.resume(id, control);
         }
     }
@@ -557,7 +562,7 @@ impl Worker {
     /// The runtime says a task exited: resume its runner if it parked.
     fn on_exit(&mut self, notice: ExitNotice) {
         let id = (notice.node_id, notice.task_id);
-        if matches!(self.runners.get(&id), Some(Slot::Parked(_))) {
+        if matches!(self.runners.get(&id), Some(Slot::Parked(p)) if !p.has_ended()) {
             self.resume(
                 id,
                 Control {

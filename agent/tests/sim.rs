@@ -269,7 +269,33 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
         rt.len() == before - 1
     })
     .await;
-    eventually("the others stay parked", || async { stats.parked() == 197 }).await;
+    // Ended tasks whose assignments stay (a service's task history) park too: the shut
+    // down and the failed one cost a record each, not a runner waiting for the deletion.
+    eventually("the others stay parked, ended ones included", || async {
+        stats.parked() == 199 && stats.live_runners() == 0
+    })
+    .await;
+    // The deletion of an ended task's assignment still removes its container and status.
+    let before = rt.len();
+    ts.unassign(&tasks[0]).await;
+    eventually("the shut down task's container is removed", || async {
+        rt.len() == before - 1 && stats.parked() == 198 && stats.live_runners() == 0
+    })
+    .await;
+    eventually("its status is deleted", || async {
+        ts.status(&tasks[0]).await.is_none()
+    })
+    .await;
+    // A shutdown asked again of an ended task changes nothing.
+    ts.shut_down(&tasks[1]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        stats.live_runners(),
+        0,
+        "an ended task is not resumed for a shutdown"
+    );
+    let s = ts.status(&tasks[1]).await.expect("status");
+    assert_eq!((s.state, s.exit_code), (TaskState::Failed, Some(3)));
     stop.cancel();
     join.await.expect("worker ends");
 }
