@@ -162,7 +162,20 @@ impl Cluster {
 
     /// Starts a controller.
     pub fn controller(&self, name: &str) -> Result<Proc, ClusterError> {
-        let args = vec![
+        self.spawn(name, &self.controller_args())
+    }
+
+    /// Starts a controller serving `/metrics` on a free loopback port; returns it and the
+    /// metrics URL.
+    pub fn controller_with_metrics(&self, name: &str) -> Result<(Proc, String), ClusterError> {
+        let addr = format!("127.0.0.1:{}", shoal_tests::process::free_port());
+        let mut args = self.controller_args();
+        args.extend(["--listen".to_string(), addr.clone()]);
+        Ok((self.spawn(name, &args)?, format!("http://{addr}/metrics")))
+    }
+
+    fn controller_args(&self) -> Vec<String> {
+        vec![
             "controller".to_string(),
             "--store".into(),
             self.store_url.clone(),
@@ -174,8 +187,7 @@ impl Cluster {
             "5s".into(),
             "--history-revisions".into(),
             crate::scenarios::BENCH_HISTORY_REVISIONS.to_string(),
-        ];
-        self.spawn(name, &args)
+        ]
     }
 
     /// Starts `shoal api` on a free loopback port; returns it and its URL (the address it

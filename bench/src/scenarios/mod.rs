@@ -173,6 +173,35 @@ impl Bench<'_> {
         .await
     }
 
+    /// Waits until the controller serving `metrics_url` has loaded the store into its cache
+    /// (`shoal_controller_relists_total` ≥ 1): a standby is warm from then on. Returns how
+    /// long that took.
+    pub async fn wait_warm(&self, metrics_url: &str) -> Result<Duration, ScenarioError> {
+        let t0 = Instant::now();
+        let http = reqwest::Client::new();
+        let limit = Duration::from_secs(120);
+        loop {
+            let text = match http.get(metrics_url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let relists = text
+                .lines()
+                .find_map(|l| l.strip_prefix("shoal_controller_relists_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if relists >= 1.0 {
+                return Ok(t0.elapsed());
+            }
+            if t0.elapsed() > limit {
+                return Err(ScenarioError::Timeout(format!(
+                    "the standby at {metrics_url} had not loaded the store after {limit:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// One bulk placement run (S1's runs, and S5 when `failover` is set): `services` ×
     /// `replicas`, services named after `scenario` (`S1.2` → `s1-2-00000` …).
     pub async fn s1_bulk(
