@@ -291,8 +291,14 @@ impl Cache {
     }
 
     fn unaccount(&mut self, k: &(String, String)) {
-        if self.reserves(k)
-            && let Some(t) = self.tasks.get(k)
+        if self.reserves(k) {
+            self.release_usage(k);
+        }
+    }
+
+    /// Takes the resources of task `k` off its node's usage (whether it reserved them or not).
+    fn release_usage(&mut self, k: &(String, String)) {
+        if let Some(t) = self.tasks.get(k)
             && let Some(u) = Arc::make_mut(&mut self.usage).get_mut(&k.0)
         {
             u.remove_template(&t.template.template);
@@ -401,8 +407,11 @@ impl Cache {
         }
     }
 
-    /// Every service the controller should look at: manifests, tasks' owners, statuses.
-    pub(crate) fn all_services(&self) -> BTreeSet<ServiceRef> {
+    /// Every service the controller should look at: manifests, tasks' owners, statuses. The
+    /// most recently written manifests come first, and services without one (deleted, their
+    /// tasks to stop) before them: after a list or a takeover the services most likely to
+    /// have work are reconciled before the long-settled ones.
+    pub(crate) fn all_services(&self) -> Vec<ServiceRef> {
         let mut all: BTreeSet<ServiceRef> = self.services.keys().cloned().collect();
         all.extend(
             self.by_service
@@ -411,6 +420,11 @@ impl Cache {
                 .map(|(k, _)| k.clone()),
         );
         all.extend(self.statuses.keys().cloned());
+        let mut all: Vec<ServiceRef> = all.into_iter().collect();
+        // Stable: services written at the same revision stay in name order.
+        all.sort_by_key(|s| {
+            std::cmp::Reverse(self.services.get(s).map_or(Revision::MAX, |m| m.revision))
+        });
         all
     }
 
@@ -436,8 +450,8 @@ impl Cache {
     pub(crate) fn presence(&self) -> Presence {
         let mut known: BTreeSet<String> = self.infos.keys().cloned().collect();
         known.extend(self.configs.keys().cloned());
-        known.extend(self.tasks.keys().map(|(n, _)| n.clone()));
-        known.extend(self.task_status.keys().map(|(n, _)| n.clone()));
+        add_nodes(&mut known, self.tasks.keys().map(|(n, _)| n));
+        add_nodes(&mut known, self.task_status.keys().map(|(n, _)| n));
         Presence {
             known,
             ready: self.ready.clone(),
@@ -637,6 +651,20 @@ impl Cache {
             *out.entry(state).or_default() += 1;
         }
         out
+    }
+}
+
+/// Adds the node ids of `ids`, sorted by node as the task maps' keys are: one copy of each
+/// id, not one per task (this runs every second over every task of the cluster).
+fn add_nodes<'a>(known: &mut BTreeSet<String>, ids: impl Iterator<Item = &'a String>) {
+    let mut last: Option<&String> = None;
+    for n in ids {
+        if last != Some(n) {
+            if !known.contains(n) {
+                known.insert(n.clone());
+            }
+            last = Some(n);
+        }
     }
 }
 

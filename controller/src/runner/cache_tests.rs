@@ -45,6 +45,23 @@ fn task_changes_touch_their_service_and_node_changes_touch_the_node_tasks() {
     assert!(c.nodes()["n1"].ready);
     // Reservations are held until the task finishes.
     assert_eq!(c.usage["n1"].memory, 1 << 30);
+    let running = TaskStatus {
+        task_id: t.id.clone(),
+        state: TaskState::Running,
+        container_id: None,
+        host_ports: vec![],
+        health: None,
+        exit_code: None,
+        message: None,
+        updated_at: Timestamp(0),
+        started_at: None,
+        finished_at: None,
+    };
+    for rev in [4, 5] {
+        let at = keys.task_status("n1", "web.1.a");
+        c.apply(&at, Some(&model::encode(&running)), rev);
+        assert_eq!(c.usage["n1"].memory, 1 << 30, "counted once while it runs");
+    }
     let st = TaskStatus {
         task_id: t.id.clone(),
         state: TaskState::Failed,
@@ -60,11 +77,11 @@ fn task_changes_touch_their_service_and_node_changes_touch_the_node_tasks() {
     c.apply(
         &keys.task_status("n1", "web.1.a"),
         Some(&model::encode(&st)),
-        4,
+        6,
     );
     assert_eq!(c.usage["n1"].memory, 0);
     // A node whose lease expired is kept, not ready.
-    c.apply(&keys.node("n1"), None, 5);
+    c.apply(&keys.node("n1"), None, 7);
     assert!(!c.nodes()["n1"].ready);
 }
 
@@ -230,4 +247,54 @@ fn tasks_of_one_template_share_it_until_the_last_goes() {
     assert_eq!(c.templates.len(), 1, "still used by the other task");
     c.apply(&keys.task("n2", "web.2.a"), None, 4);
     assert_eq!(c.templates.len(), 0, "forgotten with its last task");
+}
+
+#[test]
+fn every_service_is_listed_newest_manifest_first_deleted_ones_before() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    for (name, rev) in [("b", 3), ("a", 9), ("c", 5), ("d", 5)] {
+        let svc = service(name, "");
+        let text = serde_json::to_string(&svc).unwrap();
+        c.apply(&keys.service(&svc.id()), Some(text.as_bytes()), rev);
+    }
+    // A service whose manifest is gone still has a task to stop.
+    let gone = service("zz", "");
+    let t = task(&gone, "n1", "zz.1.a");
+    c.apply(&keys.task("n1", "zz.1.a"), Some(&model::encode(&t)), 10);
+    let order: Vec<String> = c.all_services().into_iter().map(|s| s.name).collect();
+    assert_eq!(order, ["zz", "a", "c", "d", "b"]);
+}
+
+#[test]
+fn presence_knows_every_node_named_by_a_task_or_a_status_once() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    let svc = service("web", "");
+    for (n, id) in [("n1", "web.1.a"), ("n1", "web.2.a"), ("n2", "web.3.a")] {
+        c.apply(
+            &keys.task(n, id),
+            Some(&model::encode(&task(&svc, n, id))),
+            2,
+        );
+    }
+    let st = TaskStatus {
+        task_id: "web.4.a".into(),
+        state: TaskState::Running,
+        container_id: None,
+        host_ports: vec![],
+        health: None,
+        exit_code: None,
+        message: None,
+        updated_at: Timestamp(0),
+        started_at: None,
+        finished_at: None,
+    };
+    c.apply(
+        &keys.task_status("n3", "web.4.a"),
+        Some(&model::encode(&st)),
+        3,
+    );
+    let known: Vec<String> = c.presence().known.into_iter().collect();
+    assert_eq!(known, ["n1", "n2", "n3"]);
 }

@@ -1,6 +1,7 @@
 //! The work queue: service keys, de-duplicated and debounced, at most one reconcile per
 //! service at a time, with per-service exponential backoff and jitter after errors
-//! ([`Backoff::delay`] of the service's consecutive failures).
+//! ([`Backoff::delay`] of the service's consecutive failures). Services due at the same time
+//! are handed out in the order they were queued.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -11,10 +12,19 @@ use shoal_store::Backoff;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// When a queued service becomes due; equal times go in the order queued (`seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at: Instant,
+    seq: u64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Queued services and when they become due.
-    due: BTreeMap<ServiceRef, Instant>,
+    due: BTreeMap<ServiceRef, Due>,
+    /// Services queued so far (the next [`Due::seq`]).
+    queued: u64,
     /// Services being reconciled now.
     running: BTreeSet<ServiceRef>,
     /// Services enqueued while running: re-queued when done, at the given time.
@@ -30,6 +40,18 @@ pub struct WorkQueue {
     notify: Notify,
     debounce: Duration,
     backoff: Backoff,
+}
+
+impl State {
+    /// Queues `s` at `at`, unless it is already due earlier.
+    fn schedule(&mut self, s: ServiceRef, at: Instant) {
+        let seq = self.queued;
+        self.queued += 1;
+        let e = self.due.entry(s).or_insert(Due { at, seq });
+        if at < e.at {
+            *e = Due { at, seq };
+        }
+    }
 }
 
 impl WorkQueue {
@@ -56,14 +78,13 @@ impl WorkQueue {
     pub fn add_after(&self, s: ServiceRef, delay: Duration) {
         let at = Instant::now() + delay;
         let mut st = self.lock();
-        let slot = if st.running.contains(&s) {
-            &mut st.again
+        if st.running.contains(&s) {
+            let e = st.again.entry(s).or_insert(at);
+            if at < *e {
+                *e = at;
+            }
         } else {
-            &mut st.due
-        };
-        let e = slot.entry(s).or_insert(at);
-        if at < *e {
-            *e = at;
+            st.schedule(s, at);
         }
         drop(st);
         self.notify.notify_one();
@@ -80,8 +101,8 @@ impl WorkQueue {
                     .due
                     .iter()
                     .filter(|(s, _)| !st.running.contains(*s))
-                    .min_by_key(|(_, at)| **at);
-                match ready.map(|(s, at)| (s.clone(), *at)) {
+                    .min_by_key(|(_, due)| **due);
+                match ready.map(|(s, due)| (s.clone(), due.at)) {
                     Some((s, at)) if at <= now => {
                         st.due.remove(&s);
                         st.running.insert(s.clone());
@@ -126,10 +147,7 @@ impl WorkQueue {
             }
         }
         if let Some(at) = next {
-            let e = st.due.entry(s.clone()).or_insert(at);
-            if at < *e {
-                *e = at;
-            }
+            st.schedule(s.clone(), at);
         }
         drop(st);
         self.notify.notify_one();
@@ -184,6 +202,20 @@ mod tests {
             first,
             "changes seen while running queue it again"
         );
+    }
+
+    #[tokio::test]
+    async fn services_due_together_go_in_the_order_queued() {
+        let q = queue();
+        let names = ["m", "z", "a", "k", "b"];
+        for n in names {
+            q.add_after(sref(n), Duration::ZERO);
+        }
+        for n in names {
+            let s = q.next().await;
+            assert_eq!(s, sref(n));
+            q.done(&s, Ok(None));
+        }
     }
 
     #[tokio::test]

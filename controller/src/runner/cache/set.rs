@@ -165,7 +165,8 @@ impl Cache {
         value: Option<&[u8]>,
         touched: &mut Touched,
     ) {
-        self.unaccount(&k);
+        // A status change moves the node's usage only when it ends the task.
+        let reserved = self.reserves(&k);
         match value.map(|v| model::decode::<TaskStatus>("task status", v)) {
             Some(Ok(st)) => {
                 self.task_status.insert(k.clone(), kept_status(st));
@@ -177,7 +178,11 @@ impl Cache {
                 self.task_status.remove(&k);
             }
         }
-        self.account(&k);
+        match (reserved, self.reserves(&k)) {
+            (true, false) => self.release_usage(&k),
+            (false, true) => self.account(&k),
+            _ => {}
+        }
         if let Some(t) = self.tasks.get(&k) {
             touched.services.insert(t.service().clone());
         }
