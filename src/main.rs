@@ -5,6 +5,13 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: a hollow-node agent frees the runners of
+/// thousands of tasks at once, and glibc's allocator kept that peak resident (heap profile:
+/// the peak was eight times the live heap); mimalloc returns freed pages and is faster on
+/// the controller's many small allocations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     cli::init_logging(args.log_format);
