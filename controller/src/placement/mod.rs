@@ -59,6 +59,8 @@ impl fmt::Display for Explanation {
 /// One node as the placer sees it.
 #[derive(Debug)]
 pub(crate) struct Candidate<'a> {
+    /// The node's id (its key in the node map).
+    id: &'a str,
     pub(crate) node: &'a Node,
     /// Why the node may not receive new tasks (ready, availability, runtime, constraints).
     pub(crate) blocked: Option<Reason>,
@@ -75,8 +77,8 @@ pub(crate) struct Candidate<'a> {
 /// Places tasks of one service, keeping the node accounting current as it goes.
 #[derive(Debug)]
 pub struct Placer<'a> {
+    /// In node id order.
     pub(crate) candidates: Vec<Candidate<'a>>,
-    index: BTreeMap<&'a str, usize>,
     /// Per preference level, this service's tasks per group.
     pub(crate) group_counts: Vec<Vec<u64>>,
     pub(crate) binpack: bool,
@@ -110,9 +112,14 @@ impl<'a> Placer<'a> {
         let mut group_ids: Vec<BTreeMap<Option<String>, usize>> =
             vec![BTreeMap::new(); prefs.len()];
         let mut candidates = Vec::with_capacity(nodes.len());
-        let mut index = BTreeMap::new();
+        // In node id order (the map's): a candidate's index is its rank in the tie-break.
         for (id, node) in nodes {
-            let labels = node.labels();
+            // Only spread preferences read the labels here (constraints read their own).
+            let labels = if prefs.is_empty() {
+                BTreeMap::new()
+            } else {
+                node.labels()
+            };
             let view = shoal_core::constraint::NodeView {
                 id: &node.info.id,
                 hostname: &node.info.hostname,
@@ -129,8 +136,8 @@ impl<'a> Placer<'a> {
                 })
                 .collect();
             let keep = filters::keep_filter(node, spec.runtime, &constraints);
-            index.insert(id.as_str(), candidates.len());
             candidates.push(Candidate {
+                id,
                 node,
                 blocked: filters::pause_filter(node).or_else(|| keep.clone()),
                 keep,
@@ -142,7 +149,6 @@ impl<'a> Placer<'a> {
         let template = TaskTemplate::from_spec(spec);
         Ok(Placer {
             candidates,
-            index,
             group_counts: group_ids.iter().map(|ids| vec![0; ids.len()]).collect(),
             binpack: spec.placement.strategy == shoal_core::manifest::PlacementStrategy::Binpack,
             demand: Demand::of(&template, spec.placement.max_replicas_per_node),
@@ -154,7 +160,7 @@ impl<'a> Placer<'a> {
     /// finished (its resources and ports are held), `live` when it is wanted running
     /// (counts for spread and `maxReplicasPerNode`).
     pub fn account(&mut self, node: &str, template: &TaskTemplate, reserves: bool, live: bool) {
-        let Some(&i) = self.index.get(node) else {
+        let Some(i) = self.index(node) else {
             return;
         };
         let c = &mut self.candidates[i];
@@ -167,6 +173,11 @@ impl<'a> Placer<'a> {
                 self.group_counts[level][*g] += 1;
             }
         }
+    }
+
+    /// The candidate of node `node`, found by its id (candidates are in id order).
+    fn index(&self, node: &str) -> Option<usize> {
+        self.candidates.binary_search_by(|c| c.id.cmp(node)).ok()
     }
 
     fn commit(&mut self, i: usize) {
@@ -213,24 +224,23 @@ impl<'a> Placer<'a> {
     /// Whether a node accepts new tasks of this service at all (ready, active, runtime,
     /// constraints), whatever it already holds: the global-service test.
     pub fn accepts(&self, node: &str) -> bool {
-        self.index
-            .get(node)
-            .is_some_and(|&i| self.candidates[i].blocked.is_none())
+        self.index(node)
+            .is_some_and(|i| self.candidates[i].blocked.is_none())
     }
 
     /// Why a node may not keep running the tasks of this service it has (not ready, drained,
     /// without the runtime, not matching a constraint); `None` when it may. A paused node
     /// keeps its tasks. A node without a record is not ready.
     pub fn keep_filter(&self, node: &str) -> Option<Reason> {
-        match self.index.get(node) {
-            Some(&i) => self.candidates[i].keep.clone(),
+        match self.index(node) {
+            Some(i) => self.candidates[i].keep.clone(),
             None => Some(Reason::NotReady),
         }
     }
 
     /// Places one task on a given node (global services), accounted immediately.
     pub fn place_on(&mut self, node: &str) -> Result<(), Reason> {
-        let Some(&i) = self.index.get(node) else {
+        let Some(i) = self.index(node) else {
             return Err(Reason::NotReady);
         };
         match self.reason(i) {

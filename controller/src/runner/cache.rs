@@ -642,12 +642,14 @@ impl Cache {
     /// Tasks per observed state (for metrics).
     pub(crate) fn tasks_by_state(&self) -> BTreeMap<&'static str, u64> {
         let mut out = BTreeMap::new();
+        // Both maps are sorted by (node, task): walked side by side, not looked up per task.
+        let mut statuses = self.task_status.iter().peekable();
         for k in self.tasks.keys() {
-            let state = self
-                .task_status
-                .get(k)
-                .map(|s| s.state.as_str())
-                .unwrap_or("assigned");
+            while statuses.next_if(|(sk, _)| *sk < k).is_some() {}
+            let state = match statuses.peek() {
+                Some((sk, s)) if *sk == k => s.state.as_str(),
+                _ => "assigned",
+            };
             *out.entry(state).or_default() += 1;
         }
         out

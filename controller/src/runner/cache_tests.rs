@@ -298,3 +298,45 @@ fn presence_knows_every_node_named_by_a_task_or_a_status_once() {
     let known: Vec<String> = c.presence().known.into_iter().collect();
     assert_eq!(known, ["n1", "n2", "n3"]);
 }
+
+#[test]
+fn tasks_by_state_counts_each_task_once_by_its_status() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    let svc = service("web", "");
+    let status = |id: &str, state| TaskStatus {
+        task_id: id.into(),
+        state,
+        container_id: None,
+        host_ports: vec![],
+        health: None,
+        exit_code: None,
+        message: None,
+        updated_at: Timestamp(0),
+        started_at: None,
+        finished_at: None,
+    };
+    for (n, id, state) in [
+        ("n1", "web.1.a", Some(TaskState::Running)),
+        ("n1", "web.2.a", None),
+        ("n2", "web.3.a", Some(TaskState::Failed)),
+        ("n3", "web.4.a", Some(TaskState::Running)),
+    ] {
+        c.apply(
+            &keys.task(n, id),
+            Some(&model::encode(&task(&svc, n, id))),
+            2,
+        );
+        if let Some(state) = state {
+            let st = model::encode(&status(id, state));
+            c.apply(&keys.task_status(n, id), Some(&st), 3);
+        }
+    }
+    // A status left without its task, before and between the tasks in key order.
+    for (n, id) in [("n0", "web.9.a"), ("n1", "web.15.a")] {
+        let st = model::encode(&status(id, TaskState::Complete));
+        c.apply(&keys.task_status(n, id), Some(&st), 4);
+    }
+    let counts: Vec<(&str, u64)> = c.tasks_by_state().into_iter().collect();
+    assert_eq!(counts, [("assigned", 1), ("failed", 1), ("running", 2)]);
+}
