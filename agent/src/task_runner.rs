@@ -42,10 +42,12 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::discovery::ConsulRegistrar;
-use crate::discovery::task::{DEREGISTER_WAIT, TaskRegistration};
+use crate::discovery::task::TaskRegistration;
 use crate::runtime::{Existing, Exit, Handle, Runtime, RuntimeError, TaskFiles};
 use crate::secrets::{Delivery, DeliveryError};
 use crate::status::StatusSink;
+
+mod registration;
 
 /// How often the runner asks the runtime for the health of a task with a healthcheck.
 pub const HEALTH_POLL: Duration = Duration::from_millis(500);
@@ -429,57 +431,6 @@ impl TaskRunner {
         self.handle = Some(h);
     }
 
-    /// The task's registration handle, started on first use; `None` without discovery or
-    /// when the task asks for no Consul registration.
-    fn registration(&mut self) -> Option<&TaskRegistration> {
-        if self.registration.is_none() {
-            let registrar = self.ctx.discovery.clone()?;
-            let task = self.task.as_ref()?;
-            task.template.consul.as_ref()?;
-            self.registration = Some(TaskRegistration::spawn(
-                registrar,
-                self.ctx.discovery_ready.clone(),
-                task.clone(),
-            ));
-        }
-        self.registration.as_ref()
-    }
-
-    /// Registers the running task with its host ports (in the background).
-    fn register(&mut self) {
-        let ports = self.status.host_ports.clone();
-        if let Some(r) = self.registration() {
-            r.register(&ports);
-        }
-    }
-
-    /// Deregisters the task (in the background): it ended on its own.
-    fn deregister(&mut self) {
-        if let Some(r) = self.registration() {
-            r.deregister();
-        }
-    }
-
-    /// Deregisters the task before its container is stopped, waiting a bounded time.
-    async fn deregister_before_stop(&mut self) {
-        if let Some(r) = self.registration()
-            && !r.deregister_and_wait(DEREGISTER_WAIT).await
-        {
-            tracing::warn!(
-                "consul did not confirm the deregistration in time; stopping the task anyway (it is retried in the background)"
-            );
-        }
-    }
-
-    /// Whether the task can never need a registration (so the template can go).
-    fn never_registers(&self) -> bool {
-        self.ctx.discovery.is_none()
-            || self
-                .task
-                .as_ref()
-                .is_none_or(|t| t.template.consul.is_none())
-    }
-
     /// Ends the runner, keeping what [`resume`] needs.
     fn park(&mut self) -> Box<Parked> {
         let mut status = self.status.clone();
@@ -798,31 +749,4 @@ impl TaskRunner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_parked_task_is_a_small_record() {
-        // Hollow nodes hold one of these per running task; the whole runner it replaces took
-        // kilobytes. Growing it is a choice to make consciously.
-        assert!(
-            std::mem::size_of::<Parked>() <= 224,
-            "Parked grew to {} bytes",
-            std::mem::size_of::<Parked>()
-        );
-    }
-
-    #[test]
-    fn the_usual_stop_signal_takes_no_allocation() {
-        let spec = StopSpec {
-            signal: None,
-            grace: Duration::from_secs(10),
-        };
-        assert_eq!(spec.signal(), "SIGTERM");
-        let custom = StopSpec {
-            signal: Some("SIGINT".into()),
-            grace: Duration::from_secs(1),
-        };
-        assert_eq!(custom.signal(), "SIGINT");
-    }
-}
+mod tests;

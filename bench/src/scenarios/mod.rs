@@ -232,60 +232,19 @@ impl Bench<'_> {
         let t_running = t0.elapsed();
         let (a, r) = obs.counts_since(t0);
         let secs = t_running.as_secs() as usize + 1;
-        let (ca, cr) = obs.curves(t0, secs);
-        let peak = ca
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .chain(ca.first().copied())
-            .max()
-            .unwrap_or(0);
-        let sustained = a as f64 / t_placed.as_secs_f64();
-        let extra = json!({
-            "nodes": sizes.nodes, "tasks": total, "placed": a, "running": r,
-            "completed": placed && running, "scheduledCurve": ca, "runningCurve": cr,
-        });
-        self.report.figure(
-            scenario,
-            "placements_per_s_sustained",
-            sustained,
-            "tasks/s",
-            extra,
-        );
-        self.report.figure(
-            scenario,
-            "placements_per_s_peak_1s",
-            peak as f64,
-            "tasks/s",
-            json!({}),
-        );
-        self.report.figure(
-            scenario,
-            "time_to_all_placed",
-            t_placed.as_secs_f64(),
-            "s",
-            json!({"placed": a}),
-        );
-        self.report.figure(
-            scenario,
-            "time_to_all_running",
-            t_running.as_secs_f64(),
-            "s",
-            json!({"running": r}),
-        );
-        self.report.figure(
-            scenario,
-            "R_place",
-            self.r_place(sustained),
-            "ratio",
-            json!({"lBatch": self.calibration.l_batch, "definition": "placements/s / (L_batch / 2)"}),
-        );
-        self.report.figure(
-            scenario,
-            "R_place_vs_L_par",
-            sustained / self.calibration.l_par,
-            "ratio",
-            json!({"lPar": self.calibration.l_par}),
-        );
+        let (curve, running_curve) = obs.curves(t0, secs);
+        let seen = Seen {
+            t0,
+            placed: a,
+            running: r,
+            t_placed,
+            t_running,
+            curve,
+            running_curve,
+            slots: total,
+            completed: placed && running,
+        };
+        let sustained = self.rate_figures(scenario, sizes.nodes, &seen);
         let writes = obs.writes() - writes0;
         self.report.figure(
             scenario,
@@ -306,57 +265,9 @@ impl Bench<'_> {
             );
         }
         if let Some(k) = killed_at {
-            // The gap: longest stretch without a new placement after the kill.
-            let from = k.as_secs() as usize;
-            let mut gap = 0;
-            let mut cur = 0;
-            for w in ca[from.min(ca.len() - 1)..].windows(2) {
-                if w[1] == w[0] {
-                    cur += 1;
-                    gap = gap.max(cur);
-                } else {
-                    cur = 0;
-                }
-            }
-            gap_s = gap;
-            self.report.figure(
-                scenario,
-                "placement_gap_after_leader_kill",
-                gap as f64,
-                "s",
-                json!({"killedAtS": k.as_secs_f64(), "leaseTtlS": self.lease_ttl.as_secs_f64()}),
-            );
-            let (dups, lost) = slot_check(&mut client, &items, sizes.replicas).await?;
-            self.report.figure(
-                scenario,
-                "duplicated_slots",
-                dups as f64,
-                "slots",
-                json!({}),
-            );
-            self.report
-                .figure(scenario, "lost_slots", lost as f64, "slots", json!({}));
-            // Checked at every revision of the run, not only at its end.
-            let (max_live, violations) = obs.slot_check();
-            self.report.figure(
-                scenario,
-                "max_live_tasks_per_slot_seen",
-                max_live as f64,
-                "tasks",
-                json!({"revisionBoundariesOverOne": violations}),
-            );
-            // Placements counted above include every task first assigned during the run:
-            // those of this scenario's services, and replacements of earlier scenarios' tasks
-            // (the new leader reconciles every service).
-            let prefix = format!("{}-", service_prefix(scenario));
-            let (own_a, own_r) = obs.counts_since_of(t0, &prefix);
-            self.report.figure(
-                scenario,
-                "placements_of_this_scenarios_services",
-                own_a as f64,
-                "tasks",
-                json!({"running": own_r, "slots": total, "otherPlacements": a - own_a.min(a), "otherRunning": r - own_r.min(r)}),
-            );
+            gap_s = self
+                .failover_figures(scenario, k, &seen, &obs, &mut client, &items)
+                .await?;
         }
         let incomplete = (!(placed && running)).then(|| {
             format!(
@@ -371,6 +282,117 @@ impl Bench<'_> {
             rate_outside_gap: a as f64 / outside,
             incomplete,
         })
+    }
+
+    /// The rate figures of one bulk run; returns its sustained placements per second.
+    fn rate_figures(&mut self, scenario: &str, nodes: usize, seen: &Seen) -> f64 {
+        let (a, r) = (seen.placed, seen.running);
+        let peak = seen
+            .curve
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .chain(seen.curve.first().copied())
+            .max()
+            .unwrap_or(0);
+        let sustained = a as f64 / seen.t_placed.as_secs_f64();
+        let extra = json!({
+            "nodes": nodes, "tasks": seen.slots, "placed": a, "running": r,
+            "completed": seen.completed, "scheduledCurve": seen.curve,
+            "runningCurve": seen.running_curve,
+        });
+        let figures = [
+            ("placements_per_s_sustained", sustained, "tasks/s", extra),
+            (
+                "placements_per_s_peak_1s",
+                peak as f64,
+                "tasks/s",
+                json!({}),
+            ),
+            (
+                "time_to_all_placed",
+                seen.t_placed.as_secs_f64(),
+                "s",
+                json!({"placed": a}),
+            ),
+            (
+                "time_to_all_running",
+                seen.t_running.as_secs_f64(),
+                "s",
+                json!({"running": r}),
+            ),
+            (
+                "R_place",
+                self.r_place(sustained),
+                "ratio",
+                json!({"lBatch": self.calibration.l_batch, "definition": "placements/s / (L_batch / 2)"}),
+            ),
+            (
+                "R_place_vs_L_par",
+                sustained / self.calibration.l_par,
+                "ratio",
+                json!({"lPar": self.calibration.l_par}),
+            ),
+        ];
+        for (name, value, unit, extra) in figures {
+            self.report.figure(scenario, name, value, unit, extra);
+        }
+        sustained
+    }
+
+    /// The figures of a run whose leader was killed `killed` after its start: the placement
+    /// gap, duplicated and lost slots (at the end and at every revision), and which placements
+    /// were the scenario's own. Returns the gap in seconds.
+    async fn failover_figures(
+        &mut self,
+        scenario: &str,
+        killed: Duration,
+        seen: &Seen,
+        obs: &Observer,
+        client: &mut Client,
+        items: &[(String, String)],
+    ) -> Result<usize, ScenarioError> {
+        let gap = longest_flat_stretch(&seen.curve, killed.as_secs() as usize);
+        self.report.figure(
+            scenario,
+            "placement_gap_after_leader_kill",
+            gap as f64,
+            "s",
+            json!({"killedAtS": killed.as_secs_f64(), "leaseTtlS": self.lease_ttl.as_secs_f64()}),
+        );
+        let replicas = seen.slots / items.len().max(1);
+        let (dups, lost) = slot_check(client, items, replicas).await?;
+        self.report.figure(
+            scenario,
+            "duplicated_slots",
+            dups as f64,
+            "slots",
+            json!({}),
+        );
+        self.report
+            .figure(scenario, "lost_slots", lost as f64, "slots", json!({}));
+        // Checked at every revision of the run, not only at its end.
+        let (max_live, violations) = obs.slot_check();
+        self.report.figure(
+            scenario,
+            "max_live_tasks_per_slot_seen",
+            max_live as f64,
+            "tasks",
+            json!({"revisionBoundariesOverOne": violations}),
+        );
+        // Placements counted above include every task first assigned during the run: those
+        // of this scenario's services, and replacements of earlier scenarios' tasks (the new
+        // leader reconciles every service).
+        let prefix = format!("{}-", service_prefix(scenario));
+        let (own_a, own_r) = obs.counts_since_of(seen.t0, &prefix);
+        let (a, r) = (seen.placed, seen.running);
+        self.report.figure(
+            scenario,
+            "placements_of_this_scenarios_services",
+            own_a as f64,
+            "tasks",
+            json!({"running": own_r, "slots": seen.slots, "otherPlacements": a - own_a.min(a), "otherRunning": r - own_r.min(r)}),
+        );
+        Ok(gap)
     }
 
     /// S2: one service with many replicas: manifest write → all running.
@@ -641,6 +663,40 @@ impl Bench<'_> {
     }
 }
 
+/// What one bulk run saw, for its figures.
+struct Seen {
+    t0: Instant,
+    /// Tasks first assigned, and running, since `t0`.
+    placed: usize,
+    running: usize,
+    t_placed: Duration,
+    t_running: Duration,
+    /// Tasks placed, and running, at the end of each second since `t0`.
+    curve: Vec<usize>,
+    running_curve: Vec<usize>,
+    /// Slots of the run's services.
+    slots: usize,
+    completed: bool,
+}
+
+/// The longest run of seconds from second `from` on in which `curve` (a cumulative count per
+/// second) did not grow.
+fn longest_flat_stretch(curve: &[usize], from: usize) -> usize {
+    let Some(last) = curve.len().checked_sub(1) else {
+        return 0;
+    };
+    let (mut longest, mut current) = (0, 0);
+    for w in curve[from.min(last)..].windows(2) {
+        if w[1] == w[0] {
+            current += 1;
+            longest = longest.max(current);
+        } else {
+            current = 0;
+        }
+    }
+    longest
+}
+
 /// Figures of one bulk placement run.
 #[derive(Debug, Clone)]
 pub struct BulkRun {
@@ -697,5 +753,23 @@ async fn list_all(
         if !more || kvs.is_empty() {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_flat_stretch;
+
+    #[test]
+    fn the_gap_is_the_longest_flat_stretch_after_the_kill() {
+        let curve = [10, 20, 20, 30, 30, 30, 30, 40, 40];
+        assert_eq!(longest_flat_stretch(&curve, 0), 3);
+        assert_eq!(longest_flat_stretch(&curve, 6), 1);
+        assert_eq!(
+            longest_flat_stretch(&curve, 99),
+            0,
+            "a kill after the curve"
+        );
+        assert_eq!(longest_flat_stretch(&[], 0), 0);
     }
 }
