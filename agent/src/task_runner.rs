@@ -200,18 +200,8 @@ pub fn run(
     let service: Box<str> = format!("{}/{}", task.service.namespace, task.service.name).into();
     let span = span(&task.id, &service, &task.node_id);
     let key = ctx.keys.task_status(&task.node_id, &task.id);
-    let status = prior.unwrap_or_else(|| TaskStatus {
-        task_id: task.id.clone(),
-        state: TaskState::Assigned,
-        container_id: None,
-        host_ports: Vec::new(),
-        health: None,
-        exit_code: None,
-        message: None,
-        updated_at: Timestamp::now(),
-        started_at: None,
-        finished_at: None,
-    });
+    let status = prior
+        .unwrap_or_else(|| TaskStatus::new(task.id.clone(), TaskState::Assigned, Timestamp::now()));
     let uses_files = !(task.template.secrets.is_empty() && task.template.configs.is_empty());
     let runner = TaskRunner {
         ctx,

@@ -286,16 +286,6 @@ async fn running_sim_tasks_park_without_a_runner_and_resume_when_needed() {
         ts.status(&tasks[0]).await.is_none()
     })
     .await;
-    // A shutdown asked again of an ended task changes nothing.
-    ts.shut_down(&tasks[1]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        stats.live_runners(),
-        0,
-        "an ended task is not resumed for a shutdown"
-    );
-    let s = ts.status(&tasks[1]).await.expect("status");
-    assert_eq!((s.state, s.exit_code), (TaskState::Failed, Some(3)));
     stop.cancel();
     join.await.expect("worker ends");
 }
@@ -409,18 +399,7 @@ async fn statuses_left_without_an_assignment_are_collected_when_the_agent_starts
 }
 
 fn ts_status(id: &str) -> model::TaskStatus {
-    model::TaskStatus {
-        task_id: id.to_string(),
-        state: TaskState::Running,
-        container_id: None,
-        host_ports: vec![],
-        health: None,
-        exit_code: None,
-        message: None,
-        updated_at: model::Timestamp::now(),
-        started_at: None,
-        finished_at: None,
-    }
+    model::TaskStatus::new(id, TaskState::Running, model::Timestamp::now())
 }
 
 fn agent_as(ts: &TestStore, node: &str, instance: &str, ttl: Duration) -> Agent {

@@ -563,6 +563,24 @@ pub struct TaskStatus {
     pub finished_at: Option<Timestamp>,
 }
 
+impl TaskStatus {
+    /// The status of task `task_id` in `state` as of `at`, with nothing else known yet.
+    pub fn new(task_id: impl Into<String>, state: TaskState, at: Timestamp) -> Self {
+        TaskStatus {
+            task_id: task_id.into(),
+            state,
+            container_id: None,
+            host_ports: Vec::new(),
+            health: None,
+            exit_code: None,
+            message: None,
+            updated_at: at,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 /// Decodes a JSON record written by a Shoal component.
 pub fn decode<T: serde::de::DeserializeOwned>(
     what: &'static str,
@@ -602,18 +620,7 @@ mod tests {
 
     #[test]
     fn task_status_state_is_lowercase() {
-        let st = TaskStatus {
-            task_id: "web.1.x".into(),
-            state: TaskState::Running,
-            container_id: None,
-            host_ports: vec![],
-            health: None,
-            exit_code: None,
-            message: None,
-            updated_at: Timestamp(0),
-            started_at: None,
-            finished_at: None,
-        };
+        let st = TaskStatus::new("web.1.x", TaskState::Running, Timestamp(0));
         let v: serde_json::Value = serde_json::from_slice(&encode(&st)).unwrap();
         assert_eq!(v["state"], "running");
         assert_eq!(v["taskId"], "web.1.x");

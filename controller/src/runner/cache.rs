@@ -306,9 +306,14 @@ impl Cache {
     }
 
     fn account(&mut self, k: &(String, String)) {
-        if self.reserves(k)
-            && let Some(t) = self.tasks.get(k)
-        {
+        if self.reserves(k) {
+            self.hold_usage(k);
+        }
+    }
+
+    /// Adds the resources of task `k` to its node's usage (whether it reserves them or not).
+    fn hold_usage(&mut self, k: &(String, String)) {
+        if let Some(t) = self.tasks.get(k) {
             Arc::make_mut(&mut self.usage)
                 .entry(k.0.clone())
                 .or_default()

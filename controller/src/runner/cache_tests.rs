@@ -45,34 +45,15 @@ fn task_changes_touch_their_service_and_node_changes_touch_the_node_tasks() {
     assert!(c.nodes()["n1"].ready);
     // Reservations are held until the task finishes.
     assert_eq!(c.usage["n1"].memory, 1 << 30);
-    let running = TaskStatus {
-        task_id: t.id.clone(),
-        state: TaskState::Running,
-        container_id: None,
-        host_ports: vec![],
-        health: None,
-        exit_code: None,
-        message: None,
-        updated_at: Timestamp(0),
-        started_at: None,
-        finished_at: None,
-    };
+    let running = TaskStatus::new(t.id.clone(), TaskState::Running, Timestamp(0));
     for rev in [4, 5] {
         let at = keys.task_status("n1", "web.1.a");
         c.apply(&at, Some(&model::encode(&running)), rev);
         assert_eq!(c.usage["n1"].memory, 1 << 30, "counted once while it runs");
     }
     let st = TaskStatus {
-        task_id: t.id.clone(),
-        state: TaskState::Failed,
-        container_id: None,
-        host_ports: vec![],
-        health: None,
         exit_code: Some(1),
-        message: None,
-        updated_at: Timestamp(0),
-        started_at: None,
-        finished_at: None,
+        ..TaskStatus::new(t.id.clone(), TaskState::Failed, Timestamp(0))
     };
     c.apply(
         &keys.task_status("n1", "web.1.a"),
@@ -278,18 +259,7 @@ fn presence_knows_every_node_named_by_a_task_or_a_status_once() {
             2,
         );
     }
-    let st = TaskStatus {
-        task_id: "web.4.a".into(),
-        state: TaskState::Running,
-        container_id: None,
-        host_ports: vec![],
-        health: None,
-        exit_code: None,
-        message: None,
-        updated_at: Timestamp(0),
-        started_at: None,
-        finished_at: None,
-    };
+    let st = TaskStatus::new("web.4.a", TaskState::Running, Timestamp(0));
     c.apply(
         &keys.task_status("n3", "web.4.a"),
         Some(&model::encode(&st)),
@@ -304,18 +274,7 @@ fn tasks_by_state_counts_each_task_once_by_its_status() {
     let keys = Keys::default();
     let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
     let svc = service("web", "");
-    let status = |id: &str, state| TaskStatus {
-        task_id: id.into(),
-        state,
-        container_id: None,
-        host_ports: vec![],
-        health: None,
-        exit_code: None,
-        message: None,
-        updated_at: Timestamp(0),
-        started_at: None,
-        finished_at: None,
-    };
+    let status = |id: &str, state| TaskStatus::new(id, state, Timestamp(0));
     for (n, id, state) in [
         ("n1", "web.1.a", Some(TaskState::Running)),
         ("n1", "web.2.a", None),

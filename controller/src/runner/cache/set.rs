@@ -180,7 +180,7 @@ impl Cache {
         }
         match (reserved, self.reserves(&k)) {
             (true, false) => self.release_usage(&k),
-            (false, true) => self.account(&k),
+            (false, true) => self.hold_usage(&k),
             _ => {}
         }
         if let Some(t) = self.tasks.get(&k) {
