@@ -99,7 +99,7 @@ async fn the_overview_counts_what_the_api_reports() {
     assert_eq!(phases.get("Paused"), Some(&1), "{phases:?}");
     assert_eq!(phases.get("Unschedulable"), Some(&1), "{phases:?}");
 
-    let (_, tasks) = api.json("GET", "/v1/tasks", "").await;
+    let (_, tasks) = api.json("GET", "/v1/tasks?history=false", "").await;
     let states = tally(tasks.as_array().unwrap().iter().map(|t| {
         t["status"]["state"]
             .as_str()
@@ -208,6 +208,102 @@ async fn a_service_page_shows_its_tasks_rollout_placement_and_spec() {
     assert!(texts(&doc, "#placement")[0].contains("no node has 64 CPUs free"));
     let (s, _) = page(&api, "/ui/services/default/nope", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// Adds to slot 1 of `r` (the sample's first service) a task that failed before its current one, on `node` (not the
+/// current task's node); returns its id.
+async fn add_history_task(api: &Api, r: &shoal_core::ServiceRef, node: &str) -> String {
+    let (_, v) = api.json("GET", &format!("/v1/tasks?service={r}"), "").await;
+    let current = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"]["id"] == format!("{}.1.s0", r.name))
+        .unwrap();
+    assert_ne!(current["task"]["nodeId"], node);
+    let mut task: shoal_core::model::Task =
+        serde_json::from_value(current["task"].clone()).unwrap();
+    task.id = format!("{}.1.earlier", r.name);
+    task.node_id = node.to_string();
+    task.created_at = shoal_core::model::Timestamp(task.created_at.0 - 60_000);
+    task.desired_state = shoal_core::model::DesiredState::Shutdown;
+    let mut status = shoal_core::model::TaskStatus::new(
+        task.id.clone(),
+        shoal_core::model::TaskState::Failed,
+        task.created_at,
+    );
+    status.exit_code = Some(3);
+    let put = |k: String, v: Vec<u8>| async move { api.store.put(&k, v, None).await.unwrap() };
+    put(
+        api.keys.task(node, &task.id),
+        serde_json::to_vec(&task).unwrap(),
+    )
+    .await;
+    put(
+        api.keys.task_status(node, &task.id),
+        serde_json::to_vec(&status).unwrap(),
+    )
+    .await;
+    task.id
+}
+
+#[tokio::test]
+async fn history_tasks_are_marked_filtered_and_counted_apart() {
+    let api = Api::new().await;
+    let c = sample(&api, 2, 2, 2).await;
+    let r = &c.services[0];
+    // The current task of slot 1 runs on node-000: the earlier one ran on node-001.
+    let earlier = add_history_task(&api, r, "node-001").await;
+
+    let ids = |v: &Value| -> Vec<(String, bool)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let id = t["task"]["id"].as_str().unwrap().to_string();
+                (id, t["history"] == true)
+            })
+            .collect()
+    };
+    let (_, all) = api.json("GET", &format!("/v1/tasks?service={r}"), "").await;
+    let all = ids(&all);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all.iter().filter(|(_, h)| *h).count(), 1, "{all:?}");
+    assert!(all.contains(&(earlier.clone(), true)), "{all:?}");
+    let (_, current) = api
+        .json("GET", &format!("/v1/tasks?service={r}&history=false"), "")
+        .await;
+    assert!(ids(&current).iter().all(|(id, h)| id != &earlier && !h));
+    assert_eq!(ids(&current).len(), 2);
+    let (_, only) = api.json("GET", "/v1/tasks?history=true", "").await;
+    assert_eq!(ids(&only), [(earlier.clone(), true)]);
+    // Judged against the slot's other tasks, wherever they run.
+    let (_, on_node) = api.json("GET", "/v1/tasks?node=node-001", "").await;
+    assert!(ids(&on_node).contains(&(earlier.clone(), true)));
+
+    // The service page lists it after the slot's current task, marked.
+    let (_, doc) = page(
+        &api,
+        &format!("/ui/services/{}/{}", r.namespace, r.name),
+        None,
+    )
+    .await;
+    let rows: Vec<String> = doc
+        .select(&sel("#tasks tbody tr"))
+        .map(|e| e.value().attr("data-task").unwrap().to_string())
+        .collect();
+    assert_eq!(rows[1], earlier, "{rows:?}");
+    let marked = format!("#tasks tr[data-history][data-task=\"{earlier}\"]");
+    assert_eq!(doc.select(&sel(&marked)).count(), 1);
+    assert_eq!(doc.select(&sel("#tasks tr[data-history]")).count(), 1);
+    assert!(texts(&doc, &format!("{marked} td"))[0].starts_with("\\_ "));
+
+    // The overview counts current tasks by state, and the history apart.
+    let (_, doc) = page(&api, "/ui/", None).await;
+    assert_eq!(texts(&doc, "#history-count"), ["1"]);
+    let states = counts(&doc, "task-counts");
+    assert_eq!(states.get("failed"), None, "{states:?}");
+    assert_eq!(states.get("running"), Some(&4), "{states:?}");
 }
 
 #[tokio::test]

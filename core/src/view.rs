@@ -3,7 +3,7 @@
 //! ([`NodeEntry`], judged by the one rule [`is_ready`]). `shoal get`, the dashboard,
 //! `/metrics` and the controller count and judge from these.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,9 +25,22 @@ pub struct TaskEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub status: Option<TaskStatus>,
+    /// Whether the task is in its slot's history: finished, and a newer task of the slot
+    /// exists (see [`slot_tasks`]). Set by [`mark_history`]; `GET /v1/tasks` sets it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub history: bool,
 }
 
 impl TaskEntry {
+    /// A task with its status, not marked as history (see [`mark_history`]).
+    pub fn new(task: Task, status: Option<TaskStatus>) -> Self {
+        TaskEntry {
+            task,
+            status,
+            history: false,
+        }
+    }
+
     /// The observed state (`assigned` before the agent reports).
     pub fn state(&self) -> TaskState {
         self.status
@@ -88,6 +101,45 @@ pub fn slot_tasks(list: &[TaskEntry]) -> Vec<SlotTasks<'_>> {
             slot
         })
         .collect()
+}
+
+/// Marks each task of `list` that is in its slot's history (a slot's `earlier` tasks of
+/// [`slot_tasks`]); `list` must hold every task of the slots it names, or a task replaced by
+/// one not in it would not be marked.
+pub fn mark_history(list: &mut [TaskEntry]) {
+    let earlier: BTreeSet<String> = slot_tasks(list)
+        .into_iter()
+        .flat_map(|slot| slot.earlier)
+        .map(|e| e.task.id.clone())
+        .collect();
+    for e in list {
+        e.history = earlier.contains(&e.task.id);
+    }
+}
+
+/// The tasks of `list` slot by slot, as `shoal get tasks --all` and the dashboard show them:
+/// each slot's current tasks, then (with `history`) its history, each newest first. Reads
+/// the marks of [`mark_history`].
+pub fn in_slot_order(list: &[TaskEntry], history: bool) -> Vec<&TaskEntry> {
+    let mut out: Vec<&TaskEntry> = list.iter().filter(|e| history || !e.history).collect();
+    out.sort_by(|a, b| {
+        let newest = |e: &TaskEntry| std::cmp::Reverse((e.task.created_at, e.task.attempt));
+        (
+            &a.task.service,
+            &a.task.slot,
+            a.history,
+            newest(a),
+            &a.task.id,
+        )
+            .cmp(&(
+                &b.task.service,
+                &b.task.slot,
+                b.history,
+                newest(b),
+                &b.task.id,
+            ))
+    });
+    out
 }
 
 /// A node: what its agent reports, what operators set, and whether it is ready.
@@ -221,10 +273,7 @@ pub fn join_tasks<'a>(
             continue;
         };
         match model::decode::<Task>("task", r.value) {
-            Ok(task) => view.push(TaskEntry {
-                task,
-                status: by_id.remove(&(node, id)),
-            }),
+            Ok(task) => view.push(TaskEntry::new(task, by_id.remove(&(node, id)))),
             Err(error) => unreadable.push(Unreadable {
                 key: r.key.to_string(),
                 error,

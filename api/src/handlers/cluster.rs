@@ -30,9 +30,14 @@ pub struct TaskQuery {
     pub service: Option<String>,
     /// Only tasks assigned to this node.
     pub node: Option<String>,
+    /// `false`: only each slot's current tasks (what `shoal get tasks` shows); `true`: only
+    /// the history (finished tasks replaced by a newer one, kept up to the controller's
+    /// `--task-history-limit`). Absent: both, history tasks marked `"history": true`.
+    pub history: Option<bool>,
 }
 
-/// Lists tasks with their status, sorted by service, slot and creation time.
+/// Lists tasks with their status, sorted by service, slot and creation time; tasks in their
+/// slot's history are marked (and filtered with `history`).
 #[utoipa::path(get, path = "/v1/tasks", params(TaskQuery), responses(
     (status = 200, description = "Tasks", body = Vec<TaskEntry>)))]
 pub async fn tasks(
@@ -45,15 +50,10 @@ pub async fn tasks(
         .map(str::parse)
         .transpose()
         .map_err(|e: shoal_core::ServiceRefError| ApiError::BadRequest(e.to_string()))?;
-    let (tprefix, sprefix) = match &q.node {
-        Some(n) => (
-            st.keys.node_tasks_prefix(n),
-            st.keys.node_task_status_prefix(n),
-        ),
-        None => (st.keys.tasks_prefix(), st.keys.task_status_prefix()),
-    };
-    let tasks = st.store.list(&tprefix).await?;
-    let statuses = st.store.list(&sprefix).await?;
+    // Every task is read, whatever the filters: whether a task is history depends on the
+    // other tasks of its slot, wherever they run.
+    let tasks = st.store.list(&st.keys.tasks_prefix()).await?;
+    let statuses = st.store.list(&st.keys.task_status_prefix()).await?;
     let joined = view::join_tasks(&st.keys, records(&tasks.kvs), records(&statuses.kvs));
     // An unreadable assignment is the server's fault; an unreadable status is left out.
     if let Some(bad) = joined
@@ -67,9 +67,12 @@ pub async fn tasks(
         });
     }
     let mut out = joined.view;
-    if let Some(r) = &service {
-        out.retain(|e| &e.task.service == r);
-    }
+    view::mark_history(&mut out);
+    out.retain(|e| {
+        service.as_ref().is_none_or(|r| &e.task.service == r)
+            && q.node.as_ref().is_none_or(|n| &e.task.node_id == n)
+            && q.history.is_none_or(|h| e.history == h)
+    });
     Ok(Json(out))
 }
 

@@ -46,7 +46,8 @@ pub async fn service(st: &ApiState, r: &ServiceRef) -> Result<ServiceResource, A
     services::load_one(st, r).await
 }
 
-/// Tasks, of one service or one node or all (`GET /v1/tasks`).
+/// Tasks, of one service or one node or all (`GET /v1/tasks`), slot by slot: each slot's
+/// current tasks, then its history (marked), newest first.
 pub async fn tasks(
     st: &ApiState,
     service: Option<&ServiceRef>,
@@ -55,8 +56,13 @@ pub async fn tasks(
     let q = cluster::TaskQuery {
         service: service.map(ToString::to_string),
         node: node.map(str::to_string),
+        history: None,
     };
-    Ok(cluster::tasks(State(st.clone()), Query(q)).await?.0)
+    let list = cluster::tasks(State(st.clone()), Query(q)).await?.0;
+    Ok(shoal_core::view::in_slot_order(&list, true)
+        .into_iter()
+        .cloned()
+        .collect())
 }
 
 /// Nodes (`GET /v1/nodes`).

@@ -110,8 +110,7 @@ fn build(
             orphaned: g.orphaned,
             ..Task::replica(id.clone(), svc.id(), g.slot, node, template, created_at)
         };
-        sim.tasks
-            .insert(id.clone(), TaskEntry { task, status: None });
+        sim.tasks.insert(id.clone(), TaskEntry::new(task, None));
         if let Some(state) = g.state {
             sim.set_state(&id, state);
         }

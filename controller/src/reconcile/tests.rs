@@ -75,13 +75,8 @@ impl Sim {
 
     pub(crate) fn apply(&mut self, plan: &Plan) {
         for t in &plan.creates {
-            self.tasks.insert(
-                t.id.clone(),
-                TaskEntry {
-                    task: t.clone(),
-                    status: None,
-                },
-            );
+            self.tasks
+                .insert(t.id.clone(), TaskEntry::new(t.clone(), None));
         }
         for r in &plan.stops {
             self.tasks

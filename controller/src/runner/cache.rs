@@ -572,13 +572,11 @@ impl Cache {
                     .or_default()
                     .add_template(&task.template.template);
             }
-            tasks.push(TaskEntry {
-                task: task.to_task(&k.0, &k.1),
-                status: self.task_status.get(&k).map(|s| TaskStatus {
-                    task_id: k.1.clone(),
-                    ..s.clone()
-                }),
+            let status = self.task_status.get(&k).map(|s| TaskStatus {
+                task_id: k.1.clone(),
+                ..s.clone()
             });
+            tasks.push(TaskEntry::new(task.to_task(&k.0, &k.1), status));
         }
         let usage = Usage::new(self.usage.clone(), own_usage);
         ReconcileInput {

@@ -133,10 +133,7 @@ fn each_slot_shows_its_current_task_then_its_history_newest_first() {
     let entry = |id: &str, slot: u64, created: u64, state: Option<TaskState>| {
         let mut task = task(id, "n1", slot);
         task.created_at = Timestamp(created);
-        TaskEntry {
-            task,
-            status: state.map(|s| status(id, s)),
-        }
+        TaskEntry::new(task, state.map(|s| status(id, s)))
     };
     let list = vec![
         entry("a1", 1, 1, Some(TaskState::Failed)),
@@ -156,4 +153,36 @@ fn each_slot_shows_its_current_task_then_its_history_newest_first() {
     assert!(slots[1].earlier.is_empty());
     // A slot left empty: its newest finished task is its current one.
     assert_eq!(ids(&slots[2].current), ["c1"]);
+}
+
+#[test]
+fn history_is_marked_and_listed_after_each_slot_current_tasks() {
+    let entry = |id: &str, slot: u64, created: u64, state: TaskState| {
+        let mut task = task(id, "n1", slot);
+        task.created_at = Timestamp(created);
+        TaskEntry::new(task, Some(status(id, state)))
+    };
+    let mut list = vec![
+        entry("a1", 1, 1, TaskState::Failed),
+        entry("a2", 1, 2, TaskState::Failed),
+        entry("a3", 1, 3, TaskState::Running),
+        entry("b1", 2, 1, TaskState::Complete),
+    ];
+    mark_history(&mut list);
+    let marked: Vec<(&str, bool)> = list
+        .iter()
+        .map(|e| (e.task.id.as_str(), e.history))
+        .collect();
+    assert_eq!(
+        marked,
+        [("a1", true), ("a2", true), ("a3", false), ("b1", false)]
+    );
+    let ids = |v: Vec<&TaskEntry>| v.into_iter().map(|e| e.task.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(in_slot_order(&list, false)), ["a3", "b1"]);
+    assert_eq!(ids(in_slot_order(&list, true)), ["a3", "a2", "a1", "b1"]);
+    // The mark is what clients read: it is in the JSON only when set.
+    let json = serde_json::to_value(&list[0]).unwrap();
+    assert_eq!(json["history"], true);
+    let json = serde_json::to_value(&list[2]).unwrap();
+    assert!(json.get("history").is_none());
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use shoal_api::types::{NodeEntry, ServiceResource, TaskEntry};
 use shoal_core::manifest::PortMode;
+use shoal_core::view::in_slot_order;
 
 use super::follow::{Followed, Follower};
 use super::table::{Output, json, render, yaml};
@@ -121,19 +122,6 @@ fn service_rows(list: &[ServiceResource], wide: bool) -> String {
     render(&header, &rows)
 }
 
-/// The tasks to show: the current ones of each slot, and with `all` its earlier finished
-/// tasks beneath, newest first (IDs prefixed `\_ `, as `docker service ps` does).
-fn shown_tasks(list: &[TaskEntry], all: bool) -> Vec<(bool, &TaskEntry)> {
-    let mut out = Vec::new();
-    for slot in shoal_core::view::slot_tasks(list) {
-        out.extend(slot.current.into_iter().map(|e| (false, e)));
-        if all {
-            out.extend(slot.earlier.into_iter().map(|e| (true, e)));
-        }
-    }
-    out
-}
-
 fn task_rows(list: &[TaskEntry], wide: bool, all: bool) -> String {
     let mut header = vec![
         "ID", "SERVICE", "SLOT", "NODE", "DESIRED", "STATE", "EXIT", "MESSAGE",
@@ -141,11 +129,12 @@ fn task_rows(list: &[TaskEntry], wide: bool, all: bool) -> String {
     if wide {
         header.extend(["IMAGE", "PORTS", "CONTAINER"]);
     }
-    let rows: Vec<Vec<String>> = shown_tasks(list, all)
+    // IDs of history tasks are prefixed `\_ `, as `docker service ps` does.
+    let rows: Vec<Vec<String>> = in_slot_order(list, all)
         .into_iter()
-        .map(|(earlier, t)| {
+        .map(|t| {
             let st = t.status.as_ref();
-            let id = if earlier {
+            let id = if t.history {
                 format!("\\_ {}", t.task.id)
             } else {
                 t.task.id.clone()
@@ -279,10 +268,7 @@ async fn render_once(a: &GetArgs) -> Result<String, Failure> {
                 }
             });
             let list = client.tasks(service.as_deref(), None).await?;
-            let shown: Vec<&TaskEntry> = shown_tasks(&list, a.all)
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect();
+            let shown = in_slot_order(&list, a.all);
             match a.output {
                 Output::Json => json(&shown),
                 Output::Yaml => yaml(&shown),

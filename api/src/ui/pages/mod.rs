@@ -18,6 +18,7 @@ use serde::Deserialize;
 use super::data::{self, Page};
 use super::{UiError, Viewer};
 use crate::ApiState;
+use crate::types::TaskEntry;
 
 /// Query of paginated pages.
 #[derive(Debug, Default, Deserialize)]
@@ -165,10 +166,18 @@ pub async fn overview(State(st): State<ApiState>, viewer: Viewer) -> Result<Mark
         .iter()
         .map(|s| s.as_str())
         .collect();
+    // Tasks in a slot's history (replaced, kept for their exit codes and logs) are not
+    // counted by state: a slot restarted five times is one task, not five failed ones.
+    let (earlier, tasks): (Vec<TaskEntry>, Vec<TaskEntry>) =
+        tasks.into_iter().partition(|t| t.history);
     let task_states = data::count_by(&tasks, &task_order, data::task_state);
     let warnings = data::recent_warnings(&services, 20);
     let body = html! {
-        p { (services.len()) " services, " (nodes.len()) " nodes, " (tasks.len()) " tasks." }
+        p {
+            (services.len()) " services, " (nodes.len()) " nodes, " (tasks.len()) " tasks"
+            @if !earlier.is_empty() { " (and " span #history-count { (earlier.len()) } " finished ones in their slots' history)" }
+            "."
+        }
         div.grid {
             (counts("service-counts", "Services by status", &by_phase))
             (counts("node-counts", "Nodes by state", &node_states))

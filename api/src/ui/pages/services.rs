@@ -350,8 +350,11 @@ pub(crate) fn task_table(tasks: &[TaskEntry], with_node: bool) -> Markup {
                 tbody {
                     @for t in tasks {
                         @let st = t.status.as_ref();
-                        tr data-task=(t.task.id) data-state=(data::task_state(t)) {
-                            td { code { (t.task.id) } }
+                        tr data-task=(t.task.id) data-state=(data::task_state(t)) data-history[t.history] {
+                            td {
+                                @if t.history { span.history title="In its slot's history: replaced by a newer task" { "\\_ " } }
+                                code { (t.task.id) }
+                            }
                             @if with_node {
                                 td { a href=(format!("/ui/nodes/{}", seg(&t.task.node_id))) { (t.task.node_id) } }
                             } @else {
