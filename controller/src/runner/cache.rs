@@ -29,7 +29,7 @@ use super::pipeline::Staged;
 use crate::placement::{NodeUsage, Usage};
 use crate::reconcile::gone::Presence;
 use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
-use compact::{CompactTask, Templates};
+use compact::{TaskRecord, Templates};
 
 mod compact;
 mod set;
@@ -110,11 +110,10 @@ pub(crate) struct Cache {
     /// When the record of a node that was ready disappeared (until it comes back).
     gone_at: BTreeMap<String, Timestamp>,
     configs: BTreeMap<String, NodeConfig>,
-    /// Tasks by (node, task id), sharing their templates through `templates`.
-    tasks: BTreeMap<(String, String), CompactTask>,
+    /// Tasks and their statuses by (node, task id), in one entry so that a change to either
+    /// is one lookup; the tasks share their templates through `templates`.
+    tasks: BTreeMap<(String, String), TaskRecord>,
     templates: Templates,
-    /// Task statuses by (node, task id), as [`kept_status`] keeps them.
-    task_status: BTreeMap<(String, String), TaskStatus>,
     by_service: BTreeMap<ServiceRef, BTreeSet<(String, String)>>,
     /// What every unfinished task reserves, per node; shared with the reconcile inputs (a
     /// change copies it only while an input still holds it).
@@ -150,7 +149,6 @@ impl Cache {
             configs: BTreeMap::new(),
             tasks: BTreeMap::new(),
             templates: Templates::default(),
-            task_status: BTreeMap::new(),
             by_service: BTreeMap::new(),
             usage: Arc::default(),
             nodes: None,
@@ -248,6 +246,7 @@ impl Cache {
             Key::Task { node, task } => self
                 .tasks
                 .get(&(node.clone(), task.clone()))
+                .and_then(|r| r.task.as_ref())
                 .map(|t| model::encode(&t.to_task(&node, &task))),
             Key::ServiceStatus(s) => self.statuses.get(&s).map(model::encode),
             Key::Endpoints(s) => self.endpoints.get(&s).map(model::encode),
@@ -260,9 +259,8 @@ impl Cache {
     #[cfg(test)]
     pub(crate) fn fingerprint(&self) -> String {
         format!(
-            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            "{:?}\n{:?}\n{:?}\n{:?}",
             self.tasks,
-            self.task_status,
             self.usage
                 .iter()
                 .filter(|(_, u)| !u.is_empty())
@@ -276,49 +274,6 @@ impl Cache {
     #[cfg(test)]
     pub(crate) fn staged_len(&self) -> usize {
         self.staged.len()
-    }
-
-    /// Whether a task holds resources on its node: not finished and not orphaned.
-    fn reserves(&self, k: &(String, String)) -> bool {
-        let Some(t) = self.tasks.get(k) else {
-            return false;
-        };
-        !t.orphaned
-            && !self
-                .task_status
-                .get(k)
-                .is_some_and(|s| s.state.is_terminal())
-    }
-
-    fn unaccount(&mut self, k: &(String, String)) {
-        if self.reserves(k) {
-            self.release_usage(k);
-        }
-    }
-
-    /// Takes the resources of task `k` off its node's usage (whether it reserved them or not).
-    fn release_usage(&mut self, k: &(String, String)) {
-        if let Some(t) = self.tasks.get(k)
-            && let Some(u) = Arc::make_mut(&mut self.usage).get_mut(&k.0)
-        {
-            u.remove_template(&t.template.template);
-        }
-    }
-
-    fn account(&mut self, k: &(String, String)) {
-        if self.reserves(k) {
-            self.hold_usage(k);
-        }
-    }
-
-    /// Adds the resources of task `k` to its node's usage (whether it reserves them or not).
-    fn hold_usage(&mut self, k: &(String, String)) {
-        if let Some(t) = self.tasks.get(k) {
-            Arc::make_mut(&mut self.usage)
-                .entry(k.0.clone())
-                .or_default()
-                .add_template(&t.template.template);
-        }
     }
 
     /// Applies a put (`value = Some`) or delete at `revision`; returns what it touches.
@@ -392,11 +347,13 @@ impl Cache {
         self.nodes = None;
         touched.nodes_changed = true;
         let lo = (id.to_string(), String::new());
-        for ((n, _), t) in self.tasks.range(lo..) {
+        for ((n, _), r) in self.tasks.range(lo..) {
             if n != id {
                 break;
             }
-            touched.services.insert(t.service().clone());
+            if let Some(t) = &r.task {
+                touched.services.insert(t.service().clone());
+            }
         }
     }
 
@@ -456,7 +413,6 @@ impl Cache {
         let mut known: BTreeSet<String> = self.infos.keys().cloned().collect();
         known.extend(self.configs.keys().cloned());
         add_nodes(&mut known, self.tasks.keys().map(|(n, _)| n));
-        add_nodes(&mut known, self.task_status.keys().map(|(n, _)| n));
         Presence {
             known,
             ready: self.ready.clone(),
@@ -471,19 +427,19 @@ impl Cache {
 
     /// The keys of a node gone for good: its assignments, their statuses and its settings.
     pub(crate) fn node_keys(&self, node: &str) -> Vec<String> {
-        let own = |k: &&(String, String)| k.0 == node;
-        let mut out: Vec<String> = self
-            .tasks
-            .keys()
-            .filter(own)
-            .map(|(n, t)| self.keys.task(n, t))
-            .collect();
-        out.extend(
-            self.task_status
-                .keys()
-                .filter(own)
-                .map(|(n, t)| self.keys.task_status(n, t)),
-        );
+        let mut out = Vec::new();
+        let lo = (node.to_string(), String::new());
+        for ((n, t), r) in self.tasks.range(lo..) {
+            if n != node {
+                break;
+            }
+            if r.task.is_some() {
+                out.push(self.keys.task(n, t));
+            }
+            if r.status.is_some() {
+                out.push(self.keys.task_status(n, t));
+            }
+        }
         if self.configs.contains_key(node) {
             out.push(self.keys.node_config(node));
         }
@@ -498,7 +454,12 @@ impl Cache {
         }
         let mut ids: BTreeSet<&String> = self.infos.keys().collect();
         ids.extend(self.configs.keys());
-        ids.extend(self.tasks.keys().map(|(n, _)| n));
+        ids.extend(
+            self.tasks
+                .iter()
+                .filter(|(_, r)| r.task.is_some())
+                .map(|((n, _), _)| n),
+        );
         let nodes: BTreeMap<String, Node> = ids
             .into_iter()
             .map(|id| {
@@ -555,24 +516,27 @@ impl Cache {
             },
             None => ServiceInput::Deleted,
         };
-        let own: Vec<(String, String)> = self
-            .by_service
-            .get(sref)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
+        let nodes = self.nodes();
+        let own = self.by_service.get(sref);
         let mut own_usage: BTreeMap<String, NodeUsage> = BTreeMap::new();
-        let mut tasks = Vec::with_capacity(own.len());
-        for k in own {
-            let Some(task) = self.tasks.get(&k) else {
+        let mut tasks = Vec::with_capacity(own.map_or(0, BTreeSet::len));
+        for k in own.into_iter().flatten() {
+            let Some(r) = self.tasks.get(k) else {
                 continue;
             };
-            if self.reserves(&k) {
-                own_usage
-                    .entry(k.0.clone())
-                    .or_default()
-                    .add_template(&task.template.template);
+            let Some(task) = &r.task else {
+                continue;
+            };
+            if let Some(template) = r.reserved() {
+                match own_usage.get_mut(&k.0) {
+                    Some(u) => u.add_template(template),
+                    None => own_usage
+                        .entry(k.0.clone())
+                        .or_default()
+                        .add_template(template),
+                }
             }
-            let status = self.task_status.get(&k).map(|s| TaskStatus {
+            let status = r.status.as_ref().map(|s| TaskStatus {
                 task_id: k.1.clone(),
                 ..s.clone()
             });
@@ -583,7 +547,7 @@ impl Cache {
             service_ref: sref.clone(),
             service,
             tasks,
-            nodes: self.nodes(),
+            nodes,
             usage,
             previous: self.statuses.get(sref).cloned(),
             endpoints: self.endpoints.get(sref).cloned(),
@@ -645,14 +609,8 @@ impl Cache {
     /// Tasks per observed state (for metrics).
     pub(crate) fn tasks_by_state(&self) -> BTreeMap<&'static str, u64> {
         let mut out = BTreeMap::new();
-        // Both maps are sorted by (node, task): walked side by side, not looked up per task.
-        let mut statuses = self.task_status.iter().peekable();
-        for k in self.tasks.keys() {
-            while statuses.next_if(|(sk, _)| *sk < k).is_some() {}
-            let state = match statuses.peek() {
-                Some((sk, s)) if *sk == k => s.state.as_str(),
-                _ => "assigned",
-            };
+        for r in self.tasks.values().filter(|r| r.task.is_some()) {
+            let state = r.status.as_ref().map_or("assigned", |s| s.state.as_str());
             *out.entry(state).or_default() += 1;
         }
         out

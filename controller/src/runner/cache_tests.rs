@@ -299,3 +299,47 @@ fn tasks_by_state_counts_each_task_once_by_its_status() {
     let counts: Vec<(&str, u64)> = c.tasks_by_state().into_iter().collect();
     assert_eq!(counts, [("assigned", 1), ("failed", 1), ("running", 2)]);
 }
+
+#[test]
+fn a_task_and_its_status_come_and_go_in_either_order() {
+    let keys = Keys::default();
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let t = model::encode(&task(&svc, "n1", "web.1.a"));
+    let running = model::encode(&TaskStatus::new(
+        "web.1.a",
+        TaskState::Running,
+        Timestamp(0),
+    ));
+    let (tk, sk) = (
+        keys.task("n1", "web.1.a"),
+        keys.task_status("n1", "web.1.a"),
+    );
+    let empty = Cache::new(keys.clone(), 5).fingerprint();
+    for status_first in [false, true] {
+        let mut c = Cache::new(keys.clone(), 5);
+        let (first, second) = if status_first {
+            ((&sk, &running), (&tk, &t))
+        } else {
+            ((&tk, &t), (&sk, &running))
+        };
+        c.apply(first.0, Some(first.1), 2);
+        c.apply(second.0, Some(second.1), 3);
+        assert_eq!(
+            c.usage["n1"].memory,
+            1 << 30,
+            "status first: {status_first}"
+        );
+        let input = c.input(&svc.id(), Timestamp(0), &NodeGrace::none(), 0);
+        assert_eq!(input.tasks.len(), 1);
+        assert_eq!(input.tasks[0].state(), TaskState::Running);
+        assert_eq!(c.node_keys("n1"), [tk.clone(), sk.clone()]);
+        // The assignment goes first (the controller's delete), then the agent's status.
+        c.apply(&tk, None, 4);
+        assert!(c.usage.get("n1").is_none_or(|u| u.memory == 0));
+        assert_eq!(c.node_keys("n1"), [sk.clone()]);
+        assert_eq!(c.tasks_by_state().values().sum::<u64>(), 0);
+        c.apply(&sk, None, 5);
+        assert_eq!(c.fingerprint(), empty, "nothing is left of the task");
+        assert!(c.presence().known.is_empty());
+    }
+}

@@ -141,11 +141,19 @@ pub async fn campaign(
     shutdown: &CancellationToken,
 ) -> Result<Option<Leadership>, StoreError> {
     let key = keys.leader();
+    // Set when the watch showed the record deleted: it is tried for at once, without reading
+    // it first (a takeover is one lease grant and one write after the old lease expires).
+    let mut seen_deleted = false;
     loop {
         if shutdown.is_cancelled() {
             return Ok(None);
         }
-        match store.get(&key).await? {
+        let current = if std::mem::take(&mut seen_deleted) {
+            None
+        } else {
+            store.get(&key).await?
+        };
+        match current {
             None => {
                 let lease = store.grant_lease(ttl).await?;
                 let record = LeaderRecord {
@@ -189,15 +197,16 @@ pub async fn campaign(
                                 if b.events.iter().any(
                                     |e| matches!(e, WatchEvent::Delete { key: k, .. } if *k == key),
                                 ) {
-                                    return;
+                                    return true;
                                 }
                             }
-                            Err(_) => return,
+                            Err(_) => return false,
                         }
                     }
+                    false
                 };
                 tokio::select! {
-                    _ = gone => {}
+                    deleted = gone => seen_deleted = deleted,
                     _ = tokio::time::sleep(ttl) => {}
                     () = shutdown.cancelled() => {}
                 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use shoal_core::manifest::ServiceRef;
-use shoal_core::model::{DesiredState, Slot, Task, TaskTemplate, Timestamp};
+use shoal_core::model::{DesiredState, Slot, Task, TaskStatus, TaskTemplate, Timestamp};
 
 /// A template with its hash and service, shared by the service's tasks made from it.
 #[derive(Debug)]
@@ -29,6 +29,36 @@ pub(super) struct CompactTask {
     created_at: Timestamp,
     /// The task's own node and id when they are not its key's (never written so by Shoal).
     other_ids: Option<Box<(String, String)>>,
+}
+
+/// What the cache holds for one `(node, task id)`: the assignment and the agent's status,
+/// either of which may be absent (a status can outlive its task for a moment). The entry goes
+/// when both are gone.
+#[derive(Debug, Default)]
+pub(super) struct TaskRecord {
+    pub(super) task: Option<CompactTask>,
+    /// As [`super::kept_status`] keeps it.
+    pub(super) status: Option<TaskStatus>,
+}
+
+impl TaskRecord {
+    /// Whether the task holds resources on its node: assigned, not orphaned, not finished.
+    pub(super) fn reserves(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.orphaned)
+            && !self.status.as_ref().is_some_and(|s| s.state.is_terminal())
+    }
+
+    /// The resources it reserves when [`TaskRecord::reserves`].
+    pub(super) fn reserved(&self) -> Option<&TaskTemplate> {
+        self.reserves()
+            .then(|| self.task.as_ref().map(|t| &t.template.template))
+            .flatten()
+    }
+
+    /// Neither assignment nor status left.
+    pub(super) fn is_empty(&self) -> bool {
+        self.task.is_none() && self.status.is_none()
+    }
 }
 
 impl CompactTask {

@@ -1,16 +1,22 @@
 //! Showing one key's value in the cache: each kind of record decoded into its own map, and
 //! the services the change concerns collected in a [`Touched`].
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use shoal_core::Key;
 use shoal_core::endpoints::Endpoints;
 use shoal_core::job::RunRequest;
 use shoal_core::manifest::ServiceRef;
-use shoal_core::model::{self, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp};
+use shoal_core::model::{
+    self, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, TaskTemplate, Timestamp,
+};
 use shoal_core::secret::FileKind;
 use shoal_store::Revision;
 use tracing::warn;
 
 use super::{Cache, ManifestEntry, Touched, kept_status};
+use crate::placement::NodeUsage;
 
 impl Cache {
     /// Shows `value` for `key` (set at `revision`), whatever the key's revision.
@@ -129,31 +135,41 @@ impl Cache {
     }
 
     fn set_task(&mut self, k: (String, String), value: Option<&[u8]>, touched: &mut Touched) {
-        self.unaccount(&k);
-        if let Some(old) = self.tasks.remove(&k) {
+        let task = value.and_then(|v| match model::decode::<Task>("task", v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task");
+                None
+            }
+        });
+        if task.is_none() && !self.tasks.contains_key(&k) {
+            return;
+        }
+        let r = self.tasks.entry(k.clone()).or_default();
+        if let Some(t) = r.reserved() {
+            release(&mut self.usage, &k.0, t);
+        }
+        if let Some(old) = r.task.take() {
             if let Some(set) = self.by_service.get_mut(old.service()) {
                 set.remove(&k);
                 touched.services.insert(old.service().clone());
             }
             self.templates.release(old);
         }
-        if let Some(v) = value {
-            match model::decode::<Task>("task", v) {
-                Ok(t) => {
-                    self.by_service
-                        .entry(t.service.clone())
-                        .or_default()
-                        .insert(k.clone());
-                    touched.services.insert(t.service.clone());
-                    let t = self.templates.compact(t, &k.0, &k.1);
-                    self.tasks.insert(k.clone(), t);
-                }
-                Err(e) => {
-                    warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task")
-                }
-            }
+        if let Some(t) = task {
+            self.by_service
+                .entry(t.service.clone())
+                .or_default()
+                .insert(k.clone());
+            touched.services.insert(t.service.clone());
+            r.task = Some(self.templates.compact(t, &k.0, &k.1));
         }
-        self.account(&k);
+        if let Some(t) = r.reserved() {
+            hold(&mut self.usage, &k.0, t);
+        }
+        if r.is_empty() {
+            self.tasks.remove(&k);
+        }
         if !self.infos.contains_key(&k.0) {
             self.nodes = None;
         }
@@ -165,26 +181,36 @@ impl Cache {
         value: Option<&[u8]>,
         touched: &mut Touched,
     ) {
-        // A status change moves the node's usage only when it ends the task.
-        let reserved = self.reserves(&k);
-        match value.map(|v| model::decode::<TaskStatus>("task status", v)) {
-            Some(Ok(st)) => {
-                self.task_status.insert(k.clone(), kept_status(st));
-            }
+        let status = match value.map(|v| model::decode::<TaskStatus>("task status", v)) {
+            Some(Ok(st)) => Some(kept_status(st)),
             Some(Err(e)) => {
-                warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task status")
+                warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task status");
+                return;
             }
-            None => {
-                self.task_status.remove(&k);
+            None => None,
+        };
+        let r = match (self.tasks.get_mut(&k), status.is_some()) {
+            (Some(r), _) => r,
+            (None, true) => self.tasks.entry(k.clone()).or_default(),
+            (None, false) => return,
+        };
+        // A status change moves the node's usage only when it ends the task.
+        let was = r.reserves();
+        r.status = status;
+        match (was, r.reserved()) {
+            (false, Some(t)) => hold(&mut self.usage, &k.0, t),
+            (true, None) => {
+                if let Some(t) = &r.task {
+                    release(&mut self.usage, &k.0, &t.template.template);
+                }
             }
-        }
-        match (reserved, self.reserves(&k)) {
-            (true, false) => self.release_usage(&k),
-            (false, true) => self.hold_usage(&k),
             _ => {}
         }
-        if let Some(t) = self.tasks.get(&k) {
+        if let Some(t) = &r.task {
             touched.services.insert(t.service().clone());
+        }
+        if r.is_empty() {
+            self.tasks.remove(&k);
         }
     }
 
@@ -203,5 +229,24 @@ impl Cache {
                 touched.services.insert(sref);
             }
         }
+    }
+}
+
+/// Adds what a task reserves to its node's usage.
+fn hold(usage: &mut Arc<BTreeMap<String, NodeUsage>>, node: &str, template: &TaskTemplate) {
+    let usage = Arc::make_mut(usage);
+    match usage.get_mut(node) {
+        Some(u) => u.add_template(template),
+        None => usage
+            .entry(node.to_string())
+            .or_default()
+            .add_template(template),
+    }
+}
+
+/// Takes what a task reserved off its node's usage.
+fn release(usage: &mut Arc<BTreeMap<String, NodeUsage>>, node: &str, template: &TaskTemplate) {
+    if let Some(u) = Arc::make_mut(usage).get_mut(node) {
+        u.remove_template(template);
     }
 }
