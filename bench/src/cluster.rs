@@ -60,28 +60,38 @@ pub struct ProcStats {
     pub rss: u64,
     /// Peak RSS in bytes (VmHWM).
     pub peak_rss: u64,
+    /// Anonymous part of the RSS in bytes (heap, stacks: what the process itself holds).
+    pub rss_anon: u64,
+    /// Proportional set size in bytes: the RSS with each page shared with other processes
+    /// (the executable's code, mapped by every agent process) divided among them.
+    pub pss: u64,
     /// User + system CPU seconds.
     pub cpu_seconds: f64,
 }
 
-/// Reads RSS, peak RSS and CPU time of `pid`; zeros when the process is gone.
+/// Reads RSS, peak RSS, PSS and CPU time of `pid`; zeros when the process is gone.
 pub fn proc_stats(pid: u32) -> ProcStats {
     let mut st = ProcStats::default();
+    let kb = |l: &str| {
+        l.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
     if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
         for line in status.lines() {
-            let kb = |l: &str| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-                    * 1024
-            };
             if line.starts_with("VmRSS:") {
                 st.rss = kb(line);
             } else if line.starts_with("VmHWM:") {
                 st.peak_rss = kb(line);
+            } else if line.starts_with("RssAnon:") {
+                st.rss_anon = kb(line);
             }
         }
+    }
+    if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+        st.pss = rollup.lines().find(|l| l.starts_with("Pss:")).map_or(0, kb);
     }
     if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         && let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r)

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
 use shoal_bench::calibrate::{Calibration, calibrate};
-use shoal_bench::cluster::{Cluster, proc_stats};
+use shoal_bench::cluster::{Cluster, Proc, ProcStats, proc_stats};
 use shoal_bench::report::{Report, RunContext};
 use shoal_bench::scenarios::{Bench, Sizes};
 use shoal_tests::etcd::EtcdFixture;
@@ -206,20 +206,34 @@ async fn hollow_scenarios(
             eprintln!("S5 incomplete: {e}");
         }
     }
-    let agent_rss: u64 = agents.iter().map(|p| proc_stats(p.pid()).rss).sum();
-    bench.report.figure(
-        "footprint",
-        "hollow_agent_rss_per_node",
-        agent_rss as f64 / sizes.nodes as f64,
-        "bytes",
-        json!({"nodes": sizes.nodes}),
-    );
+    hollow_agent_footprint(bench, sizes, &agents);
     drop(extra_agents);
     Ok(())
 }
 
 /// Bulk placement runs in S1 (median and spread reported).
 const S1_RUNS: usize = 3;
+
+/// The hollow agents' memory per node at the end: the sum of their RSS, and of their PSS,
+/// which counts the executable's code (mapped by each agent process) once.
+fn hollow_agent_footprint(bench: &mut Bench<'_>, sizes: &Sizes, agents: &[Proc]) {
+    let stats: Vec<ProcStats> = agents.iter().map(|p| proc_stats(p.pid())).collect();
+    let sum = |f: fn(&ProcStats) -> u64| stats.iter().map(f).sum::<u64>() as f64;
+    let nodes = sizes.nodes as f64;
+    let extra = json!({
+        "nodes": sizes.nodes,
+        "processes": stats.len(),
+        "rssAnonPerNode": sum(|s| s.rss_anon) / nodes,
+    });
+    for (name, total) in [
+        ("hollow_agent_rss_per_node", sum(|s| s.rss)),
+        ("hollow_agent_pss_per_node", sum(|s| s.pss)),
+    ] {
+        bench
+            .report
+            .figure("footprint", name, total / nodes, "bytes", extra.clone());
+    }
+}
 
 /// The controller's RSS with S1's last run in the store.
 fn controller_footprint(bench: &mut Bench<'_>, sizes: &Sizes, pid: u32) {

@@ -220,7 +220,7 @@ impl Bench<'_> {
         let t0 = Instant::now();
         write_manifests(&mut client, &items).await?;
         let mut killed_at = None;
-        let mut gap_s = 0usize;
+        let mut gap = Duration::ZERO;
         if failover {
             obs.wait_until(t0, sizes.limit, |a, _| a >= total / 3).await;
             killed_at = Some(t0.elapsed());
@@ -265,7 +265,7 @@ impl Bench<'_> {
             );
         }
         if let Some(k) = killed_at {
-            gap_s = self
+            gap = self
                 .failover_figures(scenario, k, &seen, &obs, &mut client, &items)
                 .await?;
         }
@@ -275,7 +275,7 @@ impl Bench<'_> {
                 sizes.limit
             )
         });
-        let outside = (t_placed.as_secs_f64() - gap_s as f64).max(1.0);
+        let outside = (t_placed.saturating_sub(gap)).as_secs_f64().max(1.0);
         Ok(BulkRun {
             rate: sustained,
             cpu_per_1000,
@@ -341,7 +341,7 @@ impl Bench<'_> {
 
     /// The figures of a run whose leader was killed `killed` after its start: the placement
     /// gap, duplicated and lost slots (at the end and at every revision), and which placements
-    /// were the scenario's own. Returns the gap in seconds.
+    /// were the scenario's own. Returns the gap.
     async fn failover_figures(
         &mut self,
         scenario: &str,
@@ -350,14 +350,16 @@ impl Bench<'_> {
         obs: &Observer,
         client: &mut Client,
         items: &[(String, String)],
-    ) -> Result<usize, ScenarioError> {
-        let gap = longest_flat_stretch(&seen.curve, killed.as_secs() as usize);
+    ) -> Result<Duration, ScenarioError> {
+        // From the observer's timestamp of every assignment, not from the per-second curve
+        // (whose flat stretch misses the partly idle seconds at both ends of the gap).
+        let gap = longest_pause(&obs.assigned_since(seen.t0), killed);
         self.report.figure(
             scenario,
             "placement_gap_after_leader_kill",
-            gap as f64,
+            gap.as_secs_f64(),
             "s",
-            json!({"killedAtS": killed.as_secs_f64(), "leaseTtlS": self.lease_ttl.as_secs_f64()}),
+            json!({"killedAtS": killed.as_secs_f64(), "leaseTtlS": self.lease_ttl.as_secs_f64(), "gapInTtl": gap.as_secs_f64() / self.lease_ttl.as_secs_f64()}),
         );
         let replicas = seen.slots / items.len().max(1);
         let (dups, lost) = slot_check(client, items, replicas).await?;
@@ -679,20 +681,15 @@ struct Seen {
     completed: bool,
 }
 
-/// The longest run of seconds from second `from` on in which `curve` (a cumulative count per
-/// second) did not grow.
-fn longest_flat_stretch(curve: &[usize], from: usize) -> usize {
-    let Some(last) = curve.len().checked_sub(1) else {
-        return 0;
-    };
-    let (mut longest, mut current) = (0, 0);
-    for w in curve[from.min(last)..].windows(2) {
-        if w[1] == w[0] {
-            current += 1;
-            longest = longest.max(current);
-        } else {
-            current = 0;
-        }
+/// The longest time from `from` on without a placement: between `from` and the first
+/// placement after it, or between two placements after it. `times` are the placements' times,
+/// sorted; placements before `from` do not count.
+fn longest_pause(times: &[Duration], from: Duration) -> Duration {
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for &t in times.iter().filter(|&&t| t >= from) {
+        longest = longest.max(t - last);
+        last = t;
     }
     longest
 }
@@ -758,18 +755,30 @@ async fn list_all(
 
 #[cfg(test)]
 mod tests {
-    use super::longest_flat_stretch;
+    use std::time::Duration;
+
+    use super::longest_pause;
 
     #[test]
-    fn the_gap_is_the_longest_flat_stretch_after_the_kill() {
-        let curve = [10, 20, 20, 30, 30, 30, 30, 40, 40];
-        assert_eq!(longest_flat_stretch(&curve, 0), 3);
-        assert_eq!(longest_flat_stretch(&curve, 6), 1);
-        assert_eq!(
-            longest_flat_stretch(&curve, 99),
-            0,
-            "a kill after the curve"
-        );
-        assert_eq!(longest_flat_stretch(&[], 0), 0);
+    fn the_gap_is_the_longest_pause_in_placements_after_the_kill() {
+        let ms = Duration::from_millis;
+        let times = [
+            ms(100),
+            ms(900),
+            ms(1_000),
+            ms(1_200),
+            ms(5_800),
+            ms(5_900),
+            ms(6_000),
+        ];
+        // Killed at 1.1 s: one placement still lands at 1.2 s, the next at 5.8 s.
+        assert_eq!(longest_pause(&times, ms(1_100)), ms(4_600));
+        // Killed at 0.5 s: the same pause, the time from the kill to the next one is shorter.
+        assert_eq!(longest_pause(&times, ms(500)), ms(4_600));
+        // Nothing placed after the kill: no pause can be measured.
+        assert_eq!(longest_pause(&times, ms(7_000)), Duration::ZERO);
+        assert_eq!(longest_pause(&[], ms(0)), Duration::ZERO);
+        // The time from the kill to the first placement after it counts.
+        assert_eq!(longest_pause(&[ms(4_000), ms(4_100)], ms(1_000)), ms(3_000));
     }
 }

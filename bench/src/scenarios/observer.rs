@@ -185,6 +185,19 @@ impl Observer {
         (a, r)
     }
 
+    /// When each task first assigned at or after `since` was assigned, as times since
+    /// `since`, sorted.
+    pub fn assigned_since(&self, since: Instant) -> Vec<Duration> {
+        let v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t: Vec<Duration> = v
+            .tasks
+            .values()
+            .filter_map(|s| s.assigned?.checked_duration_since(since))
+            .collect();
+        t.sort();
+        t
+    }
+
     /// Assign→running latencies of tasks assigned at or after `since`, sorted.
     pub fn latencies_since(&self, since: Instant) -> Vec<Duration> {
         let v = self.view.lock().unwrap_or_else(|e| e.into_inner());
