@@ -114,14 +114,43 @@ impl Usage {
         Usage { all, own }
     }
 
-    /// What other services reserve on `node`.
-    pub fn get(&self, node: &str) -> NodeUsage {
-        let mut u = self.all.get(node).cloned().unwrap_or_default();
-        if let Some(own) = self.own.get(node) {
+    /// What other services reserve per node, for nodes asked in increasing id order: the
+    /// usage maps are walked beside them instead of searched for every node.
+    pub fn in_node_order(&self) -> UsageWalk<'_> {
+        UsageWalk {
+            all: self.all.iter().peekable(),
+            own: self.own.iter().peekable(),
+        }
+    }
+}
+
+/// See [`Usage::in_node_order`].
+pub struct UsageWalk<'a> {
+    all: std::iter::Peekable<std::collections::btree_map::Iter<'a, String, NodeUsage>>,
+    own: std::iter::Peekable<std::collections::btree_map::Iter<'a, String, NodeUsage>>,
+}
+
+impl UsageWalk<'_> {
+    /// What other services reserve on `node`; `node` comes after every node asked before.
+    pub fn get(&mut self, node: &str) -> NodeUsage {
+        let mut u = match advance_to(&mut self.all, node) {
+            Some(all) => all.clone(),
+            None => NodeUsage::default(),
+        };
+        if let Some(own) = advance_to(&mut self.own, node) {
             u.subtract(own);
         }
         u
     }
+}
+
+/// Moves `it` past the keys before `node`; the value of `node` when it is there.
+fn advance_to<'a>(
+    it: &mut std::iter::Peekable<std::collections::btree_map::Iter<'a, String, NodeUsage>>,
+    node: &str,
+) -> Option<&'a NodeUsage> {
+    while it.next_if(|(k, _)| k.as_str() < node).is_some() {}
+    it.next_if(|(k, _)| k.as_str() == node).map(|(_, u)| u)
 }
 
 impl From<BTreeMap<String, NodeUsage>> for Usage {

@@ -112,6 +112,7 @@ impl<'a> Placer<'a> {
         let mut group_ids: Vec<BTreeMap<Option<String>, usize>> =
             vec![BTreeMap::new(); prefs.len()];
         let mut candidates = Vec::with_capacity(nodes.len());
+        let mut usage = usage.in_node_order();
         // In node id order (the map's): a candidate's index is its rank in the tie-break.
         for (id, node) in nodes {
             // Only spread preferences read the labels here (constraints read their own).

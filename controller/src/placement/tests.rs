@@ -306,3 +306,42 @@ fn a_paused_node_keeps_its_tasks_and_a_drained_down_or_no_longer_matching_one_do
         Some("not matching node.labels.storage==ssd")
     );
 }
+
+#[test]
+fn usage_walked_in_node_order_is_what_other_services_hold() {
+    let held = |memory: u64, tasks: u64| NodeUsage {
+        memory,
+        tasks,
+        ..NodeUsage::default()
+    };
+    let all: BTreeMap<String, NodeUsage> = [
+        ("n1".to_string(), held(4, 2)),
+        ("n3".to_string(), held(6, 3)),
+        ("n5".to_string(), held(1, 1)),
+    ]
+    .into();
+    // The service's own tasks on n3 and n5 (and one on n4 that others know nothing of).
+    let own: BTreeMap<String, NodeUsage> = [
+        ("n3".to_string(), held(2, 1)),
+        ("n4".to_string(), held(0, 0)),
+        ("n5".to_string(), held(1, 1)),
+    ]
+    .into();
+    let usage = Usage::new(std::sync::Arc::new(all), own);
+    let mut walk = usage.in_node_order();
+    let seen: Vec<(u64, u64)> = ["n0", "n1", "n2", "n3", "n4", "n5", "n6"]
+        .into_iter()
+        .map(|n| {
+            let u = walk.get(n);
+            (u.memory, u.tasks)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [(0, 0), (4, 2), (0, 0), (4, 2), (0, 0), (0, 0), (0, 0)]
+    );
+    // Skipping nodes skips their usage.
+    let mut walk = usage.in_node_order();
+    assert_eq!(walk.get("n3").memory, 4);
+    assert_eq!(walk.get("n5").tasks, 0);
+}

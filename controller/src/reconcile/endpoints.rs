@@ -3,6 +3,7 @@
 //! (first) write, before their agent sees the stop, so no new connection reaches a task that is
 //! about to be signalled.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use shoal_core::endpoints::{Endpoints, allocate_address, eligible};
@@ -43,18 +44,22 @@ pub fn plan_endpoints(input: &ReconcileInput, plan: &Plan) -> EndpointsChange {
         .chain(&plan.orphans)
         .map(|r| r.task.as_str())
         .collect();
+    // Only the tasks the plan stops are copied (to show them stopped).
     let after: Vec<_> = input
         .tasks
         .iter()
         .map(|e| {
-            let mut t = e.task.clone();
-            if stopped.contains(t.id.as_str()) {
+            let task = if stopped.contains(e.task.id.as_str()) {
+                let mut t = e.task.clone();
                 t.desired_state = DesiredState::Shutdown;
-            }
-            (t, e.status.clone())
+                Cow::Owned(t)
+            } else {
+                Cow::Borrowed(&e.task)
+            };
+            (task, e.status.as_ref())
         })
         .collect();
-    let tasks = eligible(after.iter().map(|(t, s)| (t, s.as_ref())), &input.nodes);
+    let tasks = eligible(after.iter().map(|(t, s)| (t.as_ref(), *s)), &input.nodes);
     let address = match &input.endpoints {
         Some(e) => e.address,
         None => allocate_address(&input.service_ref, &input.taken_addresses),

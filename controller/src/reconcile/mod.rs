@@ -88,8 +88,9 @@ pub struct ReconcileInput {
     pub previous: Option<ServiceStatus>,
     /// The endpoints record written last time.
     pub endpoints: Option<Endpoints>,
-    /// Addresses other services hold (a new service takes a free one).
-    pub taken_addresses: BTreeSet<Ipv4Addr>,
+    /// Addresses the services' endpoints records hold (a new service takes a free one; the
+    /// service's own is among them only once it has one, and then it is never allocated).
+    pub taken_addresses: Arc<BTreeSet<Ipv4Addr>>,
     /// The current time.
     pub now: Timestamp,
     /// Nodes without a record are declared lost (their tasks orphaned) only from this time on:

@@ -12,6 +12,7 @@
 //! goes back to that truth if the commit fails ([`Cache::unstage`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,6 +125,8 @@ pub(crate) struct Cache {
     files: BTreeSet<(FileKind, String, String)>,
     /// Endpoints records as last written.
     endpoints: BTreeMap<ServiceRef, Endpoints>,
+    /// The addresses of `endpoints`, built when first asked for after they changed.
+    addresses: Option<Arc<BTreeSet<Ipv4Addr>>>,
     /// Finished tasks each slot keeps (see [`ControllerConfig::task_history_limit`]).
     ///
     /// [`ControllerConfig::task_history_limit`]: super::ControllerConfig::task_history_limit
@@ -154,6 +157,7 @@ impl Cache {
             nodes: None,
             files: BTreeSet::new(),
             endpoints: BTreeMap::new(),
+            addresses: None,
             task_history_limit,
             staged: HashMap::new(),
         }
@@ -446,6 +450,13 @@ impl Cache {
         out
     }
 
+    /// The addresses the services' endpoints records hold.
+    fn addresses(&mut self) -> Arc<BTreeSet<Ipv4Addr>> {
+        self.addresses
+            .get_or_insert_with(|| Arc::new(self.endpoints.values().map(|e| e.address).collect()))
+            .clone()
+    }
+
     /// Every node: agent records (last known for nodes that are down), operator settings, and
     /// placeholders for nodes only known from their tasks.
     pub(crate) fn nodes(&mut self) -> Arc<BTreeMap<String, Node>> {
@@ -551,12 +562,7 @@ impl Cache {
             usage,
             previous: self.statuses.get(sref).cloned(),
             endpoints: self.endpoints.get(sref).cloned(),
-            taken_addresses: self
-                .endpoints
-                .iter()
-                .filter(|(r, _)| *r != sref)
-                .map(|(_, e)| e.address)
-                .collect(),
+            taken_addresses: self.addresses(),
             now,
             nodes_lost_after: grace.term_until,
             node_lost_after: self

@@ -336,10 +336,44 @@ fn a_task_and_its_status_come_and_go_in_either_order() {
         // The assignment goes first (the controller's delete), then the agent's status.
         c.apply(&tk, None, 4);
         assert!(c.usage.get("n1").is_none_or(|u| u.memory == 0));
-        assert_eq!(c.node_keys("n1"), [sk.clone()]);
+        assert_eq!(c.node_keys("n1"), std::slice::from_ref(&sk));
         assert_eq!(c.tasks_by_state().values().sum::<u64>(), 0);
         c.apply(&sk, None, 5);
         assert_eq!(c.fingerprint(), empty, "nothing is left of the task");
         assert!(c.presence().known.is_empty());
     }
+}
+
+#[test]
+fn the_addresses_taken_follow_the_endpoints_records() {
+    use shoal_core::endpoints::Endpoints;
+    use std::net::Ipv4Addr;
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), 5);
+    let record = |name: &str, last: u8| {
+        let svc = service(name, "");
+        let e = Endpoints {
+            service: svc.id(),
+            address: Ipv4Addr::new(127, 64, 0, last),
+            ports: Vec::new(),
+            tasks: Vec::new(),
+        };
+        (keys.endpoints(&svc.id()), model::encode(&e))
+    };
+    let web = service("web", "");
+    let (k1, v1) = record("db", 7);
+    c.apply(&k1, Some(&v1), 2);
+    let (k2, v2) = record("cache", 9);
+    c.apply(&k2, Some(&v2), 3);
+    let input = c.input(&web.id(), Timestamp(0), &NodeGrace::none(), 0);
+    let want = |v: &[u8]| v.iter().map(|l| Ipv4Addr::new(127, 64, 0, *l)).collect();
+    assert_eq!(*input.taken_addresses, want(&[7, 9]));
+    // A record rewritten with the same address (its tasks changed) keeps the set.
+    c.apply(&k1, Some(&v1), 4);
+    let again = c.input(&web.id(), Timestamp(0), &NodeGrace::none(), 0);
+    assert!(Arc::ptr_eq(&input.taken_addresses, &again.taken_addresses));
+    // One goes: its address is free again.
+    c.apply(&k2, None, 5);
+    let after = c.input(&web.id(), Timestamp(0), &NodeGrace::none(), 0);
+    assert_eq!(*after.taken_addresses, want(&[7]));
 }

@@ -215,19 +215,25 @@ impl Cache {
     }
 
     fn set_endpoints(&mut self, sref: ServiceRef, value: Option<&[u8]>, touched: &mut Touched) {
+        let address = |c: &Cache| c.endpoints.get(&sref).map(|e| e.address);
+        let before = address(self);
         match value.map(|v| model::decode::<Endpoints>("endpoints", v)) {
             Some(Ok(e)) => {
-                self.endpoints.insert(sref, e);
+                self.endpoints.insert(sref.clone(), e);
             }
             Some(Err(e)) => {
                 warn!(service = %sref, error = %e, "rewriting unreadable endpoints");
                 self.endpoints.remove(&sref);
-                touched.services.insert(sref);
+                touched.services.insert(sref.clone());
             }
             None => {
                 self.endpoints.remove(&sref);
-                touched.services.insert(sref);
+                touched.services.insert(sref.clone());
             }
+        }
+        // The usual change is the tasks': the set of addresses stays as it is.
+        if address(self) != before {
+            self.addresses = None;
         }
     }
 }
