@@ -3,6 +3,7 @@
 //! ([`NodeEntry`], judged by the one rule [`is_ready`]). `shoal get`, the dashboard,
 //! `/metrics` and the controller count and judge from these.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -122,24 +123,24 @@ pub fn mark_history(list: &mut [TaskEntry]) {
 /// the marks of [`mark_history`].
 pub fn in_slot_order(list: &[TaskEntry], history: bool) -> Vec<&TaskEntry> {
     let mut out: Vec<&TaskEntry> = list.iter().filter(|e| history || !e.history).collect();
-    out.sort_by(|a, b| {
-        let newest = |e: &TaskEntry| std::cmp::Reverse((e.task.created_at, e.task.attempt));
-        (
-            &a.task.service,
-            &a.task.slot,
-            a.history,
-            newest(a),
-            &a.task.id,
-        )
-            .cmp(&(
-                &b.task.service,
-                &b.task.slot,
-                b.history,
-                newest(b),
-                &b.task.id,
-            ))
-    });
+    out.sort_by(|a, b| slot_order(a, b));
     out
+}
+
+/// The order of [`in_slot_order`], for sorting a list in place.
+pub fn slot_order(a: &TaskEntry, b: &TaskEntry) -> std::cmp::Ordering {
+    fn key(
+        e: &TaskEntry,
+    ) -> (
+        &crate::manifest::ServiceRef,
+        &model::Slot,
+        bool,
+        Reverse<(Timestamp, u64)>,
+    ) {
+        let newest = Reverse((e.task.created_at, e.task.attempt));
+        (&e.task.service, &e.task.slot, e.history, newest)
+    }
+    key(a).cmp(&key(b)).then_with(|| a.task.id.cmp(&b.task.id))
 }
 
 /// A node: what its agent reports, what operators set, and whether it is ready.

@@ -58,11 +58,9 @@ pub async fn tasks(
         node: node.map(str::to_string),
         history: None,
     };
-    let list = cluster::tasks(State(st.clone()), Query(q)).await?.0;
-    Ok(shoal_core::view::in_slot_order(&list, true)
-        .into_iter()
-        .cloned()
-        .collect())
+    let mut list = cluster::tasks(State(st.clone()), Query(q)).await?.0;
+    list.sort_by(shoal_core::view::slot_order);
+    Ok(list)
 }
 
 /// Nodes (`GET /v1/nodes`).

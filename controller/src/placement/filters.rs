@@ -124,19 +124,19 @@ impl Usage {
     }
 }
 
+/// Per-node usage in node id order.
+type ByNode<'a> = std::iter::Peekable<std::collections::btree_map::Iter<'a, String, NodeUsage>>;
+
 /// See [`Usage::in_node_order`].
 pub struct UsageWalk<'a> {
-    all: std::iter::Peekable<std::collections::btree_map::Iter<'a, String, NodeUsage>>,
-    own: std::iter::Peekable<std::collections::btree_map::Iter<'a, String, NodeUsage>>,
+    all: ByNode<'a>,
+    own: ByNode<'a>,
 }
 
 impl UsageWalk<'_> {
     /// What other services reserve on `node`; `node` comes after every node asked before.
     pub fn get(&mut self, node: &str) -> NodeUsage {
-        let mut u = match advance_to(&mut self.all, node) {
-            Some(all) => all.clone(),
-            None => NodeUsage::default(),
-        };
+        let mut u = advance_to(&mut self.all, node).cloned().unwrap_or_default();
         if let Some(own) = advance_to(&mut self.own, node) {
             u.subtract(own);
         }
@@ -145,10 +145,7 @@ impl UsageWalk<'_> {
 }
 
 /// Moves `it` past the keys before `node`; the value of `node` when it is there.
-fn advance_to<'a>(
-    it: &mut std::iter::Peekable<std::collections::btree_map::Iter<'a, String, NodeUsage>>,
-    node: &str,
-) -> Option<&'a NodeUsage> {
+fn advance_to<'a>(it: &mut ByNode<'a>, node: &str) -> Option<&'a NodeUsage> {
     while it.next_if(|(k, _)| k.as_str() < node).is_some() {}
     it.next_if(|(k, _)| k.as_str() == node).map(|(_, u)| u)
 }

@@ -19,7 +19,9 @@ use std::time::Duration;
 use shoal_core::endpoints::Endpoints;
 use shoal_core::job::RunRequest;
 use shoal_core::manifest::{Service, ServiceRef};
-use shoal_core::model::{self, Node, NodeConfig, NodeInfo, ServiceStatus, TaskStatus, Timestamp};
+use shoal_core::model::{
+    self, Node, NodeConfig, NodeInfo, ServiceStatus, TaskStatus, TaskTemplate, Timestamp,
+};
 use shoal_core::secret::{self, FileKind};
 use shoal_core::view::{self, NodeEntry};
 use shoal_core::{Key, Keys};
@@ -350,15 +352,21 @@ impl Cache {
     fn node_touched(&mut self, id: &str, touched: &mut Touched) {
         self.nodes = None;
         touched.nodes_changed = true;
-        let lo = (id.to_string(), String::new());
-        for ((n, _), r) in self.tasks.range(lo..) {
-            if n != id {
-                break;
-            }
+        for (_, r) in self.node_tasks(id) {
             if let Some(t) = &r.task {
                 touched.services.insert(t.service().clone());
             }
         }
+    }
+
+    /// The task entries of `node`, in task id order.
+    fn node_tasks<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl Iterator<Item = (&'a (String, String), &'a TaskRecord)> {
+        self.tasks
+            .range((node.to_string(), String::new())..)
+            .take_while(move |((n, _), _)| n == node)
     }
 
     /// Forgets tombstones the watch has moved past (no older event can arrive any more).
@@ -432,11 +440,7 @@ impl Cache {
     /// The keys of a node gone for good: its assignments, their statuses and its settings.
     pub(crate) fn node_keys(&self, node: &str) -> Vec<String> {
         let mut out = Vec::new();
-        let lo = (node.to_string(), String::new());
-        for ((n, t), r) in self.tasks.range(lo..) {
-            if n != node {
-                break;
-            }
+        for ((n, t), r) in self.node_tasks(node) {
             if r.task.is_some() {
                 out.push(self.keys.task(n, t));
             }
@@ -539,13 +543,7 @@ impl Cache {
                 continue;
             };
             if let Some(template) = r.reserved() {
-                match own_usage.get_mut(&k.0) {
-                    Some(u) => u.add_template(template),
-                    None => own_usage
-                        .entry(k.0.clone())
-                        .or_default()
-                        .add_template(template),
-                }
+                add_usage(&mut own_usage, &k.0, template);
             }
             let status = r.status.as_ref().map(|s| TaskStatus {
                 task_id: k.1.clone(),
@@ -620,6 +618,18 @@ impl Cache {
             *out.entry(state).or_default() += 1;
         }
         out
+    }
+}
+
+/// Adds what a task reserves to `node`'s usage in `usage` (the node's id is copied only the
+/// first time).
+fn add_usage(usage: &mut BTreeMap<String, NodeUsage>, node: &str, template: &TaskTemplate) {
+    match usage.get_mut(node) {
+        Some(u) => u.add_template(template),
+        None => usage
+            .entry(node.to_string())
+            .or_default()
+            .add_template(template),
     }
 }
 

@@ -50,9 +50,8 @@ impl TaskRecord {
 
     /// The resources it reserves when [`TaskRecord::reserves`].
     pub(super) fn reserved(&self) -> Option<&TaskTemplate> {
-        self.reserves()
-            .then(|| self.task.as_ref().map(|t| &t.template.template))
-            .flatten()
+        let t = self.task.as_ref().filter(|_| self.reserves())?;
+        Some(&t.template.template)
     }
 
     /// Neither assignment nor status left.

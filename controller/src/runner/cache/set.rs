@@ -15,7 +15,7 @@ use shoal_core::secret::FileKind;
 use shoal_store::Revision;
 use tracing::warn;
 
-use super::{Cache, ManifestEntry, Touched, kept_status};
+use super::{Cache, ManifestEntry, Touched, add_usage, kept_status};
 use crate::placement::NodeUsage;
 
 impl Cache {
@@ -165,7 +165,7 @@ impl Cache {
             r.task = Some(self.templates.compact(t, &k.0, &k.1));
         }
         if let Some(t) = r.reserved() {
-            hold(&mut self.usage, &k.0, t);
+            add_usage(Arc::make_mut(&mut self.usage), &k.0, t);
         }
         if r.is_empty() {
             self.tasks.remove(&k);
@@ -197,16 +197,14 @@ impl Cache {
         // A status change moves the node's usage only when it ends the task.
         let was = r.reserves();
         r.status = status;
-        match (was, r.reserved()) {
-            (false, Some(t)) => hold(&mut self.usage, &k.0, t),
-            (true, None) => {
-                if let Some(t) = &r.task {
-                    release(&mut self.usage, &k.0, &t.template.template);
-                }
-            }
-            _ => {}
-        }
         if let Some(t) = &r.task {
+            match (was, r.reserves()) {
+                (false, true) => {
+                    add_usage(Arc::make_mut(&mut self.usage), &k.0, &t.template.template)
+                }
+                (true, false) => release(&mut self.usage, &k.0, &t.template.template),
+                _ => {}
+            }
             touched.services.insert(t.service().clone());
         }
         if r.is_empty() {
@@ -235,18 +233,6 @@ impl Cache {
         if address(self) != before {
             self.addresses = None;
         }
-    }
-}
-
-/// Adds what a task reserves to its node's usage.
-fn hold(usage: &mut Arc<BTreeMap<String, NodeUsage>>, node: &str, template: &TaskTemplate) {
-    let usage = Arc::make_mut(usage);
-    match usage.get_mut(node) {
-        Some(u) => u.add_template(template),
-        None => usage
-            .entry(node.to_string())
-            .or_default()
-            .add_template(template),
     }
 }
 
