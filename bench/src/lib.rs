@@ -5,6 +5,7 @@
 //! and hollow agents (`shoal agent --runtime sim --hollow-nodes N`) as child processes, and
 //! observes the cluster only through etcd, as an operator would.
 
+pub mod agent_memory;
 pub mod calibrate;
 pub mod cluster;
 pub mod proxy;

@@ -8,7 +8,7 @@ use clap::Parser;
 use serde_json::json;
 use shoal_bench::calibrate::{Calibration, calibrate};
 use shoal_bench::cluster::{Cluster, Proc, ProcStats, proc_stats};
-use shoal_bench::report::{Report, RunContext};
+use shoal_bench::report::{Report, RunContext, git_revision};
 use shoal_bench::scenarios::{Bench, Sizes};
 use shoal_tests::etcd::EtcdFixture;
 
@@ -33,15 +33,6 @@ struct Args {
     /// Only these scenarios (comma-separated: s1,s2,s3,s4,s5,s6).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-}
-
-fn git_revision() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 #[tokio::main]

@@ -8,6 +8,16 @@ use serde_json::{Value, json};
 
 use crate::calibrate::Calibration;
 
+/// `git rev-parse --short HEAD` of the working directory (empty outside a checkout).
+pub fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Context stamped on every figure of a run.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

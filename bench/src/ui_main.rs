@@ -36,13 +36,8 @@ async fn main() -> anyhow::Result<()> {
     let etcd_version = etcd.version().await.context("asking etcd its version")?;
     let endpoint = etcd.endpoint();
     println!("etcd {etcd_version} on {endpoint}");
-    let git = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
     let ctx = RunContext {
-        git_revision: git,
+        git_revision: shoal_bench::report::git_revision(),
         etcd_version,
         run: "ui".into(),
         calibration_start: None,
