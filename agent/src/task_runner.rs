@@ -47,7 +47,11 @@ use crate::runtime::{Existing, Exit, Handle, Runtime, RuntimeError, TaskFiles};
 use crate::secrets::{Delivery, DeliveryError};
 use crate::status::StatusSink;
 
+mod parked;
 mod registration;
+
+pub use parked::Parked;
+use parked::StopSpec;
 
 /// How often the runner asks the runtime for the health of a task with a healthcheck.
 pub const HEALTH_POLL: Duration = Duration::from_millis(500);
@@ -116,49 +120,6 @@ enum Interrupt {
     Shutdown,
     /// The assignment was deleted.
     Deleted,
-}
-
-/// How to stop a task, kept from its template once the rest is no longer needed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct StopSpec {
-    /// `None`: `SIGTERM`, the usual one (no allocation per task).
-    signal: Option<Box<str>>,
-    grace: Duration,
-}
-
-impl StopSpec {
-    const DEFAULT_SIGNAL: &str = "SIGTERM";
-
-    fn of(task: &Task) -> Self {
-        let signal = &task.template.stop_signal;
-        StopSpec {
-            signal: (signal != Self::DEFAULT_SIGNAL).then(|| signal.as_str().into()),
-            grace: task.template.stop_grace_period.get(),
-        }
-    }
-
-    fn signal(&self) -> &str {
-        self.signal.as_deref().unwrap_or(Self::DEFAULT_SIGNAL)
-    }
-}
-
-/// A running task whose runner has ended: what is needed to pick it up again with
-/// [`resume`]. Its container is the one in `status` (`container_id`, `host_ports`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Parked {
-    /// The last status written, `task_id` emptied (the worker keys the record by it).
-    status: TaskStatus,
-    /// `<namespace>/<name>` of the owning service (for logs).
-    service: Box<str>,
-    stop: StopSpec,
-}
-
-impl Parked {
-    /// Whether the task has ended (it only waits for its assignment to be deleted, which
-    /// removes its container): nothing but the deletion concerns it any more.
-    pub fn has_ended(&self) -> bool {
-        self.status.state.is_terminal()
-    }
 }
 
 struct TaskRunner {
@@ -232,16 +193,11 @@ pub fn resume(
     ctx: TaskRunnerContext,
     node: &str,
     task_id: &str,
-    parked: Box<Parked>,
+    parked: Parked,
     control: watch::Receiver<Control>,
 ) -> impl Future<Output = Option<Box<Parked>>> + Send + 'static {
-    let span = span(task_id, &parked.service, node);
-    let Parked {
-        mut status,
-        service,
-        stop,
-    } = *parked;
-    status.task_id = task_id.to_string();
+    let span = span(task_id, parked.service(), node);
+    let (status, service, stop) = parked.into_parts(task_id.to_string());
     let handle = status.container_id.clone().map(|id| Handle {
         id,
         host_ports: status.host_ports.clone(),
@@ -423,13 +379,7 @@ impl TaskRunner {
 
     /// Ends the runner, keeping what [`resume`] needs.
     fn park(&mut self) -> Box<Parked> {
-        let mut status = self.status.clone();
-        status.task_id = String::new();
-        Box::new(Parked {
-            status,
-            service: self.service.clone(),
-            stop: self.stop.clone(),
-        })
+        Box::new(Parked::new(&self.status, self.service.clone(), &self.stop))
     }
 
     async fn drive(&mut self, adopted: Option<Existing>) -> Option<Box<Parked>> {
@@ -737,6 +687,3 @@ impl TaskRunner {
         true
     }
 }
-
-#[cfg(test)]
-mod tests;

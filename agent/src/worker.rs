@@ -54,7 +54,9 @@ enum Slot {
     Parked(Box<Parked>),
 }
 
-type TaskId = (String, String);
+mod slots;
+
+use slots::{Slots, TaskId};
 
 /// Counts of what a worker holds, readable while it runs.
 #[derive(Debug, Default)]
@@ -103,7 +105,7 @@ pub struct Worker {
     keys: Keys,
     nodes: Arc<BTreeSet<String>>,
     ctx: TaskRunnerContext,
-    runners: BTreeMap<TaskId, Slot>,
+    runners: Slots<Slot>,
     stats: Arc<WorkerStats>,
     park_tx: mpsc::UnboundedSender<(TaskId, Box<Parked>)>,
     side: Option<Side>,
@@ -171,7 +173,7 @@ impl Worker {
             keys,
             nodes: Arc::new(nodes),
             ctx,
-            runners: BTreeMap::new(),
+            runners: Slots::default(),
             stats: Arc::default(),
             park_tx,
             side: Some(Side { parked, exits }),
@@ -451,11 +453,11 @@ impl Worker {
             tracing::info!(node = %node, task = %task, "deleting the status of a task no longer assigned");
             self.ctx.status.remove(self.keys.task_status(&node, &task));
         }
-        let gone: Vec<(String, String)> = self
+        let gone: Vec<TaskId> = self
             .runners
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
+            .ids()
+            .map(|(node, task)| (node.to_string(), task.to_string()))
+            .filter(|id| !seen.contains(id))
             .collect();
         for id in gone {
             self.delete(&id);
@@ -531,7 +533,7 @@ impl Worker {
         };
         self.stats.parked.fetch_sub(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(control);
-        let run = task_runner::resume(self.ctx.clone(), &id.0, &id.1, p, rx);
+        let run = task_runner::resume(self.ctx.clone(), &id.0, &id.1, *p, rx);
         let join = self.spawn_runner(id.clone(), run);
         if !control.deleted {
             self.runners

@@ -12,7 +12,7 @@
 //! State lives in this process only; an agent restarted with the same [`SimRuntime`] value
 //! adopts its tasks like the docker runtime would.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,15 +32,54 @@ const FIRST_DYNAMIC_PORT: u64 = 30_000;
 /// Prefix of simulated handle ids (`sim-00000042`).
 const HANDLE_PREFIX: &str = "sim-";
 
+/// Where a task runs: its node and the cluster it was labelled with. One is shared by
+/// every task a node started under the same cluster.
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    node_id: Box<str>,
+    cluster: Option<Arc<str>>,
+}
+
 /// One simulated task, kept small: hollow agents hold one per task.
 struct Entry {
     task_id: Box<str>,
-    /// Shared by every task of the node.
-    node_id: Arc<str>,
+    origin: Arc<Origin>,
+    /// What few tasks have: published ports, a health, an exit (`None` while none is set).
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Default)]
+struct Extra {
     host_ports: Box<[PortBinding]>,
     health: Option<Health>,
-    exit: Option<Box<Exit>>,
-    cluster: Option<Arc<str>>,
+    exit: Option<Exit>,
+}
+
+impl Entry {
+    fn new(task_id: &str, origin: Arc<Origin>, extra: Extra) -> Self {
+        let plain = extra.host_ports.is_empty() && extra.health.is_none() && extra.exit.is_none();
+        Entry {
+            task_id: task_id.into(),
+            origin,
+            extra: (!plain).then(|| Box::new(extra)),
+        }
+    }
+
+    fn exit(&self) -> Option<&Exit> {
+        self.extra.as_ref()?.exit.as_ref()
+    }
+
+    fn set_exit(&mut self, exit: Exit) {
+        self.extra.get_or_insert_with(Box::default).exit = Some(exit);
+    }
+
+    fn health(&self) -> Option<Health> {
+        self.extra.as_ref()?.health
+    }
+
+    fn host_ports(&self) -> &[PortBinding] {
+        self.extra.as_ref().map_or(&[], |x| &x.host_ports)
+    }
 }
 
 #[derive(Default)]
@@ -49,10 +88,35 @@ struct State {
     cluster: Option<Arc<str>>,
     /// Tasks by the number in their handle id.
     entries: HashMap<u64, Entry>,
-    /// Node ids, interned.
-    nodes: HashSet<Arc<str>>,
+    /// Each node's origin under the current cluster, shared by its tasks.
+    origins: HashMap<Box<str>, Arc<Origin>>,
     /// Workers that asked to hear about exits.
     notices: Vec<mpsc::UnboundedSender<ExitNotice>>,
+}
+
+impl State {
+    /// The origin of a task `node` starts now (under the current cluster).
+    fn origin(&mut self, node: &str) -> Arc<Origin> {
+        match self.origins.get(node) {
+            Some(o) if o.cluster == self.cluster => o.clone(),
+            _ => {
+                let o = Arc::new(Origin {
+                    node_id: node.into(),
+                    cluster: self.cluster.clone(),
+                });
+                self.origins.insert(node.into(), o.clone());
+                o
+            }
+        }
+    }
+
+    /// Drops the shared origin once the last task that had it (`origin`, being removed) goes.
+    fn forget_origin(&mut self, origin: &Arc<Origin>) {
+        let shared = self.origins.get(&origin.node_id);
+        if Arc::strong_count(origin) == 2 && shared.is_some_and(|o| Arc::ptr_eq(o, origin)) {
+            self.origins.remove(&origin.node_id);
+        }
+    }
 }
 
 struct Shared {
@@ -75,15 +139,15 @@ impl Shared {
         let Some(e) = entries.get_mut(&n) else {
             return;
         };
-        if e.exit.is_some() {
+        if e.exit().is_some() {
             return;
         }
-        e.exit = Some(Box::new(Exit {
+        e.set_exit(Exit {
             code,
             message: None,
-        }));
+        });
         let notice = ExitNotice {
-            node_id: e.node_id.to_string(),
+            node_id: e.origin.node_id.to_string(),
             task_id: e.task_id.to_string(),
         };
         notices.retain(|tx| tx.send(notice.clone()).is_ok());
@@ -211,26 +275,13 @@ impl Runtime for SimRuntime {
         });
         {
             let mut st = self.shared.lock();
-            let node_id = match st.nodes.get(task.node_id.as_str()) {
-                Some(n) => n.clone(),
-                None => {
-                    let n: Arc<str> = Arc::from(task.node_id.as_str());
-                    st.nodes.insert(n.clone());
-                    n
-                }
+            let origin = st.origin(&task.node_id);
+            let extra = Extra {
+                host_ports: host_ports.as_slice().into(),
+                health,
+                exit: None,
             };
-            let cluster = st.cluster.clone();
-            st.entries.insert(
-                n,
-                Entry {
-                    task_id: task.id.as_str().into(),
-                    node_id,
-                    host_ports: host_ports.clone().into_boxed_slice(),
-                    health,
-                    exit: None,
-                    cluster,
-                },
-            );
+            st.entries.insert(n, Entry::new(&task.id, origin, extra));
         }
         if img.starts_with("crash/") {
             let shared = self.shared.clone();
@@ -265,7 +316,7 @@ impl Runtime for SimRuntime {
                     .lock()
                     .entries
                     .get(&n)
-                    .map(|e| e.exit.as_deref().cloned())
+                    .map(|e| e.exit().cloned())
             }) {
                 Some(Some(exit)) => return Ok(exit),
                 Some(None) => {}
@@ -288,7 +339,7 @@ impl Runtime for SimRuntime {
         let Some(n) = parse_handle(&handle.id) else {
             return Ok(None);
         };
-        Ok(self.shared.lock().entries.get(&n).and_then(|e| e.health))
+        Ok(self.shared.lock().entries.get(&n).and_then(Entry::health))
     }
 
     async fn stop(
@@ -308,9 +359,13 @@ impl Runtime for SimRuntime {
             let mut st = self.shared.lock();
             if let Some(e) = st.entries.remove(&n) {
                 // Drop the interned node id once its last task is gone.
-                if Arc::strong_count(&e.node_id) == 2 {
-                    st.nodes.remove(&e.node_id);
-                }
+                st.forget_origin(&e.origin);
+            }
+            // A table never gives back what it grew to: after a mass removal (a deleted
+            // service's history) keep at most twice what is left.
+            let (len, capacity) = (st.entries.len(), st.entries.capacity());
+            if capacity > 1024 && len * 4 < capacity {
+                st.entries.shrink_to(len * 2);
             }
             drop(st);
             self.shared.changes.send_modify(|c| *c = c.wrapping_add(1));
@@ -330,19 +385,69 @@ impl Runtime for SimRuntime {
             .lock()
             .entries
             .iter()
-            .filter(|(_, e)| nodes.contains(&*e.node_id))
+            .filter(|(_, e)| nodes.contains(&*e.origin.node_id))
             .map(|(n, e)| Existing {
                 task_id: e.task_id.to_string(),
-                node_id: e.node_id.to_string(),
+                node_id: e.origin.node_id.to_string(),
                 handle: Handle {
                     id: handle_id(*n),
-                    host_ports: e.host_ports.to_vec(),
+                    host_ports: e.host_ports().to_vec(),
                 },
-                exit: e.exit.as_deref().cloned(),
-                cluster: e.cluster.as_deref().map(str::to_string),
+                exit: e.exit().cloned(),
+                cluster: e.origin.cluster.as_deref().map(str::to_string),
             })
             .collect();
         out.sort_by(|a, b| a.handle.id.cmp(&b.handle.id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_tests::tasks::docker_task;
+
+    #[test]
+    fn an_entry_is_small() {
+        // Hollow nodes hold one per task (80 bytes with ports, health, exit, node and
+        // cluster inline).
+        assert!(
+            std::mem::size_of::<Entry>() <= 32,
+            "Entry grew to {} bytes",
+            std::mem::size_of::<Entry>()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_table_shrinks_after_a_mass_removal_and_exits_are_kept() {
+        let rt = SimRuntime::new();
+        let files = TaskFiles::default();
+        let mut handles = Vec::new();
+        for i in 0..5_000 {
+            let t = docker_task(&format!("web.{i}.x"), "web", "n1", "app:1");
+            handles.push(rt.start(&t, &files).await.expect("sim starts"));
+        }
+        let grown = rt.shared.lock().entries.capacity();
+        rt.stop(&handles[0], "SIGTERM", Duration::ZERO)
+            .await
+            .expect("sim stops");
+        for h in &handles[10..] {
+            rt.remove(h).await.expect("sim removes");
+        }
+        assert_eq!(rt.len(), 10);
+        let shrunk = rt.shared.lock().entries.capacity();
+        assert!(
+            shrunk <= 1024 && grown > 4096,
+            "capacity {grown} -> {shrunk}"
+        );
+        let exit = rt.wait(&handles[0]).await.expect("the stopped task's exit");
+        assert_eq!(exit.code, 143);
+        let listed = rt
+            .list(&BTreeSet::from(["n1".to_string()]))
+            .await
+            .expect("sim lists");
+        assert_eq!(listed.len(), 10);
+        assert_eq!(listed[0].exit.as_ref().map(|e| e.code), Some(143));
+        assert!(listed[1].exit.is_none());
     }
 }
