@@ -119,6 +119,7 @@ fn controller_serves_metrics_and_healthz() {
         "127.0.0.1:0",
     ]);
     let url = first_url(&mut p);
+    assert_eq!(thp_enabled(&p), "0", "the controller turns huge pages off");
     let (status, body) = get(&url, "/healthz");
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "ok\n");
@@ -150,6 +151,11 @@ fn agent_serves_metrics_and_healthz() {
         "127.0.0.1:0",
     ]);
     let url = first_url(&mut p);
+    assert_eq!(
+        thp_enabled(&p),
+        "0",
+        "a sim agent turns transparent huge pages off"
+    );
     let (status, _) = get(&url, "/healthz");
     assert!(status.contains("200"), "{status}");
     let (_, body) = get(&url, "/metrics");
@@ -159,6 +165,47 @@ fn agent_serves_metrics_and_healthz() {
             && body.contains("role=\"manager\""),
         "{body}"
     );
+    signal(&p, "-TERM");
+    let (code, err) = finish(p);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// `THP_enabled` of the process's `/proc/<pid>/status`: "0" once transparent huge pages are
+/// off for it.
+fn thp_enabled_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("the kernel reports THP_enabled")
+        .trim()
+        .to_string()
+}
+
+fn thp_enabled(p: &Proc) -> String {
+    thp_enabled_of(p.0.id())
+}
+
+#[test]
+fn an_agent_running_host_processes_leaves_huge_pages_to_its_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("agent");
+    let mut p = spawn(&[
+        "agent",
+        "--store",
+        &store(&dir),
+        "--node-id",
+        "process-node",
+        "--runtime",
+        "process",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    first_url(&mut p);
+    // Its tasks would inherit the setting: it stays as the agent found it.
+    assert_eq!(thp_enabled(&p), thp_enabled_of(std::process::id()));
     signal(&p, "-TERM");
     let (code, err) = finish(p);
     assert_eq!(code, Some(0), "{err}");
