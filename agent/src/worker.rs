@@ -258,25 +258,7 @@ impl Worker {
                 .collect();
             delivery.sweep(&self.nodes, &running);
         }
-        for ex in existing {
-            let k = (ex.node_id.clone(), ex.task_id.clone());
-            let drop = match self.adoptable.remove(&k) {
-                None => {
-                    self.adoptable.insert(k, ex);
-                    continue;
-                }
-                Some(prev) => {
-                    // Two containers for one task: keep the running one, remove the other.
-                    let (keep, drop) = keep_of_duplicates(prev, ex);
-                    self.adoptable.insert(k, keep);
-                    drop
-                }
-            };
-            if self.ours(&drop) {
-                tracing::info!(task = %drop.task_id, container = %drop.handle.id, "removing a duplicate container of a task");
-                self.remove_orphan(String::new(), drop.handle);
-            }
-        }
+        self.take_adoptable(existing);
         let (tasks_prefix, status_prefix) = self.prefixes();
         let Some(mut side) = self.side.take() else {
             return;
@@ -331,6 +313,30 @@ impl Worker {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Keeps the containers the runtime already runs for adoption by their tasks' runners;
+    /// of two containers for one task the running one is kept and the other removed.
+    fn take_adoptable(&mut self, existing: Vec<Existing>) {
+        for ex in existing {
+            let k = (ex.node_id.clone(), ex.task_id.clone());
+            let drop = match self.adoptable.remove(&k) {
+                None => {
+                    self.adoptable.insert(k, ex);
+                    continue;
+                }
+                Some(prev) => {
+                    // Two containers for one task: keep the running one, remove the other.
+                    let (keep, drop) = keep_of_duplicates(prev, ex);
+                    self.adoptable.insert(k, keep);
+                    drop
+                }
+            };
+            if self.ours(&drop) {
+                tracing::info!(task = %drop.task_id, container = %drop.handle.id, "removing a duplicate container of a task");
+                self.remove_orphan(String::new(), drop.handle);
             }
         }
     }

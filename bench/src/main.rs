@@ -94,20 +94,7 @@ async fn main() -> anyhow::Result<()> {
     };
     if ["s1", "s2", "s3", "s4", "s5"].iter().any(|s| want(s)) {
         hollow_scenarios(&mut bench, &sizes, &want).await?;
-        bench.report.figure(
-            "footprint",
-            "etcd_rss",
-            proc_stats(bench.etcd_pid).rss as f64,
-            "bytes",
-            json!({}),
-        );
-        bench.report.figure(
-            "footprint",
-            "etcd_db_size",
-            etcd.db_size() as f64,
-            "bytes",
-            json!({}),
-        );
+        etcd_footprint(&mut bench, &etcd);
     }
     if want("s6")
         && let Err(e) = bench.s6_docker(S6_REPLICAS, logs.path()).await
@@ -200,6 +187,24 @@ async fn hollow_scenarios(
     hollow_agent_footprint(bench, sizes, &agents);
     drop(extra_agents);
     Ok(())
+}
+
+/// etcd's RSS and database size at the end of the hollow-node scenarios.
+fn etcd_footprint(bench: &mut Bench<'_>, etcd: &EtcdFixture) {
+    bench.report.figure(
+        "footprint",
+        "etcd_rss",
+        proc_stats(bench.etcd_pid).rss as f64,
+        "bytes",
+        json!({}),
+    );
+    bench.report.figure(
+        "footprint",
+        "etcd_db_size",
+        etcd.db_size() as f64,
+        "bytes",
+        json!({}),
+    );
 }
 
 /// Bulk placement runs in S1 (median and spread reported).
