@@ -38,6 +38,10 @@ use crate::discovery::task::DEREGISTER_WAIT;
 use crate::runtime::{Existing, ExitNotice, Handle, RuntimeError};
 use crate::task_runner::{self, Control, Parked, TaskRunnerContext};
 
+mod slots;
+
+use slots::{Slots, TaskId};
+
 /// Grace period given to containers found running for tasks no longer assigned.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
@@ -53,10 +57,6 @@ enum Slot {
     /// The task simply runs; its runner parked.
     Parked(Box<Parked>),
 }
-
-mod slots;
-
-use slots::{Slots, TaskId};
 
 /// Counts of what a worker holds, readable while it runs.
 #[derive(Debug, Default)]
