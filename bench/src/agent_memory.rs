@@ -15,7 +15,7 @@ use shoal_agent::runtime::sim::SimRuntime;
 use shoal_agent::{Agent, AgentConfig, AgentHandle};
 use shoal_core::keys::Keys;
 use shoal_core::manifest::{RuntimeKind, ServiceRef};
-use shoal_core::model::{self, DesiredState, Task, TaskState, TaskStatus, Timestamp};
+use shoal_core::model::{self, DesiredState, Task, TaskState, TaskStatus, TaskTemplate, Timestamp};
 use shoal_store::{Store, StoreError, Txn, TxnOp};
 
 /// Errors of the memory benchmark.
@@ -89,11 +89,7 @@ pub async fn run(
     };
     // Assignments are made as they are written: the benchmark keeps none of them, so the
     // live heap is the agent's.
-    let batch = Batch {
-        nodes: &nodes,
-        keys: &keys,
-        tasks: sizes.tasks,
-    };
+    let batch = Batch::new(&nodes, &keys, sizes.tasks);
     batch.write(store.as_ref(), DesiredState::Running).await?;
     wait_states(store.as_ref(), &keys, sizes.tasks, TaskState::Running).await?;
     m.running = settled(live).await;
@@ -128,53 +124,79 @@ struct Batch<'a> {
     nodes: &'a [String],
     keys: &'a Keys,
     tasks: usize,
+    /// Every task's template (one per service revision, all alike here).
+    template: TaskTemplate,
 }
 
-impl Batch<'_> {
-    /// Task `i`.
-    fn task(&self, i: usize, desired: DesiredState) -> Task {
+impl<'a> Batch<'a> {
+    fn new(nodes: &'a [String], keys: &'a Keys, tasks: usize) -> Self {
         let mut template =
             shoal_tests::tasks::template(RuntimeKind::Docker, Some("bench/app:1"), &[]);
         template.env.insert("REV".into(), "0".into());
-        let service = ServiceRef {
+        Batch {
+            nodes,
+            keys,
+            tasks,
+            template,
+        }
+    }
+
+    fn service(i: usize) -> ServiceRef {
+        ServiceRef {
             namespace: "bench".into(),
             name: format!("svc-{:04}", i / 100),
-        };
-        let slot = (i % 100) as u64 + 1;
-        let id = format!(
-            "{}.{slot}.{:08x}",
-            service.name,
-            (i as u32).wrapping_mul(2_654_435_761)
+        }
+    }
+
+    fn slot(i: usize) -> u64 {
+        (i % 100) as u64 + 1
+    }
+
+    /// Task `i`'s id, `<service>.<slot>.<suffix>` as the controller names tasks.
+    fn id(i: usize) -> String {
+        let suffix = (i as u32).wrapping_mul(2_654_435_761);
+        format!("svc-{:04}.{}.{suffix:08x}", i / 100, Self::slot(i))
+    }
+
+    fn node(&self, i: usize) -> &str {
+        &self.nodes[i % self.nodes.len()]
+    }
+
+    /// Task `i`'s assignment key.
+    fn key(&self, i: usize) -> String {
+        self.keys.task(self.node(i), &Self::id(i))
+    }
+
+    /// Task `i`.
+    fn task(&self, i: usize, desired: DesiredState) -> Task {
+        let replica = Task::replica(
+            Self::id(i),
+            Self::service(i),
+            Self::slot(i),
+            self.node(i),
+            self.template.clone(),
+            Timestamp::now(),
         );
-        let node = self.nodes[i % self.nodes.len()].clone();
         Task {
             desired_state: desired,
-            ..Task::replica(id, service, slot, node, template, Timestamp::now())
+            ..replica
         }
     }
 
     /// Writes every assignment with `desired`, 100 per transaction.
     async fn write(&self, store: &dyn Store, desired: DesiredState) -> Result<(), StoreError> {
-        self.in_chunks(store, |i| {
-            let t = self.task(i, desired);
-            TxnOp::Put {
-                key: self.keys.task(&t.node_id, &t.id),
-                value: model::encode(&t),
-                lease: None,
-            }
+        self.in_chunks(store, |i| TxnOp::Put {
+            key: self.key(i),
+            value: model::encode(&self.task(i, desired)),
+            lease: None,
         })
         .await
     }
 
     /// Deletes every assignment, 100 per transaction.
     async fn delete(&self, store: &dyn Store) -> Result<(), StoreError> {
-        self.in_chunks(store, |i| {
-            let t = self.task(i, DesiredState::Running);
-            TxnOp::Delete {
-                key: self.keys.task(&t.node_id, &t.id),
-            }
-        })
-        .await
+        self.in_chunks(store, |i| TxnOp::Delete { key: self.key(i) })
+            .await
     }
 
     async fn in_chunks(

@@ -9,8 +9,8 @@ use cap::Cap;
 use clap::Parser;
 use serde_json::json;
 use shoal_bench::agent_memory::{Measured, Sizes, run};
+use shoal_bench::cluster::start_etcd;
 use shoal_bench::report::{Report, RunContext, git_revision};
-use shoal_tests::etcd::EtcdFixture;
 
 /// mimalloc, as `shoal` uses, counting the bytes it has handed out and not had back.
 #[cfg(not(feature = "system-alloc"))]
@@ -45,10 +45,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let etcd = tokio::task::spawn_blocking(EtcdFixture::start_large)
-        .await?
-        .context("starting etcd")?;
-    let etcd_version = etcd.version().await.context("asking etcd its version")?;
+    let (etcd, etcd_version) = start_etcd().await?;
     let store = shoal_store::url::open_store(&etcd.url())
         .await
         .context("connecting to etcd")?;

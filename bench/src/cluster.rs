@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use shoal_tests::etcd::{EtcdFixture, FixtureError};
+
 /// Errors managing benchmark processes.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -20,6 +22,20 @@ pub enum ClusterError {
         #[source]
         source: std::io::Error,
     },
+    /// The benchmark's etcd did not start or answer.
+    #[error("etcd: {0}")]
+    Etcd(#[from] FixtureError),
+    /// Starting etcd was interrupted.
+    #[error("starting etcd: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Starts a benchmark's own etcd (fresh data dir, loopback, an 8 GiB quota) and reads its
+/// version.
+pub async fn start_etcd() -> Result<(EtcdFixture, String), ClusterError> {
+    let etcd = tokio::task::spawn_blocking(EtcdFixture::start_large).await??;
+    let version = etcd.version().await?;
+    Ok((etcd, version))
 }
 
 /// One child process of the cluster.

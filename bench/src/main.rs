@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
 use shoal_bench::calibrate::{Calibration, calibrate};
-use shoal_bench::cluster::{Cluster, Proc, ProcStats, proc_stats};
+use shoal_bench::cluster::{Cluster, Proc, ProcStats, proc_stats, start_etcd};
 use shoal_bench::report::{Report, RunContext, git_revision};
 use shoal_bench::scenarios::{Bench, Sizes};
 use shoal_tests::etcd::EtcdFixture;
@@ -53,10 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let sizes = sizes(args.full);
     let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
 
-    let etcd = tokio::task::spawn_blocking(EtcdFixture::start_large)
-        .await?
-        .context("starting etcd")?;
-    let etcd_version = etcd.version().await.context("asking etcd its version")?;
+    let (etcd, etcd_version) = start_etcd().await?;
     let endpoint = etcd.endpoint();
     println!("etcd {etcd_version} on {endpoint}");
     let per = Duration::from_secs(if args.full { 10 } else { 4 });

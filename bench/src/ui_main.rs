@@ -1,11 +1,10 @@
 //! `shoal-ui-bench`: times every dashboard page over a big sample cluster in a real etcd
 //! (see `shoal_bench::ui` and BENCHMARKS.md).
 
-use anyhow::Context;
 use clap::Parser;
 use shoal_api::sample::SampleSize;
+use shoal_bench::cluster::start_etcd;
 use shoal_bench::report::{Report, RunContext};
-use shoal_tests::etcd::EtcdFixture;
 
 /// Dashboard rendering benchmark.
 #[derive(Debug, Parser)]
@@ -30,10 +29,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let etcd = tokio::task::spawn_blocking(EtcdFixture::start_large)
-        .await?
-        .context("starting etcd")?;
-    let etcd_version = etcd.version().await.context("asking etcd its version")?;
+    let (etcd, etcd_version) = start_etcd().await?;
     let endpoint = etcd.endpoint();
     println!("etcd {etcd_version} on {endpoint}");
     let ctx = RunContext {
