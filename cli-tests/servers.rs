@@ -131,25 +131,31 @@ fn controller_serves_metrics_and_healthz() {
     assert_eq!(code, Some(0), "{err}");
 }
 
-#[test]
-fn agent_serves_metrics_and_healthz() {
-    let dir = tempfile::tempdir().unwrap();
+/// `shoal agent` on the embedded store in `dir`, serving on a free loopback port.
+fn spawn_agent(dir: &tempfile::TempDir, node: &str, runtime: &str, extra: &[&str]) -> Proc {
+    let store = store(dir);
     let data = dir.path().join("agent");
-    let mut p = spawn(&[
+    let mut args = vec![
         "agent",
         "--store",
-        &store(&dir),
+        &store,
         "--node-id",
-        "metrics-node",
+        node,
         "--runtime",
-        "sim",
-        "--role",
-        "manager",
+        runtime,
         "--data-dir",
         data.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
+#[test]
+fn agent_serves_metrics_and_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn_agent(&dir, "metrics-node", "sim", &["--role", "manager"]);
     let url = first_url(&mut p);
     assert_eq!(
         thp_enabled(&p),
@@ -189,20 +195,7 @@ fn thp_enabled(p: &Proc) -> String {
 #[test]
 fn an_agent_running_host_processes_leaves_huge_pages_to_its_tasks() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("agent");
-    let mut p = spawn(&[
-        "agent",
-        "--store",
-        &store(&dir),
-        "--node-id",
-        "process-node",
-        "--runtime",
-        "process",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let mut p = spawn_agent(&dir, "process-node", "process", &[]);
     first_url(&mut p);
     // Its tasks would inherit the setting: it stays as the agent found it.
     assert_eq!(thp_enabled(&p), thp_enabled_of(std::process::id()));

@@ -16,8 +16,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc asks for them on the arenas it reserves, and where the kernel grants them a
 /// touched 4 KiB page costs 2 MiB (14 of an idle hollow-node agent's 16 MiB of anonymous
 /// memory were huge pages); Shoal's servers keep small, scattered heaps that gain nothing
-/// from them. It is done before the first allocation, as a huge page granted then would stay,
-/// and undone for every other command.
+/// from them. It is done first thing in `main`, before its own allocations (a huge page
+/// granted earlier stays), and undone for every other command.
 fn main() -> std::process::ExitCode {
     let found = nix::sys::prctl::get_thp_disable();
     let huge_pages_off = nix::sys::prctl::set_thp_disable(true);

@@ -439,12 +439,12 @@ impl Worker {
                 }
             }
         }
-        let mut seen = BTreeSet::new();
+        let mut seen = Slots::default();
         for (key, value, _) in tasks {
             let Some(id) = self.parse_task_key(&key) else {
                 continue;
             };
-            seen.insert(id.clone());
+            seen.insert(id.clone(), ());
             let st = prior.remove(&id);
             if self.discovery_ready.is_some() && !st.as_ref().is_some_and(|s| s.state.is_terminal())
             {
@@ -462,8 +462,8 @@ impl Worker {
         let gone: Vec<TaskId> = self
             .runners
             .ids()
+            .filter(|&(node, task)| !seen.contains(node, task))
             .map(|(node, task)| (node.to_string(), task.to_string()))
-            .filter(|id| !seen.contains(id))
             .collect();
         for id in gone {
             self.delete(&id);

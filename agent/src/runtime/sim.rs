@@ -56,12 +56,24 @@ struct Extra {
 }
 
 impl Entry {
-    fn new(task_id: &str, origin: Arc<Origin>, extra: Extra) -> Self {
-        let plain = extra.host_ports.is_empty() && extra.health.is_none() && extra.exit.is_none();
+    /// A task just started (no exit yet).
+    fn new(
+        task_id: &str,
+        origin: Arc<Origin>,
+        host_ports: &[PortBinding],
+        health: Option<Health>,
+    ) -> Self {
+        let extra = (!host_ports.is_empty() || health.is_some()).then(|| {
+            Box::new(Extra {
+                host_ports: host_ports.into(),
+                health,
+                exit: None,
+            })
+        });
         Entry {
             task_id: task_id.into(),
             origin,
-            extra: (!plain).then(|| Box::new(extra)),
+            extra,
         }
     }
 
@@ -276,12 +288,8 @@ impl Runtime for SimRuntime {
         {
             let mut st = self.shared.lock();
             let origin = st.origin(&task.node_id);
-            let extra = Extra {
-                host_ports: host_ports.as_slice().into(),
-                health,
-                exit: None,
-            };
-            st.entries.insert(n, Entry::new(&task.id, origin, extra));
+            let entry = Entry::new(&task.id, origin, &host_ports, health);
+            st.entries.insert(n, entry);
         }
         if img.starts_with("crash/") {
             let shared = self.shared.clone();

@@ -34,10 +34,13 @@ impl StopSpec {
     }
 
     fn is_default(&self) -> bool {
-        self.signal.is_none() && self.grace == Self::DEFAULT_GRACE
+        *self == Self::default()
     }
+}
 
-    fn default_spec() -> Self {
+impl Default for StopSpec {
+    /// `SIGTERM` and 10 s.
+    fn default() -> Self {
         StopSpec {
             signal: None,
             grace: Self::DEFAULT_GRACE,
@@ -46,7 +49,7 @@ impl StopSpec {
 }
 
 /// What only an ended task's status has.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Ended {
     exit_code: Option<i64>,
     message: Option<Box<str>>,
@@ -89,20 +92,22 @@ impl CompactStatus {
     }
 
     fn into_status(self, task_id: String) -> TaskStatus {
-        let ended = self.ended.map(|e| *e);
+        let Ended {
+            exit_code,
+            message,
+            finished_at,
+        } = self.ended.map(|e| *e).unwrap_or_default();
         TaskStatus {
             task_id,
             state: self.state,
             container_id: self.container_id.map(String::from),
             host_ports: self.host_ports.into_vec(),
             health: self.health,
-            exit_code: ended.as_ref().and_then(|e| e.exit_code),
-            message: ended
-                .as_ref()
-                .and_then(|e| e.message.as_deref().map(String::from)),
+            exit_code,
+            message: message.map(String::from),
             updated_at: self.updated_at,
             started_at: self.started_at,
-            finished_at: ended.and_then(|e| e.finished_at),
+            finished_at,
         }
     }
 }
@@ -141,7 +146,7 @@ impl Parked {
 
     /// The status (of task `task_id`), the service and the stop spec back.
     pub(super) fn into_parts(self, task_id: String) -> (TaskStatus, Box<str>, StopSpec) {
-        let stop = self.stop.map_or_else(StopSpec::default_spec, |s| *s);
+        let stop = self.stop.map(|s| *s).unwrap_or_default();
         (self.status.into_status(task_id), self.service, stop)
     }
 }
@@ -184,7 +189,7 @@ mod tests {
             signal: Some("SIGINT".into()),
             grace: Duration::from_secs(3),
         };
-        for (s, stop) in [(&running, StopSpec::default_spec()), (&ended, custom)] {
+        for (s, stop) in [(&running, StopSpec::default()), (&ended, custom)] {
             let p = Parked::new(s, "default/web".into(), &stop);
             assert_eq!(p.has_ended(), s.state.is_terminal());
             assert_eq!(p.service(), "default/web");
@@ -208,8 +213,8 @@ mod tests {
 
     #[test]
     fn the_usual_stop_signal_takes_no_allocation() {
-        assert_eq!(StopSpec::default_spec().signal(), "SIGTERM");
-        assert!(StopSpec::default_spec().is_default());
+        assert_eq!(StopSpec::default().signal(), "SIGTERM");
+        assert!(StopSpec::default().is_default());
         let custom = StopSpec {
             signal: Some("SIGINT".into()),
             grace: Duration::from_secs(1),

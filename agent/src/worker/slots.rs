@@ -30,6 +30,10 @@ impl<S> Slots<S> {
         self.len
     }
 
+    pub(super) fn contains(&self, node: &str, task: &str) -> bool {
+        self.by_node.get(node).is_some_and(|t| t.contains_key(task))
+    }
+
     pub(super) fn get(&self, (node, task): &TaskId) -> Option<&S> {
         self.by_node.get(node.as_str())?.get(task.as_str())
     }
