@@ -7,7 +7,7 @@
 //! container of its node (a node id unique to the run) even when it fails.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_agent::runtime::LABEL_NODE;
@@ -49,9 +49,17 @@ async fn run(node: &str) {
     let controller = env.controller("c1", Duration::from_secs(2));
     let most = Arc::new(AtomicUsize::new(0));
     let samples = Arc::new(AtomicUsize::new(0));
-    let (m, s, n) = (most.clone(), samples.clone(), node.to_string());
+    // The stop signal is its own flag: a sample counted after a sentinel value was stored
+    // in the counter would overwrite it and keep the sampler (and the test) going forever.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (m, s, halt, n) = (
+        most.clone(),
+        samples.clone(),
+        stop.clone(),
+        node.to_string(),
+    );
     let sampler = std::thread::spawn(move || {
-        while s.load(Ordering::Relaxed) != usize::MAX {
+        while !halt.load(Ordering::Relaxed) {
             let running = node_containers(&n, "{{.ID}}", &["--filter", "status=running"]).len();
             m.fetch_max(running, Ordering::Relaxed);
             s.fetch_add(1, Ordering::Relaxed);
@@ -71,8 +79,9 @@ async fn run(node: &str) {
     })
     .await;
     let took = started.elapsed();
-    let seen = samples.swap(usize::MAX, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     sampler.join().expect("the sampler ends");
+    let seen = samples.load(Ordering::Relaxed);
     println!(
         "6 one-second containers, parallelism 2: {} in {took:?} (goal about 3 s plus start-up), \
          at most {} running in {seen} docker ps samples",

@@ -33,8 +33,13 @@ where
 {
     let start = Instant::now();
     loop {
-        if let Some(v) = check().await {
-            return v;
+        // A check that never returns (a store call stuck on a lock, say) fails the test at
+        // the deadline like a condition that never holds, instead of hanging it.
+        let left = deadline.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, check()).await {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(_) => panic!("timed out after {deadline:?} in a check of: {what}"),
         }
         assert!(
             start.elapsed() < deadline,
@@ -90,4 +95,30 @@ pub fn blocking_eventually(
     let took = start.elapsed();
     println!("{what}: {took:?}");
     took
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    #[should_panic(expected = "timed out after 200ms in a check of: a stuck store call")]
+    async fn a_check_that_never_returns_fails_at_the_deadline() {
+        wait_for_within("a stuck store call", Duration::from_millis(200), || {
+            std::future::pending::<Option<()>>()
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_check_that_holds_returns_its_value() {
+        let mut calls = 0;
+        let v = wait_for_within("the third call", Duration::from_secs(10), || {
+            calls += 1;
+            let n = calls;
+            async move { (n == 3).then_some(n) }
+        })
+        .await;
+        assert_eq!(v, 3);
+    }
 }
