@@ -43,10 +43,12 @@ release: deps
 run: deps image release
 	./scripts/run-demo.sh
 
-## test: the whole suite, with a real etcd and real Docker containers
+## test: the whole suite, with a real etcd and real Docker containers (each test binary is killed,
+## and fails the suite, if it outlasts SHOAL_TEST_BINARY_TIMEOUT seconds: scripts/test-timeout.sh)
+TEST_RUNNER = --config "target.'cfg(all())'.runner='$(CURDIR)/scripts/test-timeout.sh'"
 test: deps image resolver-image
 	mkdir -p target
-	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt; \
+	$(CARGO) test --workspace --no-fail-fast $(TEST_RUNNER) 2>&1 | tee target/test-output.txt; \
 	status=$${PIPESTATUS[0]}; \
 	./scripts/test-summary.sh target/test-output.txt; \
 	exit $$status
