@@ -7,7 +7,7 @@
 //! container of its node (a node id unique to the run) even when it fails.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_agent::runtime::LABEL_NODE;
@@ -47,24 +47,18 @@ async fn run(node: &str) {
     let env = Env::embedded().await;
     let _agent = docker_agent(&env, node).await;
     let controller = env.controller("c1", Duration::from_secs(2));
-    let most = Arc::new(AtomicUsize::new(0));
-    let samples = Arc::new(AtomicUsize::new(0));
-    // The stop signal is its own flag: a sample counted after a sentinel value was stored
-    // in the counter would overwrite it and keep the sampler (and the test) going forever.
+    // The sampler stops on its own flag and returns its figures once joined.
     let stop = Arc::new(AtomicBool::new(false));
-    let (m, s, halt, n) = (
-        most.clone(),
-        samples.clone(),
-        stop.clone(),
-        node.to_string(),
-    );
+    let (halt, n) = (stop.clone(), node.to_string());
     let sampler = std::thread::spawn(move || {
+        let (mut most, mut seen) = (0, 0);
         while !halt.load(Ordering::Relaxed) {
             let running = node_containers(&n, "{{.ID}}", &["--filter", "status=running"]).len();
-            m.fetch_max(running, Ordering::Relaxed);
-            s.fetch_add(1, Ordering::Relaxed);
+            most = most.max(running);
+            seen += 1;
             std::thread::sleep(Duration::from_millis(50));
         }
+        (most, seen)
     });
     let started = Instant::now();
     let body = format!(
@@ -80,20 +74,17 @@ async fn run(node: &str) {
     .await;
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    sampler.join().expect("the sampler ends");
-    let seen = samples.load(Ordering::Relaxed);
+    let (most, seen) = sampler.join().expect("the sampler ends");
     println!(
         "6 one-second containers, parallelism 2: {} in {took:?} (goal about 3 s plus start-up), \
-         at most {} running in {seen} docker ps samples",
-        run.state,
-        most.load(Ordering::Relaxed)
+         at most {most} running in {seen} docker ps samples",
+        run.state
     );
     assert_eq!(
         (run.state, run.succeeded, run.failed),
         (RunState::Complete, 6, 0),
         "{run:?}"
     );
-    let most = most.load(Ordering::Relaxed);
     assert!(
         seen > 10 && most >= 1,
         "docker was sampled ({seen} samples, at most {most})"
