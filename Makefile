@@ -61,17 +61,19 @@ fmt:
 	$(CARGO) fmt --all
 
 bench: deps
-	$(CARGO) build --release --bin shoal --bin shoal-bench --bin shoal-proxy-bench --bin shoal-ui-bench --bin shoal-agent-memory-bench
+	$(CARGO) build --release --bin shoal --bin shoal-bench --bin shoal-proxy-bench --bin shoal-ui-bench --bin shoal-agent-memory-bench --bin shoal-decide-bench
 	target/release/shoal-bench --quick
 	target/release/shoal-proxy-bench
 	target/release/shoal-ui-bench
 	target/release/shoal-agent-memory-bench
+	target/release/shoal-decide-bench
 
 bench-full: deps
-	$(CARGO) build --release --bin shoal --bin shoal-bench --bin shoal-ui-bench --bin shoal-agent-memory-bench
+	$(CARGO) build --release --bin shoal --bin shoal-bench --bin shoal-ui-bench --bin shoal-agent-memory-bench --bin shoal-decide-bench
 	target/release/shoal-bench --full
 	target/release/shoal-ui-bench
 	target/release/shoal-agent-memory-bench
+	target/release/shoal-decide-bench
 
 ## chaos: a seeded nemesis over a 3-host cluster in network namespaces for 30 minutes; appends
 ## one result line to chaos/results/chaos.jsonl (needs root: namespaces and iptables)

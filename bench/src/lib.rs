@@ -8,6 +8,7 @@
 pub mod agent_memory;
 pub mod calibrate;
 pub mod cluster;
+pub mod decide;
 pub mod proxy;
 pub mod report;
 pub mod scenarios;

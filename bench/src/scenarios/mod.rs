@@ -78,7 +78,9 @@ const PREFIX: &str = "/shoal/";
 /// Revisions of history the benchmark's controllers keep (`--history-revisions`).
 pub const BENCH_HISTORY_REVISIONS: i64 = 500;
 
-fn manifest(name: &str, replicas: usize, constrained: bool, env: u64) -> String {
+/// The manifest of one bulk service: `replicas` of `bench/app:1`, its environment `REV=env`,
+/// constrained to zone b when `constrained`.
+pub(crate) fn manifest(name: &str, replicas: usize, constrained: bool, env: u64) -> String {
     let constraint = if constrained {
         "\n  placement:\n    constraints: [\"node.labels.zone == b\"]"
     } else {

@@ -1,0 +1,155 @@
+//! The controller's decide path, timed in this process: S1's cluster (nodes like the hollow
+//! agents', 90% `zone=a`, 10% `zone=b`; services of the bulk scenario, one in ten constrained
+//! to zone b) placed through [`DecidePath`], with no store, network or other process taking
+//! a share of the CPU.
+//!
+//! A round writes every manifest, reconciles each service once (its tasks placed and their
+//! writes committed and echoed), then applies a `running` status for every task, as the
+//! agents write them, and reconciles each service again (its status and endpoints follow).
+//! The figure is the process's CPU time per 1,000 placements over the round, the part of
+//! S1's `controller_cpu_s_per_1000_placements` that is the controller's own work.
+
+use std::collections::BTreeMap;
+
+use shoal_controller::runner::offline::DecidePath;
+use shoal_core::Key;
+use shoal_core::manifest::{RuntimeKind, ServiceRef};
+use shoal_core::model::{self, Capacity, NodeInfo, TaskState, TaskStatus, Timestamp};
+use shoal_core::units::ByteSize;
+use shoal_store::TxnOp;
+
+use crate::cluster::proc_stats;
+use crate::scenarios::manifest;
+
+/// What one round places.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// Nodes (64 CPUs, 256 GiB each, as the hollow agents offer).
+    pub nodes: usize,
+    /// Services.
+    pub services: usize,
+    /// Replicas per service.
+    pub replicas: usize,
+}
+
+/// What one round measured.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// Tasks placed.
+    pub placed: usize,
+    /// CPU seconds placing them (first reconcile of every service).
+    pub place_cpu_s: f64,
+    /// CPU seconds applying their statuses and reconciling every service again.
+    pub settle_cpu_s: f64,
+}
+
+impl Round {
+    /// CPU seconds of the whole round per 1,000 placements.
+    pub fn cpu_per_1000(&self) -> f64 {
+        (self.place_cpu_s + self.settle_cpu_s) / (self.placed.max(1) as f64 / 1000.0)
+    }
+}
+
+/// The CPU time this process has used, in seconds.
+fn cpu_now() -> f64 {
+    proc_stats(std::process::id()).cpu_seconds
+}
+
+/// A node as a hollow agent registers it.
+fn node_info(id: &str, zone: &str) -> NodeInfo {
+    NodeInfo {
+        id: id.to_string(),
+        hostname: id.to_string(),
+        address: "127.0.0.1".into(),
+        labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
+        runtimes: vec![RuntimeKind::Docker],
+        capacity: Capacity {
+            cpus: 64.0,
+            memory: ByteSize(256 << 30),
+        },
+        role: "worker".into(),
+        instance: String::new(),
+        agent_version: "bench".into(),
+        started_at: Timestamp::now(),
+        network_unavailable: None,
+        agent_url: None,
+    }
+}
+
+/// The (node, task id) of every task `ops` create.
+fn created(path: &DecidePath, ops: &[TxnOp]) -> Vec<(String, String)> {
+    ops.iter()
+        .filter_map(|op| match op {
+            TxnOp::Put { key, .. } => match path.keys().parse(key) {
+                Some(Key::Task { node, task }) => Some((node, task)),
+                _ => None,
+            },
+            TxnOp::Delete { .. } => None,
+        })
+        .collect()
+}
+
+/// One round on a fresh cache.
+pub fn round(sizes: &Sizes) -> Round {
+    let mut path = DecidePath::new();
+    let zone_b = sizes.nodes / 10;
+    for i in 0..sizes.nodes {
+        let (id, zone) = if i < zone_b {
+            (format!("node-b-{i:05}"), "b")
+        } else {
+            (format!("node-a-{i:05}"), "a")
+        };
+        let key = path.keys().node(&id);
+        path.write(&key, Some(&model::encode(&node_info(&id, zone))));
+    }
+    let services: Vec<ServiceRef> = (0..sizes.services)
+        .map(|i| {
+            let name = format!("s1-{i:05}");
+            let text = manifest(&name, sizes.replicas, i % 10 == 0, 1);
+            let sref = ServiceRef {
+                namespace: "bench".into(),
+                name,
+            };
+            let key = path.keys().service(&sref);
+            path.write(&key, Some(text.as_bytes()));
+            sref
+        })
+        .collect();
+    let cpu0 = cpu_now();
+    let mut tasks = Vec::with_capacity(sizes.services * sizes.replicas);
+    for s in &services {
+        let ops = path.reconcile(s);
+        tasks.extend(created(&path, &ops));
+    }
+    let cpu1 = cpu_now();
+    for (node, task) in &tasks {
+        let status = TaskStatus::new(task.clone(), TaskState::Running, Timestamp::now());
+        let key = path.keys().task_status(node, task);
+        path.write(&key, Some(&model::encode(&status)));
+    }
+    for s in &services {
+        path.reconcile(s);
+    }
+    let cpu2 = cpu_now();
+    Round {
+        placed: tasks.len(),
+        place_cpu_s: cpu1 - cpu0,
+        settle_cpu_s: cpu2 - cpu1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_places_every_replica() {
+        let r = round(&Sizes {
+            nodes: 20,
+            services: 10,
+            replicas: 5,
+        });
+        assert_eq!(r.placed, 50);
+        assert!(r.place_cpu_s >= 0.0 && r.settle_cpu_s >= 0.0);
+    }
+}

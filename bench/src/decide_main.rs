@@ -1,0 +1,89 @@
+//! `shoal-decide-bench`: the controller's decide path timed in this process, without a store
+//! (see [`shoal_bench::decide`] and BENCHMARKS.md). Several rounds on a fresh cache each; the
+//! median and spread of their CPU time per 1,000 placements.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use serde_json::json;
+use shoal_bench::decide::{Sizes, round};
+use shoal_bench::report::{Report, RunContext, git_revision};
+
+/// mimalloc, as `shoal` uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Controller CPU per placement, in process.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Where the JSON lines go.
+    #[arg(long, default_value = "bench/results")]
+    results: PathBuf,
+    /// Nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Services.
+    #[arg(long, default_value_t = 1000)]
+    services: usize,
+    /// Replicas per service.
+    #[arg(long, default_value_t = 100)]
+    replicas: usize,
+    /// Rounds, each on a fresh cache.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    // As `shoal controller` does before its first allocation (see `src/main.rs`).
+    nix::sys::prctl::set_thp_disable(true).context("turning transparent huge pages off")?;
+    let args = Args::parse();
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    let sizes = Sizes {
+        nodes: args.nodes,
+        services: args.services,
+        replicas: args.replicas,
+    };
+    let ctx = RunContext {
+        git_revision: git_revision(),
+        etcd_version: String::new(),
+        run: "decide".into(),
+        calibration_start: None,
+        calibration_end: None,
+    };
+    let mut report = Report::new(&args.results, ctx)?;
+    let extra =
+        json!({"nodes": sizes.nodes, "services": sizes.services, "replicas": sizes.replicas});
+    let mut runs = Vec::new();
+    for i in 1..=args.rounds {
+        let r = round(&sizes);
+        let per_1000 = r.cpu_per_1000();
+        let mut e = extra.clone();
+        e["placed"] = json!(r.placed);
+        e["placeCpuS"] = json!(r.place_cpu_s);
+        e["settleCpuS"] = json!(r.settle_cpu_s);
+        report.figure(
+            &format!("decide.{i}"),
+            "cpu_s_per_1000_placements",
+            per_1000,
+            "cpu-s",
+            e,
+        );
+        runs.push(per_1000);
+    }
+    runs.sort_by(f64::total_cmp);
+    let median = runs[runs.len() / 2];
+    let spread = (runs[runs.len() - 1] - runs[0]) / median;
+    let mut e = extra;
+    e["runs"] = json!(runs);
+    e["spread"] = json!(spread);
+    report.figure(
+        "decide",
+        "cpu_s_per_1000_placements_median",
+        median,
+        "cpu-s",
+        e,
+    );
+    report.finish()?;
+    Ok(())
+}
