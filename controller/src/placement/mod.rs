@@ -1,7 +1,9 @@
 //! Placement: choosing a node for each new task. Filters first (each explains itself), then
 //! ranking (spread, optionally over label values first, or binpack), with node id as the
-//! deterministic tie-break. A [`Placer`] keeps its accounting up to date as it places, so a
-//! whole batch is placed in O(tasks × nodes).
+//! deterministic tie-break. A [`Placer`] keeps its accounting up to date as it places. With
+//! spread preferences every placement ranks every node (O(nodes) per task: one placement
+//! moves a whole group's counts); without them the nodes wait in a heap ordered by rank, and a
+//! placement costs O(log nodes) — see [`rank`].
 
 pub mod filters;
 mod rank;
@@ -84,6 +86,9 @@ pub struct Placer<'a> {
     pub(crate) binpack: bool,
     demand: Demand,
     template: TaskTemplate,
+    /// Without spread preferences: the candidates that may still take a task, by rank;
+    /// built by the first [`Placer::place`] after the accounting last changed otherwise.
+    ranked: Option<rank::Ranked>,
 }
 
 impl<'a> Placer<'a> {
@@ -154,6 +159,7 @@ impl<'a> Placer<'a> {
             binpack: spec.placement.strategy == shoal_core::manifest::PlacementStrategy::Binpack,
             demand: Demand::of(&template, spec.placement.max_replicas_per_node),
             template,
+            ranked: None,
         })
     }
 
@@ -164,6 +170,7 @@ impl<'a> Placer<'a> {
         let Some(i) = self.index(node) else {
             return;
         };
+        self.ranked = None;
         let c = &mut self.candidates[i];
         if reserves {
             c.usage.add_template(template);
@@ -182,9 +189,8 @@ impl<'a> Placer<'a> {
     }
 
     fn commit(&mut self, i: usize) {
-        let template = self.template.clone();
         let c = &mut self.candidates[i];
-        c.usage.add_template(&template);
+        c.usage.add_template(&self.template);
         c.own += 1;
         for (level, g) in c.groups.iter().enumerate() {
             self.group_counts[level][*g] += 1;
@@ -200,26 +206,56 @@ impl<'a> Placer<'a> {
 
     /// Places one task: the best node that passes every filter, accounted immediately.
     pub fn place(&mut self) -> Result<String, Explanation> {
-        let mut best: Option<usize> = None;
-        for i in 0..self.candidates.len() {
-            let c = &self.candidates[i];
-            if c.blocked.is_some()
-                || filters::dynamic_filter(c.node, &c.usage, c.own, &self.demand).is_some()
-            {
-                continue;
+        let best = if self.group_counts.is_empty() {
+            rank::best_ranked(self)
+        } else {
+            self.best_scanned()
+        };
+        match best {
+            Some(i) => {
+                self.commit(i);
+                let again = rank::entry(self.rank_of(i), i);
+                if let Some(ranked) = &mut self.ranked {
+                    ranked.push(again);
+                }
+                Ok(self.candidates[i].node.info.id.clone())
             }
+            None => Err(self.explain_all()),
+        }
+    }
+
+    /// Whether candidate `i` can take a task now.
+    fn fits(&self, i: usize) -> bool {
+        let c = &self.candidates[i];
+        c.blocked.is_none()
+            && filters::dynamic_filter(c.node, &c.usage, c.own, &self.demand).is_none()
+    }
+
+    /// The best candidate that fits, found by ranking every one.
+    fn best_scanned(&self) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for i in (0..self.candidates.len()).filter(|&i| self.fits(i)) {
             best = match best {
                 Some(b) if rank::better(self, b, i) => Some(b),
                 _ => Some(i),
             };
         }
-        match best {
-            Some(i) => {
-                self.commit(i);
-                Ok(self.candidates[i].node.info.id.clone())
-            }
-            None => Err(self.explain_all()),
-        }
+        best
+    }
+
+    /// Candidate `i`'s rank without spread preferences.
+    fn rank_of(&self, i: usize) -> rank::Rank {
+        rank::rank(&self.candidates[i], self.binpack)
+    }
+
+    /// [`Placer::place`] by ranking every candidate, as with spread preferences (tests
+    /// compare it with the heap).
+    #[cfg(test)]
+    pub(crate) fn place_scanned(&mut self) -> Option<String> {
+        let i = self.best_scanned()?;
+        self.commit(i);
+        self.ranked = None;
+        Some(self.candidates[i].node.info.id.clone())
     }
 
     /// Whether a node accepts new tasks of this service at all (ready, active, runtime,
@@ -248,6 +284,7 @@ impl<'a> Placer<'a> {
             Some(r) => Err(r),
             None => {
                 self.commit(i);
+                self.ranked = None;
                 Ok(())
             }
         }

@@ -1,7 +1,8 @@
 //! Property tests of placement: several services sharing random nodes never reserve more CPU
 //! or memory than a node has and never publish one host port twice on a node; a task is
 //! refused only when no node could take it; and node ids only break ties, so the accounting
-//! order and any order-keeping renaming of the nodes change nothing.
+//! order and any order-keeping renaming of the nodes change nothing; and the heap that places
+//! tasks of services without spread preferences picks the node that ranking every node picks.
 
 use std::collections::BTreeMap;
 
@@ -305,6 +306,44 @@ proptest! {
         let renamed: Vec<Placement> = placed_a.iter().map(|(s, n)| (*s, rename[n].clone())).collect();
         prop_assert_eq!(renamed, placed_b);
         prop_assert_eq!(refused_a, refused_b);
+    }
+
+    #[test]
+    fn the_heap_picks_the_node_that_ranking_every_node_picks(
+        nodes_g in prop::collection::vec(node_gen(), 1..12),
+        services_g in prop::collection::vec(service_gen(), 1..5),
+        extra in 0usize..3,
+        accounted_at in 0usize..12,
+    ) {
+        // The other services' tasks load the nodes first; then the last service places its
+        // replicas and a few more with both placers, one node accounted in the middle.
+        let services: Vec<Service> = services_g
+            .iter()
+            .enumerate()
+            .map(|(i, g)| build_service(i, &ServiceGen { spread_zones: false, ..g.clone() }))
+            .collect();
+        let nodes = cluster(&nodes_g, |i| format!("n{i}"));
+        let (others, last) = services.split_at(services.len() - 1);
+        let replicas: Vec<u8> = services_g.iter().map(|g| g.replicas).collect();
+        let (placed, _) = place_all(&nodes, others, &replicas, 1, false);
+        let held = loads(&placed, others);
+        let usage: Usage = held.into();
+        let template = TaskTemplate::from_spec(&last[0].spec);
+        let mut heap = Placer::new(&last[0].spec, &nodes, &usage).expect("a valid spec");
+        let mut scan = Placer::new(&last[0].spec, &nodes, &usage).expect("a valid spec");
+        let wanted = usize::from(replicas[services.len() - 1]) + extra;
+        for k in 0..wanted {
+            if k == accounted_at {
+                let id = format!("n{}", k % nodes.len());
+                heap.account(&id, &template, true, true);
+                scan.account(&id, &template, true, true);
+            }
+            let by_heap = heap.place().ok();
+            prop_assert_eq!(&by_heap, &scan.place_scanned(), "placement {}", k);
+            if by_heap.is_none() {
+                break;
+            }
+        }
     }
 }
 
