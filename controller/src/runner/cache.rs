@@ -20,7 +20,7 @@ use shoal_core::endpoints::Endpoints;
 use shoal_core::job::RunRequest;
 use shoal_core::manifest::{Service, ServiceRef};
 use shoal_core::model::{
-    self, Node, NodeConfig, NodeInfo, ServiceStatus, TaskStatus, TaskTemplate, Timestamp,
+    self, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, TaskTemplate, Timestamp,
 };
 use shoal_core::secret::{self, FileKind};
 use shoal_core::view::{self, NodeEntry};
@@ -175,25 +175,48 @@ impl Cache {
         let staged = std::mem::take(&mut self.staged);
         *self = fresh;
         for (key, s) in staged {
-            self.stage_one(&key, s.value.as_deref());
+            self.stage_one(&key, s.value.as_deref(), &HashMap::new());
         }
     }
 
     /// Shows `ops` before they commit, keeping each key's current value as its truth.
-    pub(crate) fn stage(&mut self, ops: &[TxnOp]) {
+    /// `created` are the tasks the ops create (a plan's new tasks, as encoded in them): they
+    /// are shown as they are instead of being decoded again from their bytes.
+    pub(crate) fn stage(&mut self, ops: &[TxnOp], created: &[Task]) {
+        let created: HashMap<(&str, &str), &Task> = created
+            .iter()
+            .map(|t| ((t.node_id.as_str(), t.id.as_str()), t))
+            .collect();
         for op in ops {
             let (key, value) = op_parts(op);
-            self.stage_one(key, value);
+            self.stage_one(key, value, &created);
         }
     }
 
-    fn stage_one(&mut self, key: &str, value: Option<&[u8]>) {
+    fn stage_one(
+        &mut self,
+        key: &str,
+        value: Option<&[u8]>,
+        created: &HashMap<(&str, &str), &Task>,
+    ) {
         let truth = match self.staged.remove(key) {
             Some(s) => s.truth,
             None => self.encoded(key),
         };
         let revision = self.revs.get(key).copied().unwrap_or(0);
-        self.set(key, value, revision);
+        let shown = match (value, self.keys.parse(key)) {
+            (Some(_), Some(Key::Task { node, task })) => {
+                let t = created.get(&(node.as_str(), task.as_str())).copied();
+                t.map(|t| ((node, task), t))
+            }
+            _ => None,
+        };
+        match shown {
+            Some((k, t)) => self.put_task(k, Some(t), &mut Touched::default()),
+            None => {
+                self.set(key, value, revision);
+            }
+        }
         let value = value.map(<[u8]>::to_vec);
         self.staged.insert(key.to_string(), Staged { value, truth });
     }

@@ -149,12 +149,10 @@ fn staged_writes_count_once_and_a_failed_commit_shows_the_store_again() {
         value: model::encode(t),
         lease: None,
     };
-    let ops = vec![
-        put(&a, &task(&svc, "n1", "web.1.a")),
-        put(&b, &task(&svc, "n1", "web.2.b")),
-    ];
+    let created = [task(&svc, "n1", "web.1.a"), task(&svc, "n1", "web.2.b")];
+    let ops = vec![put(&a, &created[0]), put(&b, &created[1])];
     // Staged: counted at once, before any answer.
-    c.stage(&ops);
+    c.stage(&ops, &created);
     assert_eq!(c.usage["n1"].memory, 2 << 30);
     // The first key commits; the watch brings it again: still counted once.
     c.committed(&ops[..1], 10);
@@ -184,7 +182,7 @@ fn a_change_seen_while_a_key_is_staged_is_what_a_failed_commit_goes_back_to() {
         value: model::encode(&t),
         lease: None,
     }];
-    c.stage(&ops);
+    c.stage(&ops, &[]);
     // Someone else's write of the key lands first (the staged one still shows), and a list
     // of the store comes meanwhile: the staged write stays shown over it.
     let mut other = t.clone();
@@ -376,4 +374,41 @@ fn the_addresses_taken_follow_the_endpoints_records() {
     c.apply(&k2, None, 5);
     let after = c.input(&web.id(), Timestamp(0), &NodeGrace::none(), 0);
     assert_eq!(*after.taken_addresses, want(&[7]));
+}
+
+#[test]
+fn staging_created_tasks_shows_what_decoding_their_writes_shows() {
+    // A plan's new tasks are shown as they are, the other writes (a stop) from their bytes:
+    // the same cache either way, with one template shared.
+    let keys = Keys::default();
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let old = task(&svc, "n1", "web.1.a");
+    let mut stop = old.clone();
+    stop.desired_state = model::DesiredState::Shutdown;
+    let created = [task(&svc, "n2", "web.1.b"), task(&svc, "n1", "web.2.c")];
+    let put = |t: &Task| TxnOp::Put {
+        key: keys.task(&t.node_id, &t.id),
+        value: model::encode(t),
+        lease: None,
+    };
+    let ops = vec![put(&stop), put(&created[0]), put(&created[1])];
+    let cache = |created: &[Task]| {
+        let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+        c.apply(&keys.task("n1", "web.1.a"), Some(&model::encode(&old)), 3);
+        c.stage(&ops, created);
+        c
+    };
+    let (shown, decoded) = (cache(&created), cache(&[]));
+    assert_eq!(shown.fingerprint(), decoded.fingerprint());
+    assert_eq!(
+        shown.templates.len(),
+        1,
+        "the three tasks share one template"
+    );
+    assert_eq!(
+        shown.usage["n1"].memory,
+        2 << 30,
+        "the stopped task holds its memory until it ends"
+    );
+    assert_eq!(shown.usage["n2"].memory, 1 << 30);
 }

@@ -77,7 +77,7 @@ impl DecidePath {
         if ops.is_empty() {
             return ops;
         }
-        self.cache.stage(&ops);
+        self.cache.stage(&ops, &plan.creates);
         self.revision += 1;
         self.cache.committed(&ops, self.revision);
         for op in &ops {

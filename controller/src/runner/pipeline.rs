@@ -59,7 +59,7 @@ impl Term {
         if ops.is_empty() {
             return Ok(plan);
         }
-        self.cache().stage(&ops);
+        self.cache().stage(&ops, &plan.creates);
         drop(placing);
         let res = commit(
             self.store.as_ref(),

@@ -92,33 +92,38 @@ impl CompactTask {
 /// The templates tasks share, by service and hash.
 #[derive(Debug, Default)]
 pub(super) struct Templates {
-    by_hash: HashMap<(ServiceRef, String), Arc<SharedTemplate>>,
+    by_hash: HashMap<ServiceRef, HashMap<String, Arc<SharedTemplate>>>,
 }
 
 impl Templates {
-    /// Stores `t` under `(node, id)`, sharing its template with the tasks that have the same.
-    pub(super) fn compact(&mut self, t: Task, node: &str, id: &str) -> CompactTask {
-        let key = (t.service, t.template_hash);
-        let template = match self.by_hash.get(&key) {
+    /// Stores `t` under `(node, id)`, sharing its template with the tasks that have the same
+    /// (the template is copied only when no task has it yet).
+    pub(super) fn compact(&mut self, t: &Task, node: &str, id: &str) -> CompactTask {
+        let found = self
+            .by_hash
+            .get(&t.service)
+            .and_then(|h| h.get(&t.template_hash));
+        let template = match found {
             Some(s) if s.template == t.template => s.clone(),
-            Some(_) => Arc::new(SharedTemplate {
-                service: key.0,
-                hash: key.1,
-                template: t.template,
-            }),
-            None => {
+            found => {
                 let s = Arc::new(SharedTemplate {
-                    service: key.0.clone(),
-                    hash: key.1.clone(),
-                    template: t.template,
+                    service: t.service.clone(),
+                    hash: t.template_hash.clone(),
+                    template: t.template.clone(),
                 });
-                self.by_hash.insert(key, s.clone());
+                if found.is_none() {
+                    self.by_hash
+                        .entry(t.service.clone())
+                        .or_default()
+                        .insert(t.template_hash.clone(), s.clone());
+                }
                 s
             }
         };
-        let other_ids = (t.node_id != node || t.id != id).then(|| Box::new((t.node_id, t.id)));
+        let other_ids =
+            (t.node_id != node || t.id != id).then(|| Box::new((t.node_id.clone(), t.id.clone())));
         CompactTask {
-            slot: t.slot,
+            slot: t.slot.clone(),
             generation: t.generation,
             template,
             desired_state: t.desired_state,
@@ -132,18 +137,24 @@ impl Templates {
 
     /// Forgets a removed task's template once no task refers to it any more.
     pub(super) fn release(&mut self, t: CompactTask) {
-        let key = (t.template.service.clone(), t.template.hash.clone());
-        if let Some(s) = self.by_hash.get(&key)
+        let service = &t.template.service;
+        let Some(hashes) = self.by_hash.get_mut(service) else {
+            return;
+        };
+        if let Some(s) = hashes.get(&t.template.hash)
             && Arc::ptr_eq(s, &t.template)
             && Arc::strong_count(s) == 2
         {
-            self.by_hash.remove(&key);
+            hashes.remove(&t.template.hash);
+            if hashes.is_empty() {
+                self.by_hash.remove(service);
+            }
         }
     }
 
     /// Distinct templates held.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.by_hash.len()
+        self.by_hash.values().map(HashMap::len).sum()
     }
 }

@@ -142,6 +142,16 @@ impl Cache {
                 None
             }
         });
+        self.put_task(k, task.as_ref(), touched);
+    }
+
+    /// Shows `task` (`None`: no task) under `k`.
+    pub(super) fn put_task(
+        &mut self,
+        k: (String, String),
+        task: Option<&Task>,
+        touched: &mut Touched,
+    ) {
         if task.is_none() && !self.tasks.contains_key(&k) {
             return;
         }
