@@ -9,14 +9,10 @@
 //! The figure is the process's CPU time per 1,000 placements over the round, the part of
 //! S1's `controller_cpu_s_per_1000_placements` that is the controller's own work.
 
-use std::collections::BTreeMap;
-
 use shoal_controller::runner::offline::DecidePath;
-use shoal_core::Key;
-use shoal_core::manifest::{RuntimeKind, ServiceRef};
+use shoal_core::manifest::ServiceRef;
 use shoal_core::model::{self, Capacity, NodeInfo, TaskState, TaskStatus, Timestamp};
 use shoal_core::units::ByteSize;
-use shoal_store::TxnOp;
 
 use crate::cluster::proc_stats;
 use crate::scenarios::manifest;
@@ -55,38 +51,16 @@ fn cpu_now() -> f64 {
     proc_stats(std::process::id()).cpu_seconds
 }
 
-/// A node as a hollow agent registers it.
+/// A node as a hollow agent registers it (the test kit's node, with the hollow agents'
+/// capacity).
 fn node_info(id: &str, zone: &str) -> NodeInfo {
     NodeInfo {
-        id: id.to_string(),
-        hostname: id.to_string(),
-        address: "127.0.0.1".into(),
-        labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
-        runtimes: vec![RuntimeKind::Docker],
         capacity: Capacity {
             cpus: 64.0,
             memory: ByteSize(256 << 30),
         },
-        role: "worker".into(),
-        instance: String::new(),
-        agent_version: "bench".into(),
-        started_at: Timestamp::now(),
-        network_unavailable: None,
-        agent_url: None,
+        ..shoal_tests::cluster::node_info(id, &[("zone", zone)])
     }
-}
-
-/// The (node, task id) of every task `ops` create.
-fn created(path: &DecidePath, ops: &[TxnOp]) -> Vec<(String, String)> {
-    ops.iter()
-        .filter_map(|op| match op {
-            TxnOp::Put { key, .. } => match path.keys().parse(key) {
-                Some(Key::Task { node, task }) => Some((node, task)),
-                _ => None,
-            },
-            TxnOp::Delete { .. } => None,
-        })
-        .collect()
 }
 
 /// One round on a fresh cache.
@@ -118,8 +92,7 @@ pub fn round(sizes: &Sizes) -> Round {
     let cpu0 = cpu_now();
     let mut tasks = Vec::with_capacity(sizes.services * sizes.replicas);
     for s in &services {
-        let ops = path.reconcile(s);
-        tasks.extend(created(&path, &ops));
+        tasks.extend(path.reconcile(s).created);
     }
     let cpu1 = cpu_now();
     for (node, task) in &tasks {

@@ -9,6 +9,7 @@ use clap::Parser;
 use serde_json::json;
 use shoal_bench::decide::{Sizes, round};
 use shoal_bench::report::{Report, RunContext, git_revision};
+use shoal_bench::scenarios::repeat::Spread;
 
 /// mimalloc, as `shoal` uses.
 #[global_allocator]
@@ -71,16 +72,14 @@ fn main() -> anyhow::Result<()> {
         );
         runs.push(per_1000);
     }
-    runs.sort_by(f64::total_cmp);
-    let median = runs[runs.len() / 2];
-    let spread = (runs[runs.len() - 1] - runs[0]) / median;
+    let spread = Spread::of(&runs).context("no round measured")?;
     let mut e = extra;
     e["runs"] = json!(runs);
-    e["spread"] = json!(spread);
+    e["spread"] = json!(spread.relative());
     report.figure(
         "decide",
         "cpu_s_per_1000_placements_median",
-        median,
+        spread.median,
         "cpu-s",
         e,
     );

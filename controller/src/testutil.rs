@@ -24,11 +24,17 @@ pub(crate) fn nodes(list: Vec<Node>) -> BTreeMap<String, Node> {
     list.into_iter().map(|n| (n.info.id.clone(), n)).collect()
 }
 
-/// A service parsed from a YAML `spec:` body (indented by four spaces in the caller's text).
-pub(crate) fn service(name: &str, spec_yaml: &str) -> Service {
-    let text = format!(
+/// The manifest of an `nginx` service with a YAML `spec:` body (indented by two spaces in
+/// the caller's text), as an operator writes it to the store.
+pub(crate) fn manifest_text(name: &str, spec_yaml: &str) -> String {
+    format!(
         "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  image: nginx\n{spec_yaml}"
-    );
+    )
+}
+
+/// A service parsed from a YAML `spec:` body (indented by two spaces in the caller's text).
+pub(crate) fn service(name: &str, spec_yaml: &str) -> Service {
+    let text = manifest_text(name, spec_yaml);
     let mut parsed = shoal_core::parse(&text, "test.yaml").expect("test manifest parses");
     parsed.remove(0).service
 }

@@ -61,7 +61,7 @@ impl Touched {
 }
 
 /// The key and value (`None`: deleted) an op writes.
-fn op_parts(op: &TxnOp) -> (&str, Option<&[u8]>) {
+pub(super) fn op_parts(op: &TxnOp) -> (&str, Option<&[u8]>) {
     match op {
         TxnOp::Put { key, value, .. } => (key, Some(value)),
         TxnOp::Delete { key } => (key, None),
@@ -204,11 +204,15 @@ impl Cache {
             None => self.encoded(key),
         };
         let revision = self.revs.get(key).copied().unwrap_or(0);
-        let shown = match (value, self.keys.parse(key)) {
-            (Some(_), Some(Key::Task { node, task })) => {
-                let t = created.get(&(node.as_str(), task.as_str())).copied();
-                t.map(|t| ((node, task), t))
-            }
+        // Only a put of a created task has one to show; other keys are not even parsed here.
+        let shown = match (value, created.is_empty()) {
+            (Some(_), false) => match self.keys.parse(key) {
+                Some(Key::Task { node, task }) => {
+                    let t = created.get(&(node.as_str(), task.as_str())).copied();
+                    t.map(|t| ((node, task), t))
+                }
+                _ => None,
+            },
             _ => None,
         };
         match shown {

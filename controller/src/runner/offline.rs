@@ -15,9 +15,18 @@ use shoal_core::manifest::ServiceRef;
 use shoal_core::model::Timestamp;
 use shoal_store::{Revision, TxnOp};
 
-use super::cache::{Cache, NodeGrace};
+use super::cache::{Cache, NodeGrace, op_parts};
 use super::commit::plan_ops;
 use crate::reconcile::{DEFAULT_TASK_HISTORY_LIMIT, reconcile};
+
+/// What one reconcile wrote.
+#[derive(Debug)]
+pub struct Decided {
+    /// The writes, in order.
+    pub ops: Vec<TxnOp>,
+    /// The (node, task id) of every task they create.
+    pub created: Vec<(String, String)>,
+}
 
 /// A leader's cache and decisions over an imaginary store whose commits all succeed.
 #[derive(Debug)]
@@ -64,9 +73,8 @@ impl DecidePath {
     }
 
     /// Reconciles `service` as a leader's worker does: decides against the cache, stages the
-    /// plan's writes, commits them (at once) and applies the watch's echo of them. Returns
-    /// the writes.
-    pub fn reconcile(&mut self, service: &ServiceRef) -> Vec<TxnOp> {
+    /// plan's writes, commits them (at once) and applies the watch's echo of them.
+    pub fn reconcile(&mut self, service: &ServiceRef) -> Decided {
         self.seed += 1;
         let input = self
             .cache
@@ -74,27 +82,28 @@ impl DecidePath {
         let plan = reconcile(&input);
         let ops = plan_ops(&self.keys, &input, &plan);
         drop(input);
-        if ops.is_empty() {
-            return ops;
+        if !ops.is_empty() {
+            self.cache.stage(&ops, &plan.creates);
+            self.revision += 1;
+            self.cache.committed(&ops, self.revision);
+            for op in &ops {
+                let (key, value) = op_parts(op);
+                self.cache.apply(key, value, self.revision);
+            }
+            self.cache.prune(self.revision);
         }
-        self.cache.stage(&ops, &plan.creates);
-        self.revision += 1;
-        self.cache.committed(&ops, self.revision);
-        for op in &ops {
-            match op {
-                TxnOp::Put { key, value, .. } => self.cache.apply(key, Some(value), self.revision),
-                TxnOp::Delete { key } => self.cache.apply(key, None, self.revision),
-            };
-        }
-        self.cache.prune(self.revision);
-        ops
+        let created = plan
+            .creates
+            .into_iter()
+            .map(|t| (t.node_id, t.id))
+            .collect();
+        Decided { ops, created }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_core::Key;
     use shoal_core::model::{self, TaskState, TaskStatus};
 
     #[test]
@@ -107,27 +116,17 @@ mod tests {
         }
         let svc = crate::testutil::service("web", "  replicas: 3\n");
         let key = path.keys().service(&svc.id());
-        let text = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  image: nginx\n  replicas: 3\n";
+        let text = crate::testutil::manifest_text("web", "  replicas: 3\n");
         path.write(&key, Some(text.as_bytes()));
-        let ops = path.reconcile(&svc.id());
-        let placed: Vec<(String, String)> = ops
-            .iter()
-            .filter_map(|op| match op {
-                TxnOp::Put { key, .. } => match path.keys().parse(key) {
-                    Some(Key::Task { node, task }) => Some((node, task)),
-                    _ => None,
-                },
-                TxnOp::Delete { .. } => None,
-            })
-            .collect();
-        assert_eq!(placed.len(), 3, "three replicas placed: {ops:?}");
+        let placed = path.reconcile(&svc.id()).created;
+        assert_eq!(placed.len(), 3, "three replicas placed: {placed:?}");
         for (node, task) in &placed {
             let status = TaskStatus::new(task.clone(), TaskState::Running, Timestamp::now());
             let key = path.keys().task_status(node, task);
             path.write(&key, Some(&model::encode(&status)));
         }
         path.reconcile(&svc.id());
-        let settled = path.reconcile(&svc.id());
+        let settled = path.reconcile(&svc.id()).ops;
         assert!(
             settled.is_empty(),
             "a converged service writes nothing: {settled:?}"
