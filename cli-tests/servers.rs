@@ -204,6 +204,58 @@ fn an_agent_running_host_processes_leaves_huge_pages_to_its_tasks() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+/// The system's transparent huge page mode: the bracketed word of
+/// `/sys/kernel/mm/transparent_hugepage/enabled` (`always`, `madvise` or `never`).
+fn thp_mode() -> String {
+    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .expect("the kernel reports its transparent huge page mode");
+    let start = text.find('[').expect("a bracketed mode") + 1;
+    let end = text[start..].find(']').expect("a bracketed mode") + start;
+    text[start..end].to_string()
+}
+
+/// Kilobytes of `AnonHugePages` in the process's `/proc/<pid>/smaps_rollup`.
+fn anon_huge_pages_kb(p: &Proc) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", p.0.id()))
+        .expect("proc smaps_rollup");
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("the kernel reports AnonHugePages")
+}
+
+#[test]
+fn shoal_does_not_ask_for_huge_pages_for_its_heap() {
+    // The allocator used to advise huge pages on the memory it reserves: a sim agent got a
+    // 2 MiB page for the allocations made before `main` turned them off, and an agent
+    // running host processes (which leaves the setting as it found it) one per 2 MiB of
+    // heap touched. Where huge pages are only given on request (`madvise`, the usual
+    // default) or never, no Shoal process holds one; with `always` the kernel gives them
+    // to any process that has not turned them off.
+    let mode = thp_mode();
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = spawn_agent(&dir, "thp-sim", "sim", &[]);
+    first_url(&mut sim);
+    let other = tempfile::tempdir().unwrap();
+    let mut process = spawn_agent(&other, "thp-process", "process", &[]);
+    first_url(&mut process);
+    let (sim_kb, process_kb) = (anon_huge_pages_kb(&sim), anon_huge_pages_kb(&process));
+    eprintln!("huge pages ({mode}): sim agent {sim_kb} kB, process agent {process_kb} kB");
+    if mode == "always" {
+        // Only turning them off is Shoal's to check here.
+        assert_eq!(thp_enabled(&sim), "0", "a sim agent turns huge pages off");
+    } else {
+        assert_eq!(sim_kb, 0, "a sim agent holds huge pages ({mode})");
+        assert_eq!(process_kb, 0, "a process agent holds huge pages ({mode})");
+    }
+    for p in [sim, process] {
+        signal(&p, "-TERM");
+        let (code, err) = finish(p);
+        assert_eq!(code, Some(0), "{err}");
+    }
+}
+
 #[test]
 fn dev_with_json_logs_prints_only_json() {
     let dir = tempfile::tempdir().unwrap();

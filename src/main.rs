@@ -13,11 +13,14 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Transparent huge pages are turned off for the servers ([`is_server_without_host_processes`]):
-/// mimalloc asks for them on the arenas it reserves, and where the kernel grants them a
-/// touched 4 KiB page costs 2 MiB (14 of an idle hollow-node agent's 16 MiB of anonymous
-/// memory were huge pages); Shoal's servers keep small, scattered heaps that gain nothing
-/// from them. It is done first thing in `main`, before its own allocations (a huge page
-/// granted earlier stays), and undone for every other command.
+/// where the kernel grants them a touched 4 KiB page costs 2 MiB (14 of an idle hollow-node
+/// agent's 16 MiB of anonymous memory were huge pages); Shoal's servers keep small,
+/// scattered heaps that gain nothing from them. It is done first thing in `main`, before its
+/// own allocations, and undone for every other command. mimalloc is built without asking for
+/// them (its `no_thp` feature): it advised huge pages on the arenas it reserves, so where the
+/// kernel grants them only on request (`madvise`, the usual mode) the allocations made before
+/// `main` got one, and an agent running host processes, which keeps the setting it found, one
+/// per 2 MiB of heap it touched.
 fn main() -> std::process::ExitCode {
     let found = nix::sys::prctl::get_thp_disable();
     let huge_pages_off = nix::sys::prctl::set_thp_disable(true);
