@@ -32,10 +32,12 @@ use super::pipeline::Staged;
 use crate::placement::{NodeUsage, Usage};
 use crate::reconcile::gone::Presence;
 use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
-use compact::{TaskRecord, Templates};
+use compact::Templates;
+use table::TaskTable;
 
 mod compact;
 mod set;
+mod table;
 
 /// A manifest as read from the store.
 #[derive(Debug, Clone)]
@@ -102,7 +104,7 @@ impl NodeGrace {
 #[derive(Debug)]
 pub(crate) struct Cache {
     keys: Keys,
-    revs: HashMap<String, Revision>,
+    revs: HashMap<String, Revision, foldhash::fast::RandomState>,
     tombstones: BTreeMap<Revision, Vec<String>>,
     services: BTreeMap<ServiceRef, ManifestEntry>,
     statuses: BTreeMap<ServiceRef, ServiceStatus>,
@@ -115,7 +117,7 @@ pub(crate) struct Cache {
     configs: BTreeMap<String, NodeConfig>,
     /// Tasks and their statuses by (node, task id), in one entry so that a change to either
     /// is one lookup; the tasks share their templates through `templates`.
-    tasks: BTreeMap<(String, String), TaskRecord>,
+    tasks: TaskTable,
     templates: Templates,
     by_service: BTreeMap<ServiceRef, BTreeSet<(String, String)>>,
     /// What every unfinished task reserves, per node; shared with the reconcile inputs (a
@@ -143,7 +145,7 @@ impl Cache {
     pub(crate) fn new(keys: Keys, task_history_limit: usize) -> Self {
         Cache {
             keys,
-            revs: HashMap::new(),
+            revs: HashMap::default(),
             tombstones: BTreeMap::new(),
             services: BTreeMap::new(),
             statuses: BTreeMap::new(),
@@ -152,7 +154,7 @@ impl Cache {
             ready: BTreeSet::new(),
             gone_at: BTreeMap::new(),
             configs: BTreeMap::new(),
-            tasks: BTreeMap::new(),
+            tasks: TaskTable::default(),
             templates: Templates::default(),
             by_service: BTreeMap::new(),
             usage: Arc::default(),
@@ -293,7 +295,7 @@ impl Cache {
     pub(crate) fn fingerprint(&self) -> String {
         format!(
             "{:?}\n{:?}\n{:?}\n{:?}",
-            self.tasks,
+            self.tasks.iter().collect::<BTreeMap<_, _>>(),
             self.usage
                 .iter()
                 .filter(|(_, u)| !u.is_empty())
@@ -379,21 +381,11 @@ impl Cache {
     fn node_touched(&mut self, id: &str, touched: &mut Touched) {
         self.nodes = None;
         touched.nodes_changed = true;
-        for (_, r) in self.node_tasks(id) {
+        for (_, r) in self.tasks.of_node(id) {
             if let Some(t) = &r.task {
                 touched.services.insert(t.service().clone());
             }
         }
-    }
-
-    /// The task entries of `node`, in task id order.
-    fn node_tasks<'a>(
-        &'a self,
-        node: &'a str,
-    ) -> impl Iterator<Item = (&'a (String, String), &'a TaskRecord)> {
-        self.tasks
-            .range((node.to_string(), String::new())..)
-            .take_while(move |((n, _), _)| n == node)
     }
 
     /// Forgets tombstones the watch has moved past (no older event can arrive any more).
@@ -451,7 +443,7 @@ impl Cache {
     pub(crate) fn presence(&self) -> Presence {
         let mut known: BTreeSet<String> = self.infos.keys().cloned().collect();
         known.extend(self.configs.keys().cloned());
-        add_nodes(&mut known, self.tasks.keys().map(|(n, _)| n));
+        known.extend(self.tasks.nodes().cloned());
         Presence {
             known,
             ready: self.ready.clone(),
@@ -467,12 +459,12 @@ impl Cache {
     /// The keys of a node gone for good: its assignments, their statuses and its settings.
     pub(crate) fn node_keys(&self, node: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for ((n, t), r) in self.node_tasks(node) {
+        for (t, r) in self.tasks.of_node(node) {
             if r.task.is_some() {
-                out.push(self.keys.task(n, t));
+                out.push(self.keys.task(node, t));
             }
             if r.status.is_some() {
-                out.push(self.keys.task_status(n, t));
+                out.push(self.keys.task_status(node, t));
             }
         }
         if self.configs.contains_key(node) {
@@ -640,7 +632,7 @@ impl Cache {
     /// Tasks per observed state (for metrics).
     pub(crate) fn tasks_by_state(&self) -> BTreeMap<&'static str, u64> {
         let mut out = BTreeMap::new();
-        for r in self.tasks.values().filter(|r| r.task.is_some()) {
+        for (_, r) in self.tasks.iter().filter(|(_, r)| r.task.is_some()) {
             let state = r.status.as_ref().map_or("assigned", |s| s.state.as_str());
             *out.entry(state).or_default() += 1;
         }
@@ -662,18 +654,6 @@ fn add_usage(usage: &mut BTreeMap<String, NodeUsage>, node: &str, template: &Tas
 
 /// Adds the node ids of `ids`, sorted by node as the task maps' keys are: one copy of each
 /// id, not one per task (this runs every second over every task of the cluster).
-fn add_nodes<'a>(known: &mut BTreeSet<String>, ids: impl Iterator<Item = &'a String>) {
-    let mut last: Option<&String> = None;
-    for n in ids {
-        if last != Some(n) {
-            if !known.contains(n) {
-                known.insert(n.clone());
-            }
-            last = Some(n);
-        }
-    }
-}
-
 #[cfg(test)]
 #[path = "cache_tests.rs"]
 mod tests;

@@ -155,7 +155,7 @@ impl Cache {
         if task.is_none() && !self.tasks.contains_key(&k) {
             return;
         }
-        let r = self.tasks.entry(k.clone()).or_default();
+        let r = self.tasks.get_or_default(&k);
         if let Some(t) = r.reserved() {
             release(&mut self.usage, &k.0, t);
         }
@@ -201,7 +201,7 @@ impl Cache {
         };
         let r = match (self.tasks.get_mut(&k), status.is_some()) {
             (Some(r), _) => r,
-            (None, true) => self.tasks.entry(k.clone()).or_default(),
+            (None, true) => self.tasks.get_or_default(&k),
             (None, false) => return,
         };
         // A status change moves the node's usage only when it ends the task.
