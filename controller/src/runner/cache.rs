@@ -295,7 +295,10 @@ impl Cache {
     pub(crate) fn fingerprint(&self) -> String {
         format!(
             "{:?}\n{:?}\n{:?}\n{:?}",
-            self.tasks.iter().collect::<BTreeMap<_, _>>(),
+            self.tasks
+                .iter()
+                .map(|(n, t, r)| ((n, t), r))
+                .collect::<BTreeMap<_, _>>(),
             self.usage
                 .iter()
                 .filter(|(_, u)| !u.is_empty())
@@ -328,10 +331,13 @@ impl Cache {
     /// Records that `key` was set (or `deleted`) at `revision`; false when the cache already
     /// holds that change or a newer one.
     fn note(&mut self, key: &str, deleted: bool, revision: Revision) -> bool {
-        if self.revs.get(key).is_some_and(|&r| r >= revision) {
-            return false;
+        match self.revs.get_mut(key) {
+            Some(r) if *r >= revision => return false,
+            Some(r) => *r = revision,
+            None => {
+                self.revs.insert(key.to_string(), revision);
+            }
         }
-        self.revs.insert(key.to_string(), revision);
         if deleted {
             self.tombstones
                 .entry(revision)
@@ -491,8 +497,8 @@ impl Cache {
         ids.extend(
             self.tasks
                 .iter()
-                .filter(|(_, r)| r.task.is_some())
-                .map(|((n, _), _)| n),
+                .filter(|(_, _, r)| r.task.is_some())
+                .map(|(n, _, _)| n),
         );
         let nodes: BTreeMap<String, Node> = ids
             .into_iter()
@@ -632,7 +638,7 @@ impl Cache {
     /// Tasks per observed state (for metrics).
     pub(crate) fn tasks_by_state(&self) -> BTreeMap<&'static str, u64> {
         let mut out = BTreeMap::new();
-        for (_, r) in self.tasks.iter().filter(|(_, r)| r.task.is_some()) {
+        for (_, _, r) in self.tasks.iter().filter(|(_, _, r)| r.task.is_some()) {
             let state = r.status.as_ref().map_or("assigned", |s| s.state.as_str());
             *out.entry(state).or_default() += 1;
         }

@@ -1,66 +1,62 @@
-//! The cache's task records by `(node, task id)`: a hash table, so that the lookups every
-//! watch event and every reconcile input make (a hundred thousand records at S1's size)
-//! hash two short strings instead of comparing them down a tree, with the task ids of each
-//! node beside it for what concerns one node (a node's change, a node gone for good).
+//! The cache's task records by node, then task id: hash tables, so that the lookups every
+//! watch event and every reconcile input make (a hundred thousand records at S1's size) hash
+//! two short strings instead of comparing them down a tree, and what concerns one node (a
+//! node's change, a node gone for good) finds its records together. A node's id is stored
+//! once, not once per task.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use super::compact::TaskRecord;
 
 /// A task's `(node, task id)`.
 pub(super) type TaskKey = (String, String);
 
-/// Task records, and the ids of each node's.
+type Fast = foldhash::fast::RandomState;
+
+/// Task records by node, then task id.
 #[derive(Debug, Default)]
 pub(super) struct TaskTable {
-    records: HashMap<TaskKey, TaskRecord, foldhash::fast::RandomState>,
-    by_node: HashMap<String, BTreeSet<String>, foldhash::fast::RandomState>,
+    by_node: HashMap<String, HashMap<String, TaskRecord, Fast>, Fast>,
 }
 
 impl TaskTable {
-    pub(super) fn get(&self, k: &TaskKey) -> Option<&TaskRecord> {
-        self.records.get(k)
+    pub(super) fn get(&self, (node, task): &TaskKey) -> Option<&TaskRecord> {
+        self.by_node.get(node)?.get(task)
     }
 
-    pub(super) fn get_mut(&mut self, k: &TaskKey) -> Option<&mut TaskRecord> {
-        self.records.get_mut(k)
+    pub(super) fn get_mut(&mut self, (node, task): &TaskKey) -> Option<&mut TaskRecord> {
+        self.by_node.get_mut(node)?.get_mut(task)
     }
 
     pub(super) fn contains_key(&self, k: &TaskKey) -> bool {
-        self.records.contains_key(k)
+        self.get(k).is_some()
     }
 
     /// The record of `k`, an empty one added when there is none.
-    pub(super) fn get_or_default(&mut self, k: &TaskKey) -> &mut TaskRecord {
-        if !self.records.contains_key(k) {
-            match self.by_node.get_mut(&k.0) {
-                Some(ids) => ids.insert(k.1.clone()),
-                None => self
-                    .by_node
-                    .entry(k.0.clone())
-                    .or_default()
-                    .insert(k.1.clone()),
-            };
-        }
-        self.records.entry(k.clone()).or_default()
+    pub(super) fn get_or_default(&mut self, (node, task): &TaskKey) -> &mut TaskRecord {
+        self.by_node
+            .entry(node.clone())
+            .or_default()
+            .entry(task.clone())
+            .or_default()
     }
 
     /// Forgets the record of `k` (a node left without records goes too).
-    pub(super) fn remove(&mut self, k: &TaskKey) {
-        if self.records.remove(k).is_none() {
+    pub(super) fn remove(&mut self, (node, task): &TaskKey) {
+        let Some(tasks) = self.by_node.get_mut(node) else {
             return;
-        }
-        if let Some(ids) = self.by_node.get_mut(&k.0) {
-            ids.remove(&k.1);
-            if ids.is_empty() {
-                self.by_node.remove(&k.0);
-            }
+        };
+        tasks.remove(task);
+        if tasks.is_empty() {
+            self.by_node.remove(node);
         }
     }
 
-    /// Every record, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&TaskKey, &TaskRecord)> {
-        self.records.iter()
+    /// Every record as `(node, task id, record)`, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &String, &TaskRecord)> {
+        self.by_node
+            .iter()
+            .flat_map(|(n, tasks)| tasks.iter().map(move |(t, r)| (n, t, r)))
     }
 
     /// The nodes some record names.
@@ -69,18 +65,16 @@ impl TaskTable {
     }
 
     /// The records of `node`, in task id order.
-    pub(super) fn of_node<'a>(
-        &'a self,
-        node: &'a str,
-    ) -> impl Iterator<Item = (&'a str, &'a TaskRecord)> + 'a {
-        self.by_node
+    pub(super) fn of_node(&self, node: &str) -> Vec<(&str, &TaskRecord)> {
+        let mut out: Vec<(&str, &TaskRecord)> = self
+            .by_node
             .get(node)
             .into_iter()
             .flatten()
-            .filter_map(move |t| {
-                let r = self.records.get(&(node.to_string(), t.clone()))?;
-                Some((t.as_str(), r))
-            })
+            .map(|(t, r)| (t.as_str(), r))
+            .collect();
+        out.sort_unstable_by_key(|(t, _)| *t);
+        out
     }
 }
 
@@ -107,7 +101,7 @@ mod tests {
         for k in [key("n1", "b"), key("n2", "a"), key("n1", "a")] {
             with_status(&mut t, &k);
         }
-        let ids: Vec<&str> = t.of_node("n1").map(|(id, _)| id).collect();
+        let ids: Vec<&str> = t.of_node("n1").into_iter().map(|(id, _)| id).collect();
         assert_eq!(ids, ["a", "b"]);
         assert!(t.contains_key(&key("n2", "a")));
         assert!(
@@ -116,9 +110,9 @@ mod tests {
         );
         t.remove(&key("n1", "a"));
         t.remove(&key("n1", "a"));
-        assert_eq!(t.of_node("n1").count(), 1);
+        assert_eq!(t.of_node("n1").len(), 1);
         t.remove(&key("n1", "b"));
-        assert_eq!(t.of_node("n1").count(), 0);
+        assert!(t.of_node("n1").is_empty());
         let nodes: Vec<&String> = t.nodes().collect();
         assert_eq!(nodes, ["n2"], "a node without records is no longer named");
         assert_eq!(t.iter().count(), 1);
