@@ -214,10 +214,7 @@ impl<'a> Placer<'a> {
         match best {
             Some(i) => {
                 self.commit(i);
-                let again = rank::entry(self.rank_of(i), i);
-                if let Some(ranked) = &mut self.ranked {
-                    ranked.push(again);
-                }
+                rank::put_back(self, i);
                 Ok(self.candidates[i].node.info.id.clone())
             }
             None => Err(self.explain_all()),

@@ -21,7 +21,7 @@ pub(crate) type Rank = (u64, u64, u64);
 pub(crate) type Ranked = BinaryHeap<Reverse<(Rank, usize)>>;
 
 /// The heap entry of candidate `i` at `rank`.
-pub(crate) fn entry(rank: Rank, i: usize) -> Reverse<(Rank, usize)> {
+fn entry(rank: Rank, i: usize) -> Reverse<(Rank, usize)> {
     Reverse((rank, i))
 }
 
@@ -59,6 +59,15 @@ pub(crate) fn best_ranked(p: &mut Placer<'_>) -> Option<usize> {
     }
     p.ranked = Some(ranked);
     best
+}
+
+/// Puts candidate `i` back on the placer's heap (if it keeps one) with its rank after taking
+/// a task.
+pub(crate) fn put_back(p: &mut Placer<'_>, i: usize) {
+    if let Some(mut ranked) = p.ranked.take() {
+        ranked.push(entry(p.rank_of(i), i));
+        p.ranked = Some(ranked);
+    }
 }
 
 /// Whether candidate `a` ranks strictly before candidate `b`.

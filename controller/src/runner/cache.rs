@@ -39,6 +39,10 @@ mod compact;
 mod set;
 mod table;
 
+/// The hasher of the cache's maps keyed by strings the store names (keys, node and task ids):
+/// much cheaper than the standard one on the hot paths of the watch and reconcile inputs.
+type FastHash = foldhash::fast::RandomState;
+
 /// A manifest as read from the store.
 #[derive(Debug, Clone)]
 pub(crate) struct ManifestEntry {
@@ -104,7 +108,7 @@ impl NodeGrace {
 #[derive(Debug)]
 pub(crate) struct Cache {
     keys: Keys,
-    revs: HashMap<String, Revision, foldhash::fast::RandomState>,
+    revs: HashMap<String, Revision, FastHash>,
     tombstones: BTreeMap<Revision, Vec<String>>,
     services: BTreeMap<ServiceRef, ManifestEntry>,
     statuses: BTreeMap<ServiceRef, ServiceStatus>,
@@ -181,6 +185,24 @@ impl Cache {
         }
     }
 
+    /// The task of `created` that a put of `value` at `key` writes, with its `(node, task
+    /// id)`; only a put of a created task has one (other keys are not even parsed).
+    fn created_task<'t>(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        created: &HashMap<(&str, &str), &'t Task>,
+    ) -> Option<((String, String), &'t Task)> {
+        if value.is_none() || created.is_empty() {
+            return None;
+        }
+        let Some(Key::Task { node, task }) = self.keys.parse(key) else {
+            return None;
+        };
+        let t = *created.get(&(node.as_str(), task.as_str()))?;
+        Some(((node, task), t))
+    }
+
     /// Shows `ops` before they commit, keeping each key's current value as its truth.
     /// `created` are the tasks the ops create (a plan's new tasks, as encoded in them): they
     /// are shown as they are instead of being decoded again from their bytes.
@@ -206,18 +228,7 @@ impl Cache {
             None => self.encoded(key),
         };
         let revision = self.revs.get(key).copied().unwrap_or(0);
-        // Only a put of a created task has one to show; other keys are not even parsed here.
-        let shown = match (value, created.is_empty()) {
-            (Some(_), false) => match self.keys.parse(key) {
-                Some(Key::Task { node, task }) => {
-                    let t = created.get(&(node.as_str(), task.as_str())).copied();
-                    t.map(|t| ((node, task), t))
-                }
-                _ => None,
-            },
-            _ => None,
-        };
-        match shown {
+        match self.created_task(key, value, created) {
             Some((k, t)) => self.put_task(k, Some(t), &mut Touched::default()),
             None => {
                 self.set(key, value, revision);
@@ -658,8 +669,6 @@ fn add_usage(usage: &mut BTreeMap<String, NodeUsage>, node: &str, template: &Tas
     }
 }
 
-/// Adds the node ids of `ids`, sorted by node as the task maps' keys are: one copy of each
-/// id, not one per task (this runs every second over every task of the cluster).
 #[cfg(test)]
 #[path = "cache_tests.rs"]
 mod tests;

@@ -152,10 +152,11 @@ impl Cache {
         task: Option<&Task>,
         touched: &mut Touched,
     ) {
-        if task.is_none() && !self.tasks.contains_key(&k) {
-            return;
-        }
-        let r = self.tasks.get_or_default(&k);
+        let r = match self.tasks.get_mut(&k) {
+            Some(r) => r,
+            None if task.is_none() => return,
+            None => self.tasks.insert_default(&k),
+        };
         if let Some(t) = r.reserved() {
             release(&mut self.usage, &k.0, t);
         }
@@ -201,7 +202,7 @@ impl Cache {
         };
         let r = match (self.tasks.get_mut(&k), status.is_some()) {
             (Some(r), _) => r,
-            (None, true) => self.tasks.get_or_default(&k),
+            (None, true) => self.tasks.insert_default(&k),
             (None, false) => return,
         };
         // A status change moves the node's usage only when it ends the task.

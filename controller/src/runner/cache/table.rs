@@ -6,17 +6,16 @@
 
 use std::collections::HashMap;
 
+use super::FastHash;
 use super::compact::TaskRecord;
 
 /// A task's `(node, task id)`.
 pub(super) type TaskKey = (String, String);
 
-type Fast = foldhash::fast::RandomState;
-
 /// Task records by node, then task id.
 #[derive(Debug, Default)]
 pub(super) struct TaskTable {
-    by_node: HashMap<String, HashMap<String, TaskRecord, Fast>, Fast>,
+    by_node: HashMap<String, HashMap<String, TaskRecord, FastHash>, FastHash>,
 }
 
 impl TaskTable {
@@ -28,12 +27,9 @@ impl TaskTable {
         self.by_node.get_mut(node)?.get_mut(task)
     }
 
-    pub(super) fn contains_key(&self, k: &TaskKey) -> bool {
-        self.get(k).is_some()
-    }
-
-    /// The record of `k`, an empty one added when there is none.
-    pub(super) fn get_or_default(&mut self, (node, task): &TaskKey) -> &mut TaskRecord {
+    /// A new, empty record for `k`, which has none (the ids are copied only here: a lookup
+    /// with [`TaskTable::get_mut`] comes first).
+    pub(super) fn insert_default(&mut self, (node, task): &TaskKey) -> &mut TaskRecord {
         self.by_node
             .entry(node.clone())
             .or_default()
@@ -88,7 +84,7 @@ mod tests {
     }
 
     fn with_status(table: &mut TaskTable, k: &TaskKey) {
-        table.get_or_default(k).status = Some(TaskStatus::new(
+        table.insert_default(k).status = Some(TaskStatus::new(
             k.1.clone(),
             TaskState::Running,
             Timestamp(1),
@@ -103,7 +99,7 @@ mod tests {
         }
         let ids: Vec<&str> = t.of_node("n1").into_iter().map(|(id, _)| id).collect();
         assert_eq!(ids, ["a", "b"]);
-        assert!(t.contains_key(&key("n2", "a")));
+        assert!(t.get(&key("n2", "a")).is_some());
         assert!(
             t.get(&key("n2", "b")).is_none(),
             "looked up on its own node"
