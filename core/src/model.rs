@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use schemars::JsonSchema;
@@ -461,8 +462,9 @@ pub struct Task {
     pub generation: i64,
     /// Hash of `template`.
     pub template_hash: String,
-    /// What to run.
-    pub template: TaskTemplate,
+    /// What to run: shared by the tasks made from one template (a service's replicas), which
+    /// copying a task does not copy.
+    pub template: Arc<TaskTemplate>,
     /// What the controller wants.
     pub desired_state: DesiredState,
     /// Restarts of this slot counted by the restart policy (0 for the first task).
@@ -496,7 +498,7 @@ impl Task {
             node_id: node.into(),
             generation: 1,
             template_hash: template.hash(),
-            template,
+            template: Arc::new(template),
             desired_state: DesiredState::Running,
             attempt: 0,
             orphaned: false,

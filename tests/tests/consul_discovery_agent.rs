@@ -423,9 +423,10 @@ async fn registrations_consul_dropped_come_back_and_foreign_ones_go() {
     // The task publishes the port the health endpoint listens on, so Consul's HTTP check
     // reaches a real server.
     let mut t = task("web.1.sync", "web", "n1", "nginx:1.27");
-    t.template.ports[0].published = Some(endpoint.port);
-    t.template.ports[0].mode = shoal_core::manifest::PortMode::Host;
-    if let Some(consul) = t.template.consul.as_mut() {
+    let template = std::sync::Arc::make_mut(&mut t.template);
+    template.ports[0].published = Some(endpoint.port);
+    template.ports[0].mode = shoal_core::manifest::PortMode::Host;
+    if let Some(consul) = template.consul.as_mut() {
         consul.check = Some(ConsulCheck {
             interval: Dur::millis(200),
             timeout: Dur::secs(1),

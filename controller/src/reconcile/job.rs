@@ -16,6 +16,7 @@
 //!    runs beyond `historyLimit`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::job::{JobRun, JobSpec, JobStatus, RunState, RunTrigger, reason};
@@ -35,7 +36,7 @@ struct JobWork<'a> {
     svc: &'a Service,
     job: JobSpec,
     generation: i64,
-    template: TaskTemplate,
+    template: Arc<TaskTemplate>,
     hash: String,
     /// Tasks this plan stops (or orphans).
     stopped: BTreeSet<usize>,
@@ -123,7 +124,7 @@ pub(super) fn reconcile_job(input: &ReconcileInput, svc: &Service, generation: i
         job: svc.spec.job.clone().unwrap_or_default(),
         generation,
         hash: template.hash(),
-        template,
+        template: Arc::new(template),
         stopped: BTreeSet::new(),
         plan: Plan::default(),
         st,

@@ -2,6 +2,7 @@
 //! chooses a node for each pending slot; the tasks are built here.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use shoal_core::manifest::Service;
 use shoal_core::model::{DesiredState, Slot, Task, TaskTemplate};
@@ -27,7 +28,7 @@ pub(super) struct Blueprint<'a> {
     /// The service.
     pub(super) svc: &'a Service,
     /// The template its tasks run.
-    pub(super) template: &'a TaskTemplate,
+    pub(super) template: &'a Arc<TaskTemplate>,
     /// The template's hash.
     pub(super) hash: &'a str,
     /// The manifest revision.

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::manifest::{Service, ServiceSpec, UpdateConfig, UpdateOrder};
@@ -26,7 +27,7 @@ struct Goal<'a> {
     /// The update policy, or the rollback policy during a rollback.
     policy: &'a UpdateConfig,
     rollback_mode: bool,
-    template: TaskTemplate,
+    template: Arc<TaskTemplate>,
     hash: String,
 }
 
@@ -44,7 +45,7 @@ impl<'a> Goal<'a> {
             spec,
             policy,
             rollback_mode,
-            template,
+            template: Arc::new(template),
             hash,
         }
     }

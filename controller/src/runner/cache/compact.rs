@@ -13,7 +13,7 @@ use shoal_core::model::{DesiredState, Slot, Task, TaskStatus, TaskTemplate, Time
 pub(super) struct SharedTemplate {
     service: ServiceRef,
     hash: String,
-    pub(super) template: TaskTemplate,
+    pub(super) template: Arc<TaskTemplate>,
 }
 
 /// One task without the parts it shares with others.
@@ -104,7 +104,9 @@ impl Templates {
             .get(&t.service)
             .and_then(|h| h.get(&t.template_hash));
         let template = match found {
-            Some(s) if s.template == t.template => s.clone(),
+            Some(s) if Arc::ptr_eq(&s.template, &t.template) || s.template == t.template => {
+                s.clone()
+            }
             found => {
                 let s = Arc::new(SharedTemplate {
                     service: t.service.clone(),
