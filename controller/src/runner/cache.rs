@@ -119,11 +119,10 @@ pub(crate) struct Cache {
     /// When the record of a node that was ready disappeared (until it comes back).
     gone_at: BTreeMap<String, Timestamp>,
     configs: BTreeMap<String, NodeConfig>,
-    /// Tasks and their statuses by (node, task id), in one entry so that a change to either
-    /// is one lookup; the tasks share their templates through `templates`.
+    /// Tasks and their statuses by (node, task id) and by service, in one entry so that a
+    /// change to either is one lookup; the tasks share their templates through `templates`.
     tasks: TaskTable,
     templates: Templates,
-    by_service: BTreeMap<ServiceRef, BTreeSet<(String, String)>>,
     /// What every unfinished task reserves, per node; shared with the reconcile inputs (a
     /// change copies it only while an input still holds it).
     usage: Arc<BTreeMap<String, NodeUsage>>,
@@ -160,7 +159,6 @@ impl Cache {
             configs: BTreeMap::new(),
             tasks: TaskTable::default(),
             templates: Templates::default(),
-            by_service: BTreeMap::new(),
             usage: Arc::default(),
             nodes: None,
             files: BTreeSet::new(),
@@ -291,7 +289,7 @@ impl Cache {
         match self.keys.parse(key)? {
             Key::Task { node, task } => self
                 .tasks
-                .get(&(node.clone(), task.clone()))
+                .get(&node, &task)
                 .and_then(|r| r.task.as_ref())
                 .map(|t| model::encode(&t.to_task(&node, &task))),
             Key::ServiceStatus(s) => self.statuses.get(&s).map(model::encode),
@@ -423,12 +421,7 @@ impl Cache {
     /// have work are reconciled before the long-settled ones.
     pub(crate) fn all_services(&self) -> Vec<ServiceRef> {
         let mut all: BTreeSet<ServiceRef> = self.services.keys().cloned().collect();
-        all.extend(
-            self.by_service
-                .iter()
-                .filter(|(_, s)| !s.is_empty())
-                .map(|(k, _)| k.clone()),
-        );
+        all.extend(self.tasks.services().cloned());
         all.extend(self.statuses.keys().cloned());
         let mut all: Vec<ServiceRef> = all.into_iter().collect();
         // Stable: services written at the same revision stay in name order.
@@ -460,7 +453,7 @@ impl Cache {
     pub(crate) fn presence(&self) -> Presence {
         let mut known: BTreeSet<String> = self.infos.keys().cloned().collect();
         known.extend(self.configs.keys().cloned());
-        known.extend(self.tasks.nodes().cloned());
+        known.extend(self.tasks.nodes().map(str::to_string));
         Presence {
             known,
             ready: self.ready.clone(),
@@ -503,8 +496,8 @@ impl Cache {
         if let Some(n) = &self.nodes {
             return n.clone();
         }
-        let mut ids: BTreeSet<&String> = self.infos.keys().collect();
-        ids.extend(self.configs.keys());
+        let mut ids: BTreeSet<&str> = self.infos.keys().map(String::as_str).collect();
+        ids.extend(self.configs.keys().map(String::as_str));
         ids.extend(
             self.tasks
                 .iter()
@@ -516,13 +509,13 @@ impl Cache {
             .map(|id| {
                 let config = self.configs.get(id).cloned().unwrap_or_default();
                 let entry = NodeEntry {
-                    id: id.clone(),
+                    id: id.to_string(),
                     info: self.infos.get(id).cloned(),
                     ready: view::is_ready(self.ready.contains(id), &config),
                     config,
                     config_revision: 0,
                 };
-                (id.clone(), entry.to_node())
+                (id.to_string(), entry.to_node())
             })
             .collect();
         let nodes = Arc::new(nodes);
@@ -568,24 +561,20 @@ impl Cache {
             None => ServiceInput::Deleted,
         };
         let nodes = self.nodes();
-        let own = self.by_service.get(sref);
         let mut own_usage: BTreeMap<String, NodeUsage> = BTreeMap::new();
-        let mut tasks = Vec::with_capacity(own.map_or(0, BTreeSet::len));
-        for k in own.into_iter().flatten() {
-            let Some(r) = self.tasks.get(k) else {
-                continue;
-            };
+        let mut tasks = Vec::with_capacity(self.tasks.count_of_service(sref));
+        for (node, id, r) in self.tasks.of_service(sref) {
             let Some(task) = &r.task else {
                 continue;
             };
             if let Some(template) = r.reserved() {
-                add_usage(&mut own_usage, &k.0, template);
+                add_usage(&mut own_usage, node, template);
             }
             let status = r.status.as_ref().map(|s| TaskStatus {
-                task_id: k.1.clone(),
+                task_id: id.to_string(),
                 ..s.clone()
             });
-            tasks.push(TaskEntry::new(task.to_task(&k.0, &k.1), status));
+            tasks.push(TaskEntry::new(task.to_task(node, id), status));
         }
         let usage = Usage::new(self.usage.clone(), own_usage);
         ReconcileInput {

@@ -152,34 +152,28 @@ impl Cache {
         task: Option<&Task>,
         touched: &mut Touched,
     ) {
-        let r = match self.tasks.get_mut(&k) {
-            Some(r) => r,
+        let slot = match self.tasks.find(&k.0, &k.1) {
+            Some(s) => s,
             None if task.is_none() => return,
-            None => self.tasks.insert_default(&k),
+            None => self.tasks.insert_default(&k.0, &k.1),
         };
-        if let Some(t) = r.reserved() {
+        if let Some(t) = self.tasks.record(slot).reserved() {
             release(&mut self.usage, &k.0, t);
         }
-        if let Some(old) = r.task.take() {
-            if let Some(set) = self.by_service.get_mut(old.service()) {
-                set.remove(&k);
-                touched.services.insert(old.service().clone());
-            }
+        let new = task.map(|t| {
+            touched.services.insert(t.service.clone());
+            self.templates.compact(t, &k.0, &k.1)
+        });
+        if let Some(old) = self.tasks.replace_task(slot, new) {
+            touched.services.insert(old.service().clone());
             self.templates.release(old);
         }
-        if let Some(t) = task {
-            self.by_service
-                .entry(t.service.clone())
-                .or_default()
-                .insert(k.clone());
-            touched.services.insert(t.service.clone());
-            r.task = Some(self.templates.compact(t, &k.0, &k.1));
-        }
+        let r = self.tasks.record(slot);
         if let Some(t) = r.reserved() {
             add_usage(Arc::make_mut(&mut self.usage), &k.0, t);
         }
         if r.is_empty() {
-            self.tasks.remove(&k);
+            self.tasks.remove(slot);
         }
         if !self.infos.contains_key(&k.0) {
             self.nodes = None;
@@ -200,11 +194,12 @@ impl Cache {
             }
             None => None,
         };
-        let r = match (self.tasks.get_mut(&k), status.is_some()) {
-            (Some(r), _) => r,
-            (None, true) => self.tasks.insert_default(&k),
+        let slot = match (self.tasks.find(&k.0, &k.1), status.is_some()) {
+            (Some(s), _) => s,
+            (None, true) => self.tasks.insert_default(&k.0, &k.1),
             (None, false) => return,
         };
+        let r = self.tasks.record_mut(slot);
         // A status change moves the node's usage only when it ends the task.
         let was = r.reserves();
         r.status = status;
@@ -219,7 +214,7 @@ impl Cache {
             touched.services.insert(t.service().clone());
         }
         if r.is_empty() {
-            self.tasks.remove(&k);
+            self.tasks.remove(slot);
         }
     }
 

@@ -1,63 +1,208 @@
-//! The cache's task records by node, then task id: hash tables, so that the lookups every
-//! watch event and every reconcile input make (a hundred thousand records at S1's size) hash
-//! two short strings instead of comparing them down a tree, and what concerns one node (a
-//! node's change, a node gone for good) finds its records together. A node's id is stored
-//! once, not once per task.
+//! The cache's task records, each in one slot of a slab and reached through two indices: by
+//! node, then task id (what a watch event names), and by service (what a reconcile input
+//! lists). The indices hold slot numbers, not ids: building a service's input walks its slots
+//! directly instead of looking each `(node, task id)` up again, a task's ids are stored once
+//! (a node's once for all its tasks), and what concerns one node (a node's change, a node gone
+//! for good) finds its records together.
+//!
+//! When most slots are empty after a mass removal, the slab is compacted and shrunk, so a
+//! peak of tasks does not keep its memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use shoal_core::manifest::ServiceRef;
+use slab::Slab;
 
 use super::FastHash;
-use super::compact::TaskRecord;
+use super::compact::{CompactTask, TaskRecord};
 
-/// A task's `(node, task id)`.
-pub(super) type TaskKey = (String, String);
+/// The slot of a record: stable while the record exists (a compaction renumbers slots and
+/// both indices with them).
+pub(super) type Slot = usize;
 
-/// Task records by node, then task id.
+/// The slab is compacted when fewer than one slot in this many is used.
+const COMPACT_BELOW_ONE_IN: usize = 4;
+/// ... and only when it has at least this many slots.
+const COMPACT_FROM_CAPACITY: usize = 1024;
+
+/// One record with its ids.
+#[derive(Debug)]
+struct Entry {
+    node: Arc<str>,
+    task: Box<str>,
+    record: TaskRecord,
+}
+
+/// Task records with their indices by node and by service.
 #[derive(Debug, Default)]
 pub(super) struct TaskTable {
-    by_node: HashMap<String, HashMap<String, TaskRecord, FastHash>, FastHash>,
+    entries: Slab<Entry>,
+    /// Slots by node, then by the hash of the task id.
+    by_node: HashMap<Arc<str>, HashTable<Slot>, FastHash>,
+    /// Slots of the records with an assignment, by the assignment's service.
+    by_service: BTreeMap<ServiceRef, BTreeSet<Slot>>,
+    hasher: FastHash,
 }
 
 impl TaskTable {
-    pub(super) fn get(&self, (node, task): &TaskKey) -> Option<&TaskRecord> {
-        self.by_node.get(node)?.get(task)
+    /// The slot of `(node, task)`'s record.
+    pub(super) fn find(&self, node: &str, task: &str) -> Option<Slot> {
+        let hash = self.hasher.hash_one(task);
+        let tasks = self.by_node.get(node)?;
+        tasks
+            .find(hash, |&s| *self.entries[s].task == *task)
+            .copied()
     }
 
-    pub(super) fn get_mut(&mut self, (node, task): &TaskKey) -> Option<&mut TaskRecord> {
-        self.by_node.get_mut(node)?.get_mut(task)
+    /// The record in `slot`.
+    pub(super) fn record(&self, slot: Slot) -> &TaskRecord {
+        &self.entries[slot].record
     }
 
-    /// A new, empty record for `k`, which has none (the ids are copied only here: a lookup
-    /// with [`TaskTable::get_mut`] comes first).
-    pub(super) fn insert_default(&mut self, (node, task): &TaskKey) -> &mut TaskRecord {
-        self.by_node
-            .entry(node.clone())
-            .or_default()
-            .entry(task.clone())
-            .or_default()
+    /// The record in `slot`, to change its status (its assignment changes through
+    /// [`TaskTable::replace_task`], which keeps the service index).
+    pub(super) fn record_mut(&mut self, slot: Slot) -> &mut TaskRecord {
+        &mut self.entries[slot].record
     }
 
-    /// Forgets the record of `k` (a node left without records goes too).
-    pub(super) fn remove(&mut self, (node, task): &TaskKey) {
-        let Some(tasks) = self.by_node.get_mut(node) else {
-            return;
+    /// The record of `(node, task)`.
+    pub(super) fn get(&self, node: &str, task: &str) -> Option<&TaskRecord> {
+        self.find(node, task).map(|s| self.record(s))
+    }
+
+    /// A new, empty record for `(node, task)`, which has none (look it up with
+    /// [`TaskTable::find`] first).
+    pub(super) fn insert_default(&mut self, node: &str, task: &str) -> Slot {
+        let node: Arc<str> = match self.by_node.get_key_value(node) {
+            Some((n, _)) => n.clone(),
+            None => Arc::from(node),
         };
-        tasks.remove(task);
-        if tasks.is_empty() {
-            self.by_node.remove(node);
+        let slot = self.entries.insert(Entry {
+            node: node.clone(),
+            task: task.into(),
+            record: TaskRecord::default(),
+        });
+        let hash = self.hasher.hash_one(task);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.by_node
+            .entry(node)
+            .or_default()
+            .insert_unique(hash, slot, |&s| hasher.hash_one(&*entries[s].task));
+        slot
+    }
+
+    /// Puts `task` as the assignment of the record in `slot`, moving the slot between
+    /// services in the index; returns the assignment it replaces.
+    pub(super) fn replace_task(
+        &mut self,
+        slot: Slot,
+        task: Option<CompactTask>,
+    ) -> Option<CompactTask> {
+        let record = &mut self.entries[slot].record;
+        let old = std::mem::replace(&mut record.task, task);
+        if let Some(o) = &old
+            && let Some(slots) = self.by_service.get_mut(o.service())
+        {
+            slots.remove(&slot);
+            if slots.is_empty() {
+                self.by_service.remove(o.service());
+            }
+        }
+        if let Some(t) = &record.task {
+            match self.by_service.get_mut(t.service()) {
+                Some(slots) => {
+                    slots.insert(slot);
+                }
+                None => {
+                    self.by_service
+                        .insert(t.service().clone(), BTreeSet::from([slot]));
+                }
+            }
+        }
+        old
+    }
+
+    /// Forgets the record in `slot`, which holds no assignment (a node left without records
+    /// goes too).
+    pub(super) fn remove(&mut self, slot: Slot) {
+        debug_assert!(self.entries[slot].record.task.is_none());
+        let entry = self.entries.remove(slot);
+        let hash = self.hasher.hash_one(&*entry.task);
+        if let Some(tasks) = self.by_node.get_mut(&*entry.node) {
+            if let Ok(found) = tasks.find_entry(hash, |&s| s == slot) {
+                found.remove();
+            }
+            if tasks.is_empty() {
+                self.by_node.remove(&*entry.node);
+            }
+        }
+        let capacity = self.entries.capacity();
+        if capacity >= COMPACT_FROM_CAPACITY && self.entries.len() * COMPACT_BELOW_ONE_IN < capacity
+        {
+            self.compact();
         }
     }
 
+    /// Moves the records into the first slots, renumbering both indices, and gives the rest
+    /// back.
+    fn compact(&mut self) {
+        let (by_node, by_service, hasher) = (&mut self.by_node, &mut self.by_service, &self.hasher);
+        self.entries.compact(|entry, from, to| {
+            let hash = hasher.hash_one(&*entry.task);
+            if let Some(tasks) = by_node.get_mut(&*entry.node)
+                && let Some(s) = tasks.find_mut(hash, |&s| s == from)
+            {
+                *s = to;
+            }
+            if let Some(t) = &entry.record.task
+                && let Some(slots) = by_service.get_mut(t.service())
+            {
+                slots.remove(&from);
+                slots.insert(to);
+            }
+            true
+        });
+        for tasks in self.by_node.values_mut() {
+            let entries = &self.entries;
+            tasks.shrink_to_fit(|&s| hasher.hash_one(&*entries[s].task));
+        }
+    }
+
+    /// The records of `service` that hold an assignment, as `(node, task id, record)`.
+    pub(super) fn of_service(
+        &self,
+        service: &ServiceRef,
+    ) -> impl Iterator<Item = (&str, &str, &TaskRecord)> {
+        self.by_service
+            .get(service)
+            .into_iter()
+            .flatten()
+            .map(|&s| self.ids_and_record(s))
+    }
+
+    /// How many records of `service` hold an assignment.
+    pub(super) fn count_of_service(&self, service: &ServiceRef) -> usize {
+        self.by_service.get(service).map_or(0, BTreeSet::len)
+    }
+
+    /// The services some assignment belongs to.
+    pub(super) fn services(&self) -> impl Iterator<Item = &ServiceRef> {
+        self.by_service.keys()
+    }
+
     /// Every record as `(node, task id, record)`, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &String, &TaskRecord)> {
-        self.by_node
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &str, &TaskRecord)> {
+        self.entries
             .iter()
-            .flat_map(|(n, tasks)| tasks.iter().map(move |(t, r)| (n, t, r)))
+            .map(|(_, e)| (&*e.node, &*e.task, &e.record))
     }
 
     /// The nodes some record names.
-    pub(super) fn nodes(&self) -> impl Iterator<Item = &String> {
-        self.by_node.keys()
+    pub(super) fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.by_node.keys().map(|n| &**n)
     }
 
     /// The records of `node`, in task id order.
@@ -67,50 +212,21 @@ impl TaskTable {
             .get(node)
             .into_iter()
             .flatten()
-            .map(|(t, r)| (t.as_str(), r))
+            .map(|&s| {
+                let (_, task, record) = self.ids_and_record(s);
+                (task, record)
+            })
             .collect();
         out.sort_unstable_by_key(|(t, _)| *t);
         out
     }
+
+    fn ids_and_record(&self, slot: Slot) -> (&str, &str, &TaskRecord) {
+        let e = &self.entries[slot];
+        (&*e.node, &*e.task, &e.record)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_core::model::{TaskState, TaskStatus, Timestamp};
-
-    fn key(n: &str, t: &str) -> TaskKey {
-        (n.to_string(), t.to_string())
-    }
-
-    fn with_status(table: &mut TaskTable, k: &TaskKey) {
-        table.insert_default(k).status = Some(TaskStatus::new(
-            k.1.clone(),
-            TaskState::Running,
-            Timestamp(1),
-        ));
-    }
-
-    #[test]
-    fn a_nodes_records_are_listed_in_task_order_until_the_last_goes() {
-        let mut t = TaskTable::default();
-        for k in [key("n1", "b"), key("n2", "a"), key("n1", "a")] {
-            with_status(&mut t, &k);
-        }
-        let ids: Vec<&str> = t.of_node("n1").into_iter().map(|(id, _)| id).collect();
-        assert_eq!(ids, ["a", "b"]);
-        assert!(t.get(&key("n2", "a")).is_some());
-        assert!(
-            t.get(&key("n2", "b")).is_none(),
-            "looked up on its own node"
-        );
-        t.remove(&key("n1", "a"));
-        t.remove(&key("n1", "a"));
-        assert_eq!(t.of_node("n1").len(), 1);
-        t.remove(&key("n1", "b"));
-        assert!(t.of_node("n1").is_empty());
-        let nodes: Vec<&String> = t.nodes().collect();
-        assert_eq!(nodes, ["n2"], "a node without records is no longer named");
-        assert_eq!(t.iter().count(), 1);
-    }
-}
+#[path = "table_tests.rs"]
+mod tests;
