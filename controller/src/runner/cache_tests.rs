@@ -412,3 +412,72 @@ fn staging_created_tasks_shows_what_decoding_their_writes_shows() {
     );
     assert_eq!(shown.usage["n2"].memory, 1 << 30);
 }
+
+#[test]
+fn after_most_tasks_go_every_service_still_lists_exactly_its_own() {
+    // Enough tasks that removing most of them compacts the table underneath.
+    let keys = Keys::default();
+    let (web, api) = (service("web", ""), service("api", ""));
+    let mut c = Cache::new(keys.clone(), 5);
+    let mut items = Vec::new();
+    let mut rev = 1;
+    for i in 0..3000 {
+        let svc = if i % 2 == 0 { &web } else { &api };
+        let (node, id) = (
+            format!("n{}", i % 40),
+            format!("{}.{i}.x", svc.metadata.name),
+        );
+        let t = model::encode(&task(svc, &node, &id));
+        let st = model::encode(&TaskStatus::new(
+            id.as_str(),
+            TaskState::Running,
+            Timestamp(0),
+        ));
+        for (key, value) in [
+            (keys.task(&node, &id), t),
+            (keys.task_status(&node, &id), st),
+        ] {
+            rev += 1;
+            c.apply(&key, Some(&value), rev);
+            items.push((key, value, rev, i));
+        }
+    }
+    // Delete all but every 97th task, assignment and status.
+    let (gone, kept): (Vec<_>, Vec<_>) = items.into_iter().partition(|(.., i)| i % 97 != 0);
+    for (key, ..) in gone {
+        rev += 1;
+        c.apply(&key, None, rev);
+    }
+    let kept: Vec<(String, Vec<u8>, Revision)> =
+        kept.into_iter().map(|(k, v, r, _)| (k, v, r)).collect();
+    let mut fresh = Cache::new(keys, 5);
+    fresh.relist(&kept);
+    assert_eq!(c.fingerprint(), fresh.fingerprint());
+    for svc in [&web, &api] {
+        let listed = |c: &mut Cache| {
+            let mut ids: Vec<String> = c
+                .input(&svc.id(), Timestamp(0), &NodeGrace::none(), 0)
+                .tasks
+                .into_iter()
+                .map(|e| {
+                    assert_eq!(e.state(), TaskState::Running);
+                    e.task.id
+                })
+                .collect();
+            ids.sort();
+            ids
+        };
+        let ids = listed(&mut c);
+        assert!(ids.iter().all(|id| id.starts_with(&svc.metadata.name)));
+        assert_eq!(ids, listed(&mut fresh), "{}", svc.metadata.name);
+    }
+    let total: usize = [&web, &api]
+        .iter()
+        .map(|s| {
+            c.input(&s.id(), Timestamp(0), &NodeGrace::none(), 0)
+                .tasks
+                .len()
+        })
+        .sum();
+    assert_eq!(total, (0..3000).filter(|i| i % 97 == 0).count());
+}
