@@ -152,28 +152,28 @@ impl Cache {
         task: Option<&Task>,
         touched: &mut Touched,
     ) {
-        let slot = match self.tasks.find(&k.0, &k.1) {
+        let pos = match self.tasks.find(&k.0, &k.1) {
             Some(s) => s,
             None if task.is_none() => return,
             None => self.tasks.insert_default(&k.0, &k.1),
         };
-        if let Some(t) = self.tasks.record(slot).reserved() {
+        if let Some(t) = self.tasks.record(pos).reserved() {
             release(&mut self.usage, &k.0, t);
         }
         let new = task.map(|t| {
             touched.services.insert(t.service.clone());
             self.templates.compact(t, &k.0, &k.1)
         });
-        if let Some(old) = self.tasks.replace_task(slot, new) {
+        if let Some(old) = self.tasks.replace_task(pos, new) {
             touched.services.insert(old.service().clone());
             self.templates.release(old);
         }
-        let r = self.tasks.record(slot);
+        let r = self.tasks.record(pos);
         if let Some(t) = r.reserved() {
             add_usage(Arc::make_mut(&mut self.usage), &k.0, t);
         }
         if r.is_empty() {
-            self.tasks.remove(slot);
+            self.tasks.remove(pos);
         }
         if !self.infos.contains_key(&k.0) {
             self.nodes = None;
@@ -194,12 +194,12 @@ impl Cache {
             }
             None => None,
         };
-        let slot = match (self.tasks.find(&k.0, &k.1), status.is_some()) {
+        let pos = match (self.tasks.find(&k.0, &k.1), status.is_some()) {
             (Some(s), _) => s,
             (None, true) => self.tasks.insert_default(&k.0, &k.1),
             (None, false) => return,
         };
-        let r = self.tasks.record_mut(slot);
+        let r = self.tasks.record_mut(pos);
         // A status change moves the node's usage only when it ends the task.
         let was = r.reserves();
         r.status = status;
@@ -214,7 +214,7 @@ impl Cache {
             touched.services.insert(t.service().clone());
         }
         if r.is_empty() {
-            self.tasks.remove(slot);
+            self.tasks.remove(pos);
         }
     }
 

@@ -1,11 +1,11 @@
-//! The cache's task records, each in one slot of a slab and reached through two indices: by
-//! node, then task id (what a watch event names), and by service (what a reconcile input
-//! lists). The indices hold slot numbers, not ids: building a service's input walks its slots
-//! directly instead of looking each `(node, task id)` up again, a task's ids are stored once
-//! (a node's once for all its tasks), and what concerns one node (a node's change, a node gone
-//! for good) finds its records together.
+//! The cache's task records, kept in a slab and reached through two indices: by node, then
+//! task id (what a watch event names), and by service (what a reconcile input lists). The
+//! indices hold a record's position in the slab, not its ids: building a service's input
+//! walks its positions directly instead of looking each `(node, task id)` up again, a task's
+//! ids are stored once (a node's once for all its tasks), and what concerns one node (a
+//! node's change, a node gone for good) finds its records together.
 //!
-//! When most slots are empty after a mass removal, the slab is compacted and shrunk, so a
+//! When most of the slab is empty after a mass removal, it is compacted and shrunk, so a
 //! peak of tasks does not keep its memory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -19,13 +19,13 @@ use slab::Slab;
 use super::FastHash;
 use super::compact::{CompactTask, TaskRecord};
 
-/// The slot of a record: stable while the record exists (a compaction renumbers slots and
-/// both indices with them).
-pub(super) type Slot = usize;
+/// A record's position in the slab: stable while the record exists (a compaction moves
+/// records, and both indices with them).
+pub(super) type Pos = usize;
 
-/// The slab is compacted when fewer than one slot in this many is used.
+/// The slab is compacted when fewer than one entry in this many is used.
 const COMPACT_BELOW_ONE_IN: usize = 4;
-/// ... and only when it has at least this many slots.
+/// ... and only when it has room for at least this many.
 const COMPACT_FROM_CAPACITY: usize = 1024;
 
 /// One record with its ids.
@@ -40,16 +40,16 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(super) struct TaskTable {
     entries: Slab<Entry>,
-    /// Slots by node, then by the hash of the task id.
-    by_node: HashMap<Arc<str>, HashTable<Slot>, FastHash>,
-    /// Slots of the records with an assignment, by the assignment's service.
-    by_service: BTreeMap<ServiceRef, BTreeSet<Slot>>,
+    /// Positions by node, then by the hash of the task id.
+    by_node: HashMap<Arc<str>, HashTable<Pos>, FastHash>,
+    /// Positions of the records with an assignment, by the assignment's service.
+    by_service: BTreeMap<ServiceRef, BTreeSet<Pos>>,
     hasher: FastHash,
 }
 
 impl TaskTable {
-    /// The slot of `(node, task)`'s record.
-    pub(super) fn find(&self, node: &str, task: &str) -> Option<Slot> {
+    /// The position of `(node, task)`'s record.
+    pub(super) fn find(&self, node: &str, task: &str) -> Option<Pos> {
         let hash = self.hasher.hash_one(task);
         let tasks = self.by_node.get(node)?;
         tasks
@@ -57,15 +57,15 @@ impl TaskTable {
             .copied()
     }
 
-    /// The record in `slot`.
-    pub(super) fn record(&self, slot: Slot) -> &TaskRecord {
-        &self.entries[slot].record
+    /// The record in `pos`.
+    pub(super) fn record(&self, pos: Pos) -> &TaskRecord {
+        &self.entries[pos].record
     }
 
-    /// The record in `slot`, to change its status (its assignment changes through
+    /// The record in `pos`, to change its status (its assignment changes through
     /// [`TaskTable::replace_task`], which keeps the service index).
-    pub(super) fn record_mut(&mut self, slot: Slot) -> &mut TaskRecord {
-        &mut self.entries[slot].record
+    pub(super) fn record_mut(&mut self, pos: Pos) -> &mut TaskRecord {
+        &mut self.entries[pos].record
     }
 
     /// The record of `(node, task)`.
@@ -75,12 +75,12 @@ impl TaskTable {
 
     /// A new, empty record for `(node, task)`, which has none (look it up with
     /// [`TaskTable::find`] first).
-    pub(super) fn insert_default(&mut self, node: &str, task: &str) -> Slot {
+    pub(super) fn insert_default(&mut self, node: &str, task: &str) -> Pos {
         let node: Arc<str> = match self.by_node.get_key_value(node) {
             Some((n, _)) => n.clone(),
             None => Arc::from(node),
         };
-        let slot = self.entries.insert(Entry {
+        let pos = self.entries.insert(Entry {
             node: node.clone(),
             task: task.into(),
             record: TaskRecord::default(),
@@ -90,49 +90,49 @@ impl TaskTable {
         self.by_node
             .entry(node)
             .or_default()
-            .insert_unique(hash, slot, |&s| hasher.hash_one(&*entries[s].task));
-        slot
+            .insert_unique(hash, pos, |&s| hasher.hash_one(&*entries[s].task));
+        pos
     }
 
-    /// Puts `task` as the assignment of the record in `slot`, moving the slot between
+    /// Puts `task` as the assignment of the record in `pos`, moving it between
     /// services in the index; returns the assignment it replaces.
     pub(super) fn replace_task(
         &mut self,
-        slot: Slot,
+        pos: Pos,
         task: Option<CompactTask>,
     ) -> Option<CompactTask> {
-        let record = &mut self.entries[slot].record;
+        let record = &mut self.entries[pos].record;
         let old = std::mem::replace(&mut record.task, task);
         if let Some(o) = &old
-            && let Some(slots) = self.by_service.get_mut(o.service())
+            && let Some(positions) = self.by_service.get_mut(o.service())
         {
-            slots.remove(&slot);
-            if slots.is_empty() {
+            positions.remove(&pos);
+            if positions.is_empty() {
                 self.by_service.remove(o.service());
             }
         }
         if let Some(t) = &record.task {
             match self.by_service.get_mut(t.service()) {
-                Some(slots) => {
-                    slots.insert(slot);
+                Some(positions) => {
+                    positions.insert(pos);
                 }
                 None => {
                     self.by_service
-                        .insert(t.service().clone(), BTreeSet::from([slot]));
+                        .insert(t.service().clone(), BTreeSet::from([pos]));
                 }
             }
         }
         old
     }
 
-    /// Forgets the record in `slot`, which holds no assignment (a node left without records
+    /// Forgets the record in `pos`, which holds no assignment (a node left without records
     /// goes too).
-    pub(super) fn remove(&mut self, slot: Slot) {
-        debug_assert!(self.entries[slot].record.task.is_none());
-        let entry = self.entries.remove(slot);
+    pub(super) fn remove(&mut self, pos: Pos) {
+        debug_assert!(self.entries[pos].record.task.is_none());
+        let entry = self.entries.remove(pos);
         let hash = self.hasher.hash_one(&*entry.task);
         if let Some(tasks) = self.by_node.get_mut(&*entry.node) {
-            if let Ok(found) = tasks.find_entry(hash, |&s| s == slot) {
+            if let Ok(found) = tasks.find_entry(hash, |&s| s == pos) {
                 found.remove();
             }
             if tasks.is_empty() {
@@ -146,7 +146,7 @@ impl TaskTable {
         }
     }
 
-    /// Moves the records into the first slots, renumbering both indices, and gives the rest
+    /// Moves the records into the first positions, renumbering both indices, and gives the rest
     /// back.
     fn compact(&mut self) {
         let (by_node, by_service, hasher) = (&mut self.by_node, &mut self.by_service, &self.hasher);
@@ -158,10 +158,10 @@ impl TaskTable {
                 *s = to;
             }
             if let Some(t) = &entry.record.task
-                && let Some(slots) = by_service.get_mut(t.service())
+                && let Some(positions) = by_service.get_mut(t.service())
             {
-                slots.remove(&from);
-                slots.insert(to);
+                positions.remove(&from);
+                positions.insert(to);
             }
             true
         });
@@ -221,8 +221,8 @@ impl TaskTable {
         out
     }
 
-    fn ids_and_record(&self, slot: Slot) -> (&str, &str, &TaskRecord) {
-        let e = &self.entries[slot];
+    fn ids_and_record(&self, pos: Pos) -> (&str, &str, &TaskRecord) {
+        let e = &self.entries[pos];
         (&*e.node, &*e.task, &e.record)
     }
 }

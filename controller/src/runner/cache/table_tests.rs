@@ -4,14 +4,14 @@ use crate::runner::cache::compact::Templates;
 use crate::testutil::service;
 use shoal_core::model::{Task, TaskState, TaskStatus, TaskTemplate, Timestamp};
 
-fn with_status(table: &mut TaskTable, node: &str, task: &str) -> Slot {
-    let slot = table.insert_default(node, task);
-    table.record_mut(slot).status = Some(TaskStatus::new(task, TaskState::Running, Timestamp(1)));
-    slot
+fn with_status(table: &mut TaskTable, node: &str, task: &str) -> Pos {
+    let pos = table.insert_default(node, task);
+    table.record_mut(pos).status = Some(TaskStatus::new(task, TaskState::Running, Timestamp(1)));
+    pos
 }
 
-fn assign(table: &mut TaskTable, templates: &mut Templates, slot: Slot, name: &str) {
-    let (node, task, _) = table.ids_and_record(slot);
+fn assign(table: &mut TaskTable, templates: &mut Templates, pos: Pos, name: &str) {
+    let (node, task, _) = table.ids_and_record(pos);
     let (node, task) = (node.to_string(), task.to_string());
     let svc = service(name, "");
     let template = TaskTemplate::from_spec(&svc.spec);
@@ -24,7 +24,7 @@ fn assign(table: &mut TaskTable, templates: &mut Templates, slot: Slot, name: &s
         Timestamp(1),
     );
     let compact = templates.compact(&t, &node, &task);
-    table.replace_task(slot, Some(compact));
+    table.replace_task(pos, Some(compact));
 }
 
 #[test]
@@ -79,39 +79,39 @@ fn a_service_lists_the_records_assigned_to_it_and_only_while_they_are() {
 }
 
 #[test]
-fn a_mass_removal_gives_the_slots_back_and_every_record_stays_reachable() {
+fn a_mass_removal_gives_the_memory_back_and_every_record_stays_reachable() {
     let mut t = TaskTable::default();
     let mut templates = Templates::default();
     let web = "web".parse::<ServiceRef>().unwrap();
     let ids = |i: usize| (format!("n{}", i % 50), format!("web.{i}.x"));
     for i in 0..5000 {
         let (node, id) = ids(i);
-        let slot = with_status(&mut t, &node, &id);
-        assign(&mut t, &mut templates, slot, "web");
+        let pos = with_status(&mut t, &node, &id);
+        assign(&mut t, &mut templates, pos, "web");
     }
     let peak = t.entries.capacity();
     // Remove all but every hundredth, from the front, so that the survivors sit in high
-    // slots and a compaction has to move them (slots are looked up again each time: a
-    // compaction renumbers them).
+    // positions and a compaction has to move them (positions are looked up again each time: a
+    // compaction moves them).
     for i in (0..5000).filter(|i| i % 100 != 99) {
         let (node, id) = ids(i);
-        let slot = t.find(&node, &id).expect("not removed yet");
-        t.replace_task(slot, None);
-        t.remove(slot);
+        let pos = t.find(&node, &id).expect("not removed yet");
+        t.replace_task(pos, None);
+        t.remove(pos);
     }
     assert!(
         t.entries.capacity() * 4 <= peak,
-        "{} slots kept of {peak}",
+        "{} positions kept of {peak}",
         t.entries.capacity()
     );
     assert_eq!(t.count_of_service(&web), 50);
     for i in (99..5000).step_by(100) {
         let (node, id) = ids(i);
-        let slot = t
+        let pos = t
             .find(&node, &id)
             .expect("found by node and id after compaction");
-        assert_eq!(t.ids_and_record(slot).1, id);
-        assert!(t.record(slot).task.is_some());
+        assert_eq!(t.ids_and_record(pos).1, id);
+        assert!(t.record(pos).task.is_some());
     }
     let mut by_service: Vec<String> = t
         .of_service(&web)
