@@ -92,6 +92,38 @@ fn converged(s: &ServiceStatus, revision: i64) -> bool {
         && !rolling
 }
 
+/// What else a status says about a service that has not converged: its rollout, why tasks
+/// could not be placed, its last events (so that a failed run says where it stopped).
+fn why_not(s: &ServiceStatus) -> String {
+    let mut out = String::new();
+    if let Some(r) = &s.rollout {
+        out.push_str(&format!(
+            "; rollout {:?} {}/{}{}",
+            r.state,
+            r.updated,
+            r.total,
+            r.message
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(u) = &s.unschedulable {
+        out.push_str(&format!("; unschedulable: {u}"));
+    }
+    let last: Vec<String> = s
+        .events
+        .iter()
+        .rev()
+        .take(3)
+        .map(|e| format!("{} {}", e.reason, e.message))
+        .collect();
+    if !last.is_empty() {
+        out.push_str(&format!("; last events: {}", last.join(" | ")));
+    }
+    out
+}
+
 /// Services not converged yet (with why), empty when all are.
 pub async fn not_converged(client: &Client) -> Vec<String> {
     let list = match client.list_services(Some(NAMESPACE), None).await {
@@ -103,8 +135,14 @@ pub async fn not_converged(client: &Client) -> Vec<String> {
         match client.service_status(NAMESPACE, &r.name).await {
             Ok(Some(s)) if converged(&s, r.revision) => {}
             Ok(Some(s)) => out.push(format!(
-                "{}: {}/{} running, {} updated, observed {} of {}",
-                r.name, s.running, s.desired, s.updated, s.observed_generation, r.revision
+                "{}: {}/{} running, {} updated, observed {} of {}{}",
+                r.name,
+                s.running,
+                s.desired,
+                s.updated,
+                s.observed_generation,
+                r.revision,
+                why_not(&s)
             )),
             Ok(None) => out.push(format!("{}: no status", r.name)),
             Err(e) => out.push(format!("{}: {e}", r.name)),
@@ -187,4 +225,51 @@ pub fn process_mismatches(
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::model::{Event, RolloutStatus, Timestamp};
+
+    #[test]
+    fn a_service_that_has_not_converged_says_where_its_rollout_stopped() {
+        let event = |reason: &str, message: &str| Event {
+            time: Timestamp(1),
+            kind: "Warning".into(),
+            reason: reason.into(),
+            message: message.into(),
+        };
+        let s = ServiceStatus {
+            desired: 4,
+            running: 3,
+            updated: 3,
+            rollout: Some(RolloutStatus {
+                state: RolloutState::Paused,
+                target_hash: "abc".into(),
+                updated: 3,
+                total: 4,
+                message: Some("2 of 3 new tasks failed".into()),
+                started_at: Timestamp(1),
+                completed_at: None,
+                image: None,
+                previous_hash: None,
+                previous_image: None,
+                failed_tasks: Vec::new(),
+                rollback_started_at: None,
+            }),
+            events: vec![event("Scheduled", "one"), event("UpdatePaused", "two")],
+            ..ServiceStatus::default()
+        };
+        let why = why_not(&s);
+        assert!(
+            why.contains("rollout Paused 3/4 (2 of 3 new tasks failed)"),
+            "{why}"
+        );
+        assert!(
+            why.contains("last events: UpdatePaused two | Scheduled one"),
+            "{why}"
+        );
+        assert_eq!(why_not(&ServiceStatus::default()), "");
+    }
 }
