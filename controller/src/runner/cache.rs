@@ -563,10 +563,7 @@ impl Cache {
         let nodes = self.nodes();
         let mut own_usage: BTreeMap<String, NodeUsage> = BTreeMap::new();
         let mut tasks = Vec::with_capacity(self.tasks.count_of_service(sref));
-        for (node, id, r) in self.tasks.of_service(sref) {
-            let Some(task) = &r.task else {
-                continue;
-            };
+        for (node, id, task, r) in self.tasks.of_service(sref) {
             if let Some(template) = r.reserved() {
                 add_usage(&mut own_usage, node, template);
             }

@@ -152,10 +152,8 @@ impl Cache {
         task: Option<&Task>,
         touched: &mut Touched,
     ) {
-        let pos = match self.tasks.find(&k.0, &k.1) {
-            Some(s) => s,
-            None if task.is_none() => return,
-            None => self.tasks.insert_default(&k.0, &k.1),
+        let Some(pos) = self.tasks.position(&k.0, &k.1, task.is_some()) else {
+            return;
         };
         if let Some(t) = self.tasks.record(pos).reserved() {
             release(&mut self.usage, &k.0, t);
@@ -194,10 +192,8 @@ impl Cache {
             }
             None => None,
         };
-        let pos = match (self.tasks.find(&k.0, &k.1), status.is_some()) {
-            (Some(s), _) => s,
-            (None, true) => self.tasks.insert_default(&k.0, &k.1),
-            (None, false) => return,
+        let Some(pos) = self.tasks.position(&k.0, &k.1, status.is_some()) else {
+            return;
         };
         let r = self.tasks.record_mut(pos);
         // A status change moves the node's usage only when it ends the task.

@@ -50,7 +50,21 @@ pub(super) struct TaskTable {
 impl TaskTable {
     /// The position of `(node, task)`'s record.
     pub(super) fn find(&self, node: &str, task: &str) -> Option<Pos> {
+        self.find_hashed(node, task, self.hasher.hash_one(task))
+    }
+
+    /// The position of `(node, task)`'s record; when there is none, an empty one is added if
+    /// `add`, else `None`.
+    pub(super) fn position(&mut self, node: &str, task: &str, add: bool) -> Option<Pos> {
         let hash = self.hasher.hash_one(task);
+        match self.find_hashed(node, task, hash) {
+            Some(pos) => Some(pos),
+            None if add => Some(self.insert(node, task, hash)),
+            None => None,
+        }
+    }
+
+    fn find_hashed(&self, node: &str, task: &str, hash: u64) -> Option<Pos> {
         let tasks = self.by_node.get(node)?;
         tasks
             .find(hash, |&s| *self.entries[s].task == *task)
@@ -73,9 +87,8 @@ impl TaskTable {
         self.find(node, task).map(|s| self.record(s))
     }
 
-    /// A new, empty record for `(node, task)`, which has none (look it up with
-    /// [`TaskTable::find`] first).
-    pub(super) fn insert_default(&mut self, node: &str, task: &str) -> Pos {
+    /// A new, empty record for `(node, task)`, which has none; `hash` is the task id's.
+    fn insert(&mut self, node: &str, task: &str, hash: u64) -> Pos {
         let node: Arc<str> = match self.by_node.get_key_value(node) {
             Some((n, _)) => n.clone(),
             None => Arc::from(node),
@@ -85,7 +98,6 @@ impl TaskTable {
             task: task.into(),
             record: TaskRecord::default(),
         });
-        let hash = self.hasher.hash_one(task);
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.by_node
             .entry(node)
@@ -171,16 +183,20 @@ impl TaskTable {
         }
     }
 
-    /// The records of `service` that hold an assignment, as `(node, task id, record)`.
+    /// The records of `service`, as `(node, task id, assignment, record)` (the index holds
+    /// only records with an assignment).
     pub(super) fn of_service(
         &self,
         service: &ServiceRef,
-    ) -> impl Iterator<Item = (&str, &str, &TaskRecord)> {
+    ) -> impl Iterator<Item = (&str, &str, &CompactTask, &TaskRecord)> {
         self.by_service
             .get(service)
             .into_iter()
             .flatten()
-            .map(|&s| self.ids_and_record(s))
+            .filter_map(|&s| {
+                let (node, id, record) = self.ids_and_record(s);
+                Some((node, id, record.task.as_ref()?, record))
+            })
     }
 
     /// How many records of `service` hold an assignment.

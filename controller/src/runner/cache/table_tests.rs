@@ -5,7 +5,7 @@ use crate::testutil::service;
 use shoal_core::model::{Task, TaskState, TaskStatus, TaskTemplate, Timestamp};
 
 fn with_status(table: &mut TaskTable, node: &str, task: &str) -> Pos {
-    let pos = table.insert_default(node, task);
+    let pos = table.position(node, task, true).expect("added");
     table.record_mut(pos).status = Some(TaskStatus::new(task, TaskState::Running, Timestamp(1)));
     pos
 }
@@ -62,7 +62,7 @@ fn a_service_lists_the_records_assigned_to_it_and_only_while_they_are() {
     );
     assign(&mut t, &mut templates, one, "web");
     assign(&mut t, &mut templates, two, "web");
-    let mut listed: Vec<(&str, &str)> = t.of_service(&web).map(|(n, id, _)| (n, id)).collect();
+    let mut listed: Vec<(&str, &str)> = t.of_service(&web).map(|(n, id, ..)| (n, id)).collect();
     listed.sort();
     assert_eq!(listed, [("n1", "web.1.a"), ("n2", "web.2.b")]);
     assign(&mut t, &mut templates, two, "api");
@@ -115,7 +115,7 @@ fn a_mass_removal_gives_the_memory_back_and_every_record_stays_reachable() {
     }
     let mut by_service: Vec<String> = t
         .of_service(&web)
-        .map(|(_, id, _)| id.to_string())
+        .map(|(_, id, ..)| id.to_string())
         .collect();
     by_service.sort();
     let mut by_id: Vec<String> = t.iter().map(|(_, id, _)| id.to_string()).collect();
