@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use shoal_api::Client;
 use shoal_core::manifest::Mode;
 use shoal_core::model::{RolloutState, ServiceStatus};
+use shoal_core::view::TaskEntry;
 
 use crate::checker::Violation;
 use crate::workload::{Desired, Model, NAMESPACE, SERVICES, service_name};
@@ -124,6 +125,35 @@ fn why_not(s: &ServiceStatus) -> String {
     out
 }
 
+/// The service's tasks as the store holds them, outside their slots' history: slot, id,
+/// whether on the rollout's target template, desired and observed state, node — so that a
+/// service that did not converge shows whether the store or the leader's view of it is off.
+fn stored_tasks(tasks: &[TaskEntry], s: &ServiceStatus) -> String {
+    let target = s.rollout.as_ref().map(|r| r.target_hash.as_str());
+    let mut live: Vec<&TaskEntry> = tasks.iter().filter(|e| !e.history).collect();
+    live.sort_by(|a, b| a.task.slot.to_string().cmp(&b.task.slot.to_string()));
+    let shown: Vec<String> = live
+        .iter()
+        .map(|e| {
+            let template = match target {
+                Some(h) if e.task.template_hash == h => "target",
+                Some(_) => "older",
+                None => "-",
+            };
+            format!(
+                "slot {} {} {template} desired {:?} {} on {}{}",
+                e.task.slot,
+                e.task.id,
+                e.task.desired_state,
+                e.state(),
+                e.task.node_id,
+                if e.task.orphaned { " orphaned" } else { "" }
+            )
+        })
+        .collect();
+    format!("; tasks: {}", shown.join(" | "))
+}
+
 /// Services not converged yet (with why), empty when all are.
 pub async fn not_converged(client: &Client) -> Vec<String> {
     let list = match client.list_services(Some(NAMESPACE), None).await {
@@ -134,16 +164,23 @@ pub async fn not_converged(client: &Client) -> Vec<String> {
     for r in list {
         match client.service_status(NAMESPACE, &r.name).await {
             Ok(Some(s)) if converged(&s, r.revision) => {}
-            Ok(Some(s)) => out.push(format!(
-                "{}: {}/{} running, {} updated, observed {} of {}{}",
-                r.name,
-                s.running,
-                s.desired,
-                s.updated,
-                s.observed_generation,
-                r.revision,
-                why_not(&s)
-            )),
+            Ok(Some(s)) => {
+                let service = format!("{NAMESPACE}/{}", r.name);
+                let tasks = match client.tasks(Some(&service), None).await {
+                    Ok(t) => stored_tasks(&t, &s),
+                    Err(e) => format!("; tasks: {e}"),
+                };
+                out.push(format!(
+                    "{}: {}/{} running, {} updated, observed {} of {}{}{tasks}",
+                    r.name,
+                    s.running,
+                    s.desired,
+                    s.updated,
+                    s.observed_generation,
+                    r.revision,
+                    why_not(&s)
+                ));
+            }
             Ok(None) => out.push(format!("{}: no status", r.name)),
             Err(e) => out.push(format!("{}: {e}", r.name)),
         }
@@ -230,7 +267,7 @@ pub fn process_mismatches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_core::model::{Event, RolloutStatus, Timestamp};
+    use shoal_core::model::{Event, RolloutStatus, Task, Timestamp};
 
     #[test]
     fn a_service_that_has_not_converged_says_where_its_rollout_stopped() {
@@ -271,5 +308,48 @@ mod tests {
             "{why}"
         );
         assert_eq!(why_not(&ServiceStatus::default()), "");
+    }
+
+    #[test]
+    fn a_service_that_has_not_converged_lists_its_tasks_as_stored() {
+        use shoal_core::model::{DesiredState, Slot, TaskState, TaskStatus};
+        use shoal_tests::tasks::docker_task;
+        let old = docker_task("web.1.a", "web", "n1", "img:1");
+        let mut new = docker_task("web.2.b", "web", "n2", "img:2");
+        new.slot = Slot::Replica(2);
+        let mut gone = docker_task("web.2.c", "web", "n1", "img:1");
+        gone.slot = Slot::Replica(2);
+        gone.desired_state = DesiredState::Shutdown;
+        let s = ServiceStatus {
+            rollout: Some(RolloutStatus {
+                state: RolloutState::Updating,
+                target_hash: new.template_hash.clone(),
+                updated: 1,
+                total: 2,
+                message: None,
+                started_at: Timestamp(1),
+                completed_at: None,
+                image: None,
+                previous_hash: None,
+                previous_image: None,
+                failed_tasks: Vec::new(),
+                rollback_started_at: None,
+            }),
+            ..ServiceStatus::default()
+        };
+        let running = |t: &Task| Some(TaskStatus::new(&t.id, TaskState::Running, Timestamp(2)));
+        let mut history = TaskEntry::new(gone.clone(), None);
+        history.history = true;
+        let tasks = vec![
+            TaskEntry::new(new.clone(), running(&new)),
+            history,
+            TaskEntry::new(old.clone(), running(&old)),
+        ];
+        let shown = stored_tasks(&tasks, &s);
+        assert_eq!(
+            shown,
+            "; tasks: slot 1 web.1.a older desired Running running on n1 \
+             | slot 2 web.2.b target desired Running running on n2"
+        );
     }
 }
