@@ -131,7 +131,7 @@ fn why_not(s: &ServiceStatus) -> String {
 fn stored_tasks(tasks: &[TaskEntry], s: &ServiceStatus) -> String {
     let target = s.rollout.as_ref().map(|r| r.target_hash.as_str());
     let mut live: Vec<&TaskEntry> = tasks.iter().filter(|e| !e.history).collect();
-    live.sort_by(|a, b| a.task.slot.to_string().cmp(&b.task.slot.to_string()));
+    live.sort_by(|a, b| a.task.slot.cmp(&b.task.slot));
     let shown: Vec<String> = live
         .iter()
         .map(|e| {
