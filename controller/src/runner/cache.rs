@@ -3,7 +3,9 @@
 //! (tasks per service, tasks per node, reserved resources per node).
 //!
 //! Every key remembers the revision it was last set or deleted at, so the controller's own
-//! writes can be applied as soon as they commit and an older watch event never undoes them.
+//! writes can be applied as soon as they commit and an older watch event never undoes them: a
+//! task's and a status's in their record while the record holds them, every other in a map
+//! (until the watch has moved past a deleted key's revision).
 //! Changes apply by key (a task's resources are released before its new value is counted),
 //! so the same write seen twice — from its commit and again from the watch — counts once.
 //!
@@ -33,9 +35,11 @@ use crate::placement::{NodeUsage, Usage};
 use crate::reconcile::gone::Presence;
 use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
 use compact::Templates;
+use revision::Part;
 use table::TaskTable;
 
 mod compact;
+mod revision;
 mod set;
 mod table;
 
@@ -108,6 +112,7 @@ impl NodeGrace {
 #[derive(Debug)]
 pub(crate) struct Cache {
     keys: Keys,
+    /// The revision of the last change of each key whose value no task record holds.
     revs: HashMap<String, Revision, FastHash>,
     tombstones: BTreeMap<Revision, Vec<String>>,
     services: BTreeMap<ServiceRef, ManifestEntry>,
@@ -225,9 +230,9 @@ impl Cache {
             Some(s) => s.truth,
             None => self.encoded(key),
         };
-        let revision = self.revs.get(key).copied().unwrap_or(0);
+        let revision = self.revision(key);
         match self.created_task(key, value, created) {
-            Some((k, t)) => self.put_task(k, Some(t), &mut Touched::default()),
+            Some((k, t)) => self.put_task(key, k, Some(t), revision, &mut Touched::default()),
             None => {
                 self.set(key, value, revision);
             }
@@ -242,15 +247,20 @@ impl Cache {
         let mut touched = Touched::default();
         for op in ops {
             let (key, value) = op_parts(op);
-            let newer = self.revs.get(key).copied().filter(|&r| r > revision);
-            let t = match (self.staged.remove(key), newer) {
-                (Some(s), Some(r)) => self.set(key, s.truth.as_deref(), r),
+            let current = self.revision(key);
+            let t = match self.staged.remove(key) {
+                Some(s) if current > revision => self.set(key, s.truth.as_deref(), current),
                 // Shown since it was staged: only its revision is new.
-                (Some(_), None) => {
-                    self.note(key, value.is_none(), revision);
+                Some(_) => {
+                    if current < revision
+                        && let Some(parsed) = self.keys.parse(key)
+                    {
+                        self.note_deleted(key, value.is_none(), revision);
+                        self.keep_revision(key, &parsed, revision);
+                    }
                     Touched::default()
                 }
-                (None, _) => self.apply(key, value, revision),
+                None => self.apply(key, value, revision),
             };
             touched.merge(t);
         }
@@ -264,7 +274,7 @@ impl Cache {
         for op in ops {
             let (key, _) = op_parts(op);
             if let Some(s) = self.staged.remove(key) {
-                let revision = self.revs.get(key).copied().unwrap_or(0);
+                let revision = self.revision(key);
                 touched.merge(self.set(key, s.truth.as_deref(), revision));
             }
         }
@@ -277,7 +287,7 @@ impl Cache {
         let keys: Vec<String> = self.staged.keys().cloned().collect();
         for key in keys {
             if let Some(s) = self.staged.remove(&key) {
-                let revision = self.revs.get(&key).copied().unwrap_or(0);
+                let revision = self.revision(&key);
                 self.set(&key, s.truth.as_deref(), revision);
             }
         }
@@ -306,7 +316,7 @@ impl Cache {
             "{:?}\n{:?}\n{:?}\n{:?}",
             self.tasks
                 .iter()
-                .map(|(n, t, r)| ((n, t), r))
+                .map(|(n, t, r)| ((n, t), (&r.task, &r.status)))
                 .collect::<BTreeMap<_, _>>(),
             self.usage
                 .iter()
@@ -327,33 +337,19 @@ impl Cache {
     /// Older changes than the one already applied to the key are ignored. A staged key keeps
     /// showing its write: the change becomes its truth.
     pub(crate) fn apply(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
-        if !self.note(key, value.is_none(), revision) {
+        let Some(parsed) = self.keys.parse(key) else {
+            return Touched::default();
+        };
+        if self.revision_of(key, &parsed) >= revision {
             return Touched::default();
         }
+        self.note_deleted(key, value.is_none(), revision);
         if let Some(s) = self.staged.get_mut(key) {
             s.truth = value.map(<[u8]>::to_vec);
+            self.keep_revision(key, &parsed, revision);
             return Touched::default();
         }
-        self.set(key, value, revision)
-    }
-
-    /// Records that `key` was set (or `deleted`) at `revision`; false when the cache already
-    /// holds that change or a newer one.
-    fn note(&mut self, key: &str, deleted: bool, revision: Revision) -> bool {
-        match self.revs.get_mut(key) {
-            Some(r) if *r >= revision => return false,
-            Some(r) => *r = revision,
-            None => {
-                self.revs.insert(key.to_string(), revision);
-            }
-        }
-        if deleted {
-            self.tombstones
-                .entry(revision)
-                .or_default()
-                .push(key.to_string());
-        }
-        true
+        self.set_parsed(key, parsed, value, revision)
     }
 
     /// A secret or config appeared or went away: the services referencing it need a look.
@@ -399,18 +395,6 @@ impl Cache {
         for (_, r) in self.tasks.of_node(id) {
             if let Some(t) = &r.task {
                 touched.services.insert(t.service().clone());
-            }
-        }
-    }
-
-    /// Forgets tombstones the watch has moved past (no older event can arrive any more).
-    pub(crate) fn prune(&mut self, watched: Revision) {
-        let keep = self.tombstones.split_off(&(watched + 1));
-        for (_, keys) in std::mem::replace(&mut self.tombstones, keep) {
-            for k in keys {
-                if self.revs.get(&k).is_some_and(|&r| r <= watched) {
-                    self.revs.remove(&k);
-                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Tests of the controller cache.
 use super::*;
 use crate::testutil::{node, service};
-use shoal_core::model::{Task, TaskState, TaskTemplate};
+use shoal_core::model::{DesiredState, Task, TaskState, TaskTemplate};
 
 fn task(svc: &Service, node: &str, id: &str) -> Task {
     let template = TaskTemplate::from_spec(&svc.spec);
@@ -135,6 +135,60 @@ fn invalid_manifests_are_kept_as_errors_with_their_location() {
         c.input(&sref, Timestamp(0), &NodeGrace::none(), 0).service,
         ServiceInput::Invalid { .. }
     ));
+}
+
+#[test]
+fn revisions_of_tasks_and_statuses_live_in_their_records_and_still_order_changes() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let t = task(&svc, "n1", "web.1.a");
+    let (a, sa) = (
+        keys.task("n1", "web.1.a"),
+        keys.task_status("n1", "web.1.a"),
+    );
+    let status = |state| model::encode(&TaskStatus::new(t.id.clone(), state, Timestamp(0)));
+    c.apply(&a, Some(&model::encode(&t)), 5);
+    c.apply(&sa, Some(&status(TaskState::Running)), 6);
+    assert!(
+        c.revs.is_empty(),
+        "no copy of a held task's keys: {:?}",
+        c.revs
+    );
+    assert_eq!((c.revision(&a), c.revision(&sa)), (5, 6));
+    // Late events are still ignored.
+    c.apply(&sa, Some(&status(TaskState::Failed)), 4);
+    assert_eq!(c.tasks_by_state().get("running"), Some(&1));
+    // A staged stop keeps the store's revision; the watch moves it on, a failed commit
+    // shows the store's value at its revision.
+    let mut stop = t.clone();
+    stop.desired_state = DesiredState::Shutdown;
+    let ops = vec![TxnOp::Delete { key: a.clone() }];
+    c.stage(&ops, &[]);
+    assert_eq!(
+        c.revision(&a),
+        5,
+        "a staged delete keeps the truth's revision"
+    );
+    c.apply(&a, Some(&model::encode(&stop)), 8);
+    assert_eq!(c.revision(&a), 8);
+    c.unstage(&ops);
+    assert_eq!(c.revision(&a), 8);
+    assert!(c.revs.is_empty(), "{:?}", c.revs);
+    c.apply(&a, Some(&model::encode(&t)), 7);
+    let shown = c.input(&svc.id(), Timestamp(0), &NodeGrace::none(), 0);
+    assert_eq!(shown.tasks[0].task.desired_state, DesiredState::Shutdown);
+    // Deleted keys are remembered until the watch passes them, then forgotten.
+    c.apply(&a, None, 9);
+    c.apply(&sa, None, 10);
+    assert_eq!((c.revision(&a), c.revision(&sa)), (9, 10));
+    c.apply(&a, Some(&model::encode(&t)), 8);
+    assert!(
+        c.tasks.iter().next().is_none(),
+        "a late put does not bring it back"
+    );
+    c.prune(10);
+    assert!(c.revs.is_empty(), "{:?}", c.revs);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use shoal_core::manifest::ServiceRef;
 use shoal_core::model::{DesiredState, Slot, Task, TaskStatus, TaskTemplate, Timestamp};
+use shoal_store::Revision;
 
 /// A template with its hash and service, shared by the service's tasks made from it.
 #[derive(Debug)]
@@ -34,11 +35,19 @@ pub(super) struct CompactTask {
 /// What the cache holds for one `(node, task id)`: the assignment and the agent's status,
 /// either of which may be absent (a status can outlive its task for a moment). The entry goes
 /// when both are gone.
+///
+/// The revision of the last change of each part is kept here while the record holds that
+/// part (the cache's revision map holds it otherwise): most keys of a large cluster are
+/// tasks and their statuses, and the map would hold a copy of each of their keys.
 #[derive(Debug, Default)]
 pub(super) struct TaskRecord {
     pub(super) task: Option<CompactTask>,
     /// As [`super::kept_status`] keeps it.
     pub(super) status: Option<TaskStatus>,
+    /// The revision of the last change of the assignment's key, while `task` is held.
+    pub(super) task_revision: Revision,
+    /// The revision of the last change of the status's key, while `status` is held.
+    pub(super) status_revision: Revision,
 }
 
 impl TaskRecord {

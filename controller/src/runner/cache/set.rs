@@ -15,16 +15,32 @@ use shoal_core::secret::FileKind;
 use shoal_store::Revision;
 use tracing::warn;
 
-use super::{Cache, ManifestEntry, Touched, add_usage, kept_status};
+use super::{Cache, ManifestEntry, Part, Touched, add_usage, kept_status};
 use crate::placement::NodeUsage;
 
 impl Cache {
-    /// Shows `value` for `key` (set at `revision`), whatever the key's revision.
+    /// Shows `value` for `key` (set at `revision`, which the key keeps), whatever the key's
+    /// revision.
     pub(super) fn set(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
+        match self.keys.parse(key) {
+            Some(parsed) => self.set_parsed(key, parsed, value, revision),
+            None => Touched::default(),
+        }
+    }
+
+    /// [`Cache::set`] of `key`, parsed as `parsed`.
+    pub(super) fn set_parsed(
+        &mut self,
+        key: &str,
+        parsed: Key,
+        value: Option<&[u8]>,
+        revision: Revision,
+    ) -> Touched {
         let mut touched = Touched::default();
-        let Some(parsed) = self.keys.parse(key) else {
-            return touched;
-        };
+        // A task's and a status's revision are kept with the record, the others here.
+        if !matches!(parsed, Key::Task { .. } | Key::TaskStatus { .. }) {
+            self.keep_map_revision(key, revision);
+        }
         match parsed {
             Key::Service(sref) => {
                 match value {
@@ -61,9 +77,11 @@ impl Cache {
                 }
                 self.node_touched(&id, &mut touched);
             }
-            Key::Task { node, task } => self.set_task((node, task), value, &mut touched),
+            Key::Task { node, task } => {
+                self.set_task(key, (node, task), value, revision, &mut touched)
+            }
             Key::TaskStatus { node, task } => {
-                self.set_task_status((node, task), value, &mut touched)
+                self.set_task_status(key, (node, task), value, revision, &mut touched)
             }
             Key::Leader => {}
             Key::Endpoints(sref) => self.set_endpoints(sref, value, &mut touched),
@@ -134,7 +152,14 @@ impl Cache {
         }
     }
 
-    fn set_task(&mut self, k: (String, String), value: Option<&[u8]>, touched: &mut Touched) {
+    fn set_task(
+        &mut self,
+        key: &str,
+        k: (String, String),
+        value: Option<&[u8]>,
+        revision: Revision,
+        touched: &mut Touched,
+    ) {
         let task = value.and_then(|v| match model::decode::<Task>("task", v) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -142,17 +167,20 @@ impl Cache {
                 None
             }
         });
-        self.put_task(k, task.as_ref(), touched);
+        self.put_task(key, k, task.as_ref(), revision, touched);
     }
 
-    /// Shows `task` (`None`: no task) under `k`.
+    /// Shows `task` (`None`: no task) under `key`, the task key of `k`, set at `revision`.
     pub(super) fn put_task(
         &mut self,
+        key: &str,
         k: (String, String),
         task: Option<&Task>,
+        revision: Revision,
         touched: &mut Touched,
     ) {
         let Some(pos) = self.tasks.position(&k.0, &k.1, task.is_some()) else {
+            self.keep_record_revision(key, None, Part::Task, revision);
             return;
         };
         if let Some(t) = self.tasks.record(pos).reserved() {
@@ -170,7 +198,8 @@ impl Cache {
         if let Some(t) = r.reserved() {
             add_usage(Arc::make_mut(&mut self.usage), &k.0, t);
         }
-        if r.is_empty() {
+        self.keep_record_revision(key, Some(pos), Part::Task, revision);
+        if self.tasks.record(pos).is_empty() {
             self.tasks.remove(pos);
         }
         if !self.infos.contains_key(&k.0) {
@@ -180,19 +209,24 @@ impl Cache {
 
     fn set_task_status(
         &mut self,
+        key: &str,
         k: (String, String),
         value: Option<&[u8]>,
+        revision: Revision,
         touched: &mut Touched,
     ) {
         let status = match value.map(|v| model::decode::<TaskStatus>("task status", v)) {
             Some(Ok(st)) => Some(kept_status(st)),
             Some(Err(e)) => {
                 warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task status");
+                let pos = self.tasks.find(&k.0, &k.1);
+                self.keep_record_revision(key, pos, Part::Status, revision);
                 return;
             }
             None => None,
         };
         let Some(pos) = self.tasks.position(&k.0, &k.1, status.is_some()) else {
+            self.keep_record_revision(key, None, Part::Status, revision);
             return;
         };
         let r = self.tasks.record_mut(pos);
@@ -209,7 +243,8 @@ impl Cache {
             }
             touched.services.insert(t.service().clone());
         }
-        if r.is_empty() {
+        self.keep_record_revision(key, Some(pos), Part::Status, revision);
+        if self.tasks.record(pos).is_empty() {
             self.tasks.remove(pos);
         }
     }
