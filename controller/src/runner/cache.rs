@@ -247,20 +247,23 @@ impl Cache {
         let mut touched = Touched::default();
         for op in ops {
             let (key, value) = op_parts(op);
-            let current = self.revision(key);
+            let Some(parsed) = self.keys.parse(key) else {
+                continue;
+            };
+            let current = self.revision_of(key, &parsed);
             let t = match self.staged.remove(key) {
-                Some(s) if current > revision => self.set(key, s.truth.as_deref(), current),
+                Some(s) if current > revision => {
+                    self.set_parsed(key, parsed, s.truth.as_deref(), current)
+                }
                 // Shown since it was staged: only its revision is new.
                 Some(_) => {
-                    if current < revision
-                        && let Some(parsed) = self.keys.parse(key)
-                    {
+                    if current < revision {
                         self.note_deleted(key, value.is_none(), revision);
                         self.keep_revision(key, &parsed, revision);
                     }
                     Touched::default()
                 }
-                None => self.apply(key, value, revision),
+                None => self.apply_parsed(key, parsed, value, revision),
             };
             touched.merge(t);
         }
@@ -337,9 +340,20 @@ impl Cache {
     /// Older changes than the one already applied to the key are ignored. A staged key keeps
     /// showing its write: the change becomes its truth.
     pub(crate) fn apply(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
-        let Some(parsed) = self.keys.parse(key) else {
-            return Touched::default();
-        };
+        match self.keys.parse(key) {
+            Some(parsed) => self.apply_parsed(key, parsed, value, revision),
+            None => Touched::default(),
+        }
+    }
+
+    /// [`Cache::apply`] of `key`, parsed as `parsed`.
+    fn apply_parsed(
+        &mut self,
+        key: &str,
+        parsed: Key,
+        value: Option<&[u8]>,
+        revision: Revision,
+    ) -> Touched {
         if self.revision_of(key, &parsed) >= revision {
             return Touched::default();
         }

@@ -58,19 +58,22 @@ impl Cache {
             _ => None,
         };
         match at {
-            Some((pos, part)) => self.keep_record_revision(key, Some(pos), part, revision),
+            // The value shown is unchanged: a part held now was held before.
+            Some((pos, part)) => self.keep_record_revision(key, Some(pos), part, revision, true),
             None => self.keep_map_revision(key, revision),
         }
     }
 
     /// Records `revision` for `key`, the `part` of the record in `pos` (`None`: no record):
-    /// in the record while it holds that part, else in the map.
+    /// in the record while it holds that part, else in the map. `was_held`: the record held
+    /// the part before this change, so the map holds nothing of the key.
     pub(super) fn keep_record_revision(
         &mut self,
         key: &str,
         pos: Option<Pos>,
         part: Part,
         revision: Revision,
+        was_held: bool,
     ) {
         let r = pos.map(|p| self.tasks.record_mut(p));
         let held = match (r, part) {
@@ -81,7 +84,7 @@ impl Cache {
         match held {
             Some(at) => {
                 *at = revision;
-                if !self.revs.is_empty() {
+                if !was_held {
                     self.revs.remove(key);
                 }
             }

@@ -180,7 +180,7 @@ impl Cache {
         touched: &mut Touched,
     ) {
         let Some(pos) = self.tasks.position(&k.0, &k.1, task.is_some()) else {
-            self.keep_record_revision(key, None, Part::Task, revision);
+            self.keep_record_revision(key, None, Part::Task, revision, false);
             return;
         };
         if let Some(t) = self.tasks.record(pos).reserved() {
@@ -190,7 +190,9 @@ impl Cache {
             touched.services.insert(t.service.clone());
             self.templates.compact(t, &k.0, &k.1)
         });
-        if let Some(old) = self.tasks.replace_task(pos, new) {
+        let old = self.tasks.replace_task(pos, new);
+        let was_held = old.is_some();
+        if let Some(old) = old {
             touched.services.insert(old.service().clone());
             self.templates.release(old);
         }
@@ -198,7 +200,7 @@ impl Cache {
         if let Some(t) = r.reserved() {
             add_usage(Arc::make_mut(&mut self.usage), &k.0, t);
         }
-        self.keep_record_revision(key, Some(pos), Part::Task, revision);
+        self.keep_record_revision(key, Some(pos), Part::Task, revision, was_held);
         if self.tasks.record(pos).is_empty() {
             self.tasks.remove(pos);
         }
@@ -220,16 +222,18 @@ impl Cache {
             Some(Err(e)) => {
                 warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task status");
                 let pos = self.tasks.find(&k.0, &k.1);
-                self.keep_record_revision(key, pos, Part::Status, revision);
+                let held = pos.is_some_and(|p| self.tasks.record(p).status.is_some());
+                self.keep_record_revision(key, pos, Part::Status, revision, held);
                 return;
             }
             None => None,
         };
         let Some(pos) = self.tasks.position(&k.0, &k.1, status.is_some()) else {
-            self.keep_record_revision(key, None, Part::Status, revision);
+            self.keep_record_revision(key, None, Part::Status, revision, false);
             return;
         };
         let r = self.tasks.record_mut(pos);
+        let was_held = r.status.is_some();
         // A status change moves the node's usage only when it ends the task.
         let was = r.reserves();
         r.status = status;
@@ -243,7 +247,7 @@ impl Cache {
             }
             touched.services.insert(t.service().clone());
         }
-        self.keep_record_revision(key, Some(pos), Part::Status, revision);
+        self.keep_record_revision(key, Some(pos), Part::Status, revision, was_held);
         if self.tasks.record(pos).is_empty() {
             self.tasks.remove(pos);
         }
