@@ -188,24 +188,6 @@ impl Cache {
         }
     }
 
-    /// The task of `created` that a put of `value` at `key` writes, with its `(node, task
-    /// id)`; only a put of a created task has one (other keys are not even parsed).
-    fn created_task<'t>(
-        &self,
-        key: &str,
-        value: Option<&[u8]>,
-        created: &HashMap<(&str, &str), &'t Task>,
-    ) -> Option<((String, String), &'t Task)> {
-        if value.is_none() || created.is_empty() {
-            return None;
-        }
-        let Some(Key::Task { node, task }) = self.keys.parse(key) else {
-            return None;
-        };
-        let t = *created.get(&(node.as_str(), task.as_str()))?;
-        Some(((node, task), t))
-    }
-
     /// Shows `ops` before they commit, keeping each key's current value as its truth.
     /// `created` are the tasks the ops create (a plan's new tasks, as encoded in them): they
     /// are shown as they are instead of being decoded again from their bytes.
@@ -226,15 +208,31 @@ impl Cache {
         value: Option<&[u8]>,
         created: &HashMap<(&str, &str), &Task>,
     ) {
+        let Some(parsed) = self.keys.parse(key) else {
+            return;
+        };
         let truth = match self.staged.remove(key) {
             Some(s) => s.truth,
-            None => self.encoded(key),
+            None => self.encoded(&parsed),
         };
-        let revision = self.revision(key);
-        match self.created_task(key, value, created) {
-            Some((k, t)) => self.put_task(key, k, Some(t), revision, &mut Touched::default()),
-            None => {
-                self.set(key, value, revision);
+        let revision = self.revision_of(key, &parsed);
+        // A put of a created task: shown as it is instead of decoded again from its bytes.
+        let new = match &parsed {
+            Key::Task { node, task } if value.is_some() => {
+                created.get(&(node.as_str(), task.as_str())).copied()
+            }
+            _ => None,
+        };
+        match (parsed, new) {
+            (Key::Task { node, task }, Some(t)) => self.put_task(
+                key,
+                (node, task),
+                Some(t),
+                revision,
+                &mut Touched::default(),
+            ),
+            (parsed, _) => {
+                self.set_parsed(key, parsed, value, revision);
             }
         }
         let value = value.map(<[u8]>::to_vec);
@@ -298,15 +296,15 @@ impl Cache {
 
     /// The stored form of a key the controller writes, as the cache holds it (`None` when
     /// absent or unreadable, which the cache treats alike).
-    fn encoded(&self, key: &str) -> Option<Vec<u8>> {
-        match self.keys.parse(key)? {
+    fn encoded(&self, key: &Key) -> Option<Vec<u8>> {
+        match key {
             Key::Task { node, task } => self
                 .tasks
-                .get(&node, &task)
+                .get(node, task)
                 .and_then(|r| r.task.as_ref())
-                .map(|t| model::encode(&t.to_task(&node, &task))),
-            Key::ServiceStatus(s) => self.statuses.get(&s).map(model::encode),
-            Key::Endpoints(s) => self.endpoints.get(&s).map(model::encode),
+                .map(|t| model::encode(&t.to_task(node, task))),
+            Key::ServiceStatus(s) => self.statuses.get(s).map(model::encode),
+            Key::Endpoints(s) => self.endpoints.get(s).map(model::encode),
             _ => None,
         }
     }
