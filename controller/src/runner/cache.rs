@@ -232,7 +232,7 @@ impl Cache {
                 &mut Touched::default(),
             ),
             (parsed, _) => {
-                self.set_parsed(key, parsed, value, revision);
+                self.set(key, parsed, value, revision);
             }
         }
         let value = value.map(<[u8]>::to_vec);
@@ -250,9 +250,7 @@ impl Cache {
             };
             let current = self.revision_of(key, &parsed);
             let t = match self.staged.remove(key) {
-                Some(s) if current > revision => {
-                    self.set_parsed(key, parsed, s.truth.as_deref(), current)
-                }
+                Some(s) if current > revision => self.set(key, parsed, s.truth.as_deref(), current),
                 // Shown since it was staged: only its revision is new.
                 Some(_) => {
                     if current < revision {
@@ -273,13 +271,18 @@ impl Cache {
     pub(crate) fn unstage(&mut self, ops: &[TxnOp]) -> Touched {
         let mut touched = Touched::default();
         for op in ops {
-            let (key, _) = op_parts(op);
-            if let Some(s) = self.staged.remove(key) {
-                let revision = self.revision(key);
-                touched.merge(self.set(key, s.truth.as_deref(), revision));
-            }
+            touched.merge(self.unstage_one(op_parts(op).0));
         }
         touched
+    }
+
+    /// `key`, if staged, shows the store's truth again (at the revision the cache holds).
+    fn unstage_one(&mut self, key: &str) -> Touched {
+        let (Some(s), Some(parsed)) = (self.staged.remove(key), self.keys.parse(key)) else {
+            return Touched::default();
+        };
+        let revision = self.revision_of(key, &parsed);
+        self.set(key, parsed, s.truth.as_deref(), revision)
     }
 
     /// Every staged key shows the store's truth again (the term whose commits they were
@@ -287,10 +290,7 @@ impl Cache {
     pub(crate) fn unstage_all(&mut self) {
         let keys: Vec<String> = self.staged.keys().cloned().collect();
         for key in keys {
-            if let Some(s) = self.staged.remove(&key) {
-                let revision = self.revision(&key);
-                self.set(&key, s.truth.as_deref(), revision);
-            }
+            self.unstage_one(&key);
         }
     }
 
@@ -361,7 +361,7 @@ impl Cache {
             self.keep_revision(key, &parsed, revision);
             return Touched::default();
         }
-        self.set_parsed(key, parsed, value, revision)
+        self.set(key, parsed, value, revision)
     }
 
     /// A secret or config appeared or went away: the services referencing it need a look.

@@ -20,7 +20,8 @@ pub(super) enum Part {
 }
 
 impl Cache {
-    /// The revision of the last change of `key` the cache holds (0: none).
+    /// The revision of the last change of `key` the cache holds (0: none; tests).
+    #[cfg(test)]
     pub(super) fn revision(&self, key: &str) -> Revision {
         match self.keys.parse(key) {
             Some(parsed) => self.revision_of(key, &parsed),
@@ -28,7 +29,8 @@ impl Cache {
         }
     }
 
-    /// [`Cache::revision`] of `key`, parsed as `parsed`.
+    /// The revision of the last change of `key`, parsed as `parsed`, that the cache holds (0:
+    /// none).
     pub(super) fn revision_of(&self, key: &str, parsed: &Key) -> Revision {
         let held = match parsed {
             Key::Task { node, task } => self

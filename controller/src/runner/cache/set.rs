@@ -19,17 +19,9 @@ use super::{Cache, ManifestEntry, Part, Touched, add_usage, kept_status};
 use crate::placement::NodeUsage;
 
 impl Cache {
-    /// Shows `value` for `key` (set at `revision`, which the key keeps), whatever the key's
-    /// revision.
-    pub(super) fn set(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
-        match self.keys.parse(key) {
-            Some(parsed) => self.set_parsed(key, parsed, value, revision),
-            None => Touched::default(),
-        }
-    }
-
-    /// [`Cache::set`] of `key`, parsed as `parsed`.
-    pub(super) fn set_parsed(
+    /// Shows `value` for `key`, parsed as `parsed` (set at `revision`, which the key keeps),
+    /// whatever the key's revision.
+    pub(super) fn set(
         &mut self,
         key: &str,
         parsed: Key,
