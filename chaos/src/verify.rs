@@ -154,8 +154,10 @@ fn stored_tasks(tasks: &[TaskEntry], s: &ServiceStatus) -> String {
     format!("; tasks: {}", shown.join(" | "))
 }
 
-/// Services not converged yet (with why), empty when all are.
-pub async fn not_converged(client: &Client) -> Vec<String> {
+/// Services not converged yet (with why), empty when all are; with `list_tasks`, each
+/// with its tasks as the store holds them (one more request per service, asked only when a
+/// failure is reported).
+pub async fn not_converged(client: &Client, list_tasks: bool) -> Vec<String> {
     let list = match client.list_services(Some(NAMESPACE), None).await {
         Ok(l) => l,
         Err(e) => return vec![format!("list: {e}")],
@@ -165,10 +167,14 @@ pub async fn not_converged(client: &Client) -> Vec<String> {
         match client.service_status(NAMESPACE, &r.name).await {
             Ok(Some(s)) if converged(&s, r.revision) => {}
             Ok(Some(s)) => {
-                let service = format!("{NAMESPACE}/{}", r.name);
-                let tasks = match client.tasks(Some(&service), None).await {
-                    Ok(t) => stored_tasks(&t, &s),
-                    Err(e) => format!("; tasks: {e}"),
+                let tasks = if list_tasks {
+                    let service = format!("{NAMESPACE}/{}", r.name);
+                    match client.tasks(Some(&service), None).await {
+                        Ok(t) => stored_tasks(&t, &s),
+                        Err(e) => format!("; tasks: {e}"),
+                    }
+                } else {
+                    String::new()
                 };
                 out.push(format!(
                     "{}: {}/{} running, {} updated, observed {} of {}{}{tasks}",
@@ -192,11 +198,12 @@ pub async fn not_converged(client: &Client) -> Vec<String> {
 pub async fn wait_converged(client: &Client, bound: Duration) -> Result<f64, Vec<String>> {
     let t0 = Instant::now();
     loop {
-        let left = not_converged(client).await;
+        let last = t0.elapsed() > bound;
+        let left = not_converged(client, last).await;
         if left.is_empty() {
             return Ok(t0.elapsed().as_secs_f64());
         }
-        if t0.elapsed() > bound {
+        if last {
             return Err(left);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -269,6 +276,24 @@ mod tests {
     use super::*;
     use shoal_core::model::{Event, RolloutStatus, Task, Timestamp};
 
+    /// A rollout in `state` towards `target`, `updated` of `total` slots done, without a message.
+    fn rollout(state: RolloutState, target: &str, updated: u64, total: u64) -> RolloutStatus {
+        RolloutStatus {
+            state,
+            target_hash: target.into(),
+            updated,
+            total,
+            message: None,
+            started_at: Timestamp(1),
+            completed_at: None,
+            image: None,
+            previous_hash: None,
+            previous_image: None,
+            failed_tasks: Vec::new(),
+            rollback_started_at: None,
+        }
+    }
+
     #[test]
     fn a_service_that_has_not_converged_says_where_its_rollout_stopped() {
         let event = |reason: &str, message: &str| Event {
@@ -282,18 +307,8 @@ mod tests {
             running: 3,
             updated: 3,
             rollout: Some(RolloutStatus {
-                state: RolloutState::Paused,
-                target_hash: "abc".into(),
-                updated: 3,
-                total: 4,
                 message: Some("2 of 3 new tasks failed".into()),
-                started_at: Timestamp(1),
-                completed_at: None,
-                image: None,
-                previous_hash: None,
-                previous_image: None,
-                failed_tasks: Vec::new(),
-                rollback_started_at: None,
+                ..rollout(RolloutState::Paused, "abc", 3, 4)
             }),
             events: vec![event("Scheduled", "one"), event("UpdatePaused", "two")],
             ..ServiceStatus::default()
@@ -321,20 +336,7 @@ mod tests {
         gone.slot = Slot::Replica(2);
         gone.desired_state = DesiredState::Shutdown;
         let s = ServiceStatus {
-            rollout: Some(RolloutStatus {
-                state: RolloutState::Updating,
-                target_hash: new.template_hash.clone(),
-                updated: 1,
-                total: 2,
-                message: None,
-                started_at: Timestamp(1),
-                completed_at: None,
-                image: None,
-                previous_hash: None,
-                previous_image: None,
-                failed_tasks: Vec::new(),
-                rollback_started_at: None,
-            }),
+            rollout: Some(rollout(RolloutState::Updating, &new.template_hash, 1, 2)),
             ..ServiceStatus::default()
         };
         let running = |t: &Task| Some(TaskStatus::new(&t.id, TaskState::Running, Timestamp(2)));
