@@ -8,8 +8,14 @@
 //! agents write them, and reconciles each service again (its status and endpoints follow).
 //! The figure is the process's CPU time per 1,000 placements over the round, the part of
 //! S1's `controller_cpu_s_per_1000_placements` that is the controller's own work.
+//!
+//! A standby round keeps every change of the round's store, and then a [`Standby`] applies
+//! them to a cache of its own, as a standby controller's watch brings them: its CPU time per
+//! 1,000 placements is what keeping a standby warm costs beside the leader (S5). Keeping the
+//! changes costs the leader's side of such a round a little, so its decide figures are not
+//! reported.
 
-use shoal_controller::runner::offline::DecidePath;
+use shoal_controller::runner::offline::{DecidePath, Standby};
 use shoal_core::manifest::ServiceRef;
 use shoal_core::model::{self, Capacity, NodeInfo, TaskState, TaskStatus, Timestamp};
 use shoal_core::units::ByteSize;
@@ -37,12 +43,23 @@ pub struct Round {
     pub place_cpu_s: f64,
     /// CPU seconds applying their statuses and reconciling every service again.
     pub settle_cpu_s: f64,
+    /// CPU seconds of a standby applying every change of the round (a standby round only).
+    pub standby_cpu_s: Option<f64>,
 }
 
 impl Round {
     /// CPU seconds of the whole round per 1,000 placements.
     pub fn cpu_per_1000(&self) -> f64 {
-        (self.place_cpu_s + self.settle_cpu_s) / (self.placed.max(1) as f64 / 1000.0)
+        (self.place_cpu_s + self.settle_cpu_s) / self.thousands()
+    }
+
+    /// A standby's CPU seconds per 1,000 placements (a standby round only).
+    pub fn standby_cpu_per_1000(&self) -> Option<f64> {
+        self.standby_cpu_s.map(|s| s / self.thousands())
+    }
+
+    fn thousands(&self) -> f64 {
+        self.placed.max(1) as f64 / 1000.0
     }
 }
 
@@ -63,9 +80,13 @@ fn node_info(id: &str, zone: &str) -> NodeInfo {
     }
 }
 
-/// One round on a fresh cache.
-pub fn round(sizes: &Sizes) -> Round {
-    let mut path = DecidePath::new();
+/// One round on a fresh cache; a `standby` round also times a standby applying its changes.
+pub fn round(sizes: &Sizes, standby: bool) -> Round {
+    let mut path = if standby {
+        DecidePath::keeping_changes()
+    } else {
+        DecidePath::new()
+    };
     let zone_b = sizes.nodes / 10;
     for i in 0..sizes.nodes {
         let (id, zone) = if i < zone_b {
@@ -104,10 +125,17 @@ pub fn round(sizes: &Sizes) -> Round {
         path.reconcile(s);
     }
     let cpu2 = cpu_now();
+    let standby_cpu_s = standby.then(|| {
+        let changes = path.take_changes();
+        let cpu3 = cpu_now();
+        Standby::new().apply(&changes);
+        cpu_now() - cpu3
+    });
     Round {
         placed: tasks.len(),
         place_cpu_s: cpu1 - cpu0,
         settle_cpu_s: cpu2 - cpu1,
+        standby_cpu_s,
     }
 }
 
@@ -117,11 +145,16 @@ mod tests {
 
     #[test]
     fn a_round_places_every_replica() {
-        let r = round(&Sizes {
+        let sizes = Sizes {
             nodes: 20,
             services: 10,
             replicas: 5,
-        });
+        };
+        let r = round(&sizes, false);
         assert_eq!(r.placed, 50);
+        assert_eq!(r.standby_cpu_s, None);
+        let r = round(&sizes, true);
+        assert_eq!(r.placed, 50);
+        assert!(r.standby_cpu_per_1000().is_some_and(|s| s >= 0.0));
     }
 }

@@ -3,6 +3,9 @@
 //! again by the watch, as they are for a leader whose commits succeed; what agents write is
 //! applied as the watch would bring it.
 //!
+//! A [`Standby`] applies the same changes to a cache of its own, as a standby controller's
+//! watch brings them, so that what following the store costs can be timed too.
+//!
 //! `shoal-decide-bench` times it. Without the store, the network and the other processes of
 //! a cluster, the CPU it takes per placement is the controller's own work and nearly the
 //! same in every run of the same code, so a change to the controller can be measured below
@@ -28,6 +31,9 @@ pub struct Decided {
     pub created: Vec<(String, String)>,
 }
 
+/// One change of the store: a put (`Some`) or delete of a key, at a revision.
+pub type Change = (String, Option<Vec<u8>>, Revision);
+
 /// A leader's cache and decisions over an imaginary store whose commits all succeed.
 #[derive(Debug)]
 pub struct DecidePath {
@@ -36,6 +42,8 @@ pub struct DecidePath {
     revision: Revision,
     grace: NodeGrace,
     seed: u64,
+    /// Every change of the store since the last [`DecidePath::take_changes`], when kept.
+    changes: Option<Vec<Change>>,
 }
 
 impl Default for DecidePath {
@@ -57,6 +65,30 @@ impl DecidePath {
                 after_record_gone: Duration::from_secs(60),
             },
             seed: 0,
+            changes: None,
+        }
+    }
+
+    /// An empty store whose changes are kept for [`DecidePath::take_changes`].
+    pub fn keeping_changes() -> Self {
+        DecidePath {
+            changes: Some(Vec::new()),
+            ..DecidePath::new()
+        }
+    }
+
+    /// The changes of the store since the last call, in order (none unless made by
+    /// [`DecidePath::keeping_changes`]).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn keep(&mut self, key: &str, value: Option<&[u8]>) {
+        if let Some(changes) = &mut self.changes {
+            changes.push((key.to_string(), value.map(<[u8]>::to_vec), self.revision));
         }
     }
 
@@ -70,6 +102,7 @@ impl DecidePath {
     pub fn write(&mut self, key: &str, value: Option<&[u8]>) {
         self.revision += 1;
         self.cache.apply(key, value, self.revision);
+        self.keep(key, value);
     }
 
     /// Reconciles `service` as a leader's worker does: decides against the cache, stages the
@@ -89,6 +122,7 @@ impl DecidePath {
             for op in &ops {
                 let (key, value) = op_parts(op);
                 self.cache.apply(key, value, self.revision);
+                self.keep(key, value);
             }
             self.cache.prune(self.revision);
         }
@@ -101,14 +135,51 @@ impl DecidePath {
     }
 }
 
+/// A standby controller's cache following the same store: it applies every change the
+/// watch brings and decides nothing.
+#[derive(Debug)]
+pub struct Standby {
+    cache: Cache,
+}
+
+impl Default for Standby {
+    fn default() -> Self {
+        Standby::new()
+    }
+}
+
+impl Standby {
+    /// An empty cache of the default prefix.
+    pub fn new() -> Self {
+        Standby {
+            cache: Cache::new(Keys::default(), DEFAULT_TASK_HISTORY_LIMIT),
+        }
+    }
+
+    /// Applies `changes` as one batch of the watch.
+    pub fn apply(&mut self, changes: &[Change]) {
+        let mut last = 0;
+        for (key, value, revision) in changes {
+            self.cache.apply(key, value.as_deref(), *revision);
+            last = *revision;
+        }
+        self.cache.prune(last);
+    }
+
+    /// The cache's fingerprint: equal to the leader's when both show the same store.
+    #[cfg(test)]
+    fn fingerprint(&self) -> String {
+        self.cache.fingerprint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shoal_core::model::{self, TaskState, TaskStatus};
 
-    #[test]
-    fn services_are_placed_run_and_settle() {
-        let mut path = DecidePath::new();
+    /// Two nodes and a service of three replicas, placed and running, on `path`.
+    fn place_and_run(path: &mut DecidePath) -> ServiceRef {
         for id in ["n1", "n2"] {
             let node = crate::testutil::node(id, &[]);
             let key = path.keys().node(id);
@@ -126,10 +197,37 @@ mod tests {
             path.write(&key, Some(&model::encode(&status)));
         }
         path.reconcile(&svc.id());
-        let settled = path.reconcile(&svc.id()).ops;
+        svc.id()
+    }
+
+    #[test]
+    fn services_are_placed_run_and_settle() {
+        let mut path = DecidePath::new();
+        let svc = place_and_run(&mut path);
+        let settled = path.reconcile(&svc).ops;
         assert!(
             settled.is_empty(),
             "a converged service writes nothing: {settled:?}"
+        );
+        assert!(
+            path.take_changes().is_empty(),
+            "changes are kept only when asked"
+        );
+    }
+
+    #[test]
+    fn a_standby_applying_the_changes_shows_what_the_leader_shows() {
+        let mut path = DecidePath::keeping_changes();
+        place_and_run(&mut path);
+        let changes = path.take_changes();
+        // Two nodes, the manifest, three tasks and their statuses, the service's status.
+        assert!(changes.len() >= 9, "changes kept: {}", changes.len());
+        let mut standby = Standby::new();
+        standby.apply(&changes);
+        assert_eq!(standby.fingerprint(), path.cache.fingerprint());
+        assert!(
+            path.take_changes().is_empty(),
+            "taken changes are not kept again"
         );
     }
 }
