@@ -447,9 +447,13 @@ impl TaskTemplate {
 
 /// A task assignment (`tasks/<node>/<task>`), written by the controller. Immutable except for
 /// `desiredState` and `orphaned`.
+///
+/// `T` is how the template is held: decoded and shared (the default), or as the bytes it is
+/// stored as ([`StoredTask`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Task {
+#[schemars(rename = "Task")]
+pub struct Task<T = Arc<TaskTemplate>> {
     /// Task id, unique forever (`<service>.<slot>.<suffix>`).
     pub id: String,
     /// Owning service.
@@ -464,7 +468,7 @@ pub struct Task {
     pub template_hash: String,
     /// What to run: shared by the tasks made from one template (a service's replicas), which
     /// copying a task does not copy.
-    pub template: Arc<TaskTemplate>,
+    pub template: T,
     /// What the controller wants.
     pub desired_state: DesiredState,
     /// Restarts of this slot counted by the restart policy (0 for the first task).
@@ -504,6 +508,37 @@ impl Task {
             orphaned: false,
             run: None,
             created_at,
+        }
+    }
+}
+
+/// A stored task read with its template left as the JSON it is stored as: reading the rest
+/// costs a fraction of the whole, and a reader that already holds an identical template (a
+/// service's replicas share one) need not decode it again.
+pub type StoredTask<'a> = Task<&'a serde_json::value::RawValue>;
+
+impl<'a> StoredTask<'a> {
+    /// The template's stored bytes.
+    pub fn template_bytes(&self) -> &'a [u8] {
+        self.template.get().as_bytes()
+    }
+
+    /// The task with `template`, which the caller has decoded from (or found equal to)
+    /// [`StoredTask::template_bytes`].
+    pub fn with_template(self, template: Arc<TaskTemplate>) -> Task {
+        Task {
+            id: self.id,
+            service: self.service,
+            slot: self.slot,
+            node_id: self.node_id,
+            generation: self.generation,
+            template_hash: self.template_hash,
+            template,
+            desired_state: self.desired_state,
+            attempt: self.attempt,
+            orphaned: self.orphaned,
+            run: self.run,
+            created_at: self.created_at,
         }
     }
 }
@@ -584,9 +619,9 @@ impl TaskStatus {
 }
 
 /// Decodes a JSON record written by a Shoal component.
-pub fn decode<T: serde::de::DeserializeOwned>(
+pub fn decode<'a, T: Deserialize<'a>>(
     what: &'static str,
-    bytes: &[u8],
+    bytes: &'a [u8],
 ) -> Result<T, ModelError> {
     serde_json::from_slice(bytes).map_err(|source| ModelError::Json { what, source })
 }
@@ -599,6 +634,23 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_read_with_its_template_as_bytes_is_the_task_once_given_its_template() {
+        let text = "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  image: nginx\n  env:\n    A: b\n";
+        let service = crate::parse(text, "web.yaml").unwrap().remove(0).service;
+        let template = TaskTemplate::from_spec(&service.spec);
+        let task = Task::replica("web.1.a", service.id(), 1, "n1", template, Timestamp(7));
+        let bytes = encode(&task);
+        let stored: StoredTask = decode("task", &bytes).unwrap();
+        assert_eq!(
+            stored.template_bytes(),
+            encode(&*task.template).as_slice(),
+            "a template is stored inside its task as it is encoded alone"
+        );
+        let template = Arc::new(decode("task", stored.template_bytes()).unwrap());
+        assert_eq!(stored.with_template(template), task);
+    }
 
     #[test]
     fn task_states_only_move_forward() {

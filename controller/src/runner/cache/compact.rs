@@ -1,12 +1,19 @@
 //! Tasks as the cache keeps them: the service, template and template hash are stored once
 //! per service revision and every task of that revision refers to them; the task's node and
 //! id are the key's. A full [`Task`] is rebuilt only for a reconcile input.
+//!
+//! A stored task is read with its template left as bytes ([`StoredTask`]): when they are the
+//! bytes of a template already held, that one is shared and the template is not decoded
+//! again. Every task of a service revision carries the same template, so a cache following
+//! the store (a standby's, a relist) decodes each template once, not once per task.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use shoal_core::manifest::ServiceRef;
-use shoal_core::model::{DesiredState, Slot, Task, TaskStatus, TaskTemplate, Timestamp};
+use shoal_core::model::{
+    self, DesiredState, ModelError, Slot, StoredTask, Task, TaskStatus, TaskTemplate, Timestamp,
+};
 use shoal_store::Revision;
 
 /// A template with its hash and service, shared by the service's tasks made from it.
@@ -15,6 +22,8 @@ pub(super) struct SharedTemplate {
     service: ServiceRef,
     hash: String,
     pub(super) template: Arc<TaskTemplate>,
+    /// The template as Shoal stores it inside a task.
+    encoded: Box<[u8]>,
 }
 
 /// One task without the parts it shares with others.
@@ -105,6 +114,23 @@ pub(super) struct Templates {
 }
 
 impl Templates {
+    /// Decodes a stored task, sharing the template held under its service and hash when the
+    /// stored bytes are that template's (the template is decoded only otherwise).
+    pub(super) fn decode(&self, bytes: &[u8]) -> Result<Task, ModelError> {
+        let stored: StoredTask = model::decode("task", bytes)?;
+        let raw = stored.template_bytes();
+        let held = self
+            .by_hash
+            .get(&stored.service)
+            .and_then(|h| h.get(&stored.template_hash))
+            .filter(|s| *s.encoded == *raw);
+        let template = match held {
+            Some(s) => s.template.clone(),
+            None => Arc::new(model::decode("task", raw)?),
+        };
+        Ok(stored.with_template(template))
+    }
+
     /// Stores `t` under `(node, id)`, sharing its template with the tasks that have the same
     /// (the template is copied only when no task has it yet).
     pub(super) fn compact(&mut self, t: &Task, node: &str, id: &str) -> CompactTask {
@@ -121,6 +147,7 @@ impl Templates {
                     service: t.service.clone(),
                     hash: t.template_hash.clone(),
                     template: t.template.clone(),
+                    encoded: model::encode(&*t.template).into_boxed_slice(),
                 });
                 if found.is_none() {
                     self.by_hash
@@ -167,5 +194,57 @@ impl Templates {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.by_hash.values().map(HashMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::service;
+
+    fn task(id: &str, node: &str) -> Task {
+        let svc = service("web", "");
+        let template = TaskTemplate::from_spec(&svc.spec);
+        Task::replica(id, svc.id(), 1, node, template, Timestamp(1))
+    }
+
+    #[test]
+    fn a_stored_task_shares_the_held_template_its_bytes_are() {
+        let mut templates = Templates::default();
+        let first = task("web.1.a", "n1");
+        let decoded = templates.decode(&model::encode(&first)).unwrap();
+        assert_eq!(decoded, first, "read as it was stored");
+        let held = templates.compact(&decoded, "n1", "web.1.a");
+        let second = task("web.2.b", "n2");
+        let read = templates.decode(&model::encode(&second)).unwrap();
+        assert_eq!(read, second);
+        assert!(
+            Arc::ptr_eq(&read.template, &held.template.template),
+            "the template held is shared, not decoded again"
+        );
+    }
+
+    #[test]
+    fn a_stored_template_unlike_the_held_one_is_read_for_itself() {
+        let mut templates = Templates::default();
+        let first = task("web.1.a", "n1");
+        templates.compact(&first, "n1", "web.1.a");
+        // Same service and hash, another template (written by something other than Shoal).
+        let mut other = task("web.2.b", "n2");
+        Arc::make_mut(&mut other.template).command = vec!["sleep".into(), "1".into()];
+        let read = templates.decode(&model::encode(&other)).unwrap();
+        assert_eq!(read, other, "the stored template, not the held one");
+        assert!(!Arc::ptr_eq(&read.template, &first.template));
+    }
+
+    #[test]
+    fn an_unreadable_stored_template_is_an_error() {
+        let templates = Templates::default();
+        let mut json = serde_json::to_value(task("web.1.a", "n1")).unwrap();
+        json["template"] = serde_json::json!("not a template");
+        let err = templates
+            .decode(&serde_json::to_vec(&json).unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid task record"), "{err}");
     }
 }

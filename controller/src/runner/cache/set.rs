@@ -152,7 +152,7 @@ impl Cache {
         revision: Revision,
         touched: &mut Touched,
     ) {
-        let task = value.and_then(|v| match model::decode::<Task>("task", v) {
+        let task = value.and_then(|v| match self.templates.decode(v) {
             Ok(t) => Some(t),
             Err(e) => {
                 warn!(node = %k.0, task = %k.1, error = %e, "ignoring unreadable task");
