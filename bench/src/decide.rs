@@ -15,6 +15,7 @@
 //! changes costs the leader's side of such a round a little, so its decide figures are not
 //! reported.
 
+use serde_json::{Value, json};
 use shoal_controller::runner::offline::{DecidePath, Standby};
 use shoal_core::manifest::ServiceRef;
 use shoal_core::model::{self, Capacity, NodeInfo, TaskState, TaskStatus, Timestamp};
@@ -53,9 +54,21 @@ impl Round {
         (self.place_cpu_s + self.settle_cpu_s) / self.thousands()
     }
 
-    /// A standby's CPU seconds per 1,000 placements (a standby round only).
-    pub fn standby_cpu_per_1000(&self) -> Option<f64> {
-        self.standby_cpu_s.map(|s| s / self.thousands())
+    /// What the round measured, CPU seconds per 1,000 placements (the standby's in a standby
+    /// round), with the times behind it added to `extra`.
+    pub fn figure(&self, mut extra: Value) -> (f64, Value) {
+        extra["placed"] = json!(self.placed);
+        match self.standby_cpu_s {
+            Some(s) => {
+                extra["standbyCpuS"] = json!(s);
+                (s / self.thousands(), extra)
+            }
+            None => {
+                extra["placeCpuS"] = json!(self.place_cpu_s);
+                extra["settleCpuS"] = json!(self.settle_cpu_s);
+                (self.cpu_per_1000(), extra)
+            }
+        }
     }
 
     fn thousands(&self) -> f64 {
@@ -155,6 +168,8 @@ mod tests {
         assert_eq!(r.standby_cpu_s, None);
         let r = round(&sizes, true);
         assert_eq!(r.placed, 50);
-        assert!(r.standby_cpu_per_1000().is_some_and(|s| s >= 0.0));
+        assert!(r.standby_cpu_s.is_some_and(|s| s >= 0.0));
+        let (_, extra) = r.figure(json!({}));
+        assert!(extra.get("standbyCpuS").is_some(), "{extra}");
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use serde_json::{Value, json};
+use serde_json::json;
 use shoal_bench::decide::{Sizes, round};
 use shoal_bench::report::{Report, RunContext, git_revision};
 use shoal_bench::scenarios::repeat::Spread;
@@ -56,63 +56,24 @@ fn main() -> anyhow::Result<()> {
     let mut report = Report::new(&args.results, ctx)?;
     let extra =
         json!({"nodes": sizes.nodes, "services": sizes.services, "replicas": sizes.replicas});
-    let mut decide = Vec::new();
-    for i in 1..=args.rounds {
-        let r = round(&sizes, false);
+    let kinds = [
+        ("decide", false, "cpu_s_per_1000_placements_median"),
+        ("standby", true, "standby_cpu_s_per_1000_placements_median"),
+    ];
+    for (kind, standby, median) in kinds {
+        let mut runs = Vec::new();
+        for i in 1..=args.rounds {
+            let (per_1000, e) = round(&sizes, standby).figure(extra.clone());
+            let scenario = format!("{kind}.{i}");
+            report.figure(&scenario, "cpu_s_per_1000_placements", per_1000, "cpu-s", e);
+            runs.push(per_1000);
+        }
+        let spread = Spread::of(&runs).context("no round measured")?;
         let mut e = extra.clone();
-        e["placed"] = json!(r.placed);
-        e["placeCpuS"] = json!(r.place_cpu_s);
-        e["settleCpuS"] = json!(r.settle_cpu_s);
-        let per_1000 = r.cpu_per_1000();
-        report.figure(
-            &format!("decide.{i}"),
-            "cpu_s_per_1000_placements",
-            per_1000,
-            "cpu-s",
-            e,
-        );
-        decide.push(per_1000);
+        e["runs"] = json!(runs);
+        e["spread"] = json!(spread.relative());
+        report.figure("decide", median, spread.median, "cpu-s", e);
     }
-    median(
-        &mut report,
-        "cpu_s_per_1000_placements_median",
-        &decide,
-        &extra,
-    )?;
-    let mut standby = Vec::new();
-    for i in 1..=args.rounds {
-        let r = round(&sizes, true);
-        let mut e = extra.clone();
-        e["placed"] = json!(r.placed);
-        e["standbyCpuS"] = json!(r.standby_cpu_s);
-        let per_1000 = r
-            .standby_cpu_per_1000()
-            .context("a standby round times the standby")?;
-        report.figure(
-            &format!("standby.{i}"),
-            "cpu_s_per_1000_placements",
-            per_1000,
-            "cpu-s",
-            e,
-        );
-        standby.push(per_1000);
-    }
-    median(
-        &mut report,
-        "standby_cpu_s_per_1000_placements_median",
-        &standby,
-        &extra,
-    )?;
     report.finish()?;
-    Ok(())
-}
-
-/// Reports the median of `runs` under `name`, with the runs and their spread.
-fn median(report: &mut Report, name: &str, runs: &[f64], extra: &Value) -> anyhow::Result<()> {
-    let spread = Spread::of(runs).context("no round measured")?;
-    let mut e = extra.clone();
-    e["runs"] = json!(runs);
-    e["spread"] = json!(spread.relative());
-    report.figure("decide", name, spread.median, "cpu-s", e);
     Ok(())
 }
