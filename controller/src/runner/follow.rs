@@ -76,7 +76,7 @@ impl View {
     }
 
     /// Applies one batch of the store's changes to the cache.
-    fn apply_batch(&self, batch: Batch<Vec<u8>>) -> Applied {
+    pub(super) fn apply_batch(&self, batch: Batch<Vec<u8>>) -> Applied {
         let mut applied = Applied::default();
         {
             let mut c = self.cache();

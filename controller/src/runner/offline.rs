@@ -3,8 +3,8 @@
 //! again by the watch, as they are for a leader whose commits succeed; what agents write is
 //! applied as the watch would bring it.
 //!
-//! A [`Standby`] applies the same changes to a cache of its own, as a standby controller's
-//! watch brings them, so that what following the store costs can be timed too.
+//! A [`Standby`] applies the same changes to a view of its own through the code a standby
+//! controller's watch feeds, so that what following the store costs can be timed too.
 //!
 //! `shoal-decide-bench` times it. Without the store, the network and the other processes of
 //! a cluster, the CPU it takes per placement is the controller's own work and nearly the
@@ -16,10 +16,13 @@ use std::time::Duration;
 use shoal_core::Keys;
 use shoal_core::manifest::ServiceRef;
 use shoal_core::model::Timestamp;
+use shoal_store::reflector::{Batch, Event};
 use shoal_store::{Revision, TxnOp};
 
 use super::cache::{Cache, NodeGrace, op_parts};
 use super::commit::plan_ops;
+use super::follow::View;
+use crate::metrics::Metrics;
 use crate::reconcile::{DEFAULT_TASK_HISTORY_LIMIT, reconcile};
 
 /// What one reconcile wrote.
@@ -31,9 +34,6 @@ pub struct Decided {
     pub created: Vec<(String, String)>,
 }
 
-/// One change of the store: a put (`Some`) or delete of a key, at a revision.
-pub type Change = (String, Option<Vec<u8>>, Revision);
-
 /// A leader's cache and decisions over an imaginary store whose commits all succeed.
 #[derive(Debug)]
 pub struct DecidePath {
@@ -43,7 +43,7 @@ pub struct DecidePath {
     grace: NodeGrace,
     seed: u64,
     /// Every change of the store since the last [`DecidePath::take_changes`], when kept.
-    changes: Option<Vec<Change>>,
+    changes: Option<Vec<Event<Vec<u8>>>>,
 }
 
 impl Default for DecidePath {
@@ -77,18 +77,26 @@ impl DecidePath {
         }
     }
 
-    /// The changes of the store since the last call, in order (none unless made by
-    /// [`DecidePath::keeping_changes`]).
-    pub fn take_changes(&mut self) -> Vec<Change> {
-        self.changes
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
+    /// The changes of the store since the last call, in order, as one batch of its watch
+    /// (none unless made by [`DecidePath::keeping_changes`]).
+    pub fn take_changes(&mut self) -> Batch<Vec<u8>> {
+        Batch {
+            events: self
+                .changes
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default(),
+            revision: self.revision,
+        }
     }
 
     fn keep(&mut self, key: &str, value: Option<&[u8]>) {
         if let Some(changes) = &mut self.changes {
-            changes.push((key.to_string(), value.map(<[u8]>::to_vec), self.revision));
+            let key = key.to_string();
+            changes.push(match value {
+                Some(v) => Event::Apply(key, v.to_vec(), self.revision),
+                None => Event::Delete(key, self.revision),
+            });
         }
     }
 
@@ -135,11 +143,10 @@ impl DecidePath {
     }
 }
 
-/// A standby controller's cache following the same store: it applies every change the
-/// watch brings and decides nothing.
-#[derive(Debug)]
+/// A standby controller's view of the same store: the watch's batches applied by the code
+/// that applies them in a running controller, with no term to report to.
 pub struct Standby {
-    cache: Cache,
+    view: View,
 }
 
 impl Default for Standby {
@@ -149,27 +156,26 @@ impl Default for Standby {
 }
 
 impl Standby {
-    /// An empty cache of the default prefix.
+    /// An empty view of the default prefix.
     pub fn new() -> Self {
         Standby {
-            cache: Cache::new(Keys::default(), DEFAULT_TASK_HISTORY_LIMIT),
+            view: View::new(
+                Keys::default(),
+                DEFAULT_TASK_HISTORY_LIMIT,
+                Metrics::default(),
+            ),
         }
     }
 
-    /// Applies `changes` as one batch of the watch.
-    pub fn apply(&mut self, changes: &[Change]) {
-        let mut last = 0;
-        for (key, value, revision) in changes {
-            self.cache.apply(key, value.as_deref(), *revision);
-            last = *revision;
-        }
-        self.cache.prune(last);
+    /// Applies one batch of the watch.
+    pub fn apply(&self, batch: Batch<Vec<u8>>) {
+        self.view.apply_batch(batch);
     }
 
     /// The cache's fingerprint: equal to the leader's when both show the same store.
     #[cfg(test)]
     fn fingerprint(&self) -> String {
-        self.cache.fingerprint()
+        self.view.cache().fingerprint()
     }
 }
 
@@ -210,7 +216,7 @@ mod tests {
             "a converged service writes nothing: {settled:?}"
         );
         assert!(
-            path.take_changes().is_empty(),
+            path.take_changes().events.is_empty(),
             "changes are kept only when asked"
         );
     }
@@ -221,12 +227,16 @@ mod tests {
         place_and_run(&mut path);
         let changes = path.take_changes();
         // Two nodes, the manifest, three tasks and their statuses, the service's status.
-        assert!(changes.len() >= 9, "changes kept: {}", changes.len());
-        let mut standby = Standby::new();
-        standby.apply(&changes);
+        assert!(
+            changes.events.len() >= 9,
+            "changes kept: {}",
+            changes.events.len()
+        );
+        let standby = Standby::new();
+        standby.apply(changes);
         assert_eq!(standby.fingerprint(), path.cache.fingerprint());
         assert!(
-            path.take_changes().is_empty(),
+            path.take_changes().events.is_empty(),
             "taken changes are not kept again"
         );
     }
