@@ -162,7 +162,7 @@ async fn hollow_scenarios(
         bench.scenario_start("S5", Some(controller.pid())).await?;
         // The leader is killed once the standby is warm (its cache loaded), as it is in a
         // cluster that has run for a while.
-        let (_standby, metrics) = bench.cluster.controller_with_metrics("controller-1")?;
+        let (standby, metrics) = bench.cluster.controller_with_metrics("controller-1")?;
         match bench.wait_warm(&metrics).await {
             Ok(warm) => bench.report.figure(
                 "S5",
@@ -177,7 +177,11 @@ async fn hollow_scenarios(
             services: sizes.services / 2,
             ..sizes.clone()
         };
-        if let Err(e) = bench.s5_failover(&s5, &mut controller, s1_median).await {
+        let standby_pid = standby.pid();
+        if let Err(e) = bench
+            .s5_failover(&s5, &mut controller, standby_pid, s1_median)
+            .await
+        {
             eprintln!("S5 incomplete: {e}");
         }
     }

@@ -211,7 +211,7 @@ impl Bench<'_> {
         sizes: &Sizes,
         controller: &mut Proc,
         scenario: &str,
-        failover: bool,
+        standby: Option<u32>,
     ) -> Result<BulkRun, ScenarioError> {
         let mut client = Client::connect([self.endpoint.as_str()], None).await?;
         let obs = Observer::start(&self.endpoint, PREFIX).await?;
@@ -223,10 +223,14 @@ impl Bench<'_> {
         write_manifests(&mut client, &items).await?;
         let mut killed_at = None;
         let mut gap = Duration::ZERO;
-        if failover {
+        if let Some(standby) = standby {
+            let standby_cpu0 = proc_stats(standby).cpu_seconds;
             obs.wait_until(t0, sizes.limit, |a, _| a >= total / 3).await;
             killed_at = Some(t0.elapsed());
+            let cpu = [controller.pid(), standby].map(|pid| proc_stats(pid).cpu_seconds);
             controller.kill9();
+            let placed = obs.counts_since(t0).0;
+            self.cpu_before_kill(scenario, placed, [cpu[0] - cpu0, cpu[1] - standby_cpu0]);
         }
         let placed = obs.wait_until(t0, sizes.limit, |a, _| a >= total).await;
         let t_placed = t0.elapsed();
@@ -257,7 +261,7 @@ impl Bench<'_> {
         );
         let cpu_per_1000 =
             (proc_stats(controller.pid()).cpu_seconds - cpu0) / (a.max(1) as f64 / 1000.0);
-        if !failover {
+        if standby.is_none() {
             self.report.figure(
                 scenario,
                 "controller_cpu_s_per_1000_placements",
@@ -339,6 +343,22 @@ impl Bench<'_> {
             self.report.figure(scenario, name, value, unit, extra);
         }
         sustained
+    }
+
+    /// What the leader and the warm standby spent while the leader placed the tasks before
+    /// it was killed, per 1,000 of those placements (`cpu`: leader's and standby's
+    /// CPU-seconds): the standby's share is what following the store costs beside a leader.
+    fn cpu_before_kill(&mut self, scenario: &str, placed: usize, cpu: [f64; 2]) {
+        let thousands = placed.max(1) as f64 / 1000.0;
+        for (who, spent) in ["leader", "standby"].into_iter().zip(cpu) {
+            self.report.figure(
+                scenario,
+                &format!("{who}_cpu_s_per_1000_placements_before_kill"),
+                spent / thousands,
+                "cpu-s",
+                json!({"placements": placed, "cpuS": spent}),
+            );
+        }
     }
 
     /// The figures of a run whose leader was killed `killed` after its start: the placement
@@ -624,8 +644,8 @@ async fn slot_check(
 }
 
 impl Bench<'_> {
-    /// S5: S1 with a standby controller running and the leader killed with SIGKILL a third of
-    /// the way through.
+    /// S5: S1 with a standby controller running (`standby`, its pid) and the leader killed
+    /// with SIGKILL a third of the way through.
     ///
     /// Its placement rate is also reported as a ratio to S1's median in the same run
     /// (`s1_median`), when S1 ran.
@@ -633,9 +653,10 @@ impl Bench<'_> {
         &mut self,
         sizes: &Sizes,
         leader: &mut Proc,
+        standby: u32,
         s1_median: Option<f64>,
     ) -> Result<(), ScenarioError> {
-        let run = self.s1_bulk(sizes, leader, "S5", true).await?;
+        let run = self.s1_bulk(sizes, leader, "S5", Some(standby)).await?;
         if let Some(m) = s1_median.filter(|m| *m > 0.0) {
             self.report.figure(
                 "S5",

@@ -69,7 +69,7 @@ impl Bench<'_> {
             let scenario = format!("S1.{k}");
             self.scenario_start(&scenario, Some(controller.pid()))
                 .await?;
-            let run = self.s1_bulk(sizes, controller, &scenario, false).await?;
+            let run = self.s1_bulk(sizes, controller, &scenario, None).await?;
             if let Some(e) = &run.incomplete {
                 eprintln!("{e}");
             }
