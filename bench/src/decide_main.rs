@@ -31,6 +31,10 @@ struct Args {
     /// Replicas per service.
     #[arg(long, default_value_t = 100)]
     replicas: usize,
+    /// Services already placed and running when a round starts (S5 starts beside S1's last
+    /// run), placed untimed.
+    #[arg(long, default_value_t = 0)]
+    existing_services: usize,
     /// Rounds, each on a fresh cache.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -45,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         nodes: args.nodes,
         services: args.services,
         replicas: args.replicas,
+        existing_services: args.existing_services,
     };
     let ctx = RunContext {
         git_revision: git_revision(),
@@ -54,8 +59,7 @@ fn main() -> anyhow::Result<()> {
         calibration_end: None,
     };
     let mut report = Report::new(&args.results, ctx)?;
-    let extra =
-        json!({"nodes": sizes.nodes, "services": sizes.services, "replicas": sizes.replicas});
+    let extra = json!({"nodes": sizes.nodes, "services": sizes.services, "replicas": sizes.replicas, "existingServices": sizes.existing_services});
     let kinds = [
         ("decide", false, "cpu_s_per_1000_placements_median"),
         ("standby", true, "standby_cpu_s_per_1000_placements_median"),
