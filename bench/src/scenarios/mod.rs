@@ -204,7 +204,7 @@ impl Bench<'_> {
         }
     }
 
-    /// One bulk placement run (S1's runs, and S5 when `failover` is set): `services` ×
+    /// One bulk placement run (S1's runs, and S5's when a `standby` pid is given): `services` ×
     /// `replicas`, services named after `scenario` (`S1.2` → `s1-2-00000` …).
     pub async fn s1_bulk(
         &mut self,
