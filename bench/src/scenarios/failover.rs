@@ -1,0 +1,231 @@
+//! S5: S1 with a warm standby and the leader killed a third of the way through; the
+//! figures of the failover (the gap in placements, duplicated and lost slots, what each
+//! controller spent before the kill).
+
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions};
+use serde_json::json;
+
+use super::observer::Observer;
+use super::{Bench, PREFIX, ScenarioError, Seen, Sizes, service_prefix};
+use crate::cluster::Proc;
+
+impl Bench<'_> {
+    /// What the leader and the warm standby spent while the leader placed the tasks before
+    /// it was killed, per 1,000 of those placements (`cpu`: leader's and standby's
+    /// CPU-seconds): the standby's share is what following the store costs beside a leader.
+    pub(super) fn cpu_before_kill(&mut self, scenario: &str, placed: usize, cpu: [f64; 2]) {
+        let thousands = placed.max(1) as f64 / 1000.0;
+        for (who, spent) in ["leader", "standby"].into_iter().zip(cpu) {
+            self.report.figure(
+                scenario,
+                &format!("{who}_cpu_s_per_1000_placements_before_kill"),
+                spent / thousands,
+                "cpu-s",
+                json!({"placements": placed, "cpuS": spent}),
+            );
+        }
+    }
+
+    /// The figures of a run whose leader was killed `killed` after its start: the placement
+    /// gap, duplicated and lost slots (at the end and at every revision), and which placements
+    /// were the scenario's own. Returns the gap.
+    pub(super) async fn failover_figures(
+        &mut self,
+        scenario: &str,
+        killed: Duration,
+        seen: &Seen,
+        obs: &Observer,
+        client: &mut Client,
+        items: &[(String, String)],
+    ) -> Result<Duration, ScenarioError> {
+        // From the observer's timestamp of every assignment, not from the per-second curve
+        // (whose flat stretch misses the partly idle seconds at both ends of the gap).
+        let gap = longest_pause(&obs.assigned_since(seen.t0), killed);
+        self.report.figure(
+            scenario,
+            "placement_gap_after_leader_kill",
+            gap.as_secs_f64(),
+            "s",
+            json!({"killedAtS": killed.as_secs_f64(), "leaseTtlS": self.lease_ttl.as_secs_f64(), "gapInTtl": gap.as_secs_f64() / self.lease_ttl.as_secs_f64()}),
+        );
+        let replicas = seen.slots / items.len().max(1);
+        let (dups, lost) = slot_check(client, items, replicas).await?;
+        self.report.figure(
+            scenario,
+            "duplicated_slots",
+            dups as f64,
+            "slots",
+            json!({}),
+        );
+        self.report
+            .figure(scenario, "lost_slots", lost as f64, "slots", json!({}));
+        // Checked at every revision of the run, not only at its end.
+        let (max_live, violations) = obs.slot_check();
+        self.report.figure(
+            scenario,
+            "max_live_tasks_per_slot_seen",
+            max_live as f64,
+            "tasks",
+            json!({"revisionBoundariesOverOne": violations}),
+        );
+        // Placements counted above include every task first assigned during the run: those
+        // of this scenario's services, and replacements of earlier scenarios' tasks (the new
+        // leader reconciles every service).
+        let prefix = format!("{}-", service_prefix(scenario));
+        let (own_a, own_r) = obs.counts_since_of(seen.t0, &prefix);
+        let (a, r) = (seen.placed, seen.running);
+        self.report.figure(
+            scenario,
+            "placements_of_this_scenarios_services",
+            own_a as f64,
+            "tasks",
+            json!({"running": own_r, "slots": seen.slots, "otherPlacements": a - own_a.min(a), "otherRunning": r - own_r.min(r)}),
+        );
+        Ok(gap)
+    }
+
+    /// S5: S1 with a standby controller running (`standby`, its pid) and the leader killed
+    /// with SIGKILL a third of the way through.
+    ///
+    /// Its placement rate is also reported as a ratio to S1's median in the same run
+    /// (`s1_median`), when S1 ran.
+    pub async fn s5_failover(
+        &mut self,
+        sizes: &Sizes,
+        leader: &mut Proc,
+        standby: u32,
+        s1_median: Option<f64>,
+    ) -> Result<(), ScenarioError> {
+        let run = self.s1_bulk(sizes, leader, "S5", Some(standby)).await?;
+        if let Some(m) = s1_median.filter(|m| *m > 0.0) {
+            self.report.figure(
+                "S5",
+                "placement_rate_vs_S1_median",
+                run.rate / m,
+                "ratio",
+                json!({"s5": run.rate, "s1Median": m}),
+            );
+            // The same without the failover gap: whether S5 places as fast as S1 once a
+            // leader runs (the store's garbage from earlier scenarios would slow it).
+            self.report.figure(
+                "S5",
+                "placement_rate_outside_gap_vs_S1_median",
+                run.rate_outside_gap / m,
+                "ratio",
+                json!({"s5OutsideGap": run.rate_outside_gap, "s1Median": m}),
+            );
+        }
+        match run.incomplete {
+            Some(e) => Err(ScenarioError::Timeout(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Counts slots with more than one live task and slots with none, for the given services.
+async fn slot_check(
+    client: &mut Client,
+    items: &[(String, String)],
+    replicas: usize,
+) -> Result<(usize, usize), ScenarioError> {
+    let mut live: std::collections::HashMap<(String, u64), usize> = Default::default();
+    for kv in list_all(client, &format!("{PREFIX}tasks/")).await? {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(kv.value()) else {
+            continue;
+        };
+        if v["desiredState"] != "running" || v["orphaned"] == true {
+            continue;
+        }
+        let name = v["service"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(slot) = v["slot"]["replica"].as_u64() {
+            *live.entry((name, slot)).or_default() += 1;
+        }
+    }
+    let mut dups = 0;
+    let mut lost = 0;
+    for (name, _) in items {
+        for slot in 1..=replicas as u64 {
+            match live.get(&(name.clone(), slot)).copied().unwrap_or(0) {
+                0 => lost += 1,
+                1 => {}
+                _ => dups += 1,
+            }
+        }
+    }
+    Ok((dups, lost))
+}
+
+/// The longest time from `from` on without a placement: between `from` and the first
+/// placement after it, or between two placements after it. `times` are the placements' times,
+/// sorted; placements before `from` do not count.
+fn longest_pause(times: &[Duration], from: Duration) -> Duration {
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for &t in times.iter().filter(|&&t| t >= from) {
+        longest = longest.max(t - last);
+        last = t;
+    }
+    longest
+}
+
+/// Reads every key under `prefix` in pages (one response is capped at 4 MiB by the client).
+async fn list_all(
+    client: &mut Client,
+    prefix: &str,
+) -> Result<Vec<etcd_client::KeyValue>, etcd_client::Error> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let mut from = prefix.as_bytes().to_vec();
+    let mut out = Vec::new();
+    loop {
+        let opts = GetOptions::new().with_range(end.clone()).with_limit(2000);
+        let r = client.get(from.clone(), Some(opts)).await?;
+        let kvs = r.kvs();
+        if let Some(last) = kvs.last() {
+            from = last.key().to_vec();
+            from.push(0);
+        }
+        let more = r.more();
+        out.extend(kvs.iter().cloned());
+        if !more || kvs.is_empty() {
+            return Ok(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::longest_pause;
+
+    #[test]
+    fn the_gap_is_the_longest_pause_in_placements_after_the_kill() {
+        let ms = Duration::from_millis;
+        let times = [
+            ms(100),
+            ms(900),
+            ms(1_000),
+            ms(1_200),
+            ms(5_800),
+            ms(5_900),
+            ms(6_000),
+        ];
+        // Killed at 1.1 s: one placement still lands at 1.2 s, the next at 5.8 s.
+        assert_eq!(longest_pause(&times, ms(1_100)), ms(4_600));
+        // Killed at 0.5 s: the same pause, the time from the kill to the next one is shorter.
+        assert_eq!(longest_pause(&times, ms(500)), ms(4_600));
+        // Nothing placed after the kill: no pause can be measured.
+        assert_eq!(longest_pause(&times, ms(7_000)), Duration::ZERO);
+        assert_eq!(longest_pause(&[], ms(0)), Duration::ZERO);
+        // The time from the kill to the first placement after it counts.
+        assert_eq!(longest_pause(&[ms(4_000), ms(4_100)], ms(1_000)), ms(3_000));
+    }
+}
