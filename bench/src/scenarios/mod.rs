@@ -219,13 +219,14 @@ impl Bench<'_> {
         let total = sizes.services * sizes.replicas;
         let items = bulk_items(scenario, sizes);
         let cpu0 = proc_stats(controller.pid()).cpu_seconds;
+        // The standby's from the same moment as the leader's: both read the manifests.
+        let standby_cpu0 = standby.map(|pid| (pid, proc_stats(pid).cpu_seconds));
         let writes0 = obs.writes();
         let t0 = Instant::now();
         write_manifests(&mut client, &items).await?;
         let mut killed_at = None;
         let mut gap = Duration::ZERO;
-        if let Some(standby) = standby {
-            let standby_cpu0 = proc_stats(standby).cpu_seconds;
+        if let Some((standby, standby_cpu0)) = standby_cpu0 {
             obs.wait_until(t0, sizes.limit, |a, _| a >= total / 3).await;
             killed_at = Some(t0.elapsed());
             let cpu = [controller.pid(), standby].map(|pid| proc_stats(pid).cpu_seconds);
