@@ -50,8 +50,8 @@ use crate::status::StatusSink;
 mod parked;
 mod registration;
 
-pub use parked::Parked;
 use parked::StopSpec;
+pub use parked::{Parked, ServiceNames};
 
 /// How often the runner asks the runtime for the health of a task with a healthcheck.
 pub const HEALTH_POLL: Duration = Duration::from_millis(500);
@@ -129,7 +129,7 @@ struct TaskRunner {
     task: Option<Task>,
     stop: StopSpec,
     /// `<namespace>/<name>` of the owning service (for logs).
-    service: Box<str>,
+    service: Arc<str>,
     checks_health: bool,
     key: String,
     status: TaskStatus,
@@ -158,7 +158,7 @@ pub fn run(
     prior: Option<TaskStatus>,
     adopted: Option<Existing>,
 ) -> impl Future<Output = Option<Box<Parked>>> + Send + 'static {
-    let service: Box<str> = format!("{}/{}", task.service.namespace, task.service.name).into();
+    let service: Arc<str> = format!("{}/{}", task.service.namespace, task.service.name).into();
     let span = span(&task.id, &service, &task.node_id);
     let key = ctx.keys.task_status(&task.node_id, &task.id);
     let status = prior

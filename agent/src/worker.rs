@@ -36,7 +36,7 @@ use tracing::Instrument;
 
 use crate::discovery::task::DEREGISTER_WAIT;
 use crate::runtime::{Existing, ExitNotice, Handle, RuntimeError};
-use crate::task_runner::{self, Control, Parked, TaskRunnerContext};
+use crate::task_runner::{self, Control, Parked, ServiceNames, TaskRunnerContext};
 
 mod slots;
 
@@ -106,6 +106,8 @@ pub struct Worker {
     nodes: Arc<BTreeSet<String>>,
     ctx: TaskRunnerContext,
     runners: Slots<Slot>,
+    /// The service names the parked records share.
+    service_names: ServiceNames,
     stats: Arc<WorkerStats>,
     park_tx: mpsc::UnboundedSender<(TaskId, Box<Parked>)>,
     side: Option<Side>,
@@ -174,6 +176,7 @@ impl Worker {
             nodes: Arc::new(nodes),
             ctx,
             runners: Slots::default(),
+            service_names: ServiceNames::default(),
             stats: Arc::default(),
             park_tx,
             side: Some(Side { parked, exits }),
@@ -550,7 +553,7 @@ impl Worker {
     /// A runner parked: keep its record, unless the controller's wishes changed meanwhile.
     /// Without an entry the assignment was deleted while the record was on its way: the
     /// record is resumed to clean up.
-    fn on_parked(&mut self, id: TaskId, parked: Box<Parked>) {
+    fn on_parked(&mut self, id: TaskId, mut parked: Box<Parked>) {
         let ended = parked.has_ended();
         let control = match self.runners.get_mut(&id) {
             Some(Slot::Active(r)) => *r.control.borrow(),
@@ -560,6 +563,7 @@ impl Worker {
                 deleted: true,
             },
         };
+        parked.share_service(&mut self.service_names);
         self.runners.insert(id.clone(), Slot::Parked(parked));
         self.stats.parked.fetch_add(1, Ordering::Relaxed);
         if control.deleted || (control.desired == DesiredState::Shutdown && !ended) {

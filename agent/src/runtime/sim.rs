@@ -23,6 +23,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Existing, Exit, ExitNotice, Handle, Runtime, RuntimeError, TaskFiles};
 
+mod table;
+use table::Table;
+
 /// How long a `crash/` task runs before it exits.
 pub const CRASH_AFTER: Duration = Duration::from_millis(300);
 
@@ -99,7 +102,7 @@ struct State {
     /// Labelled on every task started from now on.
     cluster: Option<Arc<str>>,
     /// Tasks by the number in their handle id.
-    entries: HashMap<u64, Entry>,
+    entries: Table<Entry>,
     /// Each node's origin under the current cluster, shared by its tasks.
     origins: HashMap<Box<str>, Arc<Origin>>,
     /// Workers that asked to hear about exits.
@@ -148,7 +151,7 @@ impl Shared {
         let State {
             entries, notices, ..
         } = &mut *st;
-        let Some(e) = entries.get_mut(&n) else {
+        let Some(e) = entries.get_mut(n) else {
             return;
         };
         if e.exit().is_some() {
@@ -319,13 +322,7 @@ impl Runtime for SimRuntime {
         let mut changes = self.shared.changes.subscribe();
         let mut first = true;
         loop {
-            match n.and_then(|n| {
-                self.shared
-                    .lock()
-                    .entries
-                    .get(&n)
-                    .map(|e| e.exit().cloned())
-            }) {
+            match n.and_then(|n| self.shared.lock().entries.get(n).map(|e| e.exit().cloned())) {
                 Some(Some(exit)) => return Ok(exit),
                 Some(None) => {}
                 None if first => {
@@ -347,7 +344,7 @@ impl Runtime for SimRuntime {
         let Some(n) = parse_handle(&handle.id) else {
             return Ok(None);
         };
-        Ok(self.shared.lock().entries.get(&n).and_then(Entry::health))
+        Ok(self.shared.lock().entries.get(n).and_then(Entry::health))
     }
 
     async fn stop(
@@ -365,15 +362,9 @@ impl Runtime for SimRuntime {
     async fn remove(&self, handle: &Handle) -> Result<(), RuntimeError> {
         if let Some(n) = parse_handle(&handle.id) {
             let mut st = self.shared.lock();
-            if let Some(e) = st.entries.remove(&n) {
+            if let Some(e) = st.entries.remove(n) {
                 // Drop the interned node id once its last task is gone.
                 st.forget_origin(&e.origin);
-            }
-            // A table never gives back what it grew to: after a mass removal (a deleted
-            // service's history) keep at most twice what is left.
-            let (len, capacity) = (st.entries.len(), st.entries.capacity());
-            if capacity > 1024 && len * 4 < capacity {
-                st.entries.shrink_to(len * 2);
             }
             drop(st);
             self.shared.changes.send_modify(|c| *c = c.wrapping_add(1));
@@ -398,7 +389,7 @@ impl Runtime for SimRuntime {
                 task_id: e.task_id.to_string(),
                 node_id: e.origin.node_id.to_string(),
                 handle: Handle {
-                    id: handle_id(*n),
+                    id: handle_id(n),
                     host_ports: e.host_ports().to_vec(),
                 },
                 exit: e.exit().cloned(),
