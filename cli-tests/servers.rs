@@ -225,6 +225,34 @@ fn anon_huge_pages_kb(p: &Proc) -> u64 {
         .expect("the kernel reports AnonHugePages")
 }
 
+/// Size of section `name` of the `shoal` binary, as `readelf` lists it.
+fn section_size(name: &str) -> Option<u64> {
+    let out = Command::new("readelf")
+        .args(["--section-headers", "--wide", BIN])
+        .output()
+        .expect("readelf runs (binutils, which the C toolchain Cargo links with installs)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // `[Nr] Name Type Address Off Size ...`: the size is the fourth field after the name.
+    text.lines().find_map(|l| {
+        let mut fields = l.split(']').nth(1)?.split_whitespace();
+        (fields.next()? == name).then_some(())?;
+        u64::from_str_radix(fields.nth(3)?, 16).ok()
+    })
+}
+
+#[test]
+fn shoal_carries_its_relocations_packed() {
+    // A position-independent binary's relative relocations took 1.3 MB as `.rela.dyn`
+    // entries, read at every process's start and kept mapped (in each hollow agent too);
+    // packed (`DT_RELR`) they take a few kilobytes.
+    let rela = section_size(".rela.dyn").unwrap_or(0);
+    let relr = section_size(".relr.dyn").expect("a .relr.dyn section");
+    eprintln!(".rela.dyn {rela} bytes, .relr.dyn {relr} bytes");
+    assert!(rela < 64 * 1024, ".rela.dyn is {rela} bytes");
+    assert!(relr > 0);
+}
+
 #[test]
 fn shoal_does_not_ask_for_huge_pages_for_its_heap() {
     // The allocator used to advise huge pages on the memory it reserves: a sim agent got a
