@@ -231,7 +231,11 @@ fn section_size(name: &str) -> Option<u64> {
         .args(["--section-headers", "--wide", BIN])
         .output()
         .expect("readelf runs (binutils, which the C toolchain Cargo links with installs)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     // `[Nr] Name Type Address Off Size ...`: the size is the fourth field after the name.
     text.lines().find_map(|l| {

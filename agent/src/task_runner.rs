@@ -129,7 +129,7 @@ struct TaskRunner {
     task: Option<Task>,
     stop: StopSpec,
     /// `<namespace>/<name>` of the owning service (for logs).
-    service: Arc<str>,
+    service: Arc<String>,
     checks_health: bool,
     key: String,
     status: TaskStatus,
@@ -158,7 +158,7 @@ pub fn run(
     prior: Option<TaskStatus>,
     adopted: Option<Existing>,
 ) -> impl Future<Output = Option<Box<Parked>>> + Send + 'static {
-    let service: Arc<str> = format!("{}/{}", task.service.namespace, task.service.name).into();
+    let service = Arc::new(format!("{}/{}", task.service.namespace, task.service.name));
     let span = span(&task.id, &service, &task.node_id);
     let key = ctx.keys.task_status(&task.node_id, &task.id);
     let status = prior

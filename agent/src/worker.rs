@@ -243,7 +243,7 @@ impl Worker {
         loop {
             tokio::select! {
                 r = &mut fut => return r,
-                Some((id, p)) = side.parked.recv() => self.on_parked(id, p),
+                Some((id, p)) = side.parked.recv() => self.on_parked(id, *p),
                 Some(n) = recv_opt(&mut side.exits) => self.on_exit(n),
             }
         }
@@ -555,7 +555,7 @@ impl Worker {
     /// A runner parked: keep its record, unless the controller's wishes changed meanwhile.
     /// Without an entry the assignment was deleted while the record was on its way: the
     /// record is resumed to clean up.
-    fn on_parked(&mut self, id: TaskId, mut parked: Box<Parked>) {
+    fn on_parked(&mut self, id: TaskId, mut parked: Parked) {
         let ended = parked.has_ended();
         let control = match self.runners.get_mut(&id) {
             Some(Slot::Active(r)) => *r.control.borrow(),
@@ -566,7 +566,7 @@ impl Worker {
             },
         };
         parked.share_service(&mut self.service_names);
-        self.runners.insert(id.clone(), Slot::Parked(*parked));
+        self.runners.insert(id.clone(), Slot::Parked(parked));
         self.stats.parked.fetch_add(1, Ordering::Relaxed);
         if control.deleted || (control.desired == DesiredState::Shutdown && !ended) {
             self.resume(id, control);

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use compact_str::CompactString;
 use shoal_core::model::{Health, PortBinding, Task, TaskState, TaskStatus, Timestamp};
 
 /// How to stop a task, kept from its template once the rest is no longer needed.
@@ -96,15 +97,16 @@ pub struct Parked {
     started: bool,
     updated_at: Timestamp,
     started_at: Timestamp,
-    container_id: Option<Box<str>>,
-    /// `<namespace>/<name>` of the owning service (for logs).
-    service: Arc<str>,
+    /// In place when short (up to 24 bytes, as the sim runtime's are).
+    container_id: Option<CompactString>,
+    /// `<namespace>/<name>` of the owning service (for logs), behind a thin pointer.
+    service: Arc<String>,
     /// `None`: no published port, the default stop spec (`SIGTERM`, 10 s), not ended.
     rare: Option<Box<Rare>>,
 }
 
 impl Parked {
-    pub(super) fn new(s: &TaskStatus, service: Arc<str>, stop: &StopSpec) -> Self {
+    pub(super) fn new(s: &TaskStatus, service: Arc<String>, stop: &StopSpec) -> Self {
         Parked {
             state: s.state,
             health: s.health,
@@ -134,7 +136,7 @@ impl Parked {
     }
 
     /// The status (of task `task_id`), the service and the stop spec back.
-    pub(super) fn into_parts(self, task_id: String) -> (TaskStatus, Arc<str>, StopSpec) {
+    pub(super) fn into_parts(self, task_id: String) -> (TaskStatus, Arc<String>, StopSpec) {
         let Rare {
             host_ports,
             stop,
@@ -164,7 +166,7 @@ impl Parked {
 /// in use (plus a few).
 #[derive(Debug)]
 pub struct ServiceNames {
-    names: HashSet<Arc<str>>,
+    names: HashSet<Arc<String>>,
     /// Sweep when the set reaches this size.
     sweep_at: usize,
 }
@@ -183,7 +185,7 @@ impl ServiceNames {
     const MIN_SWEEP: usize = 64;
 
     /// The shared copy of `name` (which becomes it when there is none).
-    fn share(&mut self, name: &Arc<str>) -> Arc<str> {
+    fn share(&mut self, name: &Arc<String>) -> Arc<String> {
         if let Some(shared) = self.names.get(&**name) {
             return shared.clone();
         }
@@ -258,12 +260,12 @@ mod tests {
             (&ended, custom),
         ];
         for (s, stop) in cases {
-            let p = Parked::new(s, "default/web".into(), &stop);
+            let p = Parked::new(s, Arc::new("default/web".to_string()), &stop);
             assert_eq!(p.has_ended(), s.state.is_terminal());
             assert_eq!(p.service(), "default/web");
             let (back, service, stop_back) = p.into_parts("web.1.abc".into());
             assert_eq!(&back, s);
-            assert_eq!(&*service, "default/web");
+            assert_eq!(service.as_str(), "default/web");
             assert_eq!(stop_back, stop);
         }
     }
@@ -274,7 +276,11 @@ mod tests {
             host_ports: Vec::new(),
             ..status()
         };
-        let p = Parked::new(&bare, "default/web".into(), &StopSpec::default());
+        let p = Parked::new(
+            &bare,
+            Arc::new("default/web".to_string()),
+            &StopSpec::default(),
+        );
         assert!(p.rare.is_none(), "{p:?}");
     }
 
@@ -295,9 +301,9 @@ mod tests {
         let mut names = ServiceNames::default();
         let s = status();
         let stop = StopSpec::default();
-        let mut a = Parked::new(&s, "default/web".into(), &stop);
-        let mut b = Parked::new(&s, "default/web".into(), &stop);
-        let mut c = Parked::new(&s, "default/redis".into(), &stop);
+        let mut a = Parked::new(&s, Arc::new("default/web".to_string()), &stop);
+        let mut b = Parked::new(&s, Arc::new("default/web".to_string()), &stop);
+        let mut c = Parked::new(&s, Arc::new("default/redis".to_string()), &stop);
         for p in [&mut a, &mut b, &mut c] {
             p.share_service(&mut names);
         }
@@ -310,11 +316,11 @@ mod tests {
     fn names_no_record_holds_are_swept_as_the_set_grows() {
         let mut names = ServiceNames::default();
         let stop = StopSpec::default();
-        let mut kept = Parked::new(&status(), "default/kept".into(), &stop);
+        let mut kept = Parked::new(&status(), Arc::new("default/kept".to_string()), &stop);
         kept.share_service(&mut names);
         // 1,000 services come and go, one record at a time.
         for i in 0..1_000 {
-            let mut p = Parked::new(&status(), format!("default/s{i}").into(), &stop);
+            let mut p = Parked::new(&status(), Arc::new(format!("default/s{i}")), &stop);
             p.share_service(&mut names);
             assert!(
                 names.len() <= 2 * ServiceNames::MIN_SWEEP,
@@ -323,7 +329,7 @@ mod tests {
             );
         }
         assert_eq!(kept.service(), "default/kept");
-        let mut again = Parked::new(&status(), "default/kept".into(), &stop);
+        let mut again = Parked::new(&status(), Arc::new("default/kept".to_string()), &stop);
         again.share_service(&mut names);
         assert!(Arc::ptr_eq(&kept.service, &again.service));
     }

@@ -1,11 +1,14 @@
 //! What the worker holds per task, keyed by node, then task id: a hollow agent holds one
 //! entry per task of a thousand nodes, so a node's id is stored once (shared by all of its
-//! entries), a task's id once, in the compact form of a boxed string, and a node's entries
+//! entries), a task's id once, in place when it is short (up to 24 bytes, as the ids the
+//! controller gives tasks of services with names of up to ten characters are), and a node's entries
 //! in one vector sorted by task id ([`NodeTasks`]): a B-tree's ordered lookups in about
 //! two-thirds of its memory (its leaves are half full when ids come in order).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use compact_str::CompactString;
 
 /// A task's `(node, task)` ids as the worker passes them around.
 pub(super) type TaskId = (String, String);
@@ -81,7 +84,7 @@ impl<S> Slots<S> {
     pub(super) fn ids(&self) -> impl Iterator<Item = (&str, &str)> {
         self.by_node
             .iter()
-            .flat_map(|(node, tasks)| tasks.0.iter().map(move |(t, _)| (&**node, &**t)))
+            .flat_map(|(node, tasks)| tasks.0.iter().map(move |(t, _)| (&**node, t.as_str())))
     }
 }
 
@@ -89,7 +92,7 @@ impl<S> Slots<S> {
 /// insertion's shift of the entries after it stays small; the vector grows by a quarter at
 /// a time (not by doubling) and gives memory back once half of it is unused.
 #[derive(Debug)]
-pub(super) struct NodeTasks<S>(Vec<(Box<str>, S)>);
+pub(super) struct NodeTasks<S>(Vec<(CompactString, S)>);
 
 impl<S> Default for NodeTasks<S> {
     fn default() -> Self {
@@ -102,7 +105,7 @@ impl<S> NodeTasks<S> {
     const MIN_GROWTH: usize = 4;
 
     fn find(&self, task: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(t, _)| (**t).cmp(task))
+        self.0.binary_search_by(|(t, _)| t.as_str().cmp(task))
     }
 
     fn get(&self, task: &str) -> Option<&S> {
@@ -122,7 +125,7 @@ impl<S> NodeTasks<S> {
                     self.0
                         .reserve_exact((self.0.len() / 4).max(Self::MIN_GROWTH));
                 }
-                self.0.insert(i, (task.into_boxed_str(), slot));
+                self.0.insert(i, (task.into(), slot));
                 None
             }
         }

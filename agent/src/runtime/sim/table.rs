@@ -1,9 +1,9 @@
 //! The simulated runtime's tasks by the number in their handle id. Numbers are handed out
 //! in increasing order, so the table is one vector sorted by number: a new task goes at
 //! the end, a lookup is a binary search, and a removed task leaves a hole until holes are a
-//! quarter of the vector, when it is compacted. Hollow agents hold one slot per task: 40
-//! bytes and at most half as much again in holes and spare room, where a hash table took
-//! 67 to 80 bytes (it doubles, and is half to seven-eighths full).
+//! quarter of the vector, when it is compacted. Hollow agents hold one slot per task (the
+//! number and the entry, 48 bytes) and at most half as much again in holes and spare
+//! room, where a hash table doubles and is half to seven-eighths full.
 
 /// Tasks by number; `T` is what the runtime keeps for each.
 #[derive(Debug)]
