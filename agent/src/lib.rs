@@ -32,6 +32,7 @@ pub mod discovery;
 pub mod logs;
 pub mod network;
 pub mod node;
+mod room;
 pub mod runtime;
 pub mod secrets;
 pub mod status;

@@ -50,8 +50,9 @@ use crate::status::StatusSink;
 mod parked;
 mod registration;
 
+pub use parked::Parked;
+pub(crate) use parked::ServiceNames;
 use parked::StopSpec;
-pub use parked::{Parked, ServiceNames};
 
 /// How often the runner asks the runtime for the health of a task with a healthcheck.
 pub const HEALTH_POLL: Duration = Duration::from_millis(500);

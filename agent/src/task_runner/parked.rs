@@ -131,7 +131,7 @@ impl Parked {
     }
 
     /// Makes the record hold `names`' copy of its service name (its own goes).
-    pub fn share_service(&mut self, names: &mut ServiceNames) {
+    pub(crate) fn share_service(&mut self, names: &mut ServiceNames) {
         self.service = names.share(&self.service);
     }
 
@@ -165,7 +165,7 @@ impl Parked {
 /// whenever the set has doubled since it was last swept, so it stays within twice what is
 /// in use (plus a few).
 #[derive(Debug)]
-pub struct ServiceNames {
+pub(crate) struct ServiceNames {
     names: HashSet<Arc<String>>,
     /// Sweep when the set reaches this size.
     sweep_at: usize,
@@ -198,13 +198,9 @@ impl ServiceNames {
     }
 
     /// Number of names held (in use or not yet swept).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.names.len()
-    }
-
-    /// Whether no name is held.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 }
 

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 
+use crate::room::{give_back_room, make_room};
+
 /// A task's `(node, task)` ids as the worker passes them around.
 pub(super) type TaskId = (String, String);
 
@@ -66,7 +68,7 @@ impl<S> Slots<S> {
     pub(super) fn remove(&mut self, (node, task): &TaskId) -> Option<S> {
         let tasks = self.by_node.get_mut(node.as_str())?;
         let slot = tasks.remove(task)?;
-        if tasks.0.is_empty() {
+        if tasks.is_empty() {
             self.by_node.remove(node.as_str());
         }
         self.len -= 1;
@@ -89,8 +91,8 @@ impl<S> Slots<S> {
 }
 
 /// One node's entries, sorted by task id. A node holds tens to thousands of tasks, so an
-/// insertion's shift of the entries after it stays small; the vector grows by a quarter at
-/// a time (not by doubling) and gives memory back once half of it is unused.
+/// insertion's shift of the entries after it stays small; the vector grows and shrinks as
+/// [`crate::room`] says.
 #[derive(Debug)]
 pub(super) struct NodeTasks<S>(Vec<(CompactString, S)>);
 
@@ -103,6 +105,10 @@ impl<S> Default for NodeTasks<S> {
 impl<S> NodeTasks<S> {
     /// Room made at least, when the vector is full.
     const MIN_GROWTH: usize = 4;
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 
     fn find(&self, task: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(t, _)| t.as_str().cmp(task))
@@ -121,10 +127,7 @@ impl<S> NodeTasks<S> {
         match self.find(&task) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, slot)),
             Err(i) => {
-                if self.0.len() == self.0.capacity() {
-                    self.0
-                        .reserve_exact((self.0.len() / 4).max(Self::MIN_GROWTH));
-                }
+                make_room(&mut self.0, Self::MIN_GROWTH);
                 self.0.insert(i, (task.into(), slot));
                 None
             }
@@ -134,10 +137,7 @@ impl<S> NodeTasks<S> {
     fn remove(&mut self, task: &str) -> Option<S> {
         let i = self.find(task).ok()?;
         let (_, slot) = self.0.remove(i);
-        let len = self.0.len();
-        if len * 2 < self.0.capacity() {
-            self.0.shrink_to(len + len / 4);
-        }
+        give_back_room(&mut self.0);
         Some(slot)
     }
 }

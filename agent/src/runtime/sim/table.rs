@@ -5,6 +5,8 @@
 //! number and the entry, 48 bytes) and at most half as much again in holes and spare
 //! room, where a hash table doubles and is half to seven-eighths full.
 
+use crate::room::{give_back_room, make_room};
+
 /// Tasks by number; `T` is what the runtime keeps for each.
 #[derive(Debug)]
 pub(super) struct Table<T> {
@@ -53,10 +55,7 @@ impl<T> Table<T> {
     /// Adds task `n`, replacing one of that number. Numbers come in increasing order, but
     /// two tasks started at once may arrive swapped: one of them then goes in its place.
     pub(super) fn insert(&mut self, n: u64, value: T) {
-        if self.slots.len() == self.slots.capacity() {
-            let room = (self.len() / 4).max(Self::MIN_GROWTH);
-            self.slots.reserve_exact(room);
-        }
+        make_room(&mut self.slots, Self::MIN_GROWTH);
         match self.slots.last() {
             Some((last, _)) if *last >= n => match self.find(n) {
                 Ok(i) => {
@@ -79,10 +78,7 @@ impl<T> Table<T> {
         if self.holes * 4 > self.slots.len() {
             self.slots.retain(|(_, v)| v.is_some());
             self.holes = 0;
-            let len = self.slots.len();
-            if len * 2 < self.slots.capacity() {
-                self.slots.shrink_to(len + len / 4);
-            }
+            give_back_room(&mut self.slots);
         }
         Some(value)
     }
