@@ -88,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         calibration: cal0,
         lease_ttl: ttl,
         etcd_pid: etcd.pid().context("etcd is not running")?,
+        agent_pids: Vec::new(),
     };
     if ["s1", "s2", "s3", "s4", "s5"].iter().any(|s| want(s)) {
         hollow_scenarios(&mut bench, &sizes, &want).await?;

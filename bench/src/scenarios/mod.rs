@@ -1,6 +1,7 @@
 //! The benchmark scenarios (S1 bulk placement, S2 burst, S3 churn, S4 node failure,
 //! S5 controller failover) and the footprint figures, each reported through [`Report`].
 
+mod cpu_spent;
 pub mod failover;
 pub mod observer;
 pub mod repeat;
@@ -15,6 +16,7 @@ use serde_json::json;
 use crate::calibrate::Calibration;
 use crate::cluster::{Cluster, Proc, proc_stats};
 use crate::report::Report;
+use cpu_spent::{CpuCount, Roles};
 use observer::{Observer, percentile};
 use store_state::etcd_size;
 
@@ -72,6 +74,8 @@ pub struct Bench<'a> {
     pub lease_ttl: Duration,
     /// etcd's process id (for its RSS).
     pub etcd_pid: u32,
+    /// The hollow agents' process ids (for their CPU time).
+    pub agent_pids: Vec<u32>,
 }
 
 const PREFIX: &str = "/shoal/";
@@ -141,7 +145,11 @@ async fn wait_count(
 
 impl Bench<'_> {
     /// Starts hollow agents for `nodes` nodes: 90% in zone a, 10% in zone b.
-    pub async fn start_nodes(&self, id: &str, nodes: usize) -> Result<Vec<Proc>, ScenarioError> {
+    pub async fn start_nodes(
+        &mut self,
+        id: &str,
+        nodes: usize,
+    ) -> Result<Vec<Proc>, ScenarioError> {
         let b = (nodes / 10).max(1);
         let procs = vec![
             self.cluster
@@ -149,6 +157,7 @@ impl Bench<'_> {
             self.cluster
                 .hollow_agent(&format!("{id}b"), b, &[("zone", "b")])?,
         ];
+        self.agent_pids.extend(procs.iter().map(Proc::pid));
         Ok(procs)
     }
 
@@ -222,6 +231,12 @@ impl Bench<'_> {
         // The standby's from the same moment as the leader's: both read the manifests.
         let standby_cpu0 = standby.map(|pid| (pid, proc_stats(pid).cpu_seconds));
         let writes0 = obs.writes();
+        let mut spent = CpuCount::start(Roles {
+            etcd: self.etcd_pid,
+            leader: controller.pid(),
+            standby,
+            agents: self.agent_pids.clone(),
+        });
         let t0 = Instant::now();
         write_manifests(&mut client, &items).await?;
         let mut killed_at = None;
@@ -230,6 +245,7 @@ impl Bench<'_> {
             obs.wait_until(t0, sizes.limit, |a, _| a >= total / 3).await;
             killed_at = Some(t0.elapsed());
             let cpu = [controller.pid(), standby].map(|pid| proc_stats(pid).cpu_seconds);
+            spent.leader_killed();
             controller.kill9();
             let placed = obs.counts_since(t0).0;
             self.cpu_before_kill(scenario, placed, [cpu[0] - cpu0, cpu[1] - standby_cpu0]);
@@ -239,6 +255,7 @@ impl Bench<'_> {
         let running = obs.wait_until(t0, sizes.limit, |_, r| r >= total).await;
         let t_running = t0.elapsed();
         let (a, r) = obs.counts_since(t0);
+        self.report_cpu_spent(scenario, &spent, a);
         let secs = t_running.as_secs() as usize + 1;
         let (curve, running_curve) = obs.curves(t0, secs);
         let seen = Seen {
