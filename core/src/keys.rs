@@ -211,15 +211,22 @@ impl Keys {
     /// Parses a full key; `None` for keys outside the layout.
     pub fn parse(&self, key: &str) -> Option<Key> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
-        let parts: Vec<&str> = rest.split('/').collect();
-        if parts.iter().any(|p| p.is_empty()) {
-            return None;
+        // No key has more than four parts: they are read in place, without a vector for
+        // each of the watch's events.
+        let mut parts = [""; 4];
+        let mut n = 0;
+        for part in rest.split('/') {
+            if part.is_empty() || n == parts.len() {
+                return None;
+            }
+            parts[n] = part;
+            n += 1;
         }
         let sref = |ns: &str, name: &str| ServiceRef {
             namespace: ns.to_string(),
             name: name.to_string(),
         };
-        match parts.as_slice() {
+        match &parts[..n] {
             ["services", ns, name] => Some(Key::Service(sref(ns, name))),
             ["status", "services", ns, name] => Some(Key::ServiceStatus(sref(ns, name))),
             ["nodes", n] => Some(Key::Node(n.to_string())),
@@ -302,6 +309,12 @@ mod tests {
         assert_eq!(k.service(&web), "/shoal/services/default/web");
         assert_eq!(k.parse("/other/services/a/b"), None);
         assert_eq!(k.parse("/shoal/services/a"), None);
+        // Empty parts, a part too many, and keys longer than any kind are not Shoal's.
+        assert_eq!(k.parse("/shoal/services//b"), None);
+        assert_eq!(k.parse("/shoal/services/a/b/"), None);
+        assert_eq!(k.parse("/shoal/status/services/a/b/c"), None);
+        assert_eq!(k.parse("/shoal/tasks/n1/t/x/y/z"), None);
+        assert_eq!(k.parse("/shoal/"), None);
         assert_eq!(k.secret("default", "x"), "/shoal/secrets/default/x");
         assert!(k.secret("ns", "x").starts_with(&k.secrets_ns_prefix("ns")));
         assert!(k.config("ns", "x").starts_with(&k.configs_ns_prefix("ns")));
