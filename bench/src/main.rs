@@ -133,9 +133,9 @@ async fn hollow_scenarios(
         }
         controller_footprint(bench, sizes, controller.pid());
     }
-    let mut extra_agents = Vec::new();
     if want("s2") {
         // The burst runs on `s2_nodes` nodes: add hollow nodes beyond S1's when needed.
+        let mut extra_agents = Vec::new();
         if sizes.s2_nodes > sizes.nodes {
             extra_agents = bench
                 .start_nodes("s2", sizes.s2_nodes - sizes.nodes)
@@ -143,8 +143,13 @@ async fn hollow_scenarios(
             bench.wait_nodes(sizes.s2_nodes).await?;
         }
         bench.scenario_start("S2", Some(controller.pid())).await?;
+        let before = bench.task_keys().await?;
         if let Err(e) = bench.s2_burst(sizes).await {
             eprintln!("S2 incomplete: {e}");
+        }
+        // Its service and extra nodes go before S3: later scenarios run on S1's cluster.
+        if let Err(e) = bench.s2_clean_up(sizes, before, extra_agents).await {
+            eprintln!("S2 clean-up incomplete: {e}");
         }
     }
     if want("s3") {
@@ -187,7 +192,6 @@ async fn hollow_scenarios(
         }
     }
     hollow_agent_footprint(bench, sizes, &agents);
-    drop(extra_agents);
     Ok(())
 }
 

@@ -391,6 +391,47 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// After S2: deletes its service and waits until its tasks and statuses are gone (down
+    /// to `task_keys_before`, S2's start), then stops the hollow nodes started for it
+    /// (`extra`) and waits until their records have expired with their leases. S3–S5 then
+    /// run on S1's cluster, as S1 did, not on S2's leftovers.
+    pub async fn s2_clean_up(
+        &mut self,
+        sizes: &Sizes,
+        task_keys_before: i64,
+        extra: Vec<Proc>,
+    ) -> Result<(), ScenarioError> {
+        self.delete_services("S2", task_keys_before, sizes.limit)
+            .await?;
+        let t0 = Instant::now();
+        let stopped: Vec<u32> = extra.iter().map(Proc::pid).collect();
+        self.agent_pids.retain(|p| !stopped.contains(p));
+        drop(extra);
+        let mut client = Client::connect([self.endpoint.as_str()], None).await?;
+        let nodes = format!("{PREFIX}nodes/");
+        loop {
+            let n = count(&mut client, &nodes).await?;
+            if n <= sizes.nodes as i64 {
+                break;
+            }
+            if t0.elapsed() > sizes.limit {
+                return Err(ScenarioError::Timeout(format!(
+                    "S2: {n} nodes {:?} after its extra nodes stopped, want {}",
+                    sizes.limit, sizes.nodes
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.report.figure(
+            "S2",
+            "extra_nodes_gone_after",
+            t0.elapsed().as_secs_f64(),
+            "s",
+            json!({"nodes": sizes.nodes}),
+        );
+        Ok(())
+    }
+
     /// S3: manifest changes at a steady rate on a populated cluster; per-task latency.
     pub async fn s3_churn(&mut self, sizes: &Sizes) -> Result<(), ScenarioError> {
         let mut client = Client::connect([self.endpoint.as_str()], None).await?;

@@ -76,7 +76,7 @@ impl Bench<'_> {
             rates.push(run.rate);
             cpus.push(run.cpu_per_1000);
             if k < runs {
-                self.delete_services(&scenario, sizes.limit).await?;
+                self.delete_services(&scenario, 0, sizes.limit).await?;
             }
         }
         let (Some(rate), Some(cpu)) = (Spread::of(&rates), Spread::of(&cpus)) else {
@@ -105,11 +105,19 @@ impl Bench<'_> {
         Ok(Some(rate.median))
     }
 
+    /// Tasks and task statuses in the store now.
+    pub async fn task_keys(&self) -> Result<i64, ScenarioError> {
+        let mut client = Client::connect([self.endpoint.as_str()], None).await?;
+        Ok(task_keys(&mut client).await?)
+    }
+
     /// Deletes the services of `scenario` and waits until their tasks and task statuses are
-    /// gone (the controller deletes the tasks, the agents their statuses).
-    async fn delete_services(
+    /// gone (the controller deletes the tasks, the agents their statuses): until `leave`
+    /// tasks and statuses are left, those of the services before the scenario's.
+    pub(super) async fn delete_services(
         &mut self,
         scenario: &str,
+        leave: i64,
         limit: Duration,
     ) -> Result<(), ScenarioError> {
         let mut client = Client::connect([self.endpoint.as_str()], None).await?;
@@ -122,9 +130,8 @@ impl Bench<'_> {
             )
             .await?;
         loop {
-            let tasks = count(&mut client, &format!("{PREFIX}tasks/")).await?
-                + count(&mut client, &format!("{PREFIX}taskstatus/")).await?;
-            if tasks == 0 {
+            let tasks = task_keys(&mut client).await?;
+            if tasks <= leave {
                 break;
             }
             if t0.elapsed() > limit {
@@ -143,6 +150,12 @@ impl Bench<'_> {
         );
         Ok(())
     }
+}
+
+/// Tasks and task statuses in the store.
+pub(super) async fn task_keys(client: &mut Client) -> Result<i64, etcd_client::Error> {
+    Ok(count(client, &format!("{PREFIX}tasks/")).await?
+        + count(client, &format!("{PREFIX}taskstatus/")).await?)
 }
 
 #[cfg(test)]
