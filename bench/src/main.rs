@@ -184,21 +184,14 @@ async fn hollow_scenarios(
             ..sizes.clone()
         };
         let standby_pid = standby.pid();
-        let before = bench.task_keys().await?;
         if let Err(e) = bench
             .s5_failover(&s5, &mut controller, standby_pid, s1_median)
             .await
         {
             eprintln!("S5 incomplete: {e}");
         }
-        // The agents' footprint is read at S1's size, as the controller's is: S5's services
-        // go first, as every scenario's but S1's last run do.
-        if let Err(e) = bench.delete_services("S5", before, sizes.limit).await {
-            eprintln!("S5 clean-up incomplete: {e}");
-        }
     }
-    let tasks = bench.task_keys().await?;
-    hollow_agent_footprint(bench, sizes, &agents, tasks);
+    hollow_agent_footprint(bench, sizes, &agents);
     Ok(())
 }
 
@@ -223,16 +216,14 @@ fn etcd_footprint(bench: &mut Bench<'_>, etcd: &EtcdFixture) {
 /// Bulk placement runs in S1 (median and spread reported).
 const S1_RUNS: usize = 3;
 
-/// The hollow agents' memory per node at the end, with S1's last run in the store (its
-/// task and status keys: `task_keys`): the sum of their RSS, and of their PSS, which counts
-/// the executable's code (mapped by each agent process) once.
-fn hollow_agent_footprint(bench: &mut Bench<'_>, sizes: &Sizes, agents: &[Proc], task_keys: i64) {
+/// The hollow agents' memory per node at the end: the sum of their RSS, and of their PSS,
+/// which counts the executable's code (mapped by each agent process) once.
+fn hollow_agent_footprint(bench: &mut Bench<'_>, sizes: &Sizes, agents: &[Proc]) {
     let stats: Vec<ProcStats> = agents.iter().map(|p| proc_stats(p.pid())).collect();
     let sum = |f: fn(&ProcStats) -> u64| stats.iter().map(f).sum::<u64>() as f64;
     let nodes = sizes.nodes as f64;
     let extra = json!({
         "nodes": sizes.nodes,
-        "taskAndStatusKeys": task_keys,
         "processes": stats.len(),
         "rssAnonPerNode": sum(|s| s.rss_anon) / nodes,
     });
