@@ -109,15 +109,23 @@ pub fn proc_stats(pid: u32) -> ProcStats {
     if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
         st.pss = rollup.lines().find(|l| l.starts_with("Pss:")).map_or(0, kb);
     }
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        && let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r)
-    {
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // Fields after the command: state is index 0, utime 11, stime 12 (in clock ticks).
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        st.cpu_seconds = (ticks(11) + ticks(12)) / 100.0;
-    }
+    st.cpu_seconds = cpu_seconds(pid);
     st
+}
+
+/// The user + system CPU seconds of `pid` (`/proc/<pid>/stat` alone, without the memory
+/// figures [`proc_stats`] also reads); 0 when the process is gone.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after the command: state is index 0, utime 11, stime 12 (in clock ticks).
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Starts Shoal processes against one store.

@@ -21,7 +21,7 @@ use shoal_core::manifest::ServiceRef;
 use shoal_core::model::{self, Capacity, NodeInfo, TaskState, TaskStatus, Timestamp};
 use shoal_core::units::ByteSize;
 
-use crate::cluster::proc_stats;
+use crate::cluster::cpu_seconds;
 use crate::scenarios::manifest;
 
 /// What one round places.
@@ -81,7 +81,7 @@ impl Round {
 
 /// The CPU time this process has used, in seconds.
 fn cpu_now() -> f64 {
-    proc_stats(std::process::id()).cpu_seconds
+    cpu_seconds(std::process::id())
 }
 
 /// A node as a hollow agent registers it (the test kit's node, with the hollow agents'

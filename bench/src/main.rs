@@ -135,13 +135,15 @@ async fn hollow_scenarios(
     }
     if want("s2") {
         // The burst runs on `s2_nodes` nodes: add hollow nodes beyond S1's when needed.
-        let mut extra_agents = Vec::new();
-        if sizes.s2_nodes > sizes.nodes {
-            extra_agents = bench
+        let extra_agents = if sizes.s2_nodes > sizes.nodes {
+            let extra = bench
                 .start_nodes("s2", sizes.s2_nodes - sizes.nodes)
                 .await?;
             bench.wait_nodes(sizes.s2_nodes).await?;
-        }
+            extra
+        } else {
+            Vec::new()
+        };
         bench.scenario_start("S2", Some(controller.pid())).await?;
         let before = bench.task_keys().await?;
         if let Err(e) = bench.s2_burst(sizes).await {

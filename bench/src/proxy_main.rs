@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use shoal_bench::cluster::proc_stats;
+use shoal_bench::cluster::cpu_seconds;
 use shoal_bench::proxy::{Connections, load, serve_backend, serve_proxy};
 
 /// Service proxy benchmark.
@@ -72,9 +72,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|");
     for mode in [Connections::Persistent, Connections::New] {
         let direct = load(backend, mode, args.workers, args.duration).await;
-        let cpu0 = proc_stats(pid).cpu_seconds;
+        let cpu0 = cpu_seconds(pid);
         let proxied = load(listen, mode, args.workers, args.duration).await;
-        let cpu = proc_stats(pid).cpu_seconds - cpu0;
+        let cpu = cpu_seconds(pid) - cpu0;
         let per_10k = cpu / (proxied.requests.max(1) as f64) * 10_000.0;
         for (path, r, c) in [
             ("direct", &direct, None),

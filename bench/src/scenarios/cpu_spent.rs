@@ -9,13 +9,13 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::Bench;
-use crate::cluster::proc_stats;
+use crate::cluster::cpu_seconds;
 
 /// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`, 100 on Linux).
 const TICKS_PER_S: f64 = 100.0;
 
 /// The processes of one bulk run whose CPU is counted.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Roles {
     /// etcd.
     pub(crate) etcd: u32,
@@ -28,7 +28,7 @@ pub(crate) struct Roles {
 }
 
 /// CPU-seconds of each role, and the machine's busy and total CPU-seconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 struct Sample {
     etcd: f64,
     leader: f64,
@@ -41,14 +41,13 @@ struct Sample {
 
 impl Sample {
     fn of(roles: &Roles) -> Sample {
-        let cpu = |pid: u32| proc_stats(pid).cpu_seconds;
         let (machine_busy, machine_all) = machine_cpu().unwrap_or_default();
         Sample {
-            etcd: cpu(roles.etcd),
-            leader: cpu(roles.leader),
-            standby: roles.standby.map_or(0.0, cpu),
-            agents: roles.agents.iter().map(|&p| cpu(p)).sum(),
-            benchmark: cpu(std::process::id()),
+            etcd: cpu_seconds(roles.etcd),
+            leader: cpu_seconds(roles.leader),
+            standby: roles.standby.map_or(0.0, cpu_seconds),
+            agents: roles.agents.iter().map(|&p| cpu_seconds(p)).sum(),
+            benchmark: cpu_seconds(std::process::id()),
             machine_busy,
             machine_all,
         }
@@ -77,9 +76,21 @@ impl CpuCount {
         }
     }
 
-    /// Notes the leader's CPU-seconds just before it is killed.
-    pub(crate) fn leader_killed(&mut self) {
-        self.leader_at_kill = Some(proc_stats(self.roles.leader).cpu_seconds);
+    /// What the leader and the standby have spent so far, read just before the leader is
+    /// killed (the leader's is kept: its process is gone at the end).
+    pub(crate) fn leader_killed(&mut self) -> [f64; 2] {
+        let leader = cpu_seconds(self.roles.leader);
+        self.leader_at_kill = Some(leader);
+        let standby = self.roles.standby.map_or(0.0, cpu_seconds);
+        [leader - self.start.leader, standby - self.start.standby]
+    }
+
+    /// What the leader has spent so far (until its kill, if it was killed).
+    pub(crate) fn leader_spent(&self) -> f64 {
+        let now = self
+            .leader_at_kill
+            .unwrap_or_else(|| cpu_seconds(self.roles.leader));
+        now - self.start.leader
     }
 
     /// What each role spent since the start.

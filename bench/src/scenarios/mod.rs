@@ -14,7 +14,7 @@ use etcd_client::{Client, GetOptions, Txn, TxnOp};
 use serde_json::json;
 
 use crate::calibrate::Calibration;
-use crate::cluster::{Cluster, Proc, proc_stats};
+use crate::cluster::{Cluster, Proc};
 use crate::report::Report;
 use cpu_spent::{CpuCount, Roles};
 use observer::{Observer, percentile};
@@ -122,21 +122,46 @@ async fn count(client: &mut Client, prefix: &str) -> Result<i64, etcd_client::Er
     Ok(r.count())
 }
 
+/// The keys under all of `prefixes`.
+async fn count_all(client: &mut Client, prefixes: &[String]) -> Result<i64, etcd_client::Error> {
+    let mut n = 0;
+    for prefix in prefixes {
+        n += count(client, prefix).await?;
+    }
+    Ok(n)
+}
+
+/// What a wait for a number of keys waits for.
+#[derive(Debug, Clone, Copy)]
+enum Reach {
+    /// At least this many (keys being written).
+    AtLeast(i64),
+    /// At most this many (keys being deleted, or expiring).
+    AtMost(i64),
+}
+
+/// Counts the keys under all of `prefixes` every 200 ms until their number reaches `want`,
+/// for at most `limit`.
 async fn wait_count(
     client: &mut Client,
-    prefix: &str,
-    want: i64,
+    prefixes: &[String],
+    want: Reach,
     limit: Duration,
 ) -> Result<(), ScenarioError> {
     let deadline = Instant::now() + limit;
     loop {
-        let n = count(client, prefix).await?;
-        if n >= want {
+        let n = count_all(client, prefixes).await?;
+        let reached = match want {
+            Reach::AtLeast(w) => n >= w,
+            Reach::AtMost(w) => n <= w,
+        };
+        if reached {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(ScenarioError::Timeout(format!(
-                "{prefix}: {n}/{want} keys after {limit:?}"
+                "{}: {n} keys, waiting for {want:?}, after {limit:?}",
+                prefixes.join(" + ")
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -166,8 +191,8 @@ impl Bench<'_> {
         let mut c = Client::connect([self.endpoint.as_str()], None).await?;
         wait_count(
             &mut c,
-            &format!("{PREFIX}nodes/"),
-            n as i64,
+            &[format!("{PREFIX}nodes/")],
+            Reach::AtLeast(n as i64),
             Duration::from_secs(120),
         )
         .await
@@ -178,8 +203,8 @@ impl Bench<'_> {
         let mut c = Client::connect([self.endpoint.as_str()], None).await?;
         wait_count(
             &mut c,
-            &format!("{PREFIX}leader"),
-            1,
+            &[format!("{PREFIX}leader")],
+            Reach::AtLeast(1),
             Duration::from_secs(60),
         )
         .await
@@ -227,10 +252,8 @@ impl Bench<'_> {
         let obs = Observer::start(&self.endpoint, PREFIX).await?;
         let total = sizes.services * sizes.replicas;
         let items = bulk_items(scenario, sizes);
-        let cpu0 = proc_stats(controller.pid()).cpu_seconds;
-        // The standby's from the same moment as the leader's: both read the manifests.
-        let standby_cpu0 = standby.map(|pid| (pid, proc_stats(pid).cpu_seconds));
         let writes0 = obs.writes();
+        // The standby's CPU from the same moment as the leader's: both read the manifests.
         let mut spent = CpuCount::start(Roles {
             etcd: self.etcd_pid,
             leader: controller.pid(),
@@ -241,14 +264,13 @@ impl Bench<'_> {
         write_manifests(&mut client, &items).await?;
         let mut killed_at = None;
         let mut gap = Duration::ZERO;
-        if let Some((standby, standby_cpu0)) = standby_cpu0 {
+        if standby.is_some() {
             obs.wait_until(t0, sizes.limit, |a, _| a >= total / 3).await;
             killed_at = Some(t0.elapsed());
-            let cpu = [controller.pid(), standby].map(|pid| proc_stats(pid).cpu_seconds);
-            spent.leader_killed();
+            let cpu = spent.leader_killed();
             controller.kill9();
             let placed = obs.counts_since(t0).0;
-            self.cpu_before_kill(scenario, placed, [cpu[0] - cpu0, cpu[1] - standby_cpu0]);
+            self.cpu_before_kill(scenario, placed, cpu);
         }
         let placed = obs.wait_until(t0, sizes.limit, |a, _| a >= total).await;
         let t_placed = t0.elapsed();
@@ -278,8 +300,7 @@ impl Bench<'_> {
             "writes/task",
             json!({"writes": writes}),
         );
-        let cpu_per_1000 =
-            (proc_stats(controller.pid()).cpu_seconds - cpu0) / (a.max(1) as f64 / 1000.0);
+        let cpu_per_1000 = spent.leader_spent() / (a.max(1) as f64 / 1000.0);
         if standby.is_none() {
             self.report.figure(
                 scenario,
@@ -408,20 +429,13 @@ impl Bench<'_> {
         self.agent_pids.retain(|p| !stopped.contains(p));
         drop(extra);
         let mut client = Client::connect([self.endpoint.as_str()], None).await?;
-        let nodes = format!("{PREFIX}nodes/");
-        loop {
-            let n = count(&mut client, &nodes).await?;
-            if n <= sizes.nodes as i64 {
-                break;
-            }
-            if t0.elapsed() > sizes.limit {
-                return Err(ScenarioError::Timeout(format!(
-                    "S2: {n} nodes {:?} after its extra nodes stopped, want {}",
-                    sizes.limit, sizes.nodes
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_count(
+            &mut client,
+            &[format!("{PREFIX}nodes/")],
+            Reach::AtMost(sizes.nodes as i64),
+            sizes.limit,
+        )
+        .await?;
         self.report.figure(
             "S2",
             "extra_nodes_gone_after",
@@ -521,8 +535,8 @@ impl Bench<'_> {
         let before = count(&mut client, &format!("{PREFIX}nodes/")).await?;
         wait_count(
             &mut client,
-            &format!("{PREFIX}nodes/"),
-            before + sizes.failed_nodes as i64,
+            &[format!("{PREFIX}nodes/")],
+            Reach::AtLeast(before + sizes.failed_nodes as i64),
             Duration::from_secs(60),
         )
         .await?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, DeleteOptions};
 use serde_json::json;
 
-use super::{Bench, PREFIX, ScenarioError, Sizes, count, service_prefix};
+use super::{Bench, PREFIX, Reach, ScenarioError, Sizes, count_all, service_prefix, wait_count};
 use crate::cluster::Proc;
 
 /// Median, smallest and largest of some figures.
@@ -108,7 +108,7 @@ impl Bench<'_> {
     /// Tasks and task statuses in the store now.
     pub async fn task_keys(&self) -> Result<i64, ScenarioError> {
         let mut client = Client::connect([self.endpoint.as_str()], None).await?;
-        Ok(task_keys(&mut client).await?)
+        Ok(count_all(&mut client, &task_prefixes()).await?)
     }
 
     /// Deletes the services of `scenario` and waits until their tasks and task statuses are
@@ -129,18 +129,7 @@ impl Bench<'_> {
                 Some(DeleteOptions::new().with_prefix()),
             )
             .await?;
-        loop {
-            let tasks = task_keys(&mut client).await?;
-            if tasks <= leave {
-                break;
-            }
-            if t0.elapsed() > limit {
-                return Err(ScenarioError::Timeout(format!(
-                    "{scenario}: {tasks} tasks and statuses left {limit:?} after deleting its services"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_count(&mut client, &task_prefixes(), Reach::AtMost(leave), limit).await?;
         self.report.figure(
             scenario,
             "services_deleted_to_tasks_gone",
@@ -152,10 +141,9 @@ impl Bench<'_> {
     }
 }
 
-/// Tasks and task statuses in the store.
-pub(super) async fn task_keys(client: &mut Client) -> Result<i64, etcd_client::Error> {
-    Ok(count(client, &format!("{PREFIX}tasks/")).await?
-        + count(client, &format!("{PREFIX}taskstatus/")).await?)
+/// The prefixes of tasks and of task statuses.
+fn task_prefixes() -> [String; 2] {
+    [format!("{PREFIX}tasks/"), format!("{PREFIX}taskstatus/")]
 }
 
 #[cfg(test)]

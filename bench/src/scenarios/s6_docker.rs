@@ -14,7 +14,7 @@ use shoal_agent::test_support::{ContainerGuard, TEST_IMAGE, ensure_test_image};
 use shoal_tests::etcd::EtcdFixture;
 use tokio::process::Command;
 
-use super::{Bench, PREFIX, ScenarioError, wait_count};
+use super::{Bench, PREFIX, Reach, ScenarioError, wait_count};
 
 /// The command every container runs.
 const COMMAND: [&str; 2] = ["sleep", "3600"];
@@ -77,16 +77,16 @@ impl Bench<'_> {
         let mut client = Client::connect([etcd.endpoint()], None).await?;
         wait_count(
             &mut client,
-            &format!("{PREFIX}nodes/"),
-            1,
+            &[format!("{PREFIX}nodes/")],
+            Reach::AtLeast(1),
             Duration::from_secs(60),
         )
         .await?;
         let _controller = cluster.controller("s6-controller")?;
         wait_count(
             &mut client,
-            &format!("{PREFIX}leader"),
-            1,
+            &[format!("{PREFIX}leader")],
+            Reach::AtLeast(1),
             Duration::from_secs(60),
         )
         .await?;
