@@ -68,17 +68,19 @@ impl State {
         }
     }
 
-    /// The service due first and when, if any is queued.
-    fn first(&self) -> Option<(Instant, &ServiceRef)> {
-        self.order.first_key_value().map(|(due, s)| (due.at, s))
-    }
-
-    /// Takes `s` off the queue and marks it running.
-    fn start(&mut self, s: ServiceRef) {
-        if let Some(due) = self.due.remove(&s) {
-            self.order.remove(&due);
+    /// Takes the service due first off the queue and marks it running, if it is due by
+    /// `now`; else when the first one is due (`None`: nothing is queued).
+    fn pop_due(&mut self, now: Instant) -> Result<ServiceRef, Option<Instant>> {
+        match self.order.first_entry() {
+            Some(first) if first.key().at <= now => {
+                let s = first.remove();
+                self.due.remove(&s);
+                self.running.insert(s.clone());
+                Ok(s)
+            }
+            Some(first) => Err(Some(first.key().at)),
+            None => Err(None),
         }
-        self.running.insert(s);
     }
 }
 
@@ -123,16 +125,10 @@ impl WorkQueue {
         loop {
             let notified = self.notify.notified();
             let wait = {
-                let mut st = self.lock();
                 let now = Instant::now();
-                match st.first() {
-                    Some((at, s)) if at <= now => {
-                        let s = s.clone();
-                        st.start(s.clone());
-                        return s;
-                    }
-                    Some((at, _)) => Some(at - now),
-                    None => None,
+                match self.lock().pop_due(now) {
+                    Ok(s) => return s,
+                    Err(at) => at.map(|at| at - now),
                 }
             };
             match wait {
