@@ -2,6 +2,7 @@
 //! module under `cli/`; every piece of domain logic lives in the library crates.
 
 mod cli;
+mod heap;
 
 use clap::Parser;
 
@@ -37,6 +38,7 @@ fn main() -> std::process::ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(heap::collect_when_idle)
         .build()
     {
         Ok(rt) => rt,
@@ -45,10 +47,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match runtime.block_on(cli::run(args.command)) {
-        Ok(code) => code,
-        Err(e) => {
+    // On a worker, not on this thread: only workers collect their heap when idle.
+    match runtime.block_on(runtime.spawn(cli::run(args.command))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             std::process::ExitCode::from(1)
         }
     }
