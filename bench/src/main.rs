@@ -193,7 +193,7 @@ async fn hollow_scenarios(
             eprintln!("S5 incomplete: {e}");
         }
     }
-    hollow_agent_footprint(bench, sizes, &agents);
+    hollow_agent_footprint(bench, sizes, &agents).await;
     Ok(())
 }
 
@@ -219,24 +219,61 @@ fn etcd_footprint(bench: &mut Bench<'_>, etcd: &EtcdFixture) {
 const S1_RUNS: usize = 3;
 
 /// The hollow agents' memory per node at the end: the sum of their RSS, and of their PSS,
-/// which counts the executable's code (mapped by each agent process) once.
-fn hollow_agent_footprint(bench: &mut Bench<'_>, sizes: &Sizes, agents: &[Proc]) {
-    let stats: Vec<ProcStats> = agents.iter().map(|p| proc_stats(p.pid())).collect();
-    let sum = |f: fn(&ProcStats) -> u64| stats.iter().map(f).sum::<u64>() as f64;
+/// which counts the executable's code (mapped by each agent process) once. Read right after
+/// S5 (`…_at_s5_end`) and once it has settled ([`settled_stats`]): a burst's freed memory
+/// goes back as the agents' threads next run out of work.
+async fn hollow_agent_footprint(bench: &mut Bench<'_>, sizes: &Sizes, agents: &[Proc]) {
+    let read = || -> Vec<ProcStats> { agents.iter().map(|p| proc_stats(p.pid())).collect() };
+    let at_end = read();
+    let started = std::time::Instant::now();
+    let settled = settled_stats(read, at_end.clone()).await;
     let nodes = sizes.nodes as f64;
-    let extra = json!({
-        "nodes": sizes.nodes,
-        "processes": stats.len(),
-        "rssAnonPerNode": sum(|s| s.rss_anon) / nodes,
-    });
-    for (name, total) in [
-        ("hollow_agent_rss_per_node", sum(|s| s.rss)),
-        ("hollow_agent_pss_per_node", sum(|s| s.pss)),
+    for (suffix, stats, settled_after) in [
+        ("_at_s5_end", &at_end, None),
+        ("", &settled, Some(started.elapsed().as_secs_f64())),
     ] {
-        bench
-            .report
-            .figure("footprint", name, total / nodes, "bytes", extra.clone());
+        let sum = |f: fn(&ProcStats) -> u64| stats.iter().map(f).sum::<u64>() as f64;
+        let mut extra = json!({
+            "nodes": sizes.nodes,
+            "processes": stats.len(),
+            "rssAnonPerNode": sum(|s| s.rss_anon) / nodes,
+        });
+        if let Some(s) = settled_after {
+            extra["settledAfterS"] = json!(s);
+        }
+        for (name, total) in [
+            ("hollow_agent_rss_per_node", sum(|s| s.rss)),
+            ("hollow_agent_pss_per_node", sum(|s| s.pss)),
+        ] {
+            let name = format!("{name}{suffix}");
+            bench
+                .report
+                .figure("footprint", &name, total / nodes, "bytes", extra.clone());
+        }
     }
+}
+
+/// Readings this far apart (longer than a Shoal thread waits between two collections of
+/// its heap, `src/heap.rs`) that differ by at most 1% in the RSS summed over the processes
+/// are settled; after [`SETTLE_LIMIT`] the last reading is taken as it is.
+const SETTLE_EVERY: Duration = Duration::from_secs(3);
+/// How long the footprint is given to settle.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
+async fn settled_stats(read: impl Fn() -> Vec<ProcStats>, first: Vec<ProcStats>) -> Vec<ProcStats> {
+    let rss = |stats: &[ProcStats]| stats.iter().map(|s| s.rss).sum::<u64>();
+    let mut last = first;
+    let deadline = std::time::Instant::now() + SETTLE_LIMIT;
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(SETTLE_EVERY).await;
+        let now = read();
+        let settled = rss(&now).abs_diff(rss(&last)) * 100 <= rss(&last);
+        last = now;
+        if settled {
+            break;
+        }
+    }
+    last
 }
 
 /// The controller's RSS with S1's last run in the store.
