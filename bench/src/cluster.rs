@@ -69,6 +69,9 @@ impl Drop for Proc {
     }
 }
 
+/// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`, 100 on Linux).
+pub(crate) const TICKS_PER_S: f64 = 100.0;
+
 /// Resident set size and CPU time of a process, read from `/proc`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcStats {
@@ -125,7 +128,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields after the command: state is index 0, utime 11, stime 12 (in clock ticks).
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) + ticks(12)) / TICKS_PER_S
 }
 
 /// Starts Shoal processes against one store.

@@ -260,6 +260,8 @@ const SETTLE_EVERY: Duration = Duration::from_secs(3);
 /// How long the footprint is given to settle.
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
+/// Reads the agents every [`SETTLE_EVERY`] from `first` until two readings agree, or
+/// [`SETTLE_LIMIT`] has passed; returns the last reading.
 async fn settled_stats(read: impl Fn() -> Vec<ProcStats>, first: Vec<ProcStats>) -> Vec<ProcStats> {
     let rss = |stats: &[ProcStats]| stats.iter().map(|s| s.rss).sum::<u64>();
     let mut last = first;

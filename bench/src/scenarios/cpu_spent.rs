@@ -9,10 +9,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::Bench;
-use crate::cluster::cpu_seconds;
-
-/// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`, 100 on Linux).
-const TICKS_PER_S: f64 = 100.0;
+use crate::cluster::{TICKS_PER_S, cpu_seconds};
 
 /// The processes of one bulk run whose CPU is counted.
 #[derive(Debug)]
