@@ -155,6 +155,24 @@ pub enum WatchEvent {
     },
 }
 
+impl WatchEvent {
+    /// The key that changed.
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put(kv) => &kv.key,
+            WatchEvent::Delete { key, .. } => key,
+        }
+    }
+
+    /// The revision of the change.
+    pub fn mod_revision(&self) -> Revision {
+        match self {
+            WatchEvent::Put(kv) => kv.mod_revision,
+            WatchEvent::Delete { mod_revision, .. } => *mod_revision,
+        }
+    }
+}
+
 /// A batch of watch events, all at or below `revision`. An empty batch is a progress
 /// notification: the store has reached `revision` with nothing new under the prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -259,6 +259,21 @@ impl EtcdFixture {
         std::fs::metadata(db).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// How many messages etcd has sent on watch streams (its `grpc_server_msg_sent_total`
+    /// for `Watch`, from its metrics listener).
+    pub async fn watch_messages_sent(&self) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let text = match reqwest::get(&url).await {
+            Ok(resp) => resp.text().await.unwrap_or_default(),
+            Err(e) => panic!("etcd's metrics at {url}: {e}"),
+        };
+        text.lines()
+            .filter(|l| l.starts_with("grpc_server_msg_sent_total{"))
+            .filter(|l| l.contains("grpc_method=\"Watch\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// An etcd client as the fixture itself (with its client certificate, without a user).
     async fn admin_client(&self) -> Result<etcd_client::Client, etcd_client::Error> {
         let mut opts = etcd_client::ConnectOptions::new();

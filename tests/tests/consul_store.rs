@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use shoal_store::WatchEvent;
-use shoal_tests::conformance::{Harness, collect_events, event_key};
+use shoal_tests::conformance::{Harness, collect_events};
 use shoal_tests::consul_fake::{ConsulFake, ConsulHarness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +76,10 @@ async fn watch_survives_index_reset_and_server_errors() {
         assert!(attempts < 10, "the put kept failing");
     }
     let events = collect_events(&mut watch, 1).await;
-    assert_eq!(events.iter().map(event_key).collect::<Vec<_>>(), ["/r/c"]);
+    assert_eq!(
+        events.iter().map(WatchEvent::key).collect::<Vec<_>>(),
+        ["/r/c"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use shoal_store::{Store, StoreError, WatchEvent};
-use shoal_tests::conformance::{self, DEADLINE, TTL, collect_events, event_key, event_revision};
+use shoal_tests::conformance::{self, DEADLINE, TTL, collect_events};
 use shoal_tests::consul_fake::ConsulHarness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +133,7 @@ async fn consul_watch_ordering_and_resume() {
     let events = collect_events(&mut watch, 3).await;
     let got: Vec<(&str, bool)> = events
         .iter()
-        .map(|e| (event_key(e), matches!(e, WatchEvent::Put(_))))
+        .map(|e| (e.key(), matches!(e, WatchEvent::Put(_))))
         .collect();
     // The delete's exact index may be reported in the same read as later puts.
     assert!(
@@ -142,12 +142,12 @@ async fn consul_watch_ordering_and_resume() {
             && got.contains(&("/w/9", true)),
         "{got:?}"
     );
-    let revs_seen: Vec<i64> = events.iter().map(event_revision).collect();
+    let revs_seen: Vec<i64> = events.iter().map(WatchEvent::mod_revision).collect();
     assert!(
         revs_seen.windows(2).all(|w| w[0] <= w[1]),
         "in order: {revs_seen:?}"
     );
-    assert_eq!(event_revision(&events[0]), live);
+    assert_eq!(events[0].mod_revision(), live);
     assert!(revs_seen.contains(&r9));
 }
 
@@ -216,10 +216,7 @@ async fn consul_watch_survives_restart() {
     assert!(r2 > r1);
     let r3 = s.put("/rs/c", b"3".to_vec(), None).await.expect("put");
     let events = collect_events(&mut watch, 2).await;
-    let got: Vec<(&str, i64)> = events
-        .iter()
-        .map(|e| (event_key(e), event_revision(e)))
-        .collect();
+    let got: Vec<(&str, i64)> = events.iter().map(|e| (e.key(), e.mod_revision())).collect();
     assert_eq!(got, [("/rs/b", r2), ("/rs/c", r3)]);
     assert_eq!(
         s.get("/rs/a")

@@ -122,3 +122,111 @@ async fn dead_etcd_is_unavailable() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+/// A watcher that fell behind by more than etcd's watch message limit (`--max-request-bytes`,
+/// 1.5 MiB, plus 512 KiB that etcd allows for gRPC's framing) is sent its backlog in fragments, so its client never holds a receive buffer the size of the
+/// whole backlog; and it still gets every transaction whole: no batch ends inside a revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_arrives_in_fragments_as_whole_transactions() {
+    use futures::StreamExt;
+    use shoal_store::{Revision, Store, Txn, TxnOp, WatchEvent};
+
+    const REVISIONS: usize = 24;
+    const KEYS: usize = 3;
+    const VALUE: usize = 100 * 1024;
+    const ETCD_MESSAGE_LIMIT: usize = 1536 * 1024 + 512 * 1024;
+    let h = EtcdHarness::new().await;
+    let store = h.fixture().store().await.expect("connect");
+    let mut revisions = Vec::new();
+    for r in 0..REVISIONS {
+        let ops = (0..KEYS)
+            .map(|k| TxnOp::Put {
+                key: format!("/frag/{r:02}/{k}"),
+                value: vec![(r * KEYS + k) as u8; VALUE],
+                lease: None,
+            })
+            .collect();
+        let done = store
+            .txn(Txn {
+                compares: vec![],
+                ops,
+            })
+            .await
+            .expect("txn");
+        assert!(done.succeeded);
+        revisions.push(done.revision);
+    }
+
+    let before = h.fixture().watch_messages_sent().await;
+    let mut watch = store.watch("/frag/", revisions[0]).await.expect("watch");
+    let mut batches = Vec::new();
+    let mut seen = 0;
+    while seen < REVISIONS * KEYS {
+        let batch = tokio::time::timeout(conformance::DEADLINE, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out with {seen} of {} events", REVISIONS * KEYS))
+            .expect("the watch stays open")
+            .expect("no watch error");
+        seen += batch.events.len();
+        batches.push(batch);
+    }
+    let sent = h.fixture().watch_messages_sent().await - before;
+
+    // Every revision arrives in one batch with all its keys, in order, values intact.
+    let mut delivered: Vec<Revision> = Vec::new();
+    for batch in &batches {
+        let last = batch.events.last().map(WatchEvent::mod_revision);
+        assert_eq!(
+            Some(batch.revision),
+            last,
+            "a batch reaches its last event's revision"
+        );
+        for whole in batch
+            .events
+            .chunk_by(|a, b| a.mod_revision() == b.mod_revision())
+        {
+            assert_eq!(
+                whole.len(),
+                KEYS,
+                "revision {} split across batches ({} of {KEYS} keys in one)",
+                whole[0].mod_revision(),
+                whole.len()
+            );
+            delivered.push(whole[0].mod_revision());
+        }
+        for event in &batch.events {
+            let WatchEvent::Put(kv) = event else {
+                panic!("unexpected {event:?}")
+            };
+            let r = revisions
+                .iter()
+                .position(|&r| r == kv.mod_revision)
+                .expect("a written revision");
+            let k: usize = kv.key.rsplit('/').next().unwrap().parse().unwrap();
+            assert_eq!(kv.key, format!("/frag/{r:02}/{k}"));
+            assert_eq!(
+                kv.value,
+                vec![(r * KEYS + k) as u8; VALUE],
+                "{}'s value",
+                kv.key
+            );
+        }
+    }
+    assert_eq!(delivered, revisions, "each revision once, in order");
+
+    // One message for the watch's creation, then the backlog: a watch that did not ask for
+    // fragments is sent all of it in one message.
+    let backlog = REVISIONS * KEYS * VALUE;
+    let least = backlog.div_ceil(ETCD_MESSAGE_LIMIT) as u64;
+    println!(
+        "a {backlog}-byte backlog: {} watch messages from etcd, {} batches delivered",
+        sent - 1,
+        batches.len()
+    );
+    assert!(
+        sent > least,
+        "etcd sent the {backlog}-byte backlog in {} message(s); in fragments under its \
+         {ETCD_MESSAGE_LIMIT}-byte limit it takes at least {least}",
+        sent - 1
+    );
+}

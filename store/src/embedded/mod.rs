@@ -379,10 +379,7 @@ mod tests {
                 .expect("events in time")
                 .expect("stream open")
                 .expect("no error");
-            seen.extend(batch.events.into_iter().map(|e| match e {
-                crate::WatchEvent::Put(kv) => kv.mod_revision,
-                crate::WatchEvent::Delete { mod_revision, .. } => mod_revision,
-            }));
+            seen.extend(batch.events.iter().map(crate::WatchEvent::mod_revision));
         }
         let mut sorted = seen.clone();
         sorted.sort_unstable();

@@ -97,7 +97,7 @@ impl Watch {
             let events: Vec<WatchEvent> = chunk
                 .into_iter()
                 .flat_map(|(_, events)| events)
-                .filter(|e| event_key(e).starts_with(&self.prefix))
+                .filter(|e| e.key().starts_with(&self.prefix))
                 .collect();
             self.next = last + 1;
             if !events.is_empty()
@@ -135,7 +135,7 @@ impl Watch {
                     let events: Vec<WatchEvent> = rev
                         .events
                         .iter()
-                        .filter(|e| event_key(e).starts_with(&self.prefix))
+                        .filter(|e| e.key().starts_with(&self.prefix))
                         .cloned()
                         .collect();
                     if events.is_empty() {
@@ -166,11 +166,4 @@ impl Watch {
 enum Follow {
     Lagged,
     Closed,
-}
-
-fn event_key(e: &WatchEvent) -> &str {
-    match e {
-        WatchEvent::Put(kv) => &kv.key,
-        WatchEvent::Delete { key, .. } => key,
-    }
 }

@@ -6,6 +6,14 @@
 //! was compacted yields [`StoreError::Compacted`] and ends the stream. A watch canceled, or
 //! refused, because its auth token had expired or predates a change of users and roles is
 //! re-created with a new token.
+//!
+//! The watch asks etcd to split a response larger than its `--max-request-bytes` (plus
+//! 512 KiB etcd allows for gRPC's framing: 2 MiB by default) into fragments. A watcher that fell behind is otherwise sent up to 1,000 revisions in one
+//! message, and the client keeps a receive buffer as large as the largest message its stream
+//! has carried for as long as the stream lives (10 MB in a busy agent). Fragments may split a
+//! revision, so they are held until the last one arrives and delivered as one batch: a
+//! consumer never sees half a transaction, and a broken stream mid-response resumes from the
+//! revision it had not finished.
 
 use etcd_client::{Client, EventType, WatchOptions, WatchResponse};
 use tokio::sync::mpsc;
@@ -34,6 +42,7 @@ pub(super) fn spawn(
                 auth,
                 prefix,
                 next: from,
+                fragments: Vec::new(),
                 tx,
             };
             watch.run().await;
@@ -49,6 +58,8 @@ struct Watch {
     prefix: String,
     /// Next revision to deliver (`<= 0` until the first watch is created).
     next: Revision,
+    /// Events of a response etcd is sending in fragments, until its last fragment arrives.
+    fragments: Vec<WatchEvent>,
     tx: mpsc::Sender<Result<WatchBatch, StoreError>>,
 }
 
@@ -123,10 +134,15 @@ impl Watch {
 
     /// One watch session; returns how it ended and whether it got as far as a created watch.
     async fn session(&mut self) -> (Ended, bool) {
-        let mut opts = WatchOptions::new().with_prefix().with_progress_notify();
-        if self.prefix.is_empty() {
-            opts = WatchOptions::new().with_all_keys().with_progress_notify();
+        let mut opts = if self.prefix.is_empty() {
+            WatchOptions::new().with_all_keys()
+        } else {
+            WatchOptions::new().with_prefix()
         }
+        .with_progress_notify()
+        .with_fragment();
+        // A response cut short by a broken stream is sent again, whole, from `next`.
+        self.fragments.clear();
         if self.next > 0 {
             opts = opts.with_start_revision(self.next);
         }
@@ -208,8 +224,6 @@ impl Watch {
                 return Ok(());
             }
         }
-        let mut events = Vec::with_capacity(resp.events().len());
-        let mut last = 0;
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             let kv = match convert_kv(kv) {
@@ -223,8 +237,7 @@ impl Watch {
                 // Already delivered before a reconnect.
                 continue;
             }
-            last = last.max(kv.mod_revision);
-            events.push(match ev.event_type() {
+            self.fragments.push(match ev.event_type() {
                 EventType::Put => WatchEvent::Put(kv),
                 EventType::Delete => WatchEvent::Delete {
                     key: kv.key,
@@ -232,7 +245,11 @@ impl Watch {
                 },
             });
         }
-        let batch = if resp.events().is_empty() {
+        if resp.0.fragment {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.fragments);
+        let batch = if events.is_empty() && resp.events().is_empty() {
             // A progress notification: etcd is at `header_rev` with nothing new for us.
             if header_rev < self.next - 1 || header_rev == 0 {
                 return Ok(());
@@ -242,14 +259,14 @@ impl Watch {
                 events,
                 revision: header_rev,
             }
-        } else if events.is_empty() {
-            return Ok(());
-        } else {
+        } else if let Some(last) = events.last().map(WatchEvent::mod_revision) {
             self.next = last + 1;
             WatchBatch {
                 events,
                 revision: last,
             }
+        } else {
+            return Ok(());
         };
         if self.tx.send(Ok(batch)).await.is_err() {
             return Err(Ended::Done);

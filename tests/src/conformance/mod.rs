@@ -82,22 +82,6 @@ pub async fn collect_events(stream: &mut WatchStream, n: usize) -> Vec<WatchEven
     out
 }
 
-/// The key of a watch event.
-pub fn event_key(e: &WatchEvent) -> &str {
-    match e {
-        WatchEvent::Put(kv) => &kv.key,
-        WatchEvent::Delete { key, .. } => key,
-    }
-}
-
-/// The revision of a watch event.
-pub fn event_revision(e: &WatchEvent) -> Revision {
-    match e {
-        WatchEvent::Put(kv) => kv.mod_revision,
-        WatchEvent::Delete { mod_revision, .. } => *mod_revision,
-    }
-}
-
 async fn must_get(store: &dyn Store, key: &str) -> KeyValue {
     match store.get(key).await {
         Ok(Some(kv)) => kv,
@@ -286,7 +270,7 @@ pub async fn txn_atomicity<H: Harness>(h: &mut H) {
     assert_eq!(s.get("/t/b").await.expect("get"), None);
     let events = collect_events(&mut watch, 3).await;
     assert!(
-        events.iter().all(|e| event_revision(e) == res.revision),
+        events.iter().all(|e| e.mod_revision() == res.revision),
         "{events:?}"
     );
 }
@@ -345,14 +329,14 @@ pub async fn watch_ordering_and_resume<H: Harness>(h: &mut H) {
     let mut watch = s.watch("/w/", revs[3]).await.expect("watch");
     let history = collect_events(&mut watch, 8).await;
     assert_eq!(history.len(), 8, "exactly once: {history:?}");
-    let keys: Vec<&str> = history.iter().map(event_key).collect();
+    let keys: Vec<&str> = history.iter().map(WatchEvent::key).collect();
     assert_eq!(
         keys,
         [
             "/w/3", "/w/4", "/w/5", "/w/6", "/w/7", "/w/8", "/w/9", "/w/0"
         ]
     );
-    let history_revs: Vec<Revision> = history[..7].iter().map(event_revision).collect();
+    let history_revs: Vec<Revision> = history[..7].iter().map(WatchEvent::mod_revision).collect();
     assert_eq!(history_revs, revs[3..].to_vec());
     assert!(
         matches!(&history[7], WatchEvent::Delete { .. }),
@@ -361,15 +345,12 @@ pub async fn watch_ordering_and_resume<H: Harness>(h: &mut H) {
     let live = s.put("/w/live", b"x".to_vec(), None).await.expect("put");
     let more = collect_events(&mut watch, 1).await;
     assert_eq!(more.len(), 1, "{more:?}");
-    assert_eq!(
-        (event_key(&more[0]), event_revision(&more[0])),
-        ("/w/live", live)
-    );
+    assert_eq!((more[0].key(), more[0].mod_revision()), ("/w/live", live));
     // Resuming from the middle delivers the same suffix.
     let mut resumed = s.watch("/w/", revs[8]).await.expect("watch");
     let again = collect_events(&mut resumed, 4).await;
     assert_eq!(again.len(), 4, "{again:?}");
-    let keys: Vec<&str> = again.iter().map(event_key).collect();
+    let keys: Vec<&str> = again.iter().map(WatchEvent::key).collect();
     assert_eq!(keys, ["/w/8", "/w/9", "/w/0", "/w/live"]);
 }
 
@@ -408,10 +389,7 @@ pub async fn compaction_yields_compacted<H: Harness>(h: &mut H) {
         .expect("watch after relist");
     let rev = s.put("/cp/c", b"3".to_vec(), None).await.expect("put");
     let events = collect_events(&mut watch, 1).await;
-    assert_eq!(
-        (event_key(&events[0]), event_revision(&events[0])),
-        ("/cp/c", rev)
-    );
+    assert_eq!((events[0].key(), events[0].mod_revision()), ("/cp/c", rev));
 }
 
 /// An expired lease deletes its keys and watchers see Delete events.
@@ -448,8 +426,8 @@ pub async fn lease_expired(s: &dyn Store, lease: LeaseId, watch: &mut WatchStrea
     keys.sort_unstable();
     assert_eq!(keys, ["/le/a", "/le/b"]);
     assert_eq!(
-        event_revision(&deletes[0]),
-        event_revision(&deletes[1]),
+        deletes[0].mod_revision(),
+        deletes[1].mod_revision(),
         "one revision"
     );
     let list = s.list("/le/").await.expect("list");
@@ -576,7 +554,7 @@ pub async fn watch_survives_restart<H: Harness>(h: &mut H) {
     let s = h.store();
     let r1 = s.put("/rs/a", b"1".to_vec(), None).await.expect("put");
     let mut watch = s.watch("/rs/", r1).await.expect("watch");
-    assert_eq!(event_key(&collect_events(&mut watch, 1).await[0]), "/rs/a");
+    assert_eq!(collect_events(&mut watch, 1).await[0].key(), "/rs/a");
     let survive = h.watches_survive_restart();
     let s = h.restart(s).await;
     let r2 = s
@@ -604,9 +582,6 @@ pub async fn watch_survives_restart<H: Harness>(h: &mut H) {
             .expect("watch from the old revision");
         collect_events(&mut resumed, 3).await
     };
-    let got: Vec<(&str, Revision)> = events
-        .iter()
-        .map(|e| (event_key(e), event_revision(e)))
-        .collect();
+    let got: Vec<(&str, Revision)> = events.iter().map(|e| (e.key(), e.mod_revision())).collect();
     assert_eq!(got, [("/rs/a", r1), ("/rs/b", r2), ("/rs/c", r3)]);
 }
