@@ -11,7 +11,7 @@ CARGO ?= cargo
 APT_PACKAGES := protobuf-compiler etcd-server busybox-static
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build release run test lint fmt bench bench-full chaos image clean
+.PHONY: all deps build release run test lint fmt bench bench-full chaos image clean hot-functions
 
 all: build
 
@@ -74,6 +74,13 @@ bench-full: deps
 	target/release/shoal-ui-bench
 	target/release/shoal-agent-memory-bench
 	target/release/shoal-decide-bench
+
+## hot-functions: record which functions a hollow agent and a controller run (callgrind, about
+## 4 minutes) into link/hot-functions.txt, which the linker places together (build.rs)
+hot-functions: deps
+	command -v valgrind >/dev/null || $(SUDO) apt-get install -y valgrind
+	$(CARGO) build --release --bin shoal
+	scripts/hot-functions.sh target/release/shoal
 
 ## chaos: a seeded nemesis over a 3-host cluster in network namespaces for 30 minutes; appends
 ## one result line to chaos/results/chaos.jsonl (needs root: namespaces and iptables)
