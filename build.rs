@@ -10,14 +10,17 @@
 //! linker places them together at the start of the code. The kernel maps up to 64 KB around
 //! each page of code a process touches, so code spread over the whole binary keeps most of it
 //! resident in every process; gathered, a long-running process keeps a few megabytes. A
-//! function renamed since the list was made is simply not placed (no warning).
+//! function renamed since the list was made is simply not placed (no warning). The list names
+//! this target's functions, and the option is LLD's, the linker Rust uses on it since 1.90.
 
 fn main() {
     println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
-    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let hot = format!("{dir}/link/hot-functions.txt");
-    println!("cargo:rustc-link-arg-bin=shoal=-Wl,--symbol-ordering-file={hot}");
-    println!("cargo:rustc-link-arg-bin=shoal=-Wl,--no-warn-symbol-ordering");
+    if std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu") {
+        let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+        let hot = format!("{dir}/link/hot-functions.txt");
+        println!("cargo:rustc-link-arg-bin=shoal=-Wl,--symbol-ordering-file={hot}");
+        println!("cargo:rustc-link-arg-bin=shoal=-Wl,--no-warn-symbol-ordering");
+    }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=link/hot-functions.txt");
 }

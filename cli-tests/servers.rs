@@ -1,6 +1,7 @@
 //! The long-running commands as an operator runs them: signals, the `/metrics` and `/healthz`
 //! endpoints of `shoal controller` and `shoal agent`, JSON-only logs, and no secret in logs.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -255,6 +256,70 @@ fn shoal_carries_its_relocations_packed() {
     eprintln!(".rela.dyn {rela} bytes, .relr.dyn {relr} bytes");
     assert!(rela < 64 * 1024, ".rela.dyn is {rela} bytes");
     assert!(relr > 0);
+}
+
+#[test]
+fn shoal_places_its_hot_functions_first() {
+    // The functions an agent and a controller run (`link/hot-functions.txt`) are linked
+    // together at the start of the code: the kernel maps 64 KB around each page of code a
+    // process touches, and spread over the whole binary they kept 10.5 MB of an idle agent's
+    // code resident; together, 3 MB. The list names the release build's functions; this
+    // build has fewer of them (other symbol hashes), and those must come first, in order.
+    let hot: Vec<&str> = include_str!("../link/hot-functions.txt").lines().collect();
+    let listed: HashSet<&str> = hot.iter().copied().collect();
+    let code = functions_by_address();
+    let mut first_at: HashMap<&str, u64> = HashMap::new();
+    for (address, name) in &code {
+        first_at.entry(name.as_str()).or_insert(*address);
+    }
+    let placed: Vec<(&str, u64)> = hot
+        .iter()
+        .filter_map(|f| Some((*f, *first_at.get(f)?)))
+        .collect();
+    eprintln!("{} of the listed functions are in this build", placed.len());
+    let Some(&(_, end)) = placed.last() else {
+        panic!("none of link/hot-functions.txt is in {BIN}")
+    };
+    let out_of_order: Vec<_> = placed.windows(2).filter(|w| w[0].1 > w[1].1).collect();
+    assert!(
+        out_of_order.is_empty(),
+        "not in the list's order: {out_of_order:?}"
+    );
+    // Aliases of a placed function share its address; anything else before the last one
+    // was placed among them.
+    let at: HashSet<u64> = placed.iter().map(|(_, a)| *a).collect();
+    let among: Vec<&str> = code
+        .iter()
+        .filter(|(a, n)| *a < end && !at.contains(a) && !listed.contains(n.as_str()))
+        .map(|(_, n)| n.as_str())
+        .collect();
+    assert!(
+        among.is_empty(),
+        "unlisted functions among the listed ones: {among:?}"
+    );
+}
+
+/// The `shoal` binary's functions (address, name) in address order, as `nm` lists them.
+fn functions_by_address() -> Vec<(u64, String)> {
+    let out = Command::new("nm")
+        .args(["--numeric-sort", "--defined-only", BIN])
+        .output()
+        .expect("nm runs (binutils, which the C toolchain Cargo links with installs)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `ADDRESS TYPE NAME`: functions are of type t or T (w or W when weak).
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let (address, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
+            let address = u64::from_str_radix(address, 16).ok()?;
+            matches!(kind, "t" | "T" | "w" | "W").then(|| (address, name.to_string()))
+        })
+        .collect()
 }
 
 #[test]
