@@ -410,14 +410,8 @@ fn apply_wait_retries_an_unreachable_api_until_the_timeout() {
 
 /// Sums the API's request counter for one route and method from its `/metrics` text.
 fn requests(metrics: &str, route: &str, method: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("shoal_api_requests_total{"))
-        .filter(|l| {
-            l.contains(&format!("route=\"{route}\"")) && l.contains(&format!("method=\"{method}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    let labels = [("route", route), ("method", method)];
+    shoal_tests::metrics::sum(metrics, "shoal_api_requests_total", &labels) as u64
 }
 
 /// `apply --wait` follows the API's watch: it rides out the API going away and coming back

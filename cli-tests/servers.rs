@@ -228,16 +228,7 @@ fn anon_huge_pages_kb(p: &Proc) -> u64 {
 
 /// Size of section `name` of the `shoal` binary, as `readelf` lists it.
 fn section_size(name: &str) -> Option<u64> {
-    let out = Command::new("readelf")
-        .args(["--section-headers", "--wide", BIN])
-        .output()
-        .expect("readelf runs (binutils, which the C toolchain Cargo links with installs)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = binutils("readelf", &["--section-headers", "--wide"]);
     // `[Nr] Name Type Address Off Size ...`: the size is the fourth field after the name.
     text.lines().find_map(|l| {
         let mut fields = l.split(']').nth(1)?.split_whitespace();
@@ -283,7 +274,10 @@ fn shoal_places_its_hot_functions_first() {
     let out_of_order: Vec<_> = placed.windows(2).filter(|w| w[0].1 > w[1].1).collect();
     assert!(
         out_of_order.is_empty(),
-        "not in the list's order: {out_of_order:?}"
+        "{} of {} listed functions out of the list's order, first {:?}",
+        out_of_order.len(),
+        placed.len(),
+        out_of_order.first()
     );
     // Aliases of a placed function share its address; anything else before the last one
     // was placed among them.
@@ -295,23 +289,16 @@ fn shoal_places_its_hot_functions_first() {
         .collect();
     assert!(
         among.is_empty(),
-        "unlisted functions among the listed ones: {among:?}"
+        "{} unlisted functions among the listed ones, first {:?}",
+        among.len(),
+        among.first()
     );
 }
 
 /// The `shoal` binary's functions (address, name) in address order, as `nm` lists them.
 fn functions_by_address() -> Vec<(u64, String)> {
-    let out = Command::new("nm")
-        .args(["--numeric-sort", "--defined-only", BIN])
-        .output()
-        .expect("nm runs (binutils, which the C toolchain Cargo links with installs)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // `ADDRESS TYPE NAME`: functions are of type t or T (w or W when weak).
-    String::from_utf8_lossy(&out.stdout)
+    binutils("nm", &["--numeric-sort", "--defined-only"])
         .lines()
         .filter_map(|l| {
             let mut fields = l.split_whitespace();
@@ -320,6 +307,23 @@ fn functions_by_address() -> Vec<(u64, String)> {
             matches!(kind, "t" | "T" | "w" | "W").then(|| (address, name.to_string()))
         })
         .collect()
+}
+
+/// What binutils' `tool` prints about the `shoal` binary given `args`.
+fn binutils(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .arg(BIN)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{tool} runs (binutils, which Cargo's C toolchain installs): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -263,15 +263,11 @@ impl EtcdFixture {
     /// for `Watch`, from its metrics listener).
     pub async fn watch_messages_sent(&self) -> u64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
-        let text = match reqwest::get(&url).await {
-            Ok(resp) => resp.text().await.unwrap_or_default(),
-            Err(e) => panic!("etcd's metrics at {url}: {e}"),
-        };
-        text.lines()
-            .filter(|l| l.starts_with("grpc_server_msg_sent_total{"))
-            .filter(|l| l.contains("grpc_method=\"Watch\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        let text = async { reqwest::get(&url).await?.text().await }
+            .await
+            .unwrap_or_else(|e| panic!("etcd's metrics at {url}: {e}"));
+        let watch = [("grpc_method", "Watch")];
+        crate::metrics::sum(&text, "grpc_server_msg_sent_total", &watch) as u64
     }
 
     /// An etcd client as the fixture itself (with its client certificate, without a user).

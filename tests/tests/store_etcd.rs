@@ -124,8 +124,9 @@ async fn dead_etcd_is_unavailable() {
 }
 
 /// A watcher that fell behind by more than etcd's watch message limit (`--max-request-bytes`,
-/// 1.5 MiB, plus 512 KiB that etcd allows for gRPC's framing) is sent its backlog in fragments, so its client never holds a receive buffer the size of the
-/// whole backlog; and it still gets every transaction whole: no batch ends inside a revision.
+/// 1.5 MiB, plus 512 KiB that etcd allows for gRPC's framing) is sent its backlog in
+/// fragments, so its client never holds a receive buffer the size of the whole backlog; and
+/// it still gets every transaction whole: no batch ends inside a revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_arrives_in_fragments_as_whole_transactions() {
     use futures::StreamExt;

@@ -222,11 +222,7 @@ impl Bench<'_> {
                 Ok(r) => r.text().await.unwrap_or_default(),
                 Err(_) => String::new(),
             };
-            let relists = text
-                .lines()
-                .find_map(|l| l.strip_prefix("shoal_controller_relists_total "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(0.0);
+            let relists = shoal_tests::metrics::sum(&text, "shoal_controller_relists_total", &[]);
             if relists >= 1.0 {
                 return Ok(t0.elapsed());
             }
