@@ -42,13 +42,15 @@ impl Bench<'_> {
     ) -> Result<Duration, ScenarioError> {
         // From the observer's timestamp of every assignment, not from the per-second curve
         // (whose flat stretch misses the partly idle seconds at both ends of the gap).
-        let gap = longest_pause(&obs.assigned_since(seen.t0), killed);
+        let times = obs.assigned_since(seen.t0);
+        let pause = longest_pause(&times, killed);
+        let gap = pause.len();
         self.report.figure(
             scenario,
             "placement_gap_after_leader_kill",
             gap.as_secs_f64(),
             "s",
-            json!({"killedAtS": killed.as_secs_f64(), "leaseTtlS": self.lease_ttl.as_secs_f64(), "gapInTtl": gap.as_secs_f64() / self.lease_ttl.as_secs_f64()}),
+            json!({"killedAtS": killed.as_secs_f64(), "leaseTtlS": self.lease_ttl.as_secs_f64(), "gapInTtl": gap.as_secs_f64() / self.lease_ttl.as_secs_f64(), "stretches": stretches(&times, pause)}),
         );
         let replicas = seen.slots / items.len().max(1);
         let (dups, lost) = slot_check(client, items, replicas).await?;
@@ -160,17 +162,55 @@ async fn slot_check(
     Ok((dups, lost))
 }
 
+/// A time without placements: from `from` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Pause {
+    from: Duration,
+    to: Duration,
+}
+
+impl Pause {
+    fn len(self) -> Duration {
+        self.to - self.from
+    }
+}
+
 /// The longest time from `from` on without a placement: between `from` and the first
-/// placement after it, or between two placements after it. `times` are the placements' times,
-/// sorted; placements before `from` do not count.
-fn longest_pause(times: &[Duration], from: Duration) -> Duration {
+/// placement after it, or between two placements after it (the first such when several are
+/// as long; empty at `from` when nothing is placed after it). `times` are the placements'
+/// times, sorted; placements before `from` do not count.
+fn longest_pause(times: &[Duration], from: Duration) -> Pause {
     let mut last = from;
-    let mut longest = Duration::ZERO;
+    let mut longest = Pause { from, to: from };
     for &t in times.iter().filter(|&&t| t >= from) {
-        longest = longest.max(t - last);
+        if t - last > longest.len() {
+            longest = Pause { from: last, to: t };
+        }
         last = t;
     }
     longest
+}
+
+/// The placing on either side of `gap`: placements per second from the first placement to
+/// the gap's start, and from its end to the last placement, with the counts and times
+/// (seconds since the run's start) they come from. `times` are sorted.
+fn stretches(times: &[Duration], gap: Pause) -> serde_json::Value {
+    let (before, after) = times.split_at(times.partition_point(|&t| t <= gap.from));
+    let rate = |n: usize, from: Duration, to: Duration| {
+        let secs = to.saturating_sub(from).as_secs_f64();
+        (secs > 0.0).then(|| n as f64 / secs)
+    };
+    let (first, last) = (times.first().copied(), times.last().copied());
+    json!({
+        "firstPlacementS": first.map(|t| t.as_secs_f64()),
+        "placedBeforeGap": before.len(),
+        "ratePerSBeforeGap": first.and_then(|f| rate(before.len(), f, gap.from)),
+        "gapFromS": gap.from.as_secs_f64(),
+        "gapToS": gap.to.as_secs_f64(),
+        "placedAfterGap": after.len(),
+        "ratePerSAfterGap": last.and_then(|l| rate(after.len(), gap.to, l)),
+        "lastPlacementS": last.map(|t| t.as_secs_f64()),
+    })
 }
 
 /// Reads every key under `prefix` in pages (one response is capped at 4 MiB by the client).
@@ -204,7 +244,7 @@ async fn list_all(
 mod tests {
     use std::time::Duration;
 
-    use super::longest_pause;
+    use super::{Pause, longest_pause, stretches};
 
     #[test]
     fn the_gap_is_the_longest_pause_in_placements_after_the_kill() {
@@ -218,14 +258,35 @@ mod tests {
             ms(5_900),
             ms(6_000),
         ];
+        let pause = |from, to| Pause {
+            from: ms(from),
+            to: ms(to),
+        };
         // Killed at 1.1 s: one placement still lands at 1.2 s, the next at 5.8 s.
-        assert_eq!(longest_pause(&times, ms(1_100)), ms(4_600));
+        assert_eq!(longest_pause(&times, ms(1_100)), pause(1_200, 5_800));
         // Killed at 0.5 s: the same pause, the time from the kill to the next one is shorter.
-        assert_eq!(longest_pause(&times, ms(500)), ms(4_600));
+        assert_eq!(longest_pause(&times, ms(500)), pause(1_200, 5_800));
         // Nothing placed after the kill: no pause can be measured.
-        assert_eq!(longest_pause(&times, ms(7_000)), Duration::ZERO);
-        assert_eq!(longest_pause(&[], ms(0)), Duration::ZERO);
+        assert_eq!(longest_pause(&times, ms(7_000)).len(), Duration::ZERO);
+        assert_eq!(longest_pause(&[], ms(0)).len(), Duration::ZERO);
         // The time from the kill to the first placement after it counts.
-        assert_eq!(longest_pause(&[ms(4_000), ms(4_100)], ms(1_000)), ms(3_000));
+        assert_eq!(
+            longest_pause(&[ms(4_000), ms(4_100)], ms(1_000)),
+            pause(1_000, 4_000)
+        );
+    }
+
+    #[test]
+    fn the_stretches_around_the_gap_have_their_own_rates() {
+        let ms = Duration::from_millis;
+        let times = [ms(100), ms(600), ms(1_100), ms(5_000), ms(5_250), ms(5_500)];
+        let s = stretches(&times, longest_pause(&times, ms(1_000)));
+        // Three placements from 0.1 s to 1.1 s; three from 5 s to 5.5 s.
+        assert_eq!(s["placedBeforeGap"], 3);
+        assert_eq!(s["ratePerSBeforeGap"], 3.0);
+        assert_eq!(s["placedAfterGap"], 3);
+        assert_eq!(s["ratePerSAfterGap"], 6.0);
+        assert_eq!(s["gapFromS"], 1.1);
+        assert_eq!(s["gapToS"], 5.0);
     }
 }

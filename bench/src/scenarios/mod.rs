@@ -286,6 +286,7 @@ impl Bench<'_> {
             running_curve,
             slots: total,
             completed: placed && running,
+            first_placement: obs.assigned_since(t0).first().copied(),
         };
         let sustained = self.rate_figures(scenario, sizes.nodes, &seen);
         let writes = obs.writes() - writes0;
@@ -341,6 +342,7 @@ impl Bench<'_> {
             "nodes": nodes, "tasks": seen.slots, "placed": a, "running": r,
             "completed": seen.completed, "scheduledCurve": seen.curve,
             "runningCurve": seen.running_curve,
+            "firstPlacementS": seen.first_placement.map(|t| t.as_secs_f64()),
         });
         let figures = [
             ("placements_per_s_sustained", sustained, "tasks/s", extra),
@@ -625,6 +627,8 @@ struct Seen {
     /// Slots of the run's services.
     slots: usize,
     completed: bool,
+    /// When the first task was assigned, since `t0`.
+    first_placement: Option<Duration>,
 }
 
 /// Figures of one bulk placement run.
