@@ -269,11 +269,11 @@ impl Worker {
             return;
         };
         // Hollow nodes share one watch on `tasks/`: the values of other processes' nodes are
-        // not copied (their keys are skipped below).
+        // dropped as they arrive (their keys are skipped below).
         let (keys, nodes) = (self.keys.clone(), self.nodes.clone());
         let mut batches = reflector::batches(self.store.clone(), &tasks_prefix, move |k, v| {
             match keys.parse(k) {
-                Some(Key::Task { node, .. }) if nodes.contains(&node) => v.to_vec(),
+                Some(Key::Task { node, .. }) if nodes.contains(&node) => v,
                 _ => Vec::new(),
             }
         });

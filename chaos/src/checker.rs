@@ -157,7 +157,7 @@ impl Checker {
         let c = checker.clone();
         let prefix = format!("{}/", c.keys.prefix());
         tokio::spawn(async move {
-            let mut events = watcher(store, &prefix, |_k: &str, v: &[u8]| v.to_vec());
+            let mut events = watcher(store, &prefix, |_k: &str, v: Vec<u8>| v);
             while let Some(ev) = events.next().await {
                 c.on_event(ev);
             }

@@ -62,10 +62,12 @@ pub type EventStream<T> = Pin<Box<dyn Stream<Item = Event<T>> + Send>>;
 /// A stream of decoded batches for one prefix; it never ends on its own.
 pub type BatchStream<T> = Pin<Box<dyn Stream<Item = Batch<T>> + Send>>;
 
-/// Decodes a raw value; infallible here (decode into a `Result` to keep invalid values).
-pub trait Decode<T>: Fn(&str, &[u8]) -> T + Send + Sync + 'static {}
+/// Decodes a raw value, given as received from the store (a consumer that keeps the bytes
+/// keeps them without a copy); infallible here (decode into a `Result` to keep invalid
+/// values).
+pub trait Decode<T>: Fn(&str, Vec<u8>) -> T + Send + Sync + 'static {}
 
-impl<T, F: Fn(&str, &[u8]) -> T + Send + Sync + 'static> Decode<T> for F {}
+impl<T, F: Fn(&str, Vec<u8>) -> T + Send + Sync + 'static> Decode<T> for F {}
 
 /// Watches `prefix` of `store` one event at a time. See the module docs.
 pub fn watcher<T, D>(store: Arc<dyn Store>, prefix: &str, decode: D) -> EventStream<T>
@@ -114,7 +116,7 @@ async fn list<T, D: Decode<T>>(
                     .kvs
                     .into_iter()
                     .map(|kv| {
-                        let value = decode(&kv.key, &kv.value);
+                        let value = decode(&kv.key, kv.value);
                         (kv.key, value, kv.mod_revision)
                     })
                     .collect();
@@ -141,7 +143,7 @@ fn decode_batch<T, D: Decode<T>>(decode: &D, batch: crate::WatchBatch) -> Batch<
         .into_iter()
         .map(|event| match event {
             WatchEvent::Put(kv) => {
-                let value = decode(&kv.key, &kv.value);
+                let value = decode(&kv.key, kv.value);
                 Event::Apply(kv.key, value, kv.mod_revision)
             }
             WatchEvent::Delete { key, mod_revision } => Event::Delete(key, mod_revision),

@@ -339,7 +339,7 @@ impl Network {
             watcher(
                 store,
                 &keys.endpoints_prefix(),
-                |key, bytes| match serde_json::from_slice::<Endpoints>(bytes) {
+                |key, bytes| match serde_json::from_slice::<Endpoints>(&bytes) {
                     Ok(e) => Some(e),
                     Err(e) => {
                         tracing::warn!(key, error = %e, "ignoring an unreadable endpoints record");

@@ -206,7 +206,7 @@ impl Hub {
         let mut batches: Batches = reflector::batches(
             Arc::clone(&self.store),
             &self.prefix(),
-            move |key: &str, value: &[u8]| to_event(&keys, key, Some(value), 0),
+            move |key: &str, value: Vec<u8>| to_event(&keys, key, Some(&value), 0),
         );
         let first = tokio::select! {
             b = batches.next() => b,

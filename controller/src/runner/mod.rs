@@ -532,7 +532,7 @@ impl Controller {
             self.metrics.clone(),
         ));
         let root = format!("{}/", self.keys.prefix());
-        let batches = reflector::batches(self.store.clone(), &root, |_, v| v.to_vec());
+        let batches = reflector::batches(self.store.clone(), &root, |_, v| v);
         let down = CancellationToken::new();
         let task = tokio::spawn(
             view.clone()

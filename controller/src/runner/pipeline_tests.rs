@@ -94,7 +94,7 @@ fn check_nodes(
 /// resources seen at once.
 async fn watch_nodes(store: Arc<dyn Store>, prefix: String, stop: CancellationToken) -> usize {
     let keys = shoal_core::Keys::new(prefix.trim_end_matches('/'));
-    let mut batches = reflector::batches(store, &prefix, |_, v| v.to_vec());
+    let mut batches = reflector::batches(store, &prefix, |_, v| v);
     let mut tasks: BTreeMap<(String, String), Task> = BTreeMap::new();
     let mut statuses: BTreeMap<(String, String), TaskStatus> = BTreeMap::new();
     let mut most = 0;

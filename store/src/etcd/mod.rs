@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use etcd_client::proto::PbKeyValue;
 use etcd_client::{
     Client, CompactionOptions, CompareOp, ConnectOptions, GetOptions, KvClient, PutOptions,
 };
@@ -213,11 +214,12 @@ impl EtcdStore {
                 async move { kv.get(from, Some(opts)).await }
             })
             .await?;
+        let mut resp = resp;
         let rev = resp.header().map_or(0, |h| h.revision());
         let kvs = resp
-            .kvs()
-            .iter()
-            .map(convert_kv)
+            .take_kvs()
+            .into_iter()
+            .map(|kv| convert_kv(kv.0))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((kvs, resp.more(), rev))
     }
@@ -235,17 +237,17 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// Converts an etcd key-value.
-fn convert_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
-    let key = kv
-        .key_str()
-        .map_err(|e| backend(format!("key is not UTF-8: {e}")))?;
+/// Converts an etcd key-value, taking its key and value as they were received (a watcher
+/// and a list see every value of the prefix: copying each again would double their cost).
+fn convert_kv(kv: PbKeyValue) -> Result<KeyValue, StoreError> {
+    let key = String::from_utf8(kv.key)
+        .map_err(|e| backend(format!("key is not UTF-8: {}", e.utf8_error())))?;
     Ok(KeyValue {
-        key: key.to_string(),
-        value: kv.value().to_vec(),
-        create_revision: kv.create_revision(),
-        mod_revision: kv.mod_revision(),
-        lease: (kv.lease() != 0).then_some(kv.lease()),
+        key,
+        value: kv.value,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        lease: (kv.lease != 0).then_some(kv.lease),
     })
 }
 
@@ -333,7 +335,12 @@ impl Store for EtcdStore {
                 async move { kv.get(key, None).await }
             })
             .await?;
-        resp.kvs().first().map(convert_kv).transpose()
+        let mut resp = resp;
+        resp.take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| convert_kv(kv.0))
+            .transpose()
     }
 
     async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {

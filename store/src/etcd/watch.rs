@@ -194,7 +194,7 @@ impl Watch {
     }
 
     /// Delivers one response. `Err` ends the session.
-    async fn handle(&mut self, resp: WatchResponse) -> Result<(), Ended> {
+    async fn handle(&mut self, mut resp: WatchResponse) -> Result<(), Ended> {
         let header_rev = resp.header().map_or(0, |h| h.revision());
         if resp.canceled() {
             if resp.compact_revision() > 0 {
@@ -224,8 +224,10 @@ impl Watch {
                 return Ok(());
             }
         }
-        for ev in resp.events() {
-            let Some(kv) = ev.kv() else { continue };
+        let received = !resp.events().is_empty();
+        for ev in std::mem::take(&mut resp.0.events) {
+            let deleted = ev.r#type == EventType::Delete as i32;
+            let Some(kv) = ev.kv else { continue };
             let kv = match convert_kv(kv) {
                 Ok(kv) => kv,
                 Err(e) => {
@@ -237,19 +239,20 @@ impl Watch {
                 // Already delivered before a reconnect.
                 continue;
             }
-            self.fragments.push(match ev.event_type() {
-                EventType::Put => WatchEvent::Put(kv),
-                EventType::Delete => WatchEvent::Delete {
+            self.fragments.push(if deleted {
+                WatchEvent::Delete {
                     key: kv.key,
                     mod_revision: kv.mod_revision,
-                },
+                }
+            } else {
+                WatchEvent::Put(kv)
             });
         }
         if resp.0.fragment {
             return Ok(());
         }
         let events = std::mem::take(&mut self.fragments);
-        let batch = if events.is_empty() && resp.events().is_empty() {
+        let batch = if events.is_empty() && !received {
             // A progress notification: etcd is at `header_rev` with nothing new for us.
             if header_rev < self.next - 1 || header_rev == 0 {
                 return Ok(());

@@ -16,15 +16,15 @@ use super::{Compactor, DEADLINE, Harness, wait_until};
 use crate::intercept::{Intercept, Intercepted};
 
 /// Decodes a counter; invalid values stay visible as errors.
-fn decode_u32(key: &str, bytes: &[u8]) -> Result<u32, String> {
-    std::str::from_utf8(bytes)
+fn decode_u32(key: &str, bytes: Vec<u8>) -> Result<u32, String> {
+    std::str::from_utf8(&bytes)
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("{key}: not a number"))
 }
 
-fn decode_text(_key: &str, bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+fn decode_text(_key: &str, bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 async fn next_event<T: std::fmt::Debug>(events: &mut EventStream<T>) -> Event<T> {
