@@ -231,3 +231,64 @@ async fn a_backlog_arrives_in_fragments_as_whole_transactions() {
         sent - 1
     );
 }
+
+/// A key that is not UTF-8, written under the prefix by another client (`etcdctl put` of
+/// binary bytes), is skipped by a list — even as the last key of a page, where the next page
+/// must still start after it — and by a watch; it does not stop every list of the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_is_not_utf8_is_skipped_by_lists_and_watches() {
+    use futures::StreamExt;
+    use shoal_store::{Store, Txn, TxnOp, WatchEvent};
+
+    let h = EtcdHarness::new().await;
+    let store = h.fixture().store().await.expect("connect");
+    let mut raw = etcd_client::Client::connect([h.fixture().endpoint()], None)
+        .await
+        .expect("connect a plain client");
+    let names: Vec<String> = (0..1500).map(|i| format!("/bin/{i:04}")).collect();
+    for chunk in names.chunks(100) {
+        let ops = chunk
+            .iter()
+            .map(|key| TxnOp::Put {
+                key: key.clone(),
+                value: b"v".to_vec(),
+                lease: None,
+            })
+            .collect();
+        let done = store
+            .txn(Txn {
+                compares: vec![],
+                ops,
+            })
+            .await
+            .expect("txn");
+        assert!(done.succeeded);
+    }
+    // Sorts between /bin/0998 and /bin/0999: the 1,000th key, the last of the first page.
+    raw.put(b"/bin/0998\xff".to_vec(), b"binary".to_vec(), None)
+        .await
+        .expect("put a binary key");
+
+    let listed = store.list("/bin/").await.expect("the list succeeds");
+    let keys: Vec<&str> = listed.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, names, "every readable key once, in order");
+
+    let mut watch = store
+        .watch("/bin/", listed.revision + 1)
+        .await
+        .expect("watch");
+    raw.put(b"/bin/\xfe".to_vec(), b"binary".to_vec(), None)
+        .await
+        .expect("put another binary key");
+    store
+        .put("/bin/after", b"v".to_vec(), None)
+        .await
+        .expect("put");
+    let batch = tokio::time::timeout(conformance::DEADLINE, watch.next())
+        .await
+        .expect("a batch in time")
+        .expect("the watch stays open")
+        .expect("no watch error");
+    let keys: Vec<&str> = batch.events.iter().map(WatchEvent::key).collect();
+    assert_eq!(keys, ["/bin/after"], "the binary key is skipped");
+}

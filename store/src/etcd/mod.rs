@@ -194,13 +194,16 @@ impl EtcdStore {
             .max_decoding_message_size(MAX_DECODING_MESSAGE)
     }
 
-    /// One page of a prefix list at `revision` (0 = current), starting at `from`.
+    /// One page of a prefix list at `revision` (0 = current), starting at `from`: its keys,
+    /// where the next page starts (`None`: this was the last) and the revision it was read
+    /// at. A key that is not UTF-8 (written by another client) is skipped with a warning: it
+    /// cannot be a Shoal key, and it must not stop every list of the prefix.
     async fn list_page(
         &self,
         from: &[u8],
         end: &[u8],
         revision: Revision,
-    ) -> Result<(Vec<KeyValue>, bool, Revision), StoreError> {
+    ) -> Result<(Vec<KeyValue>, Option<Vec<u8>>, Revision), StoreError> {
         let mut opts = GetOptions::new()
             .with_range(end.to_vec())
             .with_limit(LIST_PAGE);
@@ -216,12 +219,18 @@ impl EtcdStore {
             .await?;
         let mut resp = resp;
         let rev = resp.header().map_or(0, |h| h.revision());
-        let kvs = resp
-            .take_kvs()
+        let read = resp.take_kvs();
+        // The next page starts after the last key read, readable or not.
+        let next = read.last().filter(|_| resp.more()).map(|kv| {
+            let mut from = kv.key().to_vec();
+            from.push(0);
+            from
+        });
+        let kvs = read
             .into_iter()
-            .map(|kv| convert_kv(kv.0))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((kvs, resp.more(), rev))
+            .filter_map(|kv| readable(convert_kv(kv.0)))
+            .collect();
+        Ok((kvs, next, rev))
     }
 }
 
@@ -235,6 +244,14 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// The key-value `converted` is, or `None` with a warning when its key is not UTF-8 (a list
+/// or a watch of a prefix skips such keys; no Shoal component writes one).
+fn readable(converted: Result<KeyValue, StoreError>) -> Option<KeyValue> {
+    converted
+        .inspect_err(|e| tracing::warn!(error = %e, "skipping an etcd key that is not UTF-8"))
+        .ok()
 }
 
 /// Converts an etcd key-value, taking its key and value as they were received (a watcher
@@ -350,14 +367,11 @@ impl Store for EtcdStore {
             (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes()))
         };
         // Pages are read at the revision of the first one, so the list is one snapshot.
-        let (mut kvs, mut more, revision) = self.list_page(&start, &end, 0).await?;
-        while more {
-            let Some(last) = kvs.last() else { break };
-            let mut from = last.key.as_bytes().to_vec();
-            from.push(0);
-            let (page, page_more, _) = self.list_page(&from, &end, revision).await?;
+        let (mut kvs, mut next, revision) = self.list_page(&start, &end, 0).await?;
+        while let Some(from) = next {
+            let (page, after, _) = self.list_page(&from, &end, revision).await?;
             kvs.extend(page);
-            more = page_more;
+            next = after;
         }
         Ok(ListResult { kvs, revision })
     }

@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 use super::auth::{self, Auth};
-use super::{MAX_DECODING_MESSAGE, convert_kv, map_err};
+use super::{MAX_DECODING_MESSAGE, convert_kv, map_err, readable};
 use crate::retry::Backoff;
 use crate::{Revision, StoreError, WatchBatch, WatchEvent, WatchStream};
 use std::sync::Arc;
@@ -228,12 +228,8 @@ impl Watch {
         for ev in std::mem::take(&mut resp.0.events) {
             let deleted = ev.r#type == EventType::Delete as i32;
             let Some(kv) = ev.kv else { continue };
-            let kv = match convert_kv(kv) {
-                Ok(kv) => kv,
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping an etcd key that is not UTF-8");
-                    continue;
-                }
+            let Some(kv) = readable(convert_kv(kv)) else {
+                continue;
             };
             if kv.mod_revision < self.next {
                 // Already delivered before a reconnect.
