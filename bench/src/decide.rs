@@ -36,6 +36,9 @@ pub struct Sizes {
     /// Services already placed and running before the round's own (as S1's last run is
     /// when S5 starts), not timed.
     pub existing_services: usize,
+    /// Nodes whose records appeared and went before the round (as S2's extra nodes have
+    /// when S3 to S5 run), not timed.
+    pub gone_nodes: usize,
 }
 
 /// What one round measured.
@@ -112,6 +115,12 @@ pub fn round(sizes: &Sizes, standby: bool) -> Round {
         };
         let key = path.keys().node(&id);
         path.write(&key, Some(&model::encode(&node_info(&id, zone))));
+    }
+    for i in 0..sizes.gone_nodes {
+        let id = format!("node-gone-{i:05}");
+        let key = path.keys().node(&id);
+        path.write(&key, Some(&model::encode(&node_info(&id, "a"))));
+        path.write(&key, None);
     }
     let existing = write_services(&mut path, "s0", sizes.existing_services, sizes.replicas);
     let existing_tasks = place(&mut path, &existing);
@@ -198,6 +207,7 @@ mod tests {
             services: 10,
             replicas: 5,
             existing_services: 0,
+            gone_nodes: 0,
         };
         let r = round(&sizes, false);
         assert_eq!(r.placed, 50);
@@ -210,12 +220,13 @@ mod tests {
     }
 
     #[test]
-    fn a_round_beside_existing_services_counts_only_its_own_placements() {
+    fn a_round_beside_existing_services_and_gone_nodes_counts_only_its_own_placements() {
         let sizes = Sizes {
             nodes: 20,
             services: 4,
             replicas: 5,
             existing_services: 6,
+            gone_nodes: 3,
         };
         assert_eq!(round(&sizes, false).placed, 20);
         assert_eq!(round(&sizes, true).placed, 20);

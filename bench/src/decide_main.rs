@@ -35,6 +35,10 @@ struct Args {
     /// run), placed untimed.
     #[arg(long, default_value_t = 0)]
     existing_services: usize,
+    /// Nodes whose records appeared and went before a round starts (S3 to S5 run after S2's
+    /// extra nodes left), untimed.
+    #[arg(long, default_value_t = 0)]
+    gone_nodes: usize,
     /// Rounds, each on a fresh cache.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         services: args.services,
         replicas: args.replicas,
         existing_services: args.existing_services,
+        gone_nodes: args.gone_nodes,
     };
     let ctx = RunContext {
         git_revision: git_revision(),
@@ -59,7 +64,7 @@ fn main() -> anyhow::Result<()> {
         calibration_end: None,
     };
     let mut report = Report::new(&args.results, ctx)?;
-    let extra = json!({"nodes": sizes.nodes, "services": sizes.services, "replicas": sizes.replicas, "existingServices": sizes.existing_services});
+    let extra = json!({"nodes": sizes.nodes, "services": sizes.services, "replicas": sizes.replicas, "existingServices": sizes.existing_services, "goneNodes": sizes.gone_nodes});
     let kinds = [
         ("decide", false, "cpu_s_per_1000_placements_median"),
         ("standby", true, "standby_cpu_s_per_1000_placements_median"),

@@ -101,8 +101,8 @@ pub struct ReconcileInput {
     /// of its grace (`--node-grace` after the record went; the term's grace does not apply,
     /// so a lease that expires early in a term is acted on at once on etcd). A Consul agent that restarts destroys its
     /// node's sessions, so the record goes and comes back at once: the same node, its tasks
-    /// kept.
-    pub node_lost_after: BTreeMap<String, Timestamp>,
+    /// kept. Shared: the runner builds it once per change of these nodes, not per reconcile.
+    pub node_lost_after: Arc<BTreeMap<String, Timestamp>>,
     /// Seed for new task id suffixes.
     pub seed: u64,
     /// The last `shoal job run` request for the service (jobs only).

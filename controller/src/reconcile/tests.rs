@@ -58,7 +58,7 @@ impl Sim {
             taken_addresses: Default::default(),
             now: self.now,
             nodes_lost_after: self.nodes_lost_after,
-            node_lost_after: self.node_lost_after.clone(),
+            node_lost_after: Arc::new(self.node_lost_after.clone()),
             seed: self.seed,
             run_request: self.run_request.clone(),
             task_history_limit: self.task_history_limit,

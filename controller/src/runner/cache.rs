@@ -123,6 +123,10 @@ pub(crate) struct Cache {
     ready: BTreeSet<String>,
     /// When the record of a node that was ready disappeared (until it comes back).
     gone_at: BTreeMap<String, Timestamp>,
+    /// The end of each node's grace in `gone_at`, for the grace it was built with: shared by
+    /// the reconcile inputs, built again only after `gone_at` changed (a cluster whose
+    /// thousands of nodes left would otherwise copy all their ids into every input).
+    lost_after: Option<(Duration, Arc<BTreeMap<String, Timestamp>>)>,
     configs: BTreeMap<String, NodeConfig>,
     /// Tasks and their statuses by (node, task id) and by service, in one entry so that a
     /// change to either is one lookup; the tasks share their templates through `templates`.
@@ -161,6 +165,7 @@ impl Cache {
             infos: BTreeMap::new(),
             ready: BTreeSet::new(),
             gone_at: BTreeMap::new(),
+            lost_after: None,
             configs: BTreeMap::new(),
             tasks: TaskTable::default(),
             templates: Templates::default(),
@@ -479,6 +484,23 @@ impl Cache {
         out
     }
 
+    /// When the grace of each node whose record disappeared ends, `grace` after it went.
+    fn node_lost_after(&mut self, grace: Duration) -> Arc<BTreeMap<String, Timestamp>> {
+        if let Some((built_with, ends)) = &self.lost_after
+            && *built_with == grace
+        {
+            return ends.clone();
+        }
+        let ends: Arc<BTreeMap<String, Timestamp>> = Arc::new(
+            self.gone_at
+                .iter()
+                .map(|(id, at)| (id.clone(), at.plus(grace)))
+                .collect(),
+        );
+        self.lost_after = Some((grace, ends.clone()));
+        ends
+    }
+
     /// The addresses the services' endpoints records hold.
     fn addresses(&mut self) -> Arc<BTreeSet<Ipv4Addr>> {
         self.addresses
@@ -581,11 +603,7 @@ impl Cache {
             taken_addresses: self.addresses(),
             now,
             nodes_lost_after: grace.term_until,
-            node_lost_after: self
-                .gone_at
-                .iter()
-                .map(|(id, at)| (id.clone(), at.plus(grace.after_record_gone)))
-                .collect(),
+            node_lost_after: self.node_lost_after(grace.after_record_gone),
             seed,
             run_request: self.run_requests.get(sref).cloned(),
             task_history_limit: self.task_history_limit,

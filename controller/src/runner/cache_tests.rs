@@ -431,6 +431,42 @@ fn the_addresses_taken_follow_the_endpoints_records() {
 }
 
 #[test]
+fn the_graces_of_nodes_gone_follow_their_records_and_are_shared_by_the_inputs() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), 5);
+    let web = service("web", "");
+    let grace = NodeGrace {
+        term_until: Timestamp(0),
+        after_record_gone: Duration::from_secs(30),
+    };
+    for (rev, id) in [(2, "n1"), (3, "n2")] {
+        let info = node(id, &[]).info;
+        c.apply(&keys.node(id), Some(&model::encode(&info)), rev);
+    }
+    let before = Timestamp::now();
+    c.apply(&keys.node("n1"), None, 4);
+    let input = c.input(&web.id(), Timestamp(0), &grace, 0);
+    let ends: Vec<&String> = input.node_lost_after.keys().collect();
+    assert_eq!(ends, ["n1"]);
+    assert!(input.node_lost_after["n1"] >= before.plus(grace.after_record_gone));
+    // Nothing changed: the next input shares the same map.
+    let again = c.input(&web.id(), Timestamp(0), &grace, 0);
+    assert!(Arc::ptr_eq(&input.node_lost_after, &again.node_lost_after));
+    // n1 comes back, then n2 goes.
+    let info = node("n1", &[]).info;
+    c.apply(&keys.node("n1"), Some(&model::encode(&info)), 5);
+    let back = c.input(&web.id(), Timestamp(0), &grace, 0);
+    assert!(back.node_lost_after.is_empty());
+    c.apply(&keys.node("n2"), None, 6);
+    let after = c.input(&web.id(), Timestamp(0), &grace, 0);
+    let ends: Vec<&String> = after.node_lost_after.keys().collect();
+    assert_eq!(ends, ["n2"]);
+    // Another grace (a new term) gives other ends.
+    let none = c.input(&web.id(), Timestamp(0), &NodeGrace::none(), 0);
+    assert!(none.node_lost_after["n2"] < after.node_lost_after["n2"]);
+}
+
+#[test]
 fn staging_created_tasks_shows_what_decoding_their_writes_shows() {
     // A plan's new tasks are shown as they are, the other writes (a stop) from their bytes:
     // the same cache either way, with one template shared.

@@ -129,7 +129,9 @@ impl Cache {
             Some(Ok(info)) => {
                 self.infos.insert(id.to_string(), info);
                 self.ready.insert(id.to_string());
-                self.gone_at.remove(id);
+                if self.gone_at.remove(id).is_some() {
+                    self.lost_after = None;
+                }
             }
             Some(Err(e)) => {
                 warn!(node = %id, error = %e, "ignoring unreadable node record");
@@ -139,6 +141,7 @@ impl Cache {
                 // Keep the last record: the node is down, not forgotten.
                 if self.ready.remove(id) {
                     self.gone_at.insert(id.to_string(), Timestamp::now());
+                    self.lost_after = None;
                 }
             }
         }
