@@ -81,6 +81,10 @@ pub(crate) struct Candidate<'a> {
 pub struct Placer<'a> {
     /// In node id order.
     pub(crate) candidates: Vec<Candidate<'a>>,
+    /// Nodes that are not ready, left out of `candidates` (without spread preferences, where
+    /// such a node plays no part but its "not ready" in explanations): a cluster that
+    /// thousands of nodes left would otherwise walk them all in every reconcile.
+    not_ready: usize,
     /// Per preference level, this service's tasks per group.
     pub(crate) group_counts: Vec<Vec<u64>>,
     pub(crate) binpack: bool,
@@ -118,8 +122,15 @@ impl<'a> Placer<'a> {
             vec![BTreeMap::new(); prefs.len()];
         let mut candidates = Vec::with_capacity(nodes.len());
         let mut usage = usage.in_node_order();
+        let mut not_ready = 0;
         // In node id order (the map's): a candidate's index is its rank in the tie-break.
         for (id, node) in nodes {
+            // With spread preferences a node that is not ready still counts the tasks it
+            // holds in its group.
+            if !node.ready && prefs.is_empty() {
+                not_ready += 1;
+                continue;
+            }
             // Only spread preferences read the labels here (constraints read their own).
             let labels = if prefs.is_empty() {
                 BTreeMap::new()
@@ -155,6 +166,7 @@ impl<'a> Placer<'a> {
         let template = TaskTemplate::from_spec(spec);
         Ok(Placer {
             candidates,
+            not_ready,
             group_counts: group_ids.iter().map(|ids| vec![0; ids.len()]).collect(),
             binpack: spec.placement.strategy == shoal_core::manifest::PlacementStrategy::Binpack,
             demand: Demand::of(&template, spec.placement.max_replicas_per_node),
@@ -290,6 +302,9 @@ impl<'a> Placer<'a> {
     /// Counts, over every node, the first filter that refuses the task.
     pub fn explain_all(&self) -> Explanation {
         let mut reasons = BTreeMap::new();
+        if self.not_ready > 0 {
+            reasons.insert(Reason::NotReady.to_string(), self.not_ready);
+        }
         let mut available = 0;
         for i in 0..self.candidates.len() {
             match self.reason(i) {
@@ -299,14 +314,14 @@ impl<'a> Placer<'a> {
         }
         Explanation {
             available,
-            total: self.candidates.len(),
+            total: self.node_count(),
             reasons,
         }
     }
 
     /// Number of nodes considered.
     pub fn node_count(&self) -> usize {
-        self.candidates.len()
+        self.candidates.len() + self.not_ready
     }
 }
 

@@ -345,3 +345,53 @@ fn usage_walked_in_node_order_is_what_other_services_hold() {
     assert_eq!(walk.get("n3").memory, 4);
     assert_eq!(walk.get("n5").tasks, 0);
 }
+
+#[test]
+fn a_node_that_is_not_ready_still_counts_its_tasks_for_spread() {
+    // a1 is down with two tasks still in their grace: zone a holds two already.
+    let mut a1 = node("a1", &[("zone", "a")]);
+    a1.ready = false;
+    let ns = nodes(vec![
+        a1,
+        node("a2", &[("zone", "a")]),
+        node("b1", &[("zone", "b")]),
+    ]);
+    let svc = service(
+        "web",
+        "  placement:\n    preferences: [{spread: node.labels.zone}]\n",
+    );
+    let template = TaskTemplate::from_spec(&svc.spec);
+    let mut p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
+    for _ in 0..2 {
+        p.account("a1", &template, true, true);
+    }
+    assert_eq!(place_n(&mut p, 2), ["b1", "b1"]);
+    assert_eq!(p.node_count(), 3);
+}
+
+#[test]
+fn nodes_that_are_not_ready_are_counted_in_every_explanation() {
+    let mut ns = vec![node("ok", &[])];
+    for i in 0..3 {
+        let mut down = node(&format!("down-{i}"), &[]);
+        down.ready = false;
+        ns.push(down);
+    }
+    let ns = nodes(ns);
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let usage: Usage = {
+        let mut u = NodeUsage::default();
+        u.memory = u64::MAX / 2;
+        BTreeMap::from([("ok".to_string(), u)]).into()
+    };
+    let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
+    let why = p.place().expect_err("no node has room");
+    assert_eq!((why.available, why.total), (0, 4));
+    assert_eq!(why.reasons.get("not ready"), Some(&3));
+    assert_eq!(why.reasons.values().sum::<usize>(), 4);
+    assert!(!p.accepts("down-1"));
+    assert_eq!(
+        p.place_on("down-1").map_err(|r| r.to_string()),
+        Err("not ready".into())
+    );
+}
