@@ -379,11 +379,11 @@ fn nodes_that_are_not_ready_are_counted_in_every_explanation() {
     }
     let ns = nodes(ns);
     let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
-    let usage: Usage = {
-        let mut u = NodeUsage::default();
-        u.memory = u64::MAX / 2;
-        BTreeMap::from([("ok".to_string(), u)]).into()
+    let full = NodeUsage {
+        memory: u64::MAX / 2,
+        ..Default::default()
     };
+    let usage: Usage = BTreeMap::from([("ok".to_string(), full)]).into();
     let mut p = Placer::new(&svc.spec, &ns, &usage).unwrap();
     let why = p.place().expect_err("no node has room");
     assert_eq!((why.available, why.total), (0, 4));
