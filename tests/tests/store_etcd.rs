@@ -105,6 +105,30 @@ async fn reflector_batches_reach_revisions() {
     conformance::reflector_batches_reach_revisions(&mut h).await;
 }
 
+/// Writes `puts` (key, value) in one transaction; returns its revision.
+async fn put_in_one_txn(
+    store: &shoal_store::etcd::EtcdStore,
+    puts: impl Iterator<Item = (String, Vec<u8>)>,
+) -> shoal_store::Revision {
+    use shoal_store::{Store, Txn, TxnOp};
+    let ops = puts
+        .map(|(key, value)| TxnOp::Put {
+            key,
+            value,
+            lease: None,
+        })
+        .collect();
+    let done = store
+        .txn(Txn {
+            compares: vec![],
+            ops,
+        })
+        .await
+        .expect("txn");
+    assert!(done.succeeded);
+    done.revision
+}
+
 /// A dead etcd answers `Unavailable` (within the client's timeouts) instead of hanging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_etcd_is_unavailable() {
@@ -130,7 +154,7 @@ async fn dead_etcd_is_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_arrives_in_fragments_as_whole_transactions() {
     use futures::StreamExt;
-    use shoal_store::{Revision, Store, Txn, TxnOp, WatchEvent};
+    use shoal_store::{Revision, Store, WatchEvent};
 
     const REVISIONS: usize = 24;
     const KEYS: usize = 3;
@@ -140,22 +164,11 @@ async fn a_backlog_arrives_in_fragments_as_whole_transactions() {
     let store = h.fixture().store().await.expect("connect");
     let mut revisions = Vec::new();
     for r in 0..REVISIONS {
-        let ops = (0..KEYS)
-            .map(|k| TxnOp::Put {
-                key: format!("/frag/{r:02}/{k}"),
-                value: vec![(r * KEYS + k) as u8; VALUE],
-                lease: None,
-            })
-            .collect();
-        let done = store
-            .txn(Txn {
-                compares: vec![],
-                ops,
-            })
-            .await
-            .expect("txn");
-        assert!(done.succeeded);
-        revisions.push(done.revision);
+        let puts = (0..KEYS).map(|k| {
+            let value = vec![(r * KEYS + k) as u8; VALUE];
+            (format!("/frag/{r:02}/{k}"), value)
+        });
+        revisions.push(put_in_one_txn(&store, puts).await);
     }
 
     let before = h.fixture().watch_messages_sent().await;
@@ -238,7 +251,7 @@ async fn a_backlog_arrives_in_fragments_as_whole_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_that_is_not_utf8_is_skipped_by_lists_and_watches() {
     use futures::StreamExt;
-    use shoal_store::{Store, Txn, TxnOp, WatchEvent};
+    use shoal_store::{Store, WatchEvent};
 
     let h = EtcdHarness::new().await;
     let store = h.fixture().store().await.expect("connect");
@@ -247,22 +260,7 @@ async fn a_key_that_is_not_utf8_is_skipped_by_lists_and_watches() {
         .expect("connect a plain client");
     let names: Vec<String> = (0..1500).map(|i| format!("/bin/{i:04}")).collect();
     for chunk in names.chunks(100) {
-        let ops = chunk
-            .iter()
-            .map(|key| TxnOp::Put {
-                key: key.clone(),
-                value: b"v".to_vec(),
-                lease: None,
-            })
-            .collect();
-        let done = store
-            .txn(Txn {
-                compares: vec![],
-                ops,
-            })
-            .await
-            .expect("txn");
-        assert!(done.succeeded);
+        put_in_one_txn(&store, chunk.iter().map(|key| (key.clone(), b"v".to_vec()))).await;
     }
     // Sorts between /bin/0998 and /bin/0999: the 1,000th key, the last of the first page.
     raw.put(b"/bin/0998\xff".to_vec(), b"binary".to_vec(), None)
