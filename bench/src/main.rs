@@ -167,27 +167,13 @@ async fn hollow_scenarios(
         }
     }
     if want("s5") {
-        bench.scenario_start("S5", Some(controller.pid())).await?;
-        // The leader is killed once the standby is warm (its cache loaded), as it is in a
-        // cluster that has run for a while.
-        let (standby, metrics) = bench.cluster.controller_with_metrics("controller-1")?;
-        match bench.wait_warm(&metrics).await {
-            Ok(warm) => bench.report.figure(
-                "S5",
-                "standby_cache_loaded_after",
-                warm.as_secs_f64(),
-                "s",
-                json!({}),
-            ),
-            Err(e) => eprintln!("S5: {e}"),
-        }
+        // Half of S1's services: the store then holds S1's last run and S5's last run.
         let s5 = Sizes {
             services: sizes.services / 2,
             ..sizes.clone()
         };
-        let standby_pid = standby.pid();
         if let Err(e) = bench
-            .s5_failover(&s5, &mut controller, standby_pid, s1_median)
+            .s5_repeated(&s5, &mut controller, S5_RUNS, s1_median)
             .await
         {
             eprintln!("S5 incomplete: {e}");
@@ -217,6 +203,9 @@ fn etcd_footprint(bench: &mut Bench<'_>, etcd: &EtcdFixture) {
 
 /// Bulk placement runs in S1 (median and spread reported).
 const S1_RUNS: usize = 3;
+
+/// S5's runs, each killing the leader once.
+const S5_RUNS: usize = 3;
 
 /// The hollow agents' memory per node at the end: the sum of their RSS, and of their PSS,
 /// which counts the executable's code (mapped by each agent process) once. Read right after

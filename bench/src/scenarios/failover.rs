@@ -1,6 +1,7 @@
-//! S5: S1 with a warm standby and the leader killed a third of the way through; the
-//! figures of the failover (the gap in placements, duplicated and lost slots, what each
-//! controller spent before the kill).
+//! S5: S1 with a warm standby and the leader killed a third of the way through, repeated
+//! (each run's standby leads the next); the figures of each failover (the gap in placements,
+//! duplicated and lost slots, what each controller spent before the kill) and the median and
+//! spread of the runs' gaps and rates.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use etcd_client::{Client, GetOptions};
 use serde_json::json;
 
 use super::observer::Observer;
+use super::repeat::Spread;
 use super::{Bench, PREFIX, ScenarioError, Seen, Sizes, service_prefix};
 use crate::cluster::Proc;
 
@@ -88,41 +90,81 @@ impl Bench<'_> {
         Ok(gap)
     }
 
-    /// S5: S1 with a standby controller running (`standby`, its pid) and the leader killed
-    /// with SIGKILL a third of the way through.
+    /// S5, `runs` times (`S5.1` …): each run starts a standby controller (`controller-<k>`),
+    /// waits until it has loaded the store, then runs S1 at `sizes` and kills the leader with
+    /// SIGKILL a third of the way through; the standby, leading now, is the next run's leader
+    /// (`leader` is replaced by it). Every run but the last deletes its services (S5 starts
+    /// again from the cluster S1–S4 left), as S1's runs do; etcd is compacted and
+    /// defragmented before each.
     ///
-    /// Its placement rate is also reported as a ratio to S1's median in the same run
-    /// (`s1_median`), when S1 ran.
-    pub async fn s5_failover(
+    /// Under `S5`: the median, smallest and largest gap, and, when S1 ran (`s1_median`, its
+    /// median rate), of the placement rate ÷ S1's median with and without the gap.
+    pub async fn s5_repeated(
         &mut self,
         sizes: &Sizes,
         leader: &mut Proc,
-        standby: u32,
+        runs: usize,
         s1_median: Option<f64>,
     ) -> Result<(), ScenarioError> {
-        let run = self.s1_bulk(sizes, leader, "S5", Some(standby)).await?;
-        if let Some(m) = s1_median.filter(|m| *m > 0.0) {
+        let (mut gaps, mut rates, mut outside) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 1..=runs {
+            let scenario = format!("S5.{k}");
+            self.scenario_start(&scenario, Some(leader.pid())).await?;
+            let before = self.task_keys().await?;
+            let (standby, metrics) = self
+                .cluster
+                .controller_with_metrics(&format!("controller-{k}"))?;
+            let warm = self.wait_warm(&metrics).await?;
+            let secs = warm.as_secs_f64();
             self.report.figure(
-                "S5",
-                "placement_rate_vs_S1_median",
-                run.rate / m,
-                "ratio",
-                json!({"s5": run.rate, "s1Median": m}),
+                &scenario,
+                "standby_cache_loaded_after",
+                secs,
+                "s",
+                json!({}),
             );
-            // The same without the failover gap: whether S5 places as fast as S1 once a
-            // leader runs (the store's garbage from earlier scenarios would slow it).
-            self.report.figure(
-                "S5",
-                "placement_rate_outside_gap_vs_S1_median",
-                run.rate_outside_gap / m,
+            let run = self
+                .s1_bulk(sizes, leader, &scenario, Some(standby.pid()))
+                .await?;
+            *leader = standby;
+            if let Some(e) = &run.incomplete {
+                eprintln!("{e}");
+            }
+            gaps.push(run.gap.unwrap_or_default().as_secs_f64() / self.lease_ttl.as_secs_f64());
+            if let Some(m) = s1_median.filter(|m| *m > 0.0) {
+                let vs_s1 = |rate: f64| (rate / m, json!({"s5": rate, "s1Median": m}));
+                for (name, (ratio, extra)) in [
+                    ("placement_rate_vs_S1_median", vs_s1(run.rate)),
+                    (
+                        "placement_rate_outside_gap_vs_S1_median",
+                        vs_s1(run.rate_outside_gap),
+                    ),
+                ] {
+                    self.report.figure(&scenario, name, ratio, "ratio", extra);
+                }
+                rates.push(run.rate / m);
+                outside.push(run.rate_outside_gap / m);
+            }
+            if k < runs {
+                self.delete_services(&scenario, before, sizes.limit).await?;
+            }
+        }
+        let ttl = json!({"leaseTtlS": self.lease_ttl.as_secs_f64()});
+        for (name, all, unit, extra) in [
+            ("placement_gap_in_ttl", &gaps, "lease TTLs", ttl),
+            ("placement_rate_vs_S1", &rates, "ratio", json!({})),
+            (
+                "placement_rate_outside_gap_vs_S1",
+                &outside,
                 "ratio",
-                json!({"s5OutsideGap": run.rate_outside_gap, "s1Median": m}),
-            );
+                json!({}),
+            ),
+        ] {
+            if let Some(s) = Spread::of(all) {
+                self.spread_figures("S5", name, s, unit, all, extra);
+            }
         }
-        match run.incomplete {
-            Some(e) => Err(ScenarioError::Timeout(e)),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 

@@ -259,7 +259,7 @@ impl Bench<'_> {
         let t0 = Instant::now();
         write_manifests(&mut client, &items).await?;
         let mut killed_at = None;
-        let mut gap = Duration::ZERO;
+        let mut gap = None;
         if standby.is_some() {
             obs.wait_until(t0, sizes.limit, |a, _| a >= total / 3).await;
             killed_at = Some(t0.elapsed());
@@ -308,9 +308,10 @@ impl Bench<'_> {
             );
         }
         if let Some(k) = killed_at {
-            gap = self
-                .failover_figures(scenario, k, &seen, &obs, &mut client, &items)
-                .await?;
+            gap = Some(
+                self.failover_figures(scenario, k, &seen, &obs, &mut client, &items)
+                    .await?,
+            );
         }
         let incomplete = (!(placed && running)).then(|| {
             format!(
@@ -318,11 +319,15 @@ impl Bench<'_> {
                 sizes.limit
             )
         });
-        let outside = (t_placed.saturating_sub(gap)).as_secs_f64().max(1.0);
+        let outside = t_placed
+            .saturating_sub(gap.unwrap_or_default())
+            .as_secs_f64()
+            .max(1.0);
         Ok(BulkRun {
             rate: sustained,
             cpu_per_1000,
             rate_outside_gap: a as f64 / outside,
+            gap,
             incomplete,
         })
     }
@@ -641,6 +646,8 @@ pub struct BulkRun {
     /// Sustained placements per second over the run without its longest gap after a
     /// leader kill (S5; equal to `rate` without a kill).
     pub rate_outside_gap: f64,
+    /// That gap (S5; `None` without a kill).
+    pub gap: Option<Duration>,
     /// Why the run did not complete (placed and running) in time, if it did not.
     pub incomplete: Option<String>,
 }

@@ -88,21 +88,43 @@ impl Bench<'_> {
             min: 0.0,
             max: 0.0,
         });
-        let lb = self.calibration.l_batch;
+        let lb = json!({"lBatch": self.calibration.l_batch});
         for (name, s, unit, all) in [
             ("placements_per_s", rate, "tasks/s", &rates),
             ("R_place", rp, "ratio", &r_place),
             ("controller_cpu_s_per_1000_placements", cpu, "cpu-s", &cpus),
         ] {
-            let extra = json!({"runs": all, "spread": s.relative(), "lBatch": lb});
-            self.report
-                .figure("S1", &format!("{name}_median"), s.median, unit, extra);
-            self.report
-                .figure("S1", &format!("{name}_min"), s.min, unit, json!({}));
-            self.report
-                .figure("S1", &format!("{name}_max"), s.max, unit, json!({}));
+            self.spread_figures("S1", name, s, unit, all, lb.clone());
         }
         Ok(Some(rate.median))
+    }
+
+    /// Reports the spread `s` of the runs' values `all` of figure `name` as `<name>_median`
+    /// (its `extra`: the runs' values, the relative spread and `extra`'s fields),
+    /// `<name>_min` and `<name>_max`.
+    pub(super) fn spread_figures(
+        &mut self,
+        scenario: &str,
+        name: &str,
+        s: Spread,
+        unit: &str,
+        all: &[f64],
+        extra: serde_json::Value,
+    ) {
+        let mut median_extra = json!({"runs": all, "spread": s.relative()});
+        if let (Some(m), serde_json::Value::Object(more)) = (median_extra.as_object_mut(), extra) {
+            m.extend(more);
+        }
+        let report = &mut self.report;
+        report.figure(
+            scenario,
+            &format!("{name}_median"),
+            s.median,
+            unit,
+            median_extra,
+        );
+        report.figure(scenario, &format!("{name}_min"), s.min, unit, json!({}));
+        report.figure(scenario, &format!("{name}_max"), s.max, unit, json!({}));
     }
 
     /// Tasks and task statuses in the store now.
