@@ -442,6 +442,9 @@ fn the_graces_of_nodes_gone_follow_their_records_and_are_shared_by_the_inputs() 
     for (rev, id) in [(2, "n1"), (3, "n2")] {
         let info = node(id, &[]).info;
         c.apply(&keys.node(id), Some(&model::encode(&info)), rev);
+        // A task on each: a node no key names is forgotten when its record goes.
+        let t = task(&web, id, &format!("web.1.{id}"));
+        c.apply(&keys.task(id, &t.id), Some(&model::encode(&t)), rev);
     }
     let before = Timestamp::now();
     c.apply(&keys.node("n1"), None, 4);
@@ -464,6 +467,49 @@ fn the_graces_of_nodes_gone_follow_their_records_and_are_shared_by_the_inputs() 
     // Another grace (a new term) gives other ends.
     let none = c.input(&web.id(), Timestamp(0), &NodeGrace::none(), 0);
     assert!(none.node_lost_after["n2"] < after.node_lost_after["n2"]);
+}
+
+#[test]
+fn a_down_node_no_key_names_is_forgotten_as_a_new_controller_would_not_know_it() {
+    let keys = Keys::default();
+    let mut c = Cache::new(keys.clone(), 5);
+    let web = service("web", "");
+    for (rev, id) in [(2, "idle"), (3, "busy"), (4, "set")] {
+        let info = node(id, &[("zone", "a")]).info;
+        c.apply(&keys.node(id), Some(&model::encode(&info)), rev);
+    }
+    let t = task(&web, "busy", "web.1.x");
+    c.apply(&keys.task("busy", &t.id), Some(&model::encode(&t)), 5);
+    let cfg = NodeConfig::default();
+    c.apply(&keys.node_config("set"), Some(&model::encode(&cfg)), 6);
+    for (rev, id) in [(7, "idle"), (8, "busy"), (9, "set")] {
+        c.apply(&keys.node(id), None, rev);
+    }
+    let known = |c: &mut Cache| c.nodes().keys().cloned().collect::<Vec<_>>();
+    let lost = |c: &mut Cache| {
+        let input = c.input(&web.id(), Timestamp(0), &NodeGrace::none(), 0);
+        input.node_lost_after.keys().cloned().collect::<Vec<_>>()
+    };
+    // Down: the node with a task keeps its last record (labels), and it and the node with
+    // settings their graces; the node nothing names is gone.
+    assert_eq!(known(&mut c), ["busy", "set"]);
+    assert_eq!(
+        c.nodes()["busy"].labels().get("zone").map(String::as_str),
+        Some("a")
+    );
+    assert!(!c.nodes()["busy"].ready);
+    assert_eq!(lost(&mut c), ["busy", "set"]);
+    // Its last task goes, then the settings of the other.
+    let touched = c.apply(&keys.task("busy", &t.id), None, 10);
+    assert!(touched.nodes_changed, "a node forgotten changes the nodes");
+    c.apply(&keys.node_config("set"), None, 11);
+    assert!(known(&mut c).is_empty());
+    assert!(lost(&mut c).is_empty());
+    // A node that comes back is known again.
+    let info = node("idle", &[]).info;
+    c.apply(&keys.node("idle"), Some(&model::encode(&info)), 12);
+    assert_eq!(known(&mut c), ["idle"]);
+    assert!(c.nodes()["idle"].ready);
 }
 
 #[test]

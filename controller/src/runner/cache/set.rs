@@ -65,6 +65,7 @@ impl Cache {
                     }
                     None => {
                         self.configs.remove(&id);
+                        self.forget_if_unnamed(&id);
                     }
                 }
                 self.node_touched(&id, &mut touched);
@@ -138,13 +139,35 @@ impl Cache {
                 self.ready.remove(id);
             }
             None => {
-                // Keep the last record: the node is down, not forgotten.
+                // Keep the last record while some key names the node: it is down, and its
+                // tasks keep their node's labels through their grace.
                 if self.ready.remove(id) {
                     self.gone_at.insert(id.to_string(), Timestamp::now());
                     self.lost_after = None;
                 }
+                self.forget_if_unnamed(id);
             }
         }
+    }
+
+    /// Forgets the last record of node `id` if it is not ready and no key names it any more
+    /// (no record, assignment, status or settings): the store no longer knows the node, so
+    /// neither does the controller — one started now would not — and a cluster that
+    /// thousands of nodes left does not carry them into every reconcile until
+    /// `--node-gone-after`. Its record coming back makes it known again. Returns whether it
+    /// was forgotten.
+    fn forget_if_unnamed(&mut self, id: &str) -> bool {
+        if self.ready.contains(id) || self.configs.contains_key(id) || self.tasks.names(id) {
+            return false;
+        }
+        if self.gone_at.remove(id).is_some() {
+            self.lost_after = None;
+        }
+        let forgotten = self.infos.remove(id).is_some();
+        if forgotten {
+            self.nodes = None;
+        }
+        forgotten
     }
 
     fn set_task(
@@ -198,6 +221,7 @@ impl Cache {
         self.keep_record_revision(key, Some(pos), Part::Task, revision, was_held);
         if self.tasks.record(pos).is_empty() {
             self.tasks.remove(pos);
+            touched.nodes_changed |= self.forget_if_unnamed(&k.0);
         }
         if !self.infos.contains_key(&k.0) {
             self.nodes = None;
@@ -245,6 +269,7 @@ impl Cache {
         self.keep_record_revision(key, Some(pos), Part::Status, revision, was_held);
         if self.tasks.record(pos).is_empty() {
             self.tasks.remove(pos);
+            touched.nodes_changed |= self.forget_if_unnamed(&k.0);
         }
     }
 

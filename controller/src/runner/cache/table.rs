@@ -221,6 +221,11 @@ impl TaskTable {
         self.by_node.keys().map(|n| &**n)
     }
 
+    /// Whether some record names `node`.
+    pub(super) fn names(&self, node: &str) -> bool {
+        self.by_node.contains_key(node)
+    }
+
     /// The records of `node`, in task id order.
     pub(super) fn of_node(&self, node: &str) -> Vec<(&str, &TaskRecord)> {
         let mut out: Vec<(&str, &TaskRecord)> = self
