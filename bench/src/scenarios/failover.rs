@@ -130,7 +130,9 @@ impl Bench<'_> {
             if let Some(e) = &run.incomplete {
                 eprintln!("{e}");
             }
-            gaps.push(run.gap.unwrap_or_default().as_secs_f64() / self.lease_ttl.as_secs_f64());
+            if let Some(gap) = run.gap {
+                gaps.push(gap.as_secs_f64() / self.lease_ttl.as_secs_f64());
+            }
             if let Some(m) = s1_median.filter(|m| *m > 0.0) {
                 let vs_s1 = |rate: f64| (rate / m, json!({"s5": rate, "s1Median": m}));
                 for (name, (ratio, extra)) in [

@@ -130,9 +130,7 @@ impl Cache {
             Some(Ok(info)) => {
                 self.infos.insert(id.to_string(), info);
                 self.ready.insert(id.to_string());
-                if self.gone_at.remove(id).is_some() {
-                    self.lost_after = None;
-                }
+                self.not_gone(id);
             }
             Some(Err(e)) => {
                 warn!(node = %id, error = %e, "ignoring unreadable node record");
@@ -160,14 +158,20 @@ impl Cache {
         if self.ready.contains(id) || self.configs.contains_key(id) || self.tasks.names(id) {
             return false;
         }
-        if self.gone_at.remove(id).is_some() {
-            self.lost_after = None;
-        }
+        self.not_gone(id);
         let forgotten = self.infos.remove(id).is_some();
         if forgotten {
             self.nodes = None;
         }
         forgotten
+    }
+
+    /// Ends node `id`'s time as gone (it came back, or is forgotten): the shared graces are
+    /// built again when it had one.
+    fn not_gone(&mut self, id: &str) {
+        if self.gone_at.remove(id).is_some() {
+            self.lost_after = None;
+        }
     }
 
     fn set_task(
