@@ -126,12 +126,14 @@ async fn hollow_scenarios(
     let mut controller = bench.cluster.controller("controller-0")?;
     bench.wait_leader().await?;
     let mut s1_median = None;
+    let mut s1_keys = 0;
     if want("s1") {
         match bench.s1_repeated(sizes, &mut controller, S1_RUNS).await {
             Ok(m) => s1_median = m,
             Err(e) => eprintln!("S1 incomplete: {e}"),
         }
         controller_footprint(bench, sizes, controller.pid());
+        s1_keys = bench.task_keys().await?;
     }
     if want("s2") {
         // The burst runs on `s2_nodes` nodes: add hollow nodes beyond S1's when needed.
@@ -167,13 +169,16 @@ async fn hollow_scenarios(
         }
     }
     if want("s5") {
-        // Half of S1's services: the store then holds S1's last run and S5's last run.
-        let s5 = Sizes {
-            services: sizes.services / 2,
-            ..sizes.clone()
-        };
+        // S5 is S1 with a leader kill: each run starts where S1's later runs start, without
+        // the services of S1's last run (S3's and S4's few remain).
+        if want("s1") {
+            let leave = bench.task_keys().await? - s1_keys;
+            bench
+                .delete_services(&format!("S1.{S1_RUNS}"), leave, sizes.limit)
+                .await?;
+        }
         if let Err(e) = bench
-            .s5_repeated(&s5, &mut controller, S5_RUNS, s1_median)
+            .s5_repeated(sizes, &mut controller, S5_RUNS, s1_median)
             .await
         {
             eprintln!("S5 incomplete: {e}");

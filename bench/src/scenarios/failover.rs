@@ -93,9 +93,9 @@ impl Bench<'_> {
     /// S5, `runs` times (`S5.1` …): each run starts a standby controller (`controller-<k>`),
     /// waits until it has loaded the store, then runs S1 at `sizes` and kills the leader with
     /// SIGKILL a third of the way through; the standby, leading now, is the next run's leader
-    /// (`leader` is replaced by it). Every run but the last deletes its services (S5 starts
-    /// again from the cluster S1–S4 left), as S1's runs do; etcd is compacted and
-    /// defragmented before each.
+    /// (`leader` is replaced by it). Every run but the last deletes its services (each run
+    /// starts from the same cluster), as S1's runs do; etcd is compacted and defragmented
+    /// before each.
     ///
     /// Under `S5`: the median, smallest and largest gap, and, when S1 ran (`s1_median`, its
     /// median rate), of the placement rate ÷ S1's median with and without the gap.

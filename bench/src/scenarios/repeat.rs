@@ -136,7 +136,7 @@ impl Bench<'_> {
     /// Deletes the services of `scenario` and waits until their tasks and task statuses are
     /// gone (the controller deletes the tasks, the agents their statuses): until `leave`
     /// tasks and statuses are left, those of the services before the scenario's.
-    pub(super) async fn delete_services(
+    pub async fn delete_services(
         &mut self,
         scenario: &str,
         leave: i64,
