@@ -30,6 +30,23 @@ pub type Revision = i64;
 /// Identifier of a lease granted by the store.
 pub type LeaseId = i64;
 
+/// What a store said of a lease's time left, at some instant while it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseLeft {
+    /// The lease is gone (revoked, or run out and removed), or ran out a while ago.
+    Gone,
+    /// Less than `below` was left. `granted` is what every refresh restores; `step` is the
+    /// finest the store says it (etcd: whole seconds, rounded down, so 1 s).
+    Below {
+        /// An upper bound on the time left.
+        below: Duration,
+        /// The lease's TTL.
+        granted: Duration,
+        /// The smallest `below` the store reports.
+        step: Duration,
+    },
+}
+
 /// One key with its value and revisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
@@ -289,6 +306,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes a lease, deleting every key bound to it.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError>;
+
+    /// How long `lease` has left, as the store reports it; `None` when the backend does
+    /// not say (embedded, and Consul, whose sessions report no time left).
+    async fn lease_left(&self, _lease: LeaseId) -> Result<Option<LeaseLeft>, StoreError> {
+        Ok(None)
+    }
 
     /// Drops the history of values older than `revision` (etcd's compaction); watches from
     /// older revisions then get [`StoreError::Compacted`]. Backends that keep no history

@@ -1,5 +1,6 @@
 //! Leader election with fencing. The leader record is created only if absent, bound to a
-//! lease kept alive every TTL/3; standbys watch the key and try again when it disappears.
+//! lease kept alive every TTL/3; standbys watch the key and try again when it disappears, or
+//! as soon as the store's reports of the lease's time left prove it ran out ([`lease_end`]).
 //! Every write of the leader compares the leader key's revision ([`Fence`]), so a deposed
 //! leader's late writes fail.
 
@@ -11,7 +12,11 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use shoal_core::Keys;
 use shoal_core::model::Timestamp;
-use shoal_store::{Compare, LeaseId, Revision, Store, StoreError, Txn, TxnOp, WatchEvent};
+use shoal_store::{
+    Compare, KeyValue, LeaseId, Revision, Store, StoreError, Txn, TxnOp, WatchEvent,
+};
+
+use super::lease_end;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -88,11 +93,23 @@ impl Fence {
     }
 }
 
+/// How the record of the leader before went, when this controller won.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vacated {
+    /// There was none, or it was deleted: its leader resigned, or the store removed it when
+    /// its lease ran out.
+    Absent,
+    /// Its lease was proven run out ([`lease_end`]) and this controller revoked it.
+    LeaseRunOut,
+}
+
 /// A won election. Leadership ends when `lost` is cancelled (keep-alive failed) or when
 /// [`Leadership::resign`] is called.
 pub struct Leadership {
     /// The fence for writes.
     pub fence: Fence,
+    /// How the record of the leader before went.
+    pub vacated: Vacated,
     /// The lease the record is bound to.
     pub lease: LeaseId,
     /// Cancelled when the lease could not be kept alive.
@@ -106,6 +123,7 @@ impl std::fmt::Debug for Leadership {
         f.debug_struct("Leadership")
             .field("fence", &self.fence)
             .field("lease", &self.lease)
+            .field("vacated", &self.vacated)
             .finish_non_exhaustive()
     }
 }
@@ -141,17 +159,16 @@ pub async fn campaign(
     shutdown: &CancellationToken,
 ) -> Result<Option<Leadership>, StoreError> {
     let key = keys.leader();
-    // Set when the watch showed the record deleted: it is tried for at once, without reading
-    // it first (a takeover is one lease grant and one write after the old lease expires).
-    let mut seen_deleted = false;
+    // Set when the record is known gone: it is tried for at once, without reading it first
+    // (a takeover is one lease grant and one write after the old lease ends).
+    let mut known_gone = None;
     loop {
         if shutdown.is_cancelled() {
             return Ok(None);
         }
-        let current = if std::mem::take(&mut seen_deleted) {
-            None
-        } else {
-            store.get(&key).await?
+        let (current, vacated) = match known_gone.take() {
+            Some(how) => (None, how),
+            None => (store.get(&key).await?, Vacated::Absent),
         };
         match current {
             None => {
@@ -166,12 +183,13 @@ pub async fn campaign(
                     .await
                 {
                     Ok(Some(revision)) => {
-                        info!(identity, revision, "elected leader");
+                        info!(identity, revision, ?vacated, "elected leader");
                         let lost = CancellationToken::new();
                         let keepalive =
                             tokio::spawn(keep_alive(store.clone(), lease, ttl, lost.clone()));
                         return Ok(Some(Leadership {
                             fence: Fence::new(key, revision, value, Some(lease)),
+                            vacated,
                             lease,
                             lost,
                             keepalive,
@@ -187,30 +205,78 @@ pub async fn campaign(
                     }
                 }
             }
-            Some(kv) => {
-                // Wait for the record to go (or re-check after one TTL as a safety net).
-                let mut stream = store.watch(&key, kv.mod_revision + 1).await?;
-                let gone = async {
-                    while let Some(batch) = stream.next().await {
-                        match batch {
-                            Ok(b) => {
-                                if b.events.iter().any(
-                                    |e| matches!(e, WatchEvent::Delete { key: k, .. } if *k == key),
-                                ) {
-                                    return true;
-                                }
-                            }
-                            Err(_) => return false,
-                        }
-                    }
-                    false
-                };
-                tokio::select! {
-                    deleted = gone => seen_deleted = deleted,
-                    _ = tokio::time::sleep(ttl) => {}
-                    () = shutdown.cancelled() => {}
-                }
+            Some(kv) => known_gone = wait_for_vacancy(store, &kv, ttl, shutdown).await?,
+        }
+    }
+}
+
+/// Waits, as a standby, for the leader record `kv` to go: its delete on the watch, or its
+/// lease proven run out ([`lease_end`]) and revoked here, which is what the store would do a
+/// little later. Returns how the record went; `None` when it changed, the watch or the
+/// lease's reports failed, or on shutdown (the caller reads it again).
+async fn wait_for_vacancy(
+    store: &Arc<dyn Store>,
+    kv: &KeyValue,
+    ttl: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Option<Vacated>, StoreError> {
+    let mut stream = store.watch(&kv.key, kv.mod_revision + 1).await?;
+    let gone = async {
+        while let Some(Ok(batch)) = stream.next().await {
+            if batch
+                .events
+                .iter()
+                .any(|e| matches!(e, WatchEvent::Delete { key, .. } if *key == kv.key))
+            {
+                return true;
             }
+        }
+        false
+    };
+    let run_out = async {
+        match kv.lease {
+            Some(lease) => lease_end::run_out(store.as_ref(), lease, lease_end::poll_period(ttl))
+                .await
+                .map(|()| lease),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(gone, run_out);
+    loop {
+        tokio::select! {
+            deleted = &mut gone => return Ok(deleted.then_some(Vacated::Absent)),
+            ended = &mut run_out => {
+                let revoked = revoke_run_out(store.as_ref(), ended).await;
+                return Ok(revoked.then_some(Vacated::LeaseRunOut));
+            }
+            () = shutdown.cancelled() => return Ok(None),
+            // A safety net beside the watch: the record read again every TTL.
+            _ = tokio::time::sleep(ttl) => match store.get(&kv.key).await? {
+                Some(now) if now.mod_revision == kv.mod_revision => {}
+                Some(_) => return Ok(None),
+                None => return Ok(Some(Vacated::Absent)),
+            },
+        }
+    }
+}
+
+/// Revokes the leader lease `ended` proved run out; whether the record is gone now.
+async fn revoke_run_out(store: &dyn Store, ended: Result<LeaseId, StoreError>) -> bool {
+    let lease = match ended {
+        Ok(lease) => lease,
+        Err(e) => {
+            warn!(error = %e, "could not read the leader lease's time left");
+            return false;
+        }
+    };
+    match store.revoke_lease(lease).await {
+        Ok(()) | Err(StoreError::LeaseNotFound(_)) => {
+            info!(lease, "the leader lease ran out: revoked it to take over");
+            true
+        }
+        Err(e) => {
+            warn!(lease, error = %e, "could not revoke the leader lease that ran out");
+            false
         }
     }
 }

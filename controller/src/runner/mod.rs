@@ -14,6 +14,7 @@ mod cache;
 pub mod commit;
 mod follow;
 pub mod leader;
+pub mod lease_end;
 pub mod offline;
 mod pipeline;
 pub mod queue;

@@ -23,8 +23,8 @@ use etcd_client::{
 pub use auth::{Credentials, EtcdTls};
 
 use crate::{
-    Compare, KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnOp, TxnResult,
-    WatchStream,
+    Compare, KeyValue, LeaseId, LeaseLeft, ListResult, Revision, Store, StoreError, Txn, TxnOp,
+    TxnResult, WatchStream,
 };
 
 /// Backend name used in errors and metrics.
@@ -524,5 +524,25 @@ impl Store for EtcdStore {
         .await
         .map(|_| ())
         .map_err(|e| map_lease_err(lease, e))
+    }
+
+    async fn lease_left(&self, lease: LeaseId) -> Result<Option<LeaseLeft>, StoreError> {
+        let resp = self
+            .run(|| {
+                let mut client = self.client.lease_client();
+                async move { client.time_to_live(lease, None).await }
+            })
+            .await?;
+        // etcd says whole seconds rounded toward zero (0: under one second, or run out by
+        // less than one), and -1 for a lease it no longer has or that ran out a second ago.
+        let secs = |s: i64| Duration::from_secs(u64::try_from(s).unwrap_or(0));
+        Ok(Some(match u64::try_from(resp.ttl()) {
+            Err(_) => LeaseLeft::Gone,
+            Ok(whole) => LeaseLeft::Below {
+                below: Duration::from_secs(whole.saturating_add(1)),
+                granted: secs(resp.granted_ttl()),
+                step: Duration::from_secs(1),
+            },
+        }))
     }
 }
