@@ -1,5 +1,6 @@
 //! Controller metrics, registered into a `prometheus_client` registry the API server can
-//! serve: reconciles, errors, reconcile latency, tasks per state, leadership, relists.
+//! serve: reconciles, errors, reconcile latency, tasks per state, leadership and how it was
+//! won, relists.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,6 +21,10 @@ pub struct Metrics {
     pub tasks: Family<Vec<(String, String)>, Gauge>,
     /// 1 while this controller leads.
     pub leader: Gauge,
+    /// Elections won, by how the record of the leader before went (`vacated`: `absent` —
+    /// there was none or it was deleted; `lease_run_out` — its lease was proven run out and
+    /// revoked by this controller).
+    pub elections: Family<Vec<(String, String)>, Counter>,
     /// Full lists of the store loaded into the cache (the first one, then one after each
     /// watch that fell behind compaction or broke): taking over as leader adds none.
     pub relists: Counter,
@@ -33,6 +38,7 @@ impl Default for Metrics {
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             tasks: Family::default(),
             leader: Gauge::default(),
+            elections: Family::default(),
             relists: Counter::default(),
         }
     }
@@ -58,6 +64,11 @@ impl Metrics {
             "leader",
             "1 while this controller is the leader",
             self.leader.clone(),
+        );
+        sub.register(
+            "elections_won",
+            "Elections won, by how the record of the leader before went",
+            self.elections.clone(),
         );
         sub.register(
             "relists",
@@ -87,12 +98,19 @@ mod tests {
         let mut reg = Registry::default();
         m.register(&mut reg);
         m.reconciles.inc();
+        m.elections
+            .get_or_create(&vec![("vacated".into(), "lease_run_out".into())])
+            .inc();
         m.set_tasks(&[("running", 3u64)].into_iter().collect());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         assert!(out.contains("shoal_controller_reconciles_total 1"), "{out}");
         assert!(
             out.contains("shoal_controller_tasks{state=\"running\"} 3"),
+            "{out}"
+        );
+        assert!(
+            out.contains("shoal_controller_elections_won_total{vacated=\"lease_run_out\"} 1"),
             "{out}"
         );
     }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::observer::Observer;
 use super::repeat::Spread;
-use super::{Bench, PREFIX, ScenarioError, Seen, Sizes, service_prefix};
+use super::{Bench, BulkRun, PREFIX, ScenarioError, Seen, Sizes, service_prefix};
 use crate::cluster::Proc;
 
 impl Bench<'_> {
@@ -90,6 +90,32 @@ impl Bench<'_> {
         Ok(gap)
     }
 
+    /// Elections the controller whose metrics are at `url` won on its predecessor's lease
+    /// proven run out (it revoked the lease rather than wait for etcd to remove it).
+    async fn elections_won_on_lease_end(&self, url: &str) -> f64 {
+        let text = match reqwest::get(url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let name = "shoal_controller_elections_won_total";
+        shoal_tests::metrics::sum(&text, name, &[("vacated", "lease_run_out")])
+    }
+
+    /// Reports and returns a run's placement rate ÷ S1's median rate `m`, with the gap and
+    /// without it.
+    fn rates_vs_s1(&mut self, scenario: &str, run: &BulkRun, m: f64) -> (f64, f64) {
+        let vs_s1 = |rate: f64| (rate / m, json!({"s5": rate, "s1Median": m}));
+        let (all, out) = (vs_s1(run.rate), vs_s1(run.rate_outside_gap));
+        let ratios = (all.0, out.0);
+        for (name, (ratio, extra)) in [
+            ("placement_rate_vs_S1_median", all),
+            ("placement_rate_outside_gap_vs_S1_median", out),
+        ] {
+            self.report.figure(scenario, name, ratio, "ratio", extra);
+        }
+        ratios
+    }
+
     /// S5, `runs` times (`S5.1` …): each run starts a standby controller (`controller-<k>`),
     /// waits until it has loaded the store, then runs S1 at `sizes` and kills the leader with
     /// SIGKILL a third of the way through; the standby, leading now, is the next run's leader
@@ -107,6 +133,7 @@ impl Bench<'_> {
         s1_median: Option<f64>,
     ) -> Result<(), ScenarioError> {
         let (mut gaps, mut rates, mut outside) = (Vec::new(), Vec::new(), Vec::new());
+        let mut on_lease_end = Vec::new();
         for k in 1..=runs {
             let scenario = format!("S5.{k}");
             self.scenario_start(&scenario, Some(leader.pid())).await?;
@@ -127,6 +154,15 @@ impl Bench<'_> {
                 .s1_bulk(sizes, leader, &scenario, Some(standby.pid()))
                 .await?;
             *leader = standby;
+            let won = self.elections_won_on_lease_end(&metrics).await;
+            on_lease_end.push(won);
+            self.report.figure(
+                &scenario,
+                "took_over_on_lease_end",
+                won,
+                "elections",
+                json!({"metric": "shoal_controller_elections_won_total{vacated=\"lease_run_out\"}"}),
+            );
             if let Some(e) = &run.incomplete {
                 eprintln!("{e}");
             }
@@ -134,23 +170,21 @@ impl Bench<'_> {
                 gaps.push(gap.as_secs_f64() / self.lease_ttl.as_secs_f64());
             }
             if let Some(m) = s1_median.filter(|m| *m > 0.0) {
-                let vs_s1 = |rate: f64| (rate / m, json!({"s5": rate, "s1Median": m}));
-                for (name, (ratio, extra)) in [
-                    ("placement_rate_vs_S1_median", vs_s1(run.rate)),
-                    (
-                        "placement_rate_outside_gap_vs_S1_median",
-                        vs_s1(run.rate_outside_gap),
-                    ),
-                ] {
-                    self.report.figure(&scenario, name, ratio, "ratio", extra);
-                }
-                rates.push(run.rate / m);
-                outside.push(run.rate_outside_gap / m);
+                let (all, out) = self.rates_vs_s1(&scenario, &run, m);
+                rates.push(all);
+                outside.push(out);
             }
             if k < runs {
                 self.delete_services(&scenario, before, sizes.limit).await?;
             }
         }
+        self.report.figure(
+            "S5",
+            "took_over_on_lease_end",
+            on_lease_end.iter().sum(),
+            "runs",
+            json!({"runs": on_lease_end}),
+        );
         let ttl = json!({"leaseTtlS": self.lease_ttl.as_secs_f64()});
         for (name, all, unit, extra) in [
             ("placement_gap_in_ttl", &gaps, "lease TTLs", ttl),

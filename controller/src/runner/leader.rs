@@ -103,6 +103,16 @@ pub enum Vacated {
     LeaseRunOut,
 }
 
+impl Vacated {
+    /// The metrics label (`absent`, `lease_run_out`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Vacated::Absent => "absent",
+            Vacated::LeaseRunOut => "lease_run_out",
+        }
+    }
+}
+
 /// A won election. Leadership ends when `lost` is cancelled (keep-alive failed) or when
 /// [`Leadership::resign`] is called.
 pub struct Leadership {

@@ -493,6 +493,11 @@ impl Controller {
             if follower.down.is_cancelled() {
                 follower = self.follow();
             }
+            let vacated = leadership.vacated.label().to_string();
+            self.metrics
+                .elections
+                .get_or_create(&vec![("vacated".to_string(), vacated)])
+                .inc();
             self.metrics.leader.set(1);
             let _ = self.leading.send(true);
             let end = self.term(&leadership, &follower, stop).await;
