@@ -2,15 +2,34 @@
 //! is being refreshed, even when it dips under a second left before each refresh; and once
 //! it is proven, etcd refuses to refresh the lease; a standby takes over on that proof.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_controller::runner::leader::{Vacated, campaign};
 use shoal_controller::runner::lease_end::run_out;
-use shoal_store::StoreError;
+use shoal_store::{Revision, Store, StoreError, WatchStream};
 use shoal_tests::cluster::Env;
+use shoal_tests::intercept::{Intercept, Intercepted};
 use tokio_util::sync::CancellationToken;
 
 const TTL: Duration = Duration::from_secs(3);
+
+/// Counts the watches opened through it.
+struct CountWatches(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Intercept for CountWatches {
+    async fn watch(
+        &self,
+        inner: &dyn Store,
+        prefix: &str,
+        from: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        inner.watch(prefix, from).await
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refreshed_lease_is_never_proven_run_out_and_one_left_to_run_out_is() {
@@ -63,15 +82,29 @@ async fn a_standby_revokes_the_lease_of_a_leader_that_stopped_refreshing_it() {
     let stop = CancellationToken::new();
     // etcd removes a run-out lease at its next look (every 500 ms): now and then that comes
     // before the standby's proof, and the standby takes over on the record's delete instead.
+    // The standby must not watch the record from its write's revision, compacted here.
     for attempt in 1..=5 {
         let old = campaign(&env.store, &env.keys, "old", TTL, &stop)
             .await
             .expect("campaign")
             .expect("won");
         let old_lease = old.lease;
+        // A leader of long standing: the history of its record's write is compacted away.
+        let mut revision = 0;
+        for i in 0..3 {
+            revision = env
+                .store
+                .put("/lease-end/other", vec![i], None)
+                .await
+                .expect("put");
+        }
+        env.store.compact(revision).await.expect("compact");
         old.abandon();
         let stopped = Instant::now();
-        let new = campaign(&env.store, &env.keys, "new", TTL, &stop)
+        let watches = Arc::new(AtomicUsize::new(0));
+        let counted = CountWatches(watches.clone());
+        let standby: Arc<dyn Store> = Arc::new(Intercepted::new(env.store.clone(), counted));
+        let new = campaign(&standby, &env.keys, "new", TTL, &stop)
             .await
             .expect("campaign")
             .expect("won");
@@ -87,6 +120,11 @@ async fn a_standby_revokes_the_lease_of_a_leader_that_stopped_refreshing_it() {
                 Err(StoreError::LeaseNotFound(_))
             ),
             "the old lease is gone"
+        );
+        assert_eq!(
+            watches.load(Ordering::SeqCst),
+            1,
+            "the standby watched the leader record once while it waited, not over and over"
         );
         let vacated = new.vacated;
         new.resign().await;

@@ -34,7 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_store::{
-    KeyValue, LeaseId, ListResult, Revision, Store, StoreError, Txn, TxnResult, WatchStream,
+    KeyValue, LeaseId, LeaseLeft, ListResult, Revision, Store, StoreError, Txn, TxnResult,
+    WatchStream,
 };
 
 /// The calls of a [`Store`] a test may intercept; each one delegates to `inner` unless
@@ -116,6 +117,16 @@ pub trait Intercept: Send + Sync + 'static {
         self.admit()?;
         inner.compact(revision).await
     }
+
+    /// Reports a lease's time left.
+    async fn lease_left(
+        &self,
+        inner: &dyn Store,
+        lease: LeaseId,
+    ) -> Result<Option<LeaseLeft>, StoreError> {
+        self.admit()?;
+        inner.lease_left(lease).await
+    }
 }
 
 /// A store whose calls go through `I` to an inner store.
@@ -192,5 +203,8 @@ impl<I: Intercept> Store for Intercepted<I> {
     }
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         self.intercept.compact(self.inner.as_ref(), revision).await
+    }
+    async fn lease_left(&self, lease: LeaseId) -> Result<Option<LeaseLeft>, StoreError> {
+        self.intercept.lease_left(self.inner.as_ref(), lease).await
     }
 }
