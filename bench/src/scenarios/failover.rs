@@ -47,12 +47,15 @@ impl Bench<'_> {
         let times = obs.assigned_since(seen.t0);
         let pause = longest_pause(&times, killed);
         let gap = pause.len();
+        // The gap split: the old record's delete (its lease ended), the new leader's record.
+        let (gone, elected) = obs.leader_record_since(seen.t0 + killed);
+        let since_t0 = |t: Option<std::time::Instant>| t.map(|t| (t - seen.t0).as_secs_f64());
         self.report.figure(
             scenario,
             "placement_gap_after_leader_kill",
             gap.as_secs_f64(),
             "s",
-            json!({"killedAtS": killed.as_secs_f64(), "leaseTtlS": self.lease_ttl.as_secs_f64(), "gapInTtl": gap.as_secs_f64() / self.lease_ttl.as_secs_f64(), "stretches": stretches(&times, pause)}),
+            json!({"killedAtS": killed.as_secs_f64(), "leaseTtlS": self.lease_ttl.as_secs_f64(), "gapInTtl": gap.as_secs_f64() / self.lease_ttl.as_secs_f64(), "stretches": stretches(&times, pause), "leaderRecordGoneS": since_t0(gone), "newLeaderRecordS": since_t0(elected)}),
         );
         let replicas = seen.slots / items.len().max(1);
         let (dups, lost) = slot_check(client, items, replicas).await?;

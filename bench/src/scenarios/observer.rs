@@ -36,6 +36,8 @@ pub struct View {
     pub max_live_per_slot: usize,
     /// Revision boundaries at which some slot had more than one such task.
     pub slot_violations: u64,
+    /// Writes of the leader record (`true`) and its deletes (`false`), with the time seen.
+    pub leader_record: Vec<(bool, Instant)>,
 }
 
 /// The slot of a task key (`<node>/<service>.<slot>.<suffix>` → `<service>.<slot>`).
@@ -68,6 +70,7 @@ impl Observer {
         let tasks_p = format!("{prefix}tasks/");
         let status_p = format!("{prefix}taskstatus/");
         let nodes_p = format!("{prefix}nodes/");
+        let leader_key = format!("{prefix}leader");
         let v = view.clone();
         let task = tokio::spawn(async move {
             while let Ok(Some(resp)) = stream.message().await {
@@ -107,6 +110,8 @@ impl Observer {
                         && !put
                     {
                         view.nodes_gone.push((node.to_string(), now));
+                    } else if key == leader_key {
+                        view.leader_record.push((put, now));
                     }
                 }
                 // Every revision of this response is applied: check the slots it touched.
@@ -122,6 +127,19 @@ impl Observer {
             }
         });
         Ok(Observer { view, task })
+    }
+
+    /// When the leader record was first deleted, and then first written, after `since`.
+    pub fn leader_record_since(&self, since: Instant) -> (Option<Instant>, Option<Instant>) {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let after = |put: bool, from: Instant| {
+            view.leader_record
+                .iter()
+                .find(|(p, t)| *p == put && *t >= from)
+                .map(|(_, t)| *t)
+        };
+        let gone = after(false, since);
+        (gone, after(true, gone.unwrap_or(since)))
     }
 
     /// The continuous slot check so far: (most live tasks seen in one slot, violations).

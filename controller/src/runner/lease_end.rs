@@ -51,6 +51,8 @@ pub enum Verdict {
 pub struct LeaseEnd {
     /// The report the next is paired with: the one bounding the lease's end soonest.
     first: Option<Report>,
+    /// The last report's bound and step: how near the end the lease may be.
+    last: Option<(Duration, Duration)>,
 }
 
 impl LeaseEnd {
@@ -67,6 +69,7 @@ impl LeaseEnd {
         if granted <= step * 2 {
             return Verdict::Unprovable;
         }
+        self.last = Some((below, step));
         let now = Report {
             asked,
             answered,
@@ -88,10 +91,30 @@ impl LeaseEnd {
         self.first = Some(now);
         Verdict::Unknown
     }
+
+    /// How long to wait, at `now`, before asking again. Once the first report and the last
+    /// say the lease is in its last step, until the instant the pair can prove its end (a
+    /// tenth of `poll` at least); while the last report says it is within two steps of it, a
+    /// tenth of `poll`, to see it enter its last step soon after it does; `poll` otherwise. A lease refreshed in time never comes within
+    /// two steps of its end (a leader refreshes it with two thirds of its TTL left), so the
+    /// short waits are for a leader that stopped.
+    pub fn wait(&self, now: Instant, poll: Duration) -> Duration {
+        let fine = poll / 10;
+        let Some((below, step)) = self.last.filter(|(below, step)| *below <= *step * 2) else {
+            return poll;
+        };
+        match self.first {
+            Some(first) if first.below <= step && below <= step => {
+                let provable_at = first.answered + first.below;
+                provable_at.saturating_duration_since(now).max(fine)
+            }
+            _ => fine,
+        }
+    }
 }
 
 /// How often a standby asks for the leader's lease's time left: a fiftieth of its TTL,
-/// between 20 and 100 ms (the takeover comes that much after the lease's end, at most).
+/// between 20 and 100 ms ([`LeaseEnd::wait`] asks sooner near the lease's end).
 pub fn poll_period(ttl: Duration) -> Duration {
     (ttl / 50).clamp(Duration::from_millis(20), Duration::from_millis(100))
 }
@@ -105,10 +128,13 @@ pub async fn run_out(store: &dyn Store, lease: LeaseId, poll: Duration) -> Resul
         let Some(left) = store.lease_left(lease).await? else {
             return std::future::pending().await;
         };
-        match end.report(asked, Instant::now(), left) {
+        let answered = Instant::now();
+        let verdict = end.report(asked, answered, left);
+        tracing::debug!(lease, ?left, took = ?(answered - asked), ?verdict, "leader lease's time left");
+        match verdict {
             Verdict::RunOut => return Ok(()),
             Verdict::Unprovable => return std::future::pending().await,
-            Verdict::Unknown => tokio::time::sleep(poll).await,
+            Verdict::Unknown => tokio::time::sleep(end.wait(Instant::now(), poll)).await,
         }
     }
 }
@@ -197,6 +223,35 @@ mod tests {
             step: S,
         };
         assert_eq!(verdicts(&[(0, short)]), [Verdict::Unprovable]);
+    }
+
+    #[test]
+    fn asks_sooner_near_the_end_and_at_the_instant_a_proof_can_come() {
+        let poll = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut end = LeaseEnd::default();
+        assert_eq!(end.wait(t0, poll), poll, "nothing reported yet");
+        end.report(ms(0), ms(2), left(3));
+        assert_eq!(end.wait(ms(2), poll), poll, "a refreshed lease: every poll");
+        end.report(ms(100), ms(102), left(1));
+        assert_eq!(
+            end.wait(ms(102), poll),
+            poll / 10,
+            "within two steps of its end: a tenth of the poll"
+        );
+        end.report(ms(1000), ms(1002), left(0));
+        assert_eq!(
+            end.wait(ms(1003), poll),
+            Duration::from_millis(999),
+            "in its last step: at the instant a second after that report's answer"
+        );
+        assert_eq!(end.report(ms(2002), ms(2004), left(0)), Verdict::RunOut);
+        // Refreshed after a report of its last step: back to every poll, never a busy loop.
+        let mut end = LeaseEnd::default();
+        end.report(ms(0), ms(2), left(0));
+        end.report(ms(500), ms(502), left(4));
+        assert_eq!(end.wait(ms(2000), poll), poll);
     }
 
     #[test]
