@@ -95,9 +95,9 @@ impl LeaseEnd {
     /// How long to wait, at `now`, before asking again. Once the first report and the last
     /// say the lease is in its last step, until the instant the pair can prove its end (a
     /// tenth of `poll` at least); while the last report says it is within two steps of it, a
-    /// tenth of `poll`, to see it enter its last step soon after it does; `poll` otherwise. A lease refreshed in time never comes within
-    /// two steps of its end (a leader refreshes it with two thirds of its TTL left), so the
-    /// short waits are for a leader that stopped.
+    /// tenth of `poll`, to see it enter its last step soon after it does; `poll` otherwise.
+    /// A lease refreshed in time never comes within two steps of its end (a leader refreshes
+    /// it with two thirds of its TTL left), so the short waits are for a leader that stopped.
     pub fn wait(&self, now: Instant, poll: Duration) -> Duration {
         let fine = poll / 10;
         let Some((below, step)) = self.last.filter(|(below, step)| *below <= *step * 2) else {
