@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::observer::Observer;
 use super::repeat::Spread;
-use super::{Bench, BulkRun, PREFIX, ScenarioError, Seen, Sizes, service_prefix};
+use super::{Bench, BulkRun, PREFIX, ScenarioError, Seen, Sizes, metric_sum, service_prefix};
 use crate::cluster::Proc;
 
 impl Bench<'_> {
@@ -96,12 +96,9 @@ impl Bench<'_> {
     /// Elections the controller whose metrics are at `url` won on its predecessor's lease
     /// proven run out (it revoked the lease rather than wait for etcd to remove it).
     async fn elections_won_on_lease_end(&self, url: &str) -> f64 {
-        let text = match reqwest::get(url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
         let name = "shoal_controller_elections_won_total";
-        shoal_tests::metrics::sum(&text, name, &[("vacated", "lease_run_out")])
+        let http = reqwest::Client::new();
+        metric_sum(&http, url, name, &[("vacated", "lease_run_out")]).await
     }
 
     /// Reports and returns a run's placement rate ÷ S1's median rate `m`, with the gap and

@@ -218,11 +218,8 @@ impl Bench<'_> {
         let http = reqwest::Client::new();
         let limit = Duration::from_secs(120);
         loop {
-            let text = match http.get(metrics_url).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            let relists = shoal_tests::metrics::sum(&text, "shoal_controller_relists_total", &[]);
+            let relists =
+                metric_sum(&http, metrics_url, "shoal_controller_relists_total", &[]).await;
             if relists >= 1.0 {
                 return Ok(t0.elapsed());
             }
@@ -650,6 +647,21 @@ pub struct BulkRun {
     pub gap: Option<Duration>,
     /// Why the run did not complete (placed and running) in time, if it did not.
     pub incomplete: Option<String>,
+}
+
+/// The sum of metric `name`'s series with `labels` that `url` (a `/metrics` page) serves
+/// now; 0 when it cannot be read.
+pub(super) async fn metric_sum(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let text = match http.get(url).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    shoal_tests::metrics::sum(&text, name, labels)
 }
 
 /// Service names of a scenario (`S1.2` → `s1-2`).

@@ -232,9 +232,9 @@ async fn read_record(
     Ok(record.map(|kv| (kv, read.revision)))
 }
 
-/// Waits, as a standby, for the leader record `kv` (read at `read_at`) to go: its delete on the watch, or its
-/// lease proven run out ([`lease_end`]) and revoked here, which is what the store would do a
-/// little later. Returns how the record went; `None` when it changed, the watch or the
+/// Waits, as a standby, for the leader record `kv` (read at `read_at`) to go: its delete on
+/// the watch, or its lease proven run out ([`lease_end`]) and revoked here, which is what the
+/// store would do a little later. Returns how the record went; `None` when it changed, the watch or the
 /// lease's reports failed, or on shutdown (the caller reads it again).
 ///
 /// The watch starts after the read, not after the record's write: a leader of long standing

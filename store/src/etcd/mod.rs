@@ -535,12 +535,11 @@ impl Store for EtcdStore {
             .await?;
         // etcd says whole seconds rounded toward zero (0: under one second, or run out by
         // less than one), and -1 for a lease it no longer has or that ran out a second ago.
-        let secs = |s: i64| Duration::from_secs(u64::try_from(s).unwrap_or(0));
         Ok(Some(match u64::try_from(resp.ttl()) {
             Err(_) => LeaseLeft::Gone,
             Ok(whole) => LeaseLeft::Below {
                 below: Duration::from_secs(whole.saturating_add(1)),
-                granted: secs(resp.granted_ttl()),
+                granted: Duration::from_secs(u64::try_from(resp.granted_ttl()).unwrap_or(0)),
                 step: Duration::from_secs(1),
             },
         }))
