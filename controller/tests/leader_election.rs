@@ -74,6 +74,29 @@ async fn a_standby_takes_over_with_its_warm_cache_without_listing_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_places_at_once_not_a_debounce_later() {
+    let env = Env::embedded().await;
+    let _a = Agent::start(&env, "n1", &[]).await;
+    // Written while no controller runs: the first leader finds it waiting to be placed.
+    env.put_service("web", "  replicas: 2\n").await;
+    // A debounce no test outlives: a change waits that long, a whole view must not.
+    let hour = Duration::from_secs(3600);
+    let c = env.controller_with("c1", TTL, |cfg| {
+        cfg.debounce = hour;
+        cfg.resync_interval = hour;
+    });
+    c.wait_leading().await;
+    let led = std::time::Instant::now();
+    wait_for("web's 2 tasks running", || async {
+        let running = env.running("web").await.values().sum::<usize>();
+        (running == 2).then_some(())
+    })
+    .await;
+    println!("placed and running {:?} after the election", led.elapsed());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deposed_leaders_writes_fail() {
     let env = Env::embedded().await;
     let stop = tokio_util::sync::CancellationToken::new();

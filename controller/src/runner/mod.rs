@@ -178,10 +178,13 @@ impl Term {
         }
     }
 
+    /// Queues every service at once: the debounce gathers a burst of changes, and a whole
+    /// view (a new term's, a relist's, a resync's) has nothing more to gather. A new leader
+    /// thus starts placing as soon as it has caught up, not a debounce later.
     fn enqueue_all(&self) {
         let all = self.cache().all_services();
         for s in all {
-            self.queue.add(s);
+            self.queue.add_after(s, Duration::ZERO);
         }
     }
 
