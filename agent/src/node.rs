@@ -213,13 +213,11 @@ impl Registrar {
     async fn watch_record(&self, key: &str) -> Result<(), StoreError> {
         use futures::StreamExt;
         loop {
-            // A list, then a watch from its revision: exact on every backend (a key is a
-            // prefix too, so other nodes' records may come along; only this one counts).
-            let list = self.store.list(key).await?;
-            if !list.kvs.iter().any(|kv| kv.key == key) {
+            let (record, read_at) = self.store.get_with_revision(key).await?;
+            if record.is_none() {
                 return Ok(());
             }
-            let mut stream = self.store.watch(key, list.revision + 1).await?;
+            let mut stream = self.store.watch(key, read_at + 1).await?;
             while let Some(batch) = stream.next().await {
                 let batch = match batch {
                     Ok(b) => b,

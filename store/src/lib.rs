@@ -277,6 +277,18 @@ pub trait Store: Send + Sync + 'static {
     /// Lists every key under `prefix`, sorted, with the revision of the read.
     async fn list(&self, prefix: &str) -> Result<ListResult, StoreError>;
 
+    /// Reads one key with the revision of the read, to watch it from the revision after:
+    /// exact on every backend, where a watch from the key's own write may start before the
+    /// history the store keeps. (A key is a prefix too: only the key itself is returned.)
+    async fn get_with_revision(
+        &self,
+        key: &str,
+    ) -> Result<(Option<KeyValue>, Revision), StoreError> {
+        let read = self.list(key).await?;
+        let revision = read.revision;
+        Ok((read.kvs.into_iter().find(|kv| kv.key == key), revision))
+    }
+
     /// Writes one key unconditionally; returns the new revision.
     async fn put(
         &self,

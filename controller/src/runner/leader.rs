@@ -178,7 +178,10 @@ pub async fn campaign(
         }
         let (current, vacated) = match known_gone.take() {
             Some(how) => (None, how),
-            None => (read_record(store.as_ref(), &key).await?, Vacated::Absent),
+            None => {
+                let (record, read_at) = store.get_with_revision(&key).await?;
+                (record.map(|kv| (kv, read_at)), Vacated::Absent)
+            }
         };
         match current {
             None => {
@@ -222,20 +225,10 @@ pub async fn campaign(
     }
 }
 
-/// The leader record `key` and the revision it was read at, if there is one.
-async fn read_record(
-    store: &dyn Store,
-    key: &str,
-) -> Result<Option<(KeyValue, Revision)>, StoreError> {
-    let read = store.list(key).await?;
-    let record = read.kvs.into_iter().find(|kv| kv.key == key);
-    Ok(record.map(|kv| (kv, read.revision)))
-}
-
 /// Waits, as a standby, for the leader record `kv` (read at `read_at`) to go: its delete on
 /// the watch, or its lease proven run out ([`lease_end`]) and revoked here, which is what the
-/// store would do a little later. Returns how the record went; `None` when it changed, the watch or the
-/// lease's reports failed, or on shutdown (the caller reads it again).
+/// store would do a little later. Returns how the record went; `None` when it changed, the
+/// watch or the lease's reports failed, or on shutdown (the caller reads it again).
 ///
 /// The watch starts after the read, not after the record's write: a leader of long standing
 /// wrote its record before the history the store keeps, and a watch from there fails at once.
