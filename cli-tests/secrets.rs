@@ -123,7 +123,7 @@ impl Cluster {
         ];
         let agent_args = docker_agent_args(&store, &node, "127.0.0.1", data.path(), &extra);
         let agent = spawn(&agent_args, log("agent"), Stdio::null());
-        Cluster {
+        let c = Cluster {
             etcd,
             url,
             admin,
@@ -136,7 +136,15 @@ impl Cluster {
             seen: Mutex::new(String::new()),
             _guard: guard,
             _dir: dir,
-        }
+        };
+        // Ready once its node is registered: a service applied before that is judged
+        // unschedulable on 0 nodes, and `apply --wait` reports it (exit 1).
+        let quoted = format!("\"{}\"", c.node);
+        c.wait_for("the node to register", || {
+            let (status, body) = c.get("/v1/nodes", &c.admin);
+            (status == 200 && body.contains(&quoted)).then_some(())
+        });
+        c
     }
 
     fn note(&self, text: &str) {
