@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::model::Node;
+
 /// Why a constraint expression was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConstraintError {
@@ -88,7 +90,7 @@ impl Attribute {
     /// The attribute's value on a node, if it has one.
     pub fn value<'a>(&self, view: &'a NodeView<'a>) -> Option<&'a str> {
         match self {
-            Attribute::Label(k) => view.labels.get(k).map(String::as_str),
+            Attribute::Label(k) => view.label(k),
             Attribute::Hostname => Some(view.hostname),
             Attribute::Id => Some(view.id),
             Attribute::Role => Some(view.role),
@@ -116,12 +118,38 @@ pub struct NodeView<'a> {
     pub hostname: &'a str,
     /// Role.
     pub role: &'a str,
-    /// Effective labels.
+    /// Labels the node's engine reports.
     pub labels: &'a BTreeMap<String, String>,
+    /// Labels the operator set (`shoal node update --label-add`): they win over the
+    /// engine's.
+    pub overlay: &'a BTreeMap<String, String>,
+}
+
+impl<'a> NodeView<'a> {
+    /// The effective value of label `key`: the operator's when set, else the engine's. Read
+    /// in place, for every node of every placement, rather than merged into a new map.
+    pub fn label(&self, key: &str) -> Option<&'a str> {
+        self.overlay
+            .get(key)
+            .or_else(|| self.labels.get(key))
+            .map(String::as_str)
+    }
+}
+
+impl<'a> From<&'a Node> for NodeView<'a> {
+    fn from(node: &'a Node) -> Self {
+        NodeView {
+            id: &node.info.id,
+            hostname: &node.info.hostname,
+            role: &node.info.role,
+            labels: &node.info.labels,
+            overlay: &node.config.labels,
+        }
+    }
 }
 
 /// A parsed constraint.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Constraint {
     /// Attribute compared.
     pub attribute: Attribute,
@@ -203,6 +231,7 @@ mod tests {
             hostname: "core-01",
             role: "worker",
             labels: &labels,
+            overlay: &BTreeMap::new(),
         };
         assert!(
             Constraint::parse("node.labels.storage == ssd")
@@ -283,5 +312,33 @@ mod tests {
         ] {
             assert!(Constraint::parse(ok).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn operator_labels_win_over_the_engines_and_both_are_read() {
+        let engine: BTreeMap<String, String> = [
+            ("zone".to_string(), "a".to_string()),
+            ("disk".to_string(), "hdd".to_string()),
+        ]
+        .into();
+        let operator: BTreeMap<String, String> = [("zone".to_string(), "b".to_string())].into();
+        let n = NodeView {
+            id: "n1",
+            hostname: "core-01",
+            role: "worker",
+            labels: &engine,
+            overlay: &operator,
+        };
+        let holds = |c: &str| Constraint::parse(c).unwrap().matches(&n);
+        assert!(holds("node.labels.zone == b"), "the operator's value");
+        assert!(
+            !holds("node.labels.zone == a"),
+            "the engine's value is overlaid"
+        );
+        assert!(
+            holds("node.labels.disk == hdd"),
+            "an engine label left alone"
+        );
+        assert!(!holds("node.labels.rack == r1"), "a label neither set");
     }
 }

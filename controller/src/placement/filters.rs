@@ -167,8 +167,9 @@ pub enum Reason {
     Drained,
     /// The node does not offer the service's runtime.
     MissingRuntime(RuntimeKind),
-    /// A constraint does not hold (shown as written, normalised).
-    Constraint(String),
+    /// A constraint does not hold (shown as written, normalised). Shared with the placer,
+    /// which refers every node failing it to the one parsed constraint.
+    Constraint(Arc<Constraint>),
     /// Not enough unreserved CPU.
     InsufficientCpu,
     /// Not enough unreserved memory.
@@ -200,7 +201,7 @@ impl fmt::Display for Reason {
 pub fn static_filter(
     node: &Node,
     runtime: RuntimeKind,
-    constraints: &[Constraint],
+    constraints: &[Arc<Constraint>],
 ) -> Option<Reason> {
     pause_filter(node).or_else(|| keep_filter(node, runtime, constraints))
 }
@@ -217,7 +218,7 @@ pub fn pause_filter(node: &Node) -> Option<Reason> {
 pub fn keep_filter(
     node: &Node,
     runtime: RuntimeKind,
-    constraints: &[Constraint],
+    constraints: &[Arc<Constraint>],
 ) -> Option<Reason> {
     if !node.ready {
         return Some(Reason::NotReady);
@@ -233,7 +234,7 @@ pub fn keep_filter(
 pub fn spec_filter(
     node: &Node,
     runtime: RuntimeKind,
-    constraints: &[Constraint],
+    constraints: &[Arc<Constraint>],
 ) -> Option<Reason> {
     if !node.info.runtimes.contains(&runtime) {
         return Some(Reason::MissingRuntime(runtime));
@@ -241,17 +242,11 @@ pub fn spec_filter(
     if constraints.is_empty() {
         return None;
     }
-    let labels = node.labels();
-    let view = NodeView {
-        id: &node.info.id,
-        hostname: &node.info.hostname,
-        role: &node.info.role,
-        labels: &labels,
-    };
+    let view = NodeView::from(node);
     constraints
         .iter()
         .find(|c| !c.matches(&view))
-        .map(|c| Reason::Constraint(c.to_string()))
+        .map(|c| Reason::Constraint(c.clone()))
 }
 
 /// What one more task needs on a node.

@@ -10,6 +10,7 @@ mod rank;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use shoal_core::constraint::{Attribute, Constraint, ConstraintError};
 use shoal_core::manifest::ServiceSpec;
@@ -103,11 +104,11 @@ impl<'a> Placer<'a> {
         nodes: &'a BTreeMap<String, Node>,
         usage: &Usage,
     ) -> Result<Self, PlacementError> {
-        let constraints: Vec<Constraint> = spec
+        let constraints: Vec<Arc<Constraint>> = spec
             .placement
             .constraints
             .iter()
-            .map(|c| Constraint::parse(c))
+            .map(|c| Constraint::parse(c).map(Arc::new))
             .collect::<Result<_, _>>()?;
         let prefs: Vec<Attribute> = spec
             .placement
@@ -131,18 +132,7 @@ impl<'a> Placer<'a> {
                 not_ready += 1;
                 continue;
             }
-            // Only spread preferences read the labels here (constraints read their own).
-            let labels = if prefs.is_empty() {
-                BTreeMap::new()
-            } else {
-                node.labels()
-            };
-            let view = shoal_core::constraint::NodeView {
-                id: &node.info.id,
-                hostname: &node.info.hostname,
-                role: &node.info.role,
-                labels: &labels,
-            };
+            let view = shoal_core::constraint::NodeView::from(node);
             let groups = prefs
                 .iter()
                 .zip(group_ids.iter_mut())

@@ -229,7 +229,7 @@ fn would_fit(n: &Node, held: &NodeUsage, own: u64, svc: &Service) -> bool {
         .placement
         .constraints
         .iter()
-        .map(|c| shoal_core::constraint::Constraint::parse(c).unwrap())
+        .map(|c| std::sync::Arc::new(shoal_core::constraint::Constraint::parse(c).unwrap()))
         .collect();
     let demand = Demand::of(&t, svc.spec.placement.max_replicas_per_node);
     filters::static_filter(n, svc.spec.runtime, &constraints).is_none()
