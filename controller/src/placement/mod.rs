@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use shoal_core::constraint::{Attribute, Constraint, ConstraintError};
-use shoal_core::manifest::ServiceSpec;
+use shoal_core::manifest::{RuntimeKind, ServiceSpec};
 use shoal_core::model::{Node, TaskTemplate};
 
 pub use filters::{Demand, NodeUsage, Reason, Usage};
@@ -67,8 +67,6 @@ pub(crate) struct Candidate<'a> {
     pub(crate) node: &'a Node,
     /// Why the node may not receive new tasks (ready, availability, runtime, constraints).
     pub(crate) blocked: Option<Reason>,
-    /// Why the node may not keep the tasks it runs (ready, drain, runtime, constraints).
-    pub(crate) keep: Option<Reason>,
     /// Everything reserved on the node, this service's tasks included.
     pub(crate) usage: NodeUsage,
     /// This service's running-desired tasks on the node.
@@ -77,9 +75,72 @@ pub(crate) struct Candidate<'a> {
     pub(crate) groups: Vec<usize>,
 }
 
+/// What a service asks of a node whatever the node holds: readiness, availability, runtime,
+/// constraints. Every reconcile asks it for the nodes its tasks are on (may they stay?) and,
+/// for a global service, of every node; it costs nothing to build, unlike a [`Placer`], which
+/// walks every node and is built only when there is something to place.
+#[derive(Debug)]
+pub struct Filters<'a> {
+    nodes: &'a BTreeMap<String, Node>,
+    runtime: RuntimeKind,
+    constraints: Vec<Arc<Constraint>>,
+    prefs: Vec<Attribute>,
+}
+
+impl<'a> Filters<'a> {
+    /// The filters of `spec` over `nodes`; an error when a constraint or a spread
+    /// preference does not parse.
+    pub fn new(
+        spec: &ServiceSpec,
+        nodes: &'a BTreeMap<String, Node>,
+    ) -> Result<Self, PlacementError> {
+        let constraints = spec
+            .placement
+            .constraints
+            .iter()
+            .map(|c| Constraint::parse(c).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        let prefs = spec
+            .placement
+            .preferences
+            .iter()
+            .map(|p| {
+                Attribute::parse(&p.spread)
+                    .ok_or_else(|| PlacementError::Preference(p.spread.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Filters {
+            nodes,
+            runtime: spec.runtime,
+            constraints,
+            prefs,
+        })
+    }
+
+    /// Why a node may not keep running the tasks of this service it has (not ready, drained,
+    /// without the runtime, not matching a constraint); `None` when it may. A paused node
+    /// keeps its tasks. A node without a record is not ready.
+    pub fn keep_filter(&self, node: &str) -> Option<Reason> {
+        match self.nodes.get(node) {
+            Some(n) => filters::keep_filter(n, self.runtime, &self.constraints),
+            None => Some(Reason::NotReady),
+        }
+    }
+
+    /// Whether a node accepts new tasks of this service at all (ready, active, runtime,
+    /// constraints), whatever it already holds: the global-service test.
+    pub fn accepts(&self, node: &str) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|n| filters::static_filter(n, self.runtime, &self.constraints).is_none())
+    }
+}
+
 /// Places tasks of one service, keeping the node accounting current as it goes.
 #[derive(Debug)]
 pub struct Placer<'a> {
+    /// What the service asks of every node, whatever it holds.
+    filters: Filters<'a>,
     /// In node id order.
     pub(crate) candidates: Vec<Candidate<'a>>,
     /// Nodes that are not ready, left out of `candidates` (without spread preferences, where
@@ -104,28 +165,19 @@ impl<'a> Placer<'a> {
         nodes: &'a BTreeMap<String, Node>,
         usage: &Usage,
     ) -> Result<Self, PlacementError> {
-        let constraints: Vec<Arc<Constraint>> = spec
-            .placement
-            .constraints
-            .iter()
-            .map(|c| Constraint::parse(c).map(Arc::new))
-            .collect::<Result<_, _>>()?;
-        let prefs: Vec<Attribute> = spec
-            .placement
-            .preferences
-            .iter()
-            .map(|p| {
-                Attribute::parse(&p.spread)
-                    .ok_or_else(|| PlacementError::Preference(p.spread.clone()))
-            })
-            .collect::<Result<_, _>>()?;
+        Ok(Self::with_filters(Filters::new(spec, nodes)?, spec, usage))
+    }
+
+    /// A placer for `spec` from its `filters`, starting from `usage`: walks every node once.
+    pub fn with_filters(filters: Filters<'a>, spec: &ServiceSpec, usage: &Usage) -> Self {
+        let prefs = &filters.prefs;
         let mut group_ids: Vec<BTreeMap<Option<String>, usize>> =
             vec![BTreeMap::new(); prefs.len()];
-        let mut candidates = Vec::with_capacity(nodes.len());
+        let mut candidates = Vec::with_capacity(filters.nodes.len());
         let mut usage = usage.in_node_order();
         let mut not_ready = 0;
         // In node id order (the map's): a candidate's index is its rank in the tie-break.
-        for (id, node) in nodes {
+        for (id, node) in filters.nodes {
             // With spread preferences a node that is not ready still counts the tasks it
             // holds in its group.
             if !node.ready && prefs.is_empty() {
@@ -142,19 +194,17 @@ impl<'a> Placer<'a> {
                     *ids.entry(value).or_insert(next)
                 })
                 .collect();
-            let keep = filters::keep_filter(node, spec.runtime, &constraints);
             candidates.push(Candidate {
                 id,
                 node,
-                blocked: filters::pause_filter(node).or_else(|| keep.clone()),
-                keep,
+                blocked: filters::static_filter(node, filters.runtime, &filters.constraints),
                 usage: usage.get(id),
                 own: 0,
                 groups,
             });
         }
         let template = TaskTemplate::from_spec(spec);
-        Ok(Placer {
+        Placer {
             candidates,
             not_ready,
             group_counts: group_ids.iter().map(|ids| vec![0; ids.len()]).collect(),
@@ -162,7 +212,8 @@ impl<'a> Placer<'a> {
             demand: Demand::of(&template, spec.placement.max_replicas_per_node),
             template,
             ranked: None,
-        })
+            filters,
+        }
     }
 
     /// Accounts an existing task of this service on `node`: `reserves` when it is not
@@ -257,21 +308,9 @@ impl<'a> Placer<'a> {
         Some(self.candidates[i].node.info.id.clone())
     }
 
-    /// Whether a node accepts new tasks of this service at all (ready, active, runtime,
-    /// constraints), whatever it already holds: the global-service test.
-    pub fn accepts(&self, node: &str) -> bool {
-        self.index(node)
-            .is_some_and(|i| self.candidates[i].blocked.is_none())
-    }
-
-    /// Why a node may not keep running the tasks of this service it has (not ready, drained,
-    /// without the runtime, not matching a constraint); `None` when it may. A paused node
-    /// keeps its tasks. A node without a record is not ready.
-    pub fn keep_filter(&self, node: &str) -> Option<Reason> {
-        match self.index(node) {
-            Some(i) => self.candidates[i].keep.clone(),
-            None => Some(Reason::NotReady),
-        }
+    /// The placer's filters: see [`Filters::accepts`] and [`Filters::keep_filter`].
+    pub fn filters(&self) -> &Filters<'a> {
+        &self.filters
     }
 
     /// Places one task on a given node (global services), accounted immediately.

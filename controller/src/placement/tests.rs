@@ -293,11 +293,11 @@ fn a_paused_node_keeps_its_tasks_and_a_drained_down_or_no_longer_matching_one_do
         "  placement:\n    constraints: [\"node.labels.storage == ssd\"]\n",
     );
     let p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
-    let keep = |id: &str| p.keep_filter(id).map(|r| r.to_string());
+    let keep = |id: &str| p.filters().keep_filter(id).map(|r| r.to_string());
     assert_eq!(keep("ok"), None);
-    assert!(p.accepts("ok"));
+    assert!(p.filters().accepts("ok"));
     assert_eq!(keep("paused"), None, "a paused node keeps its tasks");
-    assert!(!p.accepts("paused"), "but takes no new one");
+    assert!(!p.filters().accepts("paused"), "but takes no new one");
     assert_eq!(keep("drained").as_deref(), Some("drained"));
     assert_eq!(keep("down").as_deref(), Some("not ready"));
     assert_eq!(keep("gone").as_deref(), Some("not ready"), "no record");
@@ -389,7 +389,7 @@ fn nodes_that_are_not_ready_are_counted_in_every_explanation() {
     assert_eq!((why.available, why.total), (0, 4));
     assert_eq!(why.reasons.get("not ready"), Some(&3));
     assert_eq!(why.reasons.values().sum::<usize>(), 4);
-    assert!(!p.accepts("down-1"));
+    assert!(!p.filters().accepts("down-1"));
     assert_eq!(
         p.place_on("down-1").map_err(|r| r.to_string()),
         Err("not ready".into())

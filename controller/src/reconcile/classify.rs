@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use shoal_core::model::{DesiredState, Slot};
 
 use super::{ReconcileInput, TaskEntry};
-use crate::placement::{Placer, Reason};
+use crate::placement::{Filters, Reason};
 
 /// Where one task stands at the start of a reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +43,12 @@ pub(super) struct Tasks<'a> {
 }
 
 impl<'a> Tasks<'a> {
-    /// Classifies the input's tasks; `placer` says which nodes may keep them.
-    pub(super) fn classify(input: &'a ReconcileInput, placer: &Placer<'_>) -> Self {
+    /// Classifies the input's tasks; `filters` say which nodes may keep them.
+    pub(super) fn classify(input: &'a ReconcileInput, filters: &Filters<'_>) -> Self {
         let class = input
             .tasks
             .iter()
-            .map(|e| classify(input, placer, e))
+            .map(|e| classify(input, filters, e))
             .collect();
         let mut by_slot: BTreeMap<Slot, Vec<usize>> = BTreeMap::new();
         for (i, e) in input.tasks.iter().enumerate() {
@@ -128,7 +128,7 @@ impl<'a> Tasks<'a> {
     }
 }
 
-fn classify(input: &ReconcileInput, placer: &Placer<'_>, e: &TaskEntry) -> Class {
+fn classify(input: &ReconcileInput, filters: &Filters<'_>, e: &TaskEntry) -> Class {
     let node = e.task.node_id.as_str();
     if e.state().is_terminal() {
         return Class::Finished;
@@ -142,7 +142,7 @@ fn classify(input: &ReconcileInput, placer: &Placer<'_>, e: &TaskEntry) -> Class
             Class::Lost
         };
     }
-    let keep = placer.keep_filter(node);
+    let keep = filters.keep_filter(node);
     if e.task.orphaned || e.task.desired_state != DesiredState::Running {
         if keep == Some(Reason::Drained) {
             Class::Draining

@@ -239,7 +239,7 @@ fn is_global(w: &JobWork<'_>) -> bool {
 fn global_target(w: &JobWork<'_>, placer: &Placer<'_>, run: &JobRun) -> u64 {
     let mut nodes: BTreeSet<&str> = run.done_nodes.iter().map(String::as_str).collect();
     for id in w.input.nodes.keys() {
-        if placer.accepts(id) {
+        if placer.filters().accepts(id) {
             nodes.insert(id);
         }
     }
@@ -378,7 +378,7 @@ fn new_slots(w: &mut JobWork<'_>, placer: &Placer<'_>, run: &JobRun, tasks: &[us
             .input
             .nodes
             .keys()
-            .filter(|id| placer.accepts(id))
+            .filter(|id| placer.filters().accepts(id))
             .filter(|id| !run.done_nodes.contains(id) && !busy.contains(id.as_str()))
             .filter(|id| !delayed.contains(id.as_str()))
             .take(usize::try_from(room).unwrap_or(usize::MAX))

@@ -4,14 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use shoal_core::manifest::Service;
+use shoal_core::manifest::{Service, ServiceSpec};
 use shoal_core::model::{DesiredState, Slot, Task, TaskTemplate};
 use tracing::debug;
 
 use super::IdGen;
 use super::classify::Tasks;
 use super::slots::Pending;
-use crate::placement::{Explanation, Placer};
+use crate::placement::{Explanation, Filters, Placer};
 
 /// The tasks placed, and why the others could not be.
 pub(super) struct Placed {
@@ -27,6 +27,8 @@ pub(super) struct Placed {
 pub(super) struct Blueprint<'a> {
     /// The service.
     pub(super) svc: &'a Service,
+    /// The spec its new tasks follow (the rollout's target, or the one rolled back to).
+    pub(super) spec: &'a ServiceSpec,
     /// The template its tasks run.
     pub(super) template: &'a Arc<TaskTemplate>,
     /// The template's hash.
@@ -37,28 +39,33 @@ pub(super) struct Blueprint<'a> {
     pub(super) desired: usize,
 }
 
-/// Accounts the tasks that hold their node (`live`: those that keep running), then places
-/// `pending` in order.
+/// Places `pending` in order: a placer over every node, from `filters`, told what the tasks
+/// that hold their node reserve (`live`: those that keep running). With nothing pending, as
+/// in most reconciles (a task's status changed), no placer is built.
 pub(super) fn place(
-    mut placer: Placer<'_>,
+    filters: Filters<'_>,
     tasks: &Tasks<'_>,
     live: &BTreeSet<usize>,
     pending: Vec<Pending>,
     blueprint: &Blueprint<'_>,
 ) -> Placed {
-    for i in tasks.all().filter(|&i| tasks.holds_node(i)) {
-        let t = &tasks.entry(i).task;
-        placer.account(&t.node_id, &t.template, true, live.contains(&i));
-    }
-    let input = tasks.input();
-    let mut ids = IdGen::new(input.seed);
-    let mut unschedulable: Option<String> = None;
-    let mut global_refused: BTreeMap<String, usize> = BTreeMap::new();
     let mut placed = Placed {
         creates: Vec::new(),
         slots: BTreeSet::new(),
         unschedulable: None,
     };
+    if pending.is_empty() {
+        return placed;
+    }
+    let input = tasks.input();
+    let mut placer = Placer::with_filters(filters, blueprint.spec, &input.usage);
+    for i in tasks.all().filter(|&i| tasks.holds_node(i)) {
+        let t = &tasks.entry(i).task;
+        placer.account(&t.node_id, &t.template, true, live.contains(&i));
+    }
+    let mut ids = IdGen::new(input.seed);
+    let mut unschedulable: Option<String> = None;
+    let mut global_refused: BTreeMap<String, usize> = BTreeMap::new();
     for p in pending {
         let node = match &p.slot {
             // Every replica of a service asks for the same thing and placing only adds load:

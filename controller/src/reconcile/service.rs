@@ -18,7 +18,7 @@ use super::progress::{self, Outcome};
 use super::rollout::{self, Stage, Step, is_up};
 use super::slots::{self, Filled, Pending};
 use super::{Plan, ReconcileInput, TaskRef, history, status};
-use crate::placement::Placer;
+use crate::placement::Filters;
 
 /// What the service reconciles towards: the manifest's spec or, during an automatic
 /// rollback, the previous template with the manifest's replicas and policies.
@@ -99,18 +99,18 @@ fn node_loss(tasks: &Tasks<'_>) -> NodeLoss {
 /// Reconciles a service with a valid manifest.
 pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generation: i64) -> Plan {
     let goal = Goal::of(svc, input.previous.as_ref());
-    let placer = match Placer::new(&goal.spec, &input.nodes, &input.usage) {
-        Ok(p) => p,
+    let filters = match Filters::new(&goal.spec, &input.nodes) {
+        Ok(f) => f,
         Err(e) => return super::reconcile_invalid(input, &e.to_string(), generation),
     };
-    let tasks = Tasks::classify(input, &placer);
+    let tasks = Tasks::classify(input, &filters);
     let mut st = input.previous.clone().unwrap_or_default();
     // A manifest that was a job before: its runs are no part of a service's status.
     st.job = None;
     begin_rollout(&mut st, &tasks, &goal, generation);
     let loss = node_loss(&tasks);
     push_events(&mut st, input.now, "Warning", "NodeDown", &loss.events);
-    let target = slots::target(&goal.spec, &tasks, &placer);
+    let target = slots::target(&goal.spec, &tasks, &filters);
     let filled = slots::fill(svc, &tasks, &target, &goal.hash, goal.start_first());
     push_events(&mut st, input.now, "Normal", "Restarting", &filled.restarts);
     // The tasks that keep running: keepers and spares, less the rollout batch stopped.
@@ -129,13 +129,14 @@ pub(super) fn reconcile_present(input: &ReconcileInput, svc: &Service, generatio
     live.retain(|i| !batch_stops.contains(i));
     let blueprint = Blueprint {
         svc,
+        spec: &goal.spec,
         template: &goal.template,
         hash: &goal.hash,
         generation,
         desired: target.len(),
     };
     let pending = filled.pending.iter().cloned().chain(batch_pending);
-    let placed = place::place(placer, &tasks, &live, pending.collect(), &blueprint);
+    let placed = place::place(filters, &tasks, &live, pending.collect(), &blueprint);
     let restart = &goal.spec.restart;
     let needs = history::RestartNeeds {
         window: (restart.max_attempts > 0).then_some(restart.window),

@@ -10,7 +10,7 @@ use shoal_core::model::{Slot, TaskState, Timestamp};
 use super::TaskEntry;
 use super::classify::{Class, Tasks};
 use super::rollout::is_up;
-use crate::placement::Placer;
+use crate::placement::Filters;
 
 /// A task to create, before placement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,11 @@ impl Filled {
 
 /// The slots the service fills: replicas `1..=n`, or one per node that accepts the service,
 /// plus the nodes that keep a live task of it (paused, or within a new leader's grace).
-pub(super) fn target(spec: &ServiceSpec, tasks: &Tasks<'_>, placer: &Placer<'_>) -> BTreeSet<Slot> {
+pub(super) fn target(
+    spec: &ServiceSpec,
+    tasks: &Tasks<'_>,
+    filters: &Filters<'_>,
+) -> BTreeSet<Slot> {
     match spec.mode {
         Mode::Replicated | Mode::ReplicatedJob => (1..=spec.desired_replicas().unwrap_or(1))
             .map(Slot::Replica)
@@ -57,7 +61,7 @@ pub(super) fn target(spec: &ServiceSpec, tasks: &Tasks<'_>, placer: &Placer<'_>)
         Mode::Global | Mode::GlobalJob => {
             let input = tasks.input();
             let keeps_live = |id: &str| {
-                (input.node_in_grace(id) || placer.keep_filter(id).is_none())
+                (input.node_in_grace(id) || filters.keep_filter(id).is_none())
                     && tasks
                         .in_slot(&Slot::Node(id.to_string()))
                         .iter()
@@ -66,7 +70,7 @@ pub(super) fn target(spec: &ServiceSpec, tasks: &Tasks<'_>, placer: &Placer<'_>)
             input
                 .nodes
                 .keys()
-                .filter(|id| placer.accepts(id) || keeps_live(id))
+                .filter(|id| filters.accepts(id) || keeps_live(id))
                 .map(|id| Slot::Node(id.clone()))
                 .collect()
         }
