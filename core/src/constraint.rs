@@ -223,16 +223,25 @@ impl fmt::Display for Constraint {
 mod tests {
     use super::*;
 
-    #[test]
-    fn constraints_parse_and_match() {
-        let labels: BTreeMap<String, String> = [("storage".to_string(), "ssd".to_string())].into();
-        let n = NodeView {
+    /// Node `n1` on host `core-01`, a worker, with these engine and operator labels.
+    fn view<'a>(
+        labels: &'a BTreeMap<String, String>,
+        overlay: &'a BTreeMap<String, String>,
+    ) -> NodeView<'a> {
+        NodeView {
             id: "n1",
             hostname: "core-01",
             role: "worker",
-            labels: &labels,
-            overlay: &BTreeMap::new(),
-        };
+            labels,
+            overlay,
+        }
+    }
+
+    #[test]
+    fn constraints_parse_and_match() {
+        let labels: BTreeMap<String, String> = [("storage".to_string(), "ssd".to_string())].into();
+        let none = BTreeMap::new();
+        let n = view(&labels, &none);
         assert!(
             Constraint::parse("node.labels.storage == ssd")
                 .unwrap()
@@ -322,13 +331,7 @@ mod tests {
         ]
         .into();
         let operator: BTreeMap<String, String> = [("zone".to_string(), "b".to_string())].into();
-        let n = NodeView {
-            id: "n1",
-            hostname: "core-01",
-            role: "worker",
-            labels: &engine,
-            overlay: &operator,
-        };
+        let n = view(&engine, &operator);
         let holds = |c: &str| Constraint::parse(c).unwrap().matches(&n);
         assert!(holds("node.labels.zone == b"), "the operator's value");
         assert!(

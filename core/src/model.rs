@@ -225,20 +225,6 @@ pub struct Node {
     pub ready: bool,
 }
 
-impl Node {
-    /// Engine labels overlaid with operator labels.
-    pub fn labels(&self) -> BTreeMap<String, String> {
-        let mut l = self.info.labels.clone();
-        l.extend(
-            self.config
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-        l
-    }
-}
-
 /// The lifecycle of a task. Ordered: a task's state only moves forward.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,

@@ -292,12 +292,12 @@ fn a_paused_node_keeps_its_tasks_and_a_drained_down_or_no_longer_matching_one_do
         "db",
         "  placement:\n    constraints: [\"node.labels.storage == ssd\"]\n",
     );
-    let p = Placer::new(&svc.spec, &ns, &Usage::default()).unwrap();
-    let keep = |id: &str| p.filters().keep_filter(id).map(|r| r.to_string());
+    let f = Filters::new(&svc.spec, &ns).unwrap();
+    let keep = |id: &str| f.keep_filter(id).map(|r| r.to_string());
     assert_eq!(keep("ok"), None);
-    assert!(p.filters().accepts("ok"));
+    assert!(f.accepts("ok"));
     assert_eq!(keep("paused"), None, "a paused node keeps its tasks");
-    assert!(!p.filters().accepts("paused"), "but takes no new one");
+    assert!(!f.accepts("paused"), "but takes no new one");
     assert_eq!(keep("drained").as_deref(), Some("drained"));
     assert_eq!(keep("down").as_deref(), Some("not ready"));
     assert_eq!(keep("gone").as_deref(), Some("not ready"), "no record");

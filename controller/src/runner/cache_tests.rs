@@ -493,8 +493,9 @@ fn a_down_node_no_key_names_is_forgotten_as_a_new_controller_would_not_know_it()
     // Down: the node with a task keeps its last record (labels), and it and the node with
     // settings their graces; the node nothing names is gone.
     assert_eq!(known(&mut c), ["busy", "set"]);
+    let nodes = c.nodes();
     assert_eq!(
-        c.nodes()["busy"].labels().get("zone").map(String::as_str),
+        shoal_core::constraint::NodeView::from(&nodes["busy"]).label("zone"),
         Some("a")
     );
     assert!(!c.nodes()["busy"].ready);
