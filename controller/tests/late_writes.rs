@@ -132,12 +132,12 @@ async fn a_write_in_flight_while_the_leader_moves_its_fence_is_retried_not_taken
             lease: None,
         }]
     };
-    let res = commit(&store, &leader.fence, op(), |_, _| {}).await;
+    let res = commit(&store, &leader.fence, &op(), |_, _| {}).await;
     assert!(
         matches!(res, Err(CommitError::FenceMoved)),
         "refused, and not as a lost leadership: {res:?}"
     );
-    commit(&store, &leader.fence, op(), |_, _| {})
+    commit(&store, &leader.fence, &op(), |_, _| {})
         .await
         .expect("written under the moved fence");
     leader.resign().await;

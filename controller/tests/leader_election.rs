@@ -125,7 +125,7 @@ async fn a_deposed_leaders_writes_fail() {
             lease: None,
         }]
     };
-    let res = commit(env.store.as_ref(), &fence, op(), |_, _| {}).await;
+    let res = commit(env.store.as_ref(), &fence, &op(), |_, _| {}).await;
     assert!(
         matches!(res, Err(CommitError::Fenced)),
         "late write refused: {res:?}"
@@ -137,7 +137,7 @@ async fn a_deposed_leaders_writes_fail() {
             .unwrap()
             .is_none()
     );
-    commit(env.store.as_ref(), &new.fence, op(), |_, _| {})
+    commit(env.store.as_ref(), &new.fence, &op(), |_, _| {})
         .await
         .expect("the new leader writes");
     new.resign().await;

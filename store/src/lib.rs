@@ -84,21 +84,19 @@ impl TxnOp {
 
 /// Splits `ops` into batches of at most `max_ops` ops and `max_bytes` bytes each (an op
 /// larger than `max_bytes` alone makes a batch of its own, which the store will refuse).
-pub fn split_ops(ops: Vec<TxnOp>, max_ops: usize, max_bytes: usize) -> Vec<Vec<TxnOp>> {
-    let mut out: Vec<Vec<TxnOp>> = Vec::new();
-    let mut cur: Vec<TxnOp> = Vec::new();
-    let mut bytes = 0;
-    for op in ops {
+pub fn split_ops(ops: &[TxnOp], max_ops: usize, max_bytes: usize) -> Vec<&[TxnOp]> {
+    let mut out: Vec<&[TxnOp]> = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, op) in ops.iter().enumerate() {
         let b = op.bytes();
-        if !cur.is_empty() && (cur.len() >= max_ops.max(1) || bytes + b > max_bytes) {
-            out.push(std::mem::take(&mut cur));
-            bytes = 0;
+        if i > start && (i - start >= max_ops.max(1) || bytes + b > max_bytes) {
+            out.push(&ops[start..i]);
+            (start, bytes) = (i, 0);
         }
         bytes += b;
-        cur.push(op);
     }
-    if !cur.is_empty() {
-        out.push(cur);
+    if start < ops.len() {
+        out.push(&ops[start..]);
     }
     out
 }
@@ -417,12 +415,14 @@ mod split_tests {
     #[test]
     fn batches_are_bounded_by_ops_and_bytes() {
         let ops: Vec<TxnOp> = (0..10).map(|i| put(&format!("k{i}"), 98)).collect();
-        let sizes = |b: &[Vec<TxnOp>]| b.iter().map(Vec::len).collect::<Vec<_>>();
-        assert_eq!(sizes(&split_ops(ops.clone(), 4, usize::MAX)), [4, 4, 2]);
-        assert_eq!(sizes(&split_ops(ops.clone(), 128, 300)), [3, 3, 3, 1]);
+        let sizes = |b: &[&[TxnOp]]| b.iter().map(|b| b.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(&split_ops(&ops, 4, usize::MAX)), [4, 4, 2]);
+        assert_eq!(sizes(&split_ops(&ops, 128, 300)), [3, 3, 3, 1]);
         // An op over the byte limit goes alone (the store refuses it; the caller says why).
         let mixed = vec![put("a", 10), put("b", 1000), put("c", 10)];
-        assert_eq!(sizes(&split_ops(mixed, 128, 100)), [1, 1, 1]);
-        assert!(split_ops(Vec::new(), 4, 100).is_empty());
+        assert_eq!(sizes(&split_ops(&mixed, 128, 100)), [1, 1, 1]);
+        assert!(split_ops(&[], 4, 100).is_empty());
+        // The batches are the ops, in order.
+        assert_eq!(split_ops(&ops, 4, usize::MAX).concat(), ops);
     }
 }

@@ -103,7 +103,7 @@ async fn a_standby_takes_over_when_the_leaders_session_expires_and_old_writes_ar
             lease: None,
         }]
     };
-    let res = commit(a.as_ref(), &fence, op(&late), |_, _| {}).await;
+    let res = commit(a.as_ref(), &fence, &op(&late), |_, _| {}).await;
     assert!(
         matches!(res, Err(CommitError::Fenced)),
         "late write refused: {res:?}"
@@ -113,7 +113,7 @@ async fn a_standby_takes_over_when_the_leaders_session_expires_and_old_writes_ar
         "nothing written by the deposed leader"
     );
     let fresh = keys.task("n1", "web.1.fresh");
-    commit(b.as_ref(), &new.fence, op(&fresh), |_, _| {})
+    commit(b.as_ref(), &new.fence, &op(&fresh), |_, _| {})
         .await
         .expect("the new leader writes");
     assert!(b.get(&fresh).await.unwrap().is_some());

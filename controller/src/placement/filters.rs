@@ -8,6 +8,7 @@ use std::sync::Arc;
 use shoal_core::constraint::{Constraint, NodeView};
 use shoal_core::manifest::{Protocol, RuntimeKind};
 use shoal_core::model::{Availability, Node, TaskTemplate};
+use shoal_core::view::TaskEntry;
 
 /// CPU, memory, host ports and task count already taken on a node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,6 +113,24 @@ impl Usage {
     /// `all` less `own`, per node.
     pub fn new(all: Arc<BTreeMap<String, NodeUsage>>, own: BTreeMap<String, NodeUsage>) -> Self {
         Usage { all, own }
+    }
+
+    /// What other services' tasks reserve: `all`, every unfinished task's reservation per
+    /// node, less what `own` (one service's tasks) reserve. Asked only by a reconcile that
+    /// places, so the many that do not never add up a service's tasks.
+    pub fn of_others(all: Arc<BTreeMap<String, NodeUsage>>, own: &[TaskEntry]) -> Self {
+        let mut mine: BTreeMap<String, NodeUsage> = BTreeMap::new();
+        for e in own.iter().filter(|e| !e.is_dead()) {
+            let node = &e.task.node_id;
+            match mine.get_mut(node) {
+                Some(u) => u.add_template(&e.task.template),
+                None => mine
+                    .entry(node.clone())
+                    .or_default()
+                    .add_template(&e.task.template),
+            }
+        }
+        Usage::new(all, mine)
     }
 
     /// What other services reserve per node, for nodes asked in increasing id order: the

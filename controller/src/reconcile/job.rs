@@ -131,7 +131,7 @@ pub(super) fn reconcile_job(input: &ReconcileInput, svc: &Service, generation: i
         requeue: None,
         unschedulable: None,
     };
-    let mut placer = match Placer::new(&svc.spec, &input.nodes, &input.usage) {
+    let mut placer = match Placer::new(&svc.spec, &input.nodes, &input.others_usage()) {
         Ok(p) => p,
         Err(e) => return super::reconcile_invalid(input, &e.to_string(), generation),
     };

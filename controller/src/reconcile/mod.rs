@@ -36,7 +36,7 @@ use shoal_core::endpoints::Endpoints;
 use shoal_core::manifest::{Service, ServiceRef};
 use shoal_core::model::{Node, ServiceStatus, Task, Timestamp};
 
-use crate::placement::Usage;
+use crate::placement::{NodeUsage, Usage};
 
 pub use endpoints::EndpointsChange;
 pub use history::DEFAULT_TASK_HISTORY_LIMIT;
@@ -82,8 +82,9 @@ pub struct ReconcileInput {
     /// Every known node (ready or not), by id. Shared: the runner builds it once per node
     /// change, not once per reconcile.
     pub nodes: Arc<BTreeMap<String, Node>>,
-    /// What the other services' unfinished tasks hold, per node.
-    pub usage: Usage,
+    /// What every unfinished task holds, per node, this service's own included (a placer
+    /// takes those out: [`ReconcileInput::others_usage`]). Shared with the runner's cache.
+    pub usage: Arc<BTreeMap<String, NodeUsage>>,
     /// The status written last time.
     pub previous: Option<ServiceStatus>,
     /// The endpoints record written last time.
@@ -113,6 +114,11 @@ pub struct ReconcileInput {
 }
 
 impl ReconcileInput {
+    /// What the other services' unfinished tasks hold, per node (for a placer).
+    pub fn others_usage(&self) -> Usage {
+        Usage::of_others(self.usage.clone(), &self.tasks)
+    }
+
     /// Whether `node` has no record but is still within the grace of a new leader: its
     /// tasks are neither orphaned nor moved yet.
     pub fn node_in_grace(&self, node: &str) -> bool {

@@ -58,7 +58,7 @@ pub(super) fn place(
         return placed;
     }
     let input = tasks.input();
-    let mut placer = Placer::with_filters(filters, blueprint.spec, &input.usage);
+    let mut placer = Placer::with_filters(filters, blueprint.spec, &input.others_usage());
     for i in tasks.all().filter(|&i| tasks.holds_node(i)) {
         let t = &tasks.entry(i).task;
         placer.account(&t.node_id, &t.template, true, live.contains(&i));

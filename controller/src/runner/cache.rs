@@ -31,9 +31,9 @@ use shoal_store::{Revision, TxnOp};
 
 use super::pipeline::Staged;
 
-use crate::placement::{NodeUsage, Usage};
+use crate::placement::NodeUsage;
 use crate::reconcile::gone::Presence;
-use crate::reconcile::{ReconcileInput, ServiceInput, TaskEntry};
+use crate::reconcile::{Plan, ReconcileInput, ServiceInput, TaskEntry};
 use compact::Templates;
 use revision::Part;
 use table::TaskTable;
@@ -67,6 +67,39 @@ impl Touched {
     pub(crate) fn merge(&mut self, other: Touched) {
         self.services.extend(other.services);
         self.nodes_changed |= other.nodes_changed;
+    }
+}
+
+/// What a plan writes, as values: the tasks it creates and the service's status. The cache
+/// shows them as they are when it stages or commits the plan's ops, instead of decoding
+/// them again from the bytes the ops carry (which encode the same values).
+#[derive(Debug, Default)]
+pub(crate) struct Written<'a> {
+    tasks: HashMap<(&'a str, &'a str), &'a Task>,
+    status: Option<(&'a ServiceRef, &'a ServiceStatus)>,
+}
+
+impl<'a> Written<'a> {
+    /// The values `plan`, a plan of `service`, writes.
+    pub(crate) fn of(service: &'a ServiceRef, plan: &'a Plan) -> Self {
+        Written {
+            tasks: plan
+                .creates
+                .iter()
+                .map(|t| ((t.node_id.as_str(), t.id.as_str()), t))
+                .collect(),
+            status: plan.status.as_ref().map(|st| (service, st)),
+        }
+    }
+
+    /// The task written as `(node, task)`.
+    fn task(&self, node: &str, task: &str) -> Option<&'a Task> {
+        self.tasks.get(&(node, task)).copied()
+    }
+
+    /// The status written for `service`.
+    fn status_of(&self, service: &ServiceRef) -> Option<&'a ServiceStatus> {
+        self.status.filter(|(s, _)| *s == service).map(|(_, st)| st)
     }
 }
 
@@ -186,33 +219,31 @@ impl Cache {
         for (key, value, revision) in items {
             fresh.apply(key, Some(value), *revision);
         }
-        let staged = std::mem::take(&mut self.staged);
+        // What each staged key shows, encoded again: a staged write's bytes are not kept.
+        let shown: Vec<(String, Option<Vec<u8>>)> = std::mem::take(&mut self.staged)
+            .into_keys()
+            .map(|key| {
+                let value = self.keys.parse(&key).and_then(|k| self.encoded(&k));
+                (key, value)
+            })
+            .collect();
         *self = fresh;
-        for (key, s) in staged {
-            self.stage_one(&key, s.value.as_deref(), &HashMap::new());
+        for (key, value) in shown {
+            self.stage_one(&key, value.as_deref(), &Written::default());
         }
     }
 
-    /// Shows `ops` before they commit, keeping each key's current value as its truth.
-    /// `created` are the tasks the ops create (a plan's new tasks, as encoded in them): they
-    /// are shown as they are instead of being decoded again from their bytes.
-    pub(crate) fn stage(&mut self, ops: &[TxnOp], created: &[Task]) {
-        let created: HashMap<(&str, &str), &Task> = created
-            .iter()
-            .map(|t| ((t.node_id.as_str(), t.id.as_str()), t))
-            .collect();
+    /// Shows `ops` before they commit, keeping each key's current value as its truth. What
+    /// `written` holds (the plan's values, as encoded in the ops) is shown as it is instead of
+    /// being decoded again from its bytes.
+    pub(crate) fn stage(&mut self, ops: &[TxnOp], written: &Written) {
         for op in ops {
             let (key, value) = op_parts(op);
-            self.stage_one(key, value, &created);
+            self.stage_one(key, value, written);
         }
     }
 
-    fn stage_one(
-        &mut self,
-        key: &str,
-        value: Option<&[u8]>,
-        created: &HashMap<(&str, &str), &Task>,
-    ) {
+    fn stage_one(&mut self, key: &str, value: Option<&[u8]>, written: &Written) {
         let Some(parsed) = self.keys.parse(key) else {
             return;
         };
@@ -221,32 +252,52 @@ impl Cache {
             None => self.encoded(&parsed),
         };
         let revision = self.revision_of(key, &parsed);
-        // A put of a created task: shown as it is instead of decoded again from its bytes.
-        let new = match &parsed {
-            Key::Task { node, task } if value.is_some() => {
-                created.get(&(node.as_str(), task.as_str())).copied()
-            }
-            _ => None,
-        };
-        match (parsed, new) {
-            (Key::Task { node, task }, Some(t)) => self.put_task(
-                key,
-                (node, task),
-                Some(t),
-                revision,
-                &mut Touched::default(),
-            ),
-            (parsed, _) => {
-                self.set(key, parsed, value, revision);
-            }
+        self.show(key, parsed, value, revision, written);
+        self.staged.insert(key.to_string(), Staged { truth });
+    }
+
+    /// Shows `value` for `key` (see [`Cache::set`]), taking it from `written` when that holds
+    /// it.
+    fn show(
+        &mut self,
+        key: &str,
+        parsed: Key,
+        value: Option<&[u8]>,
+        revision: Revision,
+        written: &Written,
+    ) -> Touched {
+        if value.is_none() {
+            return self.set(key, parsed, None, revision);
         }
-        let value = value.map(<[u8]>::to_vec);
-        self.staged.insert(key.to_string(), Staged { value, truth });
+        match parsed {
+            Key::Task { node, task } => match written.task(&node, &task) {
+                Some(t) => {
+                    let mut touched = Touched::default();
+                    self.put_task(key, (node, task), Some(t), revision, &mut touched);
+                    touched
+                }
+                None => self.set(key, Key::Task { node, task }, value, revision),
+            },
+            Key::ServiceStatus(s) => match written.status_of(&s) {
+                Some(st) => {
+                    self.keep_map_revision(key, revision);
+                    self.statuses.insert(s, st.clone());
+                    Touched::default()
+                }
+                None => self.set(key, Key::ServiceStatus(s), value, revision),
+            },
+            parsed => self.set(key, parsed, value, revision),
+        }
     }
 
     /// `ops` (staged or not) committed at `revision`: they are the store's truth now, unless
-    /// the watch already brought a newer change of a key.
-    pub(crate) fn committed(&mut self, ops: &[TxnOp], revision: Revision) -> Touched {
+    /// the watch already brought a newer change of a key. `written` as in [`Cache::stage`].
+    pub(crate) fn committed(
+        &mut self,
+        ops: &[TxnOp],
+        revision: Revision,
+        written: &Written,
+    ) -> Touched {
         let mut touched = Touched::default();
         for op in ops {
             let (key, value) = op_parts(op);
@@ -264,7 +315,7 @@ impl Cache {
                     }
                     Touched::default()
                 }
-                None => self.apply_parsed(key, parsed, value, revision),
+                None => self.apply_parsed(key, parsed, value, revision, written),
             };
             touched.merge(t);
         }
@@ -344,18 +395,20 @@ impl Cache {
     /// showing its write: the change becomes its truth.
     pub(crate) fn apply(&mut self, key: &str, value: Option<&[u8]>, revision: Revision) -> Touched {
         match self.keys.parse(key) {
-            Some(parsed) => self.apply_parsed(key, parsed, value, revision),
+            Some(parsed) => self.apply_parsed(key, parsed, value, revision, &Written::default()),
             None => Touched::default(),
         }
     }
 
-    /// [`Cache::apply`] of `key`, parsed as `parsed`.
+    /// [`Cache::apply`] of `key`, parsed as `parsed`, taking its value from `written` when
+    /// that holds it.
     fn apply_parsed(
         &mut self,
         key: &str,
         parsed: Key,
         value: Option<&[u8]>,
         revision: Revision,
+        written: &Written,
     ) -> Touched {
         if self.revision_of(key, &parsed) >= revision {
             return Touched::default();
@@ -366,7 +419,7 @@ impl Cache {
             self.keep_revision(key, &parsed, revision);
             return Touched::default();
         }
-        self.set(key, parsed, value, revision)
+        self.show(key, parsed, value, revision, written)
     }
 
     /// A secret or config appeared or went away: the services referencing it need a look.
@@ -579,25 +632,20 @@ impl Cache {
             None => ServiceInput::Deleted,
         };
         let nodes = self.nodes();
-        let mut own_usage: BTreeMap<String, NodeUsage> = BTreeMap::new();
         let mut tasks = Vec::with_capacity(self.tasks.count_of_service(sref));
         for (node, id, task, r) in self.tasks.of_service(sref) {
-            if let Some(template) = r.reserved() {
-                add_usage(&mut own_usage, node, template);
-            }
             let status = r.status.as_ref().map(|s| TaskStatus {
                 task_id: id.to_string(),
                 ..s.clone()
             });
             tasks.push(TaskEntry::new(task.to_task(node, id), status));
         }
-        let usage = Usage::new(self.usage.clone(), own_usage);
         ReconcileInput {
             service_ref: sref.clone(),
             service,
             tasks,
             nodes,
-            usage,
+            usage: self.usage.clone(),
             previous: self.statuses.get(sref).cloned(),
             endpoints: self.endpoints.get(sref).cloned(),
             taken_addresses: self.addresses(),

@@ -1,6 +1,7 @@
 //! Tests of the controller cache.
 use super::*;
 use crate::testutil::{node, service};
+use crate::reconcile::Plan;
 use shoal_core::model::{DesiredState, Task, TaskState, TaskTemplate};
 
 fn task(svc: &Service, node: &str, id: &str) -> Task {
@@ -164,7 +165,7 @@ fn revisions_of_tasks_and_statuses_live_in_their_records_and_still_order_changes
     let mut stop = t.clone();
     stop.desired_state = DesiredState::Shutdown;
     let ops = vec![TxnOp::Delete { key: a.clone() }];
-    c.stage(&ops, &[]);
+    c.stage(&ops, &Written::default());
     assert_eq!(
         c.revision(&a),
         5,
@@ -205,11 +206,16 @@ fn staged_writes_count_once_and_a_failed_commit_shows_the_store_again() {
     };
     let created = [task(&svc, "n1", "web.1.a"), task(&svc, "n1", "web.2.b")];
     let ops = vec![put(&a, &created[0]), put(&b, &created[1])];
+    let plan = Plan {
+        creates: created.to_vec(),
+        ..Plan::default()
+    };
+    let written = Written::of(&svc.id(), &plan);
     // Staged: counted at once, before any answer.
-    c.stage(&ops, &created);
+    c.stage(&ops, &written);
     assert_eq!(c.usage["n1"].memory, 2 << 30);
     // The first key commits; the watch brings it again: still counted once.
-    c.committed(&ops[..1], 10);
+    c.committed(&ops[..1], 10, &written);
     c.apply(&a, Some(&model::encode(&task(&svc, "n1", "web.1.a"))), 10);
     assert_eq!(c.usage["n1"].memory, 2 << 30);
     // The rest fails: the second task goes, the committed one stays.
@@ -236,7 +242,7 @@ fn a_change_seen_while_a_key_is_staged_is_what_a_failed_commit_goes_back_to() {
         value: model::encode(&t),
         lease: None,
     }];
-    c.stage(&ops, &[]);
+    c.stage(&ops, &Written::default());
     // Someone else's write of the key lands first (the staged one still shows), and a list
     // of the store comes meanwhile: the staged write stays shown over it.
     let mut other = t.clone();
@@ -514,40 +520,74 @@ fn a_down_node_no_key_names_is_forgotten_as_a_new_controller_would_not_know_it()
 }
 
 #[test]
-fn staging_created_tasks_shows_what_decoding_their_writes_shows() {
-    // A plan's new tasks are shown as they are, the other writes (a stop) from their bytes:
-    // the same cache either way, with one template shared.
+fn a_plans_values_shown_as_written_are_what_decoding_its_writes_shows() {
+    // A plan's new tasks and its status are shown as they are, the other writes (a stop)
+    // from their bytes: the same cache either way, staged or committed without staging,
+    // with one template shared.
     let keys = Keys::default();
     let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
     let old = task(&svc, "n1", "web.1.a");
     let mut stop = old.clone();
     stop.desired_state = model::DesiredState::Shutdown;
-    let created = [task(&svc, "n2", "web.1.b"), task(&svc, "n1", "web.2.c")];
-    let put = |t: &Task| TxnOp::Put {
-        key: keys.task(&t.node_id, &t.id),
-        value: model::encode(t),
+    let plan = Plan {
+        creates: vec![task(&svc, "n2", "web.1.b"), task(&svc, "n1", "web.2.c")],
+        status: Some(ServiceStatus {
+            desired: 2,
+            running: 1,
+            ..ServiceStatus::default()
+        }),
+        ..Plan::default()
+    };
+    let put = |key: String, value: Vec<u8>| TxnOp::Put {
+        key,
+        value,
         lease: None,
     };
-    let ops = vec![put(&stop), put(&created[0]), put(&created[1])];
-    let cache = |created: &[Task]| {
+    let task_put = |t: &Task| put(keys.task(&t.node_id, &t.id), model::encode(t));
+    let mut ops = vec![task_put(&stop)];
+    ops.extend(plan.creates.iter().map(task_put));
+    let status = plan.status.as_ref().map(model::encode);
+    ops.push(put(keys.service_status(&svc.id()), status.unwrap()));
+    let sref = svc.id();
+    let cache = |written: &Written, staged: bool| {
         let mut c = Cache::new(keys.clone(), crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT);
         c.apply(&keys.task("n1", "web.1.a"), Some(&model::encode(&old)), 3);
-        c.stage(&ops, created);
+        if staged {
+            c.stage(&ops, written);
+        }
+        c.committed(&ops, 4, written);
         c
     };
-    let (shown, decoded) = (cache(&created), cache(&[]));
-    assert_eq!(shown.fingerprint(), decoded.fingerprint());
-    assert_eq!(
-        shown.templates.len(),
-        1,
-        "the three tasks share one template"
-    );
-    assert_eq!(
-        shown.usage["n1"].memory,
-        2 << 30,
-        "the stopped task holds its memory until it ends"
-    );
-    assert_eq!(shown.usage["n2"].memory, 1 << 30);
+    let written = Written::of(&sref, &plan);
+    for staged in [true, false] {
+        let (shown, decoded) = (cache(&written, staged), cache(&Written::default(), staged));
+        assert_eq!(shown.fingerprint(), decoded.fingerprint(), "staged: {staged}");
+        assert_eq!(shown.statuses[&sref].desired, 2);
+        assert_eq!(
+            shown.templates.len(),
+            1,
+            "the three tasks share one template"
+        );
+        assert_eq!(
+            shown.usage["n1"].memory,
+            2 << 30,
+            "the stopped task holds its memory until it ends"
+        );
+        assert_eq!(shown.usage["n2"].memory, 1 << 30);
+        assert_eq!(shown.staged_len(), 0);
+    }
+    // Another service's status is not taken for this one's.
+    let other = service("api", "").id();
+    let theirs = Plan {
+        status: Some(ServiceStatus {
+            desired: 9,
+            ..ServiceStatus::default()
+        }),
+        ..Plan::default()
+    };
+    let mut c = cache(&Written::default(), false);
+    c.committed(&ops[3..], 5, &Written::of(&other, &theirs));
+    assert_eq!(c.statuses[&sref].desired, 2);
 }
 
 #[test]

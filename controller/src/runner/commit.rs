@@ -128,7 +128,7 @@ pub async fn refence(store: &dyn Store, fence: &Fence) -> Result<Revision, Commi
 pub async fn commit(
     store: &dyn Store,
     fence: &Fence,
-    ops: Vec<TxnOp>,
+    ops: &[TxnOp],
     mut applied: impl FnMut(&[TxnOp], Revision),
 ) -> Result<(), CommitError> {
     let max_ops = store.max_txn_ops().saturating_sub(1).max(1);
@@ -138,13 +138,13 @@ pub async fn commit(
         let res = store
             .txn(Txn {
                 compares: vec![fence.compare()],
-                ops: batch.clone(),
+                ops: batch.to_vec(),
             })
             .await?;
         if !res.succeeded {
             return Err(refused(store, fence, fenced_at).await);
         }
-        applied(&batch, res.revision);
+        applied(batch, res.revision);
     }
     Ok(())
 }

@@ -36,7 +36,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
 use crate::reconcile::{Plan, ReconcileInput, ServiceInput, gone, reconcile};
-use cache::{Cache, NodeGrace};
+use cache::{Cache, NodeGrace, Written};
 use commit::{CommitError, commit, oversized_task, plan_ops, refence};
 use follow::{Applied, View};
 use leader::{Fence, Leadership, campaign};
@@ -228,7 +228,7 @@ impl Term {
         applied: impl FnMut(&[TxnOp], shoal_store::Revision),
     ) -> Result<(), CommitError> {
         self.settle().await?;
-        let res = commit(self.store.as_ref(), &self.fence, ops, applied).await;
+        let res = commit(self.store.as_ref(), &self.fence, &ops, applied).await;
         if matches!(res, Err(CommitError::Store(_))) {
             self.unsure.store(true, Ordering::SeqCst);
         }
@@ -249,8 +249,9 @@ impl Term {
             drop(placing);
             let (plan, ops) = self.writes(s, input, plan);
             if !ops.is_empty() {
+                let written = Written::of(s, &plan);
                 self.write(ops, |batch, rev| {
-                    self.cache().committed(batch, rev);
+                    self.cache().committed(batch, rev, &written);
                 })
                 .await?;
             }

@@ -19,7 +19,7 @@ use shoal_core::model::Timestamp;
 use shoal_store::reflector::{Batch, Event};
 use shoal_store::{Revision, TxnOp};
 
-use super::cache::{Cache, NodeGrace, op_parts};
+use super::cache::{Cache, NodeGrace, Written, op_parts};
 use super::commit::plan_ops;
 use super::follow::View;
 use crate::metrics::Metrics;
@@ -124,9 +124,10 @@ impl DecidePath {
         let ops = plan_ops(&self.keys, &input, &plan);
         drop(input);
         if !ops.is_empty() {
-            self.cache.stage(&ops, &plan.creates);
+            let written = Written::of(service, &plan);
+            self.cache.stage(&ops, &written);
             self.revision += 1;
-            self.cache.committed(&ops, self.revision);
+            self.cache.committed(&ops, self.revision, &written);
             for op in &ops {
                 let (key, value) = op_parts(op);
                 self.cache.apply(key, value, self.revision);

@@ -25,15 +25,15 @@ use shoal_core::model::Timestamp;
 use shoal_store::TxnOp;
 use tokio::sync::MutexGuard;
 
+use super::cache::Written;
 use super::commit::{CommitError, commit};
 use super::{ControllerError, Term};
 use crate::reconcile::{Plan, ReconcileInput, reconcile};
 
-/// A key shown with a write whose commit is in flight.
+/// A key shown with a write whose commit is in flight (the cache shows the write; its bytes
+/// are not kept).
 #[derive(Debug, Clone)]
 pub(crate) struct Staged {
-    /// The value written (`None`: deleted).
-    pub(crate) value: Option<Vec<u8>>,
     /// The store's value, as the watch last brought it.
     pub(crate) truth: Option<Vec<u8>>,
 }
@@ -59,17 +59,14 @@ impl Term {
         if ops.is_empty() {
             return Ok(plan);
         }
-        self.cache().stage(&ops, &plan.creates);
+        let written = Written::of(s, &plan);
+        self.cache().stage(&ops, &written);
         drop(placing);
-        let res = commit(
-            self.store.as_ref(),
-            &self.fence,
-            ops.clone(),
-            |batch, rev| {
-                self.cache().committed(batch, rev);
-            },
-        )
+        let res = commit(self.store.as_ref(), &self.fence, &ops, |batch, rev| {
+            self.cache().committed(batch, rev, &written);
+        })
         .await;
+        drop(written);
         match res {
             Ok(()) => Ok(plan),
             Err(e) => {
