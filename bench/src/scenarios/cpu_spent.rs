@@ -73,13 +73,11 @@ impl CpuCount {
         }
     }
 
-    /// What the leader and the standby have spent so far, read just before the leader is
-    /// killed (the leader's is kept: its process is gone at the end).
-    pub(crate) fn leader_killed(&mut self) -> [f64; 2] {
-        let leader = cpu_seconds(self.roles.leader);
-        self.leader_at_kill = Some(leader);
-        let standby = self.roles.standby.map_or(0.0, cpu_seconds);
-        [leader - self.start.leader, standby - self.start.standby]
+    /// What each role has spent so far, read just before the leader is killed (the
+    /// leader's is kept: its process is gone at the end).
+    pub(crate) fn leader_killed(&mut self) -> Spent {
+        self.leader_at_kill = Some(cpu_seconds(self.roles.leader));
+        self.spent()
     }
 
     /// What the leader has spent so far (until its kill, if it was killed).
@@ -91,7 +89,7 @@ impl CpuCount {
     }
 
     /// What each role spent since the start.
-    fn spent(&self) -> (Sample, f64) {
+    fn spent(&self) -> Spent {
         let now = Sample::of(&self.roles);
         let s = &self.start;
         let spent = Sample {
@@ -103,7 +101,24 @@ impl CpuCount {
             machine_busy: now.machine_busy - s.machine_busy,
             machine_all: now.machine_all - s.machine_all,
         };
-        (spent, self.t0.elapsed().as_secs_f64())
+        Spent {
+            roles: spent,
+            seconds: self.t0.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// What each role and the machine spent over some seconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spent {
+    roles: Sample,
+    seconds: f64,
+}
+
+impl Spent {
+    /// The leader's and the standby's CPU-seconds.
+    pub(crate) fn controllers(&self) -> [f64; 2] {
+        [self.roles.leader, self.roles.standby]
     }
 }
 
@@ -113,24 +128,34 @@ impl Bench<'_> {
     /// role's share and how busy the machine was (`busyShare`: busy ÷ all CPU time) in
     /// `extra`.
     pub(crate) fn report_cpu_spent(&mut self, scenario: &str, count: &CpuCount, placed: usize) {
-        let (spent, seconds) = count.spent();
+        self.report_spent(scenario, "", count.spent(), placed);
+    }
+
+    /// As [`Bench::report_cpu_spent`], of what was spent until the leader's kill (`spent`,
+    /// from [`CpuCount::leader_killed`]), for the `placed` placements made by then.
+    pub(crate) fn report_cpu_before_kill(&mut self, scenario: &str, spent: Spent, placed: usize) {
+        self.report_spent(scenario, "_before_kill", spent, placed);
+    }
+
+    fn report_spent(&mut self, scenario: &str, suffix: &str, spent: Spent, placed: usize) {
+        let Spent { roles: r, seconds } = spent;
         let per = |x: f64| x / (placed.max(1) as f64 / 1000.0);
-        let named = spent.etcd + spent.leader + spent.standby + spent.agents + spent.benchmark;
+        let named = r.etcd + r.leader + r.standby + r.agents + r.benchmark;
         let extra = json!({
-            "etcd": per(spent.etcd),
-            "leader": per(spent.leader),
-            "standby": per(spent.standby),
-            "agents": per(spent.agents),
-            "benchmark": per(spent.benchmark),
-            "rest": per((spent.machine_busy - named).max(0.0)),
-            "busyShare": spent.machine_busy / spent.machine_all.max(f64::MIN_POSITIVE),
+            "etcd": per(r.etcd),
+            "leader": per(r.leader),
+            "standby": per(r.standby),
+            "agents": per(r.agents),
+            "benchmark": per(r.benchmark),
+            "rest": per((r.machine_busy - named).max(0.0)),
+            "busyShare": r.machine_busy / r.machine_all.max(f64::MIN_POSITIVE),
             "seconds": seconds,
             "placements": placed,
         });
         self.report.figure(
             scenario,
-            "cpu_s_per_1000_placements_machine",
-            per(spent.machine_busy),
+            &format!("cpu_s_per_1000_placements_machine{suffix}"),
+            per(r.machine_busy),
             "cpu-s",
             extra,
         );

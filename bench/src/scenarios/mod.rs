@@ -263,7 +263,8 @@ impl Bench<'_> {
             let cpu = spent.leader_killed();
             controller.kill9();
             let placed = obs.counts_since(t0).0;
-            self.cpu_before_kill(scenario, placed, cpu);
+            self.cpu_before_kill(scenario, placed, cpu.controllers());
+            self.report_cpu_before_kill(scenario, cpu, placed);
         }
         let placed = obs.wait_until(t0, sizes.limit, |a, _| a >= total).await;
         let t_placed = t0.elapsed();
