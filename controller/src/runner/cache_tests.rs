@@ -1,7 +1,7 @@
 //! Tests of the controller cache.
 use super::*;
-use crate::testutil::{node, service};
 use crate::reconcile::Plan;
+use crate::testutil::{node, service};
 use shoal_core::model::{DesiredState, Task, TaskState, TaskTemplate};
 
 fn task(svc: &Service, node: &str, id: &str) -> Task {
@@ -561,7 +561,11 @@ fn a_plans_values_shown_as_written_are_what_decoding_its_writes_shows() {
     let written = Written::of(&sref, &plan);
     for staged in [true, false] {
         let (shown, decoded) = (cache(&written, staged), cache(&Written::default(), staged));
-        assert_eq!(shown.fingerprint(), decoded.fingerprint(), "staged: {staged}");
+        assert_eq!(
+            shown.fingerprint(),
+            decoded.fingerprint(),
+            "staged: {staged}"
+        );
         assert_eq!(shown.statuses[&sref].desired, 2);
         assert_eq!(
             shown.templates.len(),
