@@ -210,7 +210,8 @@ fn staged_writes_count_once_and_a_failed_commit_shows_the_store_again() {
         creates: created.to_vec(),
         ..Plan::default()
     };
-    let written = Written::of(&svc.id(), &plan);
+    let sref = svc.id();
+    let written = Written::of(&sref, &plan);
     // Staged: counted at once, before any answer.
     c.stage(&ops, &written);
     assert_eq!(c.usage["n1"].memory, 2 << 30);
