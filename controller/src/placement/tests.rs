@@ -395,3 +395,37 @@ fn nodes_that_are_not_ready_are_counted_in_every_explanation() {
         Err("not ready".into())
     );
 }
+
+#[test]
+fn a_services_unfinished_tasks_are_taken_out_of_the_usage_and_its_dead_ones_are_not() {
+    use shoal_core::model::{Task, TaskState, TaskStatus, TaskTemplate, Timestamp};
+    use shoal_core::view::TaskEntry;
+    let svc = service("web", "  resources: {reservations: {memory: 1Gi}}\n");
+    let template = TaskTemplate::from_spec(&svc.spec);
+    let entry = |id: &str, state: Option<TaskState>, orphaned: bool| {
+        let mut t = Task::replica(id, svc.id(), 1, "n1", template.clone(), Timestamp(0));
+        t.orphaned = orphaned;
+        let status = state.map(|s| TaskStatus::new(id.to_string(), s, Timestamp(0)));
+        TaskEntry::new(t, status)
+    };
+    let own = [
+        entry("web.1.a", None, false),
+        entry("web.2.b", Some(TaskState::Running), false),
+        entry("web.3.c", Some(TaskState::Failed), false),
+        entry("web.4.d", Some(TaskState::Running), true),
+    ];
+    // Every unfinished task on n1: the service's two live ones and one of another service.
+    let mut all = NodeUsage::default();
+    for _ in 0..3 {
+        all.add_template(&template);
+    }
+    let all = std::sync::Arc::new(BTreeMap::from([("n1".to_string(), all)]));
+    let others = Usage::of_others(all, &own);
+    let left = others.in_node_order().get("n1");
+    assert_eq!(
+        left.memory,
+        1 << 30,
+        "only the other service's task is left"
+    );
+    assert_eq!(left.tasks, 1);
+}

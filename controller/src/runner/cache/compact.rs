@@ -60,7 +60,8 @@ pub(super) struct TaskRecord {
 }
 
 impl TaskRecord {
-    /// Whether the task holds resources on its node: assigned, not orphaned, not finished.
+    /// Whether the task holds resources on its node: assigned, not orphaned, not finished
+    /// (what `TaskEntry::is_dead` says of a reconcile input's task, negated).
     pub(super) fn reserves(&self) -> bool {
         self.task.as_ref().is_some_and(|t| !t.orphaned)
             && !self.status.as_ref().is_some_and(|s| s.state.is_terminal())
