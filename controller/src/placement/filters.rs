@@ -121,14 +121,7 @@ impl Usage {
     pub fn of_others(all: Arc<BTreeMap<String, NodeUsage>>, own: &[TaskEntry]) -> Self {
         let mut mine: BTreeMap<String, NodeUsage> = BTreeMap::new();
         for e in own.iter().filter(|e| !e.is_dead()) {
-            let node = &e.task.node_id;
-            match mine.get_mut(node) {
-                Some(u) => u.add_template(&e.task.template),
-                None => mine
-                    .entry(node.clone())
-                    .or_default()
-                    .add_template(&e.task.template),
-            }
+            add_usage(&mut mine, &e.task.node_id, &e.task.template);
         }
         Usage::new(all, mine)
     }
@@ -140,6 +133,18 @@ impl Usage {
             all: self.all.iter().peekable(),
             own: self.own.iter().peekable(),
         }
+    }
+}
+
+/// Adds what a task made from `template` reserves to `node`'s usage in `usage` (the node's
+/// id is copied only the first time).
+pub fn add_usage(usage: &mut BTreeMap<String, NodeUsage>, node: &str, template: &TaskTemplate) {
+    match usage.get_mut(node) {
+        Some(u) => u.add_template(template),
+        None => usage
+            .entry(node.to_string())
+            .or_default()
+            .add_template(template),
     }
 }
 

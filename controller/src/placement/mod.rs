@@ -16,7 +16,7 @@ use shoal_core::constraint::{Attribute, Constraint, ConstraintError};
 use shoal_core::manifest::{RuntimeKind, ServiceSpec};
 use shoal_core::model::{Node, TaskTemplate};
 
-pub use filters::{Demand, NodeUsage, Reason, Usage};
+pub use filters::{Demand, NodeUsage, Reason, Usage, add_usage};
 
 /// Errors building a placer.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ use shoal_core::endpoints::Endpoints;
 use shoal_core::job::RunRequest;
 use shoal_core::manifest::{Service, ServiceRef};
 use shoal_core::model::{
-    self, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, TaskTemplate, Timestamp,
+    self, Node, NodeConfig, NodeInfo, ServiceStatus, Task, TaskStatus, Timestamp,
 };
 use shoal_core::secret::{self, FileKind};
 use shoal_core::view::{self, NodeEntry};
@@ -93,12 +93,12 @@ impl<'a> Written<'a> {
     }
 
     /// The task written as `(node, task)`.
-    fn task(&self, node: &str, task: &str) -> Option<&'a Task> {
+    pub(super) fn task(&self, node: &str, task: &str) -> Option<&'a Task> {
         self.tasks.get(&(node, task)).copied()
     }
 
     /// The status written for `service`.
-    fn status_of(&self, service: &ServiceRef) -> Option<&'a ServiceStatus> {
+    pub(super) fn status_of(&self, service: &ServiceRef) -> Option<&'a ServiceStatus> {
         self.status.filter(|(s, _)| *s == service).map(|(_, st)| st)
     }
 }
@@ -252,42 +252,8 @@ impl Cache {
             None => self.encoded(&parsed),
         };
         let revision = self.revision_of(key, &parsed);
-        self.show(key, parsed, value, revision, written);
+        self.set(key, parsed, value, revision, written);
         self.staged.insert(key.to_string(), Staged { truth });
-    }
-
-    /// Shows `value` for `key` (see [`Cache::set`]), taking it from `written` when that holds
-    /// it.
-    fn show(
-        &mut self,
-        key: &str,
-        parsed: Key,
-        value: Option<&[u8]>,
-        revision: Revision,
-        written: &Written,
-    ) -> Touched {
-        if value.is_none() {
-            return self.set(key, parsed, None, revision);
-        }
-        match parsed {
-            Key::Task { node, task } => match written.task(&node, &task) {
-                Some(t) => {
-                    let mut touched = Touched::default();
-                    self.put_task(key, (node, task), Some(t), revision, &mut touched);
-                    touched
-                }
-                None => self.set(key, Key::Task { node, task }, value, revision),
-            },
-            Key::ServiceStatus(s) => match written.status_of(&s) {
-                Some(st) => {
-                    self.keep_map_revision(key, revision);
-                    self.statuses.insert(s, st.clone());
-                    Touched::default()
-                }
-                None => self.set(key, Key::ServiceStatus(s), value, revision),
-            },
-            parsed => self.set(key, parsed, value, revision),
-        }
     }
 
     /// `ops` (staged or not) committed at `revision`: they are the store's truth now, unless
@@ -306,7 +272,13 @@ impl Cache {
             };
             let current = self.revision_of(key, &parsed);
             let t = match self.staged.remove(key) {
-                Some(s) if current > revision => self.set(key, parsed, s.truth.as_deref(), current),
+                Some(s) if current > revision => self.set(
+                    key,
+                    parsed,
+                    s.truth.as_deref(),
+                    current,
+                    &Written::default(),
+                ),
                 // Shown since it was staged: only its revision is new.
                 Some(_) => {
                     if current < revision {
@@ -338,7 +310,13 @@ impl Cache {
             return Touched::default();
         };
         let revision = self.revision_of(key, &parsed);
-        self.set(key, parsed, s.truth.as_deref(), revision)
+        self.set(
+            key,
+            parsed,
+            s.truth.as_deref(),
+            revision,
+            &Written::default(),
+        )
     }
 
     /// Every staged key shows the store's truth again (the term whose commits they were
@@ -419,7 +397,7 @@ impl Cache {
             self.keep_revision(key, &parsed, revision);
             return Touched::default();
         }
-        self.show(key, parsed, value, revision, written)
+        self.set(key, parsed, value, revision, written)
     }
 
     /// A secret or config appeared or went away: the services referencing it need a look.
@@ -702,18 +680,6 @@ impl Cache {
             *out.entry(state).or_default() += 1;
         }
         out
-    }
-}
-
-/// Adds what a task reserves to `node`'s usage in `usage` (the node's id is copied only the
-/// first time).
-fn add_usage(usage: &mut BTreeMap<String, NodeUsage>, node: &str, template: &TaskTemplate) {
-    match usage.get_mut(node) {
-        Some(u) => u.add_template(template),
-        None => usage
-            .entry(node.to_string())
-            .or_default()
-            .add_template(template),
     }
 }
 

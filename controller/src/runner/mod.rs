@@ -224,11 +224,11 @@ impl Term {
     /// the outcome unknown.
     async fn write(
         &self,
-        ops: Vec<TxnOp>,
+        ops: &[TxnOp],
         applied: impl FnMut(&[TxnOp], shoal_store::Revision),
     ) -> Result<(), CommitError> {
         self.settle().await?;
-        let res = commit(self.store.as_ref(), &self.fence, &ops, applied).await;
+        let res = commit(self.store.as_ref(), &self.fence, ops, applied).await;
         if matches!(res, Err(CommitError::Store(_))) {
             self.unsure.store(true, Ordering::SeqCst);
         }
@@ -250,7 +250,7 @@ impl Term {
             let (plan, ops) = self.writes(s, input, plan);
             if !ops.is_empty() {
                 let written = Written::of(s, &plan);
-                self.write(ops, |batch, rev| {
+                self.write(&ops, |batch, rev| {
                     self.cache().committed(batch, rev, &written);
                 })
                 .await?;
@@ -368,10 +368,10 @@ impl Term {
                     "down for longer than --node-gone-after"
                 };
                 info!(node = %node, keys = keys.len(), reason = why, "node gone for good: deleting its tasks, statuses and settings");
-                let ops = keys.into_iter().map(|key| TxnOp::Delete { key }).collect();
+                let ops: Vec<TxnOp> = keys.into_iter().map(|key| TxnOp::Delete { key }).collect();
                 let mut touched = cache::Touched::default();
                 let res = self
-                    .write(ops, |batch, rev| {
+                    .write(&ops, |batch, rev| {
                         let mut c = self.cache();
                         for op in batch {
                             if let TxnOp::Delete { key } = op {

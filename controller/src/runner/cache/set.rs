@@ -15,18 +15,20 @@ use shoal_core::secret::FileKind;
 use shoal_store::Revision;
 use tracing::warn;
 
-use super::{Cache, ManifestEntry, Part, Touched, add_usage, kept_status};
-use crate::placement::NodeUsage;
+use super::{Cache, ManifestEntry, Part, Touched, Written, kept_status};
+use crate::placement::{NodeUsage, add_usage};
 
 impl Cache {
     /// Shows `value` for `key`, parsed as `parsed` (set at `revision`, which the key keeps),
-    /// whatever the key's revision.
+    /// whatever the key's revision. A value `written` holds is shown as it is instead of
+    /// being decoded again from `value`.
     pub(super) fn set(
         &mut self,
         key: &str,
         parsed: Key,
         value: Option<&[u8]>,
         revision: Revision,
+        written: &Written,
     ) -> Touched {
         let mut touched = Touched::default();
         // A task's and a status's revision are kept with the record, the others here.
@@ -50,7 +52,7 @@ impl Cache {
                 }
                 touched.services.insert(sref);
             }
-            Key::ServiceStatus(sref) => self.set_service_status(sref, value),
+            Key::ServiceStatus(sref) => self.set_service_status(sref, value, written),
             Key::Node(id) => {
                 self.set_node(&id, value);
                 self.node_touched(&id, &mut touched);
@@ -71,7 +73,7 @@ impl Cache {
                 self.node_touched(&id, &mut touched);
             }
             Key::Task { node, task } => {
-                self.set_task(key, (node, task), value, revision, &mut touched)
+                self.set_task(key, (node, task), value, revision, written, &mut touched)
             }
             Key::TaskStatus { node, task } => {
                 self.set_task_status(key, (node, task), value, revision, &mut touched)
@@ -110,8 +112,12 @@ impl Cache {
         touched
     }
 
-    fn set_service_status(&mut self, sref: ServiceRef, value: Option<&[u8]>) {
-        match value.map(|v| model::decode::<ServiceStatus>("service status", v)) {
+    fn set_service_status(&mut self, sref: ServiceRef, value: Option<&[u8]>, written: &Written) {
+        let status = value.map(|v| match written.status_of(&sref) {
+            Some(st) => Ok(st.clone()),
+            None => model::decode::<ServiceStatus>("service status", v),
+        });
+        match status {
             Some(Ok(st)) => {
                 self.statuses.insert(sref, st);
             }
@@ -180,8 +186,12 @@ impl Cache {
         k: (String, String),
         value: Option<&[u8]>,
         revision: Revision,
+        written: &Written,
         touched: &mut Touched,
     ) {
+        if let (Some(_), Some(t)) = (value, written.task(&k.0, &k.1)) {
+            return self.put_task(key, k, Some(t), revision, touched);
+        }
         let task = value.and_then(|v| match self.templates.decode(v) {
             Ok(t) => Some(t),
             Err(e) => {
