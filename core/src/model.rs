@@ -498,6 +498,60 @@ impl Task {
     }
 }
 
+/// Encodes tasks as they are stored, each distinct template (by identity: a service's
+/// replicas share one) encoded once and copied into every task that holds it: a plan that
+/// creates a thousand replicas of one service encodes their template once, not a thousand
+/// times. The bytes are [`encode`]'s.
+#[derive(Default)]
+pub struct TaskEncoder {
+    /// Templates encoded so far, by address (a plan holds few).
+    encoded: Vec<(Arc<TaskTemplate>, Box<serde_json::value::RawValue>)>,
+}
+
+impl TaskEncoder {
+    /// `task` as stored.
+    pub fn encode(&mut self, task: &Task) -> Vec<u8> {
+        let at = match self
+            .encoded
+            .iter()
+            .position(|(t, _)| Arc::ptr_eq(t, &task.template))
+        {
+            Some(at) => at,
+            None => match serde_json::value::to_raw_value(&*task.template) {
+                Ok(raw) => {
+                    self.encoded.push((task.template.clone(), raw));
+                    self.encoded.len() - 1
+                }
+                Err(_) => return encode(task),
+            },
+        };
+        encode(&task.with_stored_template(&self.encoded[at].1))
+    }
+}
+
+impl Task {
+    /// This task holding `template`, its template as stored (only its ids are copied).
+    fn with_stored_template<'a>(
+        &self,
+        template: &'a serde_json::value::RawValue,
+    ) -> StoredTask<'a> {
+        Task {
+            id: self.id.clone(),
+            service: self.service.clone(),
+            slot: self.slot.clone(),
+            node_id: self.node_id.clone(),
+            generation: self.generation,
+            template_hash: self.template_hash.clone(),
+            template,
+            desired_state: self.desired_state,
+            attempt: self.attempt,
+            orphaned: self.orphaned,
+            run: self.run,
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// A stored task read with its template left as the JSON it is stored as: reading the rest
 /// costs a fraction of the whole, and a reader that already holds an identical template (a
 /// service's replicas share one) need not decode it again.
@@ -636,6 +690,52 @@ mod tests {
         );
         let template = Arc::new(decode("task", stored.template_bytes()).unwrap());
         assert_eq!(stored.with_template(template), task);
+    }
+
+    #[test]
+    fn tasks_sharing_a_template_are_encoded_as_each_is_alone() {
+        let spec = |env: &str| {
+            let text = format!(
+                "apiVersion: shoal/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  image: nginx\n  env:\n    A: \"{env}\"\n"
+            );
+            crate::parse(&text, "web.yaml").unwrap().remove(0).service
+        };
+        let (one, two) = (spec("one"), spec("two"));
+        let first = Task::replica(
+            "web.1.a",
+            one.id(),
+            1,
+            "n1",
+            TaskTemplate::from_spec(&one.spec),
+            Timestamp(7),
+        );
+        let mut second = first.clone();
+        second.id = "web.2.b".into();
+        second.node_id = "n2".into();
+        second.slot = Slot::Replica(2);
+        let mut other = Task::replica(
+            "web.3.c",
+            two.id(),
+            3,
+            "n1",
+            TaskTemplate::from_spec(&two.spec),
+            Timestamp(9),
+        );
+        other.desired_state = DesiredState::Shutdown;
+        other.run = Some(4);
+        let mut encoder = TaskEncoder::default();
+        for task in [&first, &second, &other, &first] {
+            let bytes = encoder.encode(task);
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(encode(task)).unwrap()
+            );
+        }
+        assert_eq!(
+            encoder.encoded.len(),
+            2,
+            "each distinct template is encoded once"
+        );
     }
 
     #[test]

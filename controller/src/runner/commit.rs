@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use shoal_core::Keys;
-use shoal_core::model::{self, DesiredState, Task};
+use shoal_core::model::{self, DesiredState, Task, TaskEncoder};
 use shoal_store::{Revision, Store, StoreError, Txn, TxnOp, split_ops};
 
 use super::leader::Fence;
@@ -47,9 +47,10 @@ pub fn plan_ops(keys: &Keys, input: &ReconcileInput, plan: &Plan) -> Vec<TxnOp> 
         }),
         EndpointsChange::Keep => {}
     }
-    let put = |t: &Task| TxnOp::Put {
+    let mut encoder = TaskEncoder::default();
+    let mut put = |t: &Task| TxnOp::Put {
         key: keys.task(&t.node_id, &t.id),
-        value: model::encode(t),
+        value: encoder.encode(t),
         lease: None,
     };
     for r in &plan.stops {
@@ -67,7 +68,7 @@ pub fn plan_ops(keys: &Keys, input: &ReconcileInput, plan: &Plan) -> Vec<TxnOp> 
             ops.push(put(&t));
         }
     }
-    ops.extend(plan.creates.iter().map(put));
+    ops.extend(plan.creates.iter().map(&mut put));
     // The task's status is its agent's to delete once it sees the assignment gone (single
     // writer); only a node gone for good has its statuses removed by the controller.
     for r in &plan.deletes {
