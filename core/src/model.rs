@@ -525,23 +525,22 @@ impl TaskEncoder {
                 Err(_) => return encode(task),
             },
         };
-        encode(&task.with_stored_template(&self.encoded[at].1))
+        encode(&task.clone().with_template(&*self.encoded[at].1))
     }
 }
 
-impl Task {
-    /// This task holding `template`, its template as stored (only its ids are copied).
-    fn with_stored_template<'a>(
-        &self,
-        template: &'a serde_json::value::RawValue,
-    ) -> StoredTask<'a> {
+impl<T> Task<T> {
+    /// This task holding `template` instead of its own: a stored task given the template
+    /// decoded from (or found equal to) [`StoredTask::template_bytes`], or a task given its
+    /// template as stored.
+    pub fn with_template<U>(self, template: U) -> Task<U> {
         Task {
-            id: self.id.clone(),
-            service: self.service.clone(),
-            slot: self.slot.clone(),
-            node_id: self.node_id.clone(),
+            id: self.id,
+            service: self.service,
+            slot: self.slot,
+            node_id: self.node_id,
             generation: self.generation,
-            template_hash: self.template_hash.clone(),
+            template_hash: self.template_hash,
             template,
             desired_state: self.desired_state,
             attempt: self.attempt,
@@ -561,25 +560,6 @@ impl<'a> StoredTask<'a> {
     /// The template's stored bytes.
     pub fn template_bytes(&self) -> &'a [u8] {
         self.template.get().as_bytes()
-    }
-
-    /// The task with `template`, which the caller has decoded from (or found equal to)
-    /// [`StoredTask::template_bytes`].
-    pub fn with_template(self, template: Arc<TaskTemplate>) -> Task {
-        Task {
-            id: self.id,
-            service: self.service,
-            slot: self.slot,
-            node_id: self.node_id,
-            generation: self.generation,
-            template_hash: self.template_hash,
-            template,
-            desired_state: self.desired_state,
-            attempt: self.attempt,
-            orphaned: self.orphaned,
-            run: self.run,
-            created_at: self.created_at,
-        }
     }
 }
 
