@@ -1,7 +1,8 @@
 //! `shoal-decide-bench`: the controller's decide path timed in this process, without a store
 //! (see [`shoal_bench::decide`] and BENCHMARKS.md). Several rounds on a fresh cache each; the
 //! median and spread of their CPU time per 1,000 placements. Then as many standby rounds: the
-//! median and spread of a standby's CPU time per 1,000 placements, following the same store.
+//! median and spread of a standby's CPU time per 1,000 placements, following the same store
+//! (applying the changes it held back is reported beside it, as `catchUpCpuS`).
 
 use std::path::PathBuf;
 

@@ -35,10 +35,12 @@ use crate::placement::NodeUsage;
 use crate::reconcile::gone::Presence;
 use crate::reconcile::{Plan, ReconcileInput, ServiceInput, TaskEntry};
 use compact::Templates;
+use deferred::Deferred;
 use revision::Part;
 use table::TaskTable;
 
 mod compact;
+mod deferred;
 mod revision;
 mod set;
 mod table;
@@ -182,6 +184,8 @@ pub(crate) struct Cache {
     pub(crate) task_history_limit: usize,
     /// Keys shown with a write whose commit has not been answered yet.
     staged: HashMap<String, Staged>,
+    /// The watch's changes held back while no term reads the cache.
+    deferred: Deferred,
 }
 
 impl Cache {
@@ -189,6 +193,7 @@ impl Cache {
     /// finished tasks per slot.
     pub(crate) fn new(keys: Keys, task_history_limit: usize) -> Self {
         Cache {
+            deferred: Deferred::new(&keys),
             keys,
             revs: HashMap::default(),
             tombstones: BTreeMap::new(),
@@ -216,6 +221,8 @@ impl Cache {
     /// over it (their truth is now the list's).
     pub(crate) fn relist(&mut self, items: &[(String, Vec<u8>, Revision)]) {
         let mut fresh = Cache::new(self.keys.clone(), self.task_history_limit);
+        // Changes held back are older than the list, which shows their keys as they are now.
+        fresh.defer(self.defers());
         for (key, value, revision) in items {
             fresh.apply(key, Some(value), *revision);
         }

@@ -4,11 +4,14 @@
 //! warm, so taking over costs one lease acquisition, not a relist of the whole prefix.
 //!
 //! The view knows nothing of terms: it hands what each batch changed to the term in
-//! progress, if any, which queues services and watches its own leader record.
+//! progress, if any, which queues services and watches its own leader record. While there is
+//! none, the cache holds back the changes of every key but nodes' records ([`Cache::defer`])
+//! and applies them once the store has been quiet for a moment, or when a term starts.
 //!
 //! [`reflector`]: shoal_store::reflector
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use futures::StreamExt;
 use shoal_core::Keys;
@@ -17,11 +20,15 @@ use shoal_store::Revision;
 use shoal_store::reflector::{Batch, BatchStream, Event};
 use tokio::sync::watch;
 use tokio_util::sync::DropGuard;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::Term;
 use super::cache::{Cache, Touched};
 use crate::metrics::Metrics;
+
+/// How long the store goes without a change before a standby applies the changes it held
+/// back: short enough that it is warm again a moment after a leader stopped writing.
+const QUIET: Duration = Duration::from_millis(200);
 
 /// What one batch changed, for the term in progress.
 #[derive(Debug, Default)]
@@ -50,9 +57,12 @@ impl View {
     /// An empty view of the keys under `keys`' prefix, its reconcile inputs keeping
     /// `task_history_limit` finished tasks per slot.
     pub(super) fn new(keys: Keys, task_history_limit: usize, metrics: Metrics) -> Self {
+        let mut cache = Cache::new(keys.clone(), task_history_limit);
+        // No term yet.
+        cache.defer(true);
         View {
             leader_key: keys.leader(),
-            cache: Mutex::new(Cache::new(keys, task_history_limit)),
+            cache: Mutex::new(cache),
             watched: watch::channel(0).0,
             listed_at: Mutex::new(Timestamp::now()),
             term: Mutex::new(None),
@@ -70,8 +80,10 @@ impl View {
         *self.listed_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reports every later batch to `term` (`None`: to nobody).
+    /// Reports every later batch to `term` (`None`: to nobody). A term reads the cache: the
+    /// changes held back are applied first, and none is held back while it runs.
     pub(super) fn report_to(&self, term: Option<Arc<Term>>) {
+        self.cache().defer(term.is_none());
         *self.term.lock().unwrap_or_else(|p| p.into_inner()) = term;
     }
 
@@ -96,9 +108,7 @@ impl View {
                 if key == self.leader_key {
                     applied.leader.push((value.clone(), revision));
                 }
-                applied
-                    .touched
-                    .merge(c.apply(&key, value.as_deref(), revision));
+                applied.touched.merge(c.apply_watched(key, value, revision));
             }
             c.prune(batch.revision);
         }
@@ -120,12 +130,87 @@ impl View {
         mut batches: BatchStream<Vec<u8>>,
         _down: DropGuard,
     ) {
-        while let Some(batch) = batches.next().await {
+        while let Some(batch) = self.next_batch(&mut batches).await {
             let applied = self.apply_batch(batch);
             let term = self.term.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(term) = term {
                 term.observe(applied);
             }
         }
+    }
+
+    /// The store's next batch; while changes are held back and the store is quiet, applies
+    /// them meanwhile.
+    async fn next_batch(&self, batches: &mut BatchStream<Vec<u8>>) -> Option<Batch<Vec<u8>>> {
+        loop {
+            if !self.cache().holds_back() {
+                return batches.next().await;
+            }
+            // `next` is cancel-safe: a batch not yet whole stays in the stream.
+            match tokio::time::timeout(QUIET, batches.next()).await {
+                Ok(next) => return next,
+                Err(_) => {
+                    let changes = self.cache().catch_up();
+                    debug!(changes, "applied the changes held back");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::DEFAULT_TASK_HISTORY_LIMIT;
+    use futures::channel::mpsc;
+    use shoal_core::model::{self, TaskState, TaskStatus};
+
+    fn status_batch(keys: &Keys, task: &str, revision: Revision) -> Batch<Vec<u8>> {
+        let st = TaskStatus::new(task, TaskState::Running, Timestamp(1));
+        let key = keys.task_status("n1", task);
+        Batch {
+            events: vec![Event::Apply(key, model::encode(&st), revision)],
+            revision,
+        }
+    }
+
+    /// Whether the view shows a record of `task`.
+    fn shows(view: &View, task: &str) -> bool {
+        view.cache().fingerprint().contains(task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_applies_what_it_held_back_once_the_store_is_quiet() {
+        let keys = Keys::default();
+        let view = Arc::new(View::new(
+            keys.clone(),
+            DEFAULT_TASK_HISTORY_LIMIT,
+            Metrics::default(),
+        ));
+        let (tx, rx) = mpsc::unbounded();
+        let down = tokio_util::sync::CancellationToken::new();
+        let follow = tokio::spawn(view.clone().follow(Box::pin(rx), down.drop_guard()));
+        tx.unbounded_send(status_batch(&keys, "web.1.a", 2))
+            .unwrap();
+        // Busy: a batch comes sooner than the quiet time, each held back.
+        for _ in 0..3 {
+            tokio::time::sleep(QUIET / 2).await;
+            assert!(
+                view.cache().holds_back(),
+                "held back while the store is busy"
+            );
+            assert!(!shows(&view, "web.1.a"));
+            tx.unbounded_send(status_batch(&keys, "web.2.a", 3))
+                .unwrap();
+        }
+        tokio::time::sleep(QUIET * 2).await;
+        assert!(
+            !view.cache().holds_back(),
+            "applied once the store went quiet"
+        );
+        assert!(shows(&view, "web.1.a") && shows(&view, "web.2.a"));
+        assert_eq!(*view.watched.borrow(), 3);
+        drop(tx);
+        follow.await.unwrap();
     }
 }

@@ -168,9 +168,16 @@ impl Standby {
         }
     }
 
-    /// Applies one batch of the watch.
+    /// Applies one batch of the watch, holding back every change but those of nodes' records
+    /// as a standby does while the store is busy.
     pub fn apply(&self, batch: Batch<Vec<u8>>) {
         self.view.apply_batch(batch);
+    }
+
+    /// Applies the changes held back, as a standby does when the store goes quiet or it
+    /// takes over; returns how many there were.
+    pub fn catch_up(&self) -> usize {
+        self.view.cache().catch_up()
     }
 
     /// The cache's fingerprint: equal to the leader's when both show the same store.
@@ -233,8 +240,26 @@ mod tests {
             "changes kept: {}",
             changes.events.len()
         );
+        // Every key but the nodes' is held back, its last change only.
+        let nodes = path.keys().nodes_prefix();
+        let held: std::collections::BTreeSet<&str> = changes
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Apply(key, ..) | Event::Delete(key, _) => Some(key.as_str()),
+                Event::Init(_) => None,
+            })
+            .filter(|key| !key.starts_with(&nodes))
+            .collect();
+        let held = held.len();
         let standby = Standby::new();
         standby.apply(changes);
+        assert_ne!(
+            standby.fingerprint(),
+            path.cache.fingerprint(),
+            "the tasks and statuses are held back"
+        );
+        assert_eq!(standby.catch_up(), held);
         assert_eq!(standby.fingerprint(), path.cache.fingerprint());
         assert!(
             path.take_changes().events.is_empty(),
