@@ -18,8 +18,8 @@ use shoal_store::Revision;
 
 use super::{Cache, FastHash, Touched};
 
-/// Held-back changes beyond this many bytes (keys and values) are applied at once: a standby never
-/// holds more than this much of the store undecoded.
+/// Held-back changes beyond this many bytes (keys and values) are applied at once: a standby
+/// never holds more than this much of the store undecoded.
 const HELD_BYTES_MAX: usize = 64 << 20;
 
 /// A change as the watch brings it: key, value (`None`: deleted) and revision.
