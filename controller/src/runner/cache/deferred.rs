@@ -25,12 +25,15 @@ const HELD_BYTES_MAX: usize = 64 << 20;
 /// A change as the watch brings it: key, value (`None`: deleted) and revision.
 type Change = (String, Option<Vec<u8>>, Revision);
 
+/// Changes by key: value (`None`: deleted) and revision.
+type Held = HashMap<String, (Option<Vec<u8>>, Revision), FastHash>;
+
 /// The changes held back, the last one per key.
 #[derive(Debug)]
 pub(super) struct Deferred {
     on: bool,
     nodes_prefix: String,
-    held: HashMap<String, (Option<Vec<u8>>, Revision), FastHash>,
+    held: Held,
     bytes: usize,
 }
 
@@ -45,10 +48,9 @@ impl Deferred {
         }
     }
 
-    /// Holds `change` back when on and it is not a node's record; gives it back to be
+    /// Holds the change of `key` back when on and it is not a node's record; gives it back to be
     /// applied otherwise. Of two changes of a key, the later revision is kept.
-    fn hold(&mut self, change: Change) -> Option<Change> {
-        let (key, value, revision) = change;
+    fn hold(&mut self, key: String, value: Option<Vec<u8>>, revision: Revision) -> Option<Change> {
         if !self.on || key.starts_with(&self.nodes_prefix) {
             return Some((key, value, revision));
         }
@@ -69,12 +71,9 @@ impl Deferred {
     }
 
     /// Every change held, emptied.
-    fn take(&mut self) -> Vec<Change> {
+    fn take(&mut self) -> Held {
         self.bytes = 0;
         std::mem::take(&mut self.held)
-            .into_iter()
-            .map(|(k, (v, r))| (k, v, r))
-            .collect()
     }
 }
 
@@ -102,7 +101,7 @@ impl Cache {
         value: Option<Vec<u8>>,
         revision: Revision,
     ) -> Touched {
-        match self.deferred.hold((key, value, revision)) {
+        match self.deferred.hold(key, value, revision) {
             Some((key, value, revision)) => self.apply(&key, value.as_deref(), revision),
             None => {
                 if self.deferred.bytes > HELD_BYTES_MAX {
@@ -122,7 +121,7 @@ impl Cache {
     pub(crate) fn catch_up(&mut self) -> usize {
         let held = self.deferred.take();
         let count = held.len();
-        for (key, value, revision) in held {
+        for (key, (value, revision)) in held {
             self.apply(&key, value.as_deref(), revision);
         }
         count
@@ -179,11 +178,17 @@ mod tests {
         Cache::new(keys.clone(), DEFAULT_TASK_HISTORY_LIMIT)
     }
 
+    /// A standby's cache: holding changes back.
+    fn deferring(keys: &Keys) -> Cache {
+        let mut c = cache(keys);
+        c.defer(true);
+        c
+    }
+
     #[test]
     fn a_deferring_cache_caught_up_shows_what_a_cache_applying_at_once_shows() {
         let keys = Keys::default();
-        let (mut direct, mut deferring) = (cache(&keys), cache(&keys));
-        deferring.defer(true);
+        let (mut direct, mut deferring) = (cache(&keys), deferring(&keys));
         for (key, value, rev) in changes(&keys) {
             direct.apply(&key, value.as_deref(), rev);
             deferring.apply_watched(key, value, rev);
@@ -206,8 +211,7 @@ mod tests {
     #[test]
     fn a_term_starting_applies_what_was_held_and_then_holds_nothing_back() {
         let keys = Keys::default();
-        let (mut direct, mut c) = (cache(&keys), cache(&keys));
-        c.defer(true);
+        let (mut direct, mut c) = (cache(&keys), deferring(&keys));
         let all = changes(&keys);
         let (before, after) = all.split_at(all.len() / 2);
         for (key, value, rev) in before.iter().cloned() {
@@ -232,13 +236,12 @@ mod tests {
     #[test]
     fn a_list_replaces_what_was_held_back_and_the_cache_keeps_deferring() {
         let keys = Keys::default();
-        let mut c = cache(&keys);
-        c.defer(true);
-        for (key, value, rev) in changes(&keys) {
+        let mut c = deferring(&keys);
+        let all = changes(&keys);
+        for (key, value, rev) in all.iter().cloned() {
             c.apply_watched(key, value, rev);
         }
         // The store now holds only the node and the first task.
-        let all = changes(&keys);
         let listed: Vec<(String, Vec<u8>, Revision)> = [&all[0], &all[2]]
             .into_iter()
             .map(|(k, v, _)| (k.clone(), v.clone().unwrap(), 50))
@@ -254,8 +257,7 @@ mod tests {
     #[test]
     fn held_back_changes_beyond_the_bound_are_applied_at_once() {
         let keys = Keys::default();
-        let mut c = cache(&keys);
-        c.defer(true);
+        let mut c = deferring(&keys);
         let half = vec![b'x'; HELD_BYTES_MAX / 2];
         c.apply_watched(keys.task("n1", "a"), Some(half.clone()), 2);
         assert!(c.holds_back());
