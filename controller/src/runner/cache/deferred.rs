@@ -48,8 +48,8 @@ impl Deferred {
         }
     }
 
-    /// Holds the change of `key` back when on and it is not a node's record; gives it back to be
-    /// applied otherwise. Of two changes of a key, the later revision is kept.
+    /// Holds the change of `key` back when on and it is not a node's record; gives it back
+    /// to be applied otherwise. Of two changes of a key, the later revision is kept.
     fn hold(&mut self, key: String, value: Option<Vec<u8>>, revision: Revision) -> Option<Change> {
         if !self.on || key.starts_with(&self.nodes_prefix) {
             return Some((key, value, revision));
